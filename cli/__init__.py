@@ -1,0 +1,1 @@
+"""The ``berth`` command line: the top layer, over ``api``, ``workers`` and ``shared``."""

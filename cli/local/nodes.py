@@ -1,0 +1,102 @@
+"""Fake GPU nodes for the local cluster, described by a node-pool file.
+
+KWOK manages every node carrying ``kwok.x-k8s.io/node: fake`` and keeps the
+status we create it with, so capacity and GPU Operator labels are ours to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError
+
+DEFAULT_POOLS_FILE = Path(__file__).with_name("node-pools.yaml")
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+POOL_LABEL = "berth.dev/local-pool"
+
+
+class GpuSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vendor: Literal["nvidia", "amd"] = "nvidia"
+    product: str
+    count: int = Field(gt=0)
+    memory_mib: int = Field(gt=0)
+
+
+class NodePool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    count: int = Field(ge=0)
+    cpu: str = "32"
+    memory: str = "128Gi"
+    ephemeral_storage: str = "500Gi"
+    pods: str = "110"
+    gpu: GpuSpec | None = None
+    labels: dict[str, str] = {}
+
+
+class NodePools(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pools: list[NodePool]
+
+
+def load_pools(path: Path = DEFAULT_POOLS_FILE) -> NodePools:
+    """Parse a node-pool file; errors name the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return NodePools.model_validate(raw)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read node pools from {path}: {e}") from e
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: {err['msg']}", field=loc) from e
+
+
+def node_bodies(pools: NodePools) -> list[dict[str, Any]]:
+    """The Node objects to create, one per pool member, with deterministic names."""
+    return [_node(pool, i) for pool in pools.pools for i in range(pool.count)]
+
+
+def _node(pool: NodePool, index: int) -> dict[str, Any]:
+    name = f"kwok-{pool.name}-{index}"
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        POOL_LABEL: pool.name,
+        **pool.labels,
+    }
+    resources = {
+        "cpu": pool.cpu,
+        "memory": pool.memory,
+        "ephemeral-storage": pool.ephemeral_storage,
+        "pods": pool.pods,
+    }
+    taints: list[dict[str, str]] = []
+    gpu = pool.gpu
+    if gpu is not None and gpu.vendor == "nvidia":
+        labels |= {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": gpu.product,
+            "nvidia.com/gpu.count": str(gpu.count),
+            "nvidia.com/gpu.memory": str(gpu.memory_mib),
+        }
+        resources["nvidia.com/gpu"] = str(gpu.count)
+        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    elif gpu is not None:
+        labels |= {"amd.com/gpu.product-name": gpu.product, "amd.com/gpu.vram": f"{gpu.memory_mib}M"}
+        resources["amd.com/gpu"] = str(gpu.count)
+        taints.append({"key": "amd.com/gpu", "value": "present", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
+        "spec": {"taints": taints},
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }

@@ -1,0 +1,106 @@
+"""Berth's one error hierarchy.
+
+::
+
+    BerthError
+     ├── ConfigError            bad user or server configuration (names the field)
+     │    └── NotSupportedError  a dstack field Berth does not honour yet
+     ├── NotFoundError          no such run/project/fleet, or not visible to the caller
+     ├── ConflictError          a state or version conflict (compare-and-set lost)
+     ├── AuthError              missing or wrong credentials
+     ├── LocalClusterError      the embedded control plane failed to build/start
+     ├── KubeError              the Kubernetes API failed (wrapped ApiException)
+     │    ├── KubeNotFound
+     │    ├── KubeConflict      409 AlreadyExists / Conflict
+     │    └── KubeForbidden
+     ├── StoreError             Redis failed (wrapped redis error)
+     └── SSHError               an asyncssh connection or check failed
+
+Library exceptions are wrapped at the boundary with ``raise ... from e`` so
+callers and the HTTP layer only ever see these. ``TemporaryError`` is a mixin
+word for "retrying may help" (kopf's TemporaryError idea); everything else is
+treated as permanent by the workers.
+"""
+
+from __future__ import annotations
+
+
+class BerthError(Exception):
+    """Base of every error Berth raises on purpose."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class TemporaryError(BerthError):
+    """Retrying later may succeed (apiserver down, Redis restarting)."""
+
+    def __init__(self, message: str, *, delay: float = 1.0, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.delay = delay
+
+
+class ConfigError(BerthError):
+    """A configuration is invalid; ``field`` is the dotted YAML path."""
+
+
+class NotSupportedError(ConfigError):
+    """dstack accepts this field but Berth does not honour it yet."""
+
+
+class NotFoundError(BerthError):
+    """The object does not exist, or the caller may not see it."""
+
+
+class ConflictError(BerthError):
+    """The object changed under us, or is in a state that forbids the operation."""
+
+
+class AuthError(BerthError):
+    """The bearer token is missing, unknown or lacks rights."""
+
+
+class LocalClusterError(BerthError):
+    """The embedded local control plane could not be built, started or reached."""
+
+
+class KubeError(BerthError):
+    """The Kubernetes API answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeTemporaryError(KubeError, TemporaryError):
+    """A 5xx, 429 or connection failure: the apiserver may be back soon."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        KubeError.__init__(self, message, status=status, reason=reason)
+        self.delay = 1.0
+
+
+class KubeNotFound(KubeError):
+    """404 from the apiserver."""
+
+
+class KubeConflict(KubeError):
+    """409 from the apiserver: AlreadyExists, or a resourceVersion conflict."""
+
+
+class KubeForbidden(KubeError):
+    """403 from the apiserver: RBAC or admission refused the call."""
+
+
+class StoreError(TemporaryError):
+    """Redis failed or timed out."""
+
+
+class SSHError(TemporaryError):
+    """An SSH connection or command failed."""
