@@ -15,12 +15,16 @@ from cli.local.nodes import DEFAULT_POOLS_FILE
 from shared import kube
 from shared.settings import load_settings
 
-app = typer.Typer(help="The embedded local Kubernetes control plane (etcd, apiserver, KWOK GPU nodes, Redis).")
+app = typer.Typer(
+    help="The embedded local Kubernetes control plane (etcd, apiserver, KWOK GPU nodes, Redis)."
+)
 
 
 @app.command()
 def up(
-    pools: Annotated[Path, typer.Option(help="Node-pool file for the fake GPU nodes.")] = DEFAULT_POOLS_FILE,
+    pools: Annotated[
+        Path, typer.Option(help="Node-pool file for the fake GPU nodes.")
+    ] = DEFAULT_POOLS_FILE,
 ) -> None:
     """Build (once) and start the local cluster and Redis; print its nodes."""
     settings = load_settings()

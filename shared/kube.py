@@ -71,9 +71,7 @@ def connect(
             loader.load_and_set(cfg)
         else:
             path = str(kubeconfig.expanduser()) if kubeconfig else None
-            config.load_kube_config(
-                config_file=path, context=context, client_configuration=cfg
-            )
+            config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
     except (ConfigException, OSError, ValueError) as e:
         raise ConfigError(f"cannot load kubeconfig: {e}", field="kubeconfig") from e
     # Enough concurrent connections for a worker's thread pool; urllib3 defaults to 4.

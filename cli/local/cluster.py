@@ -8,9 +8,12 @@ those and a second ``up`` can tell that the cluster already runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,7 +43,14 @@ STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 # Order matters: each process needs the ones before it.
-PROCESS_ORDER = ("redis", "etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "kwok")
+PROCESS_ORDER = (
+    "redis",
+    "etcd",
+    "kube-apiserver",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kwok",
+)
 
 Progress = Callable[[str], None]
 
@@ -146,7 +156,15 @@ def _start(directory: Path, bin_dir: Path, *, timeout_s: float, progress: Progre
     tokens = _ensure_tokens(directory)
     ports = {
         name: free_port()
-        for name in ("redis", "etcd", "etcd-peer", "apiserver", "scheduler", "controller-manager", "kwok")
+        for name in (
+            "redis",
+            "etcd",
+            "etcd-peer",
+            "apiserver",
+            "scheduler",
+            "controller-manager",
+            "kwok",
+        )
     }
     logs = directory / "logs"
     kubeconfig = _write_kubeconfig(directory, ports["apiserver"], pki, tokens["admin"])
@@ -172,7 +190,10 @@ def _start(directory: Path, bin_dir: Path, *, timeout_s: float, progress: Progre
                 _wait_ready(state, name, _apiserver_ready, deadline)
             elif name in ("redis", "etcd"):
                 _wait_ready(state, name, _port_open(state.ports[name]), deadline)
-        for name, port in (("kube-scheduler", "scheduler"), ("kube-controller-manager", "controller-manager")):
+        for name, port in (
+            ("kube-scheduler", "scheduler"),
+            ("kube-controller-manager", "controller-manager"),
+        ):
             _wait_ready(state, name, _healthz(state.ports[port]), deadline)
     except Exception:
         down(directory)
@@ -185,61 +206,105 @@ def _argv(name: str, s: ClusterState, pki: Pki, directory: Path) -> list[str]:
     p = s.ports
     kc = s.kubeconfig
     if name == "redis":
-        redis = shutil.which("redis-server") or "/usr/bin/redis-server"
-        (directory / "redis").mkdir(exist_ok=True)
-        return [
-            redis, "--port", str(p["redis"]), "--bind", "127.0.0.1", "--dir", str(directory / "redis"),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
-        ]
+        return redis_argv(p["redis"], directory / "redis")
     if name == "etcd":
         peer = f"http://127.0.0.1:{p['etcd-peer']}"
         client_url = f"http://127.0.0.1:{p['etcd']}"
         return [
-            str(b / "etcd"), "--name=berth", f"--data-dir={directory / 'etcd'}",
-            f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=berth={peer}", "--unsafe-no-fsync",  # local and disposable
+            str(b / "etcd"),
+            "--name=berth",
+            f"--data-dir={directory / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=berth={peer}",
+            "--unsafe-no-fsync",  # local and disposable
             "--log-level=warn",
         ]
     if name == "kube-apiserver":
         return [
-            str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={p['apiserver']}", f"--cert-dir={directory / 'pki'}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            str(b / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={p['apiserver']}",
+            f"--cert-dir={directory / 'pki'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
-            f"--token-auth-file={directory / 'tokens.csv'}", "--authorization-mode=RBAC",
+            f"--token-auth-file={directory / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
             "--enable-priority-and-fairness=false",  # one client at a time; APF only adds latency
             "--v=0",
         ]
     if name in ("kube-scheduler", "kube-controller-manager"):
         port = p["scheduler" if name == "kube-scheduler" else "controller-manager"]
         argv = [
-            str(b / name), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", "--v=0",
+            str(b / name),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--v=0",
         ]
         if name == "kube-controller-manager":
             argv += [
-                f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--use-service-account-credentials=false",
             ]
         return argv
     if name == "kwok":
         return [
-            str(b / "kwok"), f"--kubeconfig={kc}", "--manage-all-nodes=false",
+            str(b / "kwok"),
+            f"--kubeconfig={kc}",
+            "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={node_pools.KWOK_ANNOTATION}=fake",
-            f"--cidr={POD_CIDR}", "--node-ip=10.250.0.1", f"--config={STAGES_FILE}",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=10.250.0.1",
+            f"--config={STAGES_FILE}",
             "--node-lease-duration-seconds=40",  # kwok renews node leases like a kubelet
             f"--server-address=127.0.0.1:{p['kwok']}",
         ]
     raise LocalClusterError(f"unknown process {name}")
+
+
+def redis_argv(port: int, data_dir: Path) -> list[str]:
+    """Redis as Berth ships it: loopback, AOF on, never evicting keys.
+
+    ``appendfsync everysec``: every write reaches the kernel before Redis
+    replies, so a killed redis-server loses nothing; only a power loss can cost
+    the last second. ``always`` would also cover that at a large write cost.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        shutil.which("redis-server") or "/usr/bin/redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+    ]
 
 
 def _ensure_tokens(directory: Path) -> dict[str, str]:
@@ -292,7 +357,9 @@ def _wait_ready(state: ClusterState, name: str, check: Check, deadline: float) -
     record = state.processes[name]
     while time.monotonic() < deadline:
         if not is_running(record):
-            raise LocalClusterError(f"{name} exited during start-up; its log ends:\n{log_tail(record)}")
+            raise LocalClusterError(
+                f"{name} exited during start-up; its log ends:\n{log_tail(record)}"
+            )
         if check(state):
             return
         time.sleep(0.2)
@@ -304,7 +371,7 @@ def _apiserver_ready(state: ClusterState) -> bool:
         r = httpx.get(
             f"{state.apiserver_url}/readyz",
             headers={"Authorization": f"Bearer {state.admin_token}"},
-            verify=state.ca_file,
+            verify=ssl.create_default_context(cafile=state.ca_file),
             timeout=2.0,
         )
     except httpx.HTTPError:
@@ -313,8 +380,6 @@ def _apiserver_ready(state: ClusterState) -> bool:
 
 
 def _port_open(port: int) -> Check:
-    import socket
-
     def check(_state: ClusterState) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -329,7 +394,7 @@ def _healthz(port: int) -> Check:
     def check(_state: ClusterState) -> bool:
         try:
             # Self-signed serving certs of our own loopback processes.
-            r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2.0)  # noqa: S501
+            r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2.0)
         except httpx.HTTPError:
             return False
         return r.status_code == 200
@@ -345,10 +410,9 @@ def _create_nodes(
     k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
     try:
         for body in bodies:
-            try:
+            # A node may already be there from an earlier up: etcd data persists.
+            with contextlib.suppress(KubeConflict):
                 k.call(k.core.create_node, body)
-            except KubeConflict:
-                pass  # already there from an earlier up: etcd data persists
         deadline = time.monotonic() + timeout_s
         names = {b["metadata"]["name"] for b in bodies}
         while time.monotonic() < deadline:

@@ -90,7 +90,10 @@ def _node(pool: NodePool, index: int) -> dict[str, Any]:
         resources["nvidia.com/gpu"] = str(gpu.count)
         taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
     elif gpu is not None:
-        labels |= {"amd.com/gpu.product-name": gpu.product, "amd.com/gpu.vram": f"{gpu.memory_mib}M"}
+        labels |= {
+            "amd.com/gpu.product-name": gpu.product,
+            "amd.com/gpu.vram": f"{gpu.memory_mib}M",
+        }
         resources["amd.com/gpu"] = str(gpu.count)
         taints.append({"key": "amd.com/gpu", "value": "present", "effect": "NoSchedule"})
     return {
