@@ -98,5 +98,5 @@ def _from_text(text: str) -> Fraction:
         return number * Fraction(10) ** exponent
     suffix = match["suffix"] or ""
     if suffix in _BINARY_SI:
-        return number * 1024 ** _BINARY_SI[suffix]
+        return number * Fraction(1024) ** _BINARY_SI[suffix]
     return number * Fraction(10) ** _DECIMAL_SI.get(suffix, 0)

@@ -1,0 +1,386 @@
+"""Nodes and pods → what GPUs, CPU, memory and disk each node still has free.
+
+Free is allocatable minus the requests of the pods bound to the node that have
+not finished, counted the way kube-scheduler counts them
+(``k8s.io/component-helpers/resource.PodRequests``): the sum of the app
+containers and sidecars, or the largest init-container step if that is larger,
+pod-level requests replacing the container sum for CPU and memory, plus the
+RuntimeClass overhead. A resource a container only *limits* counts as requested,
+because the apiserver defaults requests to limits. Each pod's total is rounded
+up once (``MilliValue()`` for CPU, ``Value()`` for the rest), so all the
+bookkeeping below is exact integer arithmetic: adding and removing a pod a
+thousand times leaves no drift, which lets :class:`InventoryBuilder` keep
+per-node sums incrementally and still equal a rebuild from scratch.
+
+Nodes that cannot take new pods (NotReady, cordoned, or carrying a NoSchedule
+or NoExecute taint that is not a GPU taint) stay in the inventory with
+``schedulable=False`` and the reasons, so reports can say why capacity is not
+offered. GPUs the catalogue does not know are kept and listed in
+``GpuInventory.unknown_products``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.gpu.catalogue import GpuVendor
+from shared.gpu.labels import GPU_TAINT_KEYS, GpuGroup, is_gpu_resource, node_gpus
+from shared.quantity import QuantityError, parse_quantity
+
+__all__ = [
+    "GpuInventory",
+    "InventoryBuilder",
+    "NodeInventory",
+    "Resources",
+    "UnknownProduct",
+    "build_inventory",
+    "pod_requests",
+    "unschedulable_reasons",
+]
+
+log = logging.getLogger(__name__)
+
+CPU, MEMORY, EPHEMERAL_STORAGE = "cpu", "memory", "ephemeral-storage"
+
+
+class Resources(BaseModel):
+    """An amount of node resources in integer base units."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cpu_millicores: int = 0
+    memory_bytes: int = 0
+    ephemeral_storage_bytes: int = 0
+    gpus: dict[str, int] = {}
+    """Units per GPU extended resource (nvidia.com/gpu, nvidia.com/mig-1g.10gb, ...)."""
+
+
+class NodeInventory(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    schedulable: bool = True
+    reasons: tuple[str, ...] = ()
+    """Why new pods cannot land here: "cordoned", "not ready: ...", "taint k=v:NoSchedule"."""
+    arch: str | None = None
+    gpus: tuple[GpuGroup, ...] = ()
+    allocatable: Resources = Resources()
+    free: Resources = Resources()
+
+    def free_units(self, group: GpuGroup) -> int:
+        """Units of ``group.resource`` not yet requested by pods on this node."""
+        return self.free.gpus.get(group.resource, 0)
+
+
+class UnknownProduct(BaseModel):
+    """A GPU product the catalogue does not know, and where it was seen."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    vendor: GpuVendor
+    product: str | None
+    """The raw label value; ``None`` when the node has GPUs but no product label."""
+    nodes: tuple[str, ...]
+
+
+class GpuInventory(BaseModel):
+    """Every node with its GPUs and free resources, sorted by node name."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    nodes: tuple[NodeInventory, ...] = ()
+    unknown_products: tuple[UnknownProduct, ...] = ()
+
+    def node(self, name: str) -> NodeInventory | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def to_json(self) -> str:
+        """Compact JSON: fields left at their defaults are omitted, and restored on reading."""
+        return self.model_dump_json(exclude_defaults=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> GpuInventory:
+        return cls.model_validate_json(text)
+
+
+def build_inventory(nodes: Iterable[Any], pods: Iterable[Any]) -> GpuInventory:
+    """The inventory of ``V1Node`` objects given the ``V1Pod`` objects of the cluster."""
+    requested: dict[str, dict[str, int]] = {}
+    for pod in pods:
+        node_name = _bound_node(pod)
+        if node_name is not None:
+            _add_into(requested.setdefault(node_name, {}), pod_requests(pod))
+    statics = {s.name: s for s in map(_node_static, nodes) if s is not None}
+    return _assemble(statics.values(), requested)
+
+
+class InventoryBuilder:
+    """The inventory kept current from watch events, O(resources of one object) per event.
+
+    Nodes are keyed by name and pods by ``namespace/name``. Each pod's rounded
+    requests are remembered, so an update or delete subtracts exactly what its
+    earlier version added. Not thread-safe: feed it from one watcher task.
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, _NodeStatic] = {}
+        self._pods: dict[str, tuple[str, dict[str, int]]] = {}
+        self._requested: dict[str, dict[str, int]] = {}
+
+    def reset(self, nodes: Iterable[Any], pods: Iterable[Any]) -> None:
+        """Replace everything, as after a relist (watch expired with 410 Gone)."""
+        self._nodes.clear()
+        self._pods.clear()
+        self._requested.clear()
+        for node in nodes:
+            self.upsert_node(node)
+        for pod in pods:
+            self.upsert_pod(pod)
+
+    def upsert_node(self, node: Any) -> None:
+        static = _node_static(node)
+        if static is not None:
+            self._nodes[static.name] = static
+
+    def delete_node(self, node: Any) -> None:
+        """Forget a node, given the object or its name; its pods' requests stay until they go."""
+        name = node if isinstance(node, str) else getattr(node.metadata, "name", None)
+        if name is not None:
+            self._nodes.pop(name, None)
+
+    def upsert_pod(self, pod: Any) -> None:
+        key = _pod_key(pod)
+        if key is None:
+            return
+        self._forget_pod(key)
+        node_name = _bound_node(pod)
+        if node_name is None:
+            return
+        requests = pod_requests(pod)
+        self._pods[key] = (node_name, requests)
+        _add_into(self._requested.setdefault(node_name, {}), requests)
+
+    def delete_pod(self, pod: Any) -> None:
+        """Forget a pod, given the object or its ``namespace/name`` key."""
+        key = pod if isinstance(pod, str) else _pod_key(pod)
+        if key is not None:
+            self._forget_pod(key)
+
+    def snapshot(self) -> GpuInventory:
+        return _assemble(self._nodes.values(), self._requested)
+
+    def _forget_pod(self, key: str) -> None:
+        previous = self._pods.pop(key, None)
+        if previous is None:
+            return
+        node_name, requests = previous
+        sums = self._requested[node_name]
+        for resource, amount in requests.items():
+            left = sums[resource] - amount
+            if left:
+                sums[resource] = left
+            else:
+                del sums[resource]
+        if not sums:
+            del self._requested[node_name]
+
+
+def pod_requests(pod: Any) -> dict[str, int]:
+    """A pod's effective requests as kube-scheduler sums them; CPU in millicores, rest in units."""
+    spec = pod.spec
+    if spec is None:
+        return {}
+    total: dict[str, Fraction] = {}
+    for container in spec.containers or []:
+        _add_into(total, _container_requests(container))
+    sidecars: dict[str, Fraction] = {}
+    init_peak: dict[str, Fraction] = {}
+    for container in spec.init_containers or []:
+        step = _container_requests(container)
+        if container.restart_policy == "Always":
+            # A sidecar keeps running next to the app containers and the later init steps.
+            _add_into(total, step)
+            _add_into(sidecars, step)
+            step = dict(sidecars)
+        else:
+            _add_into(step, sidecars)
+        for resource, amount in step.items():
+            init_peak[resource] = max(init_peak.get(resource, Fraction(0)), amount)
+    for resource, amount in init_peak.items():
+        total[resource] = max(total.get(resource, Fraction(0)), amount)
+    # Pod-level requests (KEP-2837) replace the container sum for CPU and memory only.
+    for resource, amount in _requests_of(spec.resources).items():
+        if resource in (CPU, MEMORY):
+            total[resource] = amount
+    _add_into(total, _parse_list(spec.overhead))
+    return {r: math.ceil(q * 1000) if r == CPU else math.ceil(q) for r, q in total.items() if q}
+
+
+def unschedulable_reasons(node: Any) -> tuple[str, ...]:
+    """Why kube-scheduler would place no new pod here; empty when it would."""
+    spec, status, meta = node.spec, node.status, node.metadata
+    reasons: list[str] = []
+    if meta is not None and meta.deletion_timestamp is not None:
+        reasons.append("being deleted")
+    if spec is not None and spec.unschedulable:
+        reasons.append(_CORDONED)
+    conditions = (status.conditions if status is not None else None) or []
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    if ready is None:
+        reasons.append(f"{_NOT_READY}: no Ready condition reported")
+    elif ready.status != "True":
+        why = f" ({ready.reason})" if ready.reason else ""
+        reasons.append(f"{_NOT_READY}: Ready={ready.status}{why}")
+    for taint in (spec.taints if spec is not None else None) or []:
+        if taint.effect not in ("NoSchedule", "NoExecute") or taint.key in GPU_TAINT_KEYS:
+            continue
+        covered_by = _TAINTS_COVERED_BY.get(taint.key)
+        if covered_by is not None and any(r.startswith(covered_by) for r in reasons):
+            continue
+        value = f"={taint.value}" if taint.value else ""
+        reasons.append(f"taint {taint.key}{value}:{taint.effect}")
+    return tuple(reasons)
+
+
+_CORDONED = "cordoned"
+_NOT_READY = "not ready"
+# The node lifecycle controller mirrors cordoning and readiness as taints; the
+# condition already said it, so the taint would only repeat it.
+_TAINTS_COVERED_BY = {
+    "node.kubernetes.io/unschedulable": _CORDONED,
+    "node.kubernetes.io/not-ready": _NOT_READY,
+    "node.kubernetes.io/unreachable": _NOT_READY,
+}
+_FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+_N = TypeVar("_N", int, Fraction)
+
+
+@dataclass(frozen=True)
+class _NodeStatic:
+    """What a node event tells us; combined with the pod sums at snapshot time."""
+
+    name: str
+    reasons: tuple[str, ...]
+    arch: str | None
+    gpus: tuple[GpuGroup, ...]
+    allocatable: dict[str, int]
+
+
+def _node_static(node: Any) -> _NodeStatic | None:
+    name = getattr(node.metadata, "name", None)
+    if name is None:
+        return None
+    status = node.status
+    labels: Mapping[str, str] = getattr(node.metadata, "labels", None) or {}
+    raw: Mapping[str, str] = (status.allocatable if status is not None else None) or {}
+    node_info = status.node_info if status is not None else None
+    return _NodeStatic(
+        name=name,
+        reasons=unschedulable_reasons(node),
+        arch=getattr(node_info, "architecture", None),
+        gpus=node_gpus(labels, raw).groups,
+        allocatable={
+            r: math.ceil(q * 1000) if r == CPU else math.ceil(q)
+            for r, q in _parse_list(raw).items()
+        },
+    )
+
+
+def _assemble(
+    statics: Iterable[_NodeStatic], requested: Mapping[str, Mapping[str, int]]
+) -> GpuInventory:
+    nodes = sorted(
+        (_node_inventory(s, requested.get(s.name, {})) for s in statics), key=lambda n: n.name
+    )
+    unknown: dict[tuple[GpuVendor, str | None], list[str]] = {}
+    for node in nodes:
+        for group in node.gpus:
+            if not group.known:
+                unknown.setdefault((group.vendor, group.product), []).append(node.name)
+    return GpuInventory(
+        nodes=tuple(nodes),
+        unknown_products=tuple(
+            UnknownProduct(vendor=vendor, product=product, nodes=tuple(sorted(set(names))))
+            for (vendor, product), names in sorted(
+                unknown.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+            )
+        ),
+    )
+
+
+def _node_inventory(static: _NodeStatic, requested: Mapping[str, int]) -> NodeInventory:
+    alloc = static.allocatable
+    free = {r: max(0, amount - requested.get(r, 0)) for r, amount in alloc.items()}
+    return NodeInventory(
+        name=static.name,
+        schedulable=not static.reasons,
+        reasons=static.reasons,
+        arch=static.arch,
+        gpus=static.gpus,
+        allocatable=_resources(alloc),
+        free=_resources(free),
+    )
+
+
+def _resources(amounts: Mapping[str, int]) -> Resources:
+    return Resources(
+        cpu_millicores=amounts.get(CPU, 0),
+        memory_bytes=amounts.get(MEMORY, 0),
+        ephemeral_storage_bytes=amounts.get(EPHEMERAL_STORAGE, 0),
+        gpus={r: n for r, n in sorted(amounts.items()) if is_gpu_resource(r)},
+    )
+
+
+def _bound_node(pod: Any) -> str | None:
+    """The node a pod occupies, or ``None`` if unscheduled or finished (it frees its requests)."""
+    spec, status = pod.spec, pod.status
+    if spec is None or not spec.node_name:
+        return None
+    if status is not None and status.phase in _FINISHED_PHASES:
+        return None
+    return str(spec.node_name)
+
+
+def _pod_key(pod: Any) -> str | None:
+    meta = pod.metadata
+    if meta is None or not meta.name:
+        return None
+    return f"{meta.namespace or ''}/{meta.name}"
+
+
+def _container_requests(container: Any) -> dict[str, Fraction]:
+    return _requests_of(container.resources)
+
+
+def _requests_of(resources: Any) -> dict[str, Fraction]:
+    if resources is None:
+        return {}
+    # The apiserver copies a limit into the request when the request is absent.
+    merged = {**(resources.limits or {}), **(resources.requests or {})}
+    return _parse_list(merged)
+
+
+def _parse_list(quantities: Mapping[str, Any] | None) -> dict[str, Fraction]:
+    parsed: dict[str, Fraction] = {}
+    for resource, value in (quantities or {}).items():
+        if resource not in (CPU, MEMORY, EPHEMERAL_STORAGE) and not is_gpu_resource(resource):
+            continue
+        try:
+            parsed[resource] = parse_quantity(value)
+        except QuantityError:
+            # The apiserver validates quantities, so this is a hand-made object;
+            # skipping one value beats failing the whole inventory.
+            log.warning("ignoring unparseable quantity %s=%r", resource, value)
+    return parsed
+
+
+def _add_into(target: dict[str, _N], amounts: Mapping[str, _N]) -> None:
+    for resource, amount in amounts.items():
+        target[resource] = target[resource] + amount if resource in target else amount
