@@ -1,0 +1,95 @@
+"""Runs: apply, list, get, stop, delete, logs and events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import StreamingResponse
+
+from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, StoreDep
+from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
+from api.services import logs as log_service
+from api.services import runs as run_service
+from shared.records import RunStatus
+
+router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def apply_run(
+    body: RunCreate, project: CurrentProject, user: CurrentUser, store: StoreDep, celery: CeleryDep
+) -> RunPublic:
+    """Validate and accept a run; scheduling happens in the background."""
+    run, jobs = run_service.submit_run(
+        store, celery, project=project, user=user, configuration=body.configuration
+    )
+    return RunPublic.of(run, jobs)
+
+
+@router.get("")
+def list_runs(
+    project: CurrentProject,
+    store: StoreDep,
+    all: Annotated[bool, Query(description="Include finished runs.")] = False,  # noqa: A002
+    status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunPublic]:
+    runs = store.list_runs(project.name, limit=1000)
+    if status_filter is not None:
+        runs = [r for r in runs if r.status == status_filter]
+    elif not all:
+        runs = [r for r in runs if not r.status.is_finished]
+    return [RunPublic.of(r, store.jobs_of(r)) for r in runs[:limit]]
+
+
+@router.get("/{name}")
+def get_run(name: str, project: CurrentProject, store: StoreDep) -> RunPublic:
+    run = store.run_by_name(project.name, name)
+    return RunPublic.of(run, store.jobs_of(run))
+
+
+@router.post("/{name}/stop")
+def stop_run(
+    name: str, body: RunStop, project: CurrentProject, store: StoreDep, celery: CeleryDep
+) -> RunPublic:
+    run = run_service.stop_run(store, celery, store.run_by_name(project.name, name), abort=body.abort)
+    return RunPublic.of(run, store.jobs_of(run))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_run(name: str, project: CurrentProject, store: StoreDep) -> None:
+    run_service.delete_run(store, store.run_by_name(project.name, name))
+
+
+@router.get("/{name}/events")
+def run_events(
+    name: str,
+    project: CurrentProject,
+    store: StoreDep,
+    after: Annotated[str, Query(pattern=r"^(-|\d+-\d+)$")] = "-",
+) -> list[EventPublic]:
+    run = store.run_by_name(project.name, name)
+    return [
+        EventPublic(id=i, at=e.at, kind=e.kind, message=e.message, status=e.status, job=e.job)
+        for i, e in store.events(run.id, after=after)
+    ]
+
+
+@router.get("/{name}/logs", response_class=StreamingResponse)
+def run_logs(
+    name: str,
+    project: CurrentProject,
+    store: StoreDep,
+    clusters: ClustersDep,
+    follow: bool = False,
+    job: Annotated[int, Query(ge=0)] = 0,
+    replica: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """The job's container output as plain text; ``follow`` streams until the run ends."""
+    run = store.run_by_name(project.name, name)
+    lines: Iterator[bytes] = log_service.stream_logs(
+        store, clusters, run, job_num=job, replica_num=replica, follow=follow
+    )
+    return StreamingResponse(lines, media_type="text/plain")

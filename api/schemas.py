@@ -1,0 +1,97 @@
+"""Request and response models of the HTTP API, one per direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.records import Job, Run, RunStatus
+
+
+class RunCreate(BaseModel):
+    """``POST /api/projects/{p}/runs``: a configuration as YAML text or as an object."""
+
+    model_config = ConfigDict(extra="forbid")
+    configuration: str | dict[str, Any] = Field(
+        description="The dstack-format configuration, as YAML text or as a JSON object."
+    )
+
+
+class RunStop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    abort: bool = False
+    """Abort skips the graceful termination period."""
+
+
+class JobPublic(BaseModel):
+    job_num: int
+    replica_num: int
+    status: RunStatus
+    reason: str
+    node: str | None
+    gpus: int
+    pod_name: str | None
+    pod_ip: str | None
+    exit_code: int | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            job_num=job.job_num,
+            replica_num=job.replica_num,
+            status=job.status,
+            reason=job.reason,
+            node=job.placement.node if job.placement else None,
+            gpus=job.placement.gpus if job.placement else 0,
+            pod_name=job.pod_name,
+            pod_ip=job.pod_ip,
+            exit_code=job.exit_code,
+        )
+
+
+class RunPublic(BaseModel):
+    id: str
+    project: str
+    name: str
+    user: str
+    type: str
+    status: RunStatus
+    reason: str
+    priority: int
+    submitted_at: float
+    updated_at: float
+    configuration: dict[str, Any]
+    jobs: list[JobPublic]
+
+    @classmethod
+    def of(cls, run: Run, jobs: list[Job]) -> RunPublic:
+        return cls(
+            id=run.id,
+            project=run.project,
+            name=run.name,
+            user=run.user,
+            type=run.configuration_type,
+            status=run.status,
+            reason=run.reason,
+            priority=run.priority,
+            submitted_at=run.submitted_at,
+            updated_at=run.updated_at,
+            configuration=run.configuration,
+            jobs=[JobPublic.of(j) for j in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))],
+        )
+
+
+class EventPublic(BaseModel):
+    id: str
+    at: float
+    kind: str
+    message: str
+    status: str | None
+    job: int | None
+
+
+class Health(BaseModel):
+    status: str
+    redis: str
+    jump_hosts: dict[str, Any] = {}

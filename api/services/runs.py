@@ -1,0 +1,87 @@
+"""Submitting, reading, stopping and deleting runs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import yaml
+from celery import Celery
+
+from shared import tasks
+from shared.configuration.parse import parse_run_configuration
+from shared.errors import ConfigError, ConflictError
+from shared.jobs import jobs_for
+from shared.lifecycle import can_move
+from shared.records import Event, Job, Project, Run, RunStatus, User
+from shared.store import Store
+from api.services.names import random_run_name
+
+_NAME_ATTEMPTS = 5  # random names clash rarely; a few tries make it vanishingly rare
+
+
+def submit_run(
+    store: Store, celery: Celery, *, project: Project, user: User, configuration: str | dict[str, Any]
+) -> tuple[Run, list[Job]]:
+    """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
+    text = configuration if isinstance(configuration, str) else yaml.safe_dump(configuration)
+    conf = parse_run_configuration(text)
+    if conf.type == "fleet":
+        raise ConfigError("use the fleets endpoint for type: fleet", field="type")
+    explicit = getattr(conf, "name", None)
+    for _ in range(1 if explicit else _NAME_ATTEMPTS):
+        run = Run(
+            id=uuid.uuid4().hex,
+            project=project.name,
+            name=explicit or random_run_name(),
+            user=user.name,
+            configuration=conf.model_dump(mode="json"),
+            configuration_type=conf.type,
+            priority=getattr(conf, "priority", None) or 0,
+        )
+        jobs = jobs_for(run, conf)
+        run.job_ids = [j.id for j in jobs]
+        event = Event(at=run.submitted_at, kind="status", status=RunStatus.SUBMITTED, message="submitted")
+        try:
+            store.create_run(run, jobs, event)
+        except ConflictError:
+            if explicit:
+                raise
+            continue
+        tasks.send(celery, tasks.SCHEDULE_RUN, run.id)
+        return run, jobs
+    raise ConflictError("could not pick a free run name; set name: in the configuration")
+
+
+def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
+    """Ask every job to stop; teardown does the deleting. Stopping twice is harmless."""
+    if run.status.is_finished:
+        return run
+    for _ in range(10):  # compare-and-set: retry on a concurrent worker update
+        run.stop_requested = True
+        run.abort = run.abort or abort
+        word = "abort" if abort else "stop"
+        event = Event(at=time.time(), kind="info", message=f"{word} requested by the user")
+        if can_move(run.status, RunStatus.TERMINATING):
+            run.status = RunStatus.TERMINATING
+            run.reason = f"{word} requested"
+            event = Event(
+                at=event.at, kind="status", status=run.status, message=f"{word} requested by the user"
+            )
+        if store.save_run(run, event):
+            break
+        run = store.get_run(run.id)
+        if run.status.is_finished:
+            return run
+    for job_id in run.job_ids:
+        tasks.send(celery, tasks.TEARDOWN_JOB, job_id)
+    return run
+
+
+def delete_run(store: Store, run: Run) -> None:
+    if not run.status.is_finished:
+        raise ConflictError(
+            f"run {run.name!r} is {run.status}; stop it first (berth stop {run.name})", field="name"
+        )
+    store.delete_run(run)

@@ -1,0 +1,47 @@
+"""Publishing and reading the live GPU inventory through Redis.
+
+The proxy worker owns the watch and publishes ``inventory:<cluster>`` (a JSON
+snapshot) plus a message on the ``inventory-changed`` channel. Readers take
+the snapshot; when none has been published yet (the proxy worker is starting)
+they list nodes and pods once themselves, so scheduling never blocks on it.
+
+Only pods Berth did not create are counted in a published snapshot: Berth's
+own jobs are subtracted by the scheduler from its placements, which are known
+before their pods exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import kube
+from shared.clusters import ClusterRegistry
+from shared.gpu.inventory import GpuInventory, build_inventory
+from shared.store import Store
+
+CHANNEL = "inventory-changed"
+
+
+def is_foreign_pod(pod: Any) -> bool:
+    """True for pods Berth did not create (they count against free capacity)."""
+    labels = (pod.metadata.labels if pod.metadata else None) or {}
+    return labels.get(kube.LABEL_MANAGED) != kube.MANAGED_BY
+
+
+def publish_inventory(store: Store, cluster_key: str, inventory: GpuInventory) -> None:
+    store.publish_inventory(cluster_key, inventory.to_json(), CHANNEL)
+
+
+def load_inventory(store: Store, clusters: ClusterRegistry, project: str) -> GpuInventory:
+    key = clusters.key_for(project)
+    raw = store.inventory_json(key)
+    if raw is not None:
+        return GpuInventory.from_json(raw)
+    cluster = clusters.for_project(project)
+    k = cluster.kube
+    nodes = k.call(k.core.list_node).items
+    pods = k.call(
+        k.core.list_pod_for_all_namespaces,
+        field_selector="status.phase!=Succeeded,status.phase!=Failed",
+    ).items
+    return build_inventory(nodes, [p for p in pods if is_foreign_pod(p)])

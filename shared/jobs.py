@@ -1,0 +1,63 @@
+"""Turning a run into jobs, and a run's status back out of its jobs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from shared.lifecycle import can_move, run_status_from_jobs
+from shared.records import Event, Job, Run
+from shared.store import Store
+
+_CAS_ATTEMPTS = 20  # concurrent job updates of one run settle well within this
+
+
+def jobs_for(run: Run, conf: Any) -> list[Job]:
+    """One job per node of a task, per replica of a service, one for a dev environment."""
+    nodes = int(getattr(conf, "nodes", 1) or 1) if conf.type == "task" else 1
+    replicas = _replicas(conf) if conf.type == "service" else 1
+    total = nodes * replicas
+    return [
+        Job(
+            id=uuid.uuid4().hex,
+            run_id=run.id,
+            project=run.project,
+            run_name=run.name,
+            job_num=node,
+            replica_num=replica,
+            jobs_in_run=nodes,
+            submitted_at=run.submitted_at,
+        )
+        for replica in range(replicas)
+        for node in range(nodes)
+    ][:total]
+
+
+def refresh_run(store: Store, run_id: str) -> Run:
+    """Recompute the run's status from its jobs and save it if it changed.
+
+    Called after every job update; safe to call any number of times.
+    """
+    run = store.get_run(run_id)
+    for _ in range(_CAS_ATTEMPTS):
+        jobs = store.jobs_of(run)
+        status = run_status_from_jobs((j.status for j in jobs), stop_requested=run.stop_requested)
+        if status == run.status or not can_move(run.status, status):
+            return run
+        reason = next((j.reason for j in jobs if j.status == status and j.reason), "")
+        run.status = status
+        run.reason = reason
+        msg = f"run {status}" + (f": {reason}" if reason else "")
+        if store.save_run(run, Event(at=time.time(), kind="status", status=status, message=msg)):
+            return run
+        run = store.get_run(run_id)
+    return run
+
+
+def _replicas(conf: Any) -> int:
+    replicas = getattr(conf, "replicas", 1)
+    if isinstance(replicas, int):
+        return max(replicas, 1)
+    low = getattr(replicas, "min", None)
+    return max(int(low or 1), 1)

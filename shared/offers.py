@@ -1,0 +1,156 @@
+"""Matching what a run asks for against what the cluster has: offers and placement.
+
+Pure functions over :class:`~shared.gpu.inventory.GpuInventory`. An *offer* is
+one node (or, for ``nodes: N``, a set of N nodes) that can take the request.
+A request no node could ever satisfy, even empty, is *impossible*; one that
+only lacks free capacity now is *busy*. The scheduler and ``berth offer`` use
+the same predicate, so what ``offer`` shows is what ``apply`` can get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
+from shared.gpu.labels import GpuGroup
+
+
+@dataclass(frozen=True)
+class Request:
+    """One job's needs, in base units. ``gpu_count == 0`` means no accelerator."""
+
+    gpu_count: int = 0
+    gpu_count_max: int | None = None
+    gpu_names: frozenset[str] = frozenset()
+    """Canonical names, lower-case (``h100``); empty means any model."""
+    gpu_vendor: str | None = None
+    gpu_memory_mib_min: int | None = None
+    gpu_memory_mib_max: int | None = None
+    cpu_millicores: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    nodes: int = 1
+    allowed_nodes: frozenset[str] | None = None
+    """Restricts placement (a fleet's nodes); None means every node."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    node: str
+    group: GpuGroup | None
+    gpus: int
+    """GPUs this offer would take: the request's count (the smallest that fits)."""
+    free_gpus: int
+    total_gpus: int
+
+
+@dataclass
+class Verdict:
+    offers: list[Offer] = field(default_factory=list)
+    """Nodes that fit now, best fit first."""
+    possible: bool = True
+    """False when no node could fit the request even if the cluster were empty."""
+    reason: str = ""
+
+
+def match(
+    inventory: GpuInventory,
+    request: Request,
+    *,
+    reserved: Mapping[str, Resources] | None = None,
+) -> Verdict:
+    """Every node that fits ``request`` now, with ``reserved`` subtracted from free."""
+    reserved = reserved or {}
+    now: list[Offer] = []
+    ever = 0
+    for node in inventory.nodes:
+        if request.allowed_nodes is not None and node.name not in request.allowed_nodes:
+            continue
+        if fits(node, request, node.allocatable):
+            ever += 1
+        offer = _offer(node, request, _minus(node.free, reserved.get(node.name)))
+        if offer is not None and node.schedulable:
+            now.append(offer)
+    now.sort(key=lambda o: (o.free_gpus - o.gpus, o.node))  # best fit keeps big nodes whole
+    if ever < request.nodes:
+        return Verdict(offers=[], possible=False, reason=f"impossible: {describe(request)}")
+    if len(now) < request.nodes:
+        return Verdict(offers=now, reason=f"no capacity now for {describe(request)}")
+    return Verdict(offers=now)
+
+
+def fits(node: NodeInventory, request: Request, available: Resources) -> bool:
+    """Whether ``available`` on ``node`` covers one job of ``request``."""
+    return _offer(node, request, available) is not None
+
+
+def describe(request: Request) -> str:
+    parts = []
+    if request.gpu_count:
+        names = ",".join(sorted(n.upper() for n in request.gpu_names)) or "any GPU"
+        mem = f" >={request.gpu_memory_mib_min // 1024}GB" if request.gpu_memory_mib_min else ""
+        parts.append(f"{request.gpu_count}x {names}{mem}")
+    if request.cpu_millicores:
+        parts.append(f"{request.cpu_millicores / 1000:g} CPU")
+    if request.memory_bytes:
+        parts.append(f"{request.memory_bytes / 2**30:g}GB memory")
+    what = ", ".join(parts) or "no resources"
+    return f"{what} on {request.nodes} node(s)" if request.nodes > 1 else what
+
+
+def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:
+    if available.cpu_millicores < request.cpu_millicores:
+        return None
+    if available.memory_bytes < request.memory_bytes:
+        return None
+    if request.disk_bytes and available.ephemeral_storage_bytes < request.disk_bytes:
+        return None
+    if request.gpu_count == 0:
+        return Offer(node=node.name, group=None, gpus=0, free_gpus=0, total_gpus=0)
+    for group in _matching_groups(node.gpus, request):
+        free = available.gpus.get(group.resource, 0)
+        if free >= request.gpu_count:
+            return Offer(
+                node=node.name,
+                group=group,
+                gpus=request.gpu_count,
+                free_gpus=free,
+                total_gpus=group.count,
+            )
+    return None
+
+
+def _matching_groups(groups: Iterable[GpuGroup], request: Request) -> Iterable[GpuGroup]:
+    for group in groups:
+        if request.gpu_vendor and group.vendor.value != request.gpu_vendor:
+            continue
+        if request.gpu_names and not _name_matches(group, request.gpu_names):
+            continue
+        mem = group.memory_mib
+        if request.gpu_memory_mib_min is not None and (mem is None or mem < request.gpu_memory_mib_min):
+            continue
+        if request.gpu_memory_mib_max is not None and (mem is None or mem > request.gpu_memory_mib_max):
+            continue
+        if request.gpu_count_max is not None and request.gpu_count > request.gpu_count_max:
+            continue
+        yield group
+
+
+def _name_matches(group: GpuGroup, names: frozenset[str]) -> bool:
+    candidates = {c.lower() for c in (group.name, group.product) if c}
+    return bool(candidates & names)
+
+
+def _minus(free: Resources, reserved: Resources | None) -> Resources:
+    if reserved is None:
+        return free
+    gpus = dict(free.gpus)
+    for resource, n in reserved.gpus.items():
+        gpus[resource] = gpus.get(resource, 0) - n
+    return Resources(
+        cpu_millicores=free.cpu_millicores - reserved.cpu_millicores,
+        memory_bytes=free.memory_bytes - reserved.memory_bytes,
+        ephemeral_storage_bytes=free.ephemeral_storage_bytes - reserved.ephemeral_storage_bytes,
+        gpus=gpus,
+    )

@@ -1,0 +1,119 @@
+"""What Berth stores: users, projects, runs, jobs and fleets.
+
+These models are read back from Redis, so they ignore unknown fields (an
+older reader survives a newer writer). What users send is validated by the
+``extra="forbid"`` models in ``shared.configuration`` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stored(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class User(Stored):
+    name: str
+    token_sha256: str
+    """Tokens are stored hashed; the plain token is shown once, at creation."""
+    ssh_public_key: str | None = None
+    is_admin: bool = False
+
+
+class Project(Stored):
+    name: str
+    members: list[str] = []
+    created_at: float = Field(default_factory=time.time)
+
+
+class RunStatus(StrEnum):
+    SUBMITTED = "submitted"
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED
+
+
+JobStatus = RunStatus  # jobs move through the same states as runs
+
+FINISHED = frozenset({RunStatus.TERMINATED, RunStatus.DONE, RunStatus.FAILED})
+
+
+class Placement(Stored):
+    """Where the scheduler put a job: the node and the GPUs it reserved there."""
+
+    node: str
+    gpu_resource: str | None = None
+    gpus: int = 0
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+
+
+class Job(Stored):
+    id: str
+    run_id: str
+    project: str
+    run_name: str
+    job_num: int = 0
+    """Rank within a multi-node task (0 is the master)."""
+    replica_num: int = 0
+    jobs_in_run: int = 1
+    status: JobStatus = RunStatus.SUBMITTED
+    reason: str = ""
+    placement: Placement | None = None
+    pod_name: str | None = None
+    pod_ip: str | None = None
+    exit_code: int | None = None
+    version: int = 0
+    submitted_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class Run(Stored):
+    id: str
+    project: str
+    name: str
+    user: str
+    configuration: dict[str, Any]
+    """The validated configuration as JSON (``model_dump(mode="json")``)."""
+    configuration_type: str
+    status: RunStatus = RunStatus.SUBMITTED
+    reason: str = ""
+    job_ids: list[str] = []
+    priority: int = 0
+    stop_requested: bool = False
+    abort: bool = False
+    version: int = 0
+    submitted_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class Fleet(Stored):
+    name: str
+    project: str
+    configuration: dict[str, Any]
+    created_at: float = Field(default_factory=time.time)
+
+
+class Event(Stored):
+    """One line of a run's append-only event log."""
+
+    at: float
+    kind: str
+    """``status`` for transitions; ``info`` for anything else worth showing."""
+    message: str
+    status: str | None = None
+    job: int | None = None

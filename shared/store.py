@@ -1,0 +1,304 @@
+"""Redis as Berth's system of record.
+
+Layout (every key starts with the configured prefix ``P``)::
+
+    P:user:<name>            JSON User          P:token:<sha256>   user name
+    P:project:<name>         JSON Project       P:projects         set of names
+    P:run:<id>               hash {v, d}        P:runname:<project>:<name>  run id
+    P:runs:<project>         zset id by submit time
+    P:job:<id>               hash {v, d}        P:events:<run id>  stream of Event
+    P:fleet:<project>:<name> JSON Fleet         P:active           set of unfinished run ids
+
+Runs and jobs are written only by compare-and-set on their version (a Lua
+script), together with the event the change produces, so a duplicate or late
+task can never overwrite newer state, and no change is recorded without its
+event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import redis
+
+from shared.errors import ConflictError, NotFoundError, StoreError
+from shared.records import Event, Fleet, Job, Project, Run, User
+
+M = TypeVar("M", Run, Job)
+
+# KEYS[1] record, KEYS[2] event stream; ARGV: expected version, new version, data, event.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], 'v')
+if (cur or '-1') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[4]) end
+return 1
+"""
+_EVENTS_MAX = 10_000  # per run; a chatty run keeps its newest events
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """Typed access to Berth's records. Every Redis error becomes StoreError."""
+
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str) -> None:
+        self.r = client
+        self.p = prefix
+        self._cas = client.register_script(_CAS)
+
+    @classmethod
+    def connect(cls, url: str, *, prefix: str, timeout_s: float) -> Store:
+        client: redis.Redis[bytes] = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,  # drop dead pooled connections after a Redis restart
+            retry_on_timeout=True,
+        )
+        return cls(client, prefix=prefix)
+
+    def close(self) -> None:
+        self.r.close()
+
+    def ping(self) -> None:
+        with _wrapped():
+            self.r.ping()
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.p, *parts))
+
+    # -- users and projects -------------------------------------------------
+
+    def put_user(self, user: User) -> None:
+        with _wrapped():
+            pipe = self.r.pipeline()
+            pipe.set(self.key("user", user.name), user.model_dump_json())
+            pipe.set(self.key("token", user.token_sha256), user.name)
+            pipe.execute()
+
+    def user_by_token(self, token: str) -> User | None:
+        with _wrapped():
+            name = self.r.get(self.key("token", token_sha256(token)))
+            if name is None:
+                return None
+            raw = self.r.get(self.key("user", name.decode()))
+        return User.model_validate_json(raw) if raw else None
+
+    def get_user(self, name: str) -> User | None:
+        with _wrapped():
+            raw = self.r.get(self.key("user", name))
+        return User.model_validate_json(raw) if raw else None
+
+    def put_project(self, project: Project) -> None:
+        with _wrapped():
+            pipe = self.r.pipeline()
+            pipe.set(self.key("project", project.name), project.model_dump_json())
+            pipe.sadd(self.key("projects"), project.name)
+            pipe.execute()
+
+    def get_project(self, name: str) -> Project | None:
+        with _wrapped():
+            raw = self.r.get(self.key("project", name))
+        return Project.model_validate_json(raw) if raw else None
+
+    def project_names(self) -> list[str]:
+        with _wrapped():
+            return sorted(n.decode() for n in self.r.smembers(self.key("projects")))
+
+    # -- runs and jobs -------------------------------------------------------
+
+    def create_run(self, run: Run, jobs: list[Job], event: Event) -> None:
+        """Record a new run and its jobs atomically; refuse a name still in use."""
+        name_key = self.key("runname", run.project, run.name)
+        with _wrapped():
+            existing = self.r.get(name_key)
+            if existing is not None:
+                old = self.find_run(existing.decode())
+                if old is not None and not old.status.is_finished:
+                    raise ConflictError(
+                        f"run {run.name!r} is still {old.status}; stop it or pick another name",
+                        field="name",
+                    )
+            pipe = self.r.pipeline(transaction=True)
+            pipe.set(name_key, run.id)
+            pipe.hset(self.key("run", run.id), mapping={"v": run.version, "d": run.model_dump_json()})
+            pipe.zadd(self.key("runs", run.project), {run.id: run.submitted_at})
+            pipe.sadd(self.key("active"), run.id)
+            for job in jobs:
+                pipe.hset(self.key("job", job.id), mapping={"v": job.version, "d": job.model_dump_json()})
+            pipe.xadd(self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX)
+            pipe.execute()
+
+    def find_run(self, run_id: str) -> Run | None:
+        return self._load(Run, self.key("run", run_id))
+
+    def get_run(self, run_id: str) -> Run:
+        run = self.find_run(run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id} not found")
+        return run
+
+    def run_by_name(self, project: str, name: str) -> Run:
+        with _wrapped():
+            run_id = self.r.get(self.key("runname", project, name))
+        run = self.find_run(run_id.decode()) if run_id else None
+        if run is None or run.project != project:
+            raise NotFoundError(f"no run named {name!r} in project {project!r}", field="name")
+        return run
+
+    def list_runs(self, project: str, *, limit: int = 1000) -> list[Run]:
+        with _wrapped():
+            ids = self.r.zrevrange(self.key("runs", project), 0, limit - 1)
+        runs = (self.find_run(i.decode()) for i in ids)
+        return [r for r in runs if r is not None]
+
+    def active_run_ids(self) -> list[str]:
+        with _wrapped():
+            return sorted(i.decode() for i in self.r.smembers(self.key("active")))
+
+    def find_job(self, job_id: str) -> Job | None:
+        return self._load(Job, self.key("job", job_id))
+
+    def get_job(self, job_id: str) -> Job:
+        job = self.find_job(job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id} not found")
+        return job
+
+    def jobs_of(self, run: Run) -> list[Job]:
+        jobs = (self.find_job(j) for j in run.job_ids)
+        return [j for j in jobs if j is not None]
+
+    def save_run(self, run: Run, event: Event | None = None) -> bool:
+        """Compare-and-set: write ``run`` if the stored version is still ``run.version``.
+
+        On success ``run.version`` is bumped in place and True returned; on a lost
+        race nothing is written and False returned (the caller reloads or gives up).
+        """
+        ok = self._save(self.key("run", run.id), run, run.id, event)
+        if ok and run.status.is_finished:
+            with _wrapped():
+                self.r.srem(self.key("active"), run.id)
+        return ok
+
+    def save_job(self, job: Job, event: Event | None = None) -> bool:
+        """Compare-and-set for a job; its event goes to its run's log."""
+        return self._save(self.key("job", job.id), job, job.run_id, event)
+
+    def delete_run(self, run: Run) -> None:
+        with _wrapped():
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(self.key("run", run.id), self.key("events", run.id))
+            for job_id in run.job_ids:
+                pipe.delete(self.key("job", job_id))
+            pipe.zrem(self.key("runs", run.project), run.id)
+            pipe.srem(self.key("active"), run.id)
+            pipe.execute()
+            # Only drop the name if it still points at this run.
+            name_key = self.key("runname", run.project, run.name)
+            if self.r.get(name_key) == run.id.encode():
+                self.r.delete(name_key)
+
+    # -- events --------------------------------------------------------------
+
+    def events(self, run_id: str, *, after: str = "-", count: int = 1000) -> list[tuple[str, Event]]:
+        """Events after the stream id ``after`` (exclusive), oldest first."""
+        start = "-" if after == "-" else f"({after}"
+        with _wrapped():
+            rows = self.r.xrange(self.key("events", run_id), min=start, count=count)
+        return [(i.decode(), Event.model_validate_json(f[b"e"])) for i, f in rows]
+
+    def append_event(self, run_id: str, event: Event) -> None:
+        with _wrapped():
+            self.r.xadd(self.key("events", run_id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX)
+
+    # -- fleets --------------------------------------------------------------
+
+    def put_fleet(self, fleet: Fleet) -> None:
+        with _wrapped():
+            self.r.set(self.key("fleet", fleet.project, fleet.name), fleet.model_dump_json())
+
+    def get_fleet(self, project: str, name: str) -> Fleet | None:
+        with _wrapped():
+            raw = self.r.get(self.key("fleet", project, name))
+        return Fleet.model_validate_json(raw) if raw else None
+
+    def list_fleets(self, project: str) -> list[Fleet]:
+        with _wrapped():
+            keys = sorted(self.r.scan_iter(self.key("fleet", project, "*"), count=500))
+            raws = self.r.mget(keys) if keys else []
+        return [Fleet.model_validate_json(r) for r in raws if r]
+
+    def delete_fleet(self, project: str, name: str) -> bool:
+        with _wrapped():
+            return bool(self.r.delete(self.key("fleet", project, name)))
+
+    # -- plain JSON blobs (inventory snapshots, health) -----------------------
+
+    def put_blob(self, name: str, value: dict[str, Any]) -> None:
+        with _wrapped():
+            self.r.set(self.key("blob", name), json.dumps(value))
+
+    def get_blob(self, name: str) -> dict[str, Any] | None:
+        with _wrapped():
+            raw = self.r.get(self.key("blob", name))
+        return json.loads(raw) if raw else None
+
+    # -- the live inventory (published by the proxy worker) -------------------
+
+    def publish_inventory(self, cluster_key: str, snapshot_json: str, channel: str) -> None:
+        """Store the snapshot and announce it, in one round trip."""
+        with _wrapped():
+            pipe = self.r.pipeline()
+            pipe.set(self.key("inventory", cluster_key), snapshot_json)
+            pipe.publish(self.key(channel), cluster_key)
+            pipe.execute()
+
+    def inventory_json(self, cluster_key: str) -> bytes | None:
+        with _wrapped():
+            return self.r.get(self.key("inventory", cluster_key))
+
+    # -- internals -----------------------------------------------------------
+
+    def _load(self, model: type[M], key: str) -> M | None:
+        with _wrapped():
+            version, data = self.r.hmget(key, ["v", "d"])
+        if data is None or version is None:
+            return None
+        obj = model.model_validate_json(data)
+        obj.version = int(version)
+        return obj
+
+    def _save(self, key: str, obj: Run | Job, run_id: str, event: Event | None) -> bool:
+        expected = obj.version
+        obj.version = expected + 1
+        obj.updated_at = time.time()
+        with _wrapped():
+            ok = self._cas(
+                keys=[key, self.key("events", run_id)],
+                args=[
+                    str(expected),
+                    str(obj.version),
+                    obj.model_dump_json(),
+                    event.model_dump_json() if event else "",
+                ],
+            )
+        if not ok:
+            obj.version = expected
+        return bool(ok)
+
+
+@contextmanager
+def _wrapped() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as e:
+        raise StoreError(f"Redis failed: {e}") from e

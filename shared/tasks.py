@@ -1,0 +1,66 @@
+"""Task names, queues and the Celery configuration shared by senders and workers.
+
+The API never imports ``workers``; it sends tasks by name with
+:func:`send`. Payloads are ids only, so a message never carries a secret or a
+stale object.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings
+
+SCHEDULE_RUN = "berth.scheduling.schedule_run"
+SWEEP = "berth.scheduling.sweep"
+PROVISION_JOB = "berth.provisioning.provision_job"
+SYNC_JOB = "berth.provisioning.sync_job"
+TEARDOWN_JOB = "berth.teardown.teardown_job"
+
+QUEUES = ("scheduling", "provisioning", "teardown")
+QUEUE_OF = {
+    SCHEDULE_RUN: "scheduling",
+    SWEEP: "scheduling",
+    PROVISION_JOB: "provisioning",
+    SYNC_JOB: "provisioning",
+    TEARDOWN_JOB: "teardown",
+}
+# Redis redelivers an unacked message after the visibility timeout, so no
+# countdown or ETA may exceed it (Celery issues #2481 and #3541).
+VISIBILITY_TIMEOUT_S = 600
+
+
+def create_celery(settings: Settings) -> Celery:
+    """The Celery app as both the API (sending) and the workers (running) use it."""
+    app = Celery("berth", broker=settings.redis.url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # long tasks must not sit behind a busy worker
+        task_send_sent_event=True,
+        worker_send_task_events=True,  # Flower shows live tasks
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_timeout": settings.redis.socket_timeout_s,
+            "socket_connect_timeout": settings.redis.socket_timeout_s,
+            "global_keyprefix": f"{settings.redis.key_prefix}:celery:",
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.redis.socket_timeout_s,
+        task_queues=[Queue(q) for q in QUEUES],
+        task_default_queue="scheduling",
+        task_time_limit=300,  # a stuck task is cut; each Kubernetes call has its own timeout too
+        task_soft_time_limit=240,
+    )
+    return app
+
+
+def send(app: Celery, name: str, *ids: str, countdown: float | None = None) -> None:
+    """Publish task ``name`` with id arguments on its own queue."""
+    if countdown is not None and countdown >= VISIBILITY_TIMEOUT_S:
+        raise ValueError("countdown must stay below the broker's visibility timeout")
+    app.send_task(name, args=list(ids), queue=QUEUE_OF[name], countdown=countdown)

@@ -1,0 +1,47 @@
+"""The workers' Celery app and the one way Berth defines a task.
+
+Every task: an explicit stable name, ids-only JSON payloads, ``acks_late``
+with ``reject_on_worker_lost`` (a killed worker's message is redelivered),
+bounded retries with exponential backoff on :class:`TemporaryError`, and no
+result backend. Tasks are thin: they call one plain function and return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Celery
+
+from shared.errors import TemporaryError
+from shared.settings import load_settings
+from shared.tasks import QUEUE_OF, create_celery
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_RETRIES = 8  # 1+2+4+...+60 s with jitter: several minutes of apiserver or Redis trouble
+MAX_BACKOFF_S = 60  # stays far below the broker's visibility timeout
+
+app: Celery = create_celery(load_settings())
+app.conf.imports = ("workers.tasks",)
+
+
+def berth_task(name: str) -> Callable[[F], F]:
+    """Register ``fn`` as the Berth task ``name``, on the queue that name belongs to."""
+
+    def decorate(fn: F) -> F:
+        task: F = app.task(
+            name=name,
+            queue=QUEUE_OF[name],
+            autoretry_for=(TemporaryError,),
+            retry_backoff=True,
+            retry_backoff_max=MAX_BACKOFF_S,
+            retry_jitter=True,
+            max_retries=MAX_RETRIES,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            ignore_result=True,
+        )(fn)
+        return task
+
+    return decorate

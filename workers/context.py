@@ -1,0 +1,47 @@
+"""What a worker process needs, built once per process on first use.
+
+Celery's entry point must find a module-level app and tasks are plain
+functions of ids, so the store, the server config and the Kubernetes clients
+hang off one lazily-built :class:`WorkerContext` rather than module globals
+scattered through the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from celery import Celery
+
+from shared.clusters import ClusterRegistry
+from shared.configuration.server import ServerConfig, load_server_config
+from shared.settings import Settings, load_settings
+from shared.store import Store
+from shared.tasks import create_celery
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: Store
+    server: ServerConfig
+    clusters: ClusterRegistry
+    celery: Celery
+
+
+@cache
+def context() -> WorkerContext:
+    """The process-wide context; built on first use, after Celery forks its pool."""
+    settings = load_settings()
+    server = load_server_config(settings.server_config_path)
+    return WorkerContext(
+        settings=settings,
+        store=Store.connect(
+            settings.redis.url,
+            prefix=settings.redis.key_prefix,
+            timeout_s=settings.redis.socket_timeout_s,
+        ),
+        server=server,
+        clusters=ClusterRegistry(server, request_timeout_s=settings.kube.request_timeout_s),
+        celery=create_celery(settings),
+    )
