@@ -8,7 +8,6 @@ those and a second ``up`` can tell that the cluster already runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import shutil
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel
 
 from cli.local import nodes as node_pools
+from cli.local import pod_logs
 from cli.local.pki import Pki, ensure_pki
 from cli.local.processes import (
     ProcessRecord,
@@ -42,6 +42,9 @@ BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster" 
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
+# Every fake node's InternalIP: the apiserver dials it (and the node's kubelet
+# port, KWOK's server) to fetch pod logs, so it must be where KWOK listens.
+KWOK_NODE_IP = "127.0.0.1"
 # Order matters: each process needs the ones before it.
 PROCESS_ORDER = (
     "redis",
@@ -167,6 +170,7 @@ def _start(directory: Path, bin_dir: Path, *, timeout_s: float, progress: Progre
         )
     }
     logs = directory / "logs"
+    pod_logs.write_kwok_config(directory)
     kubeconfig = _write_kubeconfig(directory, ports["apiserver"], pki, tokens["admin"])
     state = ClusterState(
         directory=str(directory),
@@ -188,6 +192,7 @@ def _start(directory: Path, bin_dir: Path, *, timeout_s: float, progress: Progre
             _write_state(directory, state)
             if name == "kube-apiserver":
                 _wait_ready(state, name, _apiserver_ready, deadline)
+                pod_logs.install_crd(Path(state.kubeconfig), deadline=deadline)
             elif name in ("redis", "etcd"):
                 _wait_ready(state, name, _port_open(state.ports[name]), deadline)
         for name, port in (
@@ -241,6 +246,10 @@ def _argv(name: str, s: ClusterState, pki: Pki, directory: Path) -> list[str]:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",  # one client at a time; APF only adds latency
+            # Pod logs: dial a node's kubelet (KWOK) at its InternalIP, never its
+            # Hostname (the node name, which resolves nowhere), and verify its cert.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
             "--v=0",
         ]
     if name in ("kube-scheduler", "kube-controller-manager"):
@@ -270,10 +279,17 @@ def _argv(name: str, s: ClusterState, pki: Pki, directory: Path) -> list[str]:
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={node_pools.KWOK_ANNOTATION}=fake",
             f"--cidr={POD_CIDR}",
-            "--node-ip=10.250.0.1",
             f"--config={STAGES_FILE}",
             "--node-lease-duration-seconds=40",  # kwok renews node leases like a kubelet
-            f"--server-address=127.0.0.1:{p['kwok']}",
+            # KWOK's server is every node's kubelet endpoint (pod logs; see pod_logs.py).
+            # The node stage reports --node-ip and --node-port in each node's status.
+            f"--server-address={KWOK_NODE_IP}:{p['kwok']}",
+            f"--node-ip={KWOK_NODE_IP}",
+            f"--node-port={p['kwok']}",
+            f"--tls-cert-file={pki.kubelet_cert}",
+            f"--tls-private-key-file={pki.kubelet_key}",
+            "--enable-crds=Logs",
+            f"--config={directory / pod_logs.KWOK_CONFIG}",
         ]
     raise LocalClusterError(f"unknown process {name}")
 
@@ -410,9 +426,16 @@ def _create_nodes(
     k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
     try:
         for body in bodies:
-            # A node may already be there from an earlier up: etcd data persists.
-            with contextlib.suppress(KubeConflict):
+            try:
                 k.call(k.core.create_node, body)
+            except KubeConflict:
+                # Already there from an earlier up (etcd data persists), still naming
+                # that run's kubelet port; KWOK's node stage does not run again.
+                k.call(
+                    k.core.patch_node_status,
+                    body["metadata"]["name"],
+                    _kubelet_endpoint(state.ports["kwok"]),
+                )
         deadline = time.monotonic() + timeout_s
         names = {b["metadata"]["name"] for b in bodies}
         while time.monotonic() < deadline:
@@ -430,6 +453,16 @@ def _create_nodes(
         )
     finally:
         k.close()
+
+
+def _kubelet_endpoint(port: int) -> dict[str, Any]:
+    """A strategic-merge status patch: addresses merge by type, so Hostname stays."""
+    return {
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": KWOK_NODE_IP}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        }
+    }
 
 
 def _default_service_account_exists(k: kube.Kube) -> bool:

@@ -1,14 +1,17 @@
-"""Certificates and keys for the local apiserver.
+"""Certificates and keys for the local apiserver and KWOK's kubelet server.
 
 We make our own CA rather than letting kube-apiserver self-sign, so the
 kubeconfig can pin a CA and clients verify TLS like against a real cluster.
+The same CA signs the serving certificate of KWOK's kubelet endpoint (on
+127.0.0.1), and the apiserver verifies it with ``--kubelet-certificate-authority``
+when it fetches pod logs, as it would verify a real kubelet.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -27,10 +30,17 @@ class Pki:
     serving_key: Path
     sa_key: Path
     sa_pub: Path
+    kubelet_cert: Path
+    """Serving certificate of KWOK's kubelet endpoint: SAN 127.0.0.1, the node InternalIP."""
+    kubelet_key: Path
 
 
 def ensure_pki(directory: Path) -> Pki:
-    """Create the CA, the apiserver serving pair and the service-account key once."""
+    """Create the CA, the apiserver and kubelet serving pairs and the service-account key once.
+
+    The CA key is never stored, so a directory missing any file (one made
+    before the kubelet pair existed) gets a whole new set.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -38,8 +48,10 @@ def ensure_pki(directory: Path) -> Pki:
         serving_key=directory / "apiserver.key",
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        kubelet_cert=directory / "kubelet.crt",
+        kubelet_key=directory / "kubelet.key",
     )
-    if all(p.exists() for p in (pki.ca_cert, pki.serving_cert, pki.serving_key, pki.sa_key)):
+    if all(path.exists() for path in astuple(pki)):
         return pki
     ca_key = _new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "berth-local-ca")])
@@ -48,28 +60,31 @@ def ensure_pki(directory: Path) -> Pki:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    server_key = _new_key()
-    sans = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),  # first IP of the service range
-    ]
-    server_cert = (
-        _builder(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-            ca_name,
-            server_key,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    server_key, server_cert = _serving_pair(
+        "kube-apiserver",
+        [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),  # first IP of the service range
+        ],
+        ca_name,
+        ca_key,
+    )
+    # The apiserver dials a node's InternalIP, which KWOK reports as 127.0.0.1.
+    kubelet_key, kubelet_cert = _serving_pair(
+        "kwok-kubelet",
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        ca_name,
+        ca_key,
     )
     sa_key = _new_key()
     _write(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_key, _private_pem(server_key))
+    _write(pki.kubelet_cert, kubelet_cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.kubelet_key, _private_pem(kubelet_key))
     _write(pki.sa_key, _private_pem(sa_key))
     _write(
         pki.sa_pub,
@@ -78,6 +93,22 @@ def ensure_pki(directory: Path) -> Pki:
         ),
     )
     return pki
+
+
+def _serving_pair(
+    common_name: str,
+    sans: list[x509.GeneralName],
+    ca_name: x509.Name,
+    ca_key: rsa.RSAPrivateKey,
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = _new_key()
+    cert = (
+        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), ca_name, key)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
 
 
 def _new_key() -> rsa.RSAPrivateKey:
