@@ -1,15 +1,31 @@
-"""The ``berth`` console script."""
+"""The ``berth`` console script: one entry point for users, operators and tests."""
 
 from __future__ import annotations
 
 import typer
 
-from cli import local_commands
+from cli import local_commands, run_commands, server_commands
 from cli.console import err
 from shared.errors import BerthError
 
 app = typer.Typer(no_args_is_help=True, help="Berth: run GPU work on your Kubernetes cluster.")
 app.add_typer(local_commands.app, name="local")
+app.add_typer(run_commands.fleet_app, name="fleet")
+for command in (
+    run_commands.config,
+    run_commands.apply,
+    run_commands.ps,
+    run_commands.logs,
+    run_commands.stop,
+    run_commands.delete,
+    run_commands.offer,
+    server_commands.server,
+    server_commands.worker,
+    server_commands.beat,
+    server_commands.proxy_worker,
+    server_commands.flower,
+):
+    app.command()(command)
 
 
 def run() -> None:

@@ -128,9 +128,13 @@ def _matching_groups(groups: Iterable[GpuGroup], request: Request) -> Iterable[G
         if request.gpu_names and not _name_matches(group, request.gpu_names):
             continue
         mem = group.memory_mib
-        if request.gpu_memory_mib_min is not None and (mem is None or mem < request.gpu_memory_mib_min):
+        if request.gpu_memory_mib_min is not None and (
+            mem is None or mem < request.gpu_memory_mib_min
+        ):
             continue
-        if request.gpu_memory_mib_max is not None and (mem is None or mem > request.gpu_memory_mib_max):
+        if request.gpu_memory_mib_max is not None and (
+            mem is None or mem > request.gpu_memory_mib_max
+        ):
             continue
         if request.gpu_count_max is not None and request.gpu_count > request.gpu_count_max:
             continue

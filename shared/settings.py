@@ -40,6 +40,11 @@ class ApiSettings(BaseModel):
     """Fixed admin token for the first start; generated and printed once when unset."""
 
 
+class FlowerSettings(BaseModel):
+    basic_auth: SecretStr | None = None
+    """``user:password`` for Flower's basic auth; unset means no auth (loopback only)."""
+
+
 class LocalClusterSettings(BaseModel):
     startup_timeout_s: float = 120.0
     """Seconds to wait for the whole control plane; apiserver cold start was seen at 10-35 s."""
@@ -58,10 +63,14 @@ class Settings(BaseSettings):
     """``development`` allows placeholder secrets; anything else refuses them."""
     server_config: Path | None = None
     """Server config file; defaults to ``<home>/server/config.yml``."""
+    default_image: str = "dstackai/base:py3.12-0.7-cuda-12.1"
+    """Image for runs that name none: dstack's base image, with Python and CUDA,
+    so configurations written for dstack behave the same."""
     redis: RedisSettings = RedisSettings()
     kube: KubeSettings = KubeSettings()
     api: ApiSettings = ApiSettings()
     local: LocalClusterSettings = LocalClusterSettings()
+    flower: FlowerSettings = FlowerSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

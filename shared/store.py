@@ -129,12 +129,18 @@ class Store:
                     )
             pipe = self.r.pipeline(transaction=True)
             pipe.set(name_key, run.id)
-            pipe.hset(self.key("run", run.id), mapping={"v": run.version, "d": run.model_dump_json()})
+            pipe.hset(
+                self.key("run", run.id), mapping={"v": run.version, "d": run.model_dump_json()}
+            )
             pipe.zadd(self.key("runs", run.project), {run.id: run.submitted_at})
             pipe.sadd(self.key("active"), run.id)
             for job in jobs:
-                pipe.hset(self.key("job", job.id), mapping={"v": job.version, "d": job.model_dump_json()})
-            pipe.xadd(self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX)
+                pipe.hset(
+                    self.key("job", job.id), mapping={"v": job.version, "d": job.model_dump_json()}
+                )
+            pipe.xadd(
+                self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX
+            )
             pipe.execute()
 
     def find_run(self, run_id: str) -> Run | None:
@@ -209,7 +215,9 @@ class Store:
 
     # -- events --------------------------------------------------------------
 
-    def events(self, run_id: str, *, after: str = "-", count: int = 1000) -> list[tuple[str, Event]]:
+    def events(
+        self, run_id: str, *, after: str = "-", count: int = 1000
+    ) -> list[tuple[str, Event]]:
         """Events after the stream id ``after`` (exclusive), oldest first."""
         start = "-" if after == "-" else f"({after}"
         with _wrapped():
@@ -218,7 +226,9 @@ class Store:
 
     def append_event(self, run_id: str, event: Event) -> None:
         with _wrapped():
-            self.r.xadd(self.key("events", run_id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX)
+            self.r.xadd(
+                self.key("events", run_id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX
+            )
 
     # -- fleets --------------------------------------------------------------
 

@@ -17,6 +17,8 @@ SWEEP = "berth.scheduling.sweep"
 PROVISION_JOB = "berth.provisioning.provision_job"
 SYNC_JOB = "berth.provisioning.sync_job"
 TEARDOWN_JOB = "berth.teardown.teardown_job"
+TEARDOWN_POD = "berth.teardown.teardown_pod"
+PURGE_RUN = "berth.teardown.purge_run"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
@@ -25,6 +27,8 @@ QUEUE_OF = {
     PROVISION_JOB: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",
+    TEARDOWN_POD: "teardown",
+    PURGE_RUN: "teardown",
 }
 # Redis redelivers an unacked message after the visibility timeout, so no
 # countdown or ETA may exceed it (Celery issues #2481 and #3541).

@@ -15,15 +15,20 @@ from celery import Celery
 
 from shared.errors import TemporaryError
 from shared.settings import load_settings
-from shared.tasks import QUEUE_OF, create_celery
+from shared.tasks import QUEUE_OF, SWEEP, create_celery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_RETRIES = 8  # 1+2+4+...+60 s with jitter: several minutes of apiserver or Redis trouble
 MAX_BACKOFF_S = 60  # stays far below the broker's visibility timeout
 
+SWEEP_EVERY_S = 5.0  # beat's safety net; a lost message costs at most this much delay
+
 app: Celery = create_celery(load_settings())
 app.conf.imports = ("workers.tasks",)
+app.conf.beat_schedule = {
+    "sweep": {"task": SWEEP, "schedule": SWEEP_EVERY_S, "options": {"queue": QUEUE_OF[SWEEP]}},
+}
 
 
 def berth_task(name: str) -> Callable[[F], F]:

@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared import tasks
 from shared.configuration.parse import configuration_from_stored
+from shared.requests import request_for
+
+from shared import tasks
 from shared.errors import TemporaryError
 from shared.gpu.inventory import GpuInventory, Resources
 from shared.inventory_store import load_inventory
@@ -27,7 +29,6 @@ from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.offers import Request, Verdict, match
 from shared.records import Event, Job, Placement, Run, RunStatus
-from shared.requests import request_for
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ class PassResult:
 def schedule_pass(ctx: WorkerContext) -> PassResult:
     """Place every pending run that fits, in queue order."""
     store = ctx.store
-    lock = store.r.lock(store.key("lock", "scheduling"), timeout=_LOCK_TTL_S, blocking_timeout=_LOCK_WAIT_S)
+    lock = store.r.lock(
+        store.key("lock", "scheduling"), timeout=_LOCK_TTL_S, blocking_timeout=_LOCK_WAIT_S
+    )
     result = PassResult(placed=[], pending=[], failed=[])
     if not lock.acquire():
         raise TemporaryError("another scheduling pass is running", delay=1)
@@ -56,14 +59,20 @@ def schedule_pass(ctx: WorkerContext) -> PassResult:
         jobs = {r.id: store.jobs_of(r) for r in active}
         reserved = _reserved(j for js in jobs.values() for j in js)
         queue = sorted(
-            (r for r in active if r.status in (RunStatus.SUBMITTED, RunStatus.PENDING) and not r.stop_requested),
+            (
+                r
+                for r in active
+                if r.status in (RunStatus.SUBMITTED, RunStatus.PENDING) and not r.stop_requested
+            ),
             key=lambda r: (-r.priority, r.submitted_at),
         )
         inventories: dict[str, GpuInventory] = {}
         for position, run in enumerate(queue, start=1):
             inventory = inventories.get(run.project)
             if inventory is None:
-                inventory = inventories[run.project] = load_inventory(ctx.store, ctx.clusters, run.project)
+                inventory = inventories[run.project] = load_inventory(
+                    ctx.store, ctx.clusters, run.project
+                )
             request = request_for(configuration_from_stored(run.configuration))
             verdict = match(inventory, request, reserved=reserved)
             if not verdict.possible:
@@ -78,7 +87,7 @@ def schedule_pass(ctx: WorkerContext) -> PassResult:
     finally:
         try:
             lock.release()
-        except Exception:  # noqa: BLE001 - the lock expired; the pass is done anyway
+        except Exception:
             log.warning("scheduling lock expired before release")
     return result
 
@@ -144,7 +153,13 @@ def _wait(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -> None:
         job.status = RunStatus.PENDING
         job.reason = reason
         event = (
-            Event(at=time.time(), kind="status", status=job.status, job=job.job_num, message=f"pending: {reason}")
+            Event(
+                at=time.time(),
+                kind="status",
+                status=job.status,
+                job=job.job_num,
+                message=f"pending: {reason}",
+            )
             if first
             else None
         )
@@ -163,7 +178,10 @@ def _fail(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -> None:
         job.status = RunStatus.FAILED
         job.reason = reason
         ctx.store.save_job(
-            job, Event(at=time.time(), kind="status", status=job.status, job=job.job_num, message=reason)
+            job,
+            Event(
+                at=time.time(), kind="status", status=job.status, job=job.job_num, message=reason
+            ),
         )
     refresh_run(ctx.store, run.id)
 

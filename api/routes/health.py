@@ -18,4 +18,6 @@ def health(store: StoreDep) -> Health:
     except StoreError as e:
         redis_state = f"down: {e}"
     jump_hosts = store.get_blob("jump-hosts") or {}
-    return Health(status="ok" if redis_state == "ok" else "degraded", redis=redis_state, jump_hosts=jump_hosts)
+    return Health(
+        status="ok" if redis_state == "ok" else "degraded", redis=redis_state, jump_hosts=jump_hosts
+    )

@@ -32,7 +32,7 @@ def apply_run(
 def list_runs(
     project: CurrentProject,
     store: StoreDep,
-    all: Annotated[bool, Query(description="Include finished runs.")] = False,  # noqa: A002
+    all: Annotated[bool, Query(description="Include finished runs.")] = False,
     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[RunPublic]:
@@ -54,7 +54,9 @@ def get_run(name: str, project: CurrentProject, store: StoreDep) -> RunPublic:
 def stop_run(
     name: str, body: RunStop, project: CurrentProject, store: StoreDep, celery: CeleryDep
 ) -> RunPublic:
-    run = run_service.stop_run(store, celery, store.run_by_name(project.name, name), abort=body.abort)
+    run = run_service.stop_run(
+        store, celery, store.run_by_name(project.name, name), abort=body.abort
+    )
     return RunPublic.of(run, store.jobs_of(run))
 
 

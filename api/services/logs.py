@@ -33,7 +33,7 @@ def stream_logs(
     """Yield log bytes of one job; raise NotFoundError for a job that does not exist."""
     job = _find_job(store, run, job_num, replica_num)
     deadline = time.monotonic() + wait_s
-    while job.pod_name is None or job.pod_ip is None and not job.status.is_finished:
+    while job.pod_name is None or (job.pod_ip is None and not job.status.is_finished):
         if not follow or job.status.is_finished or time.monotonic() > deadline:
             break
         time.sleep(_POLL_S)
@@ -56,7 +56,7 @@ def stream_logs(
         return
     try:
         yield from resp.stream(_CHUNK)
-    except Exception as e:  # urllib3 read timeout or reset mid-stream  # noqa: BLE001
+    except Exception as e:  # urllib3 read timeout or reset mid-stream
         yield f"\n[berth] log stream ended: {e}\n".encode()
     finally:
         resp.release_conn()

@@ -8,21 +8,26 @@ from typing import Any
 
 import yaml
 from celery import Celery
-
-from shared import tasks
 from shared.configuration.parse import parse_run_configuration
+
+from api.services.names import random_run_name
+from shared import tasks
 from shared.errors import ConfigError, ConflictError
 from shared.jobs import jobs_for
 from shared.lifecycle import can_move
 from shared.records import Event, Job, Project, Run, RunStatus, User
 from shared.store import Store
-from api.services.names import random_run_name
 
 _NAME_ATTEMPTS = 5  # random names clash rarely; a few tries make it vanishingly rare
 
 
 def submit_run(
-    store: Store, celery: Celery, *, project: Project, user: User, configuration: str | dict[str, Any]
+    store: Store,
+    celery: Celery,
+    *,
+    project: Project,
+    user: User,
+    configuration: str | dict[str, Any],
 ) -> tuple[Run, list[Job]]:
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
     text = configuration if isinstance(configuration, str) else yaml.safe_dump(configuration)
@@ -42,7 +47,9 @@ def submit_run(
         )
         jobs = jobs_for(run, conf)
         run.job_ids = [j.id for j in jobs]
-        event = Event(at=run.submitted_at, kind="status", status=RunStatus.SUBMITTED, message="submitted")
+        event = Event(
+            at=run.submitted_at, kind="status", status=RunStatus.SUBMITTED, message="submitted"
+        )
         try:
             store.create_run(run, jobs, event)
         except ConflictError:
@@ -67,7 +74,10 @@ def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
             run.status = RunStatus.TERMINATING
             run.reason = f"{word} requested"
             event = Event(
-                at=event.at, kind="status", status=run.status, message=f"{word} requested by the user"
+                at=event.at,
+                kind="status",
+                status=run.status,
+                message=f"{word} requested by the user",
             )
         if store.save_run(run, event):
             break

@@ -1,0 +1,163 @@
+"""The CLI's HTTP client for the Berth API, and its config file.
+
+``~/.berth/config.yml`` holds the server URL, the token and the default
+project. Every request has a timeout; error bodies become Berth's own errors
+with the field the server named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.errors import (
+    AuthError,
+    BerthError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    TemporaryError,
+)
+
+_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=5.0)
+
+
+class ClientConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = "http://127.0.0.1:3000"
+    token: str
+    project: str = "main"
+
+
+def config_path(home: Path) -> Path:
+    return home / "config.yml"
+
+
+def load_client_config(home: Path) -> ClientConfig:
+    path = config_path(home)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"{path} not found: run 'berth config --url URL --token TOKEN' first", field="config"
+        ) from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}", field="config") from e
+    try:
+        return ClientConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"{path}: {err['msg']}", field=".".join(map(str, err["loc"]))) from e
+
+
+def save_client_config(home: Path, config: ClientConfig) -> Path:
+    path = config_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+    path.chmod(0o600)  # it holds a token
+    return path
+
+
+class BerthClient:
+    def __init__(
+        self, config: ClientConfig, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self.http = httpx.Client(
+            base_url=config.url.rstrip("/"),
+            headers={"Authorization": f"Bearer {config.token}"},
+            timeout=_TIMEOUT,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def _runs(self) -> str:
+        return f"/api/projects/{self.config.project}/runs"
+
+    def plan(self, configuration: str) -> dict[str, Any]:
+        return self._json("POST", f"{self._runs}/plan", json={"configuration": configuration})
+
+    def apply(self, configuration: str) -> dict[str, Any]:
+        return self._json("POST", self._runs, json={"configuration": configuration})
+
+    def runs(self, *, all: bool = False) -> list[dict[str, Any]]:
+        return self._json("GET", self._runs, params={"all": str(all).lower()})  # type: ignore[no-any-return]
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"{self._runs}/{name}")
+
+    def stop(self, name: str, *, abort: bool = False) -> dict[str, Any]:
+        return self._json("POST", f"{self._runs}/{name}/stop", json={"abort": abort})
+
+    def delete(self, name: str) -> None:
+        self._json("DELETE", f"{self._runs}/{name}")
+
+    def events(self, name: str, *, after: str = "-") -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._runs}/{name}/events", params={"after": after})  # type: ignore[no-any-return]
+
+    def logs(
+        self, name: str, *, follow: bool = False, job: int = 0, replica: int = 0
+    ) -> Iterator[bytes]:
+        params = {"follow": str(follow).lower(), "job": job, "replica": replica}
+        with self.http.stream(
+            "GET", f"{self._runs}/{name}/logs", params=params, timeout=_STREAM_TIMEOUT
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise _error(resp)
+            yield from resp.iter_bytes()
+
+    def offers(self, **query: Any) -> dict[str, Any]:
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._json("GET", f"/api/projects/{self.config.project}/offers", params=params)
+
+    def fleets(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"/api/projects/{self.config.project}/fleets")  # type: ignore[no-any-return]
+
+    def apply_fleet(self, configuration: str) -> dict[str, Any]:
+        return self._json(
+            "POST",
+            f"/api/projects/{self.config.project}/fleets",
+            json={"configuration": configuration},
+        )
+
+    def delete_fleet(self, name: str) -> None:
+        self._json("DELETE", f"/api/projects/{self.config.project}/fleets/{name}")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise TemporaryError(
+                f"cannot reach the Berth server at {self.config.url}: {e}"
+                " (is 'berth server' running?)"
+            ) from e
+        if resp.status_code >= 400:
+            raise _error(resp)
+        return resp.json() if resp.content else None
+
+
+def _error(resp: httpx.Response) -> BerthError:
+    try:
+        detail = resp.json()["error"]
+        message, field = str(detail["message"]), detail.get("field")
+    except (ValueError, KeyError, TypeError):
+        message, field = resp.text or resp.reason_phrase, None
+    kind: type[BerthError] = {
+        401: AuthError,
+        404: NotFoundError,
+        409: ConflictError,
+        422: ConfigError,
+    }.get(resp.status_code, BerthError)
+    if resp.status_code >= 500:
+        kind = TemporaryError
+    return kind(message, field=field)

@@ -1,0 +1,262 @@
+"""User commands over the API: apply, ps, logs, stop, delete, offer, fleet, config."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
+from cli.console import err, out
+from shared.errors import ConfigError
+from shared.settings import load_settings
+
+fleet_app = typer.Typer(help="Fleets: named sets of nodes that runs can be restricted to.")
+
+_FOLLOW_POLL_S = 0.5  # status refresh while following a run
+FINISHED = {"done", "failed", "terminated"}
+
+
+def _client() -> BerthClient:
+    return BerthClient(load_client_config(load_settings().home))
+
+
+def config(
+    url: Annotated[str, typer.Option(help="Berth server URL.")],
+    token: Annotated[str, typer.Option(help="Your API token.")],
+    project: Annotated[str, typer.Option(help="Default project.")] = "main",
+) -> None:
+    """Save the server URL, token and project to ~/.berth/config.yml."""
+    path = save_client_config(
+        load_settings().home, ClientConfig(url=url, token=token, project=project)
+    )
+    out.print(f"saved {path}")
+
+
+def apply(
+    file: Annotated[
+        Path, typer.Option("-f", "--file", help="Configuration file (.dstack.yml format).")
+    ],
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
+    detach: Annotated[
+        bool, typer.Option("-d", "--detach", help="Submit and return at once.")
+    ] = False,
+) -> None:
+    """Show the plan, submit the run, then follow its status and logs (Ctrl-C detaches)."""
+    try:
+        text = file.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e}", field="file") from e
+    client = _client()
+    try:
+        plan = client.plan(text)
+        _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
+        if not plan["possible"]:
+            out.print(f"[yellow]{plan['reason']}[/yellow]")
+        if not yes and not typer.confirm("Submit the run?", default=True):
+            raise typer.Exit(1)
+        run = client.apply(text)
+        out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
+        if detach:
+            return
+        _follow(client, run["name"])
+    finally:
+        client.close()
+
+
+def ps(
+    all_runs: Annotated[bool, typer.Option("-a", "--all", help="Include finished runs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List runs."""
+    client = _client()
+    try:
+        runs = client.runs(all=all_runs)
+    finally:
+        client.close()
+    if as_json:
+        sys.stdout.write(json.dumps(runs, indent=2) + "\n")
+        return
+    table = Table("NAME", "TYPE", "STATUS", "NODES", "GPUS", "REASON", "SUBMITTED")
+    for run in runs:
+        jobs = run["jobs"]
+        table.add_row(
+            run["name"],
+            run["type"],
+            run["status"],
+            ",".join(sorted({j["node"] for j in jobs if j["node"]})) or "-",
+            str(sum(j["gpus"] for j in jobs)),
+            run["reason"] or "",
+            _ago(run["submitted_at"]),
+        )
+    out.print(table)
+
+
+def logs(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep streaming until the run ends.")
+    ] = False,
+    job: Annotated[int, typer.Option(help="Node rank of a multi-node task.")] = 0,
+    replica: Annotated[int, typer.Option(help="Replica of a service.")] = 0,
+) -> None:
+    """Print a run's output."""
+    client = _client()
+    try:
+        for chunk in client.logs(run, follow=follow, job=job, replica=replica):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+
+
+def stop(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    abort: Annotated[bool, typer.Option("--abort", help="Skip graceful termination.")] = False,
+) -> None:
+    """Stop a run (gracefully, or at once with --abort)."""
+    client = _client()
+    try:
+        result = client.stop(run, abort=abort)
+    finally:
+        client.close()
+    out.print(f"{result['name']}: {result['status']}")
+
+
+def delete(run: Annotated[str, typer.Argument(help="Run name.")]) -> None:
+    """Delete a finished run and what it left in the cluster."""
+    client = _client()
+    try:
+        client.delete(run)
+    finally:
+        client.close()
+    out.print(f"deleted {run}")
+
+
+def offer(
+    gpu: Annotated[str | None, typer.Option(help="GPU spec, e.g. A100:80GB:2 or 24GB..")] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU range, e.g. 4..")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory range, e.g. 32GB..")] = None,
+    disk: Annotated[str | None, typer.Option(help="Disk range, e.g. 100GB..")] = None,
+    nodes: Annotated[int, typer.Option(help="Nodes needed together.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show which nodes can take a request now."""
+    client = _client()
+    try:
+        result = client.offers(gpu=gpu, cpu=cpu, memory=memory, disk=disk, nodes=nodes)
+    finally:
+        client.close()
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    if not result["offers"]:
+        out.print(result["reason"] or "no offers")
+        return
+    _print_offers(result["offers"], title=result["summary"])
+
+
+@fleet_app.command("apply")
+def fleet_apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Fleet configuration file.")],
+) -> None:
+    """Create or update a fleet."""
+    client = _client()
+    try:
+        fleet = client.apply_fleet(file.read_text())
+    finally:
+        client.close()
+    out.print(f"fleet {fleet['name']}: {len(fleet['instances'])} node(s)")
+
+
+@fleet_app.command("list")
+def fleet_list() -> None:
+    """List fleets, their nodes, GPUs and what runs on them."""
+    client = _client()
+    try:
+        fleets = client.fleets()
+    finally:
+        client.close()
+    table = Table("FLEET", "INSTANCE", "BACKEND", "GPU", "PRICE", "STATUS", "CREATED")
+    for fleet in fleets:
+        instances = fleet["instances"] or [None]
+        for i, inst in enumerate(instances):
+            table.add_row(
+                fleet["name"] if i == 0 else "",
+                inst["node"] if inst else "-",
+                inst["backend"] if inst else "-",
+                inst["gpu"] if inst else "-",
+                inst["price"] if inst else "-",
+                inst["status"] if inst else "no nodes",
+                _ago(fleet["created_at"]) if i == 0 else "",
+            )
+    out.print(table)
+
+
+@fleet_app.command("delete")
+def fleet_delete(name: Annotated[str, typer.Argument(help="Fleet name.")]) -> None:
+    """Delete a fleet (its nodes stay; runs may use them again)."""
+    client = _client()
+    try:
+        client.delete_fleet(name)
+    finally:
+        client.close()
+    out.print(f"deleted fleet {name}")
+
+
+def _follow(client: BerthClient, name: str) -> None:
+    """Print events as they come, then the logs; Ctrl-C detaches without stopping."""
+    after = "-"
+    try:
+        while True:
+            for event in client.events(name, after=after):
+                after = event["id"]
+                stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+                err.print(f"[dim]{stamp}[/dim] {event['message']}")
+            run = client.run(name)
+            if run["status"] in FINISHED:
+                break
+            if run["status"] == "running":
+                for chunk in client.logs(name, follow=True):
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                continue
+            time.sleep(_FOLLOW_POLL_S)
+        out.print(f"{name}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
+        if run["status"] == "failed":
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err.print(f"\ndetached; {name} keeps running (berth logs -f {name}, berth stop {name})")
+
+
+def _print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
+    table = Table(
+        "#", "BACKEND", "NODE", "GPU", "MEMORY", "COUNT", "FREE/TOTAL", "PRICE", title=title
+    )
+    for i, o in enumerate(offers, start=1):
+        table.add_row(
+            str(i),
+            o["backend"],
+            o["node"],
+            o["gpu"] or "-",
+            o["gpu_memory"] or "-",
+            str(o["count"]),
+            f"{o['free']}/{o['total']}",
+            o["price"] or "-",
+        )
+    out.print(table)
+
+
+def _ago(ts: float) -> str:
+    delta = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta // size}{unit} ago"
+    return f"{delta}s ago"

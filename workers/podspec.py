@@ -1,0 +1,344 @@
+"""The Kubernetes objects of one job, as pure functions of the run and job.
+
+Names are deterministic (``berth-<project>-<run>-<replica>-<rank>``), so a
+second delivery of a provision task asks for the same objects and gets 409,
+which :mod:`workers.provisioning` turns into "adopt". Every object carries
+Berth's labels, which teardown and the reconcile sweep select on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shared import kube
+from shared.records import Job, Run
+
+SSH_PORT = 10022  # sshd inside run pods; unprivileged so any image user can bind it
+DEFAULT_SHELL = "/bin/sh"
+SHM_MOUNT = "/dev/shm"
+_DNS_LABEL_MAX = 63
+
+
+@dataclass(frozen=True)
+class JobObjects:
+    pod: dict[str, Any]
+    secret: dict[str, Any] | None
+    """Registry credentials and SSH keys the pod mounts; None when it needs neither."""
+    services: list[dict[str, Any]]
+    """Headless service for multi-node DNS, and a ClusterIP service for ``type: service``."""
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """What the pod needs beyond the run: decided by the worker at provision time."""
+
+    default_image: str
+    master_ip: str | None = None
+    """Rank 0's pod IP, known before any other rank is created."""
+    ssh_public_keys: tuple[str, ...] = ()
+
+
+def object_name(project: str, run: str, suffix: str = "") -> str:
+    """A DNS-1123 label; long names keep a hash so two runs never collide."""
+    raw = "-".join(p for p in ("berth", project, run, suffix) if p)
+    name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
+    if len(name) <= _DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{name[: _DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
+
+
+def job_pod_name(job: Job) -> str:
+    return object_name(job.project, job.run_name, f"{job.replica_num}-{job.job_num}")
+
+
+def headless_service_name(run: Run) -> str:
+    return object_name(run.project, run.name, "nodes")
+
+
+def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObjects:
+    """Pod, Secret and Services for ``job``; pure, so tests can inspect every field."""
+    if job.placement is None:
+        raise ValueError(f"job {job.id} has no placement")
+    name = job_pod_name(job)
+    labels = kube.berth_labels(run.project, run.name, job.id) | {
+        "berth.dev/replica": str(job.replica_num),
+        "berth.dev/rank": str(job.job_num),
+    }
+    secret = _secret(run, job, conf, ctx, name, labels)
+    multinode = job.jobs_in_run > 1
+    headless = headless_service_name(run)
+    env = _env(run, job, conf, ctx, headless if multinode else None)
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": getattr(conf, "image", None) or ctx.default_image,
+        "command": [_shell(conf), "-c", _script(run, conf, multinode)],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": _resources(job, conf),
+        "ports": _ports(conf),
+        "volumeMounts": [{"name": "shm", "mountPath": SHM_MOUNT}],
+    }
+    working_dir = getattr(conf, "working_dir", None)
+    if working_dir:
+        container["workingDir"] = working_dir
+    if getattr(conf, "privileged", False):
+        container["securityContext"] = {"privileged": True}
+    volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": _shm(conf)}]
+    if secret is not None and "authorized_keys" in secret["data"]:
+        container["volumeMounts"].append(
+            {"name": "berth", "mountPath": "/berth/secret", "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "berth",
+                "secret": {
+                    "secretName": name,
+                    "items": [{"key": "authorized_keys", "path": "authorized_keys"}],
+                },
+            }
+        )
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # run code gets no cluster credentials
+        "enableServiceLinks": False,  # thousands of services must not flood the env
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": _tolerations(job),
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {
+                                    "key": "metadata.name",
+                                    "operator": "In",
+                                    "values": [job.placement.node],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    if multinode:
+        spec["hostname"] = f"node-{job.job_num}"
+        spec["subdomain"] = headless
+    if secret is not None and ".dockerconfigjson" in secret["data"]:
+        spec["imagePullSecrets"] = [{"name": name}]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }
+    services = []
+    if multinode:
+        services.append(_headless_service(run, headless))
+    if conf.type == "service":
+        services.append(_service(run, conf))
+    return JobObjects(pod=pod, secret=secret, services=services)
+
+
+def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -> dict[str, str]:
+    assert job.placement is not None
+    env = {str(k): str(v) for k, v in (getattr(conf, "env", None) or {}).items()}
+    gpus = job.placement.gpus
+    env |= {
+        "DSTACK_RUN_NAME": run.name,
+        "DSTACK_NODES_NUM": str(job.jobs_in_run),
+        "DSTACK_NODE_RANK": str(job.job_num),
+        "DSTACK_GPUS_PER_NODE": str(gpus),
+        "DSTACK_GPUS_NUM": str(gpus * job.jobs_in_run),
+        "DSTACK_REPLICA_NUM": str(job.replica_num),
+    }
+    if headless is not None:
+        hosts = [f"node-{i}.{headless}" for i in range(job.jobs_in_run)]
+        env["BERTH_NODES_HOSTNAMES"] = "\n".join(hosts)
+        env["DSTACK_MASTER_NODE_IP"] = ctx.master_ip or ""
+    else:
+        env["DSTACK_MASTER_NODE_IP"] = "127.0.0.1"
+        env["DSTACK_NODES_IPS"] = "127.0.0.1"
+    return env
+
+
+def _script(run: Run, conf: Any, multinode: bool) -> str:
+    lines = ["set -e"]
+    if multinode:
+        # Pod IPs exist only once every pod runs: resolve the peers' stable DNS
+        # names from the headless service (bounded wait) into DSTACK_NODES_IPS.
+        lines += [
+            "DSTACK_NODES_IPS=''",
+            "for h in $BERTH_NODES_HOSTNAMES; do i=0",
+            '  until ip=$(getent hosts "$h" | cut -d" " -f1) && [ -n "$ip" ]; do',
+            '    i=$((i+1)); [ $i -gt 300 ] && { echo "peer $h unresolvable" >&2; exit 1; }',
+            "    sleep 1; done",
+            '  DSTACK_NODES_IPS="$DSTACK_NODES_IPS$ip',
+            '"; done',
+            "export DSTACK_NODES_IPS",
+        ]
+    if conf.type == "dev-environment":
+        lines += [
+            "mkdir -p ~/.ssh && cp /berth/secret/authorized_keys ~/.ssh/authorized_keys",
+            "chmod 700 ~/.ssh && chmod 600 ~/.ssh/authorized_keys",
+            "if command -v sshd >/dev/null; then mkdir -p /run/sshd",
+            f"  $(command -v sshd) -p {SSH_PORT} -o PasswordAuthentication=no",
+            "else echo 'berth: no sshd in this image; ssh access is off' >&2; fi",
+        ]
+        lines += list(getattr(conf, "init", None) or [])
+        lines.append("sleep infinity")
+    else:
+        lines += list(getattr(conf, "commands", None) or [])
+    return "\n".join(lines)
+
+
+def _shell(conf: Any) -> str:
+    shell = getattr(conf, "shell", None)
+    if not shell:
+        return DEFAULT_SHELL
+    return shell if shell.startswith("/") else f"/bin/{shell}"
+
+
+def _resources(job: Job, conf: Any) -> dict[str, Any]:
+    assert job.placement is not None
+    p = job.placement
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if p.cpu_milli:
+        requests["cpu"] = f"{p.cpu_milli}m"
+    if p.memory_bytes:
+        requests["memory"] = str(p.memory_bytes)
+    if p.gpu_resource and p.gpus:
+        # Extended resources must have requests == limits.
+        requests[p.gpu_resource] = limits[p.gpu_resource] = str(p.gpus)
+    out: dict[str, Any] = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _ports(conf: Any) -> list[dict[str, Any]]:
+    ports: list[int] = []
+    if conf.type == "service":
+        ports.append(_service_port(conf))
+    if conf.type == "dev-environment":
+        ports.append(SSH_PORT)
+    for p in getattr(conf, "ports", None) or []:
+        ports.append(int(getattr(p, "container_port", p)))
+    seen: list[int] = []
+    for p in ports:
+        if p not in seen:
+            seen.append(p)
+    return [{"containerPort": p, "name": f"p{p}"[:15], "protocol": "TCP"} for p in seen]
+
+
+def _service_port(conf: Any) -> int:
+    port = conf.port
+    return int(getattr(port, "container_port", port))
+
+
+def _shm(conf: Any) -> dict[str, Any]:
+    resources = getattr(conf, "resources", None)
+    shm = getattr(resources, "shm_size", None) if resources is not None else None
+    size = _bytes(shm)
+    return {"medium": "Memory", "sizeLimit": str(size)} if size else {"medium": "Memory"}
+
+
+def _bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return int(value * 2**30)  # memory sizes are GB in dstack's grammar
+    gb = getattr(value, "gb", None) or getattr(value, "min", None)
+    return int(float(gb) * 2**30) if gb is not None else None
+
+
+def _tolerations(job: Job) -> list[dict[str, str]]:
+    assert job.placement is not None
+    resource = job.placement.gpu_resource
+    if not resource:
+        return []
+    key = "nvidia.com/gpu" if resource.startswith("nvidia.com/") else resource
+    return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def _secret(
+    run: Run, job: Job, conf: Any, ctx: PodContext, name: str, labels: dict[str, str]
+) -> dict[str, Any] | None:
+    data: dict[str, str] = {}
+    auth = getattr(conf, "registry_auth", None)
+    if auth is not None:
+        image = getattr(conf, "image", None) or ctx.default_image
+        data[".dockerconfigjson"] = _b64(
+            _docker_config(image, auth.username, _plain(auth.password))
+        )
+    if conf.type == "dev-environment" or ctx.ssh_public_keys:
+        data["authorized_keys"] = _b64("\n".join(ctx.ssh_public_keys) + "\n")
+    if not data:
+        return None
+    kind = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
+    if kind != "Opaque" and "authorized_keys" in data:
+        kind = "Opaque"  # one secret for both; pull secrets only need the key
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "type": kind,
+        "data": data,
+    }
+
+
+def _docker_config(image: str, username: str, password: str) -> str:
+    first = image.split("/", 1)[0]
+    registry = (
+        first if ("." in first or ":" in first) and "/" in image else "https://index.docker.io/v1/"
+    )
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps(
+        {"auths": {registry: {"username": username, "password": password, "auth": token}}}
+    )
+
+
+def _plain(secret: Any) -> str:
+    get = getattr(secret, "get_secret_value", None)
+    return str(get() if get else secret)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _headless_service(run: Run, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": kube.berth_labels(run.project, run.name)},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # peers resolve each other while starting
+            "selector": {kube.LABEL_PROJECT: run.project, kube.LABEL_RUN: run.name},
+        },
+    }
+
+
+def _service(run: Run, conf: Any) -> dict[str, Any]:
+    port = _service_port(conf)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": object_name(run.project, run.name),
+            "labels": kube.berth_labels(run.project, run.name),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {kube.LABEL_PROJECT: run.project, kube.LABEL_RUN: run.name},
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,199 @@
+"""Creating a job's Kubernetes objects, and following its pod to a final state.
+
+Both functions reload state, act, and write with compare-and-set, so a second
+or late delivery is harmless: a job that is no longer ``provisioning`` is left
+alone, and objects that already exist are adopted when their labels say they
+belong to this job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shared.configuration.parse import configuration_from_stored
+
+from shared import kube, tasks
+from shared.clusters import Cluster
+from shared.errors import KubeConflict, KubeError, KubeNotFound, TemporaryError
+from shared.jobs import refresh_run
+from shared.lifecycle import can_move
+from shared.records import Event, Job, RunStatus
+from workers.context import WorkerContext
+from workers.pod_status import PodVerdict, judge_pod
+from workers.podspec import PodContext, build_job_objects, job_pod_name
+
+log = logging.getLogger(__name__)
+
+_CAS_ATTEMPTS = 10
+
+
+def provision_job(ctx: WorkerContext, job_id: str) -> None:
+    """Create the secret, services and pod of a placed job (idempotent)."""
+    store = ctx.store
+    job = store.find_job(job_id)
+    if job is None or job.status != RunStatus.PROVISIONING:
+        return
+    run = store.get_run(job.run_id)
+    if run.stop_requested:
+        return  # teardown owns it now
+    conf = configuration_from_stored(run.configuration)
+    cluster = ctx.clusters.for_project(run.project)
+    master_ip = None
+    if job.jobs_in_run > 1 and job.job_num > 0:
+        master_ip = _master_ip(ctx, job)
+    pod_ctx = PodContext(
+        default_image=ctx.settings.default_image,
+        master_ip=master_ip,
+        ssh_public_keys=_ssh_keys(ctx, run.user, conf),
+    )
+    objects = build_job_objects(run, job, conf, pod_ctx)
+    try:
+        if objects.secret is not None:
+            _create_or_adopt(cluster, "secret", objects.secret, job)
+        for service in objects.services:
+            _create_or_adopt(cluster, "service", service, job, per_run=True)
+        _create_or_adopt(cluster, "pod", objects.pod, job)
+    except TemporaryError:
+        raise  # the apiserver is away: Celery retries with backoff
+    except KubeError as e:
+        # Admission refused the spec, or a foreign object holds the name: retrying won't help.
+        _finish(ctx, job_id, RunStatus.FAILED, f"Kubernetes refused the job's objects: {e.message}")
+        return
+    _record_pod(ctx, job_id, objects.pod["metadata"]["name"])
+    if store.get_run(run.id).stop_requested:
+        tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)  # stopped while we were creating
+    tasks.send(ctx.celery, tasks.SYNC_JOB, job_id)
+
+
+def sync_job(ctx: WorkerContext, job_id: str) -> None:
+    """Read the job's pod and move the job to the state the pod shows."""
+    store = ctx.store
+    job = store.find_job(job_id)
+    if (
+        job is None
+        or job.status.is_finished
+        or job.status in (RunStatus.SUBMITTED, RunStatus.PENDING)
+    ):
+        return
+    run = store.get_run(job.run_id)
+    cluster = ctx.clusters.for_project(run.project)
+    k = cluster.kube
+    try:
+        pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
+    except KubeNotFound:
+        pod = None
+    verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=time.time())
+    if verdict is None:
+        return
+    _apply(ctx, job_id, verdict)
+    refreshed = refresh_run(store, run.id)
+    if refreshed.status.is_finished:
+        _release_siblings(ctx, refreshed.job_ids)
+
+
+def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.status == verdict.status and job.pod_ip == (verdict.pod_ip or job.pod_ip):
+            return
+        if job.status != verdict.status and not can_move(job.status, verdict.status):
+            return
+        changed = job.status != verdict.status
+        job.status = verdict.status
+        job.reason = verdict.reason
+        job.pod_ip = verdict.pod_ip or job.pod_ip
+        job.exit_code = verdict.exit_code if verdict.exit_code is not None else job.exit_code
+        if verdict.status == RunStatus.PENDING:
+            job.placement = None  # back to the queue: the scheduler places it afresh
+            job.pod_name = None
+        event = None
+        if changed:
+            msg = f"job {job.job_num} {verdict.status}" + (
+                f": {verdict.reason}" if verdict.reason else ""
+            )
+            event = Event(
+                at=time.time(), kind="status", status=job.status, job=job.job_num, message=msg
+            )
+        if ctx.store.save_job(job, event):
+            if verdict.status == RunStatus.PENDING:
+                tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
+                tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)
+            return
+
+
+def _finish(ctx: WorkerContext, job_id: str, status: RunStatus, reason: str) -> None:
+    _apply(ctx, job_id, PodVerdict(status=status, reason=reason))
+    job = ctx.store.get_job(job_id)
+    refresh_run(ctx.store, job.run_id)
+
+
+def _release_siblings(ctx: WorkerContext, job_ids: list[str]) -> None:
+    """A finished run frees every GPU: jobs still holding pods are torn down."""
+    for job_id in job_ids:
+        job = ctx.store.find_job(job_id)
+        if job is not None and job.pod_name is not None and job.status not in (RunStatus.DONE,):
+            tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)
+
+
+def _master_ip(ctx: WorkerContext, job: Job) -> str:
+    run = ctx.store.get_run(job.run_id)
+    for other in ctx.store.jobs_of(run):
+        if other.replica_num == job.replica_num and other.job_num == 0:
+            if other.pod_ip:
+                return other.pod_ip
+            if other.status.is_finished:
+                break
+            raise TemporaryError("waiting for the master node (rank 0) to get its IP", delay=1)
+    raise TemporaryError("the master node of this run is gone", delay=5)
+
+
+def _ssh_keys(ctx: WorkerContext, user_name: str, conf: Any) -> tuple[str, ...]:
+    user = ctx.store.get_user(user_name)
+    keys = [user.ssh_public_key] if user and user.ssh_public_key else []
+    berth_key = ctx.store.get_blob("berth-ssh-public-key")
+    if berth_key and berth_key.get("key"):
+        keys.append(str(berth_key["key"]))
+    return tuple(keys)
+
+
+def _create_or_adopt(
+    cluster: Cluster, kind: str, body: dict[str, Any], job: Job, *, per_run: bool = False
+) -> None:
+    k = cluster.kube
+    create = {
+        "pod": k.core.create_namespaced_pod,
+        "secret": k.core.create_namespaced_secret,
+        "service": k.core.create_namespaced_service,
+    }[kind]
+    read = {
+        "pod": k.core.read_namespaced_pod,
+        "secret": k.core.read_namespaced_secret,
+        "service": k.core.read_namespaced_service,
+    }[kind]
+    try:
+        k.call(create, cluster.namespace, body)
+        return
+    except KubeConflict:
+        pass
+    existing = k.call(read, body["metadata"]["name"], cluster.namespace)
+    labels = existing.metadata.labels or {}
+    owner_key, owner = (kube.LABEL_RUN, job.run_name) if per_run else (kube.LABEL_JOB, job.id)
+    if labels.get(owner_key) != owner or labels.get(kube.LABEL_PROJECT) != job.project:
+        raise KubeError(
+            f"{kind} {body['metadata']['name']} exists but was not created by Berth for this job"
+        )
+
+
+def _record_pod(ctx: WorkerContext, job_id: str, pod_name: str) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.pod_name == pod_name:
+            return
+        job.pod_name = pod_name
+        if ctx.store.save_job(
+            job,
+            Event(at=time.time(), kind="info", job=job.job_num, message=f"pod {pod_name} created"),
+        ):
+            return

@@ -1,0 +1,134 @@
+"""The dedicated proxy worker process: one active per installation.
+
+It holds a Redis lease (standbys wait for it), watches every cluster named in
+the server config and publishes its GPU inventory, and turns events on
+Berth's own pods into ``sync_job`` tasks so job states follow pods within
+moments instead of waiting for beat's sweep. The SSH jump host lives here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import redis
+
+from shared import tasks
+from shared.clusters import ClusterRegistry
+from shared.configuration.server import load_server_config
+from shared.gpu.inventory import GpuInventory
+from shared.inventory_store import CHANNEL
+from shared.settings import Settings
+from shared.store import Store
+from shared.tasks import create_celery
+from workers.inventory_watch import InventoryWatcher
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 10  # a dead leader is replaced within this
+LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round trip
+
+
+def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop or _stop_on_signals()
+    store = Store.connect(
+        settings.redis.url, prefix=settings.redis.key_prefix, timeout_s=settings.redis.socket_timeout_s
+    )
+    lease = Lease(store, name="proxy-worker", holder=f"{socket.gethostname()}:{os.getpid()}")
+    while not stop.is_set() and not lease.acquire():
+        stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
+    if stop.is_set():
+        return
+    log.info("proxy worker is the leader (%s)", lease.holder)
+    server = load_server_config(settings.server_config_path)
+    clusters = ClusterRegistry(server, request_timeout_s=settings.kube.request_timeout_s)
+    celery = create_celery(settings)
+    watchers: list[InventoryWatcher] = []
+    for key, project in _one_project_per_cluster(server.project_names(), clusters).items():
+        cluster = clusters.for_project(project)
+
+        def publish(inv: GpuInventory, key: str = key) -> None:
+            store.publish_inventory(key, inv.to_json(), CHANNEL)
+            # Capacity changed: pending runs may fit now.
+            tasks.send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
+
+        def on_berth_pod(job_id: str, _event: str) -> None:
+            tasks.send(celery, tasks.SYNC_JOB, job_id)
+
+        watcher = InventoryWatcher(cluster.kube, publish=publish, on_berth_pod=on_berth_pod)
+        watcher.start()
+        watchers.append(watcher)
+    try:
+        while not stop.wait(LEASE_RENEW_S):
+            if not lease.renew():
+                log.error("lost the proxy worker lease; stopping so a standby can lead")
+                break
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        lease.release()
+        clusters.close()
+        store.close()
+
+
+class Lease:
+    """A Redis key with a TTL that only its holder may renew or release."""
+
+    _RENEW = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+    )
+    _RELEASE = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "return redis.call('DEL', KEYS[1]) else return 0 end"
+    )
+
+    def __init__(self, store: Store, *, name: str, holder: str) -> None:
+        self.store = store
+        self.key = store.key("lease", name)
+        self.holder = holder
+
+    def acquire(self) -> bool:
+        try:
+            return bool(self.store.r.set(self.key, self.holder, nx=True, px=LEASE_TTL_S * 1000))
+        except redis.RedisError as e:  # Redis down: stay standby and retry
+            log.warning("lease acquire failed: %s", e)
+            return False
+
+    def renew(self) -> bool:
+        deadline = time.monotonic() + LEASE_TTL_S
+        while time.monotonic() < deadline:
+            try:
+                return bool(self.store.r.eval(self._RENEW, 1, self.key, self.holder, LEASE_TTL_S * 1000))
+            except redis.RedisError as e:  # a blip: retry until the lease would lapse
+                log.warning("lease renew failed: %s", e)
+                time.sleep(0.5)
+        return False
+
+    def release(self) -> None:
+        try:
+            self.store.r.eval(self._RELEASE, 1, self.key, self.holder)
+        except redis.RedisError as e:  # it expires by itself anyway
+            log.warning("lease release failed: %s", e)
+
+
+def _one_project_per_cluster(projects: list[str], clusters: ClusterRegistry) -> dict[str, str]:
+    """Several projects may share a cluster; watch each cluster once."""
+    chosen: dict[str, str] = {}
+    for project in projects:
+        chosen.setdefault(clusters.key_for(project), project)
+    return chosen
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+

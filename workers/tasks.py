@@ -1,0 +1,48 @@
+"""Every Celery task of Berth, each a thin wrapper over one plain function.
+
+Names are explicit and stable (Flower shows them; renaming one would strand
+messages already queued). Arguments are ids only.
+"""
+
+from __future__ import annotations
+
+from shared import tasks as names
+from workers import provisioning, scheduling, sweeps, teardown
+from workers.celery_app import berth_task
+from workers.context import context
+
+
+@berth_task(names.SCHEDULE_RUN)
+def schedule_run(run_id: str) -> None:
+    # The pass covers every pending run; run_id only says why it was woken.
+    scheduling.schedule_pass(context())
+
+
+@berth_task(names.PROVISION_JOB)
+def provision_job(job_id: str) -> None:
+    provisioning.provision_job(context(), job_id)
+
+
+@berth_task(names.SYNC_JOB)
+def sync_job(job_id: str) -> None:
+    provisioning.sync_job(context(), job_id)
+
+
+@berth_task(names.TEARDOWN_JOB)
+def teardown_job(job_id: str) -> None:
+    teardown.teardown_job(context(), job_id)
+
+
+@berth_task(names.TEARDOWN_POD)
+def teardown_pod(job_id: str) -> None:
+    teardown.teardown_pod(context(), job_id)
+
+
+@berth_task(names.PURGE_RUN)
+def purge_run(run_id: str) -> None:
+    teardown.purge_run(context(), run_id)
+
+
+@berth_task(names.SWEEP)
+def sweep() -> None:
+    sweeps.sweep(context())

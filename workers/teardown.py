@@ -1,0 +1,115 @@
+"""Deleting what a job created, and finishing its record. Safe to repeat."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from shared import kube
+from shared.clusters import Cluster
+from shared.errors import KubeNotFound
+from shared.jobs import refresh_run
+from shared.lifecycle import can_move
+from shared.records import Event, Run, RunStatus
+from workers.context import WorkerContext
+
+_CAS_ATTEMPTS = 10
+
+
+def teardown_job(ctx: WorkerContext, job_id: str) -> None:
+    """Delete the job's pod and secret (and the run's services once no job needs them)."""
+    store = ctx.store
+    job = store.find_job(job_id)
+    if job is None:
+        return
+    run = store.get_run(job.run_id)
+    cluster = ctx.clusters.for_project(run.project)
+    grace = 0 if run.abort else None  # abort skips the pod's termination grace period
+    _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=grace)
+    for _ in range(_CAS_ATTEMPTS):
+        job = store.get_job(job_id)
+        if job.status.is_finished:
+            break
+        target = RunStatus.TERMINATED if run.stop_requested else RunStatus.FAILED
+        if not can_move(job.status, target):
+            break
+        job.status = target
+        job.reason = (
+            "stopped by the user"
+            if run.stop_requested
+            else "released: another job of the run ended"
+        )
+        event = Event(
+            at=time.time(),
+            kind="status",
+            status=target,
+            job=job.job_num,
+            message=f"job {job.job_num} {target}",
+        )
+        if store.save_job(job, event):
+            break
+    run = refresh_run(store, run.id)
+    if run.status.is_finished:
+        _delete_run_services(cluster, run)
+
+
+def teardown_pod(ctx: WorkerContext, job_id: str) -> None:
+    """Delete only the job's pod (it goes back to the queue and will get a new one)."""
+    job = ctx.store.find_job(job_id)
+    if job is None:
+        return
+    run = ctx.store.get_run(job.run_id)
+    _delete_by_label(
+        ctx.clusters.for_project(run.project), kube.LABEL_JOB, job.id, grace=0, pods_only=True
+    )
+
+
+def purge_run(ctx: WorkerContext, run_id: str) -> None:
+    """Delete every object of a finished run, then its records (``berth delete``)."""
+    run = ctx.store.find_run(run_id)
+    if run is None:
+        return
+    if not run.status.is_finished:
+        return  # the API refuses this; a stray message must not delete live work
+    cluster = ctx.clusters.for_project(run.project)
+    # By job id, not run name: a newer run may already reuse the name.
+    for job_id in run.job_ids:
+        _delete_by_label(cluster, kube.LABEL_JOB, job_id, grace=0)
+    ctx.store.delete_run(run)
+
+
+def _delete_by_label(
+    cluster: Cluster,
+    key: str,
+    value: str,
+    *,
+    grace: int | None,
+    pods_only: bool = False,
+) -> None:
+    k = cluster.kube
+    selector = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{key}={value}"
+    ns = cluster.namespace
+    pods = k.call(k.core.list_namespaced_pod, ns, label_selector=selector).items
+    for pod in pods:
+        _ignore_missing(
+            k, k.core.delete_namespaced_pod, pod.metadata.name, ns, grace_period_seconds=grace
+        )
+    if pods_only:
+        return
+    for secret in k.call(k.core.list_namespaced_secret, ns, label_selector=selector).items:
+        _ignore_missing(k, k.core.delete_namespaced_secret, secret.metadata.name, ns)
+
+
+def _delete_run_services(cluster: Cluster, run: Run) -> None:
+    k = cluster.kube
+    selector = ",".join(f"{k}={v}" for k, v in kube.berth_labels(run.project, run.name).items())
+    for svc in k.call(
+        k.core.list_namespaced_service, cluster.namespace, label_selector=selector
+    ).items:
+        _ignore_missing(k, k.core.delete_namespaced_service, svc.metadata.name, cluster.namespace)
+
+
+def _ignore_missing(k: kube.Kube, fn: object, *args: object, **kwargs: object) -> None:
+    # Already gone: the second delivery of a teardown lands here.
+    with contextlib.suppress(KubeNotFound):
+        k.call(fn, *args, **kwargs)  # type: ignore[arg-type]
