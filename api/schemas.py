@@ -77,7 +77,7 @@ class RunPublic(BaseModel):
             priority=run.priority,
             submitted_at=run.submitted_at,
             updated_at=run.updated_at,
-            configuration=run.configuration,
+            configuration=redact(run.configuration),
             jobs=[JobPublic.of(j) for j in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))],
         )
 
@@ -95,3 +95,11 @@ class Health(BaseModel):
     status: str
     redis: str
     jump_hosts: dict[str, Any] = {}
+
+
+def redact(configuration: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as users may see it: registry passwords never leave the server."""
+    auth = configuration.get("registry_auth")
+    if not isinstance(auth, dict):
+        return configuration
+    return configuration | {"registry_auth": auth | {"password": "********"}}

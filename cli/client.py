@@ -84,19 +84,19 @@ class BerthClient:
         return f"/api/projects/{self.config.project}/runs"
 
     def plan(self, configuration: str) -> dict[str, Any]:
-        return self._json("POST", f"{self._runs}/plan", json={"configuration": configuration})
+        return _obj(self._json("POST", f"{self._runs}/plan", json={"configuration": configuration}))
 
     def apply(self, configuration: str) -> dict[str, Any]:
-        return self._json("POST", self._runs, json={"configuration": configuration})
+        return _obj(self._json("POST", self._runs, json={"configuration": configuration}))
 
     def runs(self, *, all: bool = False) -> list[dict[str, Any]]:
         return self._json("GET", self._runs, params={"all": str(all).lower()})  # type: ignore[no-any-return]
 
     def run(self, name: str) -> dict[str, Any]:
-        return self._json("GET", f"{self._runs}/{name}")
+        return _obj(self._json("GET", f"{self._runs}/{name}"))
 
     def stop(self, name: str, *, abort: bool = False) -> dict[str, Any]:
-        return self._json("POST", f"{self._runs}/{name}/stop", json={"abort": abort})
+        return _obj(self._json("POST", f"{self._runs}/{name}/stop", json={"abort": abort}))
 
     def delete(self, name: str) -> None:
         self._json("DELETE", f"{self._runs}/{name}")
@@ -107,7 +107,11 @@ class BerthClient:
     def logs(
         self, name: str, *, follow: bool = False, job: int = 0, replica: int = 0
     ) -> Iterator[bytes]:
-        params = {"follow": str(follow).lower(), "job": job, "replica": replica}
+        params: dict[str, str | int] = {
+            "follow": str(follow).lower(),
+            "job": job,
+            "replica": replica,
+        }
         with self.http.stream(
             "GET", f"{self._runs}/{name}/logs", params=params, timeout=_STREAM_TIMEOUT
         ) as resp:
@@ -118,16 +122,18 @@ class BerthClient:
 
     def offers(self, **query: Any) -> dict[str, Any]:
         params = {k: v for k, v in query.items() if v is not None}
-        return self._json("GET", f"/api/projects/{self.config.project}/offers", params=params)
+        return _obj(self._json("GET", f"/api/projects/{self.config.project}/offers", params=params))
 
     def fleets(self) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/projects/{self.config.project}/fleets")  # type: ignore[no-any-return]
 
     def apply_fleet(self, configuration: str) -> dict[str, Any]:
-        return self._json(
-            "POST",
-            f"/api/projects/{self.config.project}/fleets",
-            json={"configuration": configuration},
+        return _obj(
+            self._json(
+                "POST",
+                f"/api/projects/{self.config.project}/fleets",
+                json={"configuration": configuration},
+            )
         )
 
     def delete_fleet(self, name: str) -> None:
@@ -144,6 +150,12 @@ class BerthClient:
         if resp.status_code >= 400:
             raise _error(resp)
         return resp.json() if resp.content else None
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BerthError(f"the server answered {type(value).__name__} where an object was expected")
+    return value
 
 
 def _error(resp: httpx.Response) -> BerthError:

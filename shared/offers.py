@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from shared.gpu.catalogue import lookup_product
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
 
@@ -107,6 +108,9 @@ def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer
     if request.disk_bytes and available.ephemeral_storage_bytes < request.disk_bytes:
         return None
     if request.gpu_count == 0:
+        if any(g.count for g in node.gpus):
+            # GPU nodes carry the GPU taint and are too dear for CPU-only work.
+            return None
         return Offer(node=node.name, group=None, gpus=0, free_gpus=0, total_gpus=0)
     for group in _matching_groups(node.gpus, request):
         free = available.gpus.get(group.resource, 0)
@@ -127,7 +131,7 @@ def _matching_groups(groups: Iterable[GpuGroup], request: Request) -> Iterable[G
             continue
         if request.gpu_names and not _name_matches(group, request.gpu_names):
             continue
-        mem = group.memory_mib
+        mem = nominal_memory_mib(group)
         if request.gpu_memory_mib_min is not None and (
             mem is None or mem < request.gpu_memory_mib_min
         ):
@@ -139,6 +143,17 @@ def _matching_groups(groups: Iterable[GpuGroup], request: Request) -> Iterable[G
         if request.gpu_count_max is not None and request.gpu_count > request.gpu_count_max:
             continue
         yield group
+
+
+def nominal_memory_mib(group: GpuGroup) -> int | None:
+    """The GPU's memory as users name it: an "80GB" H100 reports 81559 MiB in its
+    labels, which is 79.6 GiB; matching ``H100:80GB`` must still succeed, so known
+    whole GPUs use the catalogue's nominal size. MIG slices keep their own size."""
+    if group.mig_profile is None and group.product:
+        model = lookup_product(group.product)
+        if model is not None and model.memory_gib:
+            return int(model.memory_gib * 1024)
+    return group.memory_mib
 
 
 def _name_matches(group: GpuGroup, names: frozenset[str]) -> bool:

@@ -28,11 +28,18 @@ class WorkerContext:
     clusters: ClusterRegistry
     celery: Celery
 
+    def close(self) -> None:
+        self.clusters.close()
+        self.store.close()
+
 
 @cache
 def context() -> WorkerContext:
     """The process-wide context; built on first use, after Celery forks its pool."""
-    settings = load_settings()
+    return build_context(load_settings())
+
+
+def build_context(settings: Settings) -> WorkerContext:
     server = load_server_config(settings.server_config_path)
     return WorkerContext(
         settings=settings,

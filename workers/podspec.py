@@ -148,7 +148,9 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
 
 def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -> dict[str, str]:
     assert job.placement is not None
-    env = {str(k): str(v) for k, v in (getattr(conf, "env", None) or {}).items()}
+    # A bare name (``- HF_TOKEN``) has no value here: the CLI fills it from the
+    # submitter's environment; one still empty is left out rather than set to "None".
+    env = {str(k): str(v) for k, v in (getattr(conf, "env", None) or {}).items() if v is not None}
     gpus = job.placement.gpus
     env |= {
         "DSTACK_RUN_NAME": run.name,

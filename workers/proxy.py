@@ -35,10 +35,14 @@ LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round 
 
 def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stop = stop or _stop_on_signals()
     store = Store.connect(
-        settings.redis.url, prefix=settings.redis.key_prefix, timeout_s=settings.redis.socket_timeout_s
+        settings.redis.url,
+        prefix=settings.redis.key_prefix,
+        timeout_s=settings.redis.socket_timeout_s,
     )
     lease = Lease(store, name="proxy-worker", holder=f"{socket.gethostname()}:{os.getpid()}")
     while not stop.is_set() and not lease.acquire():
@@ -93,6 +97,8 @@ class Lease:
         self.store = store
         self.key = store.key("lease", name)
         self.holder = holder
+        self._renew = store.r.register_script(self._RENEW)
+        self._release = store.r.register_script(self._RELEASE)
 
     def acquire(self) -> bool:
         try:
@@ -105,7 +111,7 @@ class Lease:
         deadline = time.monotonic() + LEASE_TTL_S
         while time.monotonic() < deadline:
             try:
-                return bool(self.store.r.eval(self._RENEW, 1, self.key, self.holder, LEASE_TTL_S * 1000))
+                return bool(self._renew(keys=[self.key], args=[self.holder, LEASE_TTL_S * 1000]))
             except redis.RedisError as e:  # a blip: retry until the lease would lapse
                 log.warning("lease renew failed: %s", e)
                 time.sleep(0.5)
@@ -113,7 +119,7 @@ class Lease:
 
     def release(self) -> None:
         try:
-            self.store.r.eval(self._RELEASE, 1, self.key, self.holder)
+            self._release(keys=[self.key], args=[self.holder])
         except redis.RedisError as e:  # it expires by itself anyway
             log.warning("lease release failed: %s", e)
 
@@ -131,4 +137,3 @@ def _stop_on_signals() -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
-

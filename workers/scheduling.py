@@ -15,27 +15,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from shared import placements, tasks
 from shared.configuration.parse import configuration_from_stored
-from shared.requests import request_for
-
-from shared import tasks
-from shared.errors import TemporaryError
+from shared.errors import ConfigError, TemporaryError
+from shared.fleets import allowed_nodes
 from shared.gpu.inventory import GpuInventory, Resources
 from shared.inventory_store import load_inventory
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.offers import Request, Verdict, match
 from shared.records import Event, Job, Placement, Run, RunStatus
+from shared.requests import request_for
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 _LOCK_TTL_S = 30  # a crashed pass frees the lock after this; a pass takes milliseconds
 _LOCK_WAIT_S = 10  # a second pass waits this long, then the message is retried
-HOLDING = frozenset({RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMINATING})
 
 
 @dataclass
@@ -57,7 +55,7 @@ def schedule_pass(ctx: WorkerContext) -> PassResult:
     try:
         active = [r for r in map(store.find_run, store.active_run_ids()) if r is not None]
         jobs = {r.id: store.jobs_of(r) for r in active}
-        reserved = _reserved(j for js in jobs.values() for j in js)
+        reserved = placements.reserved(j for js in jobs.values() for j in js)
         queue = sorted(
             (
                 r
@@ -73,7 +71,17 @@ def schedule_pass(ctx: WorkerContext) -> PassResult:
                 inventory = inventories[run.project] = load_inventory(
                     ctx.store, ctx.clusters, run.project
                 )
-            request = request_for(configuration_from_stored(run.configuration))
+            conf = configuration_from_stored(run.configuration)
+            request = request_for(conf)
+            fleets = getattr(conf, "fleets", None)
+            if fleets:
+                try:
+                    allowed = allowed_nodes(store, inventory, run.project, fleets)
+                except ConfigError as e:
+                    _fail(ctx, run, jobs[run.id], str(e))
+                    result.failed.append(run.name)
+                    continue
+                request = replace(request, allowed_nodes=allowed)
             verdict = match(inventory, request, reserved=reserved)
             if not verdict.possible:
                 _fail(ctx, run, jobs[run.id], verdict.reason)
@@ -90,16 +98,6 @@ def schedule_pass(ctx: WorkerContext) -> PassResult:
         except Exception:
             log.warning("scheduling lock expired before release")
     return result
-
-
-def _reserved(jobs: Iterable[Job]) -> dict[str, Resources]:
-    """What Berth's own placed-and-unfinished jobs hold, per node."""
-    totals: dict[str, Resources] = {}
-    for job in jobs:
-        if job.status in HOLDING and job.placement is not None:
-            node = job.placement.node
-            totals[node] = _add(totals.get(node), job.placement)
-    return totals
 
 
 def _place(
@@ -137,7 +135,7 @@ def _place(
                 message=f"job {job.job_num} placed on {offer.node} ({offer.gpus} GPU)",
             )
             if ctx.store.save_job(job, event):
-                reserved[offer.node] = _add(reserved.get(offer.node), placement)
+                reserved[offer.node] = placements.add(reserved.get(offer.node), placement)
                 tasks.send(ctx.celery, tasks.PROVISION_JOB, job.id)
     refresh_run(ctx.store, run.id)
 
@@ -184,16 +182,3 @@ def _fail(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -> None:
             ),
         )
     refresh_run(ctx.store, run.id)
-
-
-def _add(cur: Resources | None, p: Placement) -> Resources:
-    cur = cur or Resources()
-    gpus = dict(cur.gpus)
-    if p.gpu_resource:
-        gpus[p.gpu_resource] = gpus.get(p.gpu_resource, 0) + p.gpus
-    return Resources(
-        cpu_millicores=cur.cpu_millicores + p.cpu_milli,
-        memory_bytes=cur.memory_bytes + p.memory_bytes,
-        ephemeral_storage_bytes=cur.ephemeral_storage_bytes,
-        gpus=gpus,
-    )

@@ -12,6 +12,7 @@ from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, StoreD
 from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
 from api.services import logs as log_service
 from api.services import runs as run_service
+from api.services.offers import OffersPublic
 from shared.records import RunStatus
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
@@ -26,6 +27,14 @@ def apply_run(
         store, celery, project=project, user=user, configuration=body.configuration
     )
     return RunPublic.of(run, jobs)
+
+
+@router.post("/plan")
+def plan_run(
+    body: RunCreate, project: CurrentProject, store: StoreDep, clusters: ClustersDep
+) -> OffersPublic:
+    """The offers a configuration would get now, without submitting it."""
+    return run_service.plan_run(store, clusters, project=project, configuration=body.configuration)
 
 
 @router.get("")

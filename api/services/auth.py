@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from shared.records import Project, User
 from shared.store import Store, token_sha256
@@ -11,8 +12,9 @@ DEFAULT_PROJECT = "main"
 ADMIN = "admin"
 
 
-def bootstrap(store: Store, *, admin_token: str | None) -> str | None:
-    """On first start create the admin user and the ``main`` project.
+def bootstrap(store: Store, *, admin_token: str | None, projects: Sequence[str] = ()) -> str | None:
+    """On first start create the admin user, the ``main`` project and the server
+    config's projects (with the admin as a member).
 
     Returns the admin token when it was just created (to be printed once, as
     dstack does), else None. Safe to run on every start and from many replicas:
@@ -23,8 +25,9 @@ def bootstrap(store: Store, *, admin_token: str | None) -> str | None:
         token = admin_token or secrets.token_urlsafe(24)
         store.put_user(User(name=ADMIN, token_sha256=token_sha256(token), is_admin=True))
         created = token
-    if store.get_project(DEFAULT_PROJECT) is None:
-        store.put_project(Project(name=DEFAULT_PROJECT, members=[ADMIN]))
+    for name in dict.fromkeys([DEFAULT_PROJECT, *projects]):
+        if store.get_project(name) is None:
+            store.put_project(Project(name=name, members=[ADMIN]))
     return created
 
 

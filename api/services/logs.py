@@ -7,8 +7,12 @@ the pod to exist and ends when the job finishes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
+
+import urllib3
 
 from shared.clusters import ClusterRegistry
 from shared.errors import KubeError, NotFoundError
@@ -18,6 +22,7 @@ from shared.store import Store
 _POLL_S = 0.5  # how often a follower re-checks whether the pod exists yet
 _FOLLOW_READ_TIMEOUT_S = 300  # a silent running job keeps its stream this long per read
 _CHUNK = 4096
+_DRAIN_S = 1.0  # after the job ends, output still in flight gets this long
 
 
 def stream_logs(
@@ -54,12 +59,31 @@ def stream_logs(
     except KubeError as e:
         yield f"[berth] logs unavailable: {e}\n".encode()
         return
+    stop = threading.Event()
+    if follow:
+        # Some kubelets (and KWOK) keep a follow stream open after the container
+        # ends; a watcher ends it when the job finishes, so the user's follow ends too.
+        threading.Thread(
+            target=_end_when_finished, args=(store, job.id, resp, stop), daemon=True
+        ).start()
     try:
         yield from resp.stream(_CHUNK)
-    except Exception as e:  # urllib3 read timeout or reset mid-stream
-        yield f"\n[berth] log stream ended: {e}\n".encode()
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        if not stop.is_set():
+            yield f"\n[berth] log stream ended: {e}\n".encode()
     finally:
+        stop.set()
         resp.release_conn()
+
+
+def _end_when_finished(store: Store, job_id: str, resp: Any, stop: threading.Event) -> None:
+    while not stop.wait(_POLL_S):
+        job = store.find_job(job_id)
+        if job is None or job.status.is_finished:
+            stop.wait(_DRAIN_S)  # let the last lines through before cutting the stream
+            stop.set()
+            resp.shutdown()
+            return
 
 
 def _find_job(store: Store, run: Run, job_num: int, replica_num: int) -> Job:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import yaml
 from celery import Celery
-from shared.configuration.parse import parse_run_configuration
 
 from api.services.names import random_run_name
+from api.services.offers import OffersPublic, offers_for
 from shared import tasks
-from shared.errors import ConfigError, ConflictError
+from shared.clusters import ClusterRegistry
+from shared.configuration import AnyRunConfiguration
+from shared.configuration.parse import parse_run_configuration
+from shared.errors import ConflictError
+from shared.fleets import allowed_nodes
+from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
 from shared.lifecycle import can_move
 from shared.records import Event, Job, Project, Run, RunStatus, User
+from shared.requests import request_for
 from shared.store import Store
 
 _NAME_ATTEMPTS = 5  # random names clash rarely; a few tries make it vanishingly rare
@@ -30,10 +37,7 @@ def submit_run(
     configuration: str | dict[str, Any],
 ) -> tuple[Run, list[Job]]:
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
-    text = configuration if isinstance(configuration, str) else yaml.safe_dump(configuration)
-    conf = parse_run_configuration(text)
-    if conf.type == "fleet":
-        raise ConfigError("use the fleets endpoint for type: fleet", field="type")
+    conf = _parse(configuration)
     explicit = getattr(conf, "name", None)
     for _ in range(1 if explicit else _NAME_ATTEMPTS):
         run = Run(
@@ -59,6 +63,24 @@ def submit_run(
         tasks.send(celery, tasks.SCHEDULE_RUN, run.id)
         return run, jobs
     raise ConflictError("could not pick a free run name; set name: in the configuration")
+
+
+def plan_run(
+    store: Store,
+    clusters: ClusterRegistry,
+    *,
+    project: Project,
+    configuration: str | dict[str, Any],
+) -> OffersPublic:
+    conf = _parse(configuration)
+    request = request_for(conf)
+    fleets = getattr(conf, "fleets", None)
+    if fleets:
+        inventory = load_inventory(store, clusters, project.name)
+        request = replace(
+            request, allowed_nodes=allowed_nodes(store, inventory, project.name, fleets)
+        )
+    return offers_for(store, clusters, project.name, request)
 
 
 def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
@@ -95,3 +117,8 @@ def delete_run(store: Store, run: Run) -> None:
             f"run {run.name!r} is {run.status}; stop it first (berth stop {run.name})", field="name"
         )
     store.delete_run(run)
+
+
+def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:
+    text = configuration if isinstance(configuration, str) else yaml.safe_dump(configuration)
+    return parse_run_configuration(text)

@@ -1,8 +1,9 @@
 """Start detached processes, remember them by PID, and stop exactly those.
 
 A PID alone can be reused by the OS after a crash, so a recorded process is
-only "ours" while ``/proc/<pid>/exe`` is still the binary we ran (not cmdline:
-redis-server rewrites its own process title).
+only "ours" while ``/proc/<pid>/stat`` still shows the start time recorded
+when we spawned it (not the binary or cmdline: scripts run as their
+interpreter, and redis-server rewrites its own process title).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class ProcessRecord(BaseModel):
     pid: int
     argv: list[str]
     log: str
+    start_ticks: int = 0
+    """Start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
 
 
 def start_process(name: str, argv: list[str], *, log_dir: Path) -> ProcessRecord:
@@ -51,21 +54,20 @@ def start_process(name: str, argv: list[str], *, log_dir: Path) -> ProcessRecord
         raise LocalClusterError(f"cannot start {name} ({argv[0]}): {e}") from e
     finally:
         os.close(log_fd)
-    return ProcessRecord(name=name, pid=pid, argv=argv, log=str(log_path))
+    stat = _stat(pid)
+    return ProcessRecord(
+        name=name, pid=pid, start_ticks=stat[1] if stat else 0, argv=argv, log=str(log_path)
+    )
 
 
 def is_running(record: ProcessRecord) -> bool:
     """True while the recorded PID is alive and still runs the recorded binary."""
-    try:
-        exe = os.readlink(f"/proc/{record.pid}/exe")
-        stat = Path(f"/proc/{record.pid}/stat").read_text()
-    except OSError:
+    stat = _stat(record.pid)
+    if stat is None:
         return False
+    state, ticks = stat
     # A zombie (state Z) has exited; its parent just has not reaped it yet.
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    # A rebuilt binary shows as "<path> (deleted)"; it is still the process we started.
-    return exe.removesuffix(" (deleted)") == os.path.realpath(record.argv[0])
+    return state != "Z" and ticks == record.start_ticks
 
 
 def stop_process(record: ProcessRecord, *, grace_s: float = _STOP_GRACE_S) -> None:
@@ -96,6 +98,17 @@ def log_tail(record: ProcessRecord, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in ticks) of a live PID, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name; start time is field 22 overall.
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields[0], int(fields[19])
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

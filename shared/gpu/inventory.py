@@ -136,50 +136,65 @@ class InventoryBuilder:
 
     def reset(self, nodes: Iterable[Any], pods: Iterable[Any]) -> None:
         """Replace everything, as after a relist (watch expired with 410 Gone)."""
+        self.replace_nodes(nodes)
+        self.replace_pods(pods)
+
+    def replace_nodes(self, nodes: Iterable[Any]) -> None:
+        """Replace every node and keep the pods: a relist of nodes alone."""
         self._nodes.clear()
-        self._pods.clear()
-        self._requested.clear()
         for node in nodes:
             self.upsert_node(node)
+
+    def replace_pods(self, pods: Iterable[Any]) -> None:
+        """Replace every pod and keep the nodes: a relist of pods alone."""
+        self._pods.clear()
+        self._requested.clear()
         for pod in pods:
             self.upsert_pod(pod)
 
-    def upsert_node(self, node: Any) -> None:
-        static = _node_static(node)
-        if static is not None:
-            self._nodes[static.name] = static
+    # The mutators return whether the inventory changed, so a watcher can skip
+    # publishing after the many events that change nothing it counts (status
+    # heartbeats, a pod becoming Ready, label edits on a CPU-only pod).
 
-    def delete_node(self, node: Any) -> None:
+    def upsert_node(self, node: Any) -> bool:
+        static = _node_static(node)
+        if static is None or self._nodes.get(static.name) == static:
+            return False
+        self._nodes[static.name] = static
+        return True
+
+    def delete_node(self, node: Any) -> bool:
         """Forget a node, given the object or its name; its pods' requests stay until they go."""
         name = node if isinstance(node, str) else getattr(node.metadata, "name", None)
-        if name is not None:
-            self._nodes.pop(name, None)
+        return name is not None and self._nodes.pop(name, None) is not None
 
-    def upsert_pod(self, pod: Any) -> None:
+    def upsert_pod(self, pod: Any) -> bool:
         key = _pod_key(pod)
         if key is None:
-            return
-        self._forget_pod(key)
+            return False
         node_name = _bound_node(pod)
         if node_name is None:
-            return
+            return self._forget_pod(key)
         requests = pod_requests(pod)
+        if self._pods.get(key) == (node_name, requests):
+            return False
+        self._forget_pod(key)
         self._pods[key] = (node_name, requests)
         _add_into(self._requested.setdefault(node_name, {}), requests)
+        return True
 
-    def delete_pod(self, pod: Any) -> None:
+    def delete_pod(self, pod: Any) -> bool:
         """Forget a pod, given the object or its ``namespace/name`` key."""
         key = pod if isinstance(pod, str) else _pod_key(pod)
-        if key is not None:
-            self._forget_pod(key)
+        return key is not None and self._forget_pod(key)
 
     def snapshot(self) -> GpuInventory:
         return _assemble(self._nodes.values(), self._requested)
 
-    def _forget_pod(self, key: str) -> None:
+    def _forget_pod(self, key: str) -> bool:
         previous = self._pods.pop(key, None)
         if previous is None:
-            return
+            return False
         node_name, requests = previous
         sums = self._requested[node_name]
         for resource, amount in requests.items():
@@ -190,6 +205,7 @@ class InventoryBuilder:
                 del sums[resource]
         if not sums:
             del self._requested[node_name]
+        return True
 
 
 def pod_requests(pod: Any) -> dict[str, int]:

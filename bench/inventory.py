@@ -1,0 +1,319 @@
+"""How fast the GPU inventory is built, updated and published.
+
+Run by hand: ``.venv/bin/python -m bench.inventory``.
+
+1. Pure: 1,000 synthetic nodes and 10,000 pods as ``V1Node``/``V1Pod``
+   objects. A full :func:`build_inventory`, then the incremental
+   :class:`InventoryBuilder`: one pod event, one ``snapshot()``, its JSON, and
+   the deserialization of one watch line (what the watch thread pays per event).
+2. Live, when a local cluster runs at ``$BERTH_HOME/local`` (``berth local up``):
+   an :class:`InventoryWatcher` on the real apiserver, and the latency from a
+   pod DELETE to the published snapshot that gives its GPU back, over 50 pods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from cli.local import cluster
+from shared import kube
+from shared.errors import KubeNotFound
+from shared.gpu.inventory import GpuInventory, InventoryBuilder, build_inventory
+from shared.settings import load_settings
+from workers.inventory_watch import InventoryWatcher
+
+NODES, PODS = 1_000, 10_000
+EVENTS = 5_000  # pod events timed one by one; enough for a stable p99
+SNAPSHOTS = 50
+LIVE_PODS = 50
+LIVE_NODE = "kwok-h100-0"
+GPU = "nvidia.com/gpu"
+SEED = 7  # the same synthetic cluster on every run, so runs compare
+
+# (share of nodes, product label, GPUs per node, GPU memory MiB): a plausible mixed fleet.
+POOLS = (
+    (0.4, "NVIDIA-H100-80GB-HBM3", 8, 81559),
+    (0.3, "NVIDIA-A100-SXM4-80GB", 8, 81920),
+    (0.2, "NVIDIA-A10", 1, 23028),
+    (0.1, None, 0, 0),
+)
+
+
+def main() -> None:
+    rows = bench_pure()
+    rows += bench_live()
+    print_table(rows)
+
+
+Row = tuple[str, str, str, str]  # what, p50 / value, p99, note
+
+
+def bench_pure() -> list[Row]:
+    rng = random.Random(SEED)
+    nodes = [_node(i, rng) for i in range(NODES)]
+    gpus_of = {n.metadata.name: int(n.status.allocatable.get(GPU, "0")) for n in nodes}
+    names = list(gpus_of)
+    pods = [_pod(f"p{i}", rng.choice(names), gpus_of, rng) for i in range(PODS)]
+
+    full = [_seconds(lambda: build_inventory(nodes, pods)) for _ in range(5)]
+    builder = InventoryBuilder()
+    reset_s = _seconds(lambda: builder.reset(nodes, pods))
+
+    changed, unchanged = [], []
+    for _ in range(EVENTS):
+        old = pods[rng.randrange(PODS)]
+        new = _pod(old.metadata.name, old.spec.node_name, gpus_of, rng)
+        changed.append(_seconds(lambda new=new: builder.upsert_pod(new)))
+        unchanged.append(_seconds(lambda new=new: builder.upsert_pod(new)))
+    snapshots = [_seconds(builder.snapshot) for _ in range(SNAPSHOTS)]
+    inventory = builder.snapshot()
+    to_json = [_seconds(inventory.to_json) for _ in range(SNAPSHOTS)]
+    size_kib = len(inventory.to_json()) / 1024
+
+    api = client.ApiClient()
+    line = json.dumps(api.sanitize_for_serialization(pods[0]))
+    deserialize = [
+        _seconds(lambda: api.deserialize(line, "V1Pod", "application/json")) for _ in range(EVENTS)
+    ]
+    api.close()
+
+    event_and_snapshot = _p(changed, 50) + _p(snapshots, 50)
+    build = statistics.median(full)
+    return [
+        (f"build_inventory, {NODES} nodes + {PODS} pods", _ms(build), "", "median of 5"),
+        ("InventoryBuilder.reset (same input)", _ms(reset_s), "", "once"),
+        ("upsert_pod that changes requests", _us(_p(changed, 50)), _us(_p(changed, 99)), ""),
+        ("upsert_pod that changes nothing", _us(_p(unchanged, 50)), _us(_p(unchanged, 99)), ""),
+        (f"snapshot(), {NODES} nodes", _ms(_p(snapshots, 50)), _ms(_p(snapshots, 99)), ""),
+        ("snapshot().to_json()", _ms(_p(to_json, 50)), _ms(_p(to_json, 99)), f"{size_kib:.0f} KiB"),
+        ("deserialize one watch event (V1Pod)", _us(_p(deserialize, 50)), _us(_p(deserialize, 99)), ""),
+        (
+            "ratio: full build / (event + snapshot)",
+            f"{build / event_and_snapshot:.1f}x",
+            "",
+            "p50s; what incremental saves per change",
+        ),
+        (
+            "ratio: snapshot / one event",
+            f"{_p(snapshots, 50) / _p(changed, 50):.0f}x",
+            "",
+            "why publishes are coalesced",
+        ),
+    ]
+
+
+def bench_live() -> list[Row]:
+    settings = load_settings()
+    state = cluster.read_state(settings.local_dir)
+    running = cluster.status(settings.local_dir)
+    if state is None or not running or not all(running.values()):
+        return [("live: pod delete -> published", "skipped", "", f"no cluster at {settings.local_dir}")]
+    k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
+    try:
+        return _bench_live(k)
+    finally:
+        k.close()
+
+
+def print_table(rows: list[Row]) -> None:
+    header: Row = ("measurement", "p50 / value", "p99", "note")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) if i in (0, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+
+
+# --- synthetic objects ---------------------------------------------------------------
+
+
+def _node(i: int, rng: random.Random) -> client.V1Node:
+    share = rng.random()
+    for weight, product, count, memory in POOLS:
+        share -= weight
+        if share <= 0:
+            break
+    labels = {"kubernetes.io/hostname": f"node-{i}", "kubernetes.io/arch": "amd64"}
+    allocatable = {"cpu": "191500m", "memory": "2013Gi", "ephemeral-storage": "3500Gi", "pods": "110"}
+    taints = None
+    if product is not None:
+        labels |= {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": product,
+            "nvidia.com/gpu.count": str(count),
+            "nvidia.com/gpu.memory": str(memory),
+        }
+        allocatable[GPU] = str(count)
+        taints = [client.V1Taint(key=GPU, value="present", effect="NoSchedule")]
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(name=f"node-{i:04d}", labels=labels),
+        spec=client.V1NodeSpec(taints=taints),
+        status=client.V1NodeStatus(
+            allocatable=allocatable,
+            conditions=[client.V1NodeCondition(type="Ready", status="True")],
+            node_info=client.V1NodeSystemInfo(
+                architecture="amd64",
+                boot_id="",
+                container_runtime_version="",
+                kernel_version="",
+                kube_proxy_version="",
+                kubelet_version="",
+                machine_id="",
+                operating_system="linux",
+                os_image="",
+                system_uuid="",
+            ),
+        ),
+    )
+
+
+def _pod(name: str, node: str, gpus_of: dict[str, int], rng: random.Random) -> client.V1Pod:
+    requests = {"cpu": f"{rng.choice((250, 500, 2000, 8000))}m", "memory": f"{rng.choice((1, 4, 32))}Gi"}
+    if gpus_of[node]:
+        requests[GPU] = str(rng.randint(1, min(2, gpus_of[node])))
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, namespace="bench", labels={"app": "x"}),
+        spec=client.V1PodSpec(
+            node_name=node,
+            containers=[
+                client.V1Container(
+                    name="main",
+                    image="busybox",
+                    resources=client.V1ResourceRequirements(requests=requests, limits=requests),
+                )
+            ],
+        ),
+        status=client.V1PodStatus(phase="Running"),
+    )
+
+
+# --- live --------------------------------------------------------------------------------
+
+
+def _bench_live(k: kube.Kube) -> list[Row]:
+    published = _FreeGpus(LIVE_NODE)
+    watcher = InventoryWatcher(k, publish=published)
+    watcher.start()
+    try:
+        if not watcher.wait_synced(30):
+            return [("live: pod delete -> published", "failed", "", "no first snapshot in 30 s")]
+        with _namespace(k) as ns:
+            base = published.wait_for(lambda free: True)
+            create, delete_sent, delete_done = [], [], []
+            for i in range(LIVE_PODS):
+                name = f"p{i}"
+                t0 = time.monotonic()
+                k.call(k.core.create_namespaced_pod, ns, _live_pod(name))
+                create.append(published.wait_for(lambda free: free == base - 1, since=t0) - t0)
+                t0 = time.monotonic()
+                k.call(k.core.delete_namespaced_pod, name, ns, grace_period_seconds=0)
+                t1 = time.monotonic()
+                t_pub = published.wait_for(lambda free: free == base, since=t0)
+                delete_sent.append(t_pub - t0)
+                delete_done.append(t_pub - t1)
+        health = watcher.health()
+    finally:
+        watcher.stop()
+    note = f"{LIVE_PODS} pods on {LIVE_NODE}; {health.publishes} publishes, {health.relists} relists"
+    return [
+        ("live: pod create -> published", _ms(_p(create, 50)), _ms(_p(create, 99)), note),
+        ("live: DELETE sent -> published", _ms(_p(delete_sent, 50)), _ms(_p(delete_sent, 99)), "budget 200 ms"),
+        ("live: DELETE answered -> published", _ms(_p(delete_done, 50)), _ms(_p(delete_done, 99)), "watch + consumer + publish"),
+    ]
+
+
+class _FreeGpus:
+    """The publish callback: remembers when each free-GPU figure of one node was published."""
+
+    def __init__(self, node: str) -> None:
+        self._node = node
+        self._cond = threading.Condition()
+        self._history: list[tuple[float, int]] = []
+
+    def __call__(self, inventory: GpuInventory) -> None:
+        node = inventory.node(self._node)
+        free = node.free.gpus.get(GPU, 0) if node else -1
+        with self._cond:
+            self._history.append((time.monotonic(), free))
+            self._cond.notify_all()
+
+    def wait_for(self, ok: Callable[[int], bool], *, since: float = 0.0, timeout: float = 10.0) -> Any:
+        """The time of the first snapshot after ``since`` whose figure is ``ok`` (the figure if since=0)."""
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: next(((t, f) for t, f in self._history if t >= since and ok(f)), None),
+                timeout,
+            )
+        if found is None:
+            raise TimeoutError(f"no published snapshot matched within {timeout}s")
+        return found[0] if since else found[1]
+
+
+@contextmanager
+def _namespace(k: kube.Kube) -> Iterator[str]:
+    name = f"bench-inv-{secrets.token_hex(3)}"
+    k.call(k.core.create_namespace, {"metadata": {"name": name}})
+    deadline = time.monotonic() + 30
+    while True:  # the ServiceAccount admission plugin refuses pods until this exists
+        try:
+            k.call(k.core.read_namespaced_service_account, "default", name)
+            break
+        except KubeNotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield name
+    finally:
+        k.call(k.core.delete_namespace, name)
+
+
+def _live_pod(name: str) -> dict[str, Any]:
+    one = {GPU: "1"}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": LIVE_NODE,
+            "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {"name": "main", "image": "busybox", "resources": {"requests": one, "limits": one}}
+            ],
+        },
+    }
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _p(samples: list[float], q: int) -> float:
+    """Nearest-rank percentile: p99 of 50 samples is the largest, not an interpolation."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs"
+
+
+if __name__ == "__main__":
+    main()

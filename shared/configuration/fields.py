@@ -1,0 +1,295 @@
+"""Value types shared by run configurations: durations, ports, env, volumes, retry, probes.
+
+Each shorthand dstack accepts (``2h``, ``8080:80``, ``KEY=VALUE``, ``name:/path``,
+``retry: true``) is normalised here into one shape, so the rest of Berth reads a
+single form: durations are whole seconds, ``off`` is ``None``, env is a dict.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, field_serializer, field_validator
+
+from shared.configuration.base import BerthModel, not_supported
+
+RetryEvent = Literal["no-capacity", "error", "interruption"]
+SpotPolicy = Literal["spot", "on-demand", "auto"]
+ALL_RETRY_EVENTS: tuple[RetryEvent, ...] = ("no-capacity", "error", "interruption")
+PythonVersion = Literal["3.9", "3.10", "3.11", "3.12", "3.13", "3.14"]
+
+DURATION_EXPECTED = "expected a duration such as 90s, 30m, 2h, 1d, 1w or a number of seconds"
+# dstack's own run-name rule; it is also a valid Kubernetes label value and name prefix.
+RESOURCE_NAME_RE = re.compile(r"[a-z][a-z0-9-]{1,40}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PORT_MAPPING_RE = re.compile(r"(?:(\d+|\*):)?(\d+)")
+
+
+def parse_duration(value: object) -> int:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1w``, ``"3600"`` or an int: whole seconds, >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        match = _DURATION_RE.fullmatch(text)
+        if match is not None:
+            return int(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+    raise ValueError(f"cannot parse {value!r}: {DURATION_EXPECTED}")
+
+
+def parse_offable_duration(value: object) -> int | None:
+    """Like :func:`parse_duration`, but ``off``/``false``/absent mean no limit (``None``).
+
+    YAML 1.1 reads a bare ``off`` as ``False``, so both spellings arrive here.
+    """
+    if value is None or value is False or value == "off":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"cannot parse {value!r}: {DURATION_EXPECTED}, or off") from None
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+"""Whole seconds, written as ``90s``, ``30m``, ``2h``, ``1d``, ``1w`` or a number."""
+OffableDuration = Annotated[int | None, BeforeValidator(parse_offable_duration)]
+"""Whole seconds, or ``None`` for ``off`` (no limit)."""
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+
+
+def _resource_name(value: Any) -> Any:
+    if isinstance(value, str) and RESOURCE_NAME_RE.fullmatch(value) is None:
+        raise ValueError(
+            f"invalid name {value!r}: expected 2-41 lowercase letters, digits or hyphens,"
+            " starting with a letter (e.g. train-llama)"
+        )
+    return value
+
+
+ResourceName = Annotated[str, BeforeValidator(_resource_name)]
+
+
+def _env_from_yaml(value: Any) -> Any:
+    if isinstance(value, list):
+        return _env_from_list(value)
+    if not isinstance(value, dict):
+        return value
+    env: dict[str, str | None] = {}
+    for key, raw in value.items():
+        _check_env_name(key)
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float | None):
+            raise ValueError(f"env {key}: expected a string value, got {raw!r} (quote it)")
+        env[key] = None if raw is None else str(raw)
+    return env
+
+
+EnvVars = Annotated[dict[str, str | None], BeforeValidator(_env_from_yaml)]
+"""``[KEY=VALUE, KEY]`` or ``{KEY: VALUE}``; a ``None`` value (bare ``KEY``) is filled
+from the submitting user's environment by the client before the run is created."""
+
+
+def _python_from_yaml(value: Any) -> Any:
+    # YAML reads `python: 3.10` as the float 3.1; dstack restores the intended version.
+    if isinstance(value, float):
+        return "3.10" if value == 3.1 else repr(value)
+    return value
+
+
+Python = Annotated[PythonVersion, BeforeValidator(_python_from_yaml)]
+
+
+class PortMapping(BerthModel):
+    """A container port and the local port the client forwards to it (``None``: any free)."""
+
+    local_port: Port | None = None
+    container_port: Port
+
+    def __str__(self) -> str:
+        if self.local_port == self.container_port:
+            return str(self.container_port)
+        local = "*" if self.local_port is None else str(self.local_port)
+        return f"{local}:{self.container_port}"
+
+
+def port_mapping_from_yaml(value: Any) -> Any:
+    """``8080`` (same port locally), ``80:8080`` (local:container) or ``*:8080``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"local_port": value, "container_port": value}
+    if not isinstance(value, str):
+        return value
+    match = _PORT_MAPPING_RE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"cannot parse {value!r}: expected PORT, LOCAL:PORT or *:PORT")
+    local, container = match.groups()
+    local_port = None if local == "*" else int(local or container)
+    return {"local_port": local_port, "container_port": int(container)}
+
+
+PortMappingField = Annotated[PortMapping, BeforeValidator(port_mapping_from_yaml)]
+
+
+class RegistryAuth(BerthModel):
+    """Credentials for pulling a private image.
+
+    The password never shows in ``repr``/``str``/logs, but JSON dumps carry it: the
+    stored configuration is what the worker builds the image pull secret from. Public
+    responses must leave ``registry_auth`` out.
+    """
+
+    username: str
+    password: SecretStr
+
+    @field_serializer("password", when_used="json")
+    def _reveal_for_storage(self, password: SecretStr) -> str:
+        return password.get_secret_value()
+
+
+class RetryPolicy(BerthModel):
+    """Which failures resubmit the run, and for how long (dstack's default: 1 hour)."""
+
+    on_events: list[RetryEvent] = Field(
+        default_factory=lambda: list(ALL_RETRY_EVENTS), min_length=1
+    )
+    duration: Duration = 3600
+
+
+def _retry_from_yaml(value: Any) -> Any:
+    if value is True:
+        return RetryPolicy()
+    if value is False:
+        return None
+    return value
+
+
+Retry = Annotated[RetryPolicy | None, BeforeValidator(_retry_from_yaml)]
+"""``true`` retries on every event for an hour; ``false`` or absent never retries."""
+
+
+class VolumeMount(BerthModel):
+    """A named volume mounted at an absolute container path."""
+
+    dstack_only_fields = frozenset({"instance_path", "optional"})
+
+    name: str = Field(min_length=1)
+    path: str
+    read_only: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _absolute_path(value)
+
+
+def _volume_from_yaml(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    source, sep, path = value.partition(":")
+    if not sep or not source or not path:
+        raise ValueError(f"cannot parse {value!r}: expected NAME:/container/path")
+    if "/" in source:
+        # dstack's instance (host path) mount: `/mnt/data:/data`.
+        raise not_supported("instance_path")
+    return {"name": source, "path": path}
+
+
+VolumeMountField = Annotated[VolumeMount, BeforeValidator(_volume_from_yaml)]
+
+
+class HttpHeader(BerthModel):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class Probe(BerthModel):
+    """An HTTP GET health probe of a service replica; defaults are dstack's."""
+
+    dstack_only_fields = frozenset({"body", "until_ready"})
+
+    type: Literal["http"]
+    url: str = "/"
+    method: Literal["get"] = "get"
+    headers: list[HttpHeader] = Field(default_factory=list, max_length=16)
+    timeout: Duration = 10
+    interval: Duration = 15
+    ready_after: int = Field(1, ge=1, strict=True)
+
+    @field_validator("url")
+    @classmethod
+    def _path_only(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"probe url must be a path starting with '/', got {value!r}")
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _kubernetes_probes_only_get(cls, value: Any) -> Any:
+        # Kubernetes HTTP probes always send GET; other dstack methods have no equivalent.
+        if isinstance(value, str) and value.lower() != "get":
+            raise not_supported(value=value.lower())
+        return value.lower() if isinstance(value, str) else value
+
+
+class Scaling(BerthModel):
+    """Replica auto-scaling on requests per second; delays are dstack's defaults."""
+
+    metric: Literal["rps"]
+    target: float = Field(gt=0)
+    window: Duration | None = None
+    scale_up_delay: Duration = 300
+    scale_down_delay: Duration = 600
+
+
+class ServiceModel(BerthModel):
+    """The model a service exposes through an OpenAI-compatible API."""
+
+    name: str = Field(min_length=1)
+    type: Literal["chat"] = "chat"
+    format: Literal["openai"] = "openai"
+    prefix: str = "/v1"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _no_tgi(cls, value: Any) -> Any:
+        if value == "tgi":
+            raise not_supported(value="tgi")
+        return value
+
+
+def _service_model_from_yaml(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+ServiceModelField = Annotated[ServiceModel | None, BeforeValidator(_service_model_from_yaml)]
+
+
+def _env_from_list(items: list[Any]) -> dict[str, str | None]:
+    env: dict[str, str | None] = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"env: expected KEY=VALUE or KEY, got {item!r}")
+        key, sep, val = item.partition("=")
+        _check_env_name(key)
+        if key in env:
+            raise ValueError(f"env: {key} is set twice")
+        env[key] = val if sep else None
+    return env
+
+
+def _check_env_name(key: object) -> None:
+    if not isinstance(key, str) or _ENV_NAME_RE.fullmatch(key) is None:
+        raise ValueError(
+            f"env: invalid variable name {key!r}: expected letters, digits and _,"
+            " not starting with a digit"
+        )
+
+
+def _absolute_path(value: str) -> str:
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError(f"expected an absolute container path such as /data, got {value!r}")
+    return value

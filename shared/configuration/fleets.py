@@ -1,0 +1,68 @@
+"""Fleet configurations (``type: fleet``): how much of the cluster a project may hold.
+
+On Kubernetes a fleet provisions no machines; its ``nodes`` range bounds how many
+nodes its runs may occupy at once, ``placement: cluster`` asks for nodes that can
+talk to each other fast enough for multi-node jobs, and ``resources`` is the shape
+of one node it accepts. Berth has one backend type, so ``backends`` may only name it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from shared.configuration.base import BerthModel, not_supported
+from shared.configuration.fields import ResourceName, SpotPolicy
+from shared.configuration.ranges import CountRange
+from shared.configuration.resources import ResourcesSpec
+
+# dstack fleet keys Berth refuses. Source: dstack's fleet models
+# (src/dstack/_internal/core/models/fleets.py). `idle_duration` deprovisions idle cloud
+# instances, which a Kubernetes fleet does not own.
+FLEET_FIELDS_NOT_SUPPORTED = frozenset(
+    {
+        "availability_zones",
+        "backend_options",
+        "blocks",
+        "env",
+        "idle_duration",
+        "instance_types",
+        "max_price",
+        "regions",
+        "reservation",
+        "retry",
+        "ssh_config",
+        "tags",
+    }
+)
+
+
+class FleetConfiguration(BerthModel):
+    """A named pool: how many nodes, placed how, of what shape."""
+
+    dstack_only_fields = FLEET_FIELDS_NOT_SUPPORTED
+
+    type: Literal["fleet"] = "fleet"
+    name: ResourceName | None = None
+    nodes: CountRange
+    """``2`` (exactly), ``0..`` (as many as runs need), ``1..4``."""
+    placement: Literal["any", "cluster"] = "any"
+    backends: list[Literal["kubernetes"]] | None = None
+    resources: ResourcesSpec = ResourcesSpec()
+    spot_policy: SpotPolicy | None = None
+    """Accepted for dstack compatibility; meaningless on Kubernetes."""
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _no_target(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "target" in value:
+            raise not_supported("target")
+        return value
+
+    @field_validator("backends")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list allows no backend; omit it or write [kubernetes]")
+        return value

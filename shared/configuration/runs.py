@@ -1,0 +1,234 @@
+"""Run configurations in dstack's ``.dstack.yml`` format: task, dev-environment, service.
+
+The three types share :class:`_RunConfigurationBase`; ``type`` discriminates them in
+:data:`AnyRunConfiguration`. Keys dstack has and Berth does not honour yet are listed
+in ``dstack_only_fields`` and refused by name (see :mod:`shared.configuration.base`).
+``spot_policy`` is accepted because dstack files carry it everywhere, but Kubernetes
+has no spot market of its own: Berth records it and schedules the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from shared.configuration.base import BerthModel, field_error, not_supported
+from shared.configuration.fields import (
+    EnvVars,
+    OffableDuration,
+    PortMappingField,
+    Probe,
+    Python,
+    RegistryAuth,
+    ResourceName,
+    Retry,
+    Scaling,
+    ServiceModelField,
+    SpotPolicy,
+    VolumeMountField,
+    port_mapping_from_yaml,
+)
+from shared.configuration.ranges import CountRange, Range
+from shared.configuration.resources import ResourcesSpec
+
+# dstack keys Berth refuses on every run type. Sources: dstack's BaseRunConfiguration
+# and ProfileParams (src/dstack/_internal/core/models/{configurations,profiles}.py).
+RUN_FIELDS_NOT_SUPPORTED = frozenset(
+    {
+        "availability_zones",
+        "backend_options",
+        "backends",
+        "creation_policy",
+        "docker",
+        "dstack",
+        "entrypoint",
+        "env_file",
+        "files",
+        "home_dir",
+        "idle_duration",
+        "instance_types",
+        "instances",
+        "max_price",
+        "nvcc",
+        "regions",
+        "repos",
+        "reservation",
+        "schedule",
+        "setup",
+        "single_branch",
+        "startup_order",
+        "stop_criteria",
+        "stop_duration",
+        "tags",
+        "user",
+        "utilization_policy",
+    }
+)
+
+_IDES_NOT_SUPPORTED = frozenset({"zed"})
+
+
+class _RunConfigurationBase(BerthModel):
+    """Fields every run type has."""
+
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED
+
+    name: ResourceName | None = None
+    """The run name; Berth generates one when absent."""
+    image: str | None = Field(None, min_length=1)
+    python: Python | None = None
+    """Python version preinstalled in Berth's default image; exclusive with ``image``."""
+    env: EnvVars = Field(default_factory=dict)
+    resources: ResourcesSpec = ResourcesSpec()
+    privileged: bool = False
+    registry_auth: RegistryAuth | None = None
+    spot_policy: SpotPolicy | None = None
+    """Accepted for dstack compatibility; meaningless on Kubernetes."""
+    retry: Retry = None
+    max_duration: OffableDuration = None
+    """Seconds the run may stay running; ``None`` (``off``) means no limit."""
+    priority: int = Field(0, ge=0, le=100, strict=True)
+    """Higher runs are scheduled first, 0..100."""
+    working_dir: str | None = None
+    shell: str | None = None
+    """``sh``, ``bash`` or an absolute path; Berth picks when absent."""
+    fleets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    """Fleets the run may use; any fleet of the project when empty."""
+    volumes: list[VolumeMountField] = Field(default_factory=list)
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute_working_dir(cls, value: str | None) -> str | None:
+        # dstack resolves relative paths against a cloned repo; Berth clones no repos.
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"expected an absolute path such as /workspace, got {value!r}")
+        return value
+
+    @field_validator("shell")
+    @classmethod
+    def _known_shell(cls, value: str | None) -> str | None:
+        if value is None or value in ("sh", "bash") or value.startswith("/"):
+            return value
+        raise ValueError(f"expected sh, bash or an absolute path such as /bin/zsh, got {value!r}")
+
+    @model_validator(mode="after")
+    def _image_or_python(self) -> Self:
+        if self.image is not None and self.python is not None:
+            raise field_error("python", "image and python are mutually exclusive: set one")
+        return self
+
+    @property
+    def env_from_submitter(self) -> list[str]:
+        """Variables written as a bare ``KEY`` whose value the client must supply."""
+        return sorted(key for key, value in self.env.items() if value is None)
+
+
+class TaskConfiguration(_RunConfigurationBase):
+    """Commands on one or more nodes, run to completion."""
+
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"groups"}
+
+    type: Literal["task"] = "task"
+    commands: list[str] = Field(default_factory=list)
+    nodes: int = Field(1, ge=1, strict=True)
+    ports: list[PortMappingField] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _commands_or_image(self) -> Self:
+        _require_commands_or_image(self.commands, self.image)
+        return self
+
+
+class DevEnvironmentConfiguration(_RunConfigurationBase):
+    """An interactive environment reached over SSH, optionally with an IDE server."""
+
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"version"}
+
+    type: Literal["dev-environment"] = "dev-environment"
+    ide: Literal["vscode", "cursor", "windsurf"] | None = None
+    init: list[str] = Field(default_factory=list)
+    """Commands run once the environment starts."""
+    inactivity_duration: OffableDuration = None
+    """Seconds without an SSH connection before Berth stops it; ``None``: never."""
+    ports: list[PortMappingField] = Field(default_factory=list)
+
+    @field_validator("ide", mode="before")
+    @classmethod
+    def _supported_ide(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in _IDES_NOT_SUPPORTED:
+            raise not_supported(value=value)
+        return value
+
+
+class ServiceConfiguration(_RunConfigurationBase):
+    """A long-running HTTP server behind Berth's proxy, with one or more replicas."""
+
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {
+        "gateway",
+        "groups",
+        "https",
+        "rate_limits",
+        "strip_prefix",
+    }
+
+    type: Literal["service"] = "service"
+    port: Annotated[
+        int, Field(ge=1, le=65535), BeforeValidator(lambda v: _service_port_from_yaml(v))
+    ]
+    """The container port the application listens on."""
+    commands: list[str] = Field(default_factory=list)
+    replicas: CountRange = Range[int](min=1, max=1)
+    scaling: Scaling | None = None
+    model: ServiceModelField = None
+    auth: bool = True
+    probes: list[Probe] | None = None
+    """``None`` lets Berth choose (a model service gets a chat probe); ``[]`` means none."""
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _no_replica_groups(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            # dstack's legacy spelling of `groups`: a list of replica groups.
+            raise not_supported(value="a list of replica groups")
+        return value
+
+    @model_validator(mode="after")
+    def _replicas_and_scaling_agree(self) -> Self:
+        _require_commands_or_image(self.commands, self.image)
+        if self.replicas.max is None:
+            raise field_error("replicas", f"needs an upper bound such as 1..4, got {self.replicas}")
+        if self.replicas.min != self.replicas.max and self.scaling is None:
+            raise field_error(
+                "replicas", f"a range ({self.replicas}) needs scaling rules in `scaling` too"
+            )
+        return self
+
+
+AnyRunConfiguration = Annotated[
+    TaskConfiguration | DevEnvironmentConfiguration | ServiceConfiguration,
+    Field(discriminator="type"),
+]
+"""Any run configuration, told apart by ``type``."""
+
+RUN_CONFIGURATION_TYPES: dict[str, type[_RunConfigurationBase]] = {
+    "task": TaskConfiguration,
+    "dev-environment": DevEnvironmentConfiguration,
+    "service": ServiceConfiguration,
+}
+
+
+def _service_port_from_yaml(value: Any) -> Any:
+    # dstack keeps `port` as a mapping for history's sake and only uses its container side.
+    if isinstance(value, str):
+        return port_mapping_from_yaml(value)["container_port"]
+    if isinstance(value, dict) and "container_port" in value:
+        return value["container_port"]
+    return value
+
+
+def _require_commands_or_image(commands: list[str], image: str | None) -> None:
+    if not commands and image is None:
+        raise field_error(
+            "commands", "either commands or image must be set (an image runs its entrypoint)"
+        )

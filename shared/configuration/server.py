@@ -1,0 +1,209 @@
+"""The server configuration file (``~/.berth/server/config.yml``): projects and backends.
+
+Mirrors dstack's ``server/config.yml`` for the one backend Berth has, ``kubernetes``.
+Unlike dstack, a backend may set ``namespace`` and ``proxy_jump`` together with
+``contexts``: they are the defaults for every context that does not set its own.
+The kubeconfig ``filename`` is kept as written (``~`` unexpanded); the code that reads
+it expands it, so loading this file never depends on the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+
+from shared.configuration.base import (
+    BerthModel,
+    config_error_from_validation,
+    field_error,
+    load_yaml_mapping,
+    not_supported,
+)
+from shared.configuration.fields import Port, ResourceName
+from shared.errors import ConfigError
+
+# Kubernetes namespace names are DNS-1123 labels.
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# dstack backend types with no Berth counterpart yet. Source: dstack's BackendType
+# (src/dstack/_internal/core/models/backends/base.py).
+_BACKENDS_NOT_SUPPORTED = frozenset(
+    {
+        "amddevcloud", "aws", "azure", "cloudrift", "crusoe", "cudo", "datacrunch",
+        "digitalocean", "dstack", "gcp", "hotaisle", "jarvislabs", "lambda", "nebius", "oci",
+        "remote", "runpod", "slurm", "tensordock", "vastai", "verda", "vultr",
+    }
+)  # fmt: skip
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    """Read and validate the server configuration at ``path``.
+
+    Raises ConfigError naming the file and the dotted path of the bad field
+    (``projects.0.backends.0.kubeconfig``); a missing or unreadable file is one too.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read the server configuration {path}: {e.strerror}") from e
+    return server_config_from_text(text, source=str(path))
+
+
+def server_config_from_text(text: str, *, source: str | None = None) -> ServerConfig:
+    """Validate server configuration YAML ``text``; ``source`` names it in errors."""
+    data = load_yaml_mapping(text, source=source)
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as e:
+        raise config_error_from_validation(e, source=source, data=data) from e
+
+
+class ProxyJump(BerthModel):
+    """An SSH jump host in front of the cluster: any node's external address and a port."""
+
+    hostname: str = Field(min_length=1)
+    port: Port | None = None
+    """``None``: Berth lets Kubernetes pick the NodePort."""
+
+
+class KubeContext(BerthModel):
+    """One kubeconfig context (one cluster) and, optionally, its own jump host."""
+
+    name: str = Field(min_length=1)
+    proxy_jump: ProxyJump | None = None
+
+
+class Kubeconfig(BerthModel):
+    """Where the kubeconfig comes from: exactly one of a file or its contents."""
+
+    filename: str | None = Field(None, min_length=1)
+    data: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        if (self.filename is None) == (self.data is None):
+            given = "both" if self.filename is not None else "neither"
+            raise ValueError(f"set exactly one of filename or data, got {given}")
+        if self.data is not None:
+            self.parsed_data()  # a broken inline kubeconfig fails at load, not at first use
+        return self
+
+    def path(self) -> Path | None:
+        """The kubeconfig file as written (``~`` unexpanded), or None for inline data."""
+        return Path(self.filename) if self.filename is not None else None
+
+    def parsed_data(self) -> dict[str, Any] | None:
+        """The inline kubeconfig as a mapping, or None when it comes from a file."""
+        if self.data is None:
+            return None
+        try:
+            parsed = yaml.safe_load(self.data)
+        except yaml.YAMLError as e:
+            raise ValueError(f"data is not valid kubeconfig YAML: {e}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"data must be a kubeconfig mapping, got {type(parsed).__name__}")
+        return parsed
+
+
+def _context_from_yaml(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class KubernetesBackend(BerthModel):
+    type: Literal["kubernetes"]
+    kubeconfig: Kubeconfig
+    contexts: list[Annotated[KubeContext, BeforeValidator(_context_from_yaml)]] | None = None
+    """Clusters to use; the kubeconfig's current context when absent."""
+    namespace: str = "default"
+    proxy_jump: ProxyJump | None = None
+    """The jump host of every context that does not name its own."""
+    gpu_prices: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    """GPU model -> dollars per GPU-hour, for cost reporting; Kubernetes has no prices."""
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _other_dstack_backends(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in _BACKENDS_NOT_SUPPORTED:
+            raise not_supported(value=value)
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if _NAMESPACE_RE.fullmatch(value) is None:
+            raise ValueError(
+                f"invalid namespace {value!r}: expected at most 63 lowercase letters, digits"
+                " or hyphens, starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("contexts")
+    @classmethod
+    def _unique_contexts(cls, value: list[KubeContext] | None) -> list[KubeContext] | None:
+        if value is not None:
+            _refuse_duplicates([c.name for c in value], what="context")
+        return value
+
+    def context_name(self) -> str | None:
+        """The context Berth connects to: the first listed, else the kubeconfig's current."""
+        return self.contexts[0].name if self.contexts else None
+
+    def cluster_key(self) -> str:
+        """A short stable id of the cluster behind this backend (projects may share one)."""
+        source = self.kubeconfig.filename or self.kubeconfig.data or ""
+        digest = hashlib.sha256(f"{source}\0{self.context_name() or ''}".encode())
+        return digest.hexdigest()[:12]  # 48 bits: no collisions among a server's clusters
+
+    def jump_host_for(self, context: str) -> ProxyJump | None:
+        """The jump host for ``context``: its own, else the backend's, else none."""
+        for item in self.contexts or []:
+            if item.name == context and item.proxy_jump is not None:
+                return item.proxy_jump
+        return self.proxy_jump
+
+
+class ProjectConfig(BerthModel):
+    name: ResourceName
+    backends: list[KubernetesBackend] = Field(default_factory=list)
+    quotas: dict[str, Annotated[int, Field(ge=0, strict=True)]] | None = None
+    """GPU model -> most GPUs of that model the project may hold at once."""
+
+
+class ServerConfig(BerthModel):
+    """The whole ``config.yml``: the projects the server creates and keeps in sync."""
+
+    dstack_only_fields = frozenset({"default_permissions", "encryption", "plugins"})
+
+    projects: list[ProjectConfig] = Field(default_factory=list)
+
+    def project_names(self) -> list[str]:
+        return [p.name for p in self.projects]
+
+    def backend_for(self, project: str) -> KubernetesBackend:
+        """The first ``type: kubernetes`` backend of ``project``; ConfigError if none."""
+        for item in self.projects:
+            if item.name == project and item.backends:
+                return item.backends[0]
+        raise ConfigError(
+            f"project {project!r} has no kubernetes backend in the server configuration",
+            field="projects",
+        )
+
+    @model_validator(mode="after")
+    def _unique_projects(self) -> Self:
+        counts = Counter(p.name for p in self.projects)
+        duplicates = sorted(name for name, n in counts.items() if n > 1)
+        if duplicates:
+            raise field_error("projects", f"project names must be unique, repeated: {duplicates}")
+        return self
+
+
+def _refuse_duplicates(names: list[str], *, what: str) -> None:
+    repeated = sorted(name for name, n in Counter(names).items() if n > 1)
+    if repeated:
+        raise ValueError(f"each {what} may appear once, repeated: {', '.join(repeated)}")

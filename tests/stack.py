@@ -1,0 +1,148 @@
+"""Berth's whole stack as separate processes, for end-to-end tests and benches.
+
+API server, Celery workers, the proxy worker and beat run as ``berth ...``
+subprocesses against the real local cluster and Redis, each recorded by PID
+and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cli.local.cluster import ClusterState
+from shared.settings import RedisSettings, Settings
+from cli.local.processes import ProcessRecord, free_port, is_running, log_tail, start_process, stop_process
+from tests.polling import wait_until
+
+BERTH = str(Path(sys.executable).parent / "berth")  # the venv's console script
+
+
+@dataclass
+class Stack:
+    home: Path
+    url: str
+    admin_token: str
+    namespace: str
+    env: dict[str, str]
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:  # noqa: A002
+        """Run ``berth ARGS`` as a user would, with this stack's home and token."""
+        return subprocess.run(
+            [BERTH, *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.admin_token}"},
+            timeout=30,
+        )
+
+    def settings(self) -> Settings:
+        """The settings Berth's processes run with, for in-process checks."""
+        return Settings(
+            home=self.home,
+            redis=RedisSettings(
+                url=self.env["BERTH_REDIS__URL"], key_prefix=self.env["BERTH_REDIS__KEY_PREFIX"]
+            ),
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{log_tail(p, 40)}" for p in self.processes)
+
+    def stop(self) -> None:
+        for record in reversed(self.processes):
+            stop_process(record)
+
+
+def start_stack(cluster: ClusterState, directory: Path, *, namespace: str, workers: int = 1) -> Stack:
+    """Write configs, start every Berth process, and wait until the API answers."""
+    home = directory / "home"
+    home.mkdir(parents=True)
+    server_config = home / "server" / "config.yml"
+    server_config.parent.mkdir()
+    server_config.write_text(
+        yaml.safe_dump(
+            {
+                "projects": [
+                    {
+                        "name": project,
+                        "backends": [
+                            {
+                                "type": "kubernetes",
+                                "kubeconfig": {"filename": cluster.kubeconfig},
+                                "namespace": namespace,
+                                "proxy_jump": {"hostname": "127.0.0.1", "port": 32022},
+                                "gpu_prices": {"H100": 2.5},
+                            }
+                        ],
+                    }
+                    for project in ("main", "other")
+                ]
+            }
+        )
+    )
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    env = {
+        **os.environ,
+        "BERTH_HOME": str(home),
+        "BERTH_REDIS__URL": cluster.redis_url,
+        "BERTH_REDIS__KEY_PREFIX": f"e2e{secrets.token_hex(3)}",
+        "BERTH_API__PORT": str(port),
+        "BERTH_API__ADMIN_TOKEN": token,
+        "BERTH_ENVIRONMENT": "development",
+    }
+    stack = Stack(home=home, url=f"http://127.0.0.1:{port}", admin_token=token, namespace=namespace, env=env)
+    (home / "config.yml").write_text(yaml.safe_dump({"url": stack.url, "token": token, "project": "main"}))
+    logs = directory / "logs"
+    commands = [("api", ["server"]), ("proxy-worker", ["proxy-worker"]), ("beat", ["beat"])]
+    commands += [(f"worker-{i}", ["worker", "--name", f"w{i}@%h"]) for i in range(workers)]
+    old = dict(os.environ)
+    os.environ.update(env)  # posix_spawn takes the caller's environment
+    try:
+        for name, argv in commands:
+            stack.processes.append(start_process(name, [BERTH, *argv], log_dir=logs))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    try:
+        wait_until(lambda: _healthy(stack), timeout=60, what="the Berth API")
+        wait_until(lambda: _workers_up(stack), timeout=60, what="Celery workers")
+    except AssertionError:
+        stack.stop()
+        raise AssertionError(f"Berth did not start:\n{stack.logs()}") from None
+    return stack
+
+
+def _healthy(stack: Stack) -> bool:
+    for record in stack.processes:
+        if not is_running(record):
+            raise AssertionError(f"{record.name} exited:\n{log_tail(record, 60)}")
+    try:
+        return httpx.get(f"{stack.url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _workers_up(stack: Stack) -> bool:
+    return all(
+        "ready." in Path(p.log).read_text(errors="replace")
+        for p in stack.processes
+        if p.name.startswith("worker")
+    )
