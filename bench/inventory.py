@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,8 @@ def bench_pure() -> list[Row]:
     for _ in range(EVENTS):
         old = pods[rng.randrange(PODS)]
         new = _pod(old.metadata.name, old.spec.node_name, gpus_of, rng)
-        changed.append(_seconds(lambda new=new: builder.upsert_pod(new)))
-        unchanged.append(_seconds(lambda new=new: builder.upsert_pod(new)))
+        changed.append(_seconds(partial(builder.upsert_pod, new)))
+        unchanged.append(_seconds(partial(builder.upsert_pod, new)))
     snapshots = [_seconds(builder.snapshot) for _ in range(SNAPSHOTS)]
     inventory = builder.snapshot()
     to_json = [_seconds(inventory.to_json) for _ in range(SNAPSHOTS)]
@@ -98,7 +99,12 @@ def bench_pure() -> list[Row]:
         ("upsert_pod that changes nothing", _us(_p(unchanged, 50)), _us(_p(unchanged, 99)), ""),
         (f"snapshot(), {NODES} nodes", _ms(_p(snapshots, 50)), _ms(_p(snapshots, 99)), ""),
         ("snapshot().to_json()", _ms(_p(to_json, 50)), _ms(_p(to_json, 99)), f"{size_kib:.0f} KiB"),
-        ("deserialize one watch event (V1Pod)", _us(_p(deserialize, 50)), _us(_p(deserialize, 99)), ""),
+        (
+            "deserialize one watch event (V1Pod)",
+            _us(_p(deserialize, 50)),
+            _us(_p(deserialize, 99)),
+            "",
+        ),
         (
             "ratio: full build / (event + snapshot)",
             f"{build / event_and_snapshot:.1f}x",
@@ -119,7 +125,9 @@ def bench_live() -> list[Row]:
     state = cluster.read_state(settings.local_dir)
     running = cluster.status(settings.local_dir)
     if state is None or not running or not all(running.values()):
-        return [("live: pod delete -> published", "skipped", "", f"no cluster at {settings.local_dir}")]
+        return [
+            ("live: pod delete -> published", "skipped", "", f"no cluster at {settings.local_dir}")
+        ]
     k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
     try:
         return _bench_live(k)
@@ -131,20 +139,26 @@ def print_table(rows: list[Row]) -> None:
     header: Row = ("measurement", "p50 / value", "p99", "note")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(cell.ljust(w) if i in (0, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i in (0, 3) else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 # --- synthetic objects ---------------------------------------------------------------
 
 
 def _node(i: int, rng: random.Random) -> client.V1Node:
-    share = rng.random()
-    for weight, product, count, memory in POOLS:
-        share -= weight
-        if share <= 0:
-            break
+    _, product, count, memory = rng.choices(POOLS, weights=[p[0] for p in POOLS])[0]
     labels = {"kubernetes.io/hostname": f"node-{i}", "kubernetes.io/arch": "amd64"}
-    allocatable = {"cpu": "191500m", "memory": "2013Gi", "ephemeral-storage": "3500Gi", "pods": "110"}
+    allocatable = {
+        "cpu": "191500m",
+        "memory": "2013Gi",
+        "ephemeral-storage": "3500Gi",
+        "pods": "110",
+    }
     taints = None
     if product is not None:
         labels |= {
@@ -178,7 +192,10 @@ def _node(i: int, rng: random.Random) -> client.V1Node:
 
 
 def _pod(name: str, node: str, gpus_of: dict[str, int], rng: random.Random) -> client.V1Pod:
-    requests = {"cpu": f"{rng.choice((250, 500, 2000, 8000))}m", "memory": f"{rng.choice((1, 4, 32))}Gi"}
+    requests = {
+        "cpu": f"{rng.choice((250, 500, 2000, 8000))}m",
+        "memory": f"{rng.choice((1, 4, 32))}Gi",
+    }
     if gpus_of[node]:
         requests[GPU] = str(rng.randint(1, min(2, gpus_of[node])))
     return client.V1Pod(
@@ -208,7 +225,7 @@ def _bench_live(k: kube.Kube) -> list[Row]:
         if not watcher.wait_synced(30):
             return [("live: pod delete -> published", "failed", "", "no first snapshot in 30 s")]
         with _namespace(k) as ns:
-            base = published.wait_for(lambda free: True)
+            base = published.latest()
             create, delete_sent, delete_done = [], [], []
             for i in range(LIVE_PODS):
                 name = f"p{i}"
@@ -224,11 +241,23 @@ def _bench_live(k: kube.Kube) -> list[Row]:
         health = watcher.health()
     finally:
         watcher.stop()
-    note = f"{LIVE_PODS} pods on {LIVE_NODE}; {health.publishes} publishes, {health.relists} relists"
+    note = (
+        f"{LIVE_PODS} pods on {LIVE_NODE}; {health.publishes} publishes, {health.relists} relists"
+    )
     return [
         ("live: pod create -> published", _ms(_p(create, 50)), _ms(_p(create, 99)), note),
-        ("live: DELETE sent -> published", _ms(_p(delete_sent, 50)), _ms(_p(delete_sent, 99)), "budget 200 ms"),
-        ("live: DELETE answered -> published", _ms(_p(delete_done, 50)), _ms(_p(delete_done, 99)), "watch + consumer + publish"),
+        (
+            "live: DELETE sent -> published",
+            _ms(_p(delete_sent, 50)),
+            _ms(_p(delete_sent, 99)),
+            "budget 200 ms",
+        ),
+        (
+            "live: DELETE answered -> published",
+            _ms(_p(delete_done, 50)),
+            _ms(_p(delete_done, 99)),
+            "watch + consumer + publish",
+        ),
     ]
 
 
@@ -247,16 +276,20 @@ class _FreeGpus:
             self._history.append((time.monotonic(), free))
             self._cond.notify_all()
 
-    def wait_for(self, ok: Callable[[int], bool], *, since: float = 0.0, timeout: float = 10.0) -> Any:
-        """The time of the first snapshot after ``since`` whose figure is ``ok`` (the figure if since=0)."""
+    def latest(self) -> int:
+        with self._cond:
+            return self._history[-1][1]
+
+    def wait_for(self, ok: Callable[[int], bool], *, since: float, timeout: float = 10.0) -> float:
+        """When the first snapshot published after ``since`` with an ``ok`` figure came."""
         with self._cond:
             found = self._cond.wait_for(
-                lambda: next(((t, f) for t, f in self._history if t >= since and ok(f)), None),
+                lambda: next((t for t, f in self._history if t >= since and ok(f)), None),
                 timeout,
             )
         if found is None:
             raise TimeoutError(f"no published snapshot matched within {timeout}s")
-        return found[0] if since else found[1]
+        return found
 
 
 @contextmanager

@@ -11,10 +11,10 @@ T = TypeVar("T")
 _INTERVAL_S = 0.05  # fine enough for sub-second assertions, cheap for the apiserver
 
 
-def wait_until(check: Callable[[], T], *, timeout: float, what: str) -> T:
+def wait_until(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
     """Return the first truthy value of ``check()``; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    last: T = check()
+    last = check()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -18,8 +18,15 @@ import httpx
 import yaml
 
 from cli.local.cluster import ClusterState
+from cli.local.processes import (
+    ProcessRecord,
+    free_port,
+    is_running,
+    log_tail,
+    start_process,
+    stop_process,
+)
 from shared.settings import RedisSettings, Settings
-from cli.local.processes import ProcessRecord, free_port, is_running, log_tail, start_process, stop_process
 from tests.polling import wait_until
 
 BERTH = str(Path(sys.executable).parent / "berth")  # the venv's console script
@@ -34,7 +41,9 @@ class Stack:
     env: dict[str, str]
     processes: list[ProcessRecord] = field(default_factory=list)
 
-    def cli(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:  # noqa: A002
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``berth ARGS`` as a user would, with this stack's home and token."""
         return subprocess.run(
             [BERTH, *args],
@@ -70,7 +79,9 @@ class Stack:
             stop_process(record)
 
 
-def start_stack(cluster: ClusterState, directory: Path, *, namespace: str, workers: int = 1) -> Stack:
+def start_stack(
+    cluster: ClusterState, directory: Path, *, namespace: str, workers: int = 1
+) -> Stack:
     """Write configs, start every Berth process, and wait until the API answers."""
     home = directory / "home"
     home.mkdir(parents=True)
@@ -108,8 +119,12 @@ def start_stack(cluster: ClusterState, directory: Path, *, namespace: str, worke
         "BERTH_API__ADMIN_TOKEN": token,
         "BERTH_ENVIRONMENT": "development",
     }
-    stack = Stack(home=home, url=f"http://127.0.0.1:{port}", admin_token=token, namespace=namespace, env=env)
-    (home / "config.yml").write_text(yaml.safe_dump({"url": stack.url, "token": token, "project": "main"}))
+    stack = Stack(
+        home=home, url=f"http://127.0.0.1:{port}", admin_token=token, namespace=namespace, env=env
+    )
+    (home / "config.yml").write_text(
+        yaml.safe_dump({"url": stack.url, "token": token, "project": "main"})
+    )
     logs = directory / "logs"
     commands = [("api", ["server"]), ("proxy-worker", ["proxy-worker"]), ("beat", ["beat"])]
     commands += [(f"worker-{i}", ["worker", "--name", f"w{i}@%h"]) for i in range(workers)]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import cache
 
 from celery import Celery
-from shared.configuration.server import ServerConfig, load_server_config
 
 from shared.clusters import ClusterRegistry
+from shared.configuration.server import ServerConfig, load_server_config
 from shared.settings import Settings, load_settings
 from shared.store import Store
 from shared.tasks import create_celery

@@ -55,7 +55,9 @@ def _env(pod: Any) -> dict[str, str]:
     return {e.name: e.value for e in pod.spec.containers[0].env}
 
 
-def test_a_one_gpu_task_runs_and_finishes(stack: Stack, kube_admin: kube.Kube, tmp_path: Path) -> None:
+def test_a_one_gpu_task_runs_and_finishes(
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path
+) -> None:
     run = _apply(
         stack,
         tmp_path,
@@ -92,9 +94,7 @@ def test_a_one_gpu_task_runs_and_finishes(stack: Stack, kube_admin: kube.Kube, t
     assert statuses[-1] == "done"
 
 
-def test_a_failing_command_fails_the_run_with_its_exit_code(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_a_failing_command_fails_the_run_with_its_exit_code(stack: Stack, tmp_path: Path) -> None:
     _apply(
         stack,
         tmp_path,
@@ -199,16 +199,16 @@ def test_a_two_replica_service_gets_two_pods_and_a_service(
     _wait_status(stack, "llm", "running")
     pods = _pods(kube_admin, stack, "llm")
     assert len(pods) == 2
-    svc = kube_admin.call(kube_admin.core.read_namespaced_service, "berth-main-llm", stack.namespace)
+    svc = kube_admin.call(
+        kube_admin.core.read_namespaced_service, "berth-main-llm", stack.namespace
+    )
     assert svc.spec.ports[0].port == 8000
     assert stack.cli("stop", "llm").returncode == 0
     _wait_status(stack, "llm", "terminated")
     wait_until(lambda: not _pods(kube_admin, stack, "llm"), timeout=30, what="pods gone")
 
 
-def test_more_gpus_than_any_node_has_fails_fast_as_impossible(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_more_gpus_than_any_node_has_fails_fast_as_impossible(stack: Stack, tmp_path: Path) -> None:
     _apply(
         stack,
         tmp_path,
@@ -249,10 +249,13 @@ def test_another_projects_run_is_404(stack: Stack, tmp_path: Path) -> None:
         created = c.post("/api/users", json={"name": "outsider", "projects": ["other"]})
         assert created.status_code == 201, created.text
         token = created.json()["token"]
-        assert c.post(
-            "/api/projects/main/runs",
-            json={"configuration": {"type": "task", "name": "private", "commands": ["echo"]}},
-        ).status_code == 202
+        assert (
+            c.post(
+                "/api/projects/main/runs",
+                json={"configuration": {"type": "task", "name": "private", "commands": ["echo"]}},
+            ).status_code
+            == 202
+        )
     with stack.client(token=token) as c:
         assert c.get("/api/projects/main/runs/private").status_code == 404
         assert c.get("/api/projects/other/runs").status_code == 200
@@ -271,8 +274,14 @@ def test_a_provision_task_delivered_twice_creates_one_pod(
         with stack.client() as c:
             r = c.post(
                 "/api/projects/main/runs",
-                json={"configuration": {"type": "task", "name": "twice", "commands": ["sleep 1"],
-                                        "resources": {"gpu": "A100:9"}}},
+                json={
+                    "configuration": {
+                        "type": "task",
+                        "name": "twice",
+                        "commands": ["sleep 1"],
+                        "resources": {"gpu": "A100:9"},
+                    }
+                },
             )
         assert r.status_code == 202, r.text
         run = ctx.store.run_by_name("main", "twice")
