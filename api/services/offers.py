@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared import placements
 from shared.clusters import ClusterRegistry
+from shared.configuration.base import config_error_from_validation
 from shared.configuration.resources import ResourcesSpec
 from shared.configuration.server import KubernetesBackend
 from shared.errors import ConfigError
@@ -60,8 +61,9 @@ def resources_from_query(**query: Any) -> ResourcesSpec:
     raw = {k: v for k, v in query.items() if v is not None}
     try:
         return ResourcesSpec.model_validate(raw)
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0], field="resources") from e
+    except ValidationError as e:
+        err = config_error_from_validation(e, data=raw)
+        raise ConfigError(err.message, field=err.field) from e
 
 
 def request_for_query(nodes: int = 1, **query: Any) -> Request:
