@@ -17,8 +17,10 @@ HOLDING = frozenset({RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMIN
 
 
 def active_runs(store: Store) -> list[tuple[Run, list[Job]]]:
-    runs = (store.find_run(i) for i in store.active_run_ids())
-    return [(run, store.jobs_of(run)) for run in runs if run is not None]
+    """Every unfinished run with its jobs, in two round trips."""
+    runs = store.find_runs(store.active_run_ids())
+    jobs = store.jobs_of_runs(runs)
+    return [(run, jobs[run.id]) for run in runs]
 
 
 def reserved(jobs: Iterable[Job]) -> dict[str, Resources]:

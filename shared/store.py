@@ -39,6 +39,14 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 if ARGV[4] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[4]) end
 return 1
 """
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 _EVENTS_MAX = 10_000  # per run; a chatty run keeps its newest events
 
 
@@ -53,6 +61,8 @@ class Store:
         self.r = client
         self.p = prefix
         self._cas = client.register_script(_CAS)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def connect(cls, url: str, *, prefix: str, timeout_s: float) -> Store:
@@ -170,6 +180,18 @@ class Store:
         with _wrapped():
             return sorted(i.decode() for i in self.r.smembers(self.key("active")))
 
+    def find_runs(self, run_ids: list[str]) -> list[Run]:
+        """Many runs in one round trip; missing ones are left out."""
+        return self._load_many(Run, [self.key("run", i) for i in run_ids])
+
+    def jobs_of_runs(self, runs: list[Run]) -> dict[str, list[Job]]:
+        """Every job of ``runs`` in one round trip, by run id."""
+        jobs = self._load_many(Job, [self.key("job", j) for r in runs for j in r.job_ids])
+        by_run: dict[str, list[Job]] = {r.id: [] for r in runs}
+        for job in jobs:
+            by_run.setdefault(job.run_id, []).append(job)
+        return by_run
+
     def find_job(self, job_id: str) -> Job | None:
         return self._load(Job, self.key("job", job_id))
 
@@ -276,6 +298,29 @@ class Store:
         with _wrapped():
             return self.r.get(self.key("inventory", cluster_key))
 
+    # -- counters and claims (coordination between workers) --------------------
+
+    def incr(self, key: str) -> int:
+        with _wrapped():
+            return int(self.r.incr(key))
+
+    def counter(self, key: str) -> int:
+        with _wrapped():
+            raw = self.r.get(key)
+        return int(raw) if raw else 0
+
+    def claim(self, key: str, holder: str, *, ttl_s: int, renew: bool = False) -> bool:
+        """Take ``key`` for ``holder`` (or, with ``renew``, extend it if still ours)."""
+        with _wrapped():
+            if renew:
+                return bool(self._renew(keys=[key], args=[holder, ttl_s * 1000]))
+            return bool(self.r.set(key, holder, nx=True, px=ttl_s * 1000))
+
+    def release(self, key: str, holder: str) -> None:
+        """Drop ``key`` only if ``holder`` still has it."""
+        with _wrapped():
+            self._release(keys=[key], args=[holder])
+
     # -- internals -----------------------------------------------------------
 
     def _load(self, model: type[M], key: str) -> M | None:
@@ -286,6 +331,23 @@ class Store:
         obj = model.model_validate_json(data)
         obj.version = int(version)
         return obj
+
+    def _load_many(self, model: type[M], keys: list[str]) -> list[M]:
+        if not keys:
+            return []
+        with _wrapped():
+            pipe = self.r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, ["v", "d"])
+            rows = pipe.execute()
+        out = []
+        for version, data in rows:
+            if data is None or version is None:
+                continue
+            obj = model.model_validate_json(data)
+            obj.version = int(version)
+            out.append(obj)
+        return out
 
     def _save(self, key: str, obj: Run | Job, run_id: str, event: Event | None) -> bool:
         expected = obj.version

@@ -45,7 +45,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # long tasks must not sit behind a busy worker
-        task_send_sent_event=True,
+        # No "task-sent" events: each would be a second Redis publish per task;
+        # workers' received/started/succeeded events are what Flower shows.
+        task_send_sent_event=False,
         worker_send_task_events=True,  # Flower shows live tasks
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,

@@ -158,7 +158,7 @@ class InventoryWatcher:
         """Stop every thread within ``timeout`` seconds; False (and a log line) if one lingers.
 
         A LIST already in flight cannot be interrupted; it ends within the Kube
-        client's request timeout.
+        client's request timeout. Calling it again is harmless.
         """
         self._stopping.set()
         self._inbox.put(_STOP)
@@ -194,6 +194,7 @@ class InventoryWatcher:
                 relists=sum(n - 1 for n in s.lists.values() if n > 1),
                 restarts=s.restarts,
                 last_error=s.last_error,
+                last_error_at=s.last_error_at,
             )
 
     # -- thread bodies ---------------------------------------------------------
@@ -285,6 +286,8 @@ class WatcherHealth:
     restarts: int
     """Guarded loops restarted after a crash or an unexpected return."""
     last_error: str | None
+    """The latest error, kept after recovery; compare ``last_error_at`` with ``last_publish_at``."""
+    last_error_at: float | None
 
 
 # --- helpers, in call order ---------------------------------------------------------
@@ -324,10 +327,11 @@ class _Stats:
     lists: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
     last_error: str | None = None
+    last_error_at: float | None = None
 
     def error(self, text: str) -> None:
         with self.lock:
-            self.last_error = text
+            self.last_error, self.last_error_at = text, time.time()
 
 
 def _guarded(

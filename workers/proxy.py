@@ -15,17 +15,21 @@ import socket
 import threading
 import time
 
+import kombu.exceptions
 import redis
+from celery import Celery
 
 from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
+from shared.errors import TemporaryError
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import CHANNEL
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import create_celery
 from workers.inventory_watch import InventoryWatcher
+from workers.jumphost import JumpHostSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +63,25 @@ def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None)
 
         def publish(inv: GpuInventory, key: str = key) -> None:
             store.publish_inventory(key, inv.to_json(), CHANNEL)
-            # Capacity changed: pending runs may fit now.
-            tasks.send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
+            # Capacity changed: pending runs may fit now (passes coalesce).
+            _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
 
         def on_berth_pod(job_id: str, _event: str) -> None:
-            tasks.send(celery, tasks.SYNC_JOB, job_id)
+            _send(celery, tasks.SYNC_JOB, job_id)
 
         watcher = InventoryWatcher(cluster.kube, publish=publish, on_berth_pod=on_berth_pod)
         watcher.start()
         watchers.append(watcher)
+    # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py).
+    jump_hosts = JumpHostSupervisor(settings.ssh, server, clusters, store)
+    jump_hosts.start()
     try:
         while not stop.wait(LEASE_RENEW_S):
             if not lease.renew():
                 log.error("lost the proxy worker lease; stopping so a standby can lead")
                 break
     finally:
+        jump_hosts.stop()
         for watcher in watchers:
             watcher.stop()
         lease.release()
@@ -122,6 +130,14 @@ class Lease:
             self._release(keys=[self.key], args=[self.holder])
         except redis.RedisError as e:  # it expires by itself anyway
             log.warning("lease release failed: %s", e)
+
+
+def _send(celery: Celery, name: str, arg: str) -> None:
+    """Send a wake-up; if the broker is down, beat's sweep catches up once it is back."""
+    try:
+        tasks.send(celery, name, arg)
+    except (kombu.exceptions.KombuError, redis.RedisError, OSError) as e:
+        raise TemporaryError(f"cannot send {name}: {e}") from e
 
 
 def _one_project_per_cluster(projects: list[str], clusters: ClusterRegistry) -> dict[str, str]:

@@ -10,12 +10,14 @@ from shared import tasks as names
 from workers import provisioning, scheduling, sweeps, teardown
 from workers.celery_app import berth_task
 from workers.context import context
+from workers.scheduling_trigger import request_pass
 
 
 @berth_task(names.SCHEDULE_RUN)
 def schedule_run(run_id: str) -> None:
-    # The pass covers every pending run; run_id only says why it was woken.
-    scheduling.schedule_pass(context())
+    # A pass covers every pending run; run_id only says why it was woken.
+    ctx = context()
+    request_pass(ctx.store, lambda: scheduling.schedule_pass(ctx))
 
 
 @berth_task(names.PROVISION_JOB)

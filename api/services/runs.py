@@ -7,7 +7,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import yaml
 from celery import Celery
 
 from api.services.names import random_run_name
@@ -15,8 +14,8 @@ from api.services.offers import OffersPublic, offers_for
 from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
-from shared.configuration.parse import parse_run_configuration
-from shared.errors import ConflictError
+from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
+from shared.errors import ConfigError, ConflictError
 from shared.fleets import allowed_nodes
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
@@ -120,5 +119,9 @@ def delete_run(store: Store, run: Run) -> None:
 
 
 def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:
-    text = configuration if isinstance(configuration, str) else yaml.safe_dump(configuration)
-    return parse_run_configuration(text)
+    if isinstance(configuration, str):
+        return parse_run_configuration(configuration)
+    conf = configuration_from_mapping(configuration)
+    if conf.type == "fleet":
+        raise ConfigError("type: fleet goes to the fleets endpoint, not runs", field="type")
+    return conf

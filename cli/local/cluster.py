@@ -41,7 +41,10 @@ from shared.errors import KubeConflict, KubeError, LocalClusterError
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster" / "build.sh"
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 SERVICE_CIDR = "10.0.0.0/24"
-POD_CIDR = "10.244.0.0/16"
+# Pod IPs inside 127.0.0.0/8: KWOK runs no containers, so the SSH tests start real
+# sshd and HTTP servers on these loopback addresses to play the pods (tests/ssh).
+# Linux routes all of 127.0.0.0/8 to lo, so every pod IP is bindable without setup.
+POD_CIDR = "127.240.0.0/16"
 # Every fake node's InternalIP: the apiserver dials it (and the node's kubelet
 # port, KWOK's server) to fetch pod logs, so it must be where KWOK listens.
 KWOK_NODE_IP = "127.0.0.1"
@@ -263,6 +266,10 @@ def _argv(name: str, s: ClusterState, pki: Pki, directory: Path) -> list[str]:
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             "--v=0",
+            # The default client limits (50 QPS scheduler, 20 controller-manager)
+            # throttle a 500-pod burst for ~10 s; a local cluster has no one to protect.
+            "--kube-api-qps=1000",
+            "--kube-api-burst=2000",
         ]
         if name == "kube-controller-manager":
             argv += [

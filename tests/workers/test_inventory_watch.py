@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import io
 import secrets
+import selectors
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
+import yaml
 from kubernetes import watch
 
 from cli.local.cluster import ClusterState
@@ -135,6 +139,35 @@ def test_a_pod_watch_expired_with_410_is_relisted_and_the_inventory_stays_correc
     )
 
 
+def test_the_watcher_outlives_an_apiserver_outage_and_publishes_what_changed_during_it(
+    start_watcher: StartWatcher,
+    kube_admin: kube.Kube,
+    namespace: str,
+    local_cluster: ClusterState,
+) -> None:
+    published = Published()
+    with (
+        ApiserverLink(local_cluster.ports["apiserver"]) as link,
+        closing(_client_through(link, local_cluster)) as client,
+    ):
+        watcher = start_watcher(client=client, publish=published)
+
+        link.cut()
+        wait_until(lambda: watcher.health().last_error, timeout=WAIT_S, what="the watch to break")
+        kube_admin.call(kube_admin.core.create_namespaced_pod, namespace, _pod("in-outage", gpus=1))
+        link.restore()
+
+        wait_until(
+            lambda: _published_agrees(published, kube_admin, counting=f"{namespace}/in-outage"),
+            timeout=WAIT_S,
+            what="published free GPUs counting the pod created during the outage",
+        )
+        health = watcher.health()
+        assert watcher.stop(), "a watcher thread did not stop"  # before the link goes away
+    assert health.alive
+    assert health.restarts == 0  # handled as an API error, not a crash of a loop
+
+
 # --- fixtures and helpers ----------------------------------------------------------------
 
 StartWatcher = Callable[..., InventoryWatcher]
@@ -142,12 +175,12 @@ StartWatcher = Callable[..., InventoryWatcher]
 
 @pytest.fixture
 def start_watcher(local_cluster: ClusterState) -> Iterator[StartWatcher]:
-    """Start watchers on their own client; each is synced before the test goes on, and stopped."""
-    client = kube.connect(kubeconfig=Path(local_cluster.kubeconfig), timeout=10.0)
+    """Start watchers (on a client of their own unless given one); synced first, stopped after."""
+    own_client = kube.connect(kubeconfig=Path(local_cluster.kubeconfig), timeout=10.0)
     started: list[InventoryWatcher] = []
 
-    def start(**kwargs: Any) -> InventoryWatcher:
-        watcher = InventoryWatcher(client, **kwargs)
+    def start(*, client: kube.Kube | None = None, **kwargs: Any) -> InventoryWatcher:
+        watcher = InventoryWatcher(client or own_client, **kwargs)
         started.append(watcher)
         watcher.start()
         assert watcher.wait_synced(WAIT_S), "no inventory published after the first LISTs"
@@ -157,7 +190,7 @@ def start_watcher(local_cluster: ClusterState) -> Iterator[StartWatcher]:
         yield start
     finally:
         stopped = [watcher.stop(timeout=10) for watcher in started]
-        client.close()
+        own_client.close()
     assert all(stopped), "a watcher thread did not stop"
 
 
@@ -273,6 +306,101 @@ class _OneShotBody(io.BytesIO):
 
     def isclosed(self) -> bool:  # what urllib3 asks to know that a stream ended
         return self.closed or self.tell() >= self._size
+
+
+class ApiserverLink:
+    """A TCP relay to the apiserver that a test can cut (every connection dropped,
+    new ones refused) and restore: an outage without stopping the shared apiserver.
+
+    TLS passes through untouched; the serving certificate is for 127.0.0.1.
+    One thread runs a selector loop; ``close()`` (or leaving ``with``) joins it.
+    """
+
+    def __init__(self, apiserver_port: int) -> None:
+        self._target = ("127.0.0.1", apiserver_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._up = True
+        self._cut_requested = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="apiserver-link", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> ApiserverLink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def cut(self) -> None:
+        self._up = False
+        self._cut_requested.set()
+
+    def restore(self) -> None:
+        self._up = True
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
+        assert not self._thread.is_alive(), "the apiserver link thread did not stop"
+        for sock in [*self._peers, self._listener]:
+            sock.close()
+        self._selector.close()
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            if self._cut_requested.is_set():
+                self._cut_requested.clear()
+                for peer in list(self._peers):
+                    self._drop(peer)
+            for key, _ in self._selector.select(timeout=0.05):
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                if ready is self._listener:
+                    self._accept()
+                elif ready in self._peers:
+                    self._relay(ready)
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        if not self._up:
+            client.close()
+            return
+        upstream = socket.create_connection(self._target, timeout=5)
+        for sock in (client, upstream):
+            sock.setblocking(True)  # sendall to a loopback peer; small payloads
+            self._selector.register(sock, selectors.EVENT_READ)
+        self._peers[client], self._peers[upstream] = upstream, client
+
+    def _relay(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+            if data:
+                self._peers[sock].sendall(data)
+                return
+        except OSError:
+            pass
+        self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        """Close a relayed connection's two sockets (once: the peer may have gone first)."""
+        peer = self._peers.pop(sock, None)
+        if peer is None:
+            return
+        del self._peers[peer]
+        for s in (sock, peer):
+            self._selector.unregister(s)
+            s.close()
+
+
+def _client_through(link: ApiserverLink, cluster_state: ClusterState) -> kube.Kube:
+    config = yaml.safe_load(Path(cluster_state.kubeconfig).read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{link.port}"
+    return kube.connect(kubeconfig_data=config, timeout=10.0)
 
 
 def _pod(name: str, *, gpus: int, labels: dict[str, str] | None = None) -> dict[str, Any]:
