@@ -8,10 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import fleets, health, offers, runs, users
+from api.routes import fleets, health, offers, proxy, runs, ssh, users
+from api.routes import metrics as metrics_routes
+from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
+from api.services.tunnels import TunnelPool
+from shared import ssh as ssh_keys
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
+from shared.metrics import StoreCollector
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import create_celery
@@ -37,18 +42,28 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             admin_token=admin.get_secret_value() if admin else None,
             projects=server.project_names(),
         )
-        if token is not None:
-            # Printed once, like dstack's first start; it is never shown again.
+        app.state.metrics_registry = store_registry(StoreCollector(app.state.store))
+        if token is not None and admin is None:
+            # Generated on first start: printed once, as dstack does, never shown again.
+            # A token given through settings is the operator's and is not echoed.
             print(f"The admin token is {token}", flush=True)  # noqa: T201
+        # Berth's SSH key exists (and its public half is published for run pods)
+        # from the first start, whichever process comes up first.
+        ssh_keys.berth_key(app.state.store)
+        app.state.tunnels = TunnelPool(app.state.store, settings.ssh)
         yield
+        await app.state.tunnels.close()
         app.state.clusters.close()
         app.state.store.close()
 
     app = FastAPI(title="Berth", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(runs.router)
     app.include_router(fleets.router)
     app.include_router(offers.router)
     app.include_router(users.router)
+    app.include_router(ssh.router)
+    app.include_router(proxy.router)
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 import typer
 
-from shared.settings import load_settings
+from shared.errors import ConfigError
+from shared.settings import Settings, load_settings
 
 QUEUES = "scheduling,provisioning,teardown"
 
@@ -23,6 +25,7 @@ def server(
     from api.app import create_app
 
     settings = load_settings()
+    _observe(settings, metrics=False)  # the API serves /metrics on its own port
     uvicorn.run(
         create_app(settings),
         host=host or settings.api.host,
@@ -40,6 +43,7 @@ def worker(
     """Run a Celery worker for the scheduling, provisioning and teardown queues."""
     from workers.celery_app import app
 
+    _observe(load_settings())
     # Threads, not prefork: tasks wait on the network, and threads share one
     # Kubernetes connection pool per process.
     app.worker_main(
@@ -72,17 +76,50 @@ def proxy_worker() -> None:
     """Run the dedicated proxy worker: GPU inventory watch and the SSH jump host."""
     from workers.proxy import run_proxy_worker
 
-    run_proxy_worker(load_settings())
+    settings = load_settings()
+    _observe(settings)
+    run_proxy_worker(settings)
 
 
 def flower(
-    port: Annotated[int, typer.Option(help="Flower's port (loopback).")] = 5555,
+    address: Annotated[
+        str,
+        typer.Option(help="Bind address; any but loopback needs BERTH_FLOWER__BASIC_AUTH."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
 ) -> None:
     """Run Flower to watch the workers (basic auth from BERTH_FLOWER__BASIC_AUTH)."""
     from workers.celery_app import app
 
-    argv = ["flower", "--address=127.0.0.1", f"--port={port}"]
     auth = load_settings().flower.basic_auth
+    if auth is None and not _is_loopback(address):
+        # Flower can revoke tasks and shut workers down: never open without a password.
+        raise ConfigError(
+            f"Flower would listen on {address} without a password;"
+            " set BERTH_FLOWER__BASIC_AUTH=user:password",
+            field="flower.basic_auth",
+        )
+    argv = ["flower", f"--address={address}", f"--port={port}"]
     if auth is not None:
+        # Passed to Flower in-process, so the password is not on the command line.
         argv.append(f"--basic-auth={auth.get_secret_value()}")
     app.start(argv)
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: assume it is reachable
+
+
+def _observe(settings: Settings, *, metrics: bool = True) -> None:
+    from shared import logs
+    from shared.metrics import serve
+
+    obs = settings.observability
+    logs.configure(json_lines=obs.log_json, level=obs.log_level)
+    if metrics:
+        serve(obs.metrics_port)

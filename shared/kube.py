@@ -26,6 +26,7 @@ from shared.errors import (
     KubeNotFound,
     KubeTemporaryError,
 )
+from shared.metrics import KUBE_ERRORS
 
 T = TypeVar("T")
 
@@ -92,8 +93,10 @@ def call(fn: Callable[..., T], *args: Any, timeout: float, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except ApiException as e:
+        KUBE_ERRORS.labels(str(e.status or 0)).inc()
         raise wrap_api_exception(e) from e
     except (urllib3.exceptions.HTTPError, OSError) as e:
+        KUBE_ERRORS.labels("0").inc()
         raise KubeTemporaryError(f"Kubernetes API unreachable: {e}") from e
 
 

@@ -45,11 +45,69 @@ class FlowerSettings(BaseModel):
     """``user:password`` for Flower's basic auth; unset means no auth (loopback only)."""
 
 
+class ObservabilitySettings(BaseModel):
+    metrics_port: int = 0
+    """Port for a worker's or proxy worker's /metrics on loopback; 0 turns it off
+    (the API always serves /metrics on its own port)."""
+    log_json: bool = False
+    """One JSON object per log line, for log shippers; plain text otherwise."""
+    log_level: str = "INFO"
+
+
 class LocalClusterSettings(BaseModel):
     startup_timeout_s: float = 120.0
     """Seconds to wait for the whole control plane; apiserver cold start was seen at 10-35 s."""
     build_timeout_s: float = 3600.0
     """Seconds the cold Go build may take on 2 cores (measured well under this)."""
+
+
+class SchedulingSettings(BaseModel):
+    gang_ready_timeout_s: float = 300.0
+    """Seconds every pod of a multi-node run has, from placement, to be Running; then
+    the whole run returns to the queue. Kueue's ``waitForPodsReady`` uses 5 minutes:
+    long enough for an image pull, short enough that a half-started gang does not
+    hold GPUs for long."""
+    lock_ttl_s: float = 30.0
+    """Seconds the scheduling lock lives without release; a pass takes milliseconds, so
+    only a crashed pass ever lets it expire (and writes stay fenced after that)."""
+    exact_positions: int = 50
+    """Queue positions up to this one are rewritten on every change; deeper ones at most
+    every ``position_refresh_s``, so 10,000 waiting runs do not cost 10,000 writes a pass."""
+    position_refresh_s: float = 30.0
+    """Seconds, on average, between rewrites of a deep queue position that keeps
+    shifting: 10,000 waiting runs then cost ~330 writes a second, not one per pass each."""
+    max_reservations: int = 8
+    """Blocked runs per pass that reserve the nodes they will start on (backfill). Each
+    costs one scan of the nodes; 1 would be EASY backfill, more protects big runs of
+    several GPU models at once."""
+
+
+class SshSettings(BaseModel):
+    jump_image: str = (
+        "testcontainers/sshd:1.3.0"
+        "@sha256:c50c0f59554dcdb2d9e5e705112144428ae9d04ac0af6322b365a18e24213a6a"
+    )
+    """The jump pod's image: Alpine with OpenSSH's sshd and a root account, pinned by
+    digest. dstack's Kubernetes backend uses the same image for its jump pod."""
+    jump_user: str = "root"
+    """Login user on the jump host; the key options and ForceCommand allow it nothing
+    but TCP forwarding."""
+    run_user: str = "root"
+    """Login user in run pods, as in dstack's images; ``berth attach`` writes it."""
+    health_interval_s: float = 5.0
+    """Seconds between health checks (an SSH login with Berth's key) of each jump
+    host; a deleted jump pod or Service is recreated within one interval."""
+    keys_interval_s: float = 1.0
+    """Seconds between comparisons of the members' keys with each jump host's Secret,
+    so a new or changed key reaches the jump host within about this."""
+    connect_timeout_s: float = 5.0
+    """Seconds an SSH connection (TCP, handshake and login) may take; a loaded jump
+    host answers well inside 1 s."""
+    proxy_connect_timeout_s: float = 10.0
+    """Seconds the service proxy waits to open a tunnel to a replica."""
+    proxy_read_timeout_s: float = 300.0
+    """Seconds the service proxy waits for the next bytes of a response; long enough
+    for a model server's first token, and streams reset it with every chunk."""
 
 
 class Settings(BaseSettings):
@@ -71,6 +129,9 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     local: LocalClusterSettings = LocalClusterSettings()
     flower: FlowerSettings = FlowerSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    ssh: SshSettings = SshSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

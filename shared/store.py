@@ -291,8 +291,15 @@ class Store:
         with _wrapped():
             pipe = self.r.pipeline()
             pipe.set(self.key("inventory", cluster_key), snapshot_json)
+            pipe.hset(self.key("inventory-published"), cluster_key, str(time.time()))
             pipe.publish(self.key(channel), cluster_key)
             pipe.execute()
+
+    def inventory_published(self) -> dict[str, float]:
+        """When each cluster's inventory was last published (epoch seconds)."""
+        with _wrapped():
+            raw = self.r.hgetall(self.key("inventory-published"))
+        return {k.decode(): float(v) for k, v in raw.items()}
 
     def inventory_json(self, cluster_key: str) -> bytes | None:
         with _wrapped():

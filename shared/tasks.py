@@ -56,6 +56,7 @@ def create_celery(settings: Settings) -> Celery:
             "global_keyprefix": f"{settings.redis.key_prefix}:celery:",
         },
         broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,  # keep Berth's structured handler (shared.logs)
         broker_connection_timeout=settings.redis.socket_timeout_s,
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue="scheduling",

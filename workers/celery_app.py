@@ -8,12 +8,16 @@ result backend. Tasks are thin: they call one plain function and return.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Celery
 
+from shared import logs
 from shared.errors import TemporaryError
+from shared.metrics import TASKS
 from shared.settings import load_settings
 from shared.tasks import QUEUE_OF, SWEEP, create_celery
 
@@ -35,6 +39,20 @@ def berth_task(name: str) -> Callable[[F], F]:
     """Register ``fn`` as the Berth task ``name``, on the queue that name belongs to."""
 
     def decorate(fn: F) -> F:
+        arg = next(iter(inspect.signature(fn).parameters), None)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            ids = {arg: args[0]} if args and arg in ("run_id", "job_id") else {}
+            with logs.context(run=ids.get("run_id"), job=ids.get("job_id")):
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception:
+                    TASKS.labels(name, "error").inc()
+                    raise
+                TASKS.labels(name, "ok").inc()
+                return result
+
         task: F = app.task(
             name=name,
             queue=QUEUE_OF[name],
@@ -46,7 +64,7 @@ def berth_task(name: str) -> Callable[[F], F]:
             acks_late=True,
             reject_on_worker_lost=True,
             ignore_result=True,
-        )(fn)
+        )(run)
         return task
 
     return decorate

@@ -12,14 +12,15 @@ import logging
 import time
 from typing import Any
 
-from shared.configuration.parse import configuration_from_stored
-
-from shared import kube, tasks
+from shared import kube, logs, tasks
 from shared.clusters import Cluster
+from shared.configuration.parse import configuration_from_stored
 from shared.errors import KubeConflict, KubeError, KubeNotFound, TemporaryError
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
+from shared.metrics import SUBMIT_TO_RUNNING
 from shared.records import Event, Job, RunStatus
+from workers import requeue
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
 from workers.podspec import PodContext, build_job_objects, job_pod_name
@@ -87,8 +88,14 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
     verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=time.time())
     if verdict is None:
         return
+    if verdict.retry_event and not run.stop_requested:
+        event, reason = verdict.retry_event, verdict.reason
+        if requeue.retry_failed_job(ctx, job, event=event, reason=reason):
+            return
     _apply(ctx, job_id, verdict)
     refreshed = refresh_run(store, run.id)
+    if verdict.status.is_finished:
+        tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)  # its GPUs go to the queue now
     if refreshed.status.is_finished:
         _release_siblings(ctx, refreshed.job_ids)
 
@@ -98,6 +105,8 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
         job = ctx.store.get_job(job_id)
         if job.status == verdict.status and job.pod_ip == (verdict.pod_ip or job.pod_ip):
             return
+        if job.status in (RunStatus.SUBMITTED, RunStatus.PENDING):
+            return  # requeued since the pod was read: the verdict is about an old pod
         if job.status != verdict.status and not can_move(job.status, verdict.status):
             return
         changed = job.status != verdict.status
@@ -117,6 +126,11 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
                 at=time.time(), kind="status", status=job.status, job=job.job_num, message=msg
             )
         if ctx.store.save_job(job, event):
+            if changed:
+                with logs.context(run=job.run_id, job=job.id):
+                    log.info("job %s of %s is %s %s", job.job_num, job.run_name, job.status, job.reason)
+            if changed and verdict.status == RunStatus.RUNNING:
+                SUBMIT_TO_RUNNING.observe(max(0.0, time.time() - job.submitted_at))
             if verdict.status == RunStatus.PENDING:
                 tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
                 tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)

@@ -39,9 +39,6 @@ LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round 
 
 def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     stop = stop or _stop_on_signals()
     store = Store.connect(
         settings.redis.url,
