@@ -18,7 +18,9 @@ def test_json_lines_carry_run_and_job_ids(capsys: pytest.CaptureFixture[str]) ->
         logging.getLogger("berth.test").info("outside")
     finally:
         logs.configure(json_lines=False)
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
     assert lines[0]["run_id"] == "r1" and lines[0]["job_id"] == "j1"
     assert lines[0]["message"] == "placed on node-a"
     assert lines[1]["run_id"] == "-"
