@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Berth needs on a fresh Debian machine, idempotently:
-# Debian packages (Redis, OpenSSH), a Python venv with Berth in it, and the
-# Go-built local control plane (cached under ~/.cache/berth).
+# Debian packages (Redis, OpenSSH, and Chromium and docker-compose for the
+# deploy tests), a Python venv with Berth in it, and the Go-built local control
+# plane (cached under ~/.cache/berth).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_apt=()
-for pkg in redis-server openssh-server openssh-client; do
+for pkg in redis-server openssh-server openssh-client chromium docker-compose; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -78,11 +78,39 @@ class Stack:
         for record in reversed(self.processes):
             stop_process(record)
 
+    def restart(self, name: str) -> ProcessRecord:
+        """Start process ``name`` again with its recorded argv and this stack's env.
+
+        For fault tests: after a SIGKILL (or to replace a live one, which is stopped
+        first, by PID). The new record takes the old one's place, so ``stop`` ends it.
+        """
+        index = next(i for i, p in enumerate(self.processes) if p.name == name)
+        old = self.processes[index]
+        stop_process(old)
+        saved = dict(os.environ)
+        os.environ.update(self.env)  # posix_spawn takes the caller's environment
+        try:
+            record = start_process(name, old.argv, log_dir=Path(old.log).parent)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.processes[index] = record
+        return record
+
 
 def start_stack(
-    cluster: ClusterState, directory: Path, *, namespace: str, workers: int = 1
+    cluster: ClusterState,
+    directory: Path,
+    *,
+    namespace: str,
+    workers: int = 1,
+    kubeconfig: Path | None = None,
 ) -> Stack:
-    """Write configs, start every Berth process, and wait until the API answers."""
+    """Write configs, start every Berth process, and wait until the API answers.
+
+    ``kubeconfig`` is what Berth's processes use (default: the cluster admin's);
+    the e2e suite passes one bound only to Berth's shipped RBAC.
+    """
     home = directory / "home"
     home.mkdir(parents=True)
     server_config = home / "server" / "config.yml"
@@ -96,7 +124,7 @@ def start_stack(
                         "backends": [
                             {
                                 "type": "kubernetes",
-                                "kubeconfig": {"filename": cluster.kubeconfig},
+                                "kubeconfig": {"filename": str(kubeconfig or cluster.kubeconfig)},
                                 "namespace": namespace,
                                 "proxy_jump": {"hostname": "127.0.0.1", "port": 32022},
                                 "gpu_prices": {"H100": 2.5},

@@ -69,9 +69,10 @@ def stop_run(
     return RunPublic.of(run, store.jobs_of(run))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_run(name: str, project: CurrentProject, store: StoreDep) -> None:
-    run_service.delete_run(store, store.run_by_name(project.name, name))
+@router.delete("/{name}", status_code=status.HTTP_202_ACCEPTED)
+def delete_run(name: str, project: CurrentProject, store: StoreDep, celery: CeleryDep) -> None:
+    """Accepted: teardown deletes the run's pods, services and secrets, then its records."""
+    run_service.delete_run(store, celery, store.run_by_name(project.name, name))
 
 
 @router.get("/{name}/events")

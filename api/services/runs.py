@@ -110,12 +110,13 @@ def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
     return run
 
 
-def delete_run(store: Store, run: Run) -> None:
+def delete_run(store: Store, celery: Celery, run: Run) -> None:
+    """Hand a finished run to teardown, which deletes its objects and then its records."""
     if not run.status.is_finished:
         raise ConflictError(
             f"run {run.name!r} is {run.status}; stop it first (berth stop {run.name})", field="name"
         )
-    store.delete_run(run)
+    tasks.send(celery, tasks.PURGE_RUN, run.id)
 
 
 def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:

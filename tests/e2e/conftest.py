@@ -8,6 +8,7 @@ import pytest
 
 from cli.local.cluster import ClusterState
 from shared import kube
+from tests.rbac import berth_kubeconfig
 from tests.stack import Stack, start_stack
 
 
@@ -17,7 +18,12 @@ def stack(
 ) -> Iterator[Stack]:
     namespace = "berth-e2e"
     kube_admin.call(kube_admin.core.create_namespace, {"metadata": {"name": namespace}})
-    s = start_stack(local_cluster, tmp_path_factory.mktemp("stack"), namespace=namespace, workers=2)
+    directory = tmp_path_factory.mktemp("stack")
+    # Berth runs with only the RBAC it ships (deploy/k8s), never as cluster admin.
+    kubeconfig = berth_kubeconfig(
+        kube_admin, local_cluster, namespace=namespace, directory=directory
+    )
+    s = start_stack(local_cluster, directory, namespace=namespace, workers=2, kubeconfig=kubeconfig)
     try:
         yield s
     finally:

@@ -121,7 +121,7 @@ def test_logs_follow_ends_when_the_run_is_stopped(
 
 
 def _status(stack: Stack, name: str) -> str | None:
-    runs = json.loads(stack.cli("ps", "--json").stdout)
+    runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
     return next((r["status"] for r in runs if r["name"] == name), None)
 
 
@@ -149,3 +149,28 @@ def test_fleet_apply_list_and_delete(stack: Stack, tmp_path: Path) -> None:
 
     assert stack.cli("fleet", "delete", "a10-pool").returncode == 0
     assert "a10-pool" not in stack.cli("fleet", "list").stdout
+
+
+def test_delete_removes_a_finished_runs_pods_and_records(
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path
+) -> None:
+    conf = _write(
+        tmp_path, "type: task\nname: short-lived\ncommands: [x]\nenv: {KWOK_RUN_FOR: 1s}\n"
+    )
+    assert stack.cli("apply", "-f", str(conf), "-y", "-d").returncode == 0
+    wait_until(lambda: _status(stack, "short-lived") == "done", timeout=60, what="done")
+    refused = stack.cli("delete", "no-such-run")
+    assert refused.returncode == 1 and "no-such-run" in refused.stderr
+
+    assert stack.cli("delete", "short-lived").returncode == 0
+
+    def gone() -> bool:
+        pods = kube_admin.call(
+            kube_admin.core.list_namespaced_pod,
+            stack.namespace,
+            label_selector=f"{kube.LABEL_RUN}=short-lived",
+        ).items
+        listed = json.loads(stack.cli("ps", "-a", "--json").stdout)
+        return not pods and all(r["name"] != "short-lived" for r in listed)
+
+    wait_until(gone, timeout=30, what="run and pods deleted")

@@ -1,0 +1,124 @@
+"""What Berth's code asks of the Kubernetes API, read from the source, and what RBAC grants.
+
+Every Kubernetes call goes through the typed clients on :class:`shared.kube.Kube`
+(``k.core.create_namespaced_pod``, ``k.apps.…``), and the generated method names
+follow one grammar: ``<action>_namespaced_<kind>`` inside a namespace,
+``<action>_<kind>_for_all_namespaces`` across them, ``<action>_<kind>`` for
+cluster-scoped kinds. So the verbs, resources and scopes Berth needs can be
+derived from the code itself, and compared with the Role and ClusterRole in
+``deploy/k8s``. A module that imports ``kubernetes.watch`` also watches what
+it lists (that is how ``Watch.stream`` is used).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+# The server-side code; cli/ talks to Berth's API, and cli/local is the local cluster's admin.
+PACKAGES = ("shared", "api", "workers")
+# Attribute names of the typed API groups on shared.kube.Kube, and their API group.
+API_GROUPS = {"core": "", "apps": "apps", "rbac": "rbac.authorization.k8s.io"}
+VERBS = {
+    "create": "create",
+    "read": "get",
+    "list": "list",
+    "delete": "delete",
+    "delete_collection": "deletecollection",
+    "patch": "patch",
+    "replace": "update",
+}
+_ACTION = "|".join(sorted(VERBS, key=len, reverse=True))
+_NAMESPACED = re.compile(rf"({_ACTION})_namespaced_(\w+?)(_log|_status|_exec)?$")
+_ALL_NAMESPACES = re.compile(rf"({_ACTION})_(\w+)_for_all_namespaces$")
+_CLUSTER = re.compile(rf"({_ACTION})_(\w+)$")
+
+NAMESPACE, CLUSTER = "namespace", "cluster"
+
+
+@dataclass(frozen=True, order=True)
+class Access:
+    """One permission: ``verb`` on ``resource`` (``pods``, ``pods/log``) in ``scope``."""
+
+    scope: str  # NAMESPACE (the runs namespace, the Role) or CLUSTER (the ClusterRole)
+    group: str
+    resource: str
+    verb: str
+
+    def __str__(self) -> str:
+        group = f"{self.group}/" if self.group else ""
+        return f"{self.verb} {group}{self.resource} ({self.scope})"
+
+
+def accesses_in_code() -> dict[Access, list[str]]:
+    """Every access Berth's server code needs, with the ``file:line`` places that need it."""
+    found: dict[Access, list[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            watches = _imports_kubernetes_watch(tree)
+            for node in ast.walk(tree):
+                method = _client_method(node)
+                if method is None:
+                    continue
+                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+                for access in accesses_of(*method, watches=watches):
+                    found.setdefault(access, []).append(where)
+    return found
+
+
+def accesses_granted(role: dict[str, Any], cluster_role: dict[str, Any]) -> set[Access]:
+    """Every (verb, resource) the Role grants in its namespace and the ClusterRole everywhere."""
+    granted: set[Access] = set()
+    for scope, obj in ((NAMESPACE, role), (CLUSTER, cluster_role)):
+        for rule in obj.get("rules", []):
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule.get("verbs", []):
+                        granted.add(Access(scope, group, resource, verb))
+    return granted
+
+
+def _client_method(node: ast.AST) -> tuple[str, str] | None:
+    """``(group attribute, method)`` for ``<anything>.core.<method>`` and its siblings."""
+    if not isinstance(node, ast.Attribute) or not isinstance(node.value, ast.Attribute):
+        return None
+    if node.value.attr not in API_GROUPS:
+        return None
+    return node.value.attr, node.attr
+
+
+def accesses_of(group_attr: str, method: str, *, watches: bool) -> list[Access]:
+    group = API_GROUPS[group_attr]
+    if m := _NAMESPACED.match(method):
+        action, kind, sub = m.groups()
+        scope, resource = NAMESPACE, _plural(kind) + (sub.replace("_", "/") if sub else "")
+    elif (m := _ALL_NAMESPACES.match(method)) or (m := _CLUSTER.match(method)):
+        action, kind = m.groups()
+        scope, resource = CLUSTER, _plural(kind)
+    else:
+        raise ValueError(f"cannot tell which permission Kube.{group_attr}.{method} needs")
+    verbs = [VERBS[action]] + (["watch"] if watches and action == "list" else [])
+    return [Access(scope, group, resource, verb) for verb in verbs]
+
+
+def _plural(kind: str) -> str:
+    # The Kubernetes resource name: the kind in lower case, without underscores, plus "s".
+    return kind.replace("_", "") + "s"
+
+
+def _imports_kubernetes_watch(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported = {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            imported = {alias.name for alias in node.names}
+        else:
+            continue
+        if "kubernetes.watch" in imported:
+            return True
+    return False
