@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
-from api.routes import fleets, health, offers, proxy, runs, ssh, users
+from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.limits import BodySizeLimit
+from api.routes import fleets, health, offers, proxy, runs, ssh, users, volumes
 from api.routes import metrics as metrics_routes
 from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
@@ -57,13 +58,15 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.store.close()
 
     app = FastAPI(title="Berth", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
-    app.include_router(runs.router)
-    app.include_router(fleets.router)
-    app.include_router(offers.router)
-    app.include_router(users.router)
-    app.include_router(ssh.router)
+    app.include_router(runs.router, responses=ERROR_RESPONSES)
+    app.include_router(fleets.router, responses=ERROR_RESPONSES)
+    app.include_router(volumes.router, responses=ERROR_RESPONSES)
+    app.include_router(offers.router, responses=ERROR_RESPONSES)
+    app.include_router(users.router, responses=ERROR_RESPONSES)
+    app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)
     return app

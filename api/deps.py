@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.clusters import ClusterRegistry
-from shared.errors import AuthError, NotFoundError
+from shared.errors import AuthError, ForbiddenError, NotFoundError
 from shared.records import Project, User
 from shared.settings import Settings
 from shared.store import Store
@@ -56,6 +56,17 @@ def _current_user(
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+def _admin(user: CurrentUser) -> User:
+    # A dependency, not a check in the route body: it runs before the body is
+    # validated, so a non-admin learns nothing about what the endpoint accepts.
+    if not user.is_admin:
+        raise ForbiddenError("only admins may do this; ask an admin")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin)]
 
 
 def _project(

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,6 +17,7 @@ from shared.errors import (
     BerthError,
     ConfigError,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     NotSupportedError,
     TemporaryError,
@@ -26,6 +29,7 @@ _STATUS: list[tuple[type[BerthError], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (AuthError, 401, "unauthorized"),
+    (ForbiddenError, 403, "forbidden"),
     (TemporaryError, 503, "unavailable"),
 ]
 
@@ -38,6 +42,22 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# What every authenticated route may answer besides success, for the OpenAPI document:
+# clients (and schemathesis) see the real error shape instead of FastAPI's default 422.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "Missing or unknown bearer token"),
+        (403, "The token's user may not do this"),
+        (404, "No such object, or not visible to the caller"),
+        (409, "The object is in a state that forbids this"),
+        (413, "The request body is larger than api.max_body_bytes"),
+        (422, "The request or the configuration is invalid; field names the problem"),
+        (503, "Redis or the Kubernetes API is unavailable; retry later"),
+    )
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:

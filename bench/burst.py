@@ -1,246 +1,332 @@
-"""A burst of one-GPU tasks through Berth, against the raw apiserver limit.
+"""Scenarios 1 and 2: the raw apiserver pod-create limit, and a burst through Berth.
 
-Run by hand: ``.venv/bin/python -m bench.burst [--runs 500]``.
+Run with the harness: ``.venv/bin python -m bench --only limit,burst`` (this
+module's ``main`` does exactly that).
 
-It starts its own local cluster (a pool of 64 nodes x 8 H100, so every run
-fits at once) and the whole Berth stack as processes, then:
+1. **The limit**: the official Python client creating the pods Berth itself
+   would create (built by :func:`workers.podspec.build_job_objects`, so the same
+   size, labels and node affinity), at several client concurrencies; the best
+   is the ceiling every other throughput is quoted against. Berth also creates
+   one Secret per job (SSH keys), so the pod+Secret rate is measured as well.
+2. **The burst**: ``n`` one-GPU tasks POSTed to the API at once (32 client
+   threads). A pod watch on the apiserver, not Berth's own status, gives
+   submit→pod created and submit→Running per run.
 
-1. **The limit**: the official Python client creating the same pods Berth
-   creates, at the best concurrency found (1, 4, 16, 32 threads).
-2. **The burst**: ``--runs`` tasks POSTed at once (32 client threads). It
-   records submit→202, and, from a pod watch on the apiserver (not Berth's own
-   status), submit→pod created and submit→Running per run.
-
-Prints a table and the end-to-end throughput as a fraction of the limit.
+Between repeats every run is stopped; the time until the apiserver holds none
+of their objects is reported too (scenario 7 measures it at 1,000 runs).
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import tempfile
-import threading
+import json
+import math
+import secrets
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeVar
 
 import httpx
-from kubernetes import watch
 
-from cli.local import cluster
+from bench.common import Figures, PodTimes, any_objects, ensure_namespace, pct, poll
 from shared import kube
-from tests.stack import start_stack
+from shared.configuration.parse import parse_run_configuration
+from shared.jobs import jobs_for
+from shared.records import Placement, Run
+from shared.settings import load_settings
+from shared.ssh import new_host_key, public_key_text
+from tests.stack import Stack
+from workers.podspec import PodContext, build_job_objects
 
-POOLS = """
-pools:
-  - name: h100
-    count: 64
-    cpu: "208"
-    memory: 1800Gi
-    gpu: {vendor: nvidia, product: NVIDIA-H100-80GB-HBM3, count: 8, memory_mib: 81559}
-"""
-CLIENT_THREADS = 32  # how many submissions are in flight at once
+CLIENT_THREADS = 32  # submissions in flight at once, for Berth and dstack alike
+LIMIT_THREADS = (1, 4, 16, 32)
+GPU_REQUEST = {"gpu": "H100:1", "cpu": "1..", "memory": "1GB.."}
+TASK = {"type": "task", "commands": ["train"], "resources": GPU_REQUEST}
+GPU_NODES = "kwok-h100-"  # the burst pool's node names: bench/pools-burst.yaml
+GPU_NODE_COUNT = 128
+
+T = TypeVar("T")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=500)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
-        directory = Path(tmp)
-        pools = directory / "pools.yaml"
-        pools.write_text(POOLS)
-        state, _ = cluster.up(directory / "cluster", pools_file=pools, timeout_s=300)
-        try:
-            k = kube.connect(kubeconfig=Path(state.kubeconfig))
-            limit = measure_limit(k, args.runs)
-            k.call(k.core.create_namespace, {"metadata": {"name": "berth"}})
-            stack = start_stack(state, directory / "stack", namespace="berth", workers=1)
-            try:
-                burst = measure_burst(k, stack.url, stack.admin_token, args.runs)
-            finally:
-                stack.stop()
-            report(args.runs, limit, burst)
-        finally:
-            cluster.down(directory / "cluster")
+    from bench.__main__ import main as harness
+
+    harness(["--only", "limit,burst"])
 
 
-def measure_limit(k: kube.Kube, n: int) -> dict[int, float]:
-    """Pods per second the apiserver accepts from the Python client, per concurrency."""
+@dataclass
+class BurstResult:
+    """One burst as seen from the client and from a watch on the apiserver."""
+
+    n: int
+    accepted: list[float] = field(default_factory=list)
+    """Per run: request sent → response received, seconds."""
+    to_created: list[float] = field(default_factory=list)
+    to_running: list[float] = field(default_factory=list)
+    submit_s: float = 0.0
+    """First request sent → last response received."""
+    span_created: float = 0.0
+    """First request sent → last pod seen created."""
+    span_running: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def created_per_s(self) -> float:
+        return len(self.to_created) / self.span_created if self.span_created else 0.0
+
+    @property
+    def running_per_s(self) -> float:
+        return len(self.to_running) / self.span_running if self.span_running else 0.0
+
+
+# --- 1. the limit ------------------------------------------------------------------------
+
+
+def measure_limit(
+    k: kube.Kube,
+    n: int,
+    *,
+    with_secret: bool = False,
+    threads: tuple[int, ...] = LIMIT_THREADS,
+) -> dict[int, float]:
+    """Objects per second the apiserver accepts from the Python client, per concurrency.
+
+    Each concurrency gets a fresh namespace with ``n`` of Berth's pods (and,
+    ``with_secret``, their Secrets), deleted and waited for before the next.
+    """
     rates: dict[int, float] = {}
-    for threads in (1, 4, 16, 32):
-        ns = f"limit-{threads}"
-        k.call(k.core.create_namespace, {"metadata": {"name": ns}})
-        _wait_default_sa(k, ns)
-        bodies = [_pod(f"p{i}") for i in range(n)]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(partial(k.call, k.core.create_namespaced_pod, ns), bodies))
-        rates[threads] = n / (time.perf_counter() - start)
-        k.call(k.core.delete_namespace, ns)
+    for count in threads:
+        ns = f"bench-limit-{secrets.token_hex(3)}"
+        ensure_namespace(k, ns)
+        bodies = [berth_objects(f"limit-{i}", _node(i)) for i in range(n)]
+
+        def create(objects: tuple[dict[str, Any], dict[str, Any] | None], ns: str = ns) -> None:
+            pod, secret = objects
+            if with_secret and secret is not None:
+                k.call(k.core.create_namespaced_secret, ns, secret)
+            k.call(k.core.create_namespaced_pod, ns, pod)
+
+        start = time.monotonic()
+        concurrently(create, bodies, count)
+        rates[count] = n / (time.monotonic() - start)
+        delete_namespace(k, ns)
     return rates
 
 
-def measure_burst(k: kube.Kube, url: str, token: str, n: int) -> dict[str, Any]:
-    created: dict[str, float] = {}
-    bound: dict[str, float] = {}
-    running: dict[str, float] = {}
-    done = threading.Event()
-    watcher = threading.Thread(
-        target=_watch, args=(k, created, bound, running, done, n), daemon=True
+def berth_objects(name: str, node: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Pod and Secret Berth's provisioning creates for a one-GPU task on ``node``."""
+    conf = parse_run_configuration(json.dumps({"name": name, **TASK}))  # JSON is YAML
+    run = Run(
+        id=secrets.token_hex(16),
+        project="main",
+        name=name,
+        user="bench",
+        configuration=conf.model_dump(mode="json"),
+        configuration_type="task",
     )
-    watcher.start()
-    submitted: dict[str, float] = {}
-    accepted: list[float] = []
-    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    job = jobs_for(run, conf)[0]
+    job.placement = Placement(
+        node=node, gpu_resource="nvidia.com/gpu", gpus=1, cpu_milli=1000, memory_bytes=2**30
+    )
+    objects = build_job_objects(
+        run,
+        job,
+        conf,
+        PodContext(
+            default_image=load_settings().default_image,
+            ssh_public_keys=(public_key_text(_host_key()),),
+            ssh_host_key=_host_key(),
+        ),
+    )
+    return objects.pod, objects.secret
 
-    def submit(i: int) -> None:
-        name = f"burst-{i}"
-        body = {
-            "configuration": {
-                "type": "task",
-                "name": name,
-                "commands": ["train"],
-                "resources": {"gpu": "H100:1", "cpu": "1..", "memory": "1GB.."},
-            }
-        }
-        t0 = time.perf_counter()
-        submitted[name] = time.time()
-        r = http.post("/api/projects/main/runs", json=body)
-        accepted.append(time.perf_counter() - t0)
-        if r.status_code != 202:
-            raise RuntimeError(f"{name}: {r.status_code} {r.text}")
 
-    start = time.time()
-    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
-        list(pool.map(submit, range(n)))
-    submit_s = time.time() - start
-    done.wait(timeout=600)
-    end = max(running.values(), default=time.time())
-    http.close()
-    to_created = [created[r] - submitted[r] for r in created if r in submitted]
-    to_running = [running[r] - submitted[r] for r in running if r in submitted]
+@cache
+def _host_key() -> str:
+    """One key for every limit pod: generating hundreds of keys is not what is measured."""
+    return new_host_key()
+
+
+def _node(i: int) -> str:
+    return f"{GPU_NODES}{i % GPU_NODE_COUNT}"
+
+
+def delete_namespace(k: kube.Kube, ns: str, timeout: float = 120) -> None:
+    """Delete a namespace and wait until it is gone, so its teardown does not load the next
+    measurement."""
+    k.call(k.core.delete_collection_namespaced_pod, ns, grace_period_seconds=0)
+    k.call(k.core.delete_namespace, ns)
+
+    def gone() -> bool:
+        return not any(n.metadata.name == ns for n in k.call(k.core.list_namespace).items)
+
+    poll(gone, timeout=timeout, interval=0.5)
+
+
+# --- 2. the burst ------------------------------------------------------------------------
+
+
+def berth_burst(k: kube.Kube, stack: Stack, n: int, prefix: str) -> BurstResult:
+    """Submit ``n`` tasks named ``<prefix>-<i>`` at once; time them on the apiserver."""
+    pods = PodTimes(k, stack.namespace, lambda pod: (pod.metadata.labels or {}).get(kube.LABEL_RUN))
+    pods.start()
+    names = [f"{prefix}-{i}" for i in range(n)]
+    with stack.client() as http:
+
+        def submit(name: str) -> tuple[float, float, str]:
+            t0 = time.monotonic()
+            try:
+                r = http.post(
+                    "/api/projects/main/runs", json={"configuration": {"name": name, **TASK}}
+                )
+            except httpx.HTTPError as e:
+                return t0, time.monotonic(), f"{name}: {e!r}"
+            error = "" if r.status_code == 202 else f"{name}: {r.status_code} {r.text[:200]}"
+            return t0, time.monotonic(), error
+
+        return collect(
+            pods,
+            names,
+            lambda: concurrently(submit, names, CLIENT_THREADS),
+            deadline_s=max(120.0, 1.5 * n),
+        )
+
+
+def collect(
+    pods: PodTimes,
+    names: list[str],
+    submit_all: Callable[[], list[tuple[float, float, str]]],
+    *,
+    deadline_s: float,
+) -> BurstResult:
+    """Run the submissions, wait for every pod to run, and turn the times into a result."""
+    result = BurstResult(n=len(names))
+    start = time.monotonic()
+    try:
+        answers = submit_all()
+        result.submit_s = time.monotonic() - start
+        sent = {name: t0 for name, (t0, _, _) in zip(names, answers, strict=True)}
+        result.accepted = [t1 - t0 for t0, t1, err in answers if not err]
+        result.errors = [err for _, _, err in answers if err]
+        ok = {name for name, (_, _, err) in zip(names, answers, strict=True) if not err}
+        if not pods.wait_running(ok, timeout=deadline_s):
+            missing = len(ok - pods.running.keys())
+            result.errors.append(f"{missing} of {len(ok)} pods not Running in time")
+    finally:
+        pods.stop()
+    created = {r: t for r, t in pods.created.items() if r in sent}
+    running = {r: t for r, t in pods.running.items() if r in sent}
+    result.to_created = [t - sent[r] for r, t in created.items()]
+    result.to_running = [t - sent[r] for r, t in running.items()]
+    result.span_created = max(created.values(), default=start) - start
+    result.span_running = max(running.values(), default=start) - start
+    return result
+
+
+def stop_berth_runs(k: kube.Kube, stack: Stack, names: list[str], *, timeout: float) -> float:
+    """Stop every run at once through the API; seconds until none of their objects remain.
+
+    NaN when objects remain after ``timeout``.
+    """
+    with stack.client() as http:
+        start = time.monotonic()
+
+        def stop(name: str) -> None:
+            http.post(f"/api/projects/main/runs/{name}/stop", json={"abort": False})
+
+        concurrently(stop, names, CLIENT_THREADS)
+        done = poll(
+            lambda: not any_objects(k, stack.namespace, kube.LABEL_RUN),
+            timeout=timeout,
+            interval=0.1,
+        )
+        return time.monotonic() - start if done else float("nan")
+
+
+def concurrently(fn: Callable[[Any], T], items: Iterable[Any], threads: int) -> list[T]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
+
+
+def summary(result: BurstResult) -> dict[str, float]:
+    """The per-repeat figures of one burst, in seconds and runs per second."""
     return {
-        "created_to_bound": [bound[r] - created[r] for r in bound],
-        "bound_to_running": [running[r] - bound[r] for r in running if r in bound],
-        "accepted": accepted,
-        "submit_s": submit_s,
-        "to_created": to_created,
-        "to_running": to_running,
-        "created": len(created),
-        "running": len(running),
-        "throughput": len(running) / (end - start),
+        "submit->202 p50": pct(result.accepted, 50),
+        "submit->202 p99": pct(result.accepted, 99),
+        "submit->pod created p50": pct(result.to_created, 50),
+        "submit->pod created p99": pct(result.to_created, 99),
+        "submit->Running p50": pct(result.to_running, 50),
+        "submit->Running p99": pct(result.to_running, 99),
+        "all submitted in": result.submit_s,
+        "pods created per second": result.created_per_s,
+        "runs Running per second (end to end)": result.running_per_s,
     }
 
 
-def _watch(
-    k: kube.Kube,
-    created: dict[str, float],
-    bound: dict[str, float],
-    running: dict[str, float],
-    done: threading.Event,
-    n: int,
+# --- the report --------------------------------------------------------------------------
+
+
+def add_figures(
+    figs: Figures, scenario: str, result: BurstResult, limit: float, *, accepted: str
 ) -> None:
-    w = watch.Watch()
-    for event in w.stream(
-        k.core.list_namespaced_pod,
-        "berth",
-        label_selector=kube.LABEL_RUN,
-        timeout_seconds=600,
-        _request_timeout=620,
-    ):
-        pod = event["object"]
-        run = pod.metadata.labels[kube.LABEL_RUN]
-        now = time.time()
-        created.setdefault(run, now)
-        if pod.spec.node_name:
-            bound.setdefault(run, now)
-        if pod.status.phase == "Running":
-            running.setdefault(run, now)
-        if len(running) >= n:
-            done.set()
-            w.stop()
-            return
+    """One repeat's burst figures; ``accepted`` names the submit answer (202, or 200)."""
+    for what, value in summary(result).items():
+        unit = "/s" if "per second" in what else "s"
+        figs.add(scenario, what.replace("submit->202", accepted), value, unit)
+    figs.add(scenario, "runs whose pod was created", len(result.to_created), f"of {result.n}")
+    figs.add(
+        scenario,
+        "end-to-end throughput as a fraction of the limit",
+        result.running_per_s / limit,
+        "x",
+        note="runs Running per second / best raw pod creates per second, same repeat",
+    )
 
 
-def _pod(name: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": {"bench": "limit"}},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "tolerations": [
-                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-            ],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "busybox",
-                    "command": ["/bin/sh", "-c", "set -e\ntrain"],
-                    "resources": {
-                        "requests": {"nvidia.com/gpu": "1", "cpu": "1", "memory": "1Gi"},
-                        "limits": {"nvidia.com/gpu": "1"},
-                    },
-                }
-            ],
-        },
-    }
+STAGE_REMEDIES = {
+    "the API (submit -> 202)": (
+        "Submission validates the configuration, writes the run and its jobs to Redis and "
+        "sends one Celery message, all inside the request; with 32 requests in flight on 2 "
+        "cores the API process's CPU is the queue. More API processes (uvicorn workers or "
+        "replicas) remove it."
+    ),
+    "Berth's queue, scheduling pass and provisioning (202 -> pod created)": (
+        "Each admitted job becomes one provision task, and one worker process (8 threads) "
+        "creates the job's Secret and then its Pod, two apiserver round trips in sequence, "
+        "while scheduling passes run one at a time under a Redis lock. More worker processes "
+        "(or threads), and creating the Secret and the Pod concurrently, shorten it; the pod+"
+        "Secret limit row shows the ceiling that path can reach."
+    ),
+    "kube-scheduler and KWOK (pod created -> Running)": (
+        "Outside Berth: Berth already pins every pod to its node with a matchFields node "
+        "affinity, so kube-scheduler only confirms the fit; setting spec.nodeName would skip "
+        "it, at the price of the scheduler's admission checks."
+    ),
+}
 
 
-def _wait_default_sa(k: kube.Kube, ns: str) -> None:
-    from shared.errors import KubeNotFound
+def slowest_stage(figs: Figures, scenario: str) -> list[str]:
+    """The median run's time per stage of Berth's path, and what would shorten the largest."""
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            k.call(k.core.read_namespaced_service_account, "default", ns)
-            return
-        except KubeNotFound:
-            time.sleep(0.1)
+    def median(what: str) -> float:
+        fig = figs.get(scenario, what)
+        return fig.median if fig is not None and fig.samples else math.nan
 
-
-def _p(values: list[float]) -> str:
-    return f"{_pct(values, 0.5):.2f} / {_pct(values, 0.99):.2f} s"
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def report(n: int, limit: dict[int, float], burst: dict[str, Any]) -> None:
-    best_threads, best = max(limit.items(), key=lambda kv: kv[1])
-    acc, created, running = burst["accepted"], burst["to_created"], burst["to_running"]
-    rows = [
-        (f"raw apiserver pod creates, {t} threads", f"{r:.0f} pods/s")
-        for t, r in sorted(limit.items())
-    ]
-    rows += [
-        ("submit->202 p50 / p99", f"{_pct(acc, 0.5) * 1000:.1f} / {_pct(acc, 0.99) * 1000:.1f} ms"),
-        (f"all {n} submitted in", f"{burst['submit_s']:.2f} s"),
-        (
-            "submit->pod created p50 / p99",
-            f"{_pct(created, 0.5):.2f} / {_pct(created, 0.99):.2f} s",
-        ),
-        ("submit->Running p50 / p99", f"{_pct(running, 0.5):.2f} / {_pct(running, 0.99):.2f} s"),
-        ("pod created->bound p50 / p99 (kube-scheduler)", _p(burst["created_to_bound"])),
-        ("pod bound->Running p50 / p99 (KWOK)", _p(burst["bound_to_running"])),
-        ("mean submit->Running", f"{statistics.mean(running or [0]):.2f} s"),
-        ("pods created / running", f"{burst['created']} / {burst['running']}"),
-        ("end-to-end throughput", f"{burst['throughput']:.1f} runs/s"),
-        (
-            f"... as a fraction of the limit ({best:.0f}/s at {best_threads} threads)",
-            f"{burst['throughput'] / best:.2f}",
-        ),
-    ]
-    print(f"\nBurst of {n} one-GPU tasks (64 nodes x 8 H100, KWOK)\n")
-    print("| what | figure |\n|---|---|")
-    for what, figure in rows:
-        print(f"| {what} | {figure} |")
+    accepted = median("submit->202 p50")
+    created = median("submit->pod created p50")
+    running = median("submit->Running p50")
+    if any(math.isnan(v) for v in (accepted, created, running)):
+        return ["Scenario 2 did not run, so there is no stage breakdown."]
+    stages = dict(
+        zip(STAGE_REMEDIES, (accepted, created - accepted, running - created), strict=True)
+    )
+    slowest = max(stages, key=lambda stage: stages[stage])
+    lines = ["The median run of the burst (p50s of scenario 2), stage by stage:", ""]
+    lines += [f"- {stage}: {seconds:.2f} s" for stage, seconds in stages.items()]
+    lines += ["", f"The slowest stage is **{slowest}**. {STAGE_REMEDIES[slowest]}"]
+    return lines
 
 
 if __name__ == "__main__":

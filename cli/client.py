@@ -139,6 +139,21 @@ class BerthClient:
     def delete_fleet(self, name: str) -> None:
         self._json("DELETE", f"/api/projects/{self.config.project}/fleets/{name}")
 
+    def volumes(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"/api/projects/{self.config.project}/volumes")  # type: ignore[no-any-return]
+
+    def apply_volume(self, configuration: str) -> dict[str, Any]:
+        return _obj(
+            self._json(
+                "POST",
+                f"/api/projects/{self.config.project}/volumes",
+                json={"configuration": configuration},
+            )
+        )
+
+    def delete_volume(self, name: str) -> None:
+        self._json("DELETE", f"/api/projects/{self.config.project}/volumes/{name}")
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             resp = self.http.request(method, path, **kwargs)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from cli import local_commands, run_commands, server_commands
+from cli import attach, local_commands, run_commands, server_commands, volume_commands
 from cli.console import err
 from shared.errors import BerthError
 
 app = typer.Typer(no_args_is_help=True, help="Berth: run GPU work on your Kubernetes cluster.")
 app.add_typer(local_commands.app, name="local")
 app.add_typer(run_commands.fleet_app, name="fleet")
+app.add_typer(volume_commands.volume_app, name="volume")
 for command in (
     run_commands.config,
     run_commands.apply,
@@ -19,6 +20,7 @@ for command in (
     run_commands.stop,
     run_commands.delete,
     run_commands.offer,
+    attach.attach,
     server_commands.server,
     server_commands.worker,
     server_commands.beat,

@@ -56,6 +56,7 @@ def apply(
     try:
         plan = client.plan(text)
         _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
+        out.print(_pod_requests_line(plan.get("pod_requests") or {}))
         if not plan["possible"]:
             out.print(f"[yellow]{plan['reason']}[/yellow]")
         if not yes and not typer.confirm("Submit the run?", default=True):
@@ -252,6 +253,13 @@ def _print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
             o["price"] or "-",
         )
     out.print(table)
+
+
+def _pod_requests_line(requests: dict[str, str]) -> str:
+    """What each pod asks Kubernetes for, before anything is submitted."""
+    shown = " ".join(f"{k}={v}" for k, v in requests.items()) or "nothing"
+    disk = "" if "ephemeral-storage" in requests else " (no ephemeral-storage: disk not set)"
+    return f"each pod requests: {shown}{disk}"
 
 
 def _ago(ts: float) -> str:

@@ -8,6 +8,7 @@
      ├── NotFoundError          no such run/project/fleet, or not visible to the caller
      ├── ConflictError          a state or version conflict (compare-and-set lost)
      ├── AuthError              missing or wrong credentials
+ ├── ForbiddenError         a known caller asking for what it may not do
      ├── LocalClusterError      the embedded control plane failed to build/start
      ├── KubeError              the Kubernetes API failed (wrapped ApiException)
      │    ├── KubeNotFound
@@ -63,6 +64,10 @@ class ConflictError(BerthError):
 
 class AuthError(BerthError):
     """The bearer token is missing, unknown or lacks rights."""
+
+
+class ForbiddenError(BerthError):
+    """The token is valid but its user may not do this (an admin-only action)."""
 
 
 class LocalClusterError(BerthError):

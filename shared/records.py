@@ -1,4 +1,4 @@
-"""What Berth stores: users, projects, runs, jobs and fleets.
+"""What Berth stores: users, projects, runs, jobs, fleets and volumes.
 
 These models are read back from Redis, so they ignore unknown fields (an
 older reader survives a newer writer). What users send is validated by the
@@ -105,6 +105,20 @@ class Fleet(Stored):
     name: str
     project: str
     configuration: dict[str, Any]
+    created_at: float = Field(default_factory=time.time)
+
+
+class Volume(Stored):
+    """A project's named volume: the PersistentVolumeClaim runs mount by ``name``."""
+
+    name: str
+    project: str
+    user: str = ""
+    configuration: dict[str, Any]
+    claim_name: str
+    """The claim in the project's namespace: registered (``claim_name``) or Berth's own."""
+    created_by_berth: bool = False
+    """Berth made the claim (``size``), so deleting the volume deletes it too."""
     created_at: float = Field(default_factory=time.time)
 
 

@@ -3,15 +3,15 @@
 Ranges become requests at their lower bound: ``cpu: 4..`` requests 4 CPUs and
 ``gpu: 1..8`` one GPU, the least that satisfies the user; the upper bounds
 still filter which GPU groups qualify. The disk is requested only when the
-configuration names one: dstack's 100GB default would make small nodes
-useless on clusters that never set ephemeral-storage limits.
+configuration names one other than dstack's default (``100GB..``), which would
+make small nodes useless on clusters that never set ephemeral-storage limits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.configuration.resources import ResourcesSpec
+from shared.configuration.resources import DiskSpec, ResourcesSpec
 from shared.offers import Request
 
 _GIB = 2**30
@@ -28,7 +28,9 @@ def request_from_resources(resources: ResourcesSpec, *, nodes: int = 1) -> Reque
     gpu = resources.gpu
     cpu_min = resources.cpu.count.min if resources.cpu.count else None
     mem_min = resources.memory.min if resources.memory else None
-    disk_min = resources.disk.size.min if "disk" in resources.model_fields_set else None
+    # By value, not by "was it written": a stored configuration carries every field, so
+    # only a disk other than dstack's default (100GB..) is requested.
+    disk_min = resources.disk.size.min if resources.disk != DiskSpec() else None
     fields: dict[str, Any] = {
         "cpu_millicores": int((cpu_min or 0) * 1000),
         "memory_bytes": int((mem_min or 0) * _GIB),

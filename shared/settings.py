@@ -38,6 +38,10 @@ class ApiSettings(BaseModel):
     port: int = 3000
     admin_token: SecretStr | None = None
     """Fixed admin token for the first start; generated and printed once when unset."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body under ``/api/``, bytes; bigger ones get 413. A configuration
+    is a few KiB; 1 MiB leaves room for inline files while bounding what one request
+    can make the server parse."""
 
 
 class FlowerSettings(BaseModel):

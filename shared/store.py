@@ -8,6 +8,7 @@ Layout (every key starts with the configured prefix ``P``)::
     P:runs:<project>         zset id by submit time
     P:job:<id>               hash {v, d}        P:events:<run id>  stream of Event
     P:fleet:<project>:<name> JSON Fleet         P:active           set of unfinished run ids
+    P:volume:<project>:<name> JSON Volume
 
 Runs and jobs are written only by compare-and-set on their version (a Lua
 script), together with the event the change produces, so a duplicate or late
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import redis
 
 from shared.errors import ConflictError, NotFoundError, StoreError
-from shared.records import Event, Fleet, Job, Project, Run, User
+from shared.records import Event, Fleet, Job, Project, Run, User, Volume
 
 M = TypeVar("M", Run, Job)
 
@@ -192,6 +193,10 @@ class Store:
             by_run.setdefault(job.run_id, []).append(job)
         return by_run
 
+    def find_jobs(self, job_ids: list[str]) -> list[Job]:
+        """Many jobs in one round trip; missing ones are left out."""
+        return self._load_many(Job, [self.key("job", i) for i in job_ids])
+
     def find_job(self, job_id: str) -> Job | None:
         return self._load(Job, self.key("job", job_id))
 
@@ -272,6 +277,29 @@ class Store:
     def delete_fleet(self, project: str, name: str) -> bool:
         with _wrapped():
             return bool(self.r.delete(self.key("fleet", project, name)))
+
+    # -- volumes -------------------------------------------------------------
+
+    def create_volume(self, volume: Volume) -> bool:
+        """Record ``volume`` unless one of that name exists; False if it did."""
+        with _wrapped():
+            key = self.key("volume", volume.project, volume.name)
+            return bool(self.r.set(key, volume.model_dump_json(), nx=True))
+
+    def get_volume(self, project: str, name: str) -> Volume | None:
+        with _wrapped():
+            raw = self.r.get(self.key("volume", project, name))
+        return Volume.model_validate_json(raw) if raw else None
+
+    def list_volumes(self, project: str) -> list[Volume]:
+        with _wrapped():
+            keys = sorted(self.r.scan_iter(self.key("volume", project, "*"), count=500))
+            raws = self.r.mget(keys) if keys else []
+        return [Volume.model_validate_json(r) for r in raws if r]
+
+    def delete_volume(self, project: str, name: str) -> bool:
+        with _wrapped():
+            return bool(self.r.delete(self.key("volume", project, name)))
 
     # -- plain JSON blobs (inventory snapshots, health) -----------------------
 

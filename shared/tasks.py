@@ -19,6 +19,7 @@ SYNC_JOB = "berth.provisioning.sync_job"
 TEARDOWN_JOB = "berth.teardown.teardown_job"
 TEARDOWN_POD = "berth.teardown.teardown_pod"
 PURGE_RUN = "berth.teardown.purge_run"
+REAP_ORPHANS = "berth.teardown.reap_orphans"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
@@ -29,6 +30,7 @@ QUEUE_OF = {
     TEARDOWN_JOB: "teardown",
     TEARDOWN_POD: "teardown",
     PURGE_RUN: "teardown",
+    REAP_ORPHANS: "teardown",
 }
 # Redis redelivers an unacked message after the visibility timeout, so no
 # countdown or ETA may exceed it (Celery issues #2481 and #3541).

@@ -19,7 +19,7 @@ from shared import logs
 from shared.errors import TemporaryError
 from shared.metrics import TASKS
 from shared.settings import load_settings
-from shared.tasks import QUEUE_OF, SWEEP, create_celery
+from shared.tasks import QUEUE_OF, REAP_ORPHANS, SWEEP, create_celery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,11 +27,18 @@ MAX_RETRIES = 8  # 1+2+4+...+60 s with jitter: several minutes of apiserver or R
 MAX_BACKOFF_S = 60  # stays far below the broker's visibility timeout
 
 SWEEP_EVERY_S = 5.0  # beat's safety net; a lost message costs at most this much delay
+# Orphans hold GPUs, but each reap lists every Berth object of the namespace.
+REAP_EVERY_S = 30.0
 
 app: Celery = create_celery(load_settings())
 app.conf.imports = ("workers.tasks",)
 app.conf.beat_schedule = {
     "sweep": {"task": SWEEP, "schedule": SWEEP_EVERY_S, "options": {"queue": QUEUE_OF[SWEEP]}},
+    "reap-orphans": {
+        "task": REAP_ORPHANS,
+        "schedule": REAP_EVERY_S,
+        "options": {"queue": QUEUE_OF[REAP_ORPHANS]},
+    },
 }
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from shared.queueing.limits import ERROR, INTERRUPTION
 from shared.records import Job, RunStatus
 
 UNSCHEDULABLE_GRACE_S = 60.0
@@ -34,6 +35,9 @@ class PodVerdict:
     reason: str = ""
     pod_ip: str | None = None
     exit_code: int | None = None
+    retry_event: str | None = None
+    """For a failure, the ``retry.on_events`` kind it is: ``error`` (non-zero exit) or
+    ``interruption`` (pod gone, evicted, node lost); None when retrying cannot help."""
 
 
 def judge_pod(pod: Any, *, job: Job, stop_requested: bool, now: float) -> PodVerdict | None:
@@ -44,7 +48,9 @@ def judge_pod(pod: Any, *, job: Job, stop_requested: bool, now: float) -> PodVer
         if stop_requested:
             return PodVerdict(RunStatus.TERMINATED, "stopped")
         return PodVerdict(
-            RunStatus.FAILED, "the pod was deleted outside Berth (node lost or evicted)"
+            RunStatus.FAILED,
+            "the pod was deleted outside Berth (node lost or evicted)",
+            retry_event=INTERRUPTION,
         )
     status = pod.status
     phase = status.phase if status else None
@@ -69,13 +75,17 @@ def _failed(pod: Any) -> PodVerdict:
             reason = f"out of memory (OOMKilled, exit code {code})"
         else:
             reason = f"exit code {code}" + (f" ({why})" if why not in ("Error", "") else "")
-        return PodVerdict(RunStatus.FAILED, reason, pod_ip=status.pod_ip, exit_code=code)
+        return PodVerdict(
+            RunStatus.FAILED, reason, pod_ip=status.pod_ip, exit_code=code, retry_event=ERROR
+        )
     why = status.reason or "Failed"
     message = f": {status.message}" if status.message else ""
     label = {"Evicted": "evicted", "NodeLost": "node lost", "Shutdown": "node shut down"}.get(
         why, why
     )
-    return PodVerdict(RunStatus.FAILED, f"{label}{message}", pod_ip=status.pod_ip)
+    return PodVerdict(
+        RunStatus.FAILED, f"{label}{message}", pod_ip=status.pod_ip, retry_event=INTERRUPTION
+    )
 
 
 def _pending(pod: Any, now: float) -> PodVerdict | None:

@@ -12,15 +12,38 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from shared import kube
+from shared import autoscaling, kube
+from shared.configuration.kube_fields import NodePool, PodSettings
+from shared.pod_customisation import customise_pod
 from shared.records import Job, Run
+from shared.requests import request_for
+from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, RUN_SSH_PORT, new_host_key, public_key_text
 
-SSH_PORT = 10022  # sshd inside run pods; unprivileged so any image user can bind it
+SSH_PORT = RUN_SSH_PORT
+SECRET_MOUNT = "/berth/secret"
+# How run pods start sshd (after copying the keys out of the Secret, whose files
+# are too open for sshd). Public so the SSH tests start their stand-in sshd alike.
+RUN_SSHD_ARGS = (
+    "-p",
+    str(SSH_PORT),
+    "-o",
+    "PasswordAuthentication=no",
+    "-o",
+    "KbdInteractiveAuthentication=no",
+    "-o",
+    "PermitRootLogin=prohibit-password",
+)
 DEFAULT_SHELL = "/bin/sh"
 SHM_MOUNT = "/dev/shm"
+# Air-gapped SSH: an init container copies the ``ssh_init_image``'s /berth/ssh/ into
+# this emptyDir, so a run image without sshd still gets one, and nothing is downloaded.
+SSH_INIT_SOURCE = "/berth/ssh/."
+TOOLS_MOUNT = "/berth/tools"
 _DNS_LABEL_MAX = 63
 
 
@@ -34,6 +57,15 @@ class JobObjects:
 
 
 @dataclass(frozen=True)
+class ClaimMount:
+    """A project volume resolved to its claim, for the pod's volumes."""
+
+    claim: str
+    read_only: bool = False
+    """The volume itself is read-only (its configuration says so), whatever the mount asks."""
+
+
+@dataclass(frozen=True)
 class PodContext:
     """What the pod needs beyond the run: decided by the worker at provision time."""
 
@@ -41,6 +73,21 @@ class PodContext:
     master_ip: str | None = None
     """Rank 0's pod IP, known before any other rank is created."""
     ssh_public_keys: tuple[str, ...] = ()
+    ssh_host_key: str = field(default_factory=new_host_key, repr=False)
+    """The pod sshd's private host key. Berth makes it, so the public half (in the
+    same Secret) is pinned before the pod starts; a second delivery adopts the first
+    Secret, so the pod never sees two keys."""
+    pod_settings: PodSettings | None = None
+    """The backend's (and context's) pod customisation; None leaves the pod as Berth built it."""
+    claims: Mapping[str, ClaimMount] = field(default_factory=dict)
+    """Project volume name -> its claim, for every volume the run mounts."""
+    allow_host_volumes: bool = False
+    """Whether node directories may be mounted; optional ones are left out otherwise."""
+    ssh_init_image: str | None = None
+    """Copy sshd from this image in an init container (see SSH_INIT_SOURCE); None: the
+    run image's own sshd."""
+    node_pool: NodePool | None = None
+    """Set when the job is placed on a pool node: the pod asks for the pool's labels."""
 
 
 def object_name(project: str, run: str, suffix: str = "") -> str:
@@ -74,10 +121,12 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     multinode = job.jobs_in_run > 1
     headless = headless_service_name(run)
     env = _env(run, job, conf, ctx, headless if multinode else None)
+    ssh = secret is not None and "authorized_keys" in secret["data"]
+    tools = ssh and ctx.ssh_init_image is not None
     container: dict[str, Any] = {
         "name": "main",
         "image": getattr(conf, "image", None) or ctx.default_image,
-        "command": [_shell(conf), "-c", _script(run, conf, multinode)],
+        "command": [_shell(conf), "-c", _script(run, conf, multinode, ssh=ssh, tools=tools)],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": _resources(job, conf),
         "ports": _ports(conf),
@@ -91,16 +140,26 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": _shm(conf)}]
     if secret is not None and "authorized_keys" in secret["data"]:
         container["volumeMounts"].append(
-            {"name": "berth", "mountPath": "/berth/secret", "readOnly": True}
+            {"name": "berth", "mountPath": SECRET_MOUNT, "readOnly": True}
         )
         volumes.append(
             {
                 "name": "berth",
                 "secret": {
                     "secretName": name,
-                    "items": [{"key": "authorized_keys", "path": "authorized_keys"}],
+                    # Not the pull secret: registry credentials stay out of the container.
+                    "items": [{"key": k, "path": k} for k in ("authorized_keys", HOST_KEY_FILE)],
                 },
             }
+        )
+    volumes += _mount_volumes(container, conf, ctx)
+    init_containers = []
+    if tools:
+        assert ctx.ssh_init_image is not None
+        init_containers.append(_ssh_init_container(ctx.ssh_init_image))
+        volumes.append({"name": "berth-tools", "emptyDir": {}})
+        container["volumeMounts"].append(
+            {"name": "berth-tools", "mountPath": TOOLS_MOUNT, "readOnly": True}
         )
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -109,35 +168,24 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "containers": [container],
         "volumes": volumes,
         "tolerations": _tolerations(job),
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchFields": [
-                                {
-                                    "key": "metadata.name",
-                                    "operator": "In",
-                                    "values": [job.placement.node],
-                                }
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        "affinity": _affinity(job.placement.node, ctx.node_pool),
     }
+    if init_containers:
+        spec["initContainers"] = init_containers
     if multinode:
         spec["hostname"] = f"node-{job.job_num}"
         spec["subdomain"] = headless
     if secret is not None and ".dockerconfigjson" in secret["data"]:
         spec["imagePullSecrets"] = [{"name": name}]
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
     }
+    if ctx.pod_settings is not None:
+        # Applied last, and unable to touch Berth's labels or the affinity above.
+        pod = customise_pod(pod, ctx.pod_settings, tags=getattr(conf, "tags", None) or {})
     services = []
     if multinode:
         services.append(_headless_service(run, headless))
@@ -170,8 +218,10 @@ def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -
     return env
 
 
-def _script(run: Run, conf: Any, multinode: bool) -> str:
+def _script(run: Run, conf: Any, multinode: bool, *, ssh: bool, tools: bool = False) -> str:
     lines = ["set -e"]
+    if ssh:
+        lines += _sshd_lines(tools=tools)
     if multinode:
         # Pod IPs exist only once every pod runs: resolve the peers' stable DNS
         # names from the headless service (bounded wait) into DSTACK_NODES_IPS.
@@ -186,18 +236,46 @@ def _script(run: Run, conf: Any, multinode: bool) -> str:
             "export DSTACK_NODES_IPS",
         ]
     if conf.type == "dev-environment":
-        lines += [
-            "mkdir -p ~/.ssh && cp /berth/secret/authorized_keys ~/.ssh/authorized_keys",
-            "chmod 700 ~/.ssh && chmod 600 ~/.ssh/authorized_keys",
-            "if command -v sshd >/dev/null; then mkdir -p /run/sshd",
-            f"  $(command -v sshd) -p {SSH_PORT} -o PasswordAuthentication=no",
-            "else echo 'berth: no sshd in this image; ssh access is off' >&2; fi",
-        ]
         lines += list(getattr(conf, "init", None) or [])
         lines.append("sleep infinity")
     else:
         lines += list(getattr(conf, "commands", None) or [])
     return "\n".join(lines)
+
+
+def _sshd_lines(*, tools: bool = False) -> list[str]:
+    """Start sshd for ``berth attach`` in every run type, as dstack does.
+
+    A missing sshd or a read-only home only turns SSH off, with a line in the
+    log: the run itself must not fail over it (``set -e`` does not reach inside
+    a function called in an ``||`` list). With ``tools``, the image's own sshd
+    still comes first and the one the init container copied is the fallback.
+    """
+    key = f"/run/berth/{HOST_KEY_FILE}"
+    if tools:
+        return [
+            "berth_sshd() {",
+            f"  sshd=$(command -v sshd || echo {TOOLS_MOUNT}/sshd)",
+            "  [ -x \"$sshd\" ] || { echo 'berth: no sshd in the image or tools' >&2; return 1; }",
+            "  mkdir -p ~/.ssh /run/sshd /run/berth && chmod 700 ~/.ssh &&",
+            f"  cp {SECRET_MOUNT}/authorized_keys ~/.ssh/authorized_keys &&",
+            "  chmod 600 ~/.ssh/authorized_keys &&",
+            f"  cp {SECRET_MOUNT}/{HOST_KEY_FILE} {key} && chmod 600 {key} &&",
+            f'  "$sshd" -h {key} {shlex.join(RUN_SSHD_ARGS)}',
+            "}",
+            "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
+        ]
+    return [
+        "berth_sshd() {",
+        "  command -v sshd >/dev/null || { echo 'berth: no sshd in this image' >&2; return 1; }",
+        "  mkdir -p ~/.ssh /run/sshd /run/berth && chmod 700 ~/.ssh &&",
+        f"  cp {SECRET_MOUNT}/authorized_keys ~/.ssh/authorized_keys &&",
+        "  chmod 600 ~/.ssh/authorized_keys &&",
+        f"  cp {SECRET_MOUNT}/{HOST_KEY_FILE} {key} && chmod 600 {key} &&",
+        f'  "$(command -v sshd)" -h {key} {shlex.join(RUN_SSHD_ARGS)}',
+        "}",
+        "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
+    ]
 
 
 def _shell(conf: Any) -> str:
@@ -216,6 +294,9 @@ def _resources(job: Job, conf: Any) -> dict[str, Any]:
         requests["cpu"] = f"{p.cpu_milli}m"
     if p.memory_bytes:
         requests["memory"] = str(p.memory_bytes)
+    disk = request_for(conf).disk_bytes
+    if disk:
+        requests["ephemeral-storage"] = str(disk)  # only when the configuration sets disk
     if p.gpu_resource and p.gpus:
         # Extended resources must have requests == limits.
         requests[p.gpu_resource] = limits[p.gpu_resource] = str(p.gpus)
@@ -261,6 +342,57 @@ def _bytes(value: Any) -> int | None:
     return int(float(gb) * 2**30) if gb is not None else None
 
 
+def _affinity(node: str, pool: NodePool | None) -> dict[str, Any]:
+    """Pin the pod to Berth's chosen node, or to any node of the pool it waits for."""
+    if pool is not None and autoscaling.is_pool_node(node):
+        return autoscaling.pool_affinity(pool)
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def _mount_volumes(container: dict[str, Any], conf: Any, ctx: PodContext) -> list[dict[str, Any]]:
+    """Project volumes as their claims, node directories as hostPath (where allowed)."""
+    volumes: list[dict[str, Any]] = []
+    for index, mount in enumerate(getattr(conf, "volumes", None) or []):
+        if mount.is_instance:
+            if not ctx.allow_host_volumes:
+                if mount.optional:
+                    continue  # dstack's meaning: run without it where hostPath is off
+                raise ValueError(f"instance volume {mount.instance_path} is not allowed here")
+            name = f"host-{index}"
+            source: dict[str, Any] = {
+                "hostPath": {"path": mount.instance_path, "type": "DirectoryOrCreate"}
+            }
+            read_only = bool(mount.read_only)
+        else:
+            claim = ctx.claims.get(mount.name)
+            if claim is None:
+                raise ValueError(f"volume {mount.name} was not resolved to a claim")
+            name = f"vol-{index}"
+            read_only = bool(mount.read_only or claim.read_only)
+            source = {"persistentVolumeClaim": {"claimName": claim.claim, "readOnly": read_only}}
+        volumes.append({"name": name, **source})
+        mount_spec: dict[str, Any] = {"name": name, "mountPath": mount.path}
+        if read_only:
+            mount_spec["readOnly"] = True
+        container["volumeMounts"].append(mount_spec)
+    return volumes
+
+
+def _ssh_init_container(image: str) -> dict[str, Any]:
+    # Exec form: the init image needs `cp`, not a shell; it copies, it downloads nothing.
+    return {
+        "name": "berth-sshd",
+        "image": image,
+        "command": ["cp", "-a", SSH_INIT_SOURCE, TOOLS_MOUNT + "/"],
+        "volumeMounts": [{"name": "berth-tools", "mountPath": TOOLS_MOUNT}],
+    }
+
+
 def _tolerations(job: Job) -> list[dict[str, str]]:
     assert job.placement is not None
     resource = job.placement.gpu_resource
@@ -282,6 +414,8 @@ def _secret(
         )
     if conf.type == "dev-environment" or ctx.ssh_public_keys:
         data["authorized_keys"] = _b64("\n".join(ctx.ssh_public_keys) + "\n")
+        data[HOST_KEY_FILE] = _b64(ctx.ssh_host_key)
+        data[HOST_KEY_PUB_FILE] = _b64(public_key_text(ctx.ssh_host_key) + "\n")
     if not data:
         return None
     kind = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"

@@ -12,15 +12,16 @@ import logging
 import time
 from typing import Any
 
-from shared import kube, logs, tasks
+from shared import autoscaling, kube, logs, tasks
 from shared.clusters import Cluster
 from shared.configuration.parse import configuration_from_stored
-from shared.errors import KubeConflict, KubeError, KubeNotFound, TemporaryError
+from shared.errors import ConfigError, KubeConflict, KubeError, KubeNotFound, TemporaryError
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.records import Event, Job, RunStatus
-from workers import requeue
+from shared.volume_placement import host_volume_refusal
+from workers import node_pools, requeue, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
 from workers.podspec import PodContext, build_job_objects, job_pod_name
@@ -44,10 +45,29 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     master_ip = None
     if job.jobs_in_run > 1 and job.job_num > 0:
         master_ip = _master_ip(ctx, job)
+    backend = cluster.backend
+    assert job.placement is not None
+    try:
+        refusal = host_volume_refusal(
+            getattr(conf, "volumes", []), allow_host_volumes=backend.allow_host_volumes
+        )
+        if refusal is not None:
+            raise ConfigError(refusal, field="volumes")
+        claims = volumes.claims_for_run(store, cluster, run, conf)
+    except (ConfigError, KubeError) as e:
+        if isinstance(e, TemporaryError):
+            raise
+        _finish(ctx, job_id, RunStatus.FAILED, f"cannot mount the run's volumes: {e.message}")
+        return
     pod_ctx = PodContext(
         default_image=ctx.settings.default_image,
         master_ip=master_ip,
         ssh_public_keys=_ssh_keys(ctx, run.user, conf),
+        pod_settings=backend.pod_settings(),
+        claims=claims,
+        allow_host_volumes=backend.allow_host_volumes,
+        ssh_init_image=backend.ssh_init_image,
+        node_pool=autoscaling.find_pool(backend.node_pools, job.placement.node),
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     try:
@@ -85,7 +105,10 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
         pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
     except KubeNotFound:
         pod = None
-    verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=time.time())
+    now = time.time()
+    verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=now)
+    if pod is not None and job.placement and autoscaling.is_pool_node(job.placement.node):
+        verdict = node_pools.judge_pool_wait(ctx, cluster, job, pod, verdict, now=now)
     if verdict is None:
         return
     if verdict.retry_event and not run.stop_requested:
@@ -128,7 +151,9 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
         if ctx.store.save_job(job, event):
             if changed:
                 with logs.context(run=job.run_id, job=job.id):
-                    log.info("job %s of %s is %s %s", job.job_num, job.run_name, job.status, job.reason)
+                    log.info(
+                        "job %s of %s is %s %s", job.job_num, job.run_name, job.status, job.reason
+                    )
             if changed and verdict.status == RunStatus.RUNNING:
                 SUBMIT_TO_RUNNING.observe(max(0.0, time.time() - job.submitted_at))
             if verdict.status == RunStatus.PENDING:

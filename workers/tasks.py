@@ -7,7 +7,7 @@ messages already queued). Arguments are ids only.
 from __future__ import annotations
 
 from shared import tasks as names
-from workers import provisioning, scheduling, sweeps, teardown
+from workers import orphans, provisioning, scheduling, sweeps, teardown
 from workers.celery_app import berth_task
 from workers.context import context
 from workers.scheduling_trigger import request_pass
@@ -48,3 +48,8 @@ def purge_run(run_id: str) -> None:
 @berth_task(names.SWEEP)
 def sweep() -> None:
     sweeps.sweep(context())
+
+
+@berth_task(names.REAP_ORPHANS)
+def reap_orphans() -> None:
+    orphans.reap_orphans(context())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from shared import kube
+from shared import kube, tasks
 from shared.clusters import Cluster
 from shared.errors import KubeNotFound
 from shared.jobs import refresh_run
@@ -33,12 +33,13 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
         target = RunStatus.TERMINATED if run.stop_requested else RunStatus.FAILED
         if not can_move(job.status, target):
             break
+        if not (job.status == RunStatus.TERMINATING and job.reason):  # keep a limit's reason
+            job.reason = (
+                "stopped by the user"
+                if run.stop_requested
+                else "released: another job of the run ended"
+            )
         job.status = target
-        job.reason = (
-            "stopped by the user"
-            if run.stop_requested
-            else "released: another job of the run ended"
-        )
         event = Event(
             at=time.time(),
             kind="status",
@@ -47,6 +48,7 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
             message=f"job {job.job_num} {target}",
         )
         if store.save_job(job, event):
+            tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)  # its GPUs are free now
             break
     run = refresh_run(store, run.id)
     if run.status.is_finished:

@@ -20,11 +20,21 @@ router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def apply_run(
-    body: RunCreate, project: CurrentProject, user: CurrentUser, store: StoreDep, celery: CeleryDep
+    body: RunCreate,
+    project: CurrentProject,
+    user: CurrentUser,
+    store: StoreDep,
+    celery: CeleryDep,
+    clusters: ClustersDep,
 ) -> RunPublic:
     """Validate and accept a run; scheduling happens in the background."""
     run, jobs = run_service.submit_run(
-        store, celery, project=project, user=user, configuration=body.configuration
+        store,
+        celery,
+        project=project,
+        user=user,
+        configuration=body.configuration,
+        clusters=clusters,
     )
     return RunPublic.of(run, jobs)
 

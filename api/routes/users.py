@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import CurrentUser, StoreDep
+from api.deps import AdminUser, CurrentUser, StoreDep
 from api.services import auth
-from shared.errors import AuthError, ConflictError
+from shared.errors import ConflictError
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -32,9 +32,7 @@ class SshKey(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, user: CurrentUser, store: StoreDep) -> UserCreated:
-    if not user.is_admin:
-        raise AuthError("only admins create users")
+def create_user(body: UserCreate, _admin: AdminUser, store: StoreDep) -> UserCreated:
     if store.get_user(body.name) is not None:
         raise ConflictError(f"user {body.name!r} exists", field="name")
     return UserCreated(

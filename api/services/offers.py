@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from shared import placements
+from shared.autoscaling import pool_of
 from shared.clusters import ClusterRegistry
 from shared.configuration.base import config_error_from_validation
 from shared.configuration.resources import ResourcesSpec
@@ -14,6 +15,7 @@ from shared.configuration.server import KubernetesBackend
 from shared.errors import ConfigError
 from shared.inventory_store import load_inventory
 from shared.offers import Offer, Request, describe, match, nominal_memory_mib
+from shared.placement_facts import with_pools
 from shared.requests import request_from_resources
 from shared.store import Store
 
@@ -35,6 +37,9 @@ class OffersPublic(BaseModel):
     reason: str
     nodes: int
     offers: list[OfferPublic]
+    pod_requests: dict[str, str] = {}
+    """What each job's pod asks Kubernetes for (``cpu``, ``memory``, GPUs,
+    ``ephemeral-storage``), as quantities; a resource left out is not requested."""
 
 
 def offers_for(
@@ -45,6 +50,8 @@ def offers_for(
 ) -> OffersPublic:
     inventory = load_inventory(store, clusters, project)
     held = placements.reserved(j for _, jobs in placements.active_runs(store) for j in jobs)
+    # Autoscaling pools offer the nodes they may still add, as the scheduler sees them.
+    inventory = with_pools(inventory, clusters.for_project(project), held=held)
     verdict = match(inventory, request, reserved=held)
     backend = clusters.server.backend_for(project)
     return OffersPublic(
@@ -53,7 +60,32 @@ def offers_for(
         reason=verdict.reason,
         nodes=request.nodes,
         offers=[_public(o, backend) for o in verdict.offers],
+        pod_requests=pod_requests(request),
     )
+
+
+def pod_requests(request: Request) -> dict[str, str]:
+    """The requests of one job's pod, in Kubernetes quantities.
+
+    Ranges are requested at their lower bound, as the pod spec will be; disk is
+    requested only when the configuration sets it (dstack's ``100GB..`` default
+    would make every node with a smaller ephemeral disk unusable).
+    """
+    out: dict[str, str] = {}
+    if request.cpu_millicores:
+        out["cpu"] = f"{request.cpu_millicores}m"
+    if request.memory_bytes:
+        out["memory"] = _gi(request.memory_bytes)
+    if request.gpu_count:
+        names = ",".join(sorted(n.upper() for n in request.gpu_names)) or "any"
+        out["gpu"] = f"{request.gpu_count} ({names})"
+    if request.disk_bytes:
+        out["ephemeral-storage"] = _gi(request.disk_bytes)
+    return out
+
+
+def _gi(n: int) -> str:
+    return f"{n / 2**30:g}Gi"
 
 
 def resources_from_query(**query: Any) -> ResourcesSpec:
@@ -76,9 +108,10 @@ def _public(offer: Offer, backend: KubernetesBackend) -> OfferPublic:
     name = (group.name or group.product) if group else None
     prices = backend.gpu_prices or {}
     price = prices.get(name) if name else None
+    pool = pool_of(offer.node)
     return OfferPublic(
         backend=f"kubernetes/{backend.namespace}",
-        node=offer.node,
+        node=f"(autoscaled) pool {pool}" if pool else offer.node,
         gpu=name,
         gpu_memory=f"{mem // 1024}GB" if mem else None,
         count=offer.gpus,

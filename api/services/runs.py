@@ -11,11 +11,12 @@ from celery import Celery
 
 from api.services.names import random_run_name
 from api.services.offers import OffersPublic, offers_for
+from api.services.volumes import check_run_volumes
 from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
-from shared.errors import ConfigError, ConflictError
+from shared.errors import ConfigError, ConflictError, ForbiddenError
 from shared.fleets import allowed_nodes
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
@@ -34,9 +35,12 @@ def submit_run(
     project: Project,
     user: User,
     configuration: str | dict[str, Any],
+    clusters: ClusterRegistry,
 ) -> tuple[Run, list[Job]]:
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
     conf = _parse(configuration)
+    check_run_volumes(store, clusters, project.name, conf)
+    _check_privileged(clusters, project.name, conf)
     explicit = getattr(conf, "name", None)
     for _ in range(1 if explicit else _NAME_ATTEMPTS):
         run = Run(
@@ -72,6 +76,8 @@ def plan_run(
     configuration: str | dict[str, Any],
 ) -> OffersPublic:
     conf = _parse(configuration)
+    check_run_volumes(store, clusters, project.name, conf)
+    _check_privileged(clusters, project.name, conf)
     request = request_for(conf)
     fleets = getattr(conf, "fleets", None)
     if fleets:
@@ -119,10 +125,25 @@ def delete_run(store: Store, celery: Celery, run: Run) -> None:
     tasks.send(celery, tasks.PURGE_RUN, run.id)
 
 
+def _check_privileged(clusters: ClusterRegistry, project: str, conf: Any) -> None:
+    """``privileged: true`` makes the container root on its node: the project must allow it."""
+    if not getattr(conf, "privileged", False):
+        return
+    allowed = any(p.name == project and p.allow_privileged for p in clusters.server.projects)
+    if not allowed:
+        raise ForbiddenError(
+            f"privileged: true is not allowed in project {project!r}; an operator can set"
+            " allow_privileged: true for it in the server config",
+            field="privileged",
+        )
+
+
 def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:
     if isinstance(configuration, str):
         return parse_run_configuration(configuration)
     conf = configuration_from_mapping(configuration)
-    if conf.type == "fleet":
-        raise ConfigError("type: fleet goes to the fleets endpoint, not runs", field="type")
+    if conf.type == "fleet" or conf.type == "volume":  # two tests: mypy narrows each
+        raise ConfigError(
+            f"type: {conf.type} goes to the {conf.type}s endpoint, not runs", field="type"
+        )
     return conf

@@ -17,12 +17,14 @@ from shared.configuration.fields import (
     parse_offable_duration,
 )
 from shared.configuration.fleets import FleetConfiguration
+from shared.configuration.kube_fields import NodePool, PodSecurityContext, PodSettings, Toleration
 from shared.configuration.parse import (
     AnyConfiguration,
     configuration_from_mapping,
     parse_configuration,
     parse_fleet_configuration,
     parse_run_configuration,
+    parse_volume_configuration,
 )
 from shared.configuration.ranges import Memory, Range, parse_count_range, parse_memory_range
 from shared.configuration.resources import (
@@ -49,6 +51,7 @@ from shared.configuration.server import (
     load_server_config,
     server_config_from_text,
 )
+from shared.configuration.volumes import VolumeConfiguration
 
 __all__ = [
     "AnyConfiguration",
@@ -62,6 +65,9 @@ __all__ = [
     "Kubeconfig",
     "KubernetesBackend",
     "Memory",
+    "NodePool",
+    "PodSecurityContext",
+    "PodSettings",
     "PortMapping",
     "Probe",
     "ProjectConfig",
@@ -75,6 +81,8 @@ __all__ = [
     "ServiceConfiguration",
     "ServiceModel",
     "TaskConfiguration",
+    "Toleration",
+    "VolumeConfiguration",
     "VolumeMount",
     "configuration_from_mapping",
     "load_server_config",
@@ -87,5 +95,6 @@ __all__ = [
     "parse_memory_range",
     "parse_offable_duration",
     "parse_run_configuration",
+    "parse_volume_configuration",
     "server_config_from_text",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -37,6 +38,16 @@ STORED = "stored"
 _MAX_EXTRA_PROBLEMS = 3
 # Long inputs (a whole mapping, a script) are cut so the message stays one line.
 _MAX_SHOWN_INPUT = 60
+# A real configuration has hundreds of YAML nodes; anchors and aliases that expand
+# past this are a "billion laughs" bomb, refused before anything walks the tree.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64  # dstack files nest a handful of levels
+# Keys whose values may be secrets: a problem below them never echoes the value.
+_SECRET_KEYS = frozenset({"password", "registry_auth", "env", "data", "token"})
+# repr() of the whole input first would let an alias bomb expand inside the message.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _MAX_SHOWN_INPUT
 
 
 class BerthModel(BaseModel):
@@ -93,6 +104,8 @@ def load_yaml_mapping(text: str, *, source: str | None = None) -> dict[str, Any]
     where = f" in {source}" if source else ""
     try:
         data = yaml.load(text, Loader=_BerthLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError as e:
+        raise ConfigError(f"invalid YAML{where}: nested too deeply") from e
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -167,11 +180,13 @@ def _describe(detail: ErrorDetails, field: str) -> str:
         return str(context.get("error", detail["msg"]))
     if detail["type"] == "missing":
         return "required field is missing"
+    if _SECRET_KEYS.intersection(str(part) for part in detail["loc"]):
+        return f"{detail['msg']}, got a {type(detail['input']).__name__}"  # never the value
     return f"{detail['msg']}, got {_show(detail['input'])}"
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > _MAX_SHOWN_INPUT:
         return text[: _MAX_SHOWN_INPUT - 3] + "..."
     return text
@@ -184,6 +199,28 @@ class _BerthLoader(yaml.SafeLoader):
     port mapping into nonsense; dstack files write such mappings unquoted. A duplicate
     key silently keeps the last value in PyYAML, hiding half of a user's edit.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # Refused here, cheaply: a deep document would otherwise take seconds to
+        # end in a RecursionError (1 KB of "[" costs the server that much CPU).
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _refuse_bombs(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -200,6 +237,43 @@ class _BerthLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_bombs(root: yaml.Node) -> None:
+    """Refuse a document whose anchors and aliases expand past MAX_YAML_NODES, or loop.
+
+    Aliases share nodes, so the size is counted once per distinct node with a
+    memo: linear in the text, however large the expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        if total > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"anchors and aliases expand to more than {MAX_YAML_NODES} nodes",
+                node.start_mark,
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, field_serializer, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from shared.configuration.base import BerthModel, not_supported
+from shared.configuration.base import BerthModel, field_error, not_supported
 
 RetryEvent = Literal["no-capacity", "error", "interruption"]
 SpotPolicy = Literal["spot", "on-demand", "auto"]
@@ -27,6 +34,9 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PORT_MAPPING_RE = re.compile(r"(?:(\d+|\*):)?(\d+)")
+# dstack's tag rules (src/dstack/_internal/utils/tags.py), "valid across most backends".
+_TAG_KEY_RE = re.compile(r"[_\-a-zA-Z0-9]{1,60}")
+_TAG_VALUE_RE = re.compile(r"[a-zA-Z0-9 .:/=_\-+@]{0,256}")
 
 
 def parse_duration(value: object) -> int:
@@ -84,7 +94,9 @@ def _env_from_yaml(value: Any) -> Any:
     for key, raw in value.items():
         _check_env_name(key)
         if isinstance(raw, bool) or not isinstance(raw, str | int | float | None):
-            raise ValueError(f"env {key}: expected a string value, got {raw!r} (quote it)")
+            # The value is not echoed: env values are often secrets.
+            kind = type(raw).__name__
+            raise ValueError(f"env {key}: expected a string value, got a {kind} (quote it)")
         env[key] = None if raw is None else str(raw)
     return env
 
@@ -172,18 +184,46 @@ Retry = Annotated[RetryPolicy | None, BeforeValidator(_retry_from_yaml)]
 
 
 class VolumeMount(BerthModel):
-    """A named volume mounted at an absolute container path."""
+    """A named volume (``name``) or a node directory (``instance_path``) at a container path.
 
-    dstack_only_fields = frozenset({"instance_path", "optional"})
+    A node directory is a hostPath: the server configuration must allow it
+    (``allow_host_volumes``), which is checked when the run is submitted.
+    """
 
-    name: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1)
+    """A volume of the project (``berth volume apply``)."""
+    instance_path: str | None = None
+    """A directory on the node (dstack's instance volume)."""
     path: str
     read_only: bool = False
+    optional: bool = False
+    """For an instance path: where host volumes are not allowed, run without it
+    instead of refusing the run (dstack's meaning)."""
 
-    @field_validator("path")
+    @field_validator("name", mode="before")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        return _absolute_path(value)
+    def _one_name(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            # dstack picks one of several volumes in different regions; a cluster has one.
+            raise not_supported(value="a list of volume names")
+        return value
+
+    @field_validator("path", "instance_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_path(value)
+
+    @model_validator(mode="after")
+    def _volume_or_instance_path(self) -> Self:
+        if (self.name is None) == (self.instance_path is None):
+            raise field_error("name", "set exactly one of name (a volume) or instance_path")
+        if self.optional and self.instance_path is None:
+            raise field_error("optional", "only an instance_path mount can be optional")
+        return self
+
+    @property
+    def is_instance(self) -> bool:
+        return self.instance_path is not None
 
 
 def _volume_from_yaml(value: Any) -> Any:
@@ -191,14 +231,33 @@ def _volume_from_yaml(value: Any) -> Any:
         return value
     source, sep, path = value.partition(":")
     if not sep or not source or not path:
-        raise ValueError(f"cannot parse {value!r}: expected NAME:/container/path")
+        raise ValueError(
+            f"cannot parse {value!r}: expected NAME:/container/path or /node/path:/container/path"
+        )
     if "/" in source:
-        # dstack's instance (host path) mount: `/mnt/data:/data`.
-        raise not_supported("instance_path")
+        return {"instance_path": source, "path": path}  # dstack's instance (host path) mount
     return {"name": source, "path": path}
 
 
 VolumeMountField = Annotated[VolumeMount, BeforeValidator(_volume_from_yaml)]
+
+
+def _tags_from_yaml(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    for key, raw in value.items():
+        if not isinstance(key, str) or _TAG_KEY_RE.fullmatch(key) is None:
+            raise ValueError(f"invalid tag key {key!r}: expected 1-60 letters, digits, '-' or '_'")
+        if not isinstance(raw, str) or _TAG_VALUE_RE.fullmatch(raw) is None:
+            raise ValueError(
+                f"invalid value of tag {key}: {raw!r}: expected a string of at most 256"
+                " letters, digits, spaces or .:/=_-+@ (quote numbers)"
+            )
+    return value
+
+
+Tags = Annotated[dict[str, str], BeforeValidator(_tags_from_yaml)]
+"""dstack's ``tags``: short keys and printable values."""
 
 
 class HttpHeader(BerthModel):

@@ -27,10 +27,15 @@ from shared.configuration.runs import (
     ServiceConfiguration,
     TaskConfiguration,
 )
+from shared.configuration.volumes import VolumeConfiguration
 from shared.errors import ConfigError, NotSupportedError
 
 AnyConfiguration = Annotated[
-    TaskConfiguration | DevEnvironmentConfiguration | ServiceConfiguration | FleetConfiguration,
+    TaskConfiguration
+    | DevEnvironmentConfiguration
+    | ServiceConfiguration
+    | FleetConfiguration
+    | VolumeConfiguration,
     Field(discriminator="type"),
 ]
 """Anything ``berth apply -f`` accepts, told apart by ``type``."""
@@ -38,9 +43,10 @@ AnyConfiguration = Annotated[
 CONFIGURATION_TYPES: dict[str, type[BerthModel]] = {
     **RUN_CONFIGURATION_TYPES,
     "fleet": FleetConfiguration,
+    "volume": VolumeConfiguration,
 }
 # dstack configuration types Berth has no counterpart for yet.
-_TYPES_NOT_SUPPORTED = frozenset({"gateway", "volume"})
+_TYPES_NOT_SUPPORTED = frozenset({"gateway"})
 
 
 def parse_configuration(text: str, *, source: str | None = None) -> AnyConfiguration:
@@ -60,6 +66,13 @@ def parse_fleet_configuration(text: str, *, source: str | None = None) -> FleetC
     data = load_yaml_mapping(text, source=source)
     _require_type(data, allowed={"fleet": FleetConfiguration}, source=source)
     return cast(FleetConfiguration, configuration_from_mapping(data, source=source))
+
+
+def parse_volume_configuration(text: str, *, source: str | None = None) -> VolumeConfiguration:
+    """Parse a ``type: volume`` configuration; any other type is a ConfigError."""
+    data = load_yaml_mapping(text, source=source)
+    _require_type(data, allowed={"volume": VolumeConfiguration}, source=source)
+    return cast(VolumeConfiguration, configuration_from_mapping(data, source=source))
 
 
 def configuration_from_mapping(

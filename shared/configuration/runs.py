@@ -26,6 +26,7 @@ from shared.configuration.fields import (
     Scaling,
     ServiceModelField,
     SpotPolicy,
+    Tags,
     VolumeMountField,
     port_mapping_from_yaml,
 )
@@ -60,7 +61,6 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
         "startup_order",
         "stop_criteria",
         "stop_duration",
-        "tags",
         "user",
         "utilization_policy",
     }
@@ -96,6 +96,8 @@ class _RunConfigurationBase(BerthModel):
     fleets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     """Fleets the run may use; any fleet of the project when empty."""
     volumes: list[VolumeMountField] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=dict)
+    """dstack's resource tags; on Kubernetes they label (or annotate) the run's pods."""
 
     @field_validator("working_dir")
     @classmethod

@@ -26,6 +26,7 @@ from shared.configuration.base import (
     not_supported,
 )
 from shared.configuration.fields import Port, ResourceName
+from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.errors import ConfigError
 
 # Kubernetes namespace names are DNS-1123 labels.
@@ -76,6 +77,8 @@ class KubeContext(BerthModel):
 
     name: str = Field(min_length=1)
     proxy_jump: ProxyJump | None = None
+    pod: PodSettings | None = None
+    """Pod settings of this cluster, on top of the backend's ``pod``."""
 
 
 class Kubeconfig(BerthModel):
@@ -124,6 +127,22 @@ class KubernetesBackend(BerthModel):
     """The jump host of every context that does not name its own."""
     gpu_prices: dict[str, Annotated[float, Field(ge=0)]] | None = None
     """GPU model -> dollars per GPU-hour, for cost reporting; Kubernetes has no prices."""
+    pod: PodSettings = PodSettings()
+    """How run pods are shaped for this cluster: node selector, tolerations, labels,
+    annotations, priority class, service account, runtime class, pull secrets and a
+    default security context. A context may add its own ``pod`` on top."""
+    allow_host_volumes: bool = False
+    """Whether runs may mount node directories (``/host/path:/container/path``, a
+    hostPath). Off by default: a hostPath reaches the node's own files."""
+    ssh_init_image: str | None = Field(None, min_length=1)
+    """An image whose ``/berth/ssh/`` directory holds a self-contained OpenSSH sshd
+    (static, built with ``--libexecdir=/berth/tools``) and which has ``cp``; an init
+    container copies the directory into every run pod, whose own sshd, if any, still
+    comes first. ``None`` (the default): a run pod uses the sshd of its own image, and
+    SSH is off if it has none. Either way the pod downloads nothing when it starts."""
+    node_pools: list[NodePool] = Field(default_factory=list)
+    """Node pools an autoscaler can grow: runs that fit no node but fit a pool wait
+    for the autoscaler to add one."""
 
     @field_validator("type", mode="before")
     @classmethod
@@ -149,6 +168,18 @@ class KubernetesBackend(BerthModel):
             _refuse_duplicates([c.name for c in value], what="context")
         return value
 
+    @field_validator("node_pools")
+    @classmethod
+    def _unique_pools(cls, value: list[NodePool]) -> list[NodePool]:
+        _refuse_duplicates([p.name for p in value], what="node pool")
+        return value
+
+    def pod_settings(self) -> PodSettings:
+        """The pod settings of the context Berth connects to: the backend's, then its own."""
+        name = self.context_name()
+        context = next((c for c in self.contexts or [] if c.name == name), None)
+        return self.pod.merged(context.pod if context else None)
+
     def context_name(self) -> str | None:
         """The context Berth connects to: the first listed, else the kubeconfig's current."""
         return self.contexts[0].name if self.contexts else None
@@ -172,6 +203,9 @@ class ProjectConfig(BerthModel):
     backends: list[KubernetesBackend] = Field(default_factory=list)
     quotas: dict[str, Annotated[int, Field(ge=0, strict=True)]] | None = None
     """GPU model -> most GPUs of that model the project may hold at once."""
+    allow_privileged: bool = False
+    """Whether runs of this project may ask for ``privileged: true``. A privileged
+    container is root on its node, so it is off unless the operator turns it on."""
 
 
 class ServerConfig(BerthModel):

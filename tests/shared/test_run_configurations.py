@@ -222,10 +222,10 @@ def test_volumes_accept_name_path_strings_and_mappings() -> None:
     ]
 
 
-def test_a_host_path_volume_is_not_supported_yet() -> None:
-    error = _error("type: task\nimage: x\nvolumes: ['/mnt/data:/data']")
-    assert isinstance(error, NotSupportedError)
-    assert error.message == "not supported by Berth yet: volumes.0.instance_path"
+def test_a_host_path_volume_parses_as_an_instance_mount() -> None:
+    # Whether the project allows it is decided at submission (allow_host_volumes).
+    (mount,) = _task("volumes: ['/mnt/data:/data']").volumes
+    assert (mount.instance_path, mount.path, mount.is_instance) == ("/mnt/data", "/data", True)
 
 
 def test_a_volume_path_must_be_absolute() -> None:
@@ -550,7 +550,7 @@ def test_an_ide_that_is_not_a_word_is_reported_at_ide() -> None:
     assert _error("type: dev-environment\nide: {name: vscode}").field == "ide"
 
 
-@pytest.mark.parametrize("kind", ["gateway", "volume"])
+@pytest.mark.parametrize("kind", ["gateway"])
 def test_dstack_configuration_types_berth_lacks_are_not_supported(kind: str) -> None:
     error = _error(f"type: {kind}\nname: x")
     assert isinstance(error, NotSupportedError)

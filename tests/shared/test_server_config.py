@@ -164,7 +164,7 @@ def test_an_unknown_backend_field_lists_the_accepted_ones(tmp_path: Path) -> Non
     error = _error(tmp_path, text)
     assert error.field == "projects.0.backends.0.namespaces"
     assert "did you mean namespace?" in error.message
-    assert "accepted fields: contexts, gpu_prices, kubeconfig, namespace" in error.message
+    assert "accepted fields: allow_host_volumes, contexts, gpu_prices, kubeconfig" in error.message
 
 
 def test_quotas_and_gpu_prices_are_optional_and_read_when_given() -> None:

@@ -1,0 +1,222 @@
+"""``/proxy/services/{project}/{run}/{path}``: HTTP to a service's replicas, through tunnels.
+
+Each request reads the run and its jobs afresh (two Redis round trips), so a
+replica whose job leaves ``running`` gets no further request, and its pooled
+connections are closed, from that moment. Replicas take turns (round-robin);
+one that refuses the connection is skipped for the next. Responses stream
+through as the replica sends them.
+
+With ``auth: true`` (dstack's default) the caller needs the bearer token of a
+project member; that token is not passed on to the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpcore
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import error_response
+from api.services.tunnels import Replica, TunnelPool
+from shared import ssh
+from shared.errors import AuthError, NotFoundError, TemporaryError
+from shared.records import RunStatus
+from shared.ssh import JumpHostRecord
+from shared.store import Store
+
+router = APIRouter(tags=["proxy"])
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# RFC 9110 section 7.6.1: meaningful for one hop only, never forwarded.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def _tunnels(request: Request) -> TunnelPool:
+    tunnels: TunnelPool = request.app.state.tunnels
+    return tunnels
+
+
+TunnelsDep = Annotated[TunnelPool, Depends(_tunnels)]
+
+
+@router.api_route("/proxy/services/{project}/{run}/{path:path}", methods=_METHODS)
+async def proxy_service(
+    project: str, run: str, path: str, request: Request, tunnels: TunnelsDep
+) -> Response:
+    """Forward the request to one of the service's running replicas."""
+    target = await run_in_threadpool(
+        resolve_service,
+        tunnels.store,
+        project=project,
+        run=run,
+        authorization=request.headers.get("authorization"),
+    )
+    await tunnels.retire(target.run_id, target.replicas)
+    return await forward(request, tunnels, target, path=path)
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    run_id: str
+    prefix: str
+    """The public path prefix, sent on as ``X-Forwarded-Prefix``."""
+    replicas: list[Replica]
+    jump: JumpHostRecord
+    auth: bool
+
+
+def resolve_service(
+    store: Store, *, project: str, run: str, authorization: str | None
+) -> ServiceTarget:
+    """The service's running replicas and its jump host, after the auth check."""
+    found = store.get_project(project)
+    if found is None:
+        raise NotFoundError(f"project {project!r} not found", field="project")
+    record = store.run_by_name(project, run)
+    if record.configuration_type != "service":
+        raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
+    auth = bool(record.configuration.get("auth", True))
+    if auth:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError(f"service {run!r} needs a project token: 'Authorization: Bearer …'")
+        user = store.user_by_token(token.strip())
+        if user is None:
+            raise AuthError("unknown token")
+        if user.name not in found.members and not user.is_admin:
+            raise NotFoundError(f"project {project!r} not found", field="project")
+    port = int(record.configuration["port"])
+    replicas = [
+        Replica(job_id=j.id, pod_ip=j.pod_ip, port=port)
+        for j in store.jobs_of(record)
+        if j.status == RunStatus.RUNNING and j.pod_ip
+    ]
+    if not replicas:
+        raise TemporaryError(f"service {run!r} has no running replica ({record.status})", delay=5)
+    jump = ssh.jump_host_of(store, project)
+    if jump is None:
+        raise TemporaryError(
+            f"project {project!r} has no jump host: set proxy_jump in the server config"
+        )
+    return ServiceTarget(
+        run_id=record.id,
+        prefix=f"/proxy/services/{project}/{run}",
+        replicas=replicas,
+        jump=jump,
+        auth=auth,
+    )
+
+
+async def forward(
+    request: Request, tunnels: TunnelPool, target: ServiceTarget, *, path: str
+) -> Response:
+    """Send ``request`` to the first replica that accepts a connection; stream the answer."""
+    settings = tunnels.settings
+    timeouts = {
+        "connect": settings.proxy_connect_timeout_s,
+        "pool": settings.proxy_connect_timeout_s,
+        "read": settings.proxy_read_timeout_s,
+        "write": settings.proxy_read_timeout_s,
+    }
+    query = request.url.query
+    request_target = f"/{path}" + (f"?{query}" if query else "")
+    body = _body(request)
+    failures = []
+    for replica in tunnels.in_turn(target.run_id, target.replicas):
+        pool = await tunnels.http_pool(target.run_id, replica, target.jump)
+        outgoing = httpcore.Request(
+            request.method,
+            httpcore.URL(
+                scheme=b"http",
+                host=replica.pod_ip.encode(),
+                port=replica.port,
+                target=request_target.encode(),
+            ),
+            headers=_request_headers(request, target, replica, has_body=body is not None),
+            content=body,
+            extensions={"timeout": timeouts},
+        )
+        try:
+            response = await pool.handle_async_request(outgoing)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.PoolTimeout) as e:
+            failures.append(f"{replica.pod_ip}:{replica.port}: {e}")
+            continue  # the body was not read yet: the next replica can take the request
+        except httpcore.TimeoutException:
+            return error_response(504, "gateway_timeout", "the replica did not answer in time")
+        except httpcore.NetworkError as e:
+            return error_response(502, "bad_gateway", f"the replica's connection broke: {e}")
+        except httpcore.ProtocolError as e:
+            return error_response(502, "bad_gateway", f"the replica spoke bad HTTP: {e}")
+        answer = StreamingResponse(_stream(response), status_code=response.status)
+        answer.raw_headers = _response_headers(response.headers)  # repeats kept (Set-Cookie)
+        return answer
+    reason = "; ".join(failures)
+    if not target.jump.healthy:
+        reason += f" (jump host: {target.jump.status} {target.jump.reason})"
+    return error_response(502, "bad_gateway", f"no replica could be reached: {reason}")
+
+
+def _body(request: Request) -> AsyncIterator[bytes] | None:
+    if "content-length" in request.headers or "transfer-encoding" in request.headers:
+        return request.stream()
+    return None
+
+
+def _request_headers(
+    request: Request, target: ServiceTarget, replica: Replica, *, has_body: bool
+) -> list[tuple[bytes, bytes]]:
+    drop = _HOP_BY_HOP | _connection_tokens(request.headers.get("connection", "")) | {"host"}
+    if target.auth:
+        drop |= {"authorization"}  # the member's Berth token is none of the service's business
+    headers = [
+        (k.encode(), v.encode()) for k, v in request.headers.items() if k.lower() not in drop
+    ]
+    client = request.client.host if request.client else ""
+    forwarded_for = ", ".join(v for v in (request.headers.get("x-forwarded-for"), client) if v)
+    headers += [
+        (b"host", f"{replica.pod_ip}:{replica.port}".encode()),
+        (b"x-forwarded-for", forwarded_for.encode()),
+        (b"x-forwarded-host", request.headers.get("host", "").encode()),
+        (b"x-forwarded-proto", request.url.scheme.encode()),
+        (b"x-forwarded-prefix", target.prefix.encode()),
+    ]
+    if has_body and "content-length" not in request.headers:
+        headers.append((b"transfer-encoding", b"chunked"))  # the client streamed it to us too
+    return headers
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    connection = next((v.decode() for k, v in headers if k.lower() == b"connection"), "")
+    drop = _HOP_BY_HOP | _connection_tokens(connection)
+    return [(k.lower(), v) for k, v in headers if k.decode("latin-1").lower() not in drop]
+
+
+def _connection_tokens(value: str) -> set[str]:
+    return {t.strip().lower() for t in value.split(",") if t.strip()}
+
+
+async def _stream(response: httpcore.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_stream():
+            yield chunk
+    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError):
+        return  # the replica went away mid-response; the client sees the stream end
+    finally:
+        await response.aclose()

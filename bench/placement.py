@@ -1,0 +1,174 @@
+"""Scenario 6: placement decision time per run at 100, 1,000 and 5,000 nodes.
+
+Pure, no cluster: a synthetic mixed fleet (40% 8xH100, 30% 8xA100, 20% 1xA10,
+10% CPU-only, every GPU node partly used by pods) as a :class:`GpuInventory`,
+the way the proxy worker publishes it. Per size it times:
+
+- :func:`shared.offers.match` for one run (what ``berth offer`` and each
+  admission ask), cycling through three requests: 1xH100, 8xA100 and one GPU
+  of any model;
+- the scheduling pass's pure core, :func:`shared.queueing.plan`, over 100
+  queued one-GPU runs, per run decided;
+- the pass's fixed cost per pass: reading the published inventory back
+  (:meth:`GpuInventory.from_json`), which every pass does.
+
+Growth is the per-run time at the largest size over the smallest; linear in
+nodes would be the node ratio (50x), so a growth at or under it is "no worse
+than linear".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+from kubernetes import client
+
+from bench.common import Figures
+from cli.local.nodes import GpuSpec, NodePool, NodePools, node_bodies
+from shared.gpu.inventory import GpuInventory, build_inventory
+from shared.offers import Request, match
+from shared.queueing import QueuedRun, plan
+
+SCENARIO = "6 placement"
+NODE_COUNTS = (100, 1_000, 5_000)
+BUDGET_S = 2.0  # wall time per measured call kind and size, per repeat
+MIN_CALLS = 3  # ...but never fewer calls than this, even when one call takes seconds
+QUEUED = 20  # runs in one plan() call; its cost per run is what is reported
+SEED = 7  # the same synthetic fleet on every run, so runs compare
+GIB = 2**30
+# (pool, share of nodes, product label, GPUs per node, GPU memory MiB); the rest is CPU-only.
+FLEET = (
+    ("h100", 0.4, "NVIDIA-H100-80GB-HBM3", 8, 81559),
+    ("a100", 0.3, "NVIDIA-A100-SXM4-80GB", 8, 81920),
+    ("a10", 0.2, "NVIDIA-A10", 1, 23028),
+)
+
+REQUESTS = (
+    Request(
+        gpu_count=1,
+        gpu_names=frozenset({"h100"}),
+        cpu_millicores=1000,
+        memory_bytes=GIB,
+    ),
+    Request(gpu_count=8, gpu_names=frozenset({"a100"}), cpu_millicores=8000, memory_bytes=64 * GIB),
+    Request(gpu_count=1, cpu_millicores=1000, memory_bytes=GIB),
+)
+
+
+def main() -> None:
+    from bench.__main__ import main as harness
+
+    harness(["--only", "placement"])
+
+
+def run(figs: Figures, *, repeats: int, node_counts: tuple[int, ...] = NODE_COUNTS) -> None:
+    inventories = {n: synthetic_inventory(n) for n in node_counts}
+    for _ in range(repeats):
+        per_run: dict[int, float] = {}
+        per_plan: dict[int, float] = {}
+        for n, inventory in inventories.items():
+            per_run[n] = _median_seconds([partial(match, inventory, r) for r in REQUESTS])
+            queued = [
+                QueuedRun(
+                    run_id=f"r{i:04d}",
+                    project=("main", "other")[i % 2],
+                    priority=0,
+                    submitted_at=float(i),
+                    request=REQUESTS[0],
+                )
+                for i in range(QUEUED)
+            ]
+            per_plan[n] = _median_seconds([partial(plan, inventory, queued, [])]) / QUEUED
+            text = inventory.to_json()
+            load = _median_seconds([partial(GpuInventory.from_json, text)])
+            figs.add(SCENARIO, f"match() per run, {n:,} nodes", per_run[n], "s")
+            figs.add(SCENARIO, f"plan() per run of {QUEUED} queued, {n:,} nodes", per_plan[n], "s")
+            figs.add(
+                SCENARIO,
+                f"inventory read per pass (from_json), {n:,} nodes",
+                load,
+                "s",
+                note=f"{len(text) / 1024:.0f} KiB of JSON",
+            )
+        lo, hi = min(node_counts), max(node_counts)
+        linear = f"linear would be {hi / lo:.0f}x"
+        figs.add(
+            SCENARIO,
+            f"match() growth {lo:,} -> {hi:,} nodes",
+            per_run[hi] / per_run[lo],
+            "x",
+            linear,
+        )
+        figs.add(
+            SCENARIO,
+            f"plan() growth {lo:,} -> {hi:,} nodes",
+            per_plan[hi] / per_plan[lo],
+            "x",
+            linear,
+        )
+
+
+def synthetic_inventory(nodes: int) -> GpuInventory:
+    """A mixed fleet of ``nodes`` nodes; each GPU node has a random share of its GPUs in use."""
+    rng = random.Random(SEED)
+    pools = [
+        NodePool(
+            name=name,
+            count=round(nodes * share),
+            cpu="192",
+            memory="2000Gi",
+            gpu=GpuSpec(product=product, count=count, memory_mib=memory),
+        )
+        for name, share, product, count, memory in FLEET
+    ]
+    pools.append(NodePool(name="cpu", count=nodes - sum(p.count for p in pools), cpu="64"))
+    api = client.ApiClient()
+    v1_nodes, v1_pods = [], []
+    for body in node_bodies(NodePools(pools=pools)):
+        body["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+        v1_nodes.append(api.deserialize(json.dumps(body), "V1Node", "application/json"))
+        gpus = int(body["status"]["allocatable"].get("nvidia.com/gpu", "0"))
+        for i in range(rng.randint(0, gpus)):
+            pod = _pod(f"{body['metadata']['name']}-{i}", body["metadata"]["name"])
+            v1_pods.append(api.deserialize(json.dumps(pod), "V1Pod", "application/json"))
+    api.close()
+    return build_inventory(v1_nodes, v1_pods)
+
+
+def _pod(name: str, node: str) -> dict[str, object]:
+    requests = {"nvidia.com/gpu": "1", "cpu": "4", "memory": "16Gi"}
+    return {
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "x",
+                    "resources": {"requests": requests, "limits": requests},
+                }
+            ],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def _median_seconds(calls: list[Callable[[], object]]) -> float:
+    """Median wall time of one call, cycling through ``calls`` for about BUDGET_S."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + BUDGET_S
+    while len(samples) < MIN_CALLS or time.perf_counter() < deadline:
+        for call in calls:
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+if __name__ == "__main__":
+    main()

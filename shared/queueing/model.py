@@ -1,0 +1,85 @@
+"""The queue's plain inputs and outputs: what waits, what holds, what the pass decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from shared.offers import Request
+from shared.records import Placement
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    """A run waiting for placement, reduced to what ordering and matching need."""
+
+    run_id: str
+    project: str
+    priority: int
+    submitted_at: float
+    request: Request
+    """One job's needs; ``request.nodes > 1`` makes the run a gang on distinct nodes."""
+    jobs: int = 1
+    """Jobs still to place (all of them, except a service that lost a replica)."""
+    held_nodes: frozenset[str] = frozenset()
+    """Nodes the run's other jobs already hold; a gang must avoid them too."""
+
+    @property
+    def gang(self) -> bool:
+        return self.request.nodes > 1
+
+    @cached_property
+    def key(self) -> tuple[int, float, str]:
+        """Queue order inside a project (see :mod:`shared.queueing.order`)."""
+        return (-self.priority, self.submitted_at, self.run_id)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One placed job of any project: capacity taken until the job finishes."""
+
+    project: str
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class Admit:
+    run_id: str
+    project: str
+    placements: tuple[Placement, ...]
+    """One per job still to place, in job order."""
+    borrowed: bool = False
+    """True when the run goes past its project's quota on idle capacity."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    run_id: str
+    project: str
+    cause: str
+    """What it waits for, without the position (that is ``position``/``queued``)."""
+    position: int
+    """1 is next in its project's queue."""
+    queued: int
+    """How many runs wait in the project's queue."""
+
+    @cached_property
+    def reason(self) -> str:
+        return f"{self.cause}; position {self.position} of {self.queued} in {self.project}'s queue"
+
+
+@dataclass(frozen=True)
+class Fail:
+    run_id: str
+    project: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    admits: list[Admit] = field(default_factory=list)
+    """In the order the pass decided them: fairness order, then queue order."""
+    waits: list[Wait] = field(default_factory=list)
+    fails: list[Fail] = field(default_factory=list)
+    reservations: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Blocked run id -> the nodes held back for it in this pass (backfill)."""

@@ -1,0 +1,192 @@
+"""The faults themselves, bounded in count and time, for the tests and ``bench.faults``.
+
+Each takes a :class:`~tests.reliability.world.World` of its own and returns
+what it measured; the caller judges the end state with
+:func:`~tests.reliability.world.judge`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from cli.local.processes import ProcessRecord
+from shared.errors import BerthError
+from shared.gpu.inventory import GpuInventory
+from tests.polling import wait_until
+from tests.reliability.world import Burst, RunSpec, World, pick, sigkill, worker_ready_count
+from workers.jumphost_objects import LABEL_JUMP
+from workers.proxy import LEASE_TTL_S
+
+
+@dataclass
+class KillLog:
+    kills: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+
+
+def kill_workers(world: World, rng: random.Random, *, kills: int, log: KillLog) -> None:
+    """SIGKILL ``kills`` random Celery workers, restarting each at once (same argv and env).
+
+    The next victim is always a worker that said it is ready, so every kill
+    lands on a process that was consuming tasks.
+    """
+    start = time.perf_counter()
+    ready = {p.name: worker_ready_count(p) for p in world.workers()}
+    for _ in range(kills):
+        victim = pick(rng, world.workers())
+        wanted = ready[victim.name]
+
+        def consuming(v: ProcessRecord = victim, n: int = wanted) -> bool:
+            return worker_ready_count(v) >= n
+
+        wait_until(consuming, timeout=60, what=f"{victim.name} ready before it is killed")
+        sigkill(victim)
+        log.kills += 1
+        restarted = world.stack.restart(victim.name)
+        ready[victim.name] = worker_ready_count(restarted) + 1
+        log.restarts += 1
+    log.seconds += time.perf_counter() - start
+
+
+@dataclass
+class RedisOutage:
+    burst: Burst
+    accepted_before_kill: int = 0
+    down_s: float = 0.0
+    """From SIGKILL to the restarted Redis answering PING."""
+
+
+def kill_redis_mid_burst(world: World, specs: list[RunSpec], *, kill_after: int) -> RedisOutage:
+    """Submit ``specs``; after ``kill_after`` 202s SIGKILL Redis and restart it from its AOF."""
+    burst = Burst(world.stack, specs, threads=4).start()
+    wait_until(lambda: len(burst.accepted) >= kill_after, timeout=60, what="runs accepted")
+    outage = RedisOutage(burst=burst, accepted_before_kill=len(burst.accepted))
+    start = time.perf_counter()
+    sigkill(world.cluster.processes["redis"])
+    world.restart_cluster_process("redis")
+    client: redis.Redis[bytes] = redis.Redis.from_url(world.cluster.redis_url, socket_timeout=2)
+    try:
+        wait_until(lambda: _pings(client), timeout=30, what="Redis back")
+    finally:
+        client.close()
+    outage.down_s = time.perf_counter() - start
+    burst.join(timeout=300)
+    return outage
+
+
+@dataclass
+class ApiserverOutage:
+    before: Burst
+    during: Burst
+    down_s: float = 0.0
+    resumed_s: float | None = None
+    """From the apiserver's return to the first new pod the apiserver saw."""
+
+
+def stop_apiserver_mid_burst(
+    world: World, before: list[RunSpec], during: list[RunSpec], *, outage_s: float
+) -> ApiserverOutage:
+    """Burst, SIGKILL kube-apiserver, burst again while it is away, restart it after
+    ``outage_s`` with its recorded argv."""
+    first = Burst(world.stack, before, threads=4).start()
+    first.join(timeout=120)
+    # Down while the first burst's pods are still being created and synced.
+    sigkill(world.cluster.processes["kube-apiserver"])
+    down_at = time.monotonic()
+    second = Burst(world.stack, during, threads=4).start()
+    second.join(timeout=120)
+    wait_until(
+        lambda: time.monotonic() - down_at >= outage_s,
+        timeout=outage_s + 5,
+        what="the end of the outage window",
+    )
+    world.restart_cluster_process("kube-apiserver")
+    wait_until(lambda: _apiserver_answers(world), timeout=120, what="kube-apiserver back")
+    up_at = time.time()
+    outage = ApiserverOutage(before=first, during=second, down_s=time.monotonic() - down_at)
+    first_pod = wait_until(
+        lambda: world.ledger.first_pod_after(up_at), timeout=120, what="a pod after the return"
+    )
+    outage.resumed_s = first_pod - up_at
+    return outage
+
+
+@dataclass
+class ProxyTakeover:
+    leader_after_s: float = 0.0
+    """From SIGKILL to the restarted proxy worker holding the lease."""
+    fresh_after_s: float = 0.0
+    """From SIGKILL to a published inventory that shows a change made while no one led."""
+    jump_uids_before: dict[str, str] = field(default_factory=dict)
+    jump_uids_after: dict[str, str] = field(default_factory=dict)
+
+
+def kill_proxy_worker(world: World, *, cordon: str) -> ProxyTakeover:
+    """SIGKILL the proxy worker, cordon node ``cordon`` while no one leads, restart it."""
+    k = world.kube
+    store = world.ctx.store
+    lease = store.key("lease", "proxy-worker")
+    old = world.process("proxy-worker")
+    wait_until(lambda: store.r.get(lease), timeout=60, what="a proxy worker leading")
+    # Deployment, Service and Secret: the jump host is fully set up before the kill.
+    wait_until(lambda: len(_jump_uids(world)) >= 3, timeout=60, what="the jump host's objects")
+    result = ProxyTakeover(jump_uids_before=_jump_uids(world))
+    start = time.perf_counter()
+    killed_at = time.time()
+    sigkill(old)
+    k.call(k.core.patch_node, cordon, {"spec": {"unschedulable": True}})
+    new = world.stack.restart("proxy-worker")
+    holder = wait_until(
+        lambda: (store.r.get(lease) or b"").decode().endswith(f":{new.pid}"),
+        timeout=LEASE_TTL_S + 30,
+        what="the restarted proxy worker leading",
+    )
+    assert holder
+    result.leader_after_s = time.perf_counter() - start
+    key = world.ctx.clusters.key_for("main")
+
+    def fresh() -> bool:
+        published = store.inventory_published().get(key, 0.0)
+        raw = store.inventory_json(key)
+        if published <= killed_at or raw is None:
+            return False
+        node = GpuInventory.from_json(raw).node(cordon)
+        return node is not None and not node.schedulable
+
+    wait_until(fresh, timeout=60, what="a fresh inventory showing the cordon")
+    result.fresh_after_s = time.perf_counter() - start
+    result.jump_uids_after = _jump_uids(world)
+    return result
+
+
+def _jump_uids(world: World) -> dict[str, str]:
+    k = world.kube
+    out = {}
+    for kind, lister in (
+        ("deployment", k.apps.list_namespaced_deployment),
+        ("service", k.core.list_namespaced_service),
+        ("secret", k.core.list_namespaced_secret),
+    ):
+        for obj in k.call(lister, world.namespace, label_selector=LABEL_JUMP).items:
+            out[f"{kind}/{obj.metadata.name}"] = obj.metadata.uid
+    return out
+
+
+def _pings(client: redis.Redis[bytes]) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _apiserver_answers(world: World) -> bool:
+    try:
+        world.kube.call(world.kube.core.list_namespace, limit=1)
+    except BerthError:
+        return False
+    return True

@@ -1,0 +1,234 @@
+"""The jump host: its objects, keys, refusals and healing, against real sshd and asyncssh."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from shared import ssh
+from shared.errors import KubeNotFound, SSHError
+from tests.polling import wait_until
+from tests.ssh.world import HEALTH_INTERVAL_S, SshWorld, login, new_key
+from workers.jumphost_objects import ANNOTATION_KEYS, LABEL_JUMP
+
+pytestmark = pytest.mark.integration
+
+
+def _secret(world: SshWorld, name: str) -> dict[str, str]:
+    k = world.kube
+    data = k.call(k.core.read_namespaced_secret, name, world.namespace).data
+    return {key: base64.b64decode(v).decode() for key, v in data.items()}
+
+
+def _logs_in(world: SshWorld, key: Path) -> bool:
+    try:
+        asyncio.run(login(world.jump(), key))
+    except SSHError:
+        return False
+    return True
+
+
+def _refused(world: SshWorld, key: Path) -> str | None:
+    try:
+        asyncio.run(login(world.jump(), key))
+    except SSHError as e:
+        return str(e) if "refused the key" in str(e) else None
+    return None
+
+
+def test_the_jump_host_is_a_deployment_behind_the_nodeport_with_its_host_key_pinned(
+    ssh_world: SshWorld,
+) -> None:
+    record = ssh_world.healthy_jump()
+    name = f"berth-jump-{ssh_world.jump_port}"
+    k = ssh_world.kube
+    deployment = k.call(k.apps.read_namespaced_deployment, name, ssh_world.namespace)
+    assert deployment.spec.replicas == 1
+    pod_spec = deployment.spec.template.spec
+    assert pod_spec.automount_service_account_token is False
+    assert (
+        "/usr/sbin/sshd -D -e -f /etc/berth-jump/sshd_config" in pod_spec.containers[0].command[-1]
+    )
+    service = k.call(k.core.read_namespaced_service, name, ssh_world.namespace)
+    assert service.spec.type == "NodePort"
+    assert service.spec.ports[0].node_port == ssh_world.jump_port == record.port
+    files = _secret(ssh_world, name)
+    for line in (
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "AllowAgentForwarding no",
+        "PermitTTY no",
+        "AllowTcpForwarding local",
+        "ForceCommand /bin/false",
+    ):
+        assert line in files["sshd_config"].splitlines()
+    # What everyone pins is the public half of the key the pod's sshd serves.
+    assert files[ssh.HOST_KEY_PUB_FILE].strip() == record.host_key
+    assert ssh.public_key_text(files[ssh.HOST_KEY_FILE]) == record.host_key
+    berth_key = ssh_world.store.get_blob(ssh.BERTH_PUBLIC_KEY_BLOB)
+    assert berth_key is not None
+    assert f"restrict,port-forwarding {berth_key['key']} " in files["authorized_keys"]
+    with ssh_world.stack.client() as c:
+        health = c.get("/health").json()
+    assert health["jump_hosts"][record.id]["status"] == "ok"
+
+
+def test_a_nodeport_outside_the_range_or_already_taken_is_a_clear_error_not_a_crash(
+    ssh_world: SshWorld,
+) -> None:
+    def errors() -> tuple[str, str] | None:
+        bad, taken = (
+            ssh.jump_host_of(ssh_world.store, "bad"),
+            ssh.jump_host_of(ssh_world.store, "taken"),
+        )
+        if bad and taken and bad.status == taken.status == "error":
+            return bad.reason, taken.reason
+        return None
+
+    bad, taken = wait_until(errors, timeout=10, what="NodePort errors in the health records")
+    assert "80" in bad and "NodePort range" in bad and "30000-32767" in bad
+    assert str(ssh_world.squatted_port) in taken and "already allocated" in taken
+    assert "pick a free proxy_jump.port" in taken
+    # Refused before any pod was started for nothing, and the worker carries on.
+    k = ssh_world.kube
+    for port in (80, ssh_world.squatted_port):
+        with pytest.raises(KubeNotFound):
+            k.call(k.apps.read_namespaced_deployment, f"berth-jump-{port}", ssh_world.namespace)
+    assert ssh_world.healthy_jump(after=time.time()).healthy
+
+
+def test_a_new_key_works_within_seconds_and_the_old_one_is_then_refused(
+    ssh_world: SshWorld, tmp_path: Path
+) -> None:
+    old_key, old_public = new_key(tmp_path, "old")
+    rotated_key, rotated_public = new_key(tmp_path, "new")
+    token = ssh_world.add_user("rotating", old_public)
+    wait_until(lambda: _logs_in(ssh_world, old_key), timeout=5, what="the user's first key to work")
+    sshd = ssh_world.jump_sshd()
+    assert sshd is not None
+
+    banner = asyncio.run(
+        _rotate_with_a_session_open(ssh_world, token, old_key, rotated_key, rotated_public)
+    )
+    # The session opened with the old key still forwards, and sshd never restarted.
+    assert banner.startswith(b"SSH-2.0-")
+    assert ssh_world.jump_sshd() == sshd
+    k = ssh_world.kube
+    pods = k.call(
+        k.core.list_namespaced_pod,
+        ssh_world.namespace,
+        label_selector=f"{LABEL_JUMP}=berth-jump-{ssh_world.jump_port}",
+    ).items
+    # The kubelet nudge: the running pod carries the hash of the keys it should see.
+    assert pods and all(ANNOTATION_KEYS in (p.metadata.annotations or {}) for p in pods)
+
+
+async def _rotate_with_a_session_open(
+    world: SshWorld, token: str, old_key: Path, rotated_key: Path, rotated_public: str
+) -> bytes:
+    record = world.jump()
+    conn = await ssh.connect(
+        record.hostname,
+        int(record.port or 0),
+        username=record.user,
+        client_key=asyncssh.read_private_key(old_key),
+        host_key=record.host_key,
+        timeout=5,
+    )
+    async with conn:
+        await asyncio.to_thread(world.set_key, token, rotated_public)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: _logs_in(world, rotated_key) and _refused(world, old_key) is not None,
+            timeout=5,
+            what="the new key in and the old one out",
+        )
+        reader, writer = await conn.open_connection("127.0.0.1", int(record.port or 0))
+        banner = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+    return bytes(banner)
+
+
+def test_a_key_nobody_registered_is_refused_by_asyncssh_and_openssh(
+    ssh_world: SshWorld, tmp_path: Path
+) -> None:
+    record = ssh_world.healthy_jump()
+    stranger, _ = new_key(tmp_path, "stranger")
+    reason = _refused(ssh_world, stranger)
+    assert reason is not None and f"127.0.0.1:{ssh_world.jump_port}" in reason
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{ssh_world.jump_port} {record.host_key}\n")
+    result = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(stranger),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-p",
+            str(ssh_world.jump_port),
+            f"{record.user}@127.0.0.1",
+            "-W",
+            "127.0.0.1:9",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
+
+
+def test_a_deleted_jump_deployment_and_service_are_back_within_the_health_interval(
+    ssh_world: SshWorld,
+) -> None:
+    ssh_world.healthy_jump()
+    name = f"berth-jump-{ssh_world.jump_port}"
+    k = ssh_world.kube
+    old = k.call(k.apps.read_namespaced_deployment, name, ssh_world.namespace).metadata.uid
+    deleted_at = time.time()
+    k.call(k.apps.delete_namespaced_deployment, name, ssh_world.namespace)
+    k.call(k.core.delete_namespaced_service, name, ssh_world.namespace)
+
+    def recreated() -> bool:
+        try:
+            uid = k.call(k.apps.read_namespaced_deployment, name, ssh_world.namespace).metadata.uid
+            service = k.call(k.core.read_namespaced_service, name, ssh_world.namespace)
+        except KubeNotFound:
+            return False
+        return bool(uid != old and service.spec.ports[0].node_port == ssh_world.jump_port)
+
+    # One interval to notice, plus the reconcile's own API calls (slower on a loaded CI box).
+    wait_until(recreated, timeout=HEALTH_INTERVAL_S + 4, what="the Deployment and Service back")
+    record = ssh_world.healthy_jump(after=deleted_at, timeout=HEALTH_INTERVAL_S * 3 + 5)
+    assert record.port == ssh_world.jump_port
+
+
+def test_without_a_port_kubernetes_picks_the_nodeport_and_the_record_names_it(
+    ssh_world: SshWorld,
+) -> None:
+    def healthy_auto() -> ssh.JumpHostRecord | None:
+        record = ssh.jump_host_of(ssh_world.store, "auto")
+        return record if record is not None and record.healthy else None
+
+    record = wait_until(healthy_auto, timeout=20, what="the jump host without a port healthy")
+    k = ssh_world.kube
+    service = k.call(k.core.read_namespaced_service, "berth-jump-auto", ssh_world.namespace)
+    assert record.port == service.spec.ports[0].node_port
+    assert record.port is not None and 30000 <= record.port <= 32767

@@ -1,0 +1,190 @@
+"""The jump host's Kubernetes objects, as pure functions of the server config.
+
+One jump host per cluster, namespace and NodePort: a NodePort is cluster-wide,
+so projects naming the same cluster, namespace and port share one jump host,
+and its ``authorized_keys`` holds all their members. Everything is named
+``berth-jump-<port>`` and labelled, so creating twice finds the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from shared import kube, ssh
+from shared.configuration.server import ServerConfig
+from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE
+
+LABEL_JUMP = "berth.dev/jump-host"
+ANNOTATION_KEYS = "berth.dev/authorized-keys-sha256"
+ANNOTATION_CONFIG = "berth.dev/sshd-config-sha256"
+MOUNT = "/etc/berth-jump"
+SSHD_PORT = 2222  # inside the pod; the Service maps the NodePort onto it
+
+
+@dataclass(frozen=True)
+class JumpHostTarget:
+    """One jump host to keep: where it lives and the projects it serves."""
+
+    id: str
+    name: str
+    namespace: str
+    cluster_key: str
+    projects: tuple[str, ...]
+    hostname: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class JumpObjects:
+    secret: dict[str, Any]
+    service: dict[str, Any]
+    deployment: dict[str, Any]
+
+
+def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
+    """The jump hosts the server config asks for, projects grouped by cluster and port."""
+    groups: dict[tuple[str, str, int | None], list[tuple[str, str]]] = {}
+    for project in server.projects:
+        if not project.backends:
+            continue
+        backend = project.backends[0]
+        proxy_jump = backend.jump_host_for(backend.context_name() or "")
+        if proxy_jump is None:
+            continue  # no jump host configured: no SSH access for this project
+        key = (backend.cluster_key(), backend.namespace, proxy_jump.port)
+        groups.setdefault(key, []).append((project.name, proxy_jump.hostname))
+    targets = []
+    for (cluster_key, namespace, port), members in groups.items():
+        name = f"berth-jump-{port or 'auto'}"
+        targets.append(
+            JumpHostTarget(
+                id=f"{cluster_key}/{namespace}/{name}",
+                name=name,
+                namespace=namespace,
+                cluster_key=cluster_key,
+                projects=tuple(p for p, _ in members),
+                hostname=members[0][1],
+                port=port,
+            )
+        )
+    return targets
+
+
+def sshd_config() -> str:
+    """The jump host's sshd: public keys only, TCP forwarding only, nothing else."""
+    return "\n".join(
+        [
+            f"Port {SSHD_PORT}",
+            f"HostKey {MOUNT}/{HOST_KEY_FILE}",
+            f"AuthorizedKeysFile {MOUNT}/authorized_keys",
+            # Secret volumes are kubelet-written and read-only; their directories
+            # are not root-only, which StrictModes would refuse for no gain.
+            "StrictModes no",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "AllowAgentForwarding no",
+            "PermitTTY no",
+            "X11Forwarding no",
+            "PermitTunnel no",
+            "GatewayPorts no",
+            "AllowStreamLocalForwarding no",
+            # ProxyJump (-W) and Berth's tunnels are local forwards; nobody may open
+            # listeners on the jump pod with -R.
+            "AllowTcpForwarding local",
+            "ForceCommand /bin/false",  # no shell or command, even for a key without options
+            "ClientAliveInterval 30",  # drop peers that vanished without a FIN
+            "LogLevel INFO",
+            "",
+        ]
+    )
+
+
+def authorized_keys(member_keys: dict[str, str], berth_public_key: str) -> str:
+    """One line per key, each restricted to port forwarding (``restrict`` = no pty,
+    agent, X11 or rc), with the user's name as comment for the sshd log."""
+    rows = [*sorted(member_keys.items()), ("berth-server", berth_public_key)]
+    return "".join(f"restrict,port-forwarding {key} {owner}@berth\n" for owner, key in rows)
+
+
+def jump_objects(target: JumpHostTarget, *, image: str, keys: str, host_key: str) -> JumpObjects:
+    """The Secret, Service and Deployment of ``target``; pure, so tests read every field."""
+    labels = {kube.LABEL_MANAGED: kube.MANAGED_BY, LABEL_JUMP: target.name}
+    config = sshd_config()
+    host_public = ssh.public_key_text(host_key)
+    # The pod restarts only when what sshd reads at start changes (never for keys).
+    config_sha = sha(config + host_public)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": target.name, "labels": labels},
+        "type": "Opaque",
+        "data": {
+            "authorized_keys": _b64(keys),
+            HOST_KEY_FILE: _b64(host_key),
+            HOST_KEY_PUB_FILE: _b64(host_public + "\n"),
+            "sshd_config": _b64(config),
+        },
+    }
+    port: dict[str, Any] = {"name": "ssh", "port": 22, "targetPort": "ssh", "protocol": "TCP"}
+    if target.port is not None:
+        port["nodePort"] = target.port
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": target.name, "labels": labels},
+        "spec": {"type": "NodePort", "selector": {LABEL_JUMP: target.name}, "ports": [port]},
+    }
+    container = {
+        "name": "sshd",
+        "image": image,
+        # Debian-based images need the privilege separation directory; Alpine ignores it.
+        "command": [
+            "/bin/sh",
+            "-c",
+            f"mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {MOUNT}/sshd_config",
+        ],
+        "ports": [{"name": "ssh", "containerPort": SSHD_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": "ssh"}, "periodSeconds": 5},
+        "livenessProbe": {"tcpSocket": {"port": "ssh"}, "periodSeconds": 10},
+        # sshd forwarding a few hundred connections stays far below these.
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "keys", "mountPath": MOUNT, "readOnly": True}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": target.name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {LABEL_JUMP: target.name}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {ANNOTATION_CONFIG: config_sha}},
+                "spec": {
+                    "automountServiceAccountToken": False,  # a jump host needs no cluster rights
+                    "enableServiceLinks": False,
+                    "containers": [container],
+                    # 0400: sshd refuses a host key others can read.
+                    "volumes": [
+                        {
+                            "name": "keys",
+                            "secret": {"secretName": target.name, "defaultMode": 0o400},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    return JumpObjects(secret=secret, service=service, deployment=deployment)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]  # 64 bits: a change detector
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

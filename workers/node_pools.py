@@ -1,0 +1,99 @@
+"""Following a job placed on an autoscaling pool until a node joins, or the wait ends.
+
+A pod placed on a pool node (see :mod:`shared.autoscaling`) is unschedulable on
+purpose until the autoscaler adds a node, so the usual rule (an unschedulable
+pod goes back to the queue after a minute) does not apply to it. Instead:
+
+- while the pod is unbound, the job stays ``provisioning`` with the reason
+  "waiting for the autoscaler to add a node from pool P";
+- after the pool's ``scale_up_timeout`` it fails with the ``no-capacity`` retry
+  event, so the run goes back to the queue if its retry policy covers
+  ``no-capacity`` (and its retry duration has not passed), and fails otherwise;
+- once the pod is bound, the job's placement names the real node, so Berth's
+  capacity accounting moves from the pool node to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from shared.autoscaling import find_pool, scale_up_timed_out, waiting_reason
+from shared.clusters import Cluster
+from shared.queueing.limits import NO_CAPACITY
+from shared.records import Event, Job, RunStatus
+from workers.context import WorkerContext
+from workers.pod_status import PodVerdict
+
+_CAS_ATTEMPTS = 10
+
+
+def judge_pool_wait(
+    ctx: WorkerContext,
+    cluster: Cluster,
+    job: Job,
+    pod: Any,
+    verdict: PodVerdict | None,
+    *,
+    now: float,
+) -> PodVerdict | None:
+    """The verdict for a job placed on a pool node (``verdict`` is the usual rules')."""
+    assert job.placement is not None
+    pool = find_pool(cluster.backend.node_pools, job.placement.node)
+    if pool is None:
+        return verdict  # the pool left the configuration: the usual rules apply
+    node = pod.spec.node_name if pod.spec is not None else None
+    if node:
+        _record_node(ctx, job.id, job.placement.node, node)
+        return verdict
+    if verdict is not None and verdict.status != RunStatus.PENDING:
+        return verdict  # failed before it was ever bound
+    created = pod.metadata.creation_timestamp
+    since = created.timestamp() if isinstance(created, dt.datetime) else now
+    timed_out = scale_up_timed_out(pool, since=since, now=now)
+    if timed_out is not None:
+        return PodVerdict(RunStatus.FAILED, timed_out, retry_event=NO_CAPACITY)
+    _record_waiting(ctx, job.id, waiting_reason(pool))
+    return None
+
+
+def _record_node(ctx: WorkerContext, job_id: str, pool_node: str, node: str) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.placement is None or job.placement.node != pool_node:
+            return
+        job.placement = job.placement.model_copy(update={"node": node})
+        if job.status == RunStatus.PROVISIONING:
+            job.reason = ""
+        message = f"job {job.job_num}: the autoscaler added node {node}"
+        if ctx.store.save_job(
+            job, Event(at=time.time(), kind="info", job=job.job_num, message=message)
+        ):
+            _set_run_reason(ctx, job.run_id, old_prefix="waiting for the autoscaler", reason="")
+            return
+
+
+def _record_waiting(ctx: WorkerContext, job_id: str, reason: str) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.status != RunStatus.PROVISIONING or job.reason == reason:
+            break
+        job.reason = reason
+        event = Event(at=time.time(), kind="info", job=job.job_num, message=reason)
+        if ctx.store.save_job(job, event):
+            break
+    _set_run_reason(ctx, job.run_id, old_prefix="", reason=reason)
+
+
+def _set_run_reason(ctx: WorkerContext, run_id: str, *, old_prefix: str, reason: str) -> None:
+    """Show the wait on the run too (``berth ps``), while it is provisioning."""
+    for _ in range(_CAS_ATTEMPTS):
+        run = ctx.store.get_run(run_id)
+        if run.status != RunStatus.PROVISIONING or run.reason == reason:
+            return
+        if not run.reason.startswith(old_prefix):
+            return
+        run.reason = reason
+        if ctx.store.save_run(run):
+            return

@@ -1,0 +1,141 @@
+"""Beat's reaper of orphaned Kubernetes objects: what no live run explains is deleted.
+
+Faults leave objects that no message will ever clean up: a worker killed
+after creating a pod but before handing its stopped job to teardown (the
+redelivered provision finds the job finished and, rightly, does nothing), a
+purge lost with its worker. Kubernetes is the truth about what exists, so this
+is level-triggered: beat sends it every ``workers.celery_app.REAP_EVERY_S``,
+and it lists Berth's run objects in each namespace the server config uses and
+deletes
+
+- a pod whose job is gone, or finished while the pod still holds its node
+  (phase Pending or Running);
+- a secret whose job is gone or finished: registry credentials and host keys
+  must not outlive the job;
+- a run's service when no unfinished run of that name exists.
+
+An ended pod of a known job is kept: ``berth logs`` reads it. Jump-host objects
+carry no run label and are never touched.
+
+Why this cannot reap live work: a job's record is written before any of its
+objects, only missing or finished jobs are reaped, and finished is final. A
+service is checked again right before it is deleted, since a new run may
+reuse a finished run's name (and so its service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from shared import kube
+from shared.clusters import Cluster
+from shared.errors import ConfigError, KubeConflict, KubeNotFound, NotFoundError
+from shared.records import Job
+from shared.store import Store
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+_HOLDING_PHASES = frozenset({"Pending", "Running", None})
+_SELECTOR = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{kube.LABEL_RUN}"
+
+
+def reap_orphans(ctx: WorkerContext) -> list[str]:
+    """Delete every orphaned pod, secret and service; return what was deleted."""
+    reaped: list[str] = []
+    for cluster, projects in _namespaces(ctx).values():
+        reaped += _reap(ctx.store, cluster, projects)
+    if reaped:
+        log.info("reaped %d orphaned objects: %s", len(reaped), ", ".join(reaped))
+    return reaped
+
+
+def _namespaces(ctx: WorkerContext) -> dict[tuple[str, str], tuple[Cluster, set[str]]]:
+    """Each (cluster, namespace) once, with the projects that use it."""
+    out: dict[tuple[str, str], tuple[Cluster, set[str]]] = {}
+    for project in ctx.server.project_names():
+        try:
+            cluster = ctx.clusters.for_project(project)
+            key = (ctx.clusters.key_for(project), cluster.namespace)
+        except ConfigError:
+            continue  # a project without a backend has no objects
+        out.setdefault(key, (cluster, set()))[1].add(project)
+    return out
+
+
+def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
+    k = cluster.kube
+    ns = cluster.namespace
+    listed: dict[str, list[Any]] = {
+        kind: [
+            obj
+            for obj in k.call(lister, ns, label_selector=_SELECTOR).items
+            if (obj.metadata.labels or {}).get(kube.LABEL_PROJECT) in projects
+            and obj.metadata.deletion_timestamp is None
+        ]
+        for kind, lister in (
+            ("pod", k.core.list_namespaced_pod),
+            ("secret", k.core.list_namespaced_secret),
+            ("service", k.core.list_namespaced_service),
+        )
+    }
+    job_ids = sorted(
+        {
+            (obj.metadata.labels or {})[kube.LABEL_JOB]
+            for kind in ("pod", "secret")
+            for obj in listed[kind]
+            if kube.LABEL_JOB in (obj.metadata.labels or {})
+        }
+    )
+    jobs = {job.id: job for job in store.find_jobs(job_ids)}
+    reaped = []
+    for obj in listed["pod"]:
+        if _pod_is_orphan(obj, jobs):
+            _delete(k, k.core.delete_namespaced_pod, obj, ns, grace_period_seconds=0)
+            reaped.append(f"pod/{obj.metadata.name}")
+    for obj in listed["secret"]:
+        if _job_is_gone(obj, jobs):
+            _delete(k, k.core.delete_namespaced_secret, obj, ns)
+            reaped.append(f"secret/{obj.metadata.name}")
+    for obj in listed["service"]:
+        if not _run_is_live(store, obj):  # read now, just before deleting
+            _delete(k, k.core.delete_namespaced_service, obj, ns)
+            reaped.append(f"service/{obj.metadata.name}")
+    return reaped
+
+
+def _pod_is_orphan(pod: Any, jobs: dict[str, Job]) -> bool:
+    job_id = (pod.metadata.labels or {}).get(kube.LABEL_JOB)
+    if job_id is None:
+        return False  # not a job's pod
+    job = jobs.get(job_id)
+    if job is None:
+        return True
+    phase = pod.status.phase if pod.status else None
+    return job.status.is_finished and phase in _HOLDING_PHASES
+
+
+def _job_is_gone(obj: Any, jobs: dict[str, Job]) -> bool:
+    job_id = (obj.metadata.labels or {}).get(kube.LABEL_JOB)
+    if job_id is None:
+        return False
+    job = jobs.get(job_id)
+    return job is None or job.status.is_finished
+
+
+def _run_is_live(store: Store, obj: Any) -> bool:
+    labels = obj.metadata.labels or {}
+    try:
+        run = store.run_by_name(labels[kube.LABEL_PROJECT], labels[kube.LABEL_RUN])
+    except NotFoundError:
+        return False
+    return not run.status.is_finished
+
+
+def _delete(k: kube.Kube, fn: Any, obj: Any, namespace: str, **kwargs: Any) -> None:
+    # Only this very object (by UID): a new one under the same name is left alone.
+    body = {"preconditions": {"uid": obj.metadata.uid}}
+    with contextlib.suppress(KubeNotFound, KubeConflict):
+        k.call(fn, obj.metadata.name, namespace, body=body, **kwargs)
