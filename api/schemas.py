@@ -63,6 +63,10 @@ class RunPublic(BaseModel):
     updated_at: float
     configuration: dict[str, Any]
     jobs: list[JobPublic]
+    ssh_target: str | None = None
+    """``ssh <target>`` works after ``berth attach <run>`` (dev environments and tasks)."""
+    ide_url: str | None = None
+    """For dev environments: opens the IDE over that SSH target."""
 
     @classmethod
     def of(cls, run: Run, jobs: list[Job]) -> RunPublic:
@@ -79,6 +83,8 @@ class RunPublic(BaseModel):
             updated_at=run.updated_at,
             configuration=redact(run.configuration),
             jobs=[JobPublic.of(j) for j in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))],
+            ssh_target=run.name if run.configuration_type != "service" else None,
+            ide_url=_ide_url(run),
         )
 
 
@@ -103,3 +109,15 @@ def redact(configuration: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(auth, dict):
         return configuration
     return configuration | {"registry_auth": auth | {"password": "********"}}
+
+
+_IDE_SCHEMES = {"vscode": "vscode", "cursor": "cursor", "windsurf": "windsurf"}
+
+
+def _ide_url(run: Run) -> str | None:
+    """The editor's remote-SSH link, the form dstack prints for dev environments."""
+    if run.configuration_type != "dev-environment":
+        return None
+    scheme = _IDE_SCHEMES.get(str(run.configuration.get("ide") or "vscode"), "vscode")
+    folder = run.configuration.get("working_dir") or "/workflow"
+    return f"{scheme}://vscode-remote/ssh-remote+{run.name}{folder}"

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     notes: list[tuple[str, str]] = []
     started = time.time()
     facts = machine()
-    _say(f"scenarios: {', '.join(chosen)}; {sizes}")
+    _say(f"scenarios: {', '.join(s for s in SCENARIOS if s in chosen)}; {_describe(sizes)}")
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         if "placement" in chosen:
             with _guarded(figs, SCENARIOS["placement"]):

@@ -147,7 +147,9 @@ class _Planner:
             if placed is not None:
                 self._admit(run, placed, borrowed=False)
                 return None
-            placed = self._place(run, within_quota=False)
+            # Without a quota on the project, the first attempt was already unconstrained.
+            capped = bool(self.quotas.get(run.project))
+            placed = self._place(run, within_quota=False) if capped else None
             if placed is not None:
                 over = self._over_quota(run.project, placed)
                 if all(self._may_borrow(run.project, model) for model in over):
@@ -165,19 +167,19 @@ class _Planner:
 
     def _place(self, run: QueuedRun, *, within_quota: bool) -> _Taken | None:
         """Tentatively fit every job; all of them or None (nothing stays reserved)."""
+        if run.gang:
+            return self._place_gang(run, within_quota=within_quota)
         taken: _Taken = []
-        used = set(run.held_nodes) if run.gang else set()
         extra: dict[str, int] = {}  # model -> GPUs this run already took in this attempt
         try:
             for _ in range(run.jobs):
-                offer = self._best_offer(run, used, extra, within_quota=within_quota)
+                offers = self._offers(run, set())
+                offer = self._first_within(run, offers, extra, within_quota=within_quota)
                 if offer is None:
                     return None
                 model = self._model(offer)
                 taken.append((offer, model))
-                self._take(offer, run.request, +1)
-                if run.gang:
-                    used.add(offer.node)
+                self._take(offer, run.request, +1)  # the next replica may share the node
                 if model is not None:
                     extra[model] = extra.get(model, 0) + offer.gpus
             return taken
@@ -185,12 +187,32 @@ class _Planner:
             for offer, _ in taken:
                 self._take(offer, run.request, -1)
 
-    def _best_offer(
-        self, run: QueuedRun, used: set[str], extra: dict[str, int], *, within_quota: bool
-    ) -> Offer | None:
-        allowed = self._allowed(run.request, exclude=used)
+    def _place_gang(self, run: QueuedRun, *, within_quota: bool) -> _Taken | None:
+        """A gang's jobs go to distinct nodes: one scan of the nodes serves them all."""
+        offers = self._offers(run, set(run.held_nodes))
+        taken: _Taken = []
+        extra: dict[str, int] = {}
+        for _ in range(run.jobs):
+            offer = self._first_within(run, offers, extra, within_quota=within_quota)
+            if offer is None:
+                return None
+            offers.remove(offer)
+            model = self._model(offer)
+            taken.append((offer, model))
+            if model is not None:
+                extra[model] = extra.get(model, 0) + offer.gpus
+        return taken
+
+    def _offers(self, run: QueuedRun, exclude: set[str]) -> list[Offer]:
+        """Nodes that fit one job of ``run`` now, best fit first (one scan of the nodes)."""
+        allowed = self._allowed(run.request, exclude=exclude)
         request = replace(run.request, nodes=1, allowed_nodes=allowed)
-        for offer in match(self.inventory, request, reserved=self.reserved).offers:
+        return match(self.inventory, request, reserved=self.reserved).offers
+
+    def _first_within(
+        self, run: QueuedRun, offers: list[Offer], extra: dict[str, int], *, within_quota: bool
+    ) -> Offer | None:
+        for offer in offers:
             if not within_quota:
                 return offer
             model = self._model(offer)
@@ -236,8 +258,9 @@ class _Planner:
         shape = self.shapes.get(request)
         if shape is None:
             verdict = match(self.inventory, request)
-            one = replace(request, nodes=1)
-            ever = match(self.inventory, one).offers if verdict.possible else []
+            ever = verdict.offers  # nodes that fit one job now (for a gang: when it is possible)
+            if verdict.possible and request.nodes > 1:
+                ever = match(self.inventory, replace(request, nodes=1)).offers
             models = frozenset(m for m in map(self._model, ever) if m is not None)
             shape = self.shapes[request] = _Shape(verdict.possible, verdict.reason, models)
         self.shapes_by_id[id(request)] = shape  # the request outlives the plan: ids are stable

@@ -167,7 +167,9 @@ def test_a_dev_environment_runs_with_the_users_key(
         resources: {gpu: A10:1}
         """,
     )
-    _wait_status(stack, "my-ide", "running")
+    running = _wait_status(stack, "my-ide", "running")
+    assert running["ssh_target"] == "my-ide"
+    assert running["ide_url"] == "vscode://vscode-remote/ssh-remote+my-ide/workflow"
     pod = _pods(kube_admin, stack, "my-ide")[0]
     secret = kube_admin.call(
         kube_admin.core.read_namespaced_secret, pod.metadata.name, stack.namespace

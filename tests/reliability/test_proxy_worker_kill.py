@@ -17,7 +17,7 @@ def test_a_restarted_proxy_worker_takes_over_with_a_fresh_inventory(world: World
     # The dead leader's lease lapses after LEASE_TTL_S; the standby polls every few seconds.
     assert takeover.leader_after_s < LEASE_TTL_S + 10
     # A change made while no one led shows within seconds of the takeover.
-    assert takeover.fresh_after_s < takeover.leader_after_s + 10
+    assert takeover.fresh_after_s < takeover.leader_after_s + 20
     # Taking over recreated nothing: the jump host's objects are the same objects.
     assert takeover.jump_uids_before
     assert takeover.jump_uids_after == takeover.jump_uids_before

@@ -1,0 +1,182 @@
+"""The scheduling pass on a real Redis, with an inventory and a server config of its own.
+
+No Berth processes run on this key prefix: the tests call the pass in-process
+and read what it wrote, so quotas from the server config and races between
+passes can be checked step by step. The Kubernetes cluster is never called
+(the inventory is published by the test, and nothing consumes the provision
+messages the pass sends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli.local.cluster import ClusterState
+from shared import placements
+from shared.configuration.parse import parse_run_configuration
+from shared.errors import TemporaryError
+from shared.gpu.catalogue import GpuVendor
+from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
+from shared.gpu.labels import GpuGroup
+from shared.inventory_store import CHANNEL
+from shared.jobs import jobs_for
+from shared.records import Event, Run
+from shared.settings import RedisSettings, Settings
+from workers import scheduling
+from workers.context import WorkerContext, build_context
+
+pytestmark = pytest.mark.integration
+
+GPU = "nvidia.com/gpu"
+NODES = {"a0": 8, "a1": 8}
+
+
+def _inventory() -> GpuInventory:
+    nodes = []
+    for name, count in NODES.items():
+        group = GpuGroup(
+            vendor=GpuVendor.NVIDIA, resource=GPU, count=count, name="A100", known=True
+        )
+        room = Resources(cpu_millicores=96_000, memory_bytes=2**40, gpus={GPU: count})
+        nodes.append(NodeInventory(name=name, gpus=(group,), allocatable=room, free=room))
+    return GpuInventory(nodes=tuple(nodes))
+
+
+@pytest.fixture
+def settings(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Settings:
+    config = tmp_path / "server" / "config.yml"
+    config.parent.mkdir()
+    backend = {"type": "kubernetes", "kubeconfig": {"filename": local_cluster.kubeconfig}}
+    projects = [
+        {"name": "main", "backends": [backend], "quotas": {"a100": 4}},
+        {"name": "other", "backends": [backend], "quotas": {"A100": 12}},
+    ]
+    config.write_text(yaml.safe_dump({"projects": projects}))
+    return Settings(
+        home=tmp_path, redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix)
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[WorkerContext]:
+    context = build_context(settings)
+    key = context.clusters.key_for("main")
+    context.store.publish_inventory(key, _inventory().to_json(), CHANNEL)
+    try:
+        yield context
+    finally:
+        _forget_prefix(context, settings)
+        context.close()
+
+
+def _forget_prefix(ctx: WorkerContext, settings: Settings) -> None:
+    for stored in ctx.store.r.scan_iter(f"{settings.redis.key_prefix}:*", count=1000):
+        ctx.store.r.delete(stored)
+
+
+def _submit(ctx: WorkerContext, name: str, gpus: int, *, project: str = "main") -> Run:
+    conf = parse_run_configuration(
+        f"type: task\nname: {name}\ncommands: [train]\nresources: {{gpu: A100:{gpus}}}\n"
+    )
+    run = Run(
+        id=f"{project}-{name}",
+        project=project,
+        name=name,
+        user="tester",
+        configuration=conf.model_dump(mode="json"),
+        configuration_type="task",
+    )
+    jobs = jobs_for(run, conf)
+    run.job_ids = [j.id for j in jobs]
+    ctx.store.create_run(run, jobs, Event(at=time.time(), kind="status", message="submitted"))
+    return run
+
+
+def _held(ctx: WorkerContext) -> tuple[Counter[str], Counter[str]]:
+    """GPUs held per node and per project, from the store."""
+    per_node: Counter[str] = Counter()
+    per_project: Counter[str] = Counter()
+    for run, jobs in placements.active_runs(ctx.store):
+        for job in jobs:
+            if job.status in placements.HOLDING and job.placement is not None:
+                per_node[job.placement.node] += job.placement.gpus
+                per_project[run.project] += job.placement.gpus
+    return per_node, per_project
+
+
+def test_quotas_from_the_server_config_cap_a_project_while_another_waits(
+    ctx: WorkerContext,
+) -> None:
+    for i in range(6):
+        _submit(ctx, f"m{i}", 2)
+    for i in range(6):
+        _submit(ctx, f"o{i}", 2, project="other")
+
+    scheduling.run_pass(ctx)
+
+    _, per_project = _held(ctx)
+    assert per_project == {"main": 4, "other": 12}
+    waiting = ctx.store.run_by_name("main", "m2")
+    assert waiting.status == "pending"
+    assert waiting.reason == (
+        "waiting for quota: main holds 4 of its 4 A100; position 1 of 4 in main's queue"
+    )
+
+
+def test_idle_quota_is_lent_when_nobody_else_waits(ctx: WorkerContext) -> None:
+    for i in range(6):
+        _submit(ctx, f"m{i}", 2)
+
+    result = scheduling.run_pass(ctx)
+
+    assert result.placed == [f"m{i}" for i in range(6)]
+    events = ctx.store.events(ctx.store.run_by_name("main", "m5").id)
+    assert any("borrowed quota" in e.message for _, e in events)
+
+
+def test_passes_racing_without_the_lock_never_promise_a_gpu_twice(settings: Settings) -> None:
+    contexts = [build_context(settings) for _ in range(3)]
+    contexts[0].store.publish_inventory(
+        contexts[0].clusters.key_for("main"), _inventory().to_json(), CHANNEL
+    )
+    fenced = 0
+    try:
+        for step in range(8):
+            for i in range(3):
+                _submit(contexts[0], f"s{step}x{i}", 1 + (step + i) % 3, project="other")
+            barrier = threading.Barrier(len(contexts))
+            results: list[scheduling.PassResult] = []
+
+            def one_pass(
+                ctx: WorkerContext,
+                barrier: threading.Barrier = barrier,
+                results: list[scheduling.PassResult] = results,
+            ) -> None:
+                barrier.wait(timeout=10)
+                # Losing the race five times is the designed "try again later".
+                with contextlib.suppress(TemporaryError):
+                    results.append(scheduling.run_pass(ctx))
+
+            threads = [threading.Thread(target=one_pass, args=(c,)) for c in contexts]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            fenced += sum(r.fenced for r in results)
+            per_node, _ = _held(contexts[0])
+            assert all(per_node[n] <= NODES[n] for n in per_node), f"step {step}: {per_node}"
+        per_node, _ = _held(contexts[0])
+        assert sum(per_node.values()) >= 12  # the passes did place work
+        assert fenced > 0  # and they did collide: the fence, not luck, kept them apart
+    finally:
+        _forget_prefix(contexts[0], settings)
+        for ctx in contexts:
+            ctx.close()
