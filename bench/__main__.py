@@ -19,6 +19,7 @@ still run: one broken scenario must not cost an hour of figures.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import shutil
 import sys
@@ -209,7 +210,7 @@ def _start_dstack(
         notes.append((scenario, f"dstack could not be used: {e}"))
         return None
     notes.extend((scenario, note) for note in server.notes)
-    notes.append((scenario, f"dstack {server.version}, log {server.record.log}"))
+    notes.append((scenario, f"dstack {server.version} (server log kept with the others)"))
     return server
 
 
@@ -290,8 +291,10 @@ def _dstack_repeat(
     if len(result.to_created) < n:
         notes.extend((scenario, f"dstack log: {line}") for line in server.errors())
     names = [f"d{rep}-{i}" for i in range(n)]
-    seconds = dstack_bench.stop_dstack_runs(k, server, names, timeout=max(300.0, n * 0.5))
-    if seconds != seconds:  # NaN
+    seconds, sent = dstack_bench.stop_dstack_runs(k, server, names, timeout=max(180.0, n * 0.5))
+    if sent > 1:
+        notes.append((scenario, f"repeat {rep + 1}: the stop (abort) was sent {sent} times"))
+    if math.isnan(seconds):
         notes.append(
             (scenario, f"repeat {rep + 1}: dstack left pods after stop; deleted them directly")
         )
@@ -402,7 +405,11 @@ def _load_pods(k: kube.Kube, count: int) -> float:
         if free[node] > 0:
             free[node] -= 1
             requests["nvidia.com/gpu"] = "1"
-        container = {"name": "main", "image": "busybox", "resources": {"requests": requests}}
+        container = {
+            "name": "main",
+            "image": "busybox",
+            "resources": {"requests": requests, "limits": requests},
+        }
         bodies.append(
             {
                 "metadata": {"name": f"load-{i}", "labels": {"bench": "inventory"}},

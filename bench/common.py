@@ -92,6 +92,8 @@ def fmt(value: float, unit: str) -> str:
         return "-"
     if unit == "s" and value < 1:
         return f"{value * 1e3:.0f} ms" if value >= 0.01 else f"{value * 1e3:.2f} ms"
+    if unit.startswith("of "):  # a count: "40 of 40"
+        return f"{value:.0f} {unit}"
     if unit == "x":
         return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2

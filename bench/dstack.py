@@ -78,6 +78,7 @@ INSTALL_TIMEOUT_S = 1800  # a cold install resolves ~150 packages on a loaded 2-
 # machine); a burst gets this long per run before the pods still missing are counted
 # as not created.
 DEADLINE_PER_RUN_S = 3.0
+STOP_RESEND_S = 30.0  # see stop_dstack_runs
 START_TIMEOUT_S = 180  # migrations on SQLite and backend checks; ~15 s unloaded
 
 
@@ -291,26 +292,38 @@ def run_of_pod(pod: Any) -> str | None:
 
 def stop_dstack_runs(
     k: kube.Kube, server: DstackServer, names: list[str], *, timeout: float
-) -> float:
-    """Abort the runs through dstack; seconds until their pods and services are gone.
+) -> tuple[float, int]:
+    """Abort the runs through dstack; seconds until their pods and services are gone, and
+    how many stop requests that took.
 
-    NaN when some remain after ``timeout``; they are then deleted straight from
-    the apiserver so the next burst finds the GPUs free.
+    The stop is sent again every STOP_RESEND_S while objects remain: dstack 0.22.5 was
+    seen to lose an abort of a run still provisioning (its run pipeline wrote
+    TERMINATING -> PROVISIONING 0.3 s later, from a stale read), as a user
+    re-running ``dstack stop`` would notice. NaN seconds when objects remain after
+    ``timeout``; they are then deleted straight from the apiserver so the next burst
+    finds the GPUs free.
     """
     start = time.monotonic()
+    sent = 0
     with server.client() as http:
-        http.post(f"/api/project/{PROJECT}/runs/stop", json={"runs_names": names, "abort": True})
-    if poll(
-        lambda: not any_objects(k, server.namespace, JOB_SELECTOR), timeout=timeout, interval=0.2
-    ):
-        return time.monotonic() - start
+        while time.monotonic() - start < timeout:
+            http.post(
+                f"/api/project/{PROJECT}/runs/stop", json={"runs_names": names, "abort": True}
+            )
+            sent += 1
+            if poll(
+                lambda: not any_objects(k, server.namespace, JOB_SELECTOR),
+                timeout=min(STOP_RESEND_S, timeout - (time.monotonic() - start)),
+                interval=0.2,
+            ):
+                return time.monotonic() - start, sent
     for delete in (
         k.core.delete_collection_namespaced_pod,
         k.core.delete_collection_namespaced_service,
     ):
         k.call(delete, server.namespace, label_selector=JOB_SELECTOR)
     poll(lambda: not any_objects(k, server.namespace, JOB_SELECTOR), timeout=60)
-    return float("nan")
+    return math.nan, sent
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import contextlib
 import os
 import signal
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ class LoopbackPods:
                 self._sync()
             except BerthError as e:  # the apiserver blinked: try again next poll
                 self.errors.append(str(e))
+            except Exception:  # a kubelet keeps going; the test sees it in ``errors``
+                self.errors.append(traceback.format_exc())
 
     def _sync(self) -> None:
         k, ns = self.k, self.namespace

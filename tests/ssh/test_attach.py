@@ -16,7 +16,7 @@ import pytest
 
 from cli.local.processes import start_process, stop_process
 from tests.polling import wait_until
-from tests.ssh.world import SshWorld, free_loopback_port, new_key
+from tests.ssh.world import SLOW, SshWorld, free_loopback_port, new_key
 from tests.stack import BERTH
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_ssh_with_the_generated_config_runs_a_command_in_the_run_through_the_jum
     include = f"Include {ssh_world.stack.home / 'ssh' / '*.config'}"
     assert (ide.home / ".ssh" / "config").read_text().splitlines()[0] == include
     # The pod's stand-in sshd starts moments after the pod is Running.
-    wait_until(partial(_ssh_ok, config, ide.name), timeout=15, what=f"ssh {ide.name} true")
+    wait_until(partial(_ssh_ok, config, ide.name), timeout=SLOW, what=f"ssh {ide.name} true")
     # Plain `ssh ide` through ~/.ssh/config's Include works too (-F: this test's home).
     via_include = _ssh(ide.home / ".ssh" / "config", ide.name, "true")
     assert via_include.returncode == 0, via_include.stderr
@@ -135,7 +135,7 @@ def test_a_run_pod_with_another_host_key_than_the_pinned_one_is_refused(
 ) -> None:
     assert _attach(ssh_world, ide.home, ide.name, "-y", "-i", str(ide.key)).returncode == 0
     config = ssh_world.stack.home / "ssh" / f"{ide.name}.config"
-    wait_until(partial(_ssh_ok, config, ide.name), timeout=15, what="ssh working")
+    wait_until(partial(_ssh_ok, config, ide.name), timeout=SLOW, what="ssh working")
 
     known_hosts = config.with_suffix(".known_hosts")
     _, impostor = new_key(tmp_path, "impostor")
@@ -159,7 +159,7 @@ def test_attach_forward_serves_the_runs_port_on_localhost_until_interrupted(
     )
     url = f"http://127.0.0.1:{ide.local_port}/"
     try:
-        body = wait_until(lambda: _get(url), timeout=20, what="the forwarded port")
+        body = wait_until(lambda: _get(url), timeout=SLOW, what="the forwarded port")
         assert body == "hello from the pod\n"
         os.kill(forwarding.pid, signal.SIGINT)
         assert forwarding.wait(10) == 0
@@ -186,7 +186,7 @@ def test_each_node_of_a_two_node_task_gets_its_own_host_entry(
         hostnames = {line.split()[1] for line in text.splitlines() if "HostName 127.240." in line}
         assert hostnames == {j["pod_ip"] for j in jobs}
         for host in (f"{name}-0", f"{name}-1"):
-            wait_until(partial(_ssh_ok, config, host), timeout=15, what=f"ssh {host} true")
+            wait_until(partial(_ssh_ok, config, host), timeout=SLOW, what=f"ssh {host} true")
     finally:
         ssh_world.stop(name)
 

@@ -19,7 +19,7 @@ import pytest
 
 from shared.records import RunStatus
 from tests.polling import wait_until
-from tests.ssh.world import SshWorld
+from tests.ssh.world import SLOW, SshWorld
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def service(ssh_world: SshWorld, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     with ssh_world.stack.client() as c:
         wait_until(
-            lambda: c.get(f"{svc.url}/who").status_code == 200, timeout=20, what="a replica up"
+            lambda: c.get(f"{svc.url}/who").status_code == 200, timeout=SLOW, what="a replica up"
         )
     yield svc
     ssh_world.stop(name)
@@ -83,7 +83,7 @@ def test_replicas_take_turns(ssh_world: SshWorld, service: Service) -> None:
         # Both replicas' servers are up once each has answered a request.
         wait_until(
             lambda: {c.get(f"{service.url}/who").text for _ in range(2)} == set(service.replicas),
-            timeout=20,
+            timeout=SLOW,
             what="both replicas answering",
         )
         seen = [c.get(f"{service.url}/who").text for _ in range(6)]

@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,10 @@ from tests.stack import BERTH, Stack
 
 HEALTH_INTERVAL_S = 1.0  # the jump host's health check (and repair) period in these tests
 KEYS_INTERVAL_S = 0.25
+_WATCHDOG_S = 0.5  # how soon an exited Berth process is started again
+SLOW = 60.0
+"""Deadline for waits that assert no timing (a pod's sshd up, a run running): generous,
+because a shared CI machine can be many times slower than a quiet one."""
 NODE_PORTS = range(30000, 32768)  # the apiserver's default --service-node-port-range
 RESERVED_PORTS = {32022}  # tests/stack.py's jump port, used by the e2e stack
 
@@ -52,6 +57,10 @@ class SshWorld:
     """A NodePort another Service holds: project ``taken`` asks for it."""
     apps: dict[str, AppFactory] = field(default_factory=dict)
     """Run name -> the main process its pods run (the service under test)."""
+    restarts: list[str] = field(default_factory=list)
+    """Berth processes the watchdog started again after they exited."""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watchdog: threading.Thread | None = None
 
     def app_for(self, pod: Any, directory: Path) -> list[str] | None:
         factory = self.apps.get((pod.metadata.labels or {}).get(kube.LABEL_RUN, ""))
@@ -66,7 +75,7 @@ class SshWorld:
         assert record is not None, f"no jump host record for {project}: {self.stack.logs()}"
         return record
 
-    def healthy_jump(self, *, after: float = 0.0, timeout: float = 20) -> JumpHostRecord:
+    def healthy_jump(self, *, after: float = 0.0, timeout: float = SLOW) -> JumpHostRecord:
         """The main jump host's record once a check after ``after`` (epoch s) passed."""
 
         def check() -> JumpHostRecord | None:
@@ -78,7 +87,7 @@ class SshWorld:
             return wait_until(check, timeout=timeout, what="a healthy jump host")
         except AssertionError as e:
             record = ssh.jump_host_of(self.store, "main")
-            raise AssertionError(f"{e}\n{record}\n{self.stack.logs()}") from None
+            raise AssertionError(f"{e}\n{record}\n{self.diagnostics()}") from None
 
     def add_user(
         self, name: str, public_key: str | None, projects: tuple[str, ...] = ("main",)
@@ -98,7 +107,7 @@ class SshWorld:
         assert r.status_code == 202, r.text
         return str(r.json()["name"])
 
-    def running(self, name: str, *, timeout: float = 60) -> dict[str, Any]:
+    def running(self, name: str, *, timeout: float = 2 * SLOW) -> dict[str, Any]:
         """The run once it and every job run with a pod IP."""
 
         def check() -> dict[str, Any] | None:
@@ -111,7 +120,13 @@ class SshWorld:
         try:
             return wait_until(check, timeout=timeout, what=f"run {name} running")
         except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.stack.logs()}") from None
+            raise AssertionError(f"{e}\n{self.diagnostics()}") from None
+
+    def diagnostics(self) -> str:
+        """What to read when a wait times out: logs, restarts, stand-in kubelet errors."""
+        return "\n".join(
+            [self.stack.logs(), f"restarted: {self.restarts}", f"loopback: {self.pods.errors[-3:]}"]
+        )
 
     def stop(self, name: str) -> None:
         with self.stack.client() as c:
@@ -201,14 +216,33 @@ def start_world(
     )
     world.pods.apps = world.app_for
     world.pods.start()
+    world._watchdog = threading.Thread(target=_watchdog, args=(world,), name="berth-watchdog")
+    world._watchdog.start()
     return world
 
 
 def stop_world(world: SshWorld) -> None:
+    world._stop.set()
+    if world._watchdog is not None:
+        world._watchdog.join()  # before stopping: it must not start anything after that
     world.pods.stop()
     world.stack.stop()
     world.store.close()
     world.kube.call(world.kube.core.delete_namespace, world.namespace)
+
+
+def _watchdog(world: SshWorld) -> None:
+    """Start a Berth process again when it exits, as its Deployment would.
+
+    The proxy worker exits on purpose when it loses its Redis lease (so a
+    standby can lead); on a heavily loaded machine that happens, and without a
+    restart no jump host would be kept for the rest of the session.
+    """
+    while not world._stop.wait(_WATCHDOG_S):
+        for record in list(world.stack.processes):
+            if not is_running(record) and not world._stop.is_set():
+                world.restarts.append(f"{record.name}: {log_tail(record, 5)}")
+                world.stack.restart(record.name)
 
 
 def _start(stack: Stack, logs: Path) -> None:
