@@ -133,8 +133,14 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
         if job.status != verdict.status and not can_move(job.status, verdict.status):
             return
         changed = job.status != verdict.status
+        # A job stopped for a reason (max_duration, inactivity) keeps it when its pod goes.
+        keep = (
+            job.status == RunStatus.TERMINATING
+            and bool(job.reason)
+            and verdict.status == RunStatus.TERMINATED
+        )
         job.status = verdict.status
-        job.reason = verdict.reason
+        job.reason = job.reason if keep else verdict.reason
         job.pod_ip = verdict.pod_ip or job.pod_ip
         job.exit_code = verdict.exit_code if verdict.exit_code is not None else job.exit_code
         if verdict.status == RunStatus.PENDING:

@@ -9,6 +9,7 @@ pod after it); the others run until stopped.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from shared.errors import TemporaryError
 from shared.jobs import jobs_for
 from shared.queueing import keys
 from shared.queueing.commit import FENCED, Change, Writer
-from shared.records import Event, Placement, Run, RunStatus
+from shared.records import Event, Job, Placement, Run, RunStatus
 from shared.settings import SchedulingSettings
 from tests.polling import wait_until
 from tests.stack import Stack
@@ -86,11 +87,24 @@ class Queue:
         assert r.status_code == 200, r.text
 
     def held(self) -> dict[str, Counter[str]]:
-        """Node -> project -> GPUs held by Berth's jobs now, from the store."""
+        """Node -> project -> GPUs held by Berth's jobs, as of one moment.
+
+        Every job is read in one MULTI: read one by one, a job released early and a
+        job placed late could both show as holding, an over-commit that never was.
+        """
+        store = self.ctx.store
+        runs = placements.active_runs(store)
+        pipe = store.r.pipeline(transaction=True)
+        for run, _ in runs:
+            for job_id in run.job_ids:
+                pipe.hget(store.key("job", job_id), "d")
+        raw = iter(pipe.execute())
         per_node: dict[str, Counter[str]] = {}
-        for run, jobs in placements.active_runs(self.ctx.store):
-            for job in jobs:
-                if job.status in placements.HOLDING and job.placement is not None:
+        for run, _ in runs:
+            for _job_id in run.job_ids:
+                data = next(raw)
+                job = Job.model_validate_json(data) if data else None
+                if job and job.status in placements.HOLDING and job.placement is not None:
                     node = per_node.setdefault(job.placement.node, Counter())
                     node[run.project] += job.placement.gpus
         return per_node
@@ -133,6 +147,17 @@ def queue(stack: Stack) -> Iterator[Queue]:
 def _placed_at(q: Queue, name: str, project: str = "main") -> float:
     events = q.events(name, project=project)
     return float(min(e["at"] for e in events if e["status"] == "provisioning"))
+
+
+def _job_statuses(q: Queue, run_id: str) -> set[str]:
+    """The run's job statuses read in one MULTI, so they are one moment's, never torn
+    (reading job by job, as the API does, can straddle a placement)."""
+    store = q.ctx.store
+    run = store.get_run(run_id)
+    pipe = store.r.pipeline(transaction=True)
+    for job_id in run.job_ids:
+        pipe.hget(store.key("job", job_id), "d")
+    return {str(json.loads(raw)["status"]) for raw in pipe.execute()}
 
 
 def _hold(gpu: str) -> dict[str, Any]:
@@ -247,8 +272,10 @@ def test_a_four_node_gang_is_never_partially_started(
         ).items
         return items
 
+    run_id = queue.run("gang")["id"]
+
     def whole_or_nothing() -> bool:
-        statuses = {j["status"] for j in queue.run("gang")["jobs"]}
+        statuses = _job_statuses(queue, run_id)
         started = statuses - {"pending", "submitted"}
         assert not (started and statuses & {"pending", "submitted"}), statuses
         assert len(pods()) in (0, 4) or started
