@@ -1,6 +1,6 @@
 """Scenarios 1 and 2: the raw apiserver pod-create limit, and a burst through Berth.
 
-Run with the harness: ``.venv/bin python -m bench --only limit,burst`` (this
+Run with the harness: ``.venv/bin/python -m bench --only limit,burst`` (this
 module's ``main`` does exactly that).
 
 1. **The limit**: the official Python client creating the pods Berth itself
@@ -51,9 +51,11 @@ T = TypeVar("T")
 
 
 def main() -> None:
+    import sys
+
     from bench.__main__ import main as harness
 
-    harness(["--only", "limit,burst"])
+    harness(["--only", "limit,burst", *sys.argv[1:]])
 
 
 @dataclass

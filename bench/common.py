@@ -122,8 +122,8 @@ def parse_cell(cell: str) -> tuple[float, str] | None:
         base, scale = _TO_BASE[unit]
         return value * scale, base
     rest = cell[m.end() :].strip()
-    if not unit and rest.startswith("/s"):
-        unit = "/s"
+    if not unit and rest:
+        unit = rest  # "245 publishes"
     return value, unit
 
 
@@ -303,18 +303,19 @@ def any_objects(k: kube.Kube, namespace: str, selector: str) -> bool:
 
 
 @contextmanager
-def env_var(name: str, value: str) -> Iterator[None]:
-    """Set one environment variable for a block: how bench.queue and bench.inventory
-    are pointed at this run's cluster (they read ``BERTH_HOME`` through Settings)."""
-    old = os.environ.get(name)
-    os.environ[name] = value
+def environ(values: dict[str, str], *, drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """Environment variables for a block. ``start_process`` spawns with the caller's
+    environment (as tests/stack.py relies on), and bench.queue and bench.inventory find
+    this run's cluster through ``BERTH_HOME``, which they read through Settings."""
+    old = dict(os.environ)
+    os.environ.update(values)
+    for name in drop:
+        os.environ.pop(name, None)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        os.environ.clear()
+        os.environ.update(old)
 
 
 def poll(check: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:

@@ -40,13 +40,10 @@ what both can reach: pod created and pod Running.
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +53,7 @@ import yaml
 
 from bench import burst
 from bench.burst import CLIENT_THREADS, GPU_REQUEST, BurstResult, collect, concurrently
-from bench.common import Figures, PodTimes, any_objects, ensure_namespace, poll
+from bench.common import Figures, PodTimes, any_objects, ensure_namespace, environ, poll
 from cli.local.cluster import ClusterState
 from cli.local.processes import ProcessRecord, free_port, is_running, log_tail, start_process
 from cli.local.processes import stop_process as _stop_process
@@ -198,7 +195,7 @@ def start_server(
         "GPUHUNT_CATALOG_URL": f"http://127.0.0.1:{free_port()}",
     }
     argv = [str(dstack_bin), "server", "--host", "127.0.0.1", "--port", str(port)]
-    with _environ(env, drop=("DSTACK_SENTRY_DSN", "KUBECONFIG", "VIRTUAL_ENV")):
+    with environ(env, drop=("DSTACK_SENTRY_DSN", "KUBECONFIG", "VIRTUAL_ENV")):
         record = start_process("dstack-server", argv, log_dir=directory / "logs")
     server = DstackServer(
         url=f"http://127.0.0.1:{port}",
@@ -383,20 +380,6 @@ def _run(argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
         raise DstackUnavailable(f"{' '.join(argv[:3])} did not finish in {timeout:.0f} s") from e
-
-
-@contextmanager
-def _environ(values: dict[str, str], *, drop: tuple[str, ...] = ()) -> Iterator[None]:
-    """``start_process`` spawns with the caller's environment, as tests/stack.py does."""
-    old = dict(os.environ)
-    os.environ.update(values)
-    for name in drop:
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
 
 
 # --- the report --------------------------------------------------------------------------

@@ -61,9 +61,11 @@ REQUESTS = (
 
 
 def main() -> None:
+    import sys
+
     from bench.__main__ import main as harness
 
-    harness(["--only", "placement"])
+    harness(["--only", "placement", *sys.argv[1:]])
 
 
 def run(figs: Figures, *, repeats: int, node_counts: tuple[int, ...] = NODE_COUNTS) -> None:

@@ -12,6 +12,8 @@ the first stop request is sent.
 
 from __future__ import annotations
 
+import math
+
 from bench.burst import berth_burst, stop_berth_runs
 from bench.common import Figures
 from shared import kube
@@ -21,9 +23,11 @@ SCENARIO = "7 teardown"
 
 
 def main() -> None:
+    import sys
+
     from bench.__main__ import main as harness
 
-    harness(["--only", "teardown"])
+    harness(["--only", "teardown", *sys.argv[1:]])
 
 
 def run(figs: Figures, k: kube.Kube, stack: Stack, *, n: int, repeats: int) -> None:
@@ -35,7 +39,7 @@ def run(figs: Figures, k: kube.Kube, stack: Stack, *, n: int, repeats: int) -> N
             figs.text(SCENARIO, f"stop {n} runs", f"failed: {burst.errors[0]}")
         seconds = stop_berth_runs(k, stack, names, timeout=max(300.0, 0.5 * n))
         what = f"stop {n} runs -> apiserver holds none of their objects"
-        if seconds != seconds:  # NaN: objects were left
+        if math.isnan(seconds):  # objects were left
             figs.text(SCENARIO, what, "objects left after the timeout")
             continue
         figs.add(

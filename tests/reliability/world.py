@@ -241,6 +241,9 @@ def burst_specs(n: int, *, prefix: str, long_every: int = 3) -> list[RunSpec]:
     return [RunSpec(name=f"{prefix}-{i}", long=i % long_every == 0) for i in range(n)]
 
 
+_RETRIES_ON_503 = 100  # 5 s of 503s: longer than any Redis restart here
+
+
 @dataclass
 class Burst:
     """Submit runs from client threads; keep what the API accepted (202) and what not."""
@@ -286,12 +289,21 @@ class Burst:
             return sum(self.answers.values())
 
     def _submit(self, http: httpx.Client, spec: RunSpec) -> None:
-        try:
-            r = http.post("/api/projects/main/runs", json={"configuration": spec.configuration()})
-        except httpx.HTTPError:
+        # A client that honours 503 ("retry later") tries again, a bounded number of times.
+        for _ in range(_RETRIES_ON_503):
+            try:
+                r = http.post(
+                    "/api/projects/main/runs", json={"configuration": spec.configuration()}
+                )
+            except httpx.HTTPError:
+                with self._lock:
+                    self.answers["connection"] += 1
+                return
+            if r.status_code != 503:
+                break
             with self._lock:
-                self.answers["connection"] += 1
-            return
+                self.answers["503"] += 1
+            time.sleep(0.05)
         with self._lock:
             self.answers[str(r.status_code)] += 1
             if r.status_code == 202:
