@@ -39,16 +39,16 @@ from bench.common import (
     add_rows,
     children_of,
     ensure_namespace,
-    env_var,
+    environ,
     machine,
     peak_rss_mib,
     poll,
     results_markdown,
 )
 from cli.local import cluster
-from cli.local.processes import ProcessRecord, is_running, log_tail
+from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
 from shared import kube
-from tests.stack import Stack, start_stack
+from tests.stack import BERTH, Stack, start_stack
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = {
@@ -316,7 +316,7 @@ def _queue(home: Path, sizes: Sizes, figs: Figures, notes: list[tuple[str, str]]
     notes.append((scenario, f"bench/queue.py's bench_pure, bench_store, bench_live; {sizes_note}"))
     overrides = {"RUNS": sizes.queue_runs} if sizes.queue_runs else {}
     # bench_live finds the cluster at $BERTH_HOME/local, which is this run's cluster.
-    with env_var("BERTH_HOME", str(home)), overridden(queue_bench, overrides):
+    with environ({"BERTH_HOME": str(home)}), overridden(queue_bench, overrides):
         inventory = queue_bench.pools_inventory()
         for rep in range(sizes.repeats):
             _say(f"queue churn, repeat {rep + 1}")
@@ -360,19 +360,27 @@ def _inventory(tmp: Path, sizes: Sizes, figs: Figures, notes: list[tuple[str, st
         start = time.monotonic()
         stack = start_stack(state, tmp / "inventory-stack", namespace="berth", workers=1)
         try:
+            published = _published_after(stack, start, notes)
+            if math.isnan(published):  # it exited (lease lost under load): one more try
+                start = time.monotonic()
+                _restart_proxy(stack)
+                published = _published_after(stack, start, notes)
             figs.add(
                 scenario,
-                "proxy worker: stack start -> first inventory in Redis",
-                _published_after(stack, start),
+                "proxy worker: process start -> first inventory in Redis",
+                published,
                 "s",
-                note="includes starting every Berth process",
+                note="the stack's start, or the restart when the first one exited",
             )
-            with env_var("BERTH_HOME", str(home)):
+            with environ({"BERTH_HOME": str(home)}):
                 for rep in range(sizes.repeats):
                     _say(f"inventory change -> published, repeat {rep + 1}")
                     add_rows(figs, scenario, inventory_bench.bench_live())
-            proxy = next(p for p in stack.processes if p.name == "proxy-worker")
-            figs.add(scenario, "proxy worker peak RSS", peak_rss_mib(proxy.pid), "MiB", shape)
+            proxy = _proxy(stack)
+            if is_running(proxy):
+                figs.add(scenario, "proxy worker peak RSS", peak_rss_mib(proxy.pid), "MiB", shape)
+            else:
+                figs.text(scenario, "proxy worker peak RSS", "not read: it had exited (notes)")
             _record_rss(figs, stack, f"inventory stack, {shape}", notes)
         finally:
             stack.stop()
@@ -437,16 +445,52 @@ def _first_inventory(k: kube.Kube) -> float:
         watcher.stop()
 
 
-def _published_after(stack: Stack, start: float) -> float:
+def _published_after(stack: Stack, start: float, notes: list[tuple[str, str]]) -> float:
+    """Seconds from ``start`` until the proxy worker's first inventory is in Redis; NaN if
+    the proxy worker exits first (then its last log line goes to the notes)."""
     from workers.context import build_context
 
+    proxy = _proxy(stack)
     ctx = build_context(stack.settings())
     try:
         key = ctx.clusters.key_for("main")
-        done = poll(lambda: ctx.store.inventory_json(key) is not None, timeout=600, interval=0.1)
-        return time.monotonic() - start if done else float("nan")
+
+        def published() -> bool:
+            if ctx.store.inventory_json(key) is not None:
+                return True
+            if not is_running(proxy):
+                raise _Exited(log_tail(proxy, 1))
+            return False
+
+        try:
+            done = poll(published, timeout=600, interval=0.1)
+        except _Exited as e:
+            notes.append((SCENARIOS["inventory"], f"the proxy worker exited first: {e}"))
+            return math.nan
+        return time.monotonic() - start if done else math.nan
     finally:
         ctx.close()
+
+
+def _proxy(stack: Stack) -> ProcessRecord:
+    """The stack's newest proxy worker."""
+    return [p for p in stack.processes if p.name.startswith("proxy-worker")][-1]
+
+
+def _restart_proxy(stack: Stack) -> None:
+    """Start another ``berth proxy-worker`` with the stack's environment; the stack stops
+    it with the others."""
+    with environ(stack.env):
+        record = start_process(
+            f"proxy-worker-{len(stack.processes)}",
+            [BERTH, "proxy-worker"],
+            log_dir=Path(_proxy(stack).log).parent,
+        )
+    stack.processes.append(record)
+
+
+class _Exited(Exception):
+    """The process being waited for is gone."""
 
 
 # --- the report's prose ------------------------------------------------------------------
