@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.records import Job, Run, RunStatus
+from shared.ssh import JumpHostRecord
 
 
 class RunCreate(BaseModel):
@@ -101,6 +102,12 @@ class Health(BaseModel):
     status: str
     redis: str
     jump_hosts: dict[str, Any] = {}
+    """Jump host id -> its status, reason and last check; the rest is in ``/api/status``."""
+
+
+class Status(BaseModel):
+    redis: str
+    jump_hosts: list[JumpHostRecord]
 
 
 def redact(configuration: dict[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,9 @@ class BerthClient:
     def delete_volume(self, name: str) -> None:
         self._json("DELETE", f"/api/projects/{self.config.project}/volumes/{name}")
 
+    def status(self) -> dict[str, Any]:
+        return _obj(self._json("GET", "/api/status"))
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             resp = self.http.request(method, path, **kwargs)

@@ -20,6 +20,7 @@ for command in (
     run_commands.stop,
     run_commands.delete,
     run_commands.offer,
+    run_commands.status,
     attach.attach,
     server_commands.server,
     server_commands.worker,

@@ -164,6 +164,38 @@ def offer(
     _print_offers(result["offers"], title=result["summary"])
 
 
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the server's health: Redis and the SSH jump hosts of your projects."""
+    client = _client()
+    try:
+        found = client.status()
+    finally:
+        client.close()
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    out.print(f"redis: {found['redis']}")
+    if not found["jump_hosts"]:
+        out.print("no jump host (set proxy_jump in the server config to reach runs over SSH)")
+        return
+    table = Table("PROJECTS", "JUMP HOST", "ADDRESS", "STATUS", "CHECKED", "LATENCY", "REASON")
+    for host in found["jump_hosts"]:
+        checked = host["checked_at"]
+        latency = host["latency_ms"]
+        table.add_row(
+            ",".join(host["projects"]),
+            f"{host['namespace']}/{host['name']}",
+            f"{host['hostname']}:{host['port']}",
+            host["status"],
+            _ago(checked) if checked else "-",
+            f"{latency:.0f} ms" if latency is not None else "-",
+            host["reason"],
+        )
+    out.print(table)
+
+
 @fleet_app.command("apply")
 def fleet_apply(
     file: Annotated[Path, typer.Option("-f", "--file", help="Fleet configuration file.")],

@@ -356,6 +356,28 @@ class Store:
         with _wrapped():
             self._release(keys=[key], args=[holder])
 
+    def mark_queued(self, wanted: list[tuple[str, str]], *, ttl_s: int) -> list[bool]:
+        """For each (task, id), whether no message of it is already marked as queued.
+
+        A true answer also marks it, for ``ttl_s`` or until the task starts
+        (:meth:`unmark_queued`). Beat's safety-net resends go through this: with
+        workers down, a resend every few seconds per job would otherwise pile
+        up tens of thousands of identical messages for the survivors to chew
+        through. The TTL bounds how long a lost message can hide a needed one.
+        """
+        if not wanted:
+            return []
+        with _wrapped():
+            pipe = self.r.pipeline(transaction=False)
+            for name, ident in wanted:
+                pipe.set(self.key("queued", name, ident), "1", nx=True, ex=ttl_s)
+            return [bool(ok) for ok in pipe.execute()]
+
+    def unmark_queued(self, name: str, ident: str) -> None:
+        """The task started: from now on a new message is needed to see new state."""
+        with _wrapped():
+            self.r.delete(self.key("queued", name, ident))
+
     # -- internals -----------------------------------------------------------
 
     def _load(self, model: type[M], key: str) -> M | None:

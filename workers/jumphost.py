@@ -196,7 +196,10 @@ class _Keeper:
         record.repaired = self.repaired
         self._log_transition(record)
         self.supervisor.records[self.target.id] = record
-        await self.supervisor.publish()
+        try:
+            await self.supervisor.publish()
+        except StoreError as e:  # Redis away: the next tick publishes again
+            log.warning("jump host %s: cannot publish its health: %s", self.target.id, e)
 
     def _reconcile(self, keys: str) -> None:
         cluster = self.supervisor.clusters.for_project(self.target.projects[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -38,52 +39,67 @@ LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round 
 
 
 def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+    """Run until SIGTERM/SIGINT (or ``stop`` is set): standby, leader, and back.
+
+    A leader that cannot renew its lease (Redis away longer than the TTL) stops
+    leading and goes back to standby instead of exiting, so a lone proxy worker
+    recovers by itself once Redis is back, and two never lead at once.
+    """
     stop = stop or _stop_on_signals()
     store = Store.connect(
         settings.redis.url,
         prefix=settings.redis.key_prefix,
         timeout_s=settings.redis.socket_timeout_s,
     )
-    lease = Lease(store, name="proxy-worker", holder=f"{socket.gethostname()}:{os.getpid()}")
-    while not stop.is_set() and not lease.acquire():
-        stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
-    if stop.is_set():
-        return
-    log.info("proxy worker is the leader (%s)", lease.holder)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    lease = Lease(store, name="proxy-worker", holder=holder)
+    try:
+        while not stop.is_set():
+            if lease.acquire():
+                log.info("proxy worker is the leader (%s)", lease.holder)
+                _lead(settings, store, lease, stop)
+            else:
+                stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
+    finally:
+        store.close()
+
+
+def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
+    """Watch, publish and keep the jump hosts while the lease holds."""
     server = load_server_config(settings.server_config_path)
     clusters = ClusterRegistry(server, request_timeout_s=settings.kube.request_timeout_s)
     celery = create_celery(settings)
     watchers: list[InventoryWatcher] = []
-    for key, project in _one_project_per_cluster(server.project_names(), clusters).items():
-        cluster = clusters.for_project(project)
-
-        def publish(inv: GpuInventory, key: str = key) -> None:
-            store.publish_inventory(key, inv.to_json(), CHANNEL)
-            # Capacity changed: pending runs may fit now (passes coalesce).
-            _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
-
-        def on_berth_pod(job_id: str, _event: str) -> None:
-            _send(celery, tasks.SYNC_JOB, job_id)
-
-        watcher = InventoryWatcher(cluster.kube, publish=publish, on_berth_pod=on_berth_pod)
-        watcher.start()
-        watchers.append(watcher)
-    # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py).
     jump_hosts = JumpHostSupervisor(settings.ssh, server, clusters, store)
-    jump_hosts.start()
     try:
+        for key, project in _one_project_per_cluster(server.project_names(), clusters).items():
+            cluster = clusters.for_project(project)
+
+            def publish(inv: GpuInventory, key: str = key) -> None:
+                store.publish_inventory(key, inv.to_json(), CHANNEL)
+                # Capacity changed: pending runs may fit now (passes coalesce).
+                _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
+
+            def on_berth_pod(job_id: str, _event: str) -> None:
+                _send(celery, tasks.SYNC_JOB, job_id)
+
+            watcher = InventoryWatcher(cluster.kube, publish=publish, on_berth_pod=on_berth_pod)
+            watcher.start()
+            watchers.append(watcher)
+        # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
+        # so a slow cluster never delays the renewals below.
+        jump_hosts.start()
         while not stop.wait(LEASE_RENEW_S):
             if not lease.renew():
-                log.error("lost the proxy worker lease; stopping so a standby can lead")
-                break
+                log.error("lost the proxy worker lease; back to standby")
+                return
     finally:
         jump_hosts.stop()
         for watcher in watchers:
             watcher.stop()
         lease.release()
         clusters.close()
-        store.close()
+        celery.close()
 
 
 class Lease:

@@ -5,7 +5,8 @@ cache, so 10,000 waiting runs cost a version check each, not a parse):
 
 - re-sync every job that holds or awaits a pod (a missed pod event costs
   seconds, not a stuck run), re-send provisioning for jobs placed but without
-  a pod, re-send teardown for stopping jobs;
+  a pod, re-send teardown for stopping jobs; each only if no such message
+  already waits in the queue, so dead workers do not make the queue grow;
 - send a gang back to the queue when a member lost its placement or its pods
   are not all Running within ``scheduling.gang_ready_timeout_s``;
 - stop runs past ``max_duration`` or, for dev environments, past
@@ -30,6 +31,8 @@ from workers.scheduling import record_cache
 log = logging.getLogger(__name__)
 
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
+# A resend still queued after this is presumed lost (a broker restart): send again.
+RESEND_HOLD_S = 120
 
 
 def sweep(ctx: WorkerContext) -> None:
@@ -41,6 +44,7 @@ def sweep(ctx: WorkerContext) -> None:
     admitted = keys.timestamps(store, keys.ADMITTED)
     activity = keys.timestamps(store, keys.ACTIVITY)
     pending = False
+    resends: list[tuple[str, str]] = []
     for run in view.runs:
         jobs = view.jobs[run.id]
         pending |= any(j.status in (RunStatus.SUBMITTED, RunStatus.PENDING) for j in jobs)
@@ -48,7 +52,8 @@ def sweep(ctx: WorkerContext) -> None:
             ctx, run, jobs, admitted.get(run.id), activity.get(run.id), now
         ):
             continue
-        _resend(ctx, run, jobs, now)
+        resends += _resends(run, jobs, now)
+    _send_unqueued(ctx, resends)
     if pending:
         tasks.send(ctx.celery, tasks.SCHEDULE_RUN, "sweep")
     keys.forget(store, keys.known_runs(store) - set(ids))
@@ -81,15 +86,26 @@ def _enforce_limits(
     return requeue.stop_for_limit(ctx, run, jobs, why)
 
 
-def _resend(ctx: WorkerContext, run: Run, jobs: list[Job], now: float) -> None:
+def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:
+    """The (task, job id) messages this run's jobs should have in flight."""
+    out = []
     for job in jobs:
         if job.status == RunStatus.PROVISIONING and job.pod_name is None:
             if now - job.updated_at > PROVISION_STUCK_S:
-                tasks.send(ctx.celery, tasks.PROVISION_JOB, job.id)
+                out.append((tasks.PROVISION_JOB, job.id))
         elif job.status in (RunStatus.PROVISIONING, RunStatus.RUNNING):
-            tasks.send(ctx.celery, tasks.SYNC_JOB, job.id)
+            out.append((tasks.SYNC_JOB, job.id))
         elif job.status == RunStatus.TERMINATING:
-            tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job.id)
+            out.append((tasks.TEARDOWN_JOB, job.id))
     if run.stop_requested and not run.status.is_finished:
-        for job_id in run.job_ids:
-            tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)
+        out += [(tasks.TEARDOWN_JOB, job_id) for job_id in run.job_ids]
+    return out
+
+
+def _send_unqueued(ctx: WorkerContext, wanted: list[tuple[str, str]]) -> None:
+    """Send each message unless one like it still waits in the queue (see ``mark_queued``)."""
+    wanted = list(dict.fromkeys(wanted))
+    fresh = ctx.store.mark_queued(wanted, ttl_s=RESEND_HOLD_S)
+    for (name, job_id), needed in zip(wanted, fresh, strict=True):
+        if needed:
+            tasks.send(ctx.celery, name, job_id)

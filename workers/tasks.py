@@ -22,17 +22,23 @@ def schedule_run(run_id: str) -> None:
 
 @berth_task(names.PROVISION_JOB)
 def provision_job(job_id: str) -> None:
-    provisioning.provision_job(context(), job_id)
+    ctx = context()
+    ctx.store.unmark_queued(names.PROVISION_JOB, job_id)
+    provisioning.provision_job(ctx, job_id)
 
 
 @berth_task(names.SYNC_JOB)
 def sync_job(job_id: str) -> None:
-    provisioning.sync_job(context(), job_id)
+    ctx = context()
+    ctx.store.unmark_queued(names.SYNC_JOB, job_id)
+    provisioning.sync_job(ctx, job_id)
 
 
 @berth_task(names.TEARDOWN_JOB)
 def teardown_job(job_id: str) -> None:
-    teardown.teardown_job(context(), job_id)
+    ctx = context()
+    ctx.store.unmark_queued(names.TEARDOWN_JOB, job_id)
+    teardown.teardown_job(ctx, job_id)
 
 
 @berth_task(names.TEARDOWN_POD)

@@ -25,7 +25,7 @@ from api.errors import error_response
 from api.services.tunnels import Replica, TunnelPool
 from shared import ssh
 from shared.errors import AuthError, NotFoundError, TemporaryError
-from shared.records import RunStatus
+from shared.records import Run, RunStatus, User
 from shared.ssh import JumpHostRecord
 from shared.store import Store
 
@@ -85,23 +85,25 @@ class ServiceTarget:
 def resolve_service(
     store: Store, *, project: str, run: str, authorization: str | None
 ) -> ServiceTarget:
-    """The service's running replicas and its jump host, after the auth check."""
+    """The service's running replicas and its jump host, after the auth check.
+
+    Only a service with ``auth: false`` is public. For anything else (an auth
+    service, another kind of run, a run or project that does not exist) the
+    token is checked first, so an anonymous caller learns nothing about which
+    projects and runs exist: it gets 401 for all of them.
+    """
     found = store.get_project(project)
-    if found is None:
-        raise NotFoundError(f"project {project!r} not found", field="project")
-    record = store.run_by_name(project, run)
-    if record.configuration_type != "service":
-        raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
-    auth = bool(record.configuration.get("auth", True))
-    if auth:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError(f"service {run!r} needs a project token: 'Authorization: Bearer …'")
-        user = store.user_by_token(token.strip())
-        if user is None:
-            raise AuthError("unknown token")
-        if user.name not in found.members and not user.is_admin:
+    record = _find_run(store, project, run) if found is not None else None
+    is_service = record is not None and record.configuration_type == "service"
+    public = is_service and record is not None and not record.configuration.get("auth", True)
+    if not public:
+        user = _caller(store, authorization, run)
+        if found is None or (user.name not in found.members and not user.is_admin):
             raise NotFoundError(f"project {project!r} not found", field="project")
+    if record is None:
+        raise NotFoundError(f"no run named {run!r} in project {project!r}", field="name")
+    if not is_service:
+        raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
     port = int(record.configuration["port"])
     replicas = [
         Replica(job_id=j.id, pod_ip=j.pod_ip, port=port)
@@ -120,8 +122,25 @@ def resolve_service(
         prefix=f"/proxy/services/{project}/{run}",
         replicas=replicas,
         jump=jump,
-        auth=auth,
+        auth=not public,
     )
+
+
+def _find_run(store: Store, project: str, name: str) -> Run | None:
+    try:
+        return store.run_by_name(project, name)
+    except NotFoundError:
+        return None
+
+
+def _caller(store: Store, authorization: str | None, run: str) -> User:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError(f"service {run!r} needs a project token: 'Authorization: Bearer …'")
+    user = store.user_by_token(token.strip())
+    if user is None:
+        raise AuthError("unknown token")
+    return user
 
 
 async def forward(

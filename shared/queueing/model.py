@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from shared.offers import Request
 from shared.records import Placement
@@ -23,15 +22,16 @@ class QueuedRun:
     """Jobs still to place (all of them, except a service that lost a replica)."""
     held_nodes: frozenset[str] = frozenset()
     """Nodes the run's other jobs already hold; a gang must avoid them too."""
+    key: tuple[int, float, str] = field(init=False, repr=False, compare=False)
+    """Queue order inside a project (see :mod:`shared.queueing.order`); computed once,
+    since a pass sorts and heaps 10,000 of them."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (-self.priority, self.submitted_at, self.run_id))
 
     @property
     def gang(self) -> bool:
         return self.request.nodes > 1
-
-    @cached_property
-    def key(self) -> tuple[int, float, str]:
-        """Queue order inside a project (see :mod:`shared.queueing.order`)."""
-        return (-self.priority, self.submitted_at, self.run_id)
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,14 @@ class Wait:
     cause: str
     """What it waits for, without the position (that is ``position``/``queued``)."""
     position: int
-    """1 is next in its project's queue."""
+    """1 is next in its project's queue; 0 means not in the queue at all."""
     queued: int
     """How many runs wait in the project's queue."""
 
-    @cached_property
+    @property
     def reason(self) -> str:
+        if self.position == 0:  # held outside the queue (its volumes are in use elsewhere)
+            return self.cause
         return f"{self.cause}; position {self.position} of {self.queued} in {self.project}'s queue"
 
 

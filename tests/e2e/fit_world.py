@@ -5,9 +5,9 @@ autoscaling pools need others. A :class:`FitWorld` builds a
 :class:`~workers.context.WorkerContext` with its own config file (pointing at
 the local cluster's kubeconfig), its own namespace and its own Redis prefix, so
 no worker of the stack ever sees its messages, and calls the plain functions
-directly: ``submit_run`` as the API does, then :meth:`FitWorld.place`, which is
-the scheduling pass's work for one run *with the cluster-fit wiring*
-(``workers.cluster_fit``), then ``provision_job`` and ``sync_job``.
+directly: ``submit_run`` as the API does, then :meth:`FitWorld.place`, which runs
+the real scheduling pass (``workers.scheduling.run_pass``, with its cluster-fit
+wiring), then ``provision_job`` and ``sync_job``.
 """
 
 from __future__ import annotations
@@ -23,20 +23,24 @@ import yaml
 
 from api.services import runs as run_service
 from cli.local.cluster import ClusterState
-from shared import kube, placements
-from shared.configuration.parse import configuration_from_stored
-from shared.inventory_store import load_inventory
-from shared.jobs import refresh_run
-from shared.queueing import Holding, Plan, QueuedRun, plan
-from shared.records import Job, Project, Run, RunStatus, User
-from shared.requests import request_for
+from shared import kube
+from shared.records import Job, Placement, Project, Run, RunStatus, User
 from shared.settings import RedisSettings, Settings
 from shared.store import token_sha256
-from shared.volume_placement import berth_volume_nodes
-from workers import cluster_fit, provisioning
+from workers import provisioning, scheduling
 from workers.context import WorkerContext, build_context
 
 PROJECT = "fit"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one scheduling pass did with a run."""
+
+    placements: list[Placement]
+    """Where its jobs were placed by this pass (empty when it waits or failed)."""
+    status: RunStatus
+    reason: str
 
 
 @dataclass
@@ -63,41 +67,28 @@ class FitWorld:
         )
         return run
 
-    def place(self, run: Run) -> Plan:
-        """Decide ``run`` as the scheduling pass does, and write and provision an admit."""
+    def place(self, run: Run) -> Decision:
+        """One real scheduling pass, then provision what it placed of ``run``.
+
+        The pass is :func:`workers.scheduling.run_pass` itself (with its
+        cluster-fit wiring); only the provision messages it sends are handled
+        here instead of by a worker.
+        """
         store = self.ctx.store
-        active = placements.active_runs(store)
-        holdings = [
-            Holding(r.project, j.placement)
-            for r, jobs in active
-            for j in jobs
-            if j.status in placements.HOLDING and j.placement is not None
+        scheduling.run_pass(self.ctx)
+        placed = [
+            j
+            for j in store.jobs_of(store.get_run(run.id))
+            if j.status == RunStatus.PROVISIONING and j.pod_name is None and j.placement
         ]
-        inventory = load_inventory(store, self.ctx.clusters, PROJECT)
-        inventory = cluster_fit.inventory_with_pools(
-            self.ctx, PROJECT, inventory, [h.placement.node for h in holdings]
+        for job in placed:
+            provisioning.provision_job(self.ctx, job.id)
+        after = store.get_run(run.id)
+        return Decision(
+            placements=[j.placement for j in placed if j.placement is not None],
+            status=after.status,
+            reason=after.reason,
         )
-        run = store.get_run(run.id)
-        request = request_for(configuration_from_stored(run.configuration))
-        narrowed = cluster_fit.narrow_request(
-            self.ctx, run, request, inventory, berth_nodes=berth_volume_nodes(active)
-        )
-        if isinstance(narrowed, cluster_fit.Blocked):
-            raise AssertionError(f"blocked: {narrowed}")
-        jobs = [
-            j for j in store.jobs_of(run) if j.status in (RunStatus.SUBMITTED, RunStatus.PENDING)
-        ]
-        queued = QueuedRun(run.id, run.project, run.priority, run.submitted_at, narrowed, len(jobs))
-        decided = plan(inventory, [queued], holdings)
-        for admit in decided.admits:
-            for job, placement in zip(jobs, admit.placements, strict=True):
-                job.status = RunStatus.PROVISIONING
-                job.placement = placement
-                assert store.save_job(job)
-            refresh_run(store, run.id)
-            for job in jobs:
-                provisioning.provision_job(self.ctx, job.id)
-        return decided
 
     def sync(self, run: Run) -> Run:
         for job in self.jobs(run):

@@ -102,9 +102,9 @@ def test_pods_follow_the_backends_rules_and_carry_the_runs_tags(
             "type: task\nname: shaped\ncommands: [train]\n"
             "tags: {team: other, owner: a@b.com, ticket: ML-1}\n"
         )
-        (admit,) = world.place(run).admits
+        decision = world.place(run)
         # Best fit would pick kwok-cpu-0; the node selector only allows kwok-cpu-1.
-        assert admit.placements[0].node == "kwok-cpu-1"
+        assert decision.placements[0].node == "kwok-cpu-1"
         _running(world, run)
         (pod,) = world.pods(run)
     meta, spec = pod.metadata, pod.spec
@@ -138,7 +138,7 @@ def test_a_default_pod_requests_dstacks_cpu_and_memory_and_no_ephemeral_storage(
         plain = world.submit("type: task\nname: plain\ncommands: [train]\n")
         sized = world.submit("type: task\nname: sized\ncommands: [x]\nresources: {disk: 200GB..}")
         for run in (plain, sized):
-            assert world.place(run).admits
+            assert world.place(run).placements
             _running(world, run)
         requests = {
             run.name: world.pods(run)[0].spec.containers[0].resources.requests
@@ -163,7 +163,7 @@ def test_with_an_init_image_the_pod_copies_sshd_in_and_downloads_nothing(
         backend={"ssh_init_image": "registry.internal/berth-sshd:9.9"},
     ) as world:
         run = world.submit("type: dev-environment\nname: offline\nimage: registry.internal/py\n")
-        assert world.place(run).admits
+        assert world.place(run).placements
         _running(world, run)
         (pod,) = world.pods(run)
     (init,) = pod.spec.init_containers
@@ -305,8 +305,7 @@ def test_a_run_that_fits_only_a_pool_waits_for_the_autoscaler_and_then_runs_ther
         backend=_pool_backend(pool, timeout="5m"),
     ) as world:
         first = world.submit("type: task\nname: grow\ncommands: [train]\nresources: {gpu: L40S:4}")
-        (admit,) = world.place(first).admits
-        assert admit.placements[0].node == f"~pool:{pool}:0"
+        assert world.place(first).placements[0].node == f"~pool:{pool}:0"
         waiting = world.sync(first)
         assert waiting.status == RunStatus.PROVISIONING
         assert waiting.reason == (
@@ -317,8 +316,9 @@ def test_a_run_that_fits_only_a_pool_waits_for_the_autoscaler_and_then_runs_ther
         # The pool's maximum is one node, which the first run holds already.
         second = world.submit("type: task\nname: more\ncommands: [x]\nresources: {gpu: L40S:4}")
         decided = world.place(second)
-        assert not decided.admits
-        assert decided.waits[0].reason.startswith("waiting for capacity: 4x L40S")
+        assert not decided.placements
+        assert decided.status == RunStatus.PENDING
+        assert decided.reason.startswith("waiting for capacity: 4x L40S")
 
         with Autoscaler(kube_admin, namespace, pool, deadline_s=60) as scaler:
             ran = _running(world, first)
@@ -329,7 +329,7 @@ def test_a_run_that_fits_only_a_pool_waits_for_the_autoscaler_and_then_runs_ther
             events = [e.message for _, e in world.store.events(first.id)]
             assert f"job 0: the autoscaler added node kwok-{pool}-0" in events
             # The pool is at its maximum and its one node is full: still no room for more.
-            assert not world.place(second).admits
+            assert not world.place(second).placements
 
 
 def test_a_run_whose_pool_never_grows_fails_or_requeues_as_its_retry_policy_says(
@@ -349,8 +349,8 @@ def test_a_run_whose_pool_never_grows_fails_or_requeues_as_its_retry_policy_says
             "retry: {on_events: [no-capacity], duration: 1h}\n"
         )
         for run in (once, again):
-            (admit,) = world.place(run).admits
-            assert is_pool_node(admit.placements[0].node)
+            (placement,) = world.place(run).placements
+            assert is_pool_node(placement.node)
         failed = _until(world, once, RunStatus.FAILED, timeout=30)
         assert failed.reason == f"the autoscaler added no node to pool {pool} within 2s"
         requeued = _until(world, again, RunStatus.PENDING, timeout=30)

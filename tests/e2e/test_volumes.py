@@ -1,5 +1,8 @@
 """Volumes end to end: claims that bind, pods that mount them, placement that follows them.
 
+The session stack runs with only the RBAC ``deploy/k8s`` ships, so these also
+prove that it grants what volumes need.
+
 PersistentVolumes are pre-created as API objects (hostPath; KWOK runs nothing)
 with a storage class of the test's own, so kube-controller-manager binds the
 claims Berth creates or registers to them and to nothing else.
@@ -16,86 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
+from api.services import runs as run_service
 from api.services import volumes as volume_service
 from cli.local.cluster import ClusterState
 from shared import kube
 from shared.errors import KubeNotFound
+from shared.records import RunStatus
 from tests.e2e.fit_world import PROJECT, FitWorld, fit_world
 from tests.polling import wait_until
-from tests.rbac import SERVICE_ACCOUNT
 from tests.stack import Stack
+from workers import teardown
 
 pytestmark = pytest.mark.integration
 
 PvFactory = Callable[..., str]
-
-
-@pytest.fixture(scope="module")
-def volume_rbac(stack: Stack, kube_admin: kube.Kube) -> Iterator[None]:
-    """What volumes need from RBAC, granted to the stack's ServiceAccount.
-
-    Until ``deploy/k8s/rbac.yaml`` grants it: in the runs namespace, create, get and
-    delete on persistentvolumeclaims; cluster-wide, get on persistentvolumes.
-    """
-    k = kube_admin
-    name = "berth-volumes-e2e"
-    subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": stack.namespace}
-    role = {
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["persistentvolumeclaims"],
-                "verbs": ["create", "get", "delete"],
-            }
-        ],
-    }
-    binding = {
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [subject],
-    }
-    cluster_role = {
-        "metadata": {"name": name},
-        "rules": [{"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get"]}],
-    }
-    cluster_binding = {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [subject],
-    }
-    k.call(k.rbac.create_namespaced_role, stack.namespace, role)
-    k.call(k.rbac.create_namespaced_role_binding, stack.namespace, binding)
-    k.call(k.rbac.create_cluster_role, cluster_role)
-    k.call(k.rbac.create_cluster_role_binding, cluster_binding)
-    user = f"system:serviceaccount:{stack.namespace}:{SERVICE_ACCOUNT}"
-    wait_until(lambda: _allowed(k, user, stack.namespace), timeout=30, what="volume RBAC")
-    try:
-        yield
-    finally:
-        k.call(k.rbac.delete_namespaced_role_binding, name, stack.namespace)
-        k.call(k.rbac.delete_namespaced_role, name, stack.namespace)
-        k.call(k.rbac.delete_cluster_role_binding, name)
-        k.call(k.rbac.delete_cluster_role, name)
-
-
-def _allowed(k: kube.Kube, user: str, namespace: str) -> bool:
-    review = k.call(
-        client.AuthorizationV1Api(k.api).create_subject_access_review,
-        {
-            "spec": {
-                "user": user,
-                "resourceAttributes": {
-                    "verb": "create",
-                    "resource": "persistentvolumeclaims",
-                    "namespace": namespace,
-                },
-            }
-        },
-    )
-    return bool(review.status.allowed)
 
 
 @pytest.fixture
@@ -175,7 +113,7 @@ def _run(stack: Stack, name: str) -> dict[str, Any]:
 
 
 def test_a_sized_volume_gets_a_berth_labelled_claim_that_binds(
-    stack: Stack, kube_admin: kube.Kube, tmp_path: Path, volume_rbac: None, make_pv: PvFactory
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path, make_pv: PvFactory
 ) -> None:
     storage_class = f"e2e-{secrets.token_hex(3)}"
     make_pv(storage_class, size="20Gi")
@@ -227,7 +165,7 @@ def test_a_sized_volume_gets_a_berth_labelled_claim_that_binds(
 
 
 def test_a_run_mounts_its_volumes_read_only_where_asked_and_keeps_them_from_deletion(
-    stack: Stack, kube_admin: kube.Kube, tmp_path: Path, volume_rbac: None, make_pv: PvFactory
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path, make_pv: PvFactory
 ) -> None:
     tag = secrets.token_hex(3)
     storage_class = f"e2e-{tag}"
@@ -384,7 +322,7 @@ def test_node_directories_mount_as_host_paths_where_the_project_allows_them(
         "  - /var/cache/hf:/root/.cache/huggingface\n"
         "  - {instance_path: /datasets, path: /datasets, read_only: true}\n"
     )
-    assert host_world.place(run).admits
+    assert host_world.place(run).placements
     _running(host_world, run)
     (pod,) = host_world.pods(run)
     host = {v.name: v.host_path.path for v in pod.spec.volumes if v.host_path is not None}
@@ -423,18 +361,89 @@ def test_runs_go_where_their_volumes_are_attached(host_world: FitWorld, make_pv:
         "type: task\nname: first\ncommands: [train]\n"
         "volumes: ['local-disk:/scratch', 'shared-rwo:/ckpt']\n"
     )
-    (admit,) = world.place(first).admits
-    assert admit.placements[0].node == "kwok-cpu-1"  # the local PV's node affinity
+    assert world.place(first).placements[0].node == "kwok-cpu-1"  # the local PV's node affinity
     _running(world, first)
 
     second = world.submit(
         "type: task\nname: second\ncommands: [eval]\nvolumes: ['shared-rwo:/ckpt']\n"
     )
-    (admit,) = world.place(second).admits
-    assert admit.placements[0].node == "kwok-cpu-1"  # where shared-rwo is mounted now
+    assert world.place(second).placements[0].node == "kwok-cpu-1"  # where shared-rwo is mounted now
     _running(world, second)
     assert {p.spec.node_name for p in world.pods(second)} == {"kwok-cpu-1"}
 
     refused = pytest.raises(Exception, match="used by active runs: first, second")
     with refused:
         volume_service.delete_volume(world.store, world.ctx.clusters, PROJECT, "shared-rwo")
+
+
+def _claims(world: FitWorld, storage_classes: dict[str, str]) -> None:
+    """Register one 5 GB volume per name on its storage class and wait until all bind."""
+    for name, storage_class in storage_classes.items():
+        volume_service.apply_volume(
+            world.store,
+            world.ctx.clusters,
+            project=PROJECT,
+            user="fitter",
+            configuration=f"type: volume\nname: {name}\nbackend: kubernetes\nsize: 5GB\n"
+            f"storage_class_name: {storage_class}\n",
+        )
+    wait_until(
+        lambda: all(
+            v.status == "Bound"
+            for v in volume_service.list_volumes(world.store, world.ctx.clusters, PROJECT)
+        ),
+        timeout=30,
+        what="claims bound",
+    )
+
+
+def test_a_run_whose_volumes_are_pinned_to_different_nodes_fails_saying_why(
+    host_world: FitWorld, make_pv: PvFactory
+) -> None:
+    world = host_world
+    west, east = f"fit-w-{secrets.token_hex(3)}", f"fit-e-{secrets.token_hex(3)}"
+    make_pv(west, node="kwok-cpu-0")
+    make_pv(east, node="kwok-cpu-1")
+    _claims(world, {"west": west, "east": east})
+
+    run = world.submit("type: task\nname: both\ncommands: [x]\nvolumes: ['west:/w', 'east:/e']\n")
+    decision = world.place(run)
+
+    assert decision.placements == []
+    assert decision.status == RunStatus.FAILED
+    assert decision.reason == (
+        "volume west's PersistentVolume is bound to kwok-cpu-0; "
+        "volume east's PersistentVolume is bound to kwok-cpu-1"
+    )
+
+
+def test_a_run_waits_outside_the_queue_while_its_claims_are_in_use_on_other_nodes(
+    host_world: FitWorld, make_pv: PvFactory
+) -> None:
+    world = host_world
+    local, shared = f"fit-l-{secrets.token_hex(3)}", f"fit-s-{secrets.token_hex(3)}"
+    make_pv(local, node="kwok-cpu-1")
+    make_pv(shared)
+    _claims(world, {"local": local, "shared": shared})
+    # The shared claim goes in use on kwok-cpu-0 (best fit); the local one lives on kwok-cpu-1.
+    holder = world.submit("type: task\nname: holder\ncommands: [x]\nvolumes: ['shared:/s']\n")
+    assert world.place(holder).placements[0].node == "kwok-cpu-0"
+    _running(world, holder)
+
+    both = world.submit(
+        "type: task\nname: both\ncommands: [x]\nvolumes: ['shared:/s', 'local:/l']\n"
+    )
+    waiting = world.place(both)
+    assert waiting.placements == []
+    assert waiting.status == RunStatus.PENDING
+    assert waiting.reason == (
+        "volume shared (ReadWriteOnce) is in use on kwok-cpu-0; "
+        "volume local's PersistentVolume is bound to kwok-cpu-1"
+    )
+
+    run_service.stop_run(world.store, world.ctx.celery, world.store.get_run(holder.id), abort=True)
+    for job in world.jobs(holder):
+        teardown.teardown_job(world.ctx, job.id)
+    assert world.store.get_run(holder.id).status.is_finished
+    assert world.place(both).placements[0].node == "kwok-cpu-1"
+    _running(world, both)

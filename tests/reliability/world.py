@@ -46,6 +46,7 @@ from workers.context import WorkerContext, build_context
 NAMESPACE = "rel"
 SETTLED = frozenset({RunStatus.RUNNING, RunStatus.DONE, RunStatus.FAILED, RunStatus.TERMINATED})
 _ACTIVE_PHASES = frozenset({"Pending", "Running", None})  # a pod in these still holds its GPUs
+LINGER_S = 45.0  # beat reaps every 30 s; teardown of a finished job takes well under that
 
 
 @dataclass
@@ -346,6 +347,14 @@ class Verdict:
     orphans_left: list[str]
     """Objects without a live run before the sweep (what the faults left behind)."""
     orphans_after_sweep: list[str]
+    """Objects the faults had orphaned that one sweep did not delete.
+
+    Only what was orphaned before the sweep counts: a short job may finish while
+    the sweep runs, and its secret is then teardown's (or the next sweep's) to
+    delete, which ``orphans_lingering`` checks.
+    """
+    orphans_lingering: list[str]
+    """Objects still orphaned after the live workers and beat had time to clean up."""
 
     def problems(self) -> list[str]:
         out = []
@@ -356,6 +365,7 @@ class Verdict:
             ("started twice", self.started_twice),
             ("two pods now", self.two_pods_now),
             ("orphans after one sweep", self.orphans_after_sweep),
+            ("orphans lingering", self.orphans_lingering),
         ):
             if value:
                 out.append(f"{what}: {value}")
@@ -405,6 +415,7 @@ def judge(world: World, accepted: dict[str, str]) -> Verdict:
     per_job = Counter(p.metadata.labels[kube.LABEL_JOB] for p in pods)
     left = orphans(world)
     sweep_once(world)
+    after = orphans(world)
     return Verdict(
         accepted=len(accepted),
         lost=lost,
@@ -413,8 +424,19 @@ def judge(world: World, accepted: dict[str, str]) -> Verdict:
         started_twice=world.ledger.jobs_started_twice(),
         two_pods_now={job: n for job, n in per_job.items() if n > 1},
         orphans_left=left,
-        orphans_after_sweep=orphans(world),
+        orphans_after_sweep=sorted(set(after) & set(left)),
+        orphans_lingering=_lingering(world, after),
     )
+
+
+def _lingering(world: World, after: list[str]) -> list[str]:
+    """Orphans left once teardown and beat's reaper (every 30 s) have had their turn."""
+    if not after:
+        return []
+    deadline = time.monotonic() + LINGER_S
+    while (now := orphans(world)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return now
 
 
 def sweep_once(world: World) -> None:

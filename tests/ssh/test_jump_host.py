@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
 
 import asyncssh
+import httpx
 import pytest
 
 from shared import ssh
@@ -78,9 +81,30 @@ def test_the_jump_host_is_a_deployment_behind_the_nodeport_with_its_host_key_pin
     berth_key = ssh_world.store.get_blob(ssh.BERTH_PUBLIC_KEY_BLOB)
     assert berth_key is not None
     assert f"restrict,port-forwarding {berth_key['key']} " in files["authorized_keys"]
-    with ssh_world.stack.client() as c:
-        health = c.get("/health").json()
-    assert health["jump_hosts"][record.id]["status"] == "ok"
+    health = httpx.get(f"{ssh_world.stack.url}/health", timeout=10).json()
+    # Anyone may see that it is up; where it is and who may use it is for members.
+    public = health["jump_hosts"][record.id]
+    assert set(public) == {"status", "reason", "checked_at"}
+    assert public["status"] == "ok"
+
+
+def test_status_shows_members_their_projects_jump_hosts_only(ssh_world: SshWorld) -> None:
+    record = ssh_world.healthy_jump()
+    shown = ssh_world.stack.cli("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    hosts = {h["id"]: h for h in json.loads(shown.stdout)["jump_hosts"]}
+    assert hosts[record.id]["status"] == "ok"
+    assert hosts[record.id]["host_key"] == record.host_key
+    table = ssh_world.stack.cli("status")
+    assert f"{record.hostname}:{record.port}" in table.stdout
+    assert "ok" in table.stdout
+
+    outsider = ssh_world.add_user(f"o{secrets.token_hex(2)}", None, projects=("bad",))
+    with ssh_world.stack.client(outsider) as c:
+        seen = c.get("/api/status").json()["jump_hosts"]
+    assert record.id not in {h["id"] for h in seen}
+    assert all(h["authorized_users"] == [] for h in seen)  # names are for admins
+    assert httpx.get(f"{ssh_world.stack.url}/api/status", timeout=10).status_code == 401
 
 
 def test_a_nodeport_outside_the_range_or_already_taken_is_a_clear_error_not_a_crash(

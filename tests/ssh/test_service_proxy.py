@@ -130,6 +130,21 @@ def test_an_auth_service_needs_a_project_members_token(
         assert c.get(f"{service.url}/who").status_code == 404
 
 
+def test_an_anonymous_caller_cannot_tell_which_runs_and_projects_exist(
+    ssh_world: SshWorld, service: Service
+) -> None:
+    base = f"{ssh_world.stack.url}/proxy/services"
+    for url in (
+        f"{service.url}/who",  # an auth service
+        f"{base}/main/no-such-run/who",
+        f"{base}/no-such-project/{service.name}/who",
+    ):
+        assert httpx.get(url).status_code == 401, url
+    with ssh_world.stack.client() as member:
+        assert member.get(f"{base}/main/no-such-run/who").status_code == 404
+        assert member.get(f"{base}/no-such-project/{service.name}/who").status_code == 404
+
+
 def test_a_replica_whose_job_leaves_running_gets_no_more_requests_at_once(
     ssh_world: SshWorld, service: Service
 ) -> None:

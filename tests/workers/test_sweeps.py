@@ -1,0 +1,94 @@
+"""Beat's sweep on a real Redis: safety-net resends never pile up in the queue.
+
+With workers dead, a sweep every 5 s used to add one sync message per running
+job each time (31,912 queued after 100 worker kills in bench/faults.py). Now a
+resend is skipped while an identical one still waits, and sent again once a
+worker has started that one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.local.cluster import ClusterState
+from shared import tasks
+from shared.inventory_store import CHANNEL
+from shared.records import Event
+from shared.settings import RedisSettings, Settings
+from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
+from workers import scheduling, sweeps
+from workers.context import WorkerContext, build_context
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
+    config = tmp_path / "server" / "config.yml"
+    config.parent.mkdir()
+    config.write_text(
+        "projects:\n- name: main\n  backends:\n  - type: kubernetes\n"
+        f"    kubeconfig: {{filename: {local_cluster.kubeconfig}}}\n"
+    )
+    settings = Settings(
+        home=tmp_path, redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix)
+    )
+    context = build_context(settings)
+    context.store.publish_inventory(
+        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
+    )
+    try:
+        yield context
+    finally:
+        _forget_prefix(context, settings)
+        context.close()
+
+
+def _queued(ctx: WorkerContext, queue: str) -> list[str]:
+    """Task names waiting in ``queue`` (Celery's Redis list under Berth's key prefix)."""
+    key = f"{ctx.settings.redis.key_prefix}:celery:{queue}"
+    return [json.loads(raw)["headers"]["task"] for raw in ctx.store.r.lrange(key, 0, -1)]
+
+
+def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
+    ctx: WorkerContext,
+) -> None:
+    run = _submit(ctx, "r0", 2)
+    assert scheduling.run_pass(ctx).placed == ["r0"]
+    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")
+    job = ctx.store.get_job(run.job_ids[0])
+    job.pod_name = "berth-main-r0-0-0"
+    assert ctx.store.save_job(job, Event(at=time.time(), kind="status", message="pod created"))
+
+    for _ in range(5):  # five sweeps with no worker alive
+        sweeps.sweep(ctx)
+    assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
+
+    ctx.store.unmark_queued(tasks.SYNC_JOB, job.id)  # what the task does as it starts
+    sweeps.sweep(ctx)
+    sweeps.sweep(ctx)
+    assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB, tasks.SYNC_JOB]
+
+
+def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext) -> None:
+    run = _submit(ctx, "r1", 2)
+    scheduling.run_pass(ctx)
+    job = ctx.store.get_job(run.job_ids[0])
+    job.pod_name = "berth-main-r1-0-0"
+    assert ctx.store.save_job(job, Event(at=time.time(), kind="status", message="pod created"))
+    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")
+
+    sweeps.sweep(ctx)
+    marker = ctx.store.key("queued", tasks.SYNC_JOB, job.id)
+    assert 0 < ctx.store.r.ttl(marker) <= sweeps.RESEND_HOLD_S
+    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")  # lost
+    ctx.store.r.expire(marker, 1)
+    time.sleep(1.2)
+
+    sweeps.sweep(ctx)
+    assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
