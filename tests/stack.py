@@ -42,12 +42,16 @@ class Stack:
     processes: list[ProcessRecord] = field(default_factory=list)
 
     def cli(
-        self, *args: str, input: str | None = None, timeout: float = 60
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``berth ARGS`` as a user would, with this stack's home and token."""
         return subprocess.run(
             [BERTH, *args],
-            env=self.env,
+            env=self.env | (env or {}),
             input=input,
             capture_output=True,
             text=True,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
 # A resend still queued after this is presumed lost (a broker restart): send again.
-RESEND_HOLD_S = 120
+RESEND_HOLD_S = 60
 
 
 def sweep(ctx: WorkerContext) -> None:

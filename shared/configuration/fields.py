@@ -3,6 +3,11 @@
 Each shorthand dstack accepts (``2h``, ``8080:80``, ``KEY=VALUE``, ``name:/path``,
 ``retry: true``) is normalised here into one shape, so the rest of Berth reads a
 single form: durations are whole seconds, ``off`` is ``None``, env is a dict.
+
+dstack fills ``${{ secrets.x }}``, ``${{ env.X }}`` and ``${{ dstack.node_rank }}``
+into env values, registry credentials, volume names and probe headers. Berth does
+not interpolate, and the literal text would reach the pod as if it were the value,
+so those places refuse it as "not supported yet" (:func:`refuse_interpolation`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PORT_MAPPING_RE = re.compile(r"(?:(\d+|\*):)?(\d+)")
+_INTERPOLATION_RE = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 # dstack's tag rules (src/dstack/_internal/utils/tags.py), "valid across most backends".
 _TAG_KEY_RE = re.compile(r"[_\-a-zA-Z0-9]{1,60}")
 _TAG_VALUE_RE = re.compile(r"[a-zA-Z0-9 .:/=_\-+@]{0,256}")
@@ -64,6 +70,17 @@ def parse_offable_duration(value: object) -> int | None:
         return parse_duration(value)
     except ValueError:
         raise ValueError(f"cannot parse {value!r}: {DURATION_EXPECTED}, or off") from None
+
+
+def refuse_interpolation(value: object, field: str = "") -> None:
+    """Raise "not supported yet" when ``value`` holds a dstack ``${{ ... }}`` expression.
+
+    Only the expression is shown, never the rest of the value (it may be a secret).
+    """
+    if isinstance(value, str):
+        match = _INTERPOLATION_RE.search(value)
+        if match is not None:
+            raise not_supported(field, value=f"{match.group(0)} (interpolation)")
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
@@ -97,6 +114,7 @@ def _env_from_yaml(value: Any) -> Any:
             # The value is not echoed: env values are often secrets.
             kind = type(raw).__name__
             raise ValueError(f"env {key}: expected a string value, got a {kind} (quote it)")
+        refuse_interpolation(raw, key)
         env[key] = None if raw is None else str(raw)
     return env
 
@@ -157,6 +175,12 @@ class RegistryAuth(BerthModel):
     username: str
     password: SecretStr
 
+    @field_validator("username", "password", mode="before")
+    @classmethod
+    def _no_interpolation(cls, value: Any) -> Any:
+        refuse_interpolation(value)
+        return value
+
     @field_serializer("password", when_used="json")
     def _reveal_for_storage(self, password: SecretStr) -> str:
         return password.get_secret_value()
@@ -206,6 +230,7 @@ class VolumeMount(BerthModel):
         if isinstance(value, list):
             # dstack picks one of several volumes in different regions; a cluster has one.
             raise not_supported(value="a list of volume names")
+        refuse_interpolation(value)
         return value
 
     @field_validator("path", "instance_path")
@@ -263,6 +288,12 @@ Tags = Annotated[dict[str, str], BeforeValidator(_tags_from_yaml)]
 class HttpHeader(BerthModel):
     name: str = Field(min_length=1)
     value: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _no_interpolation(cls, value: Any) -> Any:
+        refuse_interpolation(value)
+        return value
 
 
 class Probe(BerthModel):
@@ -336,6 +367,7 @@ def _env_from_list(items: list[Any]) -> dict[str, str | None]:
         _check_env_name(key)
         if key in env:
             raise ValueError(f"env: {key} is set twice")
+        refuse_interpolation(val, key)
         env[key] = val if sep else None
     return env
 

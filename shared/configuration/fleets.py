@@ -3,7 +3,8 @@
 On Kubernetes a fleet provisions no machines; its ``nodes`` range bounds how many
 nodes its runs may occupy at once, ``placement: cluster`` asks for nodes that can
 talk to each other fast enough for multi-node jobs, and ``resources`` is the shape
-of one node it accepts. Berth has one backend type, so ``backends`` may only name it.
+of one node it accepts. Berth has one backend type, so ``backends`` may only name it;
+another dstack backend is "not supported yet", a name dstack does not know is an error.
 """
 
 from __future__ import annotations
@@ -36,6 +37,34 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
         "tags",
     }
 )
+# dstack's backend names (BackendType in src/dstack/_internal/core/models/backends/base.py).
+DSTACK_BACKENDS = frozenset(
+    {
+        "amddevcloud",
+        "aws",
+        "azure",
+        "cloudrift",
+        "crusoe",
+        "cudo",
+        "datacrunch",
+        "digitalocean",
+        "dstack",
+        "gcp",
+        "hotaisle",
+        "jarvislabs",
+        "kubernetes",
+        "lambda",
+        "nebius",
+        "oci",
+        "remote",
+        "runpod",
+        "slurm",
+        "tensordock",
+        "vastai",
+        "verda",
+        "vultr",
+    }
+)
 
 
 class FleetConfiguration(BerthModel):
@@ -58,6 +87,15 @@ class FleetConfiguration(BerthModel):
     def _no_target(cls, value: Any) -> Any:
         if isinstance(value, dict) and "target" in value:
             raise not_supported("target")
+        return value
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _other_dstack_backends_not_supported(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, name in enumerate(value):
+                if isinstance(name, str) and name in DSTACK_BACKENDS and name != "kubernetes":
+                    raise not_supported(str(index), value=name)
         return value
 
     @field_validator("backends")

@@ -99,6 +99,16 @@ class _RunConfigurationBase(BerthModel):
     tags: Tags = Field(default_factory=dict)
     """dstack's resource tags; on Kubernetes they label (or annotate) the run's pods."""
 
+    @field_validator("fleets", mode="before")
+    @classmethod
+    def _own_project_fleets(cls, value: Any) -> Any:
+        # dstack's `project/fleet` names a fleet another project exports; Berth has no exports.
+        if isinstance(value, list):
+            for index, name in enumerate(value):
+                if isinstance(name, str) and "/" in name:
+                    raise not_supported(str(index), value=f"{name} (another project's fleet)")
+        return value
+
     @field_validator("working_dir")
     @classmethod
     def _absolute_working_dir(cls, value: str | None) -> str | None:
@@ -167,7 +177,6 @@ class ServiceConfiguration(_RunConfigurationBase):
     """A long-running HTTP server behind Berth's proxy, with one or more replicas."""
 
     dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {
-        "gateway",
         "groups",
         "https",
         "rate_limits",
@@ -186,6 +195,16 @@ class ServiceConfiguration(_RunConfigurationBase):
     auth: bool = True
     probes: list[Probe] | None = None
     """``None`` lets Berth choose (a model service gets a chat probe); ``[]`` means none."""
+    gateway: Literal[False] | None = None
+    """Only ``false`` (serve through the server's own proxy, which is all Berth has)."""
+
+    @field_validator("gateway", mode="before")
+    @classmethod
+    def _no_gateways(cls, value: Any) -> Any:
+        # dstack: true asks for the default gateway, a string names one; Berth has none.
+        if value is True or isinstance(value, str):
+            raise not_supported(value=str(value).lower() if value is True else value)
+        return value
 
     @field_validator("replicas", mode="before")
     @classmethod

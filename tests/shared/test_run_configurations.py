@@ -263,6 +263,57 @@ def test_spot_policy_fleets_privileged_and_registry_auth_are_accepted() -> None:
     assert (conf.spot_policy, conf.fleets, conf.privileged) == ("spot", ["gpu-pool"], True)
 
 
+def test_a_fleet_of_another_project_is_not_supported_yet() -> None:
+    error = _error("type: task\nimage: x\nfleets: [mine, team-a/shared]")
+    assert isinstance(error, NotSupportedError)
+    assert (error.field, error.message) == (
+        "fleets.1",
+        "not supported by Berth yet: fleets.1: team-a/shared (another project's fleet)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "expression"),
+    [
+        ("env: ['HF_TOKEN=${{ secrets.hf_token }}']", "env.HF_TOKEN", "${{ secrets.hf_token }}"),
+        ("env: {TOKEN: 'abc${{ env.T }}def'}", "env.TOKEN", "${{ env.T }}"),
+        (
+            "registry_auth: {username: u, password: '${{ secrets.ngc }}'}",
+            "registry_auth.password",
+            "${{ secrets.ngc }}",
+        ),
+        (
+            "volumes: [{name: 'data-${{ dstack.node_rank }}', path: /data}]",
+            "volumes.0.name",
+            "${{ dstack.node_rank }}",
+        ),
+        (
+            "volumes: ['data-${{ dstack.node_rank }}:/data']",
+            "volumes.0.name",
+            "${{ dstack.node_rank }}",
+        ),
+    ],
+)
+def test_dstack_interpolation_is_not_supported_yet_and_shows_only_the_expression(
+    text: str, field: str, expression: str
+) -> None:
+    error = _error(f"type: task\nimage: x\n{text}")
+    assert isinstance(error, NotSupportedError)
+    assert (error.field, error.message) == (
+        field,
+        f"not supported by Berth yet: {field}: {expression} (interpolation)",
+    )
+
+
+def test_interpolation_in_a_probe_header_is_not_supported_yet() -> None:
+    error = _error(
+        "type: service\ncommands: [x]\nport: 8000\n"
+        "probes: [{type: http, headers: [{name: X-Key, value: '${{ env.KEY }}'}]}]"
+    )
+    assert isinstance(error, NotSupportedError)
+    assert error.field == "probes.0.headers.0.value"
+
+
 def test_a_registry_password_never_prints_but_survives_storage() -> None:
     conf = _task("image: x\nregistry_auth: {username: robot, password: s3cret}")
     assert "s3cret" not in repr(conf)
@@ -406,6 +457,23 @@ def test_a_probe_with_a_method_other_than_get_is_not_supported_yet() -> None:
     )
 
 
+def test_gateway_false_is_accepted_because_berths_proxy_serves_every_service() -> None:
+    conf = _parse("type: service\ncommands: [x]\nport: 8000\ngateway: false")
+    assert isinstance(conf, ServiceConfiguration)
+    assert conf.gateway is False
+    assert configuration_from_stored(conf.model_dump(mode="json")) == conf
+
+
+@pytest.mark.parametrize(("written", "shown"), [("true", "true"), ("team-a/gw", "team-a/gw")])
+def test_a_gateway_is_not_supported_yet(written: str, shown: str) -> None:
+    error = _error(f"type: service\ncommands: [x]\nport: 8000\ngateway: {written}")
+    assert isinstance(error, NotSupportedError)
+    assert (error.field, error.message) == (
+        "gateway",
+        f"not supported by Berth yet: gateway: {shown}",
+    )
+
+
 def test_replica_groups_are_not_supported_yet() -> None:
     error = _error("type: service\ncommands: [x]\nport: 8000\nreplicas: [{count: 1}]")
     assert isinstance(error, NotSupportedError)
@@ -440,9 +508,22 @@ def test_a_fleet_needs_nodes() -> None:
     assert _error("type: fleet\nname: pool").field == "nodes"
 
 
-def test_a_fleet_backend_other_than_kubernetes_is_refused() -> None:
-    error = _error("type: fleet\nnodes: 1\nbackends: [aws]")
-    assert (error.field, error.message) == ("backends.0", "Input should be 'kubernetes', got 'aws'")
+def test_another_dstack_backend_in_a_fleet_is_not_supported_yet() -> None:
+    error = _error("type: fleet\nnodes: 1\nbackends: [kubernetes, gcp]")
+    assert isinstance(error, NotSupportedError)
+    assert (error.field, error.message) == (
+        "backends.1",
+        "not supported by Berth yet: backends.1: gcp",
+    )
+
+
+def test_a_fleet_backend_dstack_does_not_know_is_an_error() -> None:
+    error = _error("type: fleet\nnodes: 1\nbackends: [kubernets]")
+    assert not isinstance(error, NotSupportedError)
+    assert (error.field, error.message) == (
+        "backends.0",
+        "Input should be 'kubernetes', got 'kubernets'",
+    )
 
 
 def test_a_fleet_nodes_target_is_not_supported_yet() -> None:
@@ -473,7 +554,6 @@ def test_a_dstack_run_field_berth_does_not_honour_is_refused_by_name(kind: str, 
     [
         ("task", "groups"),
         ("dev-environment", "version"),
-        ("service", "gateway"),
         ("service", "https"),
         ("service", "rate_limits"),
         ("service", "strip_prefix"),

@@ -95,7 +95,7 @@ def test_status_shows_members_their_projects_jump_hosts_only(ssh_world: SshWorld
     hosts = {h["id"]: h for h in json.loads(shown.stdout)["jump_hosts"]}
     assert hosts[record.id]["status"] == "ok"
     assert hosts[record.id]["host_key"] == record.host_key
-    table = ssh_world.stack.cli("status")
+    table = ssh_world.stack.cli("status", env={"COLUMNS": "250"})  # one line per host
     assert f"{record.hostname}:{record.port}" in table.stdout
     assert "ok" in table.stdout
 
