@@ -21,6 +21,7 @@ import logging
 import time
 
 from shared import tasks
+from shared.autoscaling import find_pool, is_pool_node
 from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
 from shared.records import Job, Run, RunStatus
@@ -68,7 +69,7 @@ def _enforce_limits(
     now: float,
 ) -> bool:
     """Requeue or stop ``run`` if one of its clocks ran out; True if it did."""
-    timeout = ctx.settings.scheduling.gang_ready_timeout_s
+    timeout = _gang_ready_timeout(ctx, run, jobs)
     why = gang_not_ready(jobs, admitted_at=admitted_at, now=now, timeout_s=timeout)
     if why is not None:
         log.info("run %s goes back to the queue: %s", run.name, why)
@@ -84,6 +85,22 @@ def _enforce_limits(
         return False
     log.info("stopping run %s: %s", run.name, why)
     return requeue.stop_for_limit(ctx, run, jobs, why)
+
+
+def _gang_ready_timeout(ctx: WorkerContext, run: Run, jobs: list[Job]) -> float:
+    """The gang's deadline, plus the longest autoscaler wait among its members' pools.
+
+    A member placed on a node a pool has yet to add cannot be Running before
+    that node exists; the pool's own ``scale_up_timeout`` (judged per job by
+    :mod:`workers.node_pools`) decides when that wait has failed, not the gang's.
+    """
+    timeout = ctx.settings.scheduling.gang_ready_timeout_s
+    on_pools = [j.placement.node for j in jobs if j.placement and is_pool_node(j.placement.node)]
+    if not on_pools:
+        return timeout
+    pools = ctx.clusters.for_project(run.project).backend.node_pools
+    waits = [p.scale_up_timeout for node in on_pools if (p := find_pool(pools, node))]
+    return timeout + max(waits, default=0)
 
 
 def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:

@@ -14,12 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cli.local.cluster import ClusterState
 from shared import tasks
+from shared.autoscaling import is_pool_node
+from shared.configuration.parse import parse_run_configuration
 from shared.inventory_store import CHANNEL
-from shared.records import Event
-from shared.settings import RedisSettings, Settings
+from shared.jobs import jobs_for
+from shared.queueing import keys
+from shared.records import Event, Run, RunStatus
+from shared.settings import RedisSettings, SchedulingSettings, Settings
 from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
 from workers import scheduling, sweeps
 from workers.context import WorkerContext, build_context
@@ -92,3 +97,88 @@ def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext)
 
     sweeps.sweep(ctx)
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
+
+
+@pytest.fixture
+def pool_ctx(
+    local_cluster: ClusterState, redis_prefix: str, tmp_path: Path
+) -> Iterator[WorkerContext]:
+    """Project ``main`` with two A100 nodes and a pool that may add two L40S nodes.
+
+    The gang deadline is 1 s; the pool's autoscaler may take 600 s.
+    """
+    config = tmp_path / "server" / "config.yml"
+    config.parent.mkdir()
+    backend = {
+        "type": "kubernetes",
+        "kubeconfig": {"filename": local_cluster.kubeconfig},
+        "node_pools": [
+            {
+                "name": "grow",
+                "gpu": "L40S",
+                "gpus_per_node": 4,
+                "max_nodes": 2,
+                "labels": {"pool.example.com/name": f"grow-{redis_prefix}"},
+                "cpu": 48,
+                "memory": "384GB",
+                "scale_up_timeout": 600,
+            }
+        ],
+    }
+    config.write_text(yaml.safe_dump({"projects": [{"name": "main", "backends": [backend]}]}))
+    settings = Settings(
+        home=tmp_path,
+        server_config=config,
+        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
+        scheduling=SchedulingSettings(gang_ready_timeout_s=1),
+    )
+    context = build_context(settings)
+    context.store.publish_inventory(
+        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
+    )
+    try:
+        yield context
+    finally:
+        _forget_prefix(context, settings)
+        context.close()
+
+
+def _gang(ctx: WorkerContext, name: str, gpu: str) -> Run:
+    conf = parse_run_configuration(
+        f"type: task\nname: {name}\nnodes: 2\ncommands: [train]\nresources: {{gpu: {gpu}}}\n"
+    )
+    run = Run(
+        id=f"main-{name}",
+        project="main",
+        name=name,
+        user="tester",
+        configuration=conf.model_dump(mode="json"),
+        configuration_type="task",
+    )
+    jobs = jobs_for(run, conf)
+    run.job_ids = [j.id for j in jobs]
+    ctx.store.create_run(run, jobs, Event(at=time.time(), kind="status", message="submitted"))
+    return run
+
+
+def test_a_gang_waiting_for_a_pool_gets_the_pools_time_not_just_the_gangs(
+    pool_ctx: WorkerContext,
+) -> None:
+    ctx = pool_ctx
+    on_pool = _gang(ctx, "grows", "L40S:4")
+    on_nodes = _gang(ctx, "fixed", "A100:8")
+    assert sorted(scheduling.run_pass(ctx).placed) == ["fixed", "grows"]
+    jobs = ctx.store.jobs_of(ctx.store.get_run(on_pool.id))
+    nodes = {j.placement.node for j in jobs if j.placement is not None}
+    assert len(nodes) == 2 and all(is_pool_node(n) for n in nodes), nodes
+    late = repr(time.time() - 5)  # both gangs placed 5 s ago, none of their pods Running
+    for run in (on_pool, on_nodes):
+        ctx.store.r.hset(keys.key(ctx.store, keys.ADMITTED), run.id, late)
+
+    sweeps.sweep(ctx)
+
+    requeued = ctx.store.get_run(on_nodes.id)
+    assert requeued.status == RunStatus.PENDING
+    assert "gang not ready: job 0 not Running within 1s" in requeued.reason
+    waiting = ctx.store.get_run(on_pool.id)
+    assert waiting.status == RunStatus.PROVISIONING  # 1 s + the pool's 600 s
