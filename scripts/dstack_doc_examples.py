@@ -8,15 +8,16 @@ Usage::
 out, every file is read with ``git show``. The sources are the documentation
 pages (``mkdocs/docs/**/*.md``, or ``docs/**/*.md`` in older layouts), the
 example READMEs (``examples/**/*.md``) and the example configurations
-(``examples/**/*.dstack.yml``/``.yaml``). The blog is left out: its posts are
-dated announcements, not documentation kept current.
+(``examples/**/*.yml`` and ``.yaml``, most named ``*.dstack.yml``). The blog is
+left out: its posts are dated announcements, not documentation kept current.
 
-Every fenced ```yaml block whose top-level ``type`` is task, dev-environment,
-service or fleet becomes one file ``<doc-path-slug>-<n>.dstack.yml`` in the
-output folder, opening with a comment naming its source path and commit. A block
-that is not a YAML mapping on its own (an excerpt such as ``...``) is skipped and
-reported with the reason. Identical texts are written once, under the first name.
-The output folder's ``*.dstack.yml`` files and ``SOURCE.md`` are replaced as a whole.
+Every fenced ```yaml block (and example file) whose top-level ``type`` is task,
+dev-environment, service or fleet becomes one file ``<doc-path-slug>-<n>.dstack.yml``
+in the output folder, opening with a comment naming its source path and commit.
+A block that is not a YAML mapping on its own (broken YAML, a fragment cut from a
+larger file) is skipped and reported with the reason. Identical texts are written
+once, under the first name. The output folder's ``*.dstack.yml`` files and
+``SOURCE.md`` are replaced as a whole.
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ SOURCE_PATTERNS = (
     "mkdocs/docs/**.md",
     "docs/**.md",
     "examples/**.md",
-    "examples/**.dstack.yml",
-    "examples/**.dstack.yaml",
+    "examples/**.yml",  # mostly *.dstack.yml, but not all; the type check filters
+    "examples/**.yaml",
 )
 
 # An opening fence: indentation (inside admonitions and tabs), then ```yaml with
 # optional attributes (``hl_lines="2"``, ``title=...``).
 _FENCE_OPEN_RE = re.compile(r"^(?P<indent>[ \t]*)```ya?ml\b.*$")
 _FENCE_CLOSE_RE = re.compile(r"^[ \t]*```[ \t]*$")
-# mkdocs markup that can sit on a line of its own inside a block: HTML anchors
-# (``<span id="x"></span>``, ``<div ...>``) and snippet includes (``--8<-- "file"``).
+# mkdocs markup that can sit on a line of its own inside a block: HTML tags such as
+# anchors (``<span id="x"></span>``) and editor frames (``<div editor-title=...>``).
 _MARKUP_LINE_RE = re.compile(r"^[ \t]*(?:</?[a-zA-Z][^>]*>)+[ \t]*$")
 _TYPE_LINE_RE = re.compile(r"^type:[ \t]*['\"]?(?P<type>[a-z-]+)['\"]?[ \t]*(?:#.*)?$", re.M)
 
@@ -192,11 +193,10 @@ def _dedent(line: str, indent: int) -> str:
 
 
 def _slug(path: str) -> str:
-    for prefix in ("mkdocs/docs/", "docs/"):
-        if path.startswith(prefix):
-            path = path[len(prefix) :]
-            break
-    path = re.sub(r"\.(md|dstack\.ya?ml)$", "", path)
+    """``mkdocs/docs/concepts/tasks.md`` → ``docs-concepts-tasks``; ``examples/a/.dstack.yml``
+    → ``examples-a``. Pages keep their ``docs`` prefix: ``docs/examples/`` mirrors ``examples/``."""
+    path = path.removeprefix("mkdocs/")
+    path = re.sub(r"\.(md|(dstack\.)?ya?ml)$", "", path)
     return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
 
 
@@ -209,7 +209,8 @@ def _source_note(sha: str) -> str:
         "dstack is licensed under the Mozilla Public License 2.0 (MPL-2.0).\n"
         "These files are test data only: each is one documented configuration example,\n"
         "unchanged apart from mkdocs markup lines and indentation, opening with a comment\n"
-        "that names its source file. Regenerate them with the script; do not edit by hand.\n"
+        "that names its source file. The blog is not included.\n"
+        "Regenerate them with the script; do not edit by hand.\n"
     )
 
 

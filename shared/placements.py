@@ -41,6 +41,6 @@ def add(current: Resources | None, placement: Placement) -> Resources:
     return Resources(
         cpu_millicores=current.cpu_millicores + placement.cpu_milli,
         memory_bytes=current.memory_bytes + placement.memory_bytes,
-        ephemeral_storage_bytes=current.ephemeral_storage_bytes,
+        ephemeral_storage_bytes=current.ephemeral_storage_bytes + placement.disk_bytes,
         gpus=gpus,
     )

@@ -60,6 +60,8 @@ class Placement(Stored):
     gpus: int = 0
     cpu_milli: int = 0
     memory_bytes: int = 0
+    disk_bytes: int = 0
+    """Ephemeral storage, reserved only when the configuration sets ``disk``."""
 
 
 class Job(Stored):

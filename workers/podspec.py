@@ -294,7 +294,8 @@ def _resources(job: Job, conf: Any) -> dict[str, Any]:
         requests["cpu"] = f"{p.cpu_milli}m"
     if p.memory_bytes:
         requests["memory"] = str(p.memory_bytes)
-    disk = request_for(conf).disk_bytes
+    # Placements written before disk was reserved carry 0: the configuration decides.
+    disk = p.disk_bytes or request_for(conf).disk_bytes
     if disk:
         requests["ephemeral-storage"] = str(disk)  # only when the configuration sets disk
     if p.gpu_resource and p.gpus:

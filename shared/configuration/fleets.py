@@ -37,7 +37,8 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
         "tags",
     }
 )
-# dstack's backend names (BackendType in src/dstack/_internal/core/models/backends/base.py).
+# dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
+# (dstackai/dstack at 511c318c, August 2026).
 DSTACK_BACKENDS = frozenset(
     {
         "amddevcloud",

@@ -319,7 +319,7 @@ class _Planner:
         self.reserved[offer.node] = Resources(
             cpu_millicores=current.cpu_millicores + sign * placement.cpu_milli,
             memory_bytes=current.memory_bytes + sign * placement.memory_bytes,
-            ephemeral_storage_bytes=current.ephemeral_storage_bytes,
+            ephemeral_storage_bytes=current.ephemeral_storage_bytes + sign * placement.disk_bytes,
             gpus=gpus,
         )
 
@@ -341,4 +341,5 @@ def _placement(offer: Offer, request: Request) -> Placement:
         gpus=offer.gpus,
         cpu_milli=request.cpu_millicores,
         memory_bytes=request.memory_bytes,
+        disk_bytes=request.disk_bytes,
     )

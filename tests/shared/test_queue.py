@@ -482,3 +482,38 @@ def test_a_gang_goes_back_when_a_member_lost_its_place_or_is_not_running_in_time
     )
     single = [_job(0, S.PROVISIONING, jobs_in_run=1)]
     assert gang_not_ready(single, admitted_at=0, now=10**6, timeout_s=10) is None
+
+
+# --- disk ----------------------------------------------------------------------------------
+
+_GB = 1024**3
+
+
+def _disk_node(name: str, disk_gb: int) -> GpuInventory:
+    room = Resources(
+        cpu_millicores=96_000,
+        memory_bytes=2**40,
+        ephemeral_storage_bytes=disk_gb * _GB,
+        gpus={GPU: 8},
+    )
+    node = gpu_node(name).model_copy(update={"allocatable": room, "free": room})
+    return GpuInventory(nodes=(node,))
+
+
+def _disk_run(run_id: str, disk_gb: int, at: float) -> QueuedRun:
+    return replace(run(run_id, at=at), request=replace(request(1), disk_bytes=disk_gb * _GB))
+
+
+def test_a_pass_never_promises_a_nodes_disk_twice() -> None:
+    inventory = _disk_node("d0", 300)
+    result = plan(inventory, [_disk_run("a", 200, 1.0), _disk_run("b", 200, 2.0)], [])
+    assert admitted(result) == ["a"]
+    assert result.admits[0].placements[0].disk_bytes == 200 * _GB
+    assert [w.run_id for w in result.waits] == ["b"]
+
+
+def test_disk_held_by_a_placement_counts_until_its_pod_exists() -> None:
+    inventory = _disk_node("d0", 300)
+    held = Holding("main", Placement(node="d0", gpu_resource=GPU, gpus=1, disk_bytes=200 * _GB))
+    assert admitted(plan(inventory, [_disk_run("b", 200, 1.0)], [held])) == []
+    assert admitted(plan(inventory, [_disk_run("c", 100, 1.0)], [held])) == ["c"]
