@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             print(f"The admin token is {token}", flush=True)  # noqa: T201
         # Berth's SSH key exists (and its public half is published for run pods)
         # from the first start, whichever process comes up first.
-        ssh_keys.berth_key(app.state.store)
+        ssh_keys.berth_key(app.state.store, settings.ssh.key_file)
         app.state.tunnels = TunnelPool(app.state.store, settings.ssh)
         yield
         await app.state.tunnels.close()

@@ -109,6 +109,11 @@ class SshSettings(BaseModel):
     host answers well inside 1 s."""
     proxy_connect_timeout_s: float = 10.0
     """Seconds the service proxy waits to open a tunnel to a replica."""
+    key_file: Path | None = None
+    """Berth's private SSH key (OpenSSH format), e.g. a mounted Kubernetes Secret.
+    Created (mode 0600) if missing; refused if other users may read it or anyone
+    but its owner may change it. Unset: the key is generated once and kept in
+    Redis, which every Berth process shares and only Berth reaches."""
     proxy_read_timeout_s: float = 300.0
     """Seconds the service proxy waits for the next bytes of a response; long enough
     for a model server's first token, and streams reset it with every chunk."""

@@ -21,15 +21,18 @@ with the likely cause.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncssh
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from shared.errors import SSHError, StoreError
+from shared.errors import ConfigError, SSHError, StoreError
 from shared.records import User
 from shared.store import Store
 
@@ -72,9 +75,17 @@ class JumpHostRecord(BaseModel):
         return self.status == "ok"
 
 
-def berth_key(store: Store) -> asyncssh.SSHKey:
-    """Berth's client key: created once for the installation, public half published."""
-    key = asyncssh.import_private_key(_shared_private_key(store, store.key("ssh", "berth-key")))
+def berth_key(store: Store, key_file: Path | None = None) -> asyncssh.SSHKey:
+    """Berth's client key: created once for the installation, public half published.
+
+    From ``key_file`` when set (see ``SshSettings.key_file``), else from Redis.
+    """
+    text = (
+        load_key_file(key_file)
+        if key_file is not None
+        else _shared_private_key(store, store.key("ssh", "berth-key"))
+    )
+    key = asyncssh.import_private_key(text)
     public = public_key_text(key)
     published = store.get_blob(BERTH_PUBLIC_KEY_BLOB) or {}
     if published.get("key") != public:
@@ -236,6 +247,42 @@ def _shared_private_key(store: Store, redis_key: str, *, adopt: str | None = Non
     text = raw.decode()
     if not _parses(text):
         raise StoreError(f"the SSH key stored at {redis_key} does not parse")
+    return text
+
+
+# Group read is allowed: a Kubernetes Secret volume with fsGroup is 0440.
+_UNSAFE_BITS = 0o027
+
+
+def load_key_file(path: Path) -> str:
+    """The private key in ``path``, created with mode 0600 if there is none."""
+    path = path.expanduser()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create Berth's SSH key {path}: {e.strerror}", field="ssh.key_file"
+        ) from e
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(new_host_key())
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read Berth's SSH key {path}: {e.strerror}", field="ssh.key_file"
+        ) from e
+    if mode & _UNSAFE_BITS:
+        raise ConfigError(
+            f"Berth's SSH key {path} has mode {mode:04o}: other users could read or change it;"
+            f" chmod 600 {path}",
+            field="ssh.key_file",
+        )
+    if not _parses(text):
+        raise ConfigError(f"{path} does not hold an OpenSSH private key", field="ssh.key_file")
     return text
 
 

@@ -122,7 +122,7 @@ class JumpHostSupervisor:
         self._publish_lock = asyncio.Lock()
         if self._stop.is_set():
             return
-        berth_key = await asyncio.to_thread(ssh.berth_key, self.store)
+        berth_key = await asyncio.to_thread(ssh.berth_key, self.store, self.settings.key_file)
         keepers = [_Keeper(self, t, berth_key) for t in jump_host_targets(self.server)]
         self.records = {}
         await self.publish()  # forget jump hosts the config no longer names

@@ -135,7 +135,9 @@ class TunnelPool:
 
     async def _key(self) -> asyncssh.SSHKey:
         if self._berth_key is None:
-            self._berth_key = await asyncio.to_thread(ssh.berth_key, self.store)
+            self._berth_key = await asyncio.to_thread(
+                ssh.berth_key, self.store, self.settings.key_file
+            )
         return self._berth_key
 
 

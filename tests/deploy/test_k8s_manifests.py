@@ -160,6 +160,27 @@ def test_every_secret_and_config_map_a_pod_names_exists() -> None:
         for volume in w["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == "berth-secrets"
+                for item in volume["secret"]["items"]:
+                    assert item["key"] in secret["stringData"], item
+
+
+def test_berths_ssh_key_is_a_secret_file_only_its_group_may_read() -> None:
+    for name, c in containers():
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if name not in ("berth-api", "berth-proxy-worker"):
+            assert "BERTH_SSH__KEY_FILE" not in env, name  # only what uses the key mounts it
+            continue
+        assert env["BERTH_SSH__KEY_FILE"] == "/etc/berth-ssh/id_ed25519", name
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["ssh-key"]["mountPath"] == "/etc/berth-ssh"
+        assert mounts["ssh-key"]["readOnly"] is True
+    for w in workloads():
+        for volume in w["spec"]["template"]["spec"].get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["defaultMode"] == 0o440
+                assert volume["secret"]["items"] == [{"key": "ssh-key", "path": "id_ed25519"}]
 
 
 def test_berth_containers_run_in_production_mode_against_the_password_protected_redis() -> None:

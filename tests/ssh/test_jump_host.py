@@ -81,6 +81,11 @@ def test_the_jump_host_is_a_deployment_behind_the_nodeport_with_its_host_key_pin
     berth_key = ssh_world.store.get_blob(ssh.BERTH_PUBLIC_KEY_BLOB)
     assert berth_key is not None
     assert f"restrict,port-forwarding {berth_key['key']} " in files["authorized_keys"]
+    # Berth's private key is the 0600 file BERTH_SSH__KEY_FILE names, and nowhere in Redis.
+    key_file = ssh_world.stack.home / "berth_ed25519"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert ssh.public_key_text(key_file.read_text()) == berth_key["key"]
+    assert ssh_world.store.r.get(ssh_world.store.key("ssh", "berth-key")) is None
     health = httpx.get(f"{ssh_world.stack.url}/health", timeout=10).json()
     # Anyone may see that it is up; where it is and who may use it is for members.
     public = health["jump_hosts"][record.id]

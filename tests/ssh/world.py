@@ -196,6 +196,9 @@ def start_world(
         "BERTH_SSH__KEYS_INTERVAL_S": str(KEYS_INTERVAL_S),
         "BERTH_SSH__JUMP_USER": user,
         "BERTH_SSH__RUN_USER": user,
+        # As deploy/k8s runs it: Berth's key from a file (created 0600 by the first
+        # process), so every SSH test also proves the API and proxy worker share it.
+        "BERTH_SSH__KEY_FILE": str(home / "berth_ed25519"),
     }
     stack = Stack(
         home=home, url=f"http://127.0.0.1:{port}", admin_token=token, namespace=namespace, env=env
