@@ -143,6 +143,18 @@ def _nodes_for(claim: ClaimState) -> frozenset[str] | None:
     return nodes
 
 
+def could_split(claim: ClaimState) -> bool:
+    """Whether two runs placed in one pass could land on different nodes with ``claim``.
+
+    A single-node claim nobody uses yet, on a volume more than one node may
+    attach: nothing pins the first run's node until its placement is written,
+    so a second run mounting it must wait for the next pass.
+    """
+    if not _single_node(claim) or claim.used_on:
+        return False
+    return claim.pinned_nodes is None or len(claim.pinned_nodes) > 1
+
+
 def _single_node(claim: ClaimState) -> bool:
     return bool(claim.access_modes) and claim.access_modes <= _SINGLE_NODE_MODES
 

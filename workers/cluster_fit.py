@@ -12,13 +12,19 @@ Two calls for :mod:`workers.scheduling` (it owns the pass; these only compute):
   that carry the backend's ``pod.node_selector``. It answers :class:`Blocked`
   when no node can take the run: ``permanent`` (the volumes' node affinities
   exclude each other) should fail the run; otherwise it waits for the claims'
-  other users to finish.
+  other users to finish, or, for a single-node claim no one uses yet, for the
+  pass after the one where another run mounting it entered the queue (two
+  placements in one pass could split it across nodes).
+
+A :class:`PassFit` carries what one pass has read from the cluster, so a
+queue of thousands of runs costs one node LIST per selector and one read per
+claim, not one per run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from shared import autoscaling
 from shared.gpu.inventory import GpuInventory
@@ -26,7 +32,9 @@ from shared.offers import Request
 from shared.placement_facts import claim_states, selector_nodes, with_pools
 from shared.records import Run
 from shared.volume_placement import (
+    ClaimState,
     allowed_nodes_for_volumes,
+    could_split,
     describe_volume_limits,
     mounted_volumes,
 )
@@ -37,6 +45,16 @@ from workers.context import WorkerContext
 class Blocked:
     reason: str
     permanent: bool
+
+
+@dataclass
+class PassFit:
+    """One pass's reads of the cluster, and the unused single-node claims it gave out."""
+
+    selectors: dict[tuple[tuple[str, str], ...], frozenset[str]] = field(default_factory=dict)
+    claims: dict[tuple[str, tuple[str, ...]], list[ClaimState]] = field(default_factory=dict)
+    first_user: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(project, volume) -> the run that entered the queue with it this pass."""
 
 
 def inventory_with_pools(
@@ -53,18 +71,28 @@ def narrow_request(
     inventory: GpuInventory,
     *,
     berth_nodes: Mapping[tuple[str, str], frozenset[str]],
+    fit: PassFit | None = None,
 ) -> Request | Blocked:
     """``request`` limited to where the run's volumes and the node selector let it go."""
+    fit = fit or PassFit()
     cluster = ctx.clusters.for_project(run.project)
     allowed = request.allowed_nodes
     selector = cluster.backend.pod_settings().node_selector
     if selector:
+        key = tuple(sorted(selector.items()))
+        if key not in fit.selectors:
+            fit.selectors[key] = selector_nodes(cluster, selector)
         pool_nodes = {n.name for n in inventory.nodes if autoscaling.is_pool_node(n.name)}
-        matching = selector_nodes(cluster, selector) | pool_nodes
+        matching = fit.selectors[key] | pool_nodes
         allowed = matching if allowed is None else allowed & matching
     names = mounted_volumes(run.configuration)
     if names:
-        claims = claim_states(ctx.store, cluster, run.project, names, berth_nodes=berth_nodes)
+        claims_key = (run.project, tuple(names))
+        if claims_key not in fit.claims:
+            fit.claims[claims_key] = claim_states(
+                ctx.store, cluster, run.project, names, berth_nodes=berth_nodes
+            )
+        claims = fit.claims[claims_key]
         by_volumes = allowed_nodes_for_volumes(claims)
         if by_volumes is not None:
             narrowed = by_volumes if allowed is None else allowed & by_volumes
@@ -74,6 +102,14 @@ def narrow_request(
                 permanent = ever is not None and not (ever if allowed is None else allowed & ever)
                 return Blocked(describe_volume_limits(claims), permanent=permanent)
             allowed = narrowed
+        for claim in filter(could_split, claims):
+            first = fit.first_user.setdefault((run.project, claim.volume), run.id)
+            if first != run.id:
+                return Blocked(
+                    f"volume {claim.volume} ({','.join(sorted(claim.access_modes))}) goes"
+                    " where the run queued before this one with it is placed",
+                    permanent=False,
+                )
     if allowed == request.allowed_nodes:
         return request
     return replace(request, allowed_nodes=allowed)

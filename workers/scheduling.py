@@ -170,19 +170,22 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             [h.placement.node for h in holdings],
         )
         volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
+        fit = cluster_fit.PassFit()
         selecting = {
             project: bool(ctx.clusters.for_project(project).backend.pod_settings().node_selector)
             for project in {r.project for r in members}
         }
         queued: list[QueuedRun] = []
         held_out: list[Wait] = []
-        for run in members:
+        # With volumes about, the queue's head must get an unused claim first (PassFit).
+        in_order = sorted(members, key=_queue_order) if volume_nodes else members
+        for run in in_order:
             if run.status not in QUEUED or run.stop_requested:
                 continue
             if now - cleaning.get(run.id, 0.0) < _CLEANUP_GRACE_S:
                 continue  # a requeue is still deleting its old pods
             entry = _queued(
-                ctx, cache, inventory, run, view.jobs[run.id], now, volume_nodes, selecting
+                ctx, cache, inventory, run, view.jobs[run.id], now, volume_nodes, selecting, fit
             )
             if isinstance(entry, Fail):
                 fails.append(entry)
@@ -223,6 +226,10 @@ def _holdings(runs: Iterable[Run], view: View) -> Iterable[Holding]:
                 yield Holding(run.project, job.placement)
 
 
+def _queue_order(run: Run) -> tuple[int, float, str]:
+    return (-run.priority, run.submitted_at, run.id)  # as shared.queueing.order
+
+
 def _queued(
     ctx: WorkerContext,
     cache: RecordCache,
@@ -232,6 +239,7 @@ def _queued(
     now: float,
     volume_nodes: Mapping[tuple[str, str], frozenset[str]],
     selecting: Mapping[str, bool],
+    fit: cluster_fit.PassFit,
 ) -> QueuedRun | Fail | Wait | None:
     facts = cache.facts(run)
     if facts.error:
@@ -262,7 +270,7 @@ def _queued(
         request = replace(request, allowed_nodes=allowed)
     if narrows:
         narrowed = cluster_fit.narrow_request(
-            ctx, run, request, inventory, berth_nodes=volume_nodes
+            ctx, run, request, inventory, berth_nodes=volume_nodes, fit=fit
         )
         if isinstance(narrowed, cluster_fit.Blocked):
             # Volumes whose nodes exclude each other never fit; a claim in use elsewhere frees up.

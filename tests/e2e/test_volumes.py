@@ -447,3 +447,32 @@ def test_a_run_waits_outside_the_queue_while_its_claims_are_in_use_on_other_node
     assert world.store.get_run(holder.id).status.is_finished
     assert world.place(both).placements[0].node == "kwok-cpu-1"
     _running(world, both)
+
+
+def test_two_runs_queued_together_never_split_an_unused_single_node_claim(
+    host_world: FitWorld, make_pv: PvFactory
+) -> None:
+    world = host_world
+    storage_class = f"fit-t-{secrets.token_hex(3)}"
+    make_pv(storage_class)
+    _claims(world, {"twin": storage_class})
+    # 40 of a CPU node's 64 cores each: the two cannot share a node, so placing
+    # both in the pass that sees them first would split the claim across nodes.
+    conf = "type: task\nname: {}\ncommands: [x]\nresources: {{cpu: 40}}\nvolumes: ['twin:/t']\n"
+    first = world.submit(conf.format("first"))
+    second = world.submit(conf.format("second"))
+
+    (placed,) = world.place(first).placements
+    held = world.store.get_run(second.id)
+    assert held.status == RunStatus.PENDING
+    assert held.reason == (
+        "volume twin (ReadWriteOnce) goes where the run queued before this one with it is placed"
+    )
+    _running(world, first)
+
+    # From now on the claim pins it to first's node, which has no room left for it.
+    again = world.place(second)
+    assert again.placements == []
+    assert again.status == RunStatus.PENDING
+    assert again.reason.startswith("waiting for capacity"), again.reason
+    assert [p.spec.node_name for p in world.pods(first)] == [placed.node]
