@@ -20,6 +20,7 @@ import difflib
 import re
 import reprlib
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import yaml
@@ -34,6 +35,11 @@ NOT_SUPPORTED = "not_supported"
 _FIELD_ERROR = "berth_field_error"  # pydantic error type of field_error(); carries a path
 STORED = "stored"
 """Validation-context key: the data was written by Berth itself, so unknown keys are dropped."""
+READING_STORED: ContextVar[bool] = ContextVar("berth_reading_stored", default=False)
+"""True while :func:`~shared.configuration.parse.configuration_from_stored` validates.
+
+Refusals added in a later release (a value form Berth used to accept) consult it,
+so runs stored by an older Berth still load; plain validators have no context."""
 # Enough neighbouring problems to be useful without burying the first one.
 _MAX_EXTRA_PROBLEMS = 3
 # Long inputs (a whole mapping, a script) are cut so the message stays one line.

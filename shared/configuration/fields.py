@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.configuration.base import BerthModel, field_error, not_supported
+from shared.configuration.base import READING_STORED, BerthModel, field_error, not_supported
 
 RetryEvent = Literal["no-capacity", "error", "interruption"]
 SpotPolicy = Literal["spot", "on-demand", "auto"]
@@ -76,8 +76,9 @@ def refuse_interpolation(value: object, field: str = "") -> None:
     """Raise "not supported yet" when ``value`` holds a dstack ``${{ ... }}`` expression.
 
     Only the expression is shown, never the rest of the value (it may be a secret).
+    Runs stored before Berth refused it still load (``READING_STORED``).
     """
-    if isinstance(value, str):
+    if isinstance(value, str) and not READING_STORED.get():
         match = _INTERPOLATION_RE.search(value)
         if match is not None:
             raise not_supported(field, value=f"{match.group(0)} (interpolation)")

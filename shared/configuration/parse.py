@@ -14,6 +14,7 @@ from typing import Annotated, Any, cast
 from pydantic import Field, ValidationError
 
 from shared.configuration.base import (
+    READING_STORED,
     STORED,
     BerthModel,
     config_error_from_validation,
@@ -93,10 +94,13 @@ def configuration_from_stored(data: Mapping[str, Any]) -> AnyConfiguration:
     written by a newer Berth; anything else invalid is still a ConfigError.
     """
     model = _require_type(data, allowed=CONFIGURATION_TYPES, source="stored configuration")
+    token = READING_STORED.set(True)
     try:
         return cast(AnyConfiguration, model.model_validate(dict(data), context={STORED: True}))
     except ValidationError as e:
         raise config_error_from_validation(e, source="stored configuration") from e
+    finally:
+        READING_STORED.reset(token)
 
 
 def _require_type(

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from shared.configuration.base import BerthModel, field_error, not_supported
+from shared.configuration.base import READING_STORED, BerthModel, field_error, not_supported
 from shared.configuration.fields import (
     EnvVars,
     OffableDuration,
@@ -103,7 +103,7 @@ class _RunConfigurationBase(BerthModel):
     @classmethod
     def _own_project_fleets(cls, value: Any) -> Any:
         # dstack's `project/fleet` names a fleet another project exports; Berth has no exports.
-        if isinstance(value, list):
+        if isinstance(value, list) and not READING_STORED.get():
             for index, name in enumerate(value):
                 if isinstance(name, str) and "/" in name:
                     raise not_supported(str(index), value=f"{name} (another project's fleet)")

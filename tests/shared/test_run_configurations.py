@@ -731,3 +731,22 @@ def test_any_malformed_mapping_fails_only_with_a_config_error(
 ) -> None:
     with contextlib.suppress(ConfigError):
         configuration_from_mapping({**data, "type": kind})
+
+
+def test_runs_stored_before_a_value_form_was_refused_still_load() -> None:
+    # What an older Berth accepted and stored: newer refusals must not strand it.
+    stored = {
+        "type": "task",
+        "name": "old",
+        "commands": ["train"],
+        "env": {"TOKEN": "${{ secrets.hf_token }}"},
+        "fleets": ["team-a/gpus"],
+    }
+    with pytest.raises(NotSupportedError):
+        parse_run_configuration(yaml.safe_dump(stored))
+    loaded = configuration_from_stored(stored)
+    assert isinstance(loaded, TaskConfiguration)
+    assert loaded.env == {"TOKEN": "${{ secrets.hf_token }}"}
+    assert loaded.fleets == ["team-a/gpus"]
+    with pytest.raises(NotSupportedError):  # refused again once the stored read is over
+        parse_run_configuration(yaml.safe_dump(stored))
