@@ -62,6 +62,8 @@ class Placement(Stored):
     memory_bytes: int = 0
     disk_bytes: int = 0
     """Ephemeral storage, reserved only when the configuration sets ``disk``."""
+    joined_at: float | None = None
+    """For a placement on an autoscaler pool: when the pool's new node joined."""
 
 
 class Job(Stored):

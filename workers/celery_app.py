@@ -32,6 +32,8 @@ REAP_EVERY_S = 30.0
 
 app: Celery = create_celery(load_settings())
 app.conf.imports = ("workers.tasks",)
+# Each task's queue by name (a task's own ``queue`` attribute is deprecated in Celery 5).
+app.conf.task_routes = {name: {"queue": queue} for name, queue in QUEUE_OF.items()}
 app.conf.beat_schedule = {
     "sweep": {"task": SWEEP, "schedule": SWEEP_EVERY_S, "options": {"queue": QUEUE_OF[SWEEP]}},
     "reap-orphans": {
@@ -62,7 +64,6 @@ def berth_task(name: str) -> Callable[[F], F]:
 
         task: F = app.task(
             name=name,
-            queue=QUEUE_OF[name],
             autoretry_for=(TemporaryError,),
             retry_backoff=True,
             retry_backoff_max=MAX_BACKOFF_S,

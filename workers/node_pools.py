@@ -63,7 +63,7 @@ def _record_node(ctx: WorkerContext, job_id: str, pool_node: str, node: str) -> 
         job = ctx.store.get_job(job_id)
         if job.placement is None or job.placement.node != pool_node:
             return
-        job.placement = job.placement.model_copy(update={"node": node})
+        job.placement = job.placement.model_copy(update={"node": node, "joined_at": time.time()})
         if job.status == RunStatus.PROVISIONING:
             job.reason = ""
         message = f"job {job.job_num}: the autoscaler added node {node}"

@@ -12,16 +12,19 @@ cache, so 10,000 waiting runs cost a version check each, not a parse):
 - stop runs past ``max_duration`` or, for dev environments, past
   ``inactivity_duration`` (see :mod:`shared.queueing.limits`);
 - run a scheduling pass if anything waits, so pending runs never depend on a
-  single wake-up message; and forget the queue's notes about finished runs.
+  single wake-up message (again only if its last wake-up has started); and
+  forget the queue's notes about finished runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from shared import tasks
 from shared.autoscaling import find_pool, is_pool_node
+from shared.errors import StoreError
 from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
 from shared.records import Job, Run, RunStatus
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
 # A resend still queued after this is presumed lost (a broker restart): send again.
 RESEND_HOLD_S = 60
+# The sweep's own wake-up of the scheduler: other senders (submissions, the
+# inventory) do not coalesce, so a lost one may only delay a pass this long.
+WAKE_HOLD_S = 15
 
 
 def sweep(ctx: WorkerContext) -> None:
@@ -54,9 +60,9 @@ def sweep(ctx: WorkerContext) -> None:
         ):
             continue
         resends += _resends(run, jobs, now)
-    _send_unqueued(ctx, resends)
+    _send_unqueued(ctx, resends, hold_s=RESEND_HOLD_S)
     if pending:
-        tasks.send(ctx.celery, tasks.SCHEDULE_RUN, "sweep")
+        _send_unqueued(ctx, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S)
     keys.forget(store, keys.known_runs(store) - set(ids))
 
 
@@ -69,8 +75,8 @@ def _enforce_limits(
     now: float,
 ) -> bool:
     """Requeue or stop ``run`` if one of its clocks ran out; True if it did."""
-    timeout = _gang_ready_timeout(ctx, run, jobs)
-    why = gang_not_ready(jobs, admitted_at=admitted_at, now=now, timeout_s=timeout)
+    since, timeout = _gang_clock(ctx, run, jobs, admitted_at)
+    why = gang_not_ready(jobs, admitted_at=since, now=now, timeout_s=timeout)
     if why is not None:
         log.info("run %s goes back to the queue: %s", run.name, why)
         requeue.requeue_run(ctx, run.id, why)
@@ -87,20 +93,28 @@ def _enforce_limits(
     return requeue.stop_for_limit(ctx, run, jobs, why)
 
 
-def _gang_ready_timeout(ctx: WorkerContext, run: Run, jobs: list[Job]) -> float:
-    """The gang's deadline, plus the longest autoscaler wait among its members' pools.
+def _gang_clock(
+    ctx: WorkerContext, run: Run, jobs: list[Job], admitted_at: float | None
+) -> tuple[float | None, float]:
+    """When the gang's deadline starts, and how long it is.
 
-    A member placed on a node a pool has yet to add cannot be Running before
-    that node exists; the pool's own ``scale_up_timeout`` (judged per job by
-    :mod:`workers.node_pools`) decides when that wait has failed, not the gang's.
+    A member placed on a node an autoscaler pool has yet to add cannot be
+    Running before that node exists: while one waits, the pool's
+    ``scale_up_timeout`` (judged per job by :mod:`workers.node_pools`) is added
+    to the deadline, and once the last such node joins the gang gets its full
+    deadline again from that moment.
     """
     timeout = ctx.settings.scheduling.gang_ready_timeout_s
-    on_pools = [j.placement.node for j in jobs if j.placement and is_pool_node(j.placement.node)]
-    if not on_pools:
-        return timeout
-    pools = ctx.clusters.for_project(run.project).backend.node_pools
-    waits = [p.scale_up_timeout for node in on_pools if (p := find_pool(pools, node))]
-    return timeout + max(waits, default=0)
+    placements = [j.placement for j in jobs if j.placement is not None]
+    joined = [p.joined_at for p in placements if p.joined_at is not None]
+    since = max([admitted_at, *joined]) if admitted_at is not None else None
+    waiting = [p.node for p in placements if is_pool_node(p.node)]
+    if waiting:
+        pools = ctx.clusters.for_project(run.project).backend.node_pools
+        timeout += max(
+            (p.scale_up_timeout for n in waiting if (p := find_pool(pools, n))), default=0
+        )
+    return since, timeout
 
 
 def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:
@@ -119,10 +133,17 @@ def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:
     return out
 
 
-def _send_unqueued(ctx: WorkerContext, wanted: list[tuple[str, str]]) -> None:
+def _send_unqueued(ctx: WorkerContext, wanted: list[tuple[str, str]], *, hold_s: int) -> None:
     """Send each message unless one like it still waits in the queue (see ``mark_queued``)."""
     wanted = list(dict.fromkeys(wanted))
-    fresh = ctx.store.mark_queued(wanted, ttl_s=RESEND_HOLD_S)
-    for (name, job_id), needed in zip(wanted, fresh, strict=True):
-        if needed:
-            tasks.send(ctx.celery, name, job_id)
+    fresh = ctx.store.mark_queued(wanted, ttl_s=hold_s)
+    to_send = [item for item, needed in zip(wanted, fresh, strict=True) if needed]
+    for i, (name, ident) in enumerate(to_send):
+        try:
+            tasks.send(ctx.celery, name, ident)
+        except Exception:
+            # The broker refused: what was not sent must not look queued until its hold ends.
+            for unsent_name, unsent_id in to_send[i:]:
+                with contextlib.suppress(StoreError):
+                    ctx.store.unmark_queued(unsent_name, unsent_id)
+            raise

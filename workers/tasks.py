@@ -17,6 +17,8 @@ from workers.scheduling_trigger import request_pass
 def schedule_run(run_id: str) -> None:
     # A pass covers every pending run; run_id only says why it was woken.
     ctx = context()
+    if run_id == "sweep":  # only beat's wake-ups coalesce (workers/sweeps.py)
+        ctx.store.unmark_queued(names.SCHEDULE_RUN, run_id)
     request_pass(ctx.store, lambda: scheduling.schedule_pass(ctx))
 
 

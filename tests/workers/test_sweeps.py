@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -26,7 +27,8 @@ from shared.queueing import keys
 from shared.records import Event, Run, RunStatus
 from shared.settings import RedisSettings, SchedulingSettings, Settings
 from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
-from workers import scheduling, sweeps
+from workers import provisioning, scheduling, sweeps
+from workers import tasks as worker_tasks
 from workers.context import WorkerContext, build_context
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,7 @@ def _queued(ctx: WorkerContext, queue: str) -> list[str]:
 
 
 def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
-    ctx: WorkerContext,
+    ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = _submit(ctx, "r0", 2)
     assert scheduling.run_pass(ctx).placed == ["r0"]
@@ -74,7 +76,10 @@ def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
         sweeps.sweep(ctx)
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
 
-    ctx.store.unmark_queued(tasks.SYNC_JOB, job.id)  # what the task does as it starts
+    # A worker starts that message: the Celery task itself, with only the sync stubbed.
+    monkeypatch.setattr(worker_tasks, "context", lambda: ctx)
+    monkeypatch.setattr(provisioning, "sync_job", lambda _ctx, _job_id: None)
+    cast(Any, worker_tasks.sync_job).run(job.id)  # the task's body, as a worker runs it
     sweeps.sweep(ctx)
     sweeps.sweep(ctx)
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB, tasks.SYNC_JOB]
@@ -92,8 +97,7 @@ def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext)
     marker = ctx.store.key("queued", tasks.SYNC_JOB, job.id)
     assert 0 < ctx.store.r.ttl(marker) <= sweeps.RESEND_HOLD_S
     ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")  # lost
-    ctx.store.r.expire(marker, 1)
-    time.sleep(1.2)
+    ctx.store.r.delete(marker)  # what its TTL does after RESEND_HOLD_S
 
     sweeps.sweep(ctx)
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
@@ -182,3 +186,24 @@ def test_a_gang_waiting_for_a_pool_gets_the_pools_time_not_just_the_gangs(
     assert "gang not ready: job 0 not Running within 1s" in requeued.reason
     waiting = ctx.store.get_run(on_pool.id)
     assert waiting.status == RunStatus.PROVISIONING  # 1 s + the pool's 600 s
+
+    # The autoscaler's nodes join now (as workers.node_pools records it): the gang
+    # gets its own deadline afresh from here, not from its placement 5 s ago.
+    for job in ctx.store.jobs_of(waiting):
+        assert job.placement is not None
+        job.placement = job.placement.model_copy(
+            update={"node": f"kwok-new-{job.job_num}", "joined_at": time.time()}
+        )
+        assert ctx.store.save_job(job)
+    sweeps.sweep(ctx)
+    assert ctx.store.get_run(on_pool.id).status == RunStatus.PROVISIONING
+
+    joined_long_ago = time.time() - 3
+    for job in ctx.store.jobs_of(ctx.store.get_run(on_pool.id)):
+        assert job.placement is not None
+        job.placement = job.placement.model_copy(update={"joined_at": joined_long_ago})
+        assert ctx.store.save_job(job)
+    sweeps.sweep(ctx)
+    late_gang = ctx.store.get_run(on_pool.id)
+    assert late_gang.status == RunStatus.PENDING
+    assert "gang not ready: job 0 not Running within 1s" in late_gang.reason
