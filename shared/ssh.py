@@ -21,8 +21,10 @@ with the likely cause.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,17 +259,8 @@ _UNSAFE_BITS = 0o027
 def load_key_file(path: Path) -> str:
     """The private key in ``path``, created with mode 0600 if there is none."""
     path = path.expanduser()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise ConfigError(
-            f"cannot create Berth's SSH key {path}: {e.strerror}", field="ssh.key_file"
-        ) from e
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(new_host_key())
+    if not path.exists():
+        _create_key_file(path)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         text = path.read_text()
@@ -284,6 +277,29 @@ def load_key_file(path: Path) -> str:
     if not _parses(text):
         raise ConfigError(f"{path} does not hold an OpenSSH private key", field="ssh.key_file")
     return text
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key to ``path`` atomically: written whole under another name, then linked.
+
+    Several processes start at once (the API, the proxy worker); none may read
+    a half-written file, and the first link wins.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create Berth's SSH key {path}: {e.strerror}", field="ssh.key_file"
+        ) from e
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new_host_key())
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: keep its key
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def _parses(private_key: str) -> bool:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 10  # a dead leader is replaced within this
 LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round trip
+LEASE_MARGIN_S = 1.0  # stop leading this long before the lease could lapse (clock skew, GC)
 
 
 def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -118,24 +119,41 @@ class Lease:
         self.store = store
         self.key = store.key("lease", name)
         self.holder = holder
+        self._held_since = 0.0
+        """Monotonic time of the last successful acquire or renewal."""
         self._renew = store.r.register_script(self._RENEW)
         self._release = store.r.register_script(self._RELEASE)
 
     def acquire(self) -> bool:
+        started = time.monotonic()
         try:
-            return bool(self.store.r.set(self.key, self.holder, nx=True, px=LEASE_TTL_S * 1000))
+            ok = bool(self.store.r.set(self.key, self.holder, nx=True, px=LEASE_TTL_S * 1000))
         except redis.RedisError as e:  # Redis down: stay standby and retry
             log.warning("lease acquire failed: %s", e)
             return False
+        if ok:
+            self._held_since = started
+        return ok
 
     def renew(self) -> bool:
-        deadline = time.monotonic() + LEASE_TTL_S
+        """Extend the lease; False once it may have lapsed (stop leading then).
+
+        Retries a Redis blip only while the lease surely still holds: until one
+        second before the TTL runs out, counted from the last success. After
+        that a standby may lead, so this one must not.
+        """
+        deadline = self._held_since + LEASE_TTL_S - LEASE_MARGIN_S
         while time.monotonic() < deadline:
+            started = time.monotonic()
             try:
-                return bool(self._renew(keys=[self.key], args=[self.holder, LEASE_TTL_S * 1000]))
-            except redis.RedisError as e:  # a blip: retry until the lease would lapse
+                ok = bool(self._renew(keys=[self.key], args=[self.holder, LEASE_TTL_S * 1000]))
+            except redis.RedisError as e:
                 log.warning("lease renew failed: %s", e)
                 time.sleep(0.5)
+                continue
+            if ok:
+                self._held_since = started
+            return ok
         return False
 
     def release(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,11 @@ def test_a_file_that_is_not_a_private_key_is_refused(tmp_path: Path) -> None:
 def test_a_key_file_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot create Berth's SSH key"):
         ssh.load_key_file(tmp_path / "nowhere" / "key")
+
+
+def test_processes_starting_together_all_read_one_whole_key(tmp_path: Path) -> None:
+    path = tmp_path / "shared_key"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: ssh.load_key_file(path), range(32)))
+    assert len(set(keys)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared_key"]  # no temp file left
