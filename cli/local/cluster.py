@@ -40,7 +40,10 @@ from shared.errors import KubeConflict, KubeError, LocalClusterError
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster" / "build.sh"
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for a Service per run of a 1,000-run burst (dstack creates one per job; a /24
+# ran out at 254 in bench/dstack.py). The first address, 10.0.0.1, is in the apiserver's
+# certificate (cli/local/pki.py).
+SERVICE_CIDR = "10.0.0.0/16"
 # Pod IPs inside 127.0.0.0/8: KWOK runs no containers, so the SSH tests start real
 # sshd and HTTP servers on these loopback addresses to play the pods (tests/ssh).
 # Linux routes all of 127.0.0.0/8 to lo, so every pod IP is bindable without setup.
