@@ -8,8 +8,9 @@ from celery import Celery
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.services.auth import user_for_token, visible_project
 from shared.clusters import ClusterRegistry
-from shared.errors import AuthError, ForbiddenError, NotFoundError
+from shared.errors import ForbiddenError
 from shared.records import Project, User
 from shared.settings import Settings
 from shared.store import Store
@@ -47,12 +48,7 @@ def _current_user(
     store: StoreDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    if creds is None:
-        raise AuthError("missing bearer token: pass 'Authorization: Bearer <token>'")
-    user = store.user_by_token(creds.credentials)
-    if user is None:
-        raise AuthError("unknown token: check ~/.berth/config.yml or ask an admin for a new one")
-    return user
+    return user_for_token(store, creds.credentials if creds is not None else None)
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
@@ -72,11 +68,7 @@ AdminUser = Annotated[User, Depends(_admin)]
 def _project(
     store: StoreDep, user: CurrentUser, project: Annotated[str, Path(max_length=64)]
 ) -> Project:
-    found = store.get_project(project)
-    # A project the caller is not in looks exactly like one that does not exist.
-    if found is None or (user.name not in found.members and not user.is_admin):
-        raise NotFoundError(f"project {project!r} not found", field="project")
-    return found
+    return visible_project(store, user, project)
 
 
 CurrentProject = Annotated[Project, Depends(_project)]

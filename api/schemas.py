@@ -101,8 +101,8 @@ class EventPublic(BaseModel):
 class Health(BaseModel):
     status: str
     redis: str
-    jump_hosts: dict[str, Any] = {}
-    """Jump host id -> its status, reason and last check; the rest is in ``/api/status``."""
+    jump_hosts: dict[str, int] = {}
+    """How many jump hosts are ``ok``, ``error`` or ``pending``; details are in ``/api/status``."""
 
 
 class Status(BaseModel):

@@ -72,8 +72,10 @@ class SchedulingSettings(BaseModel):
     long enough for an image pull, short enough that a half-started gang does not
     hold GPUs for long."""
     lock_ttl_s: float = 30.0
-    """Seconds the scheduling lock lives without release; a pass takes milliseconds, so
-    only a crashed pass ever lets it expire (and writes stay fenced after that)."""
+    """Seconds the scheduling lock lives without release; a pass takes milliseconds to a
+    few seconds (reading claims and node labels for runs with volumes or a node
+    selector), so only a crashed pass ever lets it expire (and writes stay fenced
+    after that)."""
     exact_positions: int = 50
     """Queue positions up to this one are rewritten on every change; deeper ones at most
     every ``position_refresh_s``, so 10,000 waiting runs do not cost 10,000 writes a pass."""

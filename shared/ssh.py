@@ -40,7 +40,7 @@ from shared.store import Store
 
 RUN_SSH_PORT = 10022  # sshd inside run pods; unprivileged so any image user can bind it
 BERTH_PUBLIC_KEY_BLOB = "berth-ssh-public-key"  # {"key": "ssh-ed25519 ..."}
-JUMP_HOSTS_BLOB = "jump-hosts"  # {jump host id: JumpHostRecord}; GET /health shows it
+JUMP_HOSTS_BLOB = "jump-hosts"  # {jump host id: JumpHostRecord}; GET /api/status shows it
 HOST_KEY_FILE = "ssh_host_ed25519_key"  # file names as sshd and ssh-keygen -A use them
 HOST_KEY_PUB_FILE = "ssh_host_ed25519_key.pub"
 _KEY_TYPE = "ssh-ed25519"  # small, fast, and accepted by every OpenSSH since 6.5

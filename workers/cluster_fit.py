@@ -23,10 +23,12 @@ claim, not one per run.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shared import autoscaling
+from shared.errors import KubeError
 from shared.gpu.inventory import GpuInventory
 from shared.offers import Request
 from shared.placement_facts import claim_states, selector_nodes, with_pools
@@ -39,6 +41,8 @@ from shared.volume_placement import (
     mounted_volumes,
 )
 from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,16 @@ class PassFit:
 def inventory_with_pools(
     ctx: WorkerContext, project: str, inventory: GpuInventory, held: Iterable[str]
 ) -> GpuInventory:
-    """``inventory`` plus pool nodes; ``held`` is the nodes of Berth's placements."""
-    return with_pools(inventory, ctx.clusters.for_project(project), held=held)
+    """``inventory`` plus pool nodes; ``held`` is the nodes of Berth's placements.
+
+    Without the apiserver (pool sizes are counted there) the pass plans with the
+    nodes that exist, rather than not at all.
+    """
+    try:
+        return with_pools(inventory, ctx.clusters.for_project(project), held=held)
+    except KubeError as e:
+        log.warning("planning without autoscaler pools this pass: %s", e)
+        return inventory
 
 
 def narrow_request(
@@ -73,8 +85,25 @@ def narrow_request(
     berth_nodes: Mapping[tuple[str, str], frozenset[str]],
     fit: PassFit | None = None,
 ) -> Request | Blocked:
-    """``request`` limited to where the run's volumes and the node selector let it go."""
-    fit = fit or PassFit()
+    """``request`` limited to where the run's volumes and the node selector let it go.
+
+    A run whose limits cannot be read now (the apiserver is away) waits for a
+    later pass; the other runs of the pass are planned as usual.
+    """
+    try:
+        return _narrow(ctx, run, request, inventory, berth_nodes, fit or PassFit())
+    except KubeError as e:
+        return Blocked(f"cannot read where the run may go: {e.message}", permanent=False)
+
+
+def _narrow(
+    ctx: WorkerContext,
+    run: Run,
+    request: Request,
+    inventory: GpuInventory,
+    berth_nodes: Mapping[tuple[str, str], frozenset[str]],
+    fit: PassFit,
+) -> Request | Blocked:
     cluster = ctx.clusters.for_project(run.project)
     allowed = request.allowed_nodes
     selector = cluster.backend.pod_settings().node_selector
@@ -102,14 +131,16 @@ def narrow_request(
                 permanent = ever is not None and not (ever if allowed is None else allowed & ever)
                 return Blocked(describe_volume_limits(claims), permanent=permanent)
             allowed = narrowed
-        for claim in filter(could_split, claims):
-            first = fit.first_user.setdefault((run.project, claim.volume), run.id)
-            if first != run.id:
+        splitting = [c for c in claims if could_split(c)]
+        for claim in splitting:  # every volume first: a held-out run takes no claim
+            if fit.first_user.get((run.project, claim.volume), run.id) != run.id:
                 return Blocked(
                     f"volume {claim.volume} ({','.join(sorted(claim.access_modes))}) goes"
                     " where the run queued before this one with it is placed",
                     permanent=False,
                 )
+        for claim in splitting:
+            fit.first_user[(run.project, claim.volume)] = run.id
     if allowed == request.allowed_nodes:
         return request
     return replace(request, allowed_nodes=allowed)

@@ -16,7 +16,8 @@ thread of the proxy worker, each under a guard that logs and restarts it:
   accepting only the pinned host key.
 
 The result, with a reason, goes to the ``jump-hosts`` blob, which ``GET
-/health`` shows and the API's tunnels and ``berth attach`` read.
+/api/status`` (``berth status``) shows, ``GET /health`` counts, and the API's
+tunnels and ``berth attach`` read.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import error_response
+from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
 from shared import ssh
 from shared.errors import AuthError, NotFoundError, TemporaryError
@@ -98,7 +99,7 @@ def resolve_service(
     public = is_service and record is not None and not record.configuration.get("auth", True)
     if not public:
         user = _caller(store, authorization, run)
-        if found is None or (user.name not in found.members and not user.is_admin):
+        if found is None or not may_see(user, found):
             raise NotFoundError(f"project {project!r} not found", field="project")
     if record is None:
         raise NotFoundError(f"no run named {run!r} in project {project!r}", field="name")
@@ -137,10 +138,7 @@ def _caller(store: Store, authorization: str | None, run: str) -> User:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError(f"service {run!r} needs a project token: 'Authorization: Bearer …'")
-    user = store.user_by_token(token.strip())
-    if user is None:
-        raise AuthError("unknown token")
-    return user
+    return user_for_token(store, token.strip())
 
 
 async def forward(

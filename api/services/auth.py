@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from shared.errors import AuthError, NotFoundError
 from shared.records import Project, User
 from shared.store import Store, token_sha256
 
@@ -29,6 +30,31 @@ def bootstrap(store: Store, *, admin_token: str | None, projects: Sequence[str] 
         if store.get_project(name) is None:
             store.put_project(Project(name=name, members=[ADMIN]))
     return created
+
+
+def user_for_token(store: Store, token: str | None) -> User:
+    """The user a bearer token belongs to; AuthError (401) for none or an unknown one."""
+    if not token:
+        raise AuthError("missing bearer token: pass 'Authorization: Bearer <token>'")
+    user = store.user_by_token(token)
+    if user is None:
+        raise AuthError("unknown token: check ~/.berth/config.yml or ask an admin for a new one")
+    return user
+
+
+def may_see(user: User, project: Project) -> bool:
+    return user.is_admin or user.name in project.members
+
+
+def visible_project(store: Store, user: User, name: str) -> Project:
+    """Project ``name`` if ``user`` may see it.
+
+    A project the caller is not in looks exactly like one that does not exist.
+    """
+    found = store.get_project(name)
+    if found is None or not may_see(user, found):
+        raise NotFoundError(f"project {name!r} not found", field="project")
+    return found
 
 
 def create_user(store: Store, name: str, *, projects: list[str]) -> str:
