@@ -56,7 +56,8 @@ class PassFit:
     """One pass's reads of the cluster, and the unused single-node claims it gave out."""
 
     selectors: dict[tuple[tuple[str, str], ...], frozenset[str]] = field(default_factory=dict)
-    claims: dict[tuple[str, tuple[str, ...]], list[ClaimState]] = field(default_factory=dict)
+    claims: dict[tuple[str, str], ClaimState | None] = field(default_factory=dict)
+    """(project, volume) -> its claim's state; None for a volume that does not exist."""
     first_user: dict[tuple[str, str], str] = field(default_factory=dict)
     """(project, volume) -> the run that entered the queue with it this pass."""
 
@@ -116,12 +117,13 @@ def _narrow(
         allowed = matching if allowed is None else allowed & matching
     names = mounted_volumes(run.configuration)
     if names:
-        claims_key = (run.project, tuple(names))
-        if claims_key not in fit.claims:
-            fit.claims[claims_key] = claim_states(
-                ctx.store, cluster, run.project, names, berth_nodes=berth_nodes
-            )
-        claims = fit.claims[claims_key]
+        unread = [n for n in names if (run.project, n) not in fit.claims]
+        if unread:  # one pod LIST for all of them
+            states = claim_states(ctx.store, cluster, run.project, unread, berth_nodes=berth_nodes)
+            found = {s.volume: s for s in states}
+            for name in unread:
+                fit.claims[(run.project, name)] = found.get(name)
+        claims = [c for n in names if (c := fit.claims[(run.project, n)]) is not None]
         by_volumes = allowed_nodes_for_volumes(claims)
         if by_volumes is not None:
             narrowed = by_volumes if allowed is None else allowed & by_volumes
