@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shared import autoscaling
-from shared.errors import KubeError
+from shared.errors import KubeError, KubeTemporaryError
 from shared.gpu.inventory import GpuInventory
 from shared.offers import Request
 from shared.placement_facts import claim_states, selector_nodes, with_pools
@@ -60,10 +60,17 @@ class PassFit:
     """(project, volume) -> its claim's state; None for a volume that does not exist."""
     first_user: dict[tuple[str, str], str] = field(default_factory=dict)
     """(project, volume) -> the run that entered the queue with it this pass."""
+    unreachable: str | None = None
+    """Why the apiserver did not answer this pass: no other run waits out its timeout."""
 
 
 def inventory_with_pools(
-    ctx: WorkerContext, project: str, inventory: GpuInventory, held: Iterable[str]
+    ctx: WorkerContext,
+    project: str,
+    inventory: GpuInventory,
+    held: Iterable[str],
+    *,
+    fit: PassFit | None = None,
 ) -> GpuInventory:
     """``inventory`` plus pool nodes; ``held`` is the nodes of Berth's placements.
 
@@ -74,6 +81,8 @@ def inventory_with_pools(
         return with_pools(inventory, ctx.clusters.for_project(project), held=held)
     except KubeError as e:
         log.warning("planning without autoscaler pools this pass: %s", e)
+        if fit is not None and isinstance(e, KubeTemporaryError):
+            fit.unreachable = e.message
         return inventory
 
 
@@ -91,9 +100,14 @@ def narrow_request(
     A run whose limits cannot be read now (the apiserver is away) waits for a
     later pass; the other runs of the pass are planned as usual.
     """
+    fit = fit or PassFit()
+    if fit.unreachable is not None:
+        return Blocked(f"cannot read where the run may go: {fit.unreachable}", permanent=False)
     try:
-        return _narrow(ctx, run, request, inventory, berth_nodes, fit or PassFit())
+        return _narrow(ctx, run, request, inventory, berth_nodes, fit)
     except KubeError as e:
+        if isinstance(e, KubeTemporaryError):
+            fit.unreachable = e.message
         return Blocked(f"cannot read where the run may go: {e.message}", permanent=False)
 
 

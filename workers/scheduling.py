@@ -163,14 +163,15 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     version = view.capacity_version
     for members in by_cluster.values():
         holdings = list(_holdings(members, view))
+        fit = cluster_fit.PassFit()
         inventory = cluster_fit.inventory_with_pools(
             ctx,
             members[0].project,
             load_inventory(ctx.store, ctx.clusters, members[0].project),
             [h.placement.node for h in holdings],
+            fit=fit,
         )
         volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
-        fit = cluster_fit.PassFit()
         selecting = {
             project: bool(ctx.clusters.for_project(project).backend.pod_settings().node_selector)
             for project in {r.project for r in members}

@@ -1,0 +1,88 @@
+"""The scheduling pass's cluster reads when the apiserver does not answer.
+
+Runs whose placement depends on the cluster (here: a backend ``node_selector``)
+wait with the reason, the pass still finishes, and only the first read of the
+pass pays for the unreachable apiserver: the others are not tried again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from cli.local.cluster import ClusterState
+from shared.inventory_store import CHANNEL
+from shared.metrics import KUBE_ERRORS
+from shared.records import RunStatus
+from shared.settings import RedisSettings, Settings
+from tests.ssh.world import free_loopback_port
+from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
+from workers import scheduling
+from workers.context import WorkerContext, build_context
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def unreachable_ctx(
+    local_cluster: ClusterState, redis_prefix: str, tmp_path: Path
+) -> Iterator[WorkerContext]:
+    """Project ``main`` selects nodes by label, on a kubeconfig whose apiserver is gone."""
+    kubeconfig = yaml.safe_load(Path(local_cluster.kubeconfig).read_text())
+    for entry in kubeconfig["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{free_loopback_port()}"
+    dead = tmp_path / "dead-kubeconfig"
+    dead.write_text(yaml.safe_dump(kubeconfig))
+    config = tmp_path / "server" / "config.yml"
+    config.parent.mkdir()
+    backend = {
+        "type": "kubernetes",
+        "kubeconfig": {"filename": str(dead)},
+        "pod": {"node_selector": {"team": "ml"}},
+    }
+    config.write_text(yaml.safe_dump({"projects": [{"name": "main", "backends": [backend]}]}))
+    settings = Settings(
+        home=tmp_path,
+        server_config=config,
+        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
+    )
+    context = build_context(settings)
+    context.store.publish_inventory(
+        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
+    )
+    try:
+        yield context
+    finally:
+        _forget_prefix(context, settings)
+        context.close()
+
+
+def _unreachable_errors() -> float:
+    KUBE_ERRORS.labels("0")  # the series exists from here on, even at 0
+    value = REGISTRY.get_sample_value("berth_kubernetes_api_errors_total", {"code": "0"})
+    assert value is not None
+    return value
+
+
+def test_an_unreachable_apiserver_holds_the_runs_that_need_it_and_is_asked_once(
+    unreachable_ctx: WorkerContext,
+) -> None:
+    ctx = unreachable_ctx
+    runs = [_submit(ctx, f"r{i}", 1) for i in range(5)]
+    before = _unreachable_errors()
+
+    result = scheduling.run_pass(ctx)
+
+    assert result.placed == [] and result.failed == []
+    assert result.waiting == 5
+    assert _unreachable_errors() - before == 1
+    for run in runs:
+        waiting = ctx.store.get_run(run.id)
+        assert waiting.status == RunStatus.PENDING
+        assert waiting.reason.startswith("cannot read where the run may go: Kubernetes API"), (
+            waiting.reason
+        )
