@@ -46,6 +46,9 @@ GPU_REQUEST = {"gpu": "H100:1", "cpu": "1..", "memory": "1GB.."}
 TASK = {"type": "task", "commands": ["train"], "resources": GPU_REQUEST}
 GPU_NODES = "kwok-h100-"  # the burst pool's node names: bench/pools-burst.yaml
 GPU_NODE_COUNT = 128
+# A burst whose pods stop starting (a run the tool never places) is cut after this
+# long without a new Running pod, instead of waiting out the whole deadline.
+STALL_S = 120.0
 
 T = TypeVar("T")
 
@@ -213,9 +216,12 @@ def collect(
         result.accepted = [t1 - t0 for t0, t1, err in answers if not err]
         result.errors = [err for _, _, err in answers if err]
         ok = {name for name, (_, _, err) in zip(names, answers, strict=True) if not err}
-        if not pods.wait_running(ok, timeout=deadline_s):
+        if not pods.wait_running(ok, timeout=deadline_s, stall_s=STALL_S):
             missing = len(ok - pods.running.keys())
-            result.errors.append(f"{missing} of {len(ok)} pods not Running in time")
+            result.errors.append(
+                f"{missing} of {len(ok)} pods not Running in time"
+                f" (deadline {deadline_s:.0f} s, or no new one for {STALL_S:.0f} s)"
+            )
     finally:
         pods.stop()
     created = {r: t for r, t in pods.created.items() if r in sent}

@@ -226,9 +226,21 @@ class PodTimes:
         self._stop.set()
         self._thread.join(timeout=15)
 
-    def wait_running(self, keys: set[str], timeout: float) -> bool:
+    def wait_running(self, keys: set[str], timeout: float, *, stall_s: float | None = None) -> bool:
+        """Until every pod of ``keys`` runs (True), ``timeout`` passes, or, with
+        ``stall_s``, no new pod has started running for that long: a tool that
+        will not start the rest must not cost the whole deadline of every repeat."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: keys <= self.running.keys(), timeout)
+            seen, progressed = len(self.running), time.monotonic()
+            while not keys <= self.running.keys():
+                now = time.monotonic()
+                if now >= deadline or (stall_s is not None and now - progressed >= stall_s):
+                    return False
+                self._cond.wait(timeout=min(1.0, deadline - now))
+                if len(self.running) != seen:
+                    seen, progressed = len(self.running), time.monotonic()
+            return True
 
     def wait_created(self, keys: set[str], timeout: float) -> bool:
         with self._cond:
