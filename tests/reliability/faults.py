@@ -142,7 +142,8 @@ def kill_proxy_worker(world: World, *, cordon: str) -> ProxyTakeover:
     k.call(k.core.patch_node, cordon, {"spec": {"unschedulable": True}})
     new = world.stack.restart("proxy-worker")
     holder = wait_until(
-        lambda: (store.r.get(lease) or b"").decode().endswith(f":{new.pid}"),
+        # The holder is "<host>:<pid>:<random>" (workers/proxy.py).
+        lambda: f":{new.pid}:" in (store.r.get(lease) or b"").decode(),
         timeout=LEASE_TTL_S + 30,
         what="the restarted proxy worker leading",
     )
