@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shared import autoscaling
-from shared.errors import KubeError, KubeTemporaryError
+from shared.errors import ConfigError, KubeError, KubeTemporaryError
 from shared.gpu.inventory import GpuInventory
 from shared.offers import Request
 from shared.placement_facts import claim_states, selector_nodes, with_pools
@@ -77,8 +77,13 @@ def inventory_with_pools(
     Without the apiserver (pool sizes are counted there) the pass plans with the
     nodes that exist, rather than not at all.
     """
+    if not ctx.server.backend_for(project).node_pools:
+        return inventory  # nothing to add, and no reason to connect
     try:
         return with_pools(inventory, ctx.clusters.for_project(project), held=held)
+    except ConfigError as e:  # a kubeconfig that does not load: its runs cannot start anyway
+        log.warning("planning without autoscaler pools this pass: %s", e)
+        return inventory
     except KubeError as e:
         log.warning("planning without autoscaler pools this pass: %s", e)
         if fit is not None and isinstance(e, KubeTemporaryError):
@@ -105,6 +110,8 @@ def narrow_request(
         return Blocked(f"cannot read where the run may go: {fit.unreachable}", permanent=False)
     try:
         return _narrow(ctx, run, request, inventory, berth_nodes, fit)
+    except ConfigError as e:
+        return Blocked(f"cannot reach the run's cluster: {e}", permanent=False)
     except KubeError as e:
         if isinstance(e, KubeTemporaryError):
             fit.unreachable = e.message

@@ -172,8 +172,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             fit=fit,
         )
         volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
+        # From the server config: a pass connects to a cluster only to read what it needs.
         selecting = {
-            project: bool(ctx.clusters.for_project(project).backend.pod_settings().node_selector)
+            project: bool(ctx.server.backend_for(project).pod_settings().node_selector)
             for project in {r.project for r in members}
         }
         queued: list[QueuedRun] = []

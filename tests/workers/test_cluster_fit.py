@@ -86,3 +86,67 @@ def test_an_unreachable_apiserver_holds_the_runs_that_need_it_and_is_asked_once(
         assert waiting.reason.startswith("cannot read where the run may go: Kubernetes API"), (
             waiting.reason
         )
+
+
+@pytest.fixture
+def half_broken_ctx(
+    local_cluster: ClusterState, redis_prefix: str, tmp_path: Path
+) -> Iterator[WorkerContext]:
+    """``main`` on the local cluster; ``broken`` selects nodes, on a kubeconfig that
+    does not load."""
+    empty = tmp_path / "empty-kubeconfig"
+    empty.write_text("")
+    config = tmp_path / "server" / "config.yml"
+    config.parent.mkdir()
+    projects = [
+        {
+            "name": "main",
+            "backends": [
+                {"type": "kubernetes", "kubeconfig": {"filename": local_cluster.kubeconfig}}
+            ],
+        },
+        {
+            "name": "broken",
+            "backends": [
+                {
+                    "type": "kubernetes",
+                    "kubeconfig": {"filename": str(empty)},
+                    "pod": {"node_selector": {"team": "ml"}},
+                }
+            ],
+        },
+    ]
+    config.write_text(yaml.safe_dump({"projects": projects}))
+    settings = Settings(
+        home=tmp_path,
+        server_config=config,
+        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
+    )
+    context = build_context(settings)
+    for project in ("main", "broken"):
+        context.store.publish_inventory(
+            context.clusters.key_for(project), _inventory().to_json(), CHANNEL
+        )
+    try:
+        yield context
+    finally:
+        _forget_prefix(context, settings)
+        context.close()
+
+
+def test_a_project_whose_kubeconfig_does_not_load_holds_only_its_own_runs(
+    half_broken_ctx: WorkerContext,
+) -> None:
+    ctx = half_broken_ctx
+    healthy = _submit(ctx, "ok", 1)
+    stuck = _submit(ctx, "stuck", 1, project="broken")
+
+    result = scheduling.run_pass(ctx)
+
+    assert result.placed == ["ok"]
+    assert ctx.store.get_run(healthy.id).status == RunStatus.PROVISIONING
+    held = ctx.store.get_run(stuck.id)
+    assert held.status == RunStatus.PENDING
+    assert held.reason.startswith("cannot reach the run's cluster: kubeconfig: cannot load"), (
+        held.reason
+    )
