@@ -218,7 +218,12 @@ def _create_or_adopt(
         "service": k.core.read_namespaced_service,
     }[kind]
     try:
-        k.call(create, cluster.namespace, body)
+        # The created object is not read back: skipping the client's model
+        # deserialisation (a V1Pod is ms of CPU under the GIL) is most of the
+        # provisioning thread's work in a burst (bench scenario 2).
+        response = k.call(create, cluster.namespace, body, _preload_content=False)
+        response.read()  # drained, so the connection goes back to the pool for reuse
+        response.release_conn()
         return
     except KubeConflict:
         pass
