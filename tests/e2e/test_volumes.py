@@ -338,23 +338,7 @@ def test_runs_go_where_their_volumes_are_attached(host_world: FitWorld, make_pv:
     # A disk that exists on one node only (a local PV), and a plain single-node claim.
     make_pv(local_class, node="kwok-cpu-1")
     make_pv(shared_class)
-    for name, storage_class in (("local-disk", local_class), ("shared-rwo", shared_class)):
-        volume_service.apply_volume(
-            world.store,
-            world.ctx.clusters,
-            project=PROJECT,
-            user="fitter",
-            configuration=f"type: volume\nname: {name}\nbackend: kubernetes\nsize: 5GB\n"
-            f"storage_class_name: {storage_class}\n",
-        )
-    wait_until(
-        lambda: all(
-            v.status == "Bound"
-            for v in volume_service.list_volumes(world.store, world.ctx.clusters, PROJECT)
-        ),
-        timeout=30,
-        what="both claims bound",
-    )
+    _claims(world, {"local-disk": local_class, "shared-rwo": shared_class})
 
     # Without its volumes a CPU task would go to kwok-cpu-0 (best fit, then name order).
     first = world.submit(

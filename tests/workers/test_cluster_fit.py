@@ -15,14 +15,12 @@ import yaml
 from prometheus_client import REGISTRY
 
 from cli.local.cluster import ClusterState
-from shared.inventory_store import CHANNEL
 from shared.metrics import KUBE_ERRORS
 from shared.records import RunStatus
-from shared.settings import RedisSettings, Settings
 from tests.ssh.world import free_loopback_port
-from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
+from tests.workers.worlds import backend, submit, worker_context
 from workers import scheduling
-from workers.context import WorkerContext, build_context
+from workers.context import WorkerContext
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +35,9 @@ def unreachable_ctx(
         entry["cluster"]["server"] = f"https://127.0.0.1:{free_loopback_port()}"
     dead = tmp_path / "dead-kubeconfig"
     dead.write_text(yaml.safe_dump(kubeconfig))
-    config = tmp_path / "server" / "config.yml"
-    config.parent.mkdir()
-    backend = {
-        "type": "kubernetes",
-        "kubeconfig": {"filename": str(dead)},
-        "pod": {"node_selector": {"team": "ml"}},
-    }
-    config.write_text(yaml.safe_dump({"projects": [{"name": "main", "backends": [backend]}]}))
-    settings = Settings(
-        home=tmp_path,
-        server_config=config,
-        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
-    )
-    context = build_context(settings)
-    context.store.publish_inventory(
-        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
-    )
-    try:
+    main = {"name": "main", "backends": [backend(dead, pod={"node_selector": {"team": "ml"}})]}
+    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
         yield context
-    finally:
-        _forget_prefix(context, settings)
-        context.close()
 
 
 def _unreachable_errors() -> float:
@@ -72,7 +51,7 @@ def test_an_unreachable_apiserver_holds_the_runs_that_need_it_and_is_asked_once(
     unreachable_ctx: WorkerContext,
 ) -> None:
     ctx = unreachable_ctx
-    runs = [_submit(ctx, f"r{i}", 1) for i in range(5)]
+    runs = [submit(ctx, f"r{i}", "A100:1") for i in range(5)]
     before = _unreachable_errors()
 
     result = scheduling.run_pass(ctx)
@@ -96,50 +75,20 @@ def half_broken_ctx(
     does not load."""
     empty = tmp_path / "empty-kubeconfig"
     empty.write_text("")
-    config = tmp_path / "server" / "config.yml"
-    config.parent.mkdir()
     projects = [
-        {
-            "name": "main",
-            "backends": [
-                {"type": "kubernetes", "kubeconfig": {"filename": local_cluster.kubeconfig}}
-            ],
-        },
-        {
-            "name": "broken",
-            "backends": [
-                {
-                    "type": "kubernetes",
-                    "kubeconfig": {"filename": str(empty)},
-                    "pod": {"node_selector": {"team": "ml"}},
-                }
-            ],
-        },
+        {"name": "main", "backends": [backend(local_cluster.kubeconfig)]},
+        {"name": "broken", "backends": [backend(empty, pod={"node_selector": {"team": "ml"}})]},
     ]
-    config.write_text(yaml.safe_dump({"projects": projects}))
-    settings = Settings(
-        home=tmp_path,
-        server_config=config,
-        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
-    )
-    context = build_context(settings)
-    for project in ("main", "broken"):
-        context.store.publish_inventory(
-            context.clusters.key_for(project), _inventory().to_json(), CHANNEL
-        )
-    try:
+    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, projects) as context:
         yield context
-    finally:
-        _forget_prefix(context, settings)
-        context.close()
 
 
 def test_a_project_whose_kubeconfig_does_not_load_holds_only_its_own_runs(
     half_broken_ctx: WorkerContext,
 ) -> None:
     ctx = half_broken_ctx
-    healthy = _submit(ctx, "ok", 1)
-    stuck = _submit(ctx, "stuck", 1, project="broken")
+    healthy = submit(ctx, "ok", "A100:1")
+    stuck = submit(ctx, "stuck", "A100:1", project="broken")
 
     result = scheduling.run_pass(ctx)
 

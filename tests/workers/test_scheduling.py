@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,33 +20,14 @@ import yaml
 
 from cli.local.cluster import ClusterState
 from shared import placements
-from shared.configuration.parse import parse_run_configuration
 from shared.errors import TemporaryError
-from shared.gpu.catalogue import GpuVendor
-from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
-from shared.gpu.labels import GpuGroup
 from shared.inventory_store import CHANNEL
-from shared.jobs import jobs_for
-from shared.records import Event, Run
 from shared.settings import RedisSettings, Settings
+from tests.workers.worlds import NODES, forget_prefix, submit, two_a100_nodes
 from workers import scheduling
 from workers.context import WorkerContext, build_context
 
 pytestmark = pytest.mark.integration
-
-GPU = "nvidia.com/gpu"
-NODES = {"a0": 8, "a1": 8}
-
-
-def _inventory() -> GpuInventory:
-    nodes = []
-    for name, count in NODES.items():
-        group = GpuGroup(
-            vendor=GpuVendor.NVIDIA, resource=GPU, count=count, name="A100", known=True
-        )
-        room = Resources(cpu_millicores=96_000, memory_bytes=2**40, gpus={GPU: count})
-        nodes.append(NodeInventory(name=name, gpus=(group,), allocatable=room, free=room))
-    return GpuInventory(nodes=tuple(nodes))
 
 
 @pytest.fixture
@@ -69,35 +49,12 @@ def settings(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> 
 def ctx(settings: Settings) -> Iterator[WorkerContext]:
     context = build_context(settings)
     key = context.clusters.key_for("main")
-    context.store.publish_inventory(key, _inventory().to_json(), CHANNEL)
+    context.store.publish_inventory(key, two_a100_nodes().to_json(), CHANNEL)
     try:
         yield context
     finally:
-        _forget_prefix(context, settings)
+        forget_prefix(context, settings.redis.key_prefix)
         context.close()
-
-
-def _forget_prefix(ctx: WorkerContext, settings: Settings) -> None:
-    for stored in ctx.store.r.scan_iter(f"{settings.redis.key_prefix}:*", count=1000):
-        ctx.store.r.delete(stored)
-
-
-def _submit(ctx: WorkerContext, name: str, gpus: int, *, project: str = "main") -> Run:
-    conf = parse_run_configuration(
-        f"type: task\nname: {name}\ncommands: [train]\nresources: {{gpu: A100:{gpus}}}\n"
-    )
-    run = Run(
-        id=f"{project}-{name}",
-        project=project,
-        name=name,
-        user="tester",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type="task",
-    )
-    jobs = jobs_for(run, conf)
-    run.job_ids = [j.id for j in jobs]
-    ctx.store.create_run(run, jobs, Event(at=time.time(), kind="status", message="submitted"))
-    return run
 
 
 def _held(ctx: WorkerContext) -> tuple[Counter[str], Counter[str]]:
@@ -116,9 +73,9 @@ def test_quotas_from_the_server_config_cap_a_project_while_another_waits(
     ctx: WorkerContext,
 ) -> None:
     for i in range(6):
-        _submit(ctx, f"m{i}", 2)
+        submit(ctx, f"m{i}", "A100:2")
     for i in range(6):
-        _submit(ctx, f"o{i}", 2, project="other")
+        submit(ctx, f"o{i}", "A100:2", project="other")
 
     scheduling.run_pass(ctx)
 
@@ -133,7 +90,7 @@ def test_quotas_from_the_server_config_cap_a_project_while_another_waits(
 
 def test_idle_quota_is_lent_when_nobody_else_waits(ctx: WorkerContext) -> None:
     for i in range(6):
-        _submit(ctx, f"m{i}", 2)
+        submit(ctx, f"m{i}", "A100:2")
 
     result = scheduling.run_pass(ctx)
 
@@ -145,13 +102,13 @@ def test_idle_quota_is_lent_when_nobody_else_waits(ctx: WorkerContext) -> None:
 def test_passes_racing_without_the_lock_never_promise_a_gpu_twice(settings: Settings) -> None:
     contexts = [build_context(settings) for _ in range(3)]
     contexts[0].store.publish_inventory(
-        contexts[0].clusters.key_for("main"), _inventory().to_json(), CHANNEL
+        contexts[0].clusters.key_for("main"), two_a100_nodes().to_json(), CHANNEL
     )
     fenced = 0
     try:
         for step in range(8):
             for i in range(3):
-                _submit(contexts[0], f"s{step}x{i}", 1 + (step + i) % 3, project="other")
+                submit(contexts[0], f"s{step}x{i}", f"A100:{1 + (step + i) % 3}", project="other")
             barrier = threading.Barrier(len(contexts))
             results: list[scheduling.PassResult] = []
 
@@ -177,6 +134,6 @@ def test_passes_racing_without_the_lock_never_promise_a_gpu_twice(settings: Sett
         assert sum(per_node.values()) >= 12  # the passes did place work
         assert fenced > 0  # and they did collide: the fence, not luck, kept them apart
     finally:
-        _forget_prefix(contexts[0], settings)
+        forget_prefix(contexts[0], settings.redis.key_prefix)
         for ctx in contexts:
             ctx.close()

@@ -15,45 +15,26 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import yaml
 
 from cli.local.cluster import ClusterState
 from shared import tasks
 from shared.autoscaling import is_pool_node
-from shared.configuration.parse import parse_run_configuration
-from shared.inventory_store import CHANNEL
-from shared.jobs import jobs_for
 from shared.queueing import keys
-from shared.records import Event, Run, RunStatus
-from shared.settings import RedisSettings, SchedulingSettings, Settings
-from tests.workers.test_scheduling import _forget_prefix, _inventory, _submit
+from shared.records import Event, RunStatus
+from shared.settings import SchedulingSettings
+from tests.workers.worlds import backend, submit, worker_context
 from workers import provisioning, scheduling, sweeps
 from workers import tasks as worker_tasks
-from workers.context import WorkerContext, build_context
+from workers.context import WorkerContext
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    config = tmp_path / "server" / "config.yml"
-    config.parent.mkdir()
-    config.write_text(
-        "projects:\n- name: main\n  backends:\n  - type: kubernetes\n"
-        f"    kubeconfig: {{filename: {local_cluster.kubeconfig}}}\n"
-    )
-    settings = Settings(
-        home=tmp_path, redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix)
-    )
-    context = build_context(settings)
-    context.store.publish_inventory(
-        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
-    )
-    try:
+    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
+    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
         yield context
-    finally:
-        _forget_prefix(context, settings)
-        context.close()
 
 
 def _queued(ctx: WorkerContext, queue: str) -> list[str]:
@@ -65,7 +46,7 @@ def _queued(ctx: WorkerContext, queue: str) -> list[str]:
 def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
     ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = _submit(ctx, "r0", 2)
+    run = submit(ctx, "r0", "A100:2")
     assert scheduling.run_pass(ctx).placed == ["r0"]
     ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")
     job = ctx.store.get_job(run.job_ids[0])
@@ -86,7 +67,7 @@ def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
 
 
 def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext) -> None:
-    run = _submit(ctx, "r1", 2)
+    run = submit(ctx, "r1", "A100:2")
     scheduling.run_pass(ctx)
     job = ctx.store.get_job(run.job_ids[0])
     job.pod_name = "berth-main-r1-0-0"
@@ -111,66 +92,33 @@ def pool_ctx(
 
     The gang deadline is 1 s; the pool's autoscaler may take 600 s.
     """
-    config = tmp_path / "server" / "config.yml"
-    config.parent.mkdir()
-    backend = {
-        "type": "kubernetes",
-        "kubeconfig": {"filename": local_cluster.kubeconfig},
-        "node_pools": [
-            {
-                "name": "grow",
-                "gpu": "L40S",
-                "gpus_per_node": 4,
-                "max_nodes": 2,
-                "labels": {"pool.example.com/name": f"grow-{redis_prefix}"},
-                "cpu": 48,
-                "memory": "384GB",
-                "scale_up_timeout": 600,
-            }
-        ],
+    pool = {
+        "name": "grow",
+        "gpu": "L40S",
+        "gpus_per_node": 4,
+        "max_nodes": 2,
+        "labels": {"pool.example.com/name": f"grow-{redis_prefix}"},
+        "cpu": 48,
+        "memory": "384GB",
+        "scale_up_timeout": 600,
     }
-    config.write_text(yaml.safe_dump({"projects": [{"name": "main", "backends": [backend]}]}))
-    settings = Settings(
-        home=tmp_path,
-        server_config=config,
-        redis=RedisSettings(url=local_cluster.redis_url, key_prefix=redis_prefix),
+    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig, node_pools=[pool])]}
+    with worker_context(
+        local_cluster.redis_url,
+        redis_prefix,
+        tmp_path,
+        [main],
         scheduling=SchedulingSettings(gang_ready_timeout_s=1),
-    )
-    context = build_context(settings)
-    context.store.publish_inventory(
-        context.clusters.key_for("main"), _inventory().to_json(), CHANNEL
-    )
-    try:
+    ) as context:
         yield context
-    finally:
-        _forget_prefix(context, settings)
-        context.close()
-
-
-def _gang(ctx: WorkerContext, name: str, gpu: str) -> Run:
-    conf = parse_run_configuration(
-        f"type: task\nname: {name}\nnodes: 2\ncommands: [train]\nresources: {{gpu: {gpu}}}\n"
-    )
-    run = Run(
-        id=f"main-{name}",
-        project="main",
-        name=name,
-        user="tester",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type="task",
-    )
-    jobs = jobs_for(run, conf)
-    run.job_ids = [j.id for j in jobs]
-    ctx.store.create_run(run, jobs, Event(at=time.time(), kind="status", message="submitted"))
-    return run
 
 
 def test_a_gang_waiting_for_a_pool_gets_the_pools_time_not_just_the_gangs(
     pool_ctx: WorkerContext,
 ) -> None:
     ctx = pool_ctx
-    on_pool = _gang(ctx, "grows", "L40S:4")
-    on_nodes = _gang(ctx, "fixed", "A100:8")
+    on_pool = submit(ctx, "grows", "L40S:4", nodes=2)
+    on_nodes = submit(ctx, "fixed", "A100:8", nodes=2)
     assert sorted(scheduling.run_pass(ctx).placed) == ["fixed", "grows"]
     jobs = ctx.store.jobs_of(ctx.store.get_run(on_pool.id))
     nodes = {j.placement.node for j in jobs if j.placement is not None}
