@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
-from cli.console import err, out
+from cli.console import ago, err, out
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -93,7 +93,7 @@ def ps(
             ",".join(sorted({j["node"] for j in jobs if j["node"]})) or "-",
             str(sum(j["gpus"] for j in jobs)),
             run["reason"] or "",
-            _ago(run["submitted_at"]),
+            ago(run["submitted_at"]),
         )
     out.print(table)
 
@@ -189,7 +189,7 @@ def status(
             f"{host['namespace']}/{host['name']}",
             f"{host['hostname']}:{host['port']}",
             host["status"],
-            _ago(checked) if checked else "-",
+            ago(checked) if checked else "-",
             f"{latency:.0f} ms" if latency is not None else "-",
             host["reason"],
         )
@@ -228,7 +228,7 @@ def fleet_list() -> None:
                 inst["gpu"] if inst else "-",
                 inst["price"] if inst else "-",
                 inst["status"] if inst else "no nodes",
-                _ago(fleet["created_at"]) if i == 0 else "",
+                ago(fleet["created_at"]) if i == 0 else "",
             )
     out.print(table)
 
@@ -292,11 +292,3 @@ def _pod_requests_line(requests: dict[str, str]) -> str:
     shown = " ".join(f"{k}={v}" for k, v in requests.items()) or "nothing"
     disk = "" if "ephemeral-storage" in requests else " (no ephemeral-storage: disk not set)"
     return f"each pod requests: {shown}{disk}"
-
-
-def _ago(ts: float) -> str:
-    delta = max(0, int(time.time() - ts))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta >= size:
-            return f"{delta // size}{unit} ago"
-    return f"{delta}s ago"

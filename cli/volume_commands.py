@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cli.client import BerthClient, load_client_config
-from cli.console import out
+from cli.console import ago, out
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -64,7 +63,7 @@ def volume_list(
             v["status"],
             v["capacity"] or "-",
             ", ".join(v["used_by"]) or "-",
-            _ago(v["created_at"]),
+            ago(v["created_at"]),
         )
     out.print(table)
 
@@ -78,11 +77,3 @@ def volume_delete(name: Annotated[str, typer.Argument(help="Volume name.")]) -> 
     finally:
         client.close()
     out.print(f"deleted volume {name}")
-
-
-def _ago(ts: float) -> str:
-    delta = max(0, int(time.time() - ts))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta >= size:
-            return f"{delta // size}{unit} ago"
-    return f"{delta}s ago"

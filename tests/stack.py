@@ -160,14 +160,7 @@ def start_stack(
     logs = directory / "logs"
     commands = [("api", ["server"]), ("proxy-worker", ["proxy-worker"]), ("beat", ["beat"])]
     commands += [(f"worker-{i}", ["worker", "--name", f"w{i}@%h"]) for i in range(workers)]
-    old = dict(os.environ)
-    os.environ.update(env)  # posix_spawn takes the caller's environment
-    try:
-        for name, argv in commands:
-            stack.processes.append(start_process(name, [BERTH, *argv], log_dir=logs))
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    spawn(stack, commands, logs)
     try:
         wait_until(lambda: _healthy(stack), timeout=60, what="the Berth API")
         wait_until(lambda: _workers_up(stack), timeout=60, what="Celery workers")
@@ -175,6 +168,18 @@ def start_stack(
         stack.stop()
         raise AssertionError(f"Berth did not start:\n{stack.logs()}") from None
     return stack
+
+
+def spawn(stack: Stack, commands: list[tuple[str, list[str]]], logs: Path) -> None:
+    """Start ``berth ARGV`` for each (name, argv) with the stack's environment, recorded by PID."""
+    old = dict(os.environ)
+    os.environ.update(stack.env)  # posix_spawn takes the caller's environment
+    try:
+        for name, argv in commands:
+            stack.processes.append(start_process(name, [BERTH, *argv], log_dir=logs))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
 
 
 def _healthy(stack: Stack) -> bool:

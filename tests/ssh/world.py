@@ -24,14 +24,14 @@ import httpx
 import yaml
 
 from cli.local.cluster import ClusterState
-from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
+from cli.local.processes import ProcessRecord, is_running, log_tail
 from shared import kube, ssh
 from shared.ssh import JumpHostRecord
 from shared.store import Store
 from tests.polling import wait_until
 from tests.rbac import berth_kubeconfig
 from tests.ssh.loopback import LoopbackPods
-from tests.stack import BERTH, Stack
+from tests.stack import Stack, spawn
 
 HEALTH_INTERVAL_S = 1.0  # the jump host's health check (and repair) period in these tests
 KEYS_INTERVAL_S = 0.25
@@ -255,14 +255,7 @@ def _start(stack: Stack, logs: Path) -> None:
         ("beat", ["beat"]),
         ("worker", ["worker", "--name", f"ssh{secrets.token_hex(2)}@%h"]),
     ]
-    old = dict(os.environ)
-    os.environ.update(stack.env)  # posix_spawn takes the caller's environment
-    try:
-        for name, argv in commands:
-            stack.processes.append(start_process(name, [BERTH, *argv], log_dir=logs))
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    spawn(stack, commands, logs)
     try:
         wait_until(lambda: _up(stack), timeout=60, what="Berth's processes")
     except AssertionError:
