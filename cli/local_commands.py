@@ -25,6 +25,19 @@ def up(
     pools: Annotated[
         Path, typer.Option(help="Node-pool file for the fake GPU nodes.")
     ] = DEFAULT_POOLS_FILE,
+    real_nodes: Annotated[
+        int,
+        typer.Option(
+            help="Kubelet + containerd nodes that run real containers (fake GPUs) "
+            "beside the KWOK pools; needs root."
+        ),
+    ] = 2,
+    no_real_node: Annotated[
+        bool,
+        typer.Option(
+            "--no-real-node", help="KWOK nodes only: for hosts where runc cannot start containers."
+        ),
+    ] = False,
 ) -> None:
     """Build (once) and start the local cluster and Redis; print its nodes."""
     settings = load_settings()
@@ -32,6 +45,7 @@ def up(
     state, already = cluster.up(
         settings.local_dir,
         pools_file=pools,
+        real_nodes=0 if no_real_node else real_nodes,
         timeout_s=settings.local.startup_timeout_s,
         progress=lambda msg: err.print(f"[dim]{msg}[/dim]"),
     )

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything Berth needs on a fresh Debian machine, idempotently:
-# Debian packages (Redis, OpenSSH, and Chromium and docker-compose for the
-# deploy tests), a Python venv with Berth in it, and the Go-built local control
-# plane (cached under ~/.cache/berth).
+# Debian packages (Redis, OpenSSH, Chromium and docker-compose for the deploy
+# tests; containerd, runc, CNI plugins, iptables, mmdebstrap and gcc for the
+# local real node and its images), a Python venv with Berth in it, and the
+# Go-built local cluster (cached under ~/.cache/berth).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_apt=()
-for pkg in redis-server openssh-server openssh-client chromium docker-compose; do
+for pkg in redis-server openssh-server openssh-client chromium docker-compose \
+           containerd runc containernetworking-plugins iptables conntrack iproute2 \
+           mmdebstrap gcc libc6-dev tcpdump; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -17,6 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The packages start system-wide daemons; Berth runs its own on loopback ports.
   $sudo_cmd service redis-server stop >/dev/null 2>&1 || true
+  $sudo_cmd service containerd stop >/dev/null 2>&1 || true
 fi
 
 stamp=.venv/.berth-installed

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -109,11 +110,14 @@ def start_stack(
     namespace: str,
     workers: int = 1,
     kubeconfig: Path | None = None,
+    backend: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Stack:
     """Write configs, start every Berth process, and wait until the API answers.
 
     ``kubeconfig`` is what Berth's processes use (default: the cluster admin's);
-    the e2e suite passes one bound only to Berth's shipped RBAC.
+    the e2e suite passes one bound only to Berth's shipped RBAC. ``backend`` is
+    merged into each project's backend, ``env`` into every process's environment.
     """
     home = directory / "home"
     home.mkdir(parents=True)
@@ -133,6 +137,7 @@ def start_stack(
                                 "proxy_jump": {"hostname": "127.0.0.1", "port": 32022},
                                 "gpu_prices": {"H100": 2.5},
                             }
+                            | (backend or {})
                         ],
                     }
                     for project in ("main", "other")
@@ -150,6 +155,7 @@ def start_stack(
         "BERTH_API__PORT": str(port),
         "BERTH_API__ADMIN_TOKEN": token,
         "BERTH_ENVIRONMENT": "development",
+        **(env or {}),
     }
     stack = Stack(
         home=home, url=f"http://127.0.0.1:{port}", admin_token=token, namespace=namespace, env=env

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel
 
 from cli.local import nodes as node_pools
-from cli.local import pod_logs
+from cli.local import pod_logs, realnode
 from cli.local.pki import Pki, ensure_pki
 from cli.local.processes import (
     ProcessRecord,
@@ -75,6 +75,8 @@ class ClusterState(BaseModel):
     ports: dict[str, int]
     processes: dict[str, ProcessRecord]
     started_at: float
+    real_nodes: realnode.RealNodes | None = None
+    """The kubelet + containerd nodes beside the KWOK pools; None when started without."""
 
     @property
     def apiserver_url(self) -> str:
@@ -89,10 +91,15 @@ def up(
     directory: Path,
     *,
     pools_file: Path = node_pools.DEFAULT_POOLS_FILE,
+    real_nodes: int = 0,
     timeout_s: float = 120.0,
     progress: Progress = lambda _msg: None,
 ) -> tuple[ClusterState, bool]:
-    """Start everything that is not running; return the state and whether it was already up."""
+    """Start everything that is not running; return the state and whether it was already up.
+
+    ``real_nodes`` kubelet + containerd nodes run beside the KWOK pools (see
+    :mod:`cli.local.realnode`); their images are built on the first start.
+    """
     current = read_state(directory)
     if current is not None and all(is_running(p) for p in current.processes.values()):
         return current, True
@@ -104,10 +111,36 @@ def up(
     state = _start(directory, bin_dir, timeout_s=timeout_s, progress=progress)
     try:
         _create_nodes(state, pools, timeout_s=timeout_s, progress=progress)
-    except Exception:
+        if real_nodes:
+            _start_real_nodes(state, real_nodes, timeout_s=timeout_s, progress=progress)
+    except BaseException:
         down(directory)
         raise
     return state, False
+
+
+def _start_real_nodes(
+    state: ClusterState, count: int, *, timeout_s: float, progress: Progress
+) -> None:
+    directory = Path(state.directory)
+
+    def created(nodes: realnode.RealNodes) -> None:
+        state.real_nodes = nodes
+        _write_state(directory, state)
+
+    realnode.start(
+        count=count,
+        directory=directory,
+        bin_dir=Path(state.bin_dir),
+        kubeconfig=Path(state.kubeconfig),
+        pki=ensure_pki(directory / "pki"),
+        service_cidr=SERVICE_CIDR,
+        processes=state.processes,
+        save=lambda: _write_state(directory, state),
+        created=created,
+        timeout_s=timeout_s,
+        progress=progress,
+    )
 
 
 def down(directory: Path) -> list[str]:
@@ -116,6 +149,15 @@ def down(directory: Path) -> list[str]:
     if state is None:
         return []
     stopped = []
+    if state.real_nodes is not None:
+        apiserver = state.processes.get("kube-apiserver")
+        realnode.stop(
+            state.real_nodes,
+            kubeconfig=Path(state.kubeconfig),
+            processes=state.processes,
+            apiserver_up=apiserver is not None and is_running(apiserver),
+        )
+        stopped += [n for n in state.processes if n not in PROCESS_ORDER]
     for name in reversed(PROCESS_ORDER):
         record = state.processes.get(name)
         if record is not None and is_running(record):
@@ -256,6 +298,9 @@ def _argv(name: str, s: ClusterState, pki: Pki, directory: Path) -> list[str]:
             # Hostname (the node name, which resolves nowhere), and verify its cert.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-certificate-authority={pki.ca_cert}",
+            # Real kubelets authenticate the apiserver by this certificate (x509).
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
             "--v=0",
         ]
     if name in ("kube-scheduler", "kube-controller-manager"):

@@ -5,6 +5,11 @@ kubeconfig can pin a CA and clients verify TLS like against a real cluster.
 The same CA signs the serving certificate of KWOK's kubelet endpoint (on
 127.0.0.1), and the apiserver verifies it with ``--kubelet-certificate-authority``
 when it fetches pod logs, as it would verify a real kubelet.
+
+The CA key is kept (mode 600, in the cluster's own directory) because the real
+node's kubelets get serving certificates for their node IPs when they start,
+and the apiserver presents a client certificate of this CA to them, so they
+authenticate it by x509 and authorise it by webhook, as a kubeadm cluster does.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = dt.timedelta(days=365)  # a local cluster never lives this long
 _KEY_BITS = 2048  # what kubeadm uses; enough for loopback and fast to generate
@@ -33,13 +38,17 @@ class Pki:
     kubelet_cert: Path
     """Serving certificate of KWOK's kubelet endpoint: SAN 127.0.0.1, the node InternalIP."""
     kubelet_key: Path
+    ca_key: Path
+    kubelet_client_cert: Path
+    """The apiserver's client certificate for kubelets (group system:masters)."""
+    kubelet_client_key: Path
 
 
 def ensure_pki(directory: Path) -> Pki:
     """Create the CA, the apiserver and kubelet serving pairs and the service-account key once.
 
-    The CA key is never stored, so a directory missing any file (one made
-    before the kubelet pair existed) gets a whole new set.
+    A directory missing any file (one made before a pair existed, or before
+    the CA key was kept) gets a whole new set.
     """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
@@ -50,6 +59,9 @@ def ensure_pki(directory: Path) -> Pki:
         sa_pub=directory / "sa.pub",
         kubelet_cert=directory / "kubelet.crt",
         kubelet_key=directory / "kubelet.key",
+        ca_key=directory / "ca.key",
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
     )
     if all(path.exists() for path in astuple(pki)):
         return pki
@@ -79,7 +91,26 @@ def ensure_pki(directory: Path) -> Pki:
         ca_name,
         ca_key,
     )
+    client_key = _new_key()
+    client_cert = (
+        _builder(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                ]
+            ),
+            ca_name,
+            client_key,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     sa_key = _new_key()
+    _write(pki.ca_key, _private_pem(ca_key))
+    _write(pki.kubelet_client_cert, client_cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.kubelet_client_key, _private_pem(client_key))
     _write(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_key, _private_pem(server_key))
@@ -93,6 +124,18 @@ def ensure_pki(directory: Path) -> Pki:
         ),
     )
     return pki
+
+
+def issue_serving_pair(pki: Pki, common_name: str, ips: list[str], cert: Path, key: Path) -> None:
+    """A serving pair signed by the cluster CA for ``ips`` (a real kubelet's node IPs)."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    new_key, new_cert = _serving_pair(common_name, sans, ca_name, ca_key)
+    _write(cert, new_cert.public_bytes(serialization.Encoding.PEM))
+    _write(key, _private_pem(new_key))
 
 
 def _serving_pair(

@@ -31,8 +31,13 @@ class ProcessRecord(BaseModel):
     """Start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
 
 
-def start_process(name: str, argv: list[str], *, log_dir: Path) -> ProcessRecord:
-    """Start ``argv`` in its own session, logging to ``<log_dir>/<name>.log``."""
+def start_process(
+    name: str, argv: list[str], *, log_dir: Path, env: dict[str, str] | None = None
+) -> ProcessRecord:
+    """Start ``argv`` in its own session, logging to ``<log_dir>/<name>.log``.
+
+    ``env`` is added to this process's environment.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -42,7 +47,7 @@ def start_process(name: str, argv: list[str], *, log_dir: Path) -> ProcessRecord
         pid = os.posix_spawnp(
             argv[0],
             argv,
-            dict(os.environ),
+            dict(os.environ) | (env or {}),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds Berth's local control plane (etcd, kube-apiserver, kube-scheduler,
-# kube-controller-manager, kwok) from Go modules, into a cache directory keyed
-# by the hash of this module's go.mod/go.sum and the pinned kwok version.
+# Builds Berth's local cluster from Go modules, into a cache directory keyed
+# by the hash of every input (go.mod/go.sum, our own Go sources, this script):
+# the control plane (etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager, kwok) and the real node's parts (kubelet,
+# kube-proxy, Berth's fake-GPU device plugin, CoreDNS from ../coredns, and the
+# pause binary from the pause.c that ships in the Kubernetes module).
 #
 # Nothing is downloaded but Go modules from the module proxy. A warm cache is
 # a no-op; prints the binary directory on its last line.
@@ -12,7 +15,9 @@ K8S_VERSION=v1.36.3    # must match the require line in go.mod
 KWOK_VERSION=v0.8.0    # newest kwok whose go.mod builds with Go 1.26
 ETCD_VERSION=v3.6.8    # the etcd server Kubernetes v1.36.3 pins in its go.mod
 
-key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
+coredns="$here/../coredns"
+key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" "$here/deviceplugin/main.go" \
+  "$coredns/go.mod" "$coredns/go.sum" "$coredns/main.go" | sha256sum | cut -c1-16)
 cache=${BERTH_CACHE_DIR:-$HOME/.cache/berth}
 bin="$cache/local-cluster-$key/bin"
 
@@ -39,16 +44,25 @@ cd "$here"
 step "downloading modules"
 go mod download
 n=0
+total=10
 for pkg in go.etcd.io/etcd/server/v3:etcd \
            k8s.io/kubernetes/cmd/kube-apiserver:kube-apiserver \
            k8s.io/kubernetes/cmd/kube-scheduler:kube-scheduler \
-           k8s.io/kubernetes/cmd/kube-controller-manager:kube-controller-manager; do
+           k8s.io/kubernetes/cmd/kube-controller-manager:kube-controller-manager \
+           k8s.io/kubernetes/cmd/kubelet:kubelet \
+           k8s.io/kubernetes/cmd/kube-proxy:kube-proxy \
+           ./deviceplugin:berth-device-plugin; do
   n=$((n + 1))
   out=${pkg##*:}
-  step "building $out ($n/5)"
+  step "building $out ($n/$total)"
   go build -trimpath -ldflags "$ldflags" -o "$bin/$out" "${pkg%%:*}"
 done
-step "building kwok $KWOK_VERSION (5/5)"
+step "building pause (8/$total)"
+# Static, so it runs in an image that has nothing else (the pod sandbox).
+gcc -Os -static -o "$bin/pause" "$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+step "building coredns (9/$total)"
+(cd "$coredns" && go mod download && go build -trimpath -ldflags "-s -w" -o "$bin/coredns" .)
+step "building kwok $KWOK_VERSION (10/$total)"
 # go install (not go build in this module): kwok pins its own k8s.io versions.
 GOBIN="$bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 

@@ -1,0 +1,76 @@
+"""The real-node tier: a local cluster whose nodes are real kubelets, and Berth on it.
+
+Every run here really executes: the pods are containers started by containerd
+on the kubelets of :mod:`cli.local.realnode`, from images built from Debian
+packages. The cluster has no KWOK nodes, so nothing can land where it would not
+run. Where the host cannot run the nodes (not root, tools missing), the whole
+tier is skipped with the one-line reason, never passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.local import cluster, realnode
+from cli.local.realnode.configs import REAL_NODE_LABEL
+from shared import kube
+from shared.errors import LocalClusterError
+from tests.stack import Stack, start_stack
+
+NAMESPACE = "berth-real"
+JUMP_PORT = 30022  # a NodePort; the jump host answers on every node IP and 127.0.0.1
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ClusterState]:
+    try:
+        realnode.node.preflight()
+    except LocalClusterError as e:
+        pytest.skip(f"real-node tier skipped: {e}")
+    directory = tmp_path_factory.mktemp("real")
+    pools = directory / "no-kwok-pools.yaml"
+    pools.write_text("pools: []\n")
+    state, _ = cluster.up(directory, pools_file=pools, real_nodes=2, timeout_s=180)
+    try:
+        yield state
+    finally:
+        cluster.down(directory)
+
+
+@pytest.fixture(scope="session")
+def real_kube(real_cluster: cluster.ClusterState) -> Iterator[kube.Kube]:
+    k = kube.connect(kubeconfig=Path(real_cluster.kubeconfig), timeout=10.0)
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="session")
+def real_stack(
+    real_cluster: cluster.ClusterState,
+    real_kube: kube.Kube,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    assert real_cluster.real_nodes is not None
+    images = real_cluster.real_nodes.images
+    real_kube.call(real_kube.core.create_namespace, {"metadata": {"name": NAMESPACE}})
+    s = start_stack(
+        real_cluster,
+        tmp_path_factory.mktemp("real-stack"),
+        namespace=NAMESPACE,
+        workers=1,
+        backend={
+            "proxy_jump": {"hostname": real_cluster.real_nodes.ips[0], "port": JUMP_PORT},
+            "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
+        },
+        env={
+            "BERTH_DEFAULT_IMAGE": images["run"],
+            "BERTH_SSH__JUMP_IMAGE": images["jump"],
+        },
+    )
+    try:
+        yield s
+    finally:
+        s.stop()
