@@ -253,15 +253,21 @@ def _sshd_lines(*, tools: bool = False) -> list[str]:
     """
     key = f"/run/berth/{HOST_KEY_FILE}"
     if tools:
+        # The kit's sshd brings its own config: an image without OpenSSH has no
+        # /etc/ssh/sshd_config, nor the privilege-separation user sshd insists on.
         return [
             "berth_sshd() {",
-            f"  sshd=$(command -v sshd || echo {TOOLS_MOUNT}/sshd)",
+            "  if sshd=$(command -v sshd); then conf=''; else",
+            f"    sshd={TOOLS_MOUNT}/sshd; conf='-f {TOOLS_MOUNT}/sshd_config'",
+            "    grep -q '^sshd:' /etc/passwd ||",
+            "      echo 'sshd:x:74:65534:sshd privsep:/run/sshd:/bin/false' >> /etc/passwd",
+            "  fi",
             "  [ -x \"$sshd\" ] || { echo 'berth: no sshd in the image or tools' >&2; return 1; }",
             "  mkdir -p ~/.ssh /run/sshd /run/berth && chmod 700 ~/.ssh &&",
             f"  cp {SECRET_MOUNT}/authorized_keys ~/.ssh/authorized_keys &&",
             "  chmod 600 ~/.ssh/authorized_keys &&",
             f"  cp {SECRET_MOUNT}/{HOST_KEY_FILE} {key} && chmod 600 {key} &&",
-            f'  "$sshd" -h {key} {shlex.join(RUN_SSHD_ARGS)}',
+            f'  "$sshd" $conf -h {key} {shlex.join(RUN_SSHD_ARGS)}',
             "}",
             "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
         ]
@@ -301,6 +307,12 @@ def _resources(job: Job, conf: Any) -> dict[str, Any]:
     if p.gpu_resource and p.gpus:
         # Extended resources must have requests == limits.
         requests[p.gpu_resource] = limits[p.gpu_resource] = str(p.gpus)
+    memory = getattr(getattr(conf, "resources", None), "memory", None)
+    if memory is not None and memory.max is not None:
+        # A memory range with an upper bound (``memory: 16GB`` or ``..16GB``) is a
+        # ceiling the user chose: the pod is held to it, and a process that goes past
+        # it is OOM-killed and reported so, instead of starving its neighbours.
+        limits["memory"] = str(int(float(memory.max) * 2**30))
     out: dict[str, Any] = {"requests": requests}
     if limits:
         out["limits"] = limits

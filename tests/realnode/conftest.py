@@ -74,3 +74,47 @@ def real_stack(
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def team_volume(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A registered volume on a claim bound to a directory of this host.
+
+    The local cluster has no storage provisioner, so the claim is bound by hand
+    to a hostPath PersistentVolume, as an operator would register existing storage.
+    """
+    directory = tmp_path_factory.mktemp("team-volume")
+    k = real_kube
+    k.call(
+        k.core.create_persistent_volume,
+        {
+            "metadata": {"name": "berth-real-team"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(directory), "type": "Directory"},
+                "claimRef": {"namespace": NAMESPACE, "name": "team-data"},
+            },
+        },
+    )
+    k.call(
+        k.core.create_namespaced_persistent_volume_claim,
+        NAMESPACE,
+        {
+            "metadata": {"name": "team-data"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": "berth-real-team",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    conf = directory.parent / "team.dstack.yml"
+    conf.write_text("type: volume\nname: team\nbackend: kubernetes\nclaim_name: team-data\n")
+    result = real_stack.cli("volume", "apply", "-f", str(conf), "-y")
+    assert result.returncode == 0, result.stderr + result.stdout
+    return "team"

@@ -321,7 +321,10 @@ def test_with_an_init_image_sshd_is_copied_into_a_shared_volume() -> None:
     assert {"name": "berth-tools", "mountPath": "/berth/tools", "readOnly": True} in main[
         "volumeMounts"
     ]
-    assert "sshd=$(command -v sshd || echo /berth/tools/sshd)" in main["command"][-1]
+    script = main["command"][-1]
+    # The image's own sshd first; else the kit's, with its own config (see the real-node tier).
+    assert "if sshd=$(command -v sshd); then conf=''; else" in script
+    assert "sshd=/berth/tools/sshd; conf='-f /berth/tools/sshd_config'" in script
     assert {"name": "berth-tools", "emptyDir": {}} in pod["spec"]["volumes"]
 
 
@@ -362,3 +365,20 @@ def test_the_pod_requests_ephemeral_storage_only_when_the_run_sets_a_disk() -> N
     sized = _objects("type: task\nimage: x\nresources: {disk: 200GB..}", PodContext("i"))
     requests = sized["spec"]["containers"][0]["resources"]["requests"]
     assert requests["ephemeral-storage"] == str(200 * 2**30)
+
+
+@pytest.mark.parametrize(
+    ("memory", "limit"),
+    [
+        ("8GB..", None),  # no ceiling: the pod may use what the node has
+        ("16GB", str(16 * 2**30)),  # exact: requested and held to it
+        ("8GB..16GB", str(16 * 2**30)),  # the upper bound is the ceiling
+        ("0.0625GB", str(64 * 2**20)),
+    ],
+)
+def test_a_memory_range_with_an_upper_bound_becomes_the_pods_memory_limit(
+    memory: str, limit: str | None
+) -> None:
+    pod = _objects(f"type: task\nimage: x\nresources: {{memory: {memory}}}", PodContext("i"))
+    limits = pod["spec"]["containers"][0]["resources"].get("limits", {})
+    assert limits.get("memory") == limit

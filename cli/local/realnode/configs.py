@@ -17,7 +17,8 @@ from cli.local.realnode.network import NodeNet
 
 CLUSTER_DOMAIN = "cluster.local"
 KUBE_DNS_IP = "10.0.0.10"  # inside the Service range; the kubelet writes it into pods
-REAL_NODE_LABEL = "berth.dev/real-node"
+# Not under berth.dev/: those keys are Berth's own, refused in operator selectors.
+REAL_NODE_LABEL = "berth.local/real-node"
 GPU_PRODUCT = "NVIDIA-L4"  # a product the catalogue knows, unlike any KWOK pool's
 GPU_MEMORY_MIB = 23034
 GPU_COUNT = 8

@@ -132,12 +132,15 @@ def _guard_rules(dns_ip: str) -> None:
         _iptables(*ipt, "-A", FORWARD_CHAIN, *rule)
     _iptables(*ipt, "-N", INPUT_CHAIN)
     _iptables(*ipt, "-I", "INPUT", "1", "-j", INPUT_CHAIN)
+    # Only what arrives from a bridge: the host's own connections to a node IP come
+    # in on lo with a pod-range source address (the node IP) and must pass.
+    pods = ("-i", bridges, "-s", POD_CIDR)
     rules = (
-        ("-s", POD_CIDR, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"),
-        ("-s", POD_CIDR, "-d", dns_ip, "-p", "udp", "--dport", "53", "-j", "RETURN"),
-        ("-s", POD_CIDR, "-d", dns_ip, "-p", "tcp", "--dport", "53", "-j", "RETURN"),
+        (*pods, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"),
+        (*pods, "-d", dns_ip, "-p", "udp", "--dport", "53", "-j", "RETURN"),
+        (*pods, "-d", dns_ip, "-p", "tcp", "--dport", "53", "-j", "RETURN"),
         # Nothing else on the host is a pod's business: not the kubelet, not Redis.
-        ("-s", POD_CIDR, "-j", "DROP"),
+        (*pods, "-j", "DROP"),
     )
     for rule in rules:
         _iptables(*ipt, "-A", INPUT_CHAIN, *rule)

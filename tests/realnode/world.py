@@ -1,0 +1,68 @@
+"""Helpers of the real-node tier: submit through the API, wait on a run's status."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.polling import wait_until
+from tests.stack import Stack
+
+# Pods really start here: image already present, containers in ~1-5 s on 2 cores,
+# longer while other pods start. Generous, since a timeout is a failure, not a retry.
+START_S = 90.0
+
+
+def apply(stack: Stack, tmp_path: Path, text: str) -> str:
+    """``berth apply -f`` a configuration as a user would (detached); the run's name."""
+    path = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}.dstack.yml"
+    path.write_text(textwrap.dedent(text))
+    result = stack.cli("apply", "-f", str(path), "-y", "-d")
+    assert result.returncode == 0, result.stderr + result.stdout + stack.logs()
+    return result.stdout.split("submitted ", 1)[1].split()[0]
+
+
+def run(stack: Stack, name: str) -> dict[str, Any]:
+    with stack.client() as c:
+        r = c.get(f"/api/projects/main/runs/{name}")
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def wait_status(
+    stack: Stack, name: str, *statuses: str, timeout: float = START_S
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        current = run(stack, name)
+        return current if current["status"] in statuses else None
+
+    try:
+        return wait_until(check, timeout=timeout, what=f"{name} {'/'.join(statuses)}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nrun: {run(stack, name)}\n{stack.logs()}") from None
+
+
+def running(stack: Stack, name: str) -> dict[str, Any]:
+    """The run once it and every job run with a pod IP."""
+
+    def check() -> dict[str, Any] | None:
+        current = run(stack, name)
+        if current["status"] in ("failed", "done", "terminated"):
+            raise AssertionError(f"{name} ended before running: {current}\n{stack.logs()}")
+        jobs = current["jobs"]
+        ok = current["status"] == "running" and jobs and all(j["pod_ip"] for j in jobs)
+        return current if ok else None
+
+    return wait_until(check, timeout=START_S, what=f"{name} running with pod IPs")
+
+
+def logs(stack: Stack, name: str, *args: str) -> str:
+    result = stack.cli("logs", name, *args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def stop(stack: Stack, name: str) -> None:
+    stack.cli("stop", name, "--abort")
