@@ -23,9 +23,15 @@ CHANNEL = "inventory-changed"
 
 
 def is_foreign_pod(pod: Any) -> bool:
-    """True for pods Berth did not create (they count against free capacity)."""
+    """True for pods that count against free capacity: every pod but a Berth job's.
+
+    A job's pod is accounted by its placement (reserved from the moment the
+    queue places it, before the pod exists). Berth's other pods, the jump
+    host's, have no placement and count like anyone else's: on a two-core real
+    node the jump pod's 10m is what decides whether a one-CPU run still fits.
+    """
     labels = (pod.metadata.labels if pod.metadata else None) or {}
-    return labels.get(kube.LABEL_MANAGED) != kube.MANAGED_BY
+    return labels.get(kube.LABEL_MANAGED) != kube.MANAGED_BY or kube.LABEL_JOB not in labels
 
 
 def publish_inventory(store: Store, cluster_key: str, inventory: GpuInventory) -> None:

@@ -25,11 +25,12 @@ Runs inside the proxy worker. Design decisions:
   snapshot with nodes and no pods would show every GPU free and invite
   overbooking.
 * **Only foreign pods count.** Berth subtracts its own jobs from its placements
-  before their pods exist, so Berth's pods (``is_foreign_pod`` is false) are not
-  fed to the builder. They trigger ``on_berth_pod(job_id, event_type)`` on a
-  separate thread, so a slow callback (a Redis round trip) never delays a
-  publish. After a relist, Berth pods present are reported ``ADDED`` and those
-  that vanished in the gap ``DELETED``: the gap may have hidden their events.
+  before their pods exist, so its job pods (``is_foreign_pod`` is false) are not
+  fed to the builder (its jump host pod has no placement and counts). Job pods
+  trigger ``on_berth_pod(job_id, event_type)`` on a separate thread, so a
+  slow callback (a Redis round trip) never delays a publish. After a relist,
+  Berth pods present are reported ``ADDED`` and those that vanished in the
+  gap ``DELETED``: the gap may have hidden their events.
 * **Failure never kills it.** Kubernetes errors (apiserver down, 5xx, 403)
   back off from ``backoff_initial_s`` doubling to ``backoff_max_s`` and then
   resume from the last resourceVersion. Anything else is a bug; every
@@ -603,7 +604,7 @@ class _Consumer:
             return self._builder.upsert_pod(pod)
         key, job = _pod_key(pod), _job_of(pod)
         if key is None or job is None:
-            return False  # a Berth object of no job (the jump pod): nothing to sync
+            return False  # nameless or jobless: nothing to sync (jobless pods are foreign)
         if event_type == DELETED:
             self._berth_jobs.pop(key, None)
         else:

@@ -37,6 +37,9 @@ RUN_SSHD_ARGS = (
     "KbdInteractiveAuthentication=no",
     "-o",
     "PermitRootLogin=prohibit-password",
+    # ~/.ssh/environment points sessions at the run's environment (_ssh_environment_lines).
+    "-o",
+    "PermitUserEnvironment=yes",
 )
 DEFAULT_SHELL = "/bin/sh"
 SHM_MOUNT = "/dev/shm"
@@ -235,6 +238,8 @@ def _script(run: Run, conf: Any, multinode: bool, *, ssh: bool, tools: bool = Fa
             '"; done',
             "export DSTACK_NODES_IPS",
         ]
+    if ssh:
+        lines += _ssh_environment_lines()
     if conf.type == "dev-environment":
         lines += list(getattr(conf, "init", None) or [])
         lines.append("sleep infinity")
@@ -281,6 +286,26 @@ def _sshd_lines(*, tools: bool = False) -> list[str]:
         f'  "$(command -v sshd)" -h {key} {shlex.join(RUN_SSHD_ARGS)}',
         "}",
         "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
+    ]
+
+
+def _ssh_environment_lines() -> list[str]:
+    """SSH sessions get the run's environment (DSTACK_*, NVIDIA_VISIBLE_DEVICES, env).
+
+    sshd starts every session with a fresh environment, so ``ssh RUN 'echo
+    $DSTACK_NODE_RANK'`` would print nothing. The environment is saved as a
+    sourceable file (``export -p`` quotes multi-line values such as
+    DSTACK_NODES_IPS) and sshd points bash at it: ``BASH_ENV`` for commands,
+    ``ENV`` for POSIX shells, and ``~/.bashrc`` for interactive logins.
+    """
+    env_file = "/run/berth/env.sh"
+    return [
+        "mkdir -p /run/berth || true",
+        f"export -p | grep -v -E '^export (PWD|OLDPWD|SHLVL|_)=' > {env_file} || true",
+        "mkdir -p ~/.ssh &&"
+        f" printf 'BASH_ENV={env_file}\\nENV={env_file}\\n' > ~/.ssh/environment || true",
+        f"grep -qs '{env_file}' ~/.bashrc ||"
+        f" echo '[ -f {env_file} ] && . {env_file}' >> ~/.bashrc || true",
     ]
 
 

@@ -64,6 +64,8 @@ def real_stack(
         backend={
             "proxy_jump": {"hostname": real_cluster.real_nodes.ips[0], "port": JUMP_PORT},
             "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
+            # Images without sshd (the "nosshd" one) get it from here; others use their own.
+            "ssh_init_image": images["sshd-init"],
         },
         env={
             "BERTH_DEFAULT_IMAGE": images["run"],
@@ -77,15 +79,19 @@ def real_stack(
 
 
 @pytest.fixture(scope="session")
-def team_volume(
-    real_stack: Stack, real_kube: kube.Kube, tmp_path_factory: pytest.TempPathFactory
-) -> str:
+def team_volume_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The host directory behind the ``team`` volume."""
+    return tmp_path_factory.mktemp("team-volume")
+
+
+@pytest.fixture(scope="session")
+def team_volume(real_stack: Stack, real_kube: kube.Kube, team_volume_dir: Path) -> str:
     """A registered volume on a claim bound to a directory of this host.
 
     The local cluster has no storage provisioner, so the claim is bound by hand
     to a hostPath PersistentVolume, as an operator would register existing storage.
     """
-    directory = tmp_path_factory.mktemp("team-volume")
+    directory = team_volume_dir
     k = real_kube
     k.call(
         k.core.create_persistent_volume,
@@ -115,6 +121,6 @@ def team_volume(
     )
     conf = directory.parent / "team.dstack.yml"
     conf.write_text("type: volume\nname: team\nbackend: kubernetes\nclaim_name: team-data\n")
-    result = real_stack.cli("volume", "apply", "-f", str(conf), "-y")
+    result = real_stack.cli("volume", "apply", "-f", str(conf))
     assert result.returncode == 0, result.stderr + result.stdout
     return "team"

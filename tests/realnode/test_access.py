@@ -15,7 +15,7 @@ import pytest
 from shared import kube
 from shared.errors import KubeNotFound
 from tests.polling import wait_until
-from tests.realnode.world import START_S, apply, logs, running, stop, wait_status
+from tests.realnode.world import START_S, apply, running, stop, wait_status
 from tests.ssh.world import new_key
 from tests.stack import BERTH, Stack
 
@@ -83,6 +83,10 @@ def _ssh(config: Path, host: str, command: str) -> subprocess.CompletedProcess[s
 def _ssh_output(config: Path, host: str, command: str) -> str | None:
     result = _ssh(config, host, command)
     return result.stdout if result.returncode == 0 else None
+
+
+def _ssh_ok(config: Path, host: str) -> bool:
+    return _ssh(config, host, "true").returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +171,7 @@ def test_the_jump_pod_killed_is_recreated_and_ssh_works_again(
     real_stack: Stack, real_kube: kube.Kube, member: Member, ide: str
 ) -> None:
     config = _attach(real_stack, member, ide)
-    wait_until(partial(_ssh_output, config, ide, "true"), timeout=START_S, what="ssh before")
+    wait_until(partial(_ssh_ok, config, ide), timeout=START_S, what="ssh before")
     namespace = real_stack.namespace
     k = real_kube
     (deployment,) = k.call(
@@ -181,12 +185,10 @@ def test_the_jump_pod_killed_is_recreated_and_ssh_works_again(
             d = k.call(k.apps.read_namespaced_deployment, name, namespace)
         except KubeNotFound:
             return False
-        return d.metadata.uid != deployment.metadata.uid
+        return bool(d.metadata.uid != deployment.metadata.uid)
 
     wait_until(recreated, timeout=60, what="the jump host Deployment recreated")
-    wait_until(
-        partial(_ssh_output, config, ide, "true"), timeout=2 * START_S, what="ssh after recreation"
-    )
+    wait_until(partial(_ssh_ok, config, ide), timeout=2 * START_S, what="ssh after recreation")
 
 
 def test_a_service_of_two_replicas_answers_through_the_proxy_from_both(
@@ -219,7 +221,7 @@ def test_a_service_of_two_replicas_answers_through_the_proxy_from_both(
                 return False
             if r.status_code == 200:
                 seen.add(r.text.split(" on ")[0])
-            return seen == {"replica 0", "replica 1"}
+            return bool(seen == {"replica 0", "replica 1"})
 
         wait_until(both, timeout=START_S, what=f"both replicas of {name} through the proxy")
     finally:
@@ -248,9 +250,9 @@ def test_a_file_written_to_a_volume_by_one_run_is_read_by_the_next(
         type: task
         name: reader
         volumes: [{team_volume}:/data]
-        commands: ["cat /data/note.txt"]
+        commands: ['test "$(cat /data/note.txt)" = written-by-writer-writer']
         {SMALL}
         """,
     )
+    # The reader's exit code is the check: 0 only if it read what the writer wrote.
     assert wait_status(real_stack, reader, "done", "failed")["status"] == "done"
-    assert "written-by-writer-writer" in logs(real_stack, reader)

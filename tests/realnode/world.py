@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from tests.polling import wait_until
-from tests.stack import Stack
+from tests.stack import BERTH, Stack
 
 # Pods really start here: image already present, containers in ~1-5 s on 2 cores,
 # longer while other pods start. Generous, since a timeout is a failure, not a retry.
@@ -16,11 +17,35 @@ START_S = 90.0
 
 def apply(stack: Stack, tmp_path: Path, text: str) -> str:
     """``berth apply -f`` a configuration as a user would (detached); the run's name."""
-    path = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}.dstack.yml"
-    path.write_text(textwrap.dedent(text))
-    result = stack.cli("apply", "-f", str(path), "-y", "-d")
+    result = stack.cli("apply", "-f", str(write(tmp_path, text)), "-y", "-d")
     assert result.returncode == 0, result.stderr + result.stdout + stack.logs()
     return result.stdout.split("submitted ", 1)[1].split()[0]
+
+
+def apply_and_follow(stack: Stack, tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``berth apply -f`` that follows the run to its end, printing its output."""
+    return stack.cli("apply", "-f", str(write(tmp_path, text)), "-y", timeout=2 * START_S)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}.dstack.yml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def follow_logs(stack: Stack, name: str, *args: str) -> subprocess.Popen[str]:
+    """``berth logs -f``, started while the run's pods exist: from their first line on.
+
+    Berth does not keep a finished pod's output yet, so tests that read what a
+    run printed follow it live; ``communicate()`` collects it once the run ends.
+    """
+    return subprocess.Popen(
+        [BERTH, "logs", "-f", name, *args],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def run(stack: Stack, name: str) -> dict[str, Any]:

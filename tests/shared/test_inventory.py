@@ -524,3 +524,19 @@ def test_the_incremental_builder_always_equals_a_rebuild_from_scratch(
             builder.delete_node(item)
             nodes.pop(item, None)
         assert builder.snapshot() == build_inventory(nodes.values(), pods.values())
+
+
+def test_berths_job_pods_are_accounted_by_placement_but_its_jump_pod_counts_like_any_pod() -> None:
+    from kubernetes.client import V1ObjectMeta, V1Pod
+
+    from shared.inventory_store import is_foreign_pod
+
+    def pod(labels: dict[str, str]) -> V1Pod:
+        return V1Pod(metadata=V1ObjectMeta(name="p", namespace="n", labels=labels))
+
+    managed = {"app.kubernetes.io/managed-by": "berth"}
+    assert is_foreign_pod(pod({}))
+    assert not is_foreign_pod(pod(managed | {"berth.dev/job": "j1"}))
+    # The jump host's pod: Berth's, but no job's (it once went uncounted, and a real
+    # two-core node was then overbooked by its 10m).
+    assert is_foreign_pod(pod(managed | {"berth.dev/jump-host": "berth-jump-30022"}))
