@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -247,6 +248,7 @@ def fleet_delete(name: Annotated[str, typer.Argument(help="Fleet name.")]) -> No
 def _follow(client: BerthClient, name: str) -> None:
     """Print events as they come, then the logs; Ctrl-C detaches without stopping."""
     after = "-"
+    printed = 0  # bytes of job 0's output already shown
     try:
         while True:
             for event in client.events(name, after=after):
@@ -257,9 +259,10 @@ def _follow(client: BerthClient, name: str) -> None:
             if run["status"] in FINISHED:
                 break
             if run["status"] == "running":
-                for chunk in client.logs(name, follow=True):
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
+                printed = _print_new_output(client.logs(name, follow=True), printed)
+                # The stream ends with the container, a moment before the run says so;
+                # each new stream starts from the first byte, so only the rest is shown.
+                time.sleep(_FOLLOW_POLL_S)
                 continue
             time.sleep(_FOLLOW_POLL_S)
         out.print(f"{name}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
@@ -267,6 +270,18 @@ def _follow(client: BerthClient, name: str) -> None:
             raise typer.Exit(1)
     except KeyboardInterrupt:
         err.print(f"\ndetached; {name} keeps running (berth logs -f {name}, berth stop {name})")
+
+
+def _print_new_output(chunks: Iterator[bytes], printed: int) -> int:
+    """Write what lies past the first ``printed`` bytes of a log; the new total."""
+    seen = 0
+    for chunk in chunks:
+        start = max(0, printed - seen)
+        seen += len(chunk)
+        if start < len(chunk):
+            sys.stdout.buffer.write(chunk[start:])
+            sys.stdout.flush()
+    return max(printed, seen)
 
 
 def _print_offers(offers: list[dict[str, Any]], *, title: str) -> None:

@@ -24,7 +24,7 @@ commands:
   - getent hosts kubernetes.default.svc.cluster.local >/dev/null && echo cluster-dns-ok
   - curl -s -m 3 http://10.0.99.99/ && echo REACHED-SERVICE || echo no-such-service
   - curl -s -m 3 http://10.244.200.5/ && echo REACHED-POD || echo no-such-pod
-  - curl -s -m 3 http://{host_ip}:22/ ; echo host-probe-done
+  - curl -s -m 3 http://{host_ip}:22/ || echo host-probe-done
   - curl -s -m 3 -k https://{node_ip}:{kubelet_port}/pods && echo REACHED-KUBELET || echo no-kubelet
 resources: {{gpu: 1, cpu: 1.., memory: 0.1GB..}}
 """

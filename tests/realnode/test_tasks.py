@@ -47,6 +47,8 @@ def test_a_task_runs_its_commands_on_a_real_node_and_finishes_done(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hello from berth-main-hello-0-0 rank=0 gpus=GPU-berth-real-" in result.stdout
     assert "45\n" in result.stdout
+    # Shown once: the follow resumes past what it printed when a log stream ends early.
+    assert result.stdout.count("hello from") == 1, result.stdout
     assert "hello: done" in result.stdout
     assert run(real_stack, "hello")["status"] == "done"
 

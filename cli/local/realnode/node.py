@@ -98,6 +98,7 @@ def start(
     )
     created(nodes)
     DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+    _forget_nodes(nodes.names, kubeconfig)
     resolv = base / "resolv.conf"
     base.mkdir(parents=True, exist_ok=True)
     resolv.write_text("# pods resolve only the cluster domain (see cli/local/realnode)\n")
@@ -348,7 +349,9 @@ def _wait_nodes(
                             f"{log_tail(processes[name])}"
                         )
             ready = 0
-            for n in k.call(k.core.list_node, label_selector=configs.REAL_NODE_LABEL).items:
+            for n in k.call(k.core.list_node).items:
+                if n.metadata.name not in nodes.names:
+                    continue
                 ok = any(
                     c.type == "Ready" and c.status == "True" for c in n.status.conditions or []
                 )
@@ -363,6 +366,21 @@ def _wait_nodes(
         "the real nodes were not Ready with their GPUs in time; kubelet log ends:\n"
         + log_tail(processes["kubelet-0"])
     )
+
+
+def _forget_nodes(names: list[str], kubeconfig: Path) -> None:
+    """Delete Node objects an earlier start left in etcd.
+
+    A kubelet re-registering an existing Node keeps its old labels, so a node
+    from an older Berth would lack today's; and its pods' records end with it.
+    """
+    k = kube.connect(kubeconfig=kubeconfig, timeout=10.0)
+    try:
+        for name in names:
+            with contextlib.suppress(KubeNotFound):
+                k.call(k.core.delete_node, name)
+    finally:
+        k.close()
 
 
 def _drain(nodes: RealNodes, kubeconfig: Path) -> None:
