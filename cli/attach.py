@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cli.client import BerthClient, load_client_config
 from cli.console import out
+from cli.keys import berth_key_path, ensure_registered_key
 from shared.errors import BerthError, ConfigError
 from shared.settings import load_settings
 
@@ -75,9 +76,14 @@ class SshAccess(_Wire):
 def attach(
     run: Annotated[str, typer.Argument(help="Run name.")],
     identity: Annotated[
-        Path,
-        typer.Option("-i", "--identity", help="Your private key (its public half is on file)."),
-    ] = Path("~/.ssh/id_ed25519"),
+        Path | None,
+        typer.Option(
+            "-i",
+            "--identity",
+            help="Your private key (its public half is on file). Default: the local key that "
+            "matches the one on file; one is made in ~/.berth/ssh/ and registered if none is.",
+        ),
+    ] = None,
     yes: Annotated[
         bool, typer.Option("-y", "--yes", help="Add the Include to ~/.ssh/config without asking.")
     ] = False,
@@ -86,16 +92,10 @@ def attach(
     ] = False,
 ) -> None:
     """Write an SSH config for RUN (ssh RUN, ssh RUN-0, ...) with host keys pinned."""
-    key = identity.expanduser().resolve()
-    if not key.is_file():
-        raise ConfigError(
-            f"no private key at {key}: pass --identity, or create one with"
-            " 'ssh-keygen -t ed25519' and register its .pub with PUT /api/users/me/ssh-key",
-            field="identity",
-        )
     settings = load_settings()
     client = _AttachClient(load_client_config(settings.home))
     try:
+        key = _identity(client, settings.home, identity)
         access = client.ssh_access(run)
     finally:
         client.close()
@@ -116,6 +116,22 @@ def attach(
     out.print(f"connect with: ssh {target}" if included else f"ssh -F {config} {target}")
     if forward:
         raise typer.Exit(forward_ports(access, config))
+
+
+def _identity(client: BerthClient, home: Path, identity: Path | None) -> Path:
+    if identity is not None:
+        key = identity.expanduser().resolve()
+        if not key.is_file():
+            raise ConfigError(f"no private key at {key}", field="identity")
+        return key
+    found = ensure_registered_key(client, home)
+    if found is None:
+        raise ConfigError(
+            "the SSH key on file for you matches no private key here"
+            f" ({berth_key_path(home)}, ~/.ssh/id_ed25519, ...): pass --identity",
+            field="identity",
+        )
+    return found
 
 
 def write_ssh_files(access: SshAccess, directory: Path, *, identity: Path) -> Path:

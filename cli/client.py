@@ -154,6 +154,12 @@ class BerthClient:
     def delete_volume(self, name: str) -> None:
         self._json("DELETE", f"/api/projects/{self.config.project}/volumes/{name}")
 
+    def me(self) -> dict[str, Any]:
+        return _obj(self._json("GET", "/api/users/me"))
+
+    def set_ssh_key(self, public_key: str) -> None:
+        self._json("PUT", "/api/users/me/ssh-key", json={"public_key": public_key})
+
     def status(self) -> dict[str, Any]:
         return _obj(self._json("GET", "/api/status"))
 

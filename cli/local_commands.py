@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -9,15 +10,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.client import BerthClient, ClientConfig
 from cli.console import err, out
-from cli.local import cluster
+from cli.local import berth, cluster, realnode
 from cli.local.nodes import DEFAULT_POOLS_FILE
+from cli.run_commands import submit_run
 from shared import kube
+from shared.errors import BerthError, ConfigError, LocalClusterError
 from shared.settings import load_settings
 
 app = typer.Typer(
-    help="The embedded local Kubernetes control plane (etcd, apiserver, KWOK GPU nodes, Redis)."
+    help="Berth on this machine: a local Kubernetes cluster (control plane, KWOK GPU pools, "
+    "real kubelet nodes), Redis, and Berth's own processes."
 )
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @app.command()
@@ -38,23 +46,83 @@ def up(
             "--no-real-node", help="KWOK nodes only: for hosts where runc cannot start containers."
         ),
     ] = False,
+    example: Annotated[
+        Path | None,
+        typer.Option(help="Configuration to apply and follow once everything runs."),
+    ] = EXAMPLES / "task.dstack.yml",
+    no_example: Annotated[bool, typer.Option("--no-example", help="Apply nothing.")] = False,
 ) -> None:
-    """Build (once) and start the local cluster and Redis; print its nodes."""
+    """Build (once) and start the local cluster, its real nodes and Berth; run an example."""
     settings = load_settings()
     started = time.monotonic()
+    count = 0 if no_real_node else real_nodes
+    if count:
+        try:
+            realnode.node.preflight()
+        except BerthError as e:
+            raise LocalClusterError(f"{e} (or: berth local up --no-real-node)") from e
     state, already = cluster.up(
         settings.local_dir,
         pools_file=pools,
-        real_nodes=0 if no_real_node else real_nodes,
+        real_nodes=count,
+        berth_home=settings.home,
         timeout_s=settings.local.startup_timeout_s,
         progress=lambda msg: err.print(f"[dim]{msg}[/dim]"),
     )
     if already:
         out.print(f"the local cluster is already running (since {time.ctime(state.started_at)})")
     else:
-        out.print(f"local cluster up in {time.monotonic() - started:.1f}s")
-    out.print(f"kubeconfig: {state.kubeconfig}\nredis: {state.redis_url}")
+        out.print(f"local cluster and Berth up in {time.monotonic() - started:.1f}s")
     _print_nodes(Path(state.kubeconfig))
+    status = None
+    if not already and not no_example and example is not None and state.berth is not None:
+        status = _run_example(example, state.berth)
+    _print_summary(state, settings.home)
+    if status == "failed":
+        raise typer.Exit(1)
+
+
+def _run_example(path: Path, local: berth.LocalBerth) -> str:
+    out.print(f"\n[bold]berth apply -f {_shown(path)}[/bold]")
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e}", field="example") from e
+    client = BerthClient(ClientConfig(url=local.api_url, token=local.admin_token))
+    try:
+        return submit_run(client, text, yes=True, detach=False)
+    finally:
+        client.close()
+
+
+def _print_summary(state: cluster.ClusterState, home: Path) -> None:
+    local = state.berth
+    logs = Path(state.directory) / "logs"
+    if local is None:
+        out.print(f"kubeconfig: {state.kubeconfig}\nredis: {state.redis_url}\nlogs: {logs}")
+        return
+    user, password = local.flower_auth.split(":", 1)
+    out.print(
+        "\n[bold]Berth is running[/bold]\n"
+        f"  API         {local.api_url}   (docs: /docs; token in {home}/config.yml)\n"
+        f"  Flower      {local.flower_url}   (user {user}, password {password})\n"
+        f"  logs        {logs}/\n"
+        f"  server conf {local.server_config}\n"
+        f"  kubeconfig  {state.kubeconfig}\n"
+        "Try next:\n"
+        f"  berth apply -f {_shown(EXAMPLES / 'multinode.dstack.yml')}\n"
+        f"  berth apply -f {_shown(EXAMPLES / 'dev-environment.dstack.yml')} -d"
+        " && berth attach my-ide && ssh my-ide\n"
+        "  berth ps -a\n"
+        "Stop everything: berth local down"
+    )
+
+
+def _shown(path: Path) -> str:
+    """The path as a user would type it from where they are."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 @app.command()

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.table import Table
 
 from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
 from cli.console import ago, err, out
+from cli.keys import ensure_registered_key
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -48,27 +50,54 @@ def apply(
         bool, typer.Option("-d", "--detach", help="Submit and return at once.")
     ] = False,
 ) -> None:
-    """Show the plan, submit the run, then follow its status and logs (Ctrl-C detaches)."""
+    """Apply a configuration of any type: a run (task, dev environment, service) is planned,
+    submitted and followed to its end (Ctrl-C detaches); a fleet or volume is created."""
     try:
         text = file.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {file}: {e}", field="file") from e
     client = _client()
     try:
-        plan = client.plan(text)
-        _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
-        out.print(_pod_requests_line(plan.get("pod_requests") or {}))
-        if not plan["possible"]:
-            out.print(f"[yellow]{plan['reason']}[/yellow]")
-        if not yes and not typer.confirm("Submit the run?", default=True):
-            raise typer.Exit(1)
-        run = client.apply(text)
-        out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
-        if detach:
+        kind = configuration_type(text)
+        if kind == "fleet":
+            _print_fleets([client.apply_fleet(text)])
             return
-        _follow(client, run["name"])
+        if kind == "volume":
+            volume = client.apply_volume(text)
+            out.print(f"volume {volume['name']}: claim {volume['claim']} ({volume['status']})")
+            return
+        status = submit_run(client, text, yes=yes, detach=detach)
     finally:
         client.close()
+    if status == "failed":
+        raise typer.Exit(1)
+
+
+def configuration_type(text: str) -> str | None:
+    """The ``type`` of a configuration, to pick the endpoint; the server validates the rest."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None  # the server names the YAML error precisely
+    return doc.get("type") if isinstance(doc, dict) else None
+
+
+def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> str:
+    """Show the plan, submit, then follow unless ``detach``; the run's last status."""
+    plan = client.plan(text)
+    _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
+    out.print(_pod_requests_line(plan.get("pod_requests") or {}))
+    if not plan["possible"]:
+        out.print(f"[yellow]{plan['reason']}[/yellow]")
+    if not yes and not typer.confirm("Submit the run?", default=True):
+        raise typer.Exit(1)
+    # Pods trust the submitter's SSH key as it is when they start: have one on file first.
+    ensure_registered_key(client, load_settings().home)
+    run = client.apply(text)
+    out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
+    if detach:
+        return str(run["status"])
+    return follow_run(client, run["name"])
 
 
 def ps(
@@ -207,7 +236,7 @@ def fleet_apply(
         fleet = client.apply_fleet(file.read_text())
     finally:
         client.close()
-    out.print(f"fleet {fleet['name']}: {len(fleet['instances'])} node(s)")
+    _print_fleets([fleet])
 
 
 @fleet_app.command("list")
@@ -218,7 +247,17 @@ def fleet_list() -> None:
         fleets = client.fleets()
     finally:
         client.close()
-    table = Table("FLEET", "INSTANCE", "BACKEND", "GPU", "PRICE", "STATUS", "CREATED")
+    _print_fleets(fleets)
+
+
+def _print_fleets(fleets: list[dict[str, Any]]) -> None:
+    # Fleet and node names are never cut; the other columns fold first.
+    table = Table()
+    nodes = [i["node"] for f in fleets for i in f["instances"] or []]
+    table.add_column("FLEET", no_wrap=True, min_width=max([5, *(len(f["name"]) for f in fleets)]))
+    table.add_column("INSTANCE", no_wrap=True, min_width=max([8, *(len(n) for n in nodes)]))
+    for header in ("BACKEND", "GPU", "PRICE", "STATUS", "CREATED"):
+        table.add_column(header)
     for fleet in fleets:
         instances = fleet["instances"] or [None]
         for i, inst in enumerate(instances):
@@ -245,8 +284,11 @@ def fleet_delete(name: Annotated[str, typer.Argument(help="Fleet name.")]) -> No
     out.print(f"deleted fleet {name}")
 
 
-def _follow(client: BerthClient, name: str) -> None:
-    """Print events as they come, then the logs; Ctrl-C detaches without stopping."""
+def follow_run(client: BerthClient, name: str) -> str:
+    """Print events as they come, then the logs, until the run ends; its last status.
+
+    Ctrl-C detaches without stopping the run.
+    """
     after = "-"
     printed = 0  # bytes of job 0's output already shown
     try:
@@ -266,10 +308,10 @@ def _follow(client: BerthClient, name: str) -> None:
                 continue
             time.sleep(_FOLLOW_POLL_S)
         out.print(f"{name}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
-        if run["status"] == "failed":
-            raise typer.Exit(1)
+        return str(run["status"])
     except KeyboardInterrupt:
         err.print(f"\ndetached; {name} keeps running (berth logs -f {name}, berth stop {name})")
+        return str(client.run(name)["status"])
 
 
 def _print_new_output(chunks: Iterator[bytes], printed: int) -> int:
@@ -285,9 +327,11 @@ def _print_new_output(chunks: Iterator[bytes], printed: int) -> int:
 
 
 def _print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
-    table = Table(
-        "#", "BACKEND", "NODE", "GPU", "MEMORY", "COUNT", "FREE/TOTAL", "PRICE", title=title
-    )
+    # Node names are never cut (a user types them); the backend column gives way first.
+    table = Table("#", "BACKEND", title=title)
+    table.add_column("NODE", no_wrap=True, min_width=max([4, *(len(o["node"]) for o in offers)]))
+    for header in ("GPU", "MEMORY", "COUNT", "FREE/TOTAL", "PRICE"):
+        table.add_column(header)
     for i, o in enumerate(offers, start=1):
         table.add_row(
             str(i),

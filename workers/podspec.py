@@ -237,6 +237,10 @@ def _script(run: Run, conf: Any, multinode: bool, *, ssh: bool, tools: bool = Fa
             '  DSTACK_NODES_IPS="$DSTACK_NODES_IPS$ip',
             '"; done',
             "export DSTACK_NODES_IPS",
+            # Rank 0 is created before its own IP is known: the master is the first peer.
+            '[ -n "$DSTACK_MASTER_NODE_IP" ] ||'
+            ' DSTACK_MASTER_NODE_IP=$(echo "$DSTACK_NODES_IPS" | head -n 1)',
+            "export DSTACK_MASTER_NODE_IP",
         ]
     if ssh:
         lines += _ssh_environment_lines()

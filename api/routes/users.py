@@ -31,6 +31,19 @@ class SshKey(BaseModel):
     )
 
 
+class Me(BaseModel):
+    name: str
+    is_admin: bool
+    ssh_public_key: str | None
+    """The key run pods and the jump host trust for this user; None until one is set."""
+
+
+@router.get("/me")
+def read_me(user: CurrentUser) -> Me:
+    """Who this token is, and the SSH key on file (so the CLI can register one if none)."""
+    return Me(name=user.name, is_admin=user.is_admin, ssh_public_key=user.ssh_public_key)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, _admin: AdminUser, store: StoreDep) -> UserCreated:
     if store.get_user(body.name) is not None:

@@ -24,6 +24,7 @@ import httpx
 import yaml
 from pydantic import BaseModel
 
+from cli.local import berth as local_berth
 from cli.local import nodes as node_pools
 from cli.local import pod_logs, realnode
 from cli.local.pki import Pki, ensure_pki
@@ -77,6 +78,8 @@ class ClusterState(BaseModel):
     started_at: float
     real_nodes: realnode.RealNodes | None = None
     """The kubelet + containerd nodes beside the KWOK pools; None when started without."""
+    berth: local_berth.LocalBerth | None = None
+    """Berth's own processes on this cluster; None when only the cluster was started."""
 
     @property
     def apiserver_url(self) -> str:
@@ -92,6 +95,7 @@ def up(
     *,
     pools_file: Path = node_pools.DEFAULT_POOLS_FILE,
     real_nodes: int = 0,
+    berth_home: Path | None = None,
     timeout_s: float = 120.0,
     progress: Progress = lambda _msg: None,
 ) -> tuple[ClusterState, bool]:
@@ -99,6 +103,8 @@ def up(
 
     ``real_nodes`` kubelet + containerd nodes run beside the KWOK pools (see
     :mod:`cli.local.realnode`); their images are built on the first start.
+    With ``berth_home``, Berth itself runs on the cluster too (:mod:`cli.local.berth`),
+    configured in that home.
     """
     current = read_state(directory)
     if current is not None and all(is_running(p) for p in current.processes.values()):
@@ -110,9 +116,23 @@ def up(
     bin_dir = build(progress=progress)
     state = _start(directory, bin_dir, timeout_s=timeout_s, progress=progress)
     try:
-        _create_nodes(state, pools, timeout_s=timeout_s, progress=progress)
+        _create_nodes(
+            state, pools, tainted=bool(real_nodes), timeout_s=timeout_s, progress=progress
+        )
         if real_nodes:
             _start_real_nodes(state, real_nodes, timeout_s=timeout_s, progress=progress)
+        if berth_home is not None:
+            state.berth = local_berth.start(
+                home=berth_home,
+                cluster_dir=directory,
+                kubeconfig=Path(state.kubeconfig),
+                redis_url=state.redis_url,
+                real_nodes=state.real_nodes,
+                processes=state.processes,
+                save=lambda: _write_state(directory, state),
+                progress=progress,
+            )
+            _write_state(directory, state)
     except BaseException:
         down(directory)
         raise
@@ -149,6 +169,11 @@ def down(directory: Path) -> list[str]:
     if state is None:
         return []
     stopped = []
+    for name in reversed(local_berth.NAMES):
+        record = state.processes.get(name)
+        if record is not None and is_running(record):
+            stop_process(record)
+            stopped.append(name)
     if state.real_nodes is not None:
         apiserver = state.processes.get("kube-apiserver")
         realnode.stop(
@@ -157,7 +182,9 @@ def down(directory: Path) -> list[str]:
             processes=state.processes,
             apiserver_up=apiserver is not None and is_running(apiserver),
         )
-        stopped += [n for n in state.processes if n not in PROCESS_ORDER]
+        stopped += [
+            n for n in state.processes if n not in PROCESS_ORDER and not n.startswith("berth-")
+        ]
     for name in reversed(PROCESS_ORDER):
         record = state.processes.get(name)
         if record is not None and is_running(record):
@@ -418,6 +445,7 @@ def _write_kubeconfig(directory: Path, port: int, pki: Pki, token: str) -> Path:
 def _write_state(directory: Path, state: ClusterState) -> None:
     tmp = directory / "state.json.tmp"
     tmp.write_text(state.model_dump_json(indent=2))
+    tmp.chmod(0o600)  # it holds the admin tokens
     tmp.replace(directory / "state.json")  # atomic: a crash never leaves half a file
 
 
@@ -474,9 +502,14 @@ def _healthz(port: int) -> Check:
 
 
 def _create_nodes(
-    state: ClusterState, pools: node_pools.NodePools, *, timeout_s: float, progress: Progress
+    state: ClusterState,
+    pools: node_pools.NodePools,
+    *,
+    tainted: bool,
+    timeout_s: float,
+    progress: Progress,
 ) -> None:
-    bodies = node_pools.node_bodies(pools)
+    bodies = node_pools.node_bodies(pools, tainted=tainted)
     progress(f"creating {len(bodies)} fake nodes")
     k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
     try:
@@ -486,11 +519,10 @@ def _create_nodes(
             except KubeConflict:
                 # Already there from an earlier up (etcd data persists), still naming
                 # that run's kubelet port; KWOK's node stage does not run again.
-                k.call(
-                    k.core.patch_node_status,
-                    body["metadata"]["name"],
-                    _kubelet_endpoint(state.ports["kwok"]),
-                )
+                name = body["metadata"]["name"]
+                k.call(k.core.patch_node_status, name, _kubelet_endpoint(state.ports["kwok"]))
+                # Taints as this start wants them (with or without real nodes beside).
+                k.call(k.core.patch_node, name, {"spec": {"taints": body["spec"]["taints"]}})
         deadline = time.monotonic() + timeout_s
         names = {b["metadata"]["name"] for b in bodies}
         while time.monotonic() < deadline:

@@ -57,9 +57,19 @@ def load_pools(path: Path = DEFAULT_POOLS_FILE) -> NodePools:
         raise ConfigError(f"{path}: {err['msg']}", field=loc) from e
 
 
-def node_bodies(pools: NodePools) -> list[dict[str, Any]]:
+# Beside real nodes, KWOK's would attract pods that never run (the jump host's, or
+# any without a node selector): this taint keeps them off, and Berth's offers
+# show the fake nodes as unschedulable, with the taint as the reason.
+FAKE_TAINT = {"key": "berth.local/kwok", "value": "fake", "effect": "NoSchedule"}
+
+
+def node_bodies(pools: NodePools, *, tainted: bool = False) -> list[dict[str, Any]]:
     """The Node objects to create, one per pool member, with deterministic names."""
-    return [_node(pool, i) for pool in pools.pools for i in range(pool.count)]
+    bodies = [_node(pool, i) for pool in pools.pools for i in range(pool.count)]
+    if tainted:
+        for body in bodies:
+            body["spec"]["taints"].append(dict(FAKE_TAINT))
+    return bodies
 
 
 def _node(pool: NodePool, index: int) -> dict[str, Any]:

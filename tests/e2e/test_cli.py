@@ -136,9 +136,13 @@ def test_fleet_apply_list_and_delete(stack: Stack, tmp_path: Path) -> None:
         resources: {gpu: A10:1}
         """,
     )
-    applied = stack.cli("fleet", "apply", "-f", str(conf))
+    # `berth apply -f` takes every type, as `dstack apply -f` does, and prints the FLEET table.
+    applied = stack.cli("apply", "-f", str(conf))
     assert applied.returncode == 0, applied.stderr
-    assert "2 node(s)" in applied.stdout
+    assert "FLEET" in applied.stdout and "a10-pool" in applied.stdout
+    assert applied.stdout.count("kwok-a10-") == 2, applied.stdout
+    again = stack.cli("fleet", "apply", "-f", str(conf))  # the older spelling still works
+    assert again.returncode == 0 and "a10-pool" in again.stdout, again.stderr
 
     listing = stack.cli("fleet", "list")
     assert listing.returncode == 0, listing.stderr

@@ -1,0 +1,232 @@
+"""Berth itself on the local cluster: what ``berth local up`` starts after the cluster.
+
+The API, a Celery worker, beat, the proxy worker and Flower run as ``berth
+...`` processes in the background, each with its log file under the cluster
+directory's ``logs/``, recorded by PID in the cluster state like the control
+plane, so ``berth local down`` stops them the same way.
+
+It also writes what a newcomer would otherwise have to guess: a server config
+for the local cluster (a ``main`` project whose runs land on the real nodes,
+with the SSH jump host on node 0's NodePort), an admin token, and the CLI's own
+config, so ``berth ps`` works with no flags. A server config the user wrote
+(one without the marker line) is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import BaseModel
+
+from cli.client import ClientConfig, save_client_config
+from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
+from cli.local.realnode import RealNodes
+from cli.local.realnode.configs import REAL_NODE_LABEL
+from shared import kube
+from shared.errors import KubeConflict, LocalClusterError
+
+NAMESPACE = "berth-local"
+JUMP_NODE_PORT = 30022  # inside the default NodePort range; fixed so SSH configs stay valid
+API_PORT = 3000  # dstack's port too: the URL a dstack user expects
+FLOWER_PORT = 5555
+MARKER = "# Written by `berth local up`"
+DATA_CLAIM = "berth-local-data"
+# Order matters: the worker and beat need nothing else, the API answers last.
+PROCESSES = (
+    ("berth-worker", ["worker", "--name", "local@%h", "--concurrency", "4"]),
+    ("berth-beat", ["beat"]),
+    ("berth-proxy-worker", ["proxy-worker"]),
+    ("berth-api", ["server"]),
+)
+NAMES = (*(name for name, _ in PROCESSES), "berth-flower")
+_READY_S = 60.0  # the API imports and connects in ~3 s on 2 cores
+
+
+class LocalBerth(BaseModel):
+    """How to reach the local Berth, recorded in the cluster state (mode 600)."""
+
+    api_url: str
+    admin_token: str
+    flower_url: str
+    flower_auth: str
+    server_config: str
+    wrote_server_config: bool
+
+
+def start(
+    *,
+    home: Path,
+    cluster_dir: Path,
+    kubeconfig: Path,
+    redis_url: str,
+    real_nodes: RealNodes | None,
+    processes: dict[str, ProcessRecord],
+    save: Any,
+    progress: Any,
+) -> LocalBerth:
+    """Write the configs and start Berth's processes; the caller stops them on failure."""
+    _prepare_cluster(kubeconfig, cluster_dir, real_nodes)
+    server_config = home / "server" / "config.yml"
+    wrote = _write_server_config(server_config, kubeconfig, real_nodes)
+    if not wrote:
+        progress(f"keeping your server config {server_config} (it has no `{MARKER}` line)")
+    api_port = _port(API_PORT, "the API")
+    flower_port = _port(FLOWER_PORT, "Flower")
+    token, flower_auth = _secrets(cluster_dir / "berth-secrets.json")
+    env = {
+        "BERTH_HOME": str(home),
+        "BERTH_ENVIRONMENT": "development",
+        "BERTH_REDIS__URL": redis_url,
+        "BERTH_API__PORT": str(api_port),
+        "BERTH_API__ADMIN_TOKEN": token,
+        "BERTH_FLOWER__BASIC_AUTH": flower_auth,
+    }
+    if real_nodes is not None:
+        env |= {
+            "BERTH_DEFAULT_IMAGE": real_nodes.images["run"],
+            "BERTH_SSH__JUMP_IMAGE": real_nodes.images["jump"],
+        }
+    berth = str(Path(sys.executable).with_name("berth"))
+    if not Path(berth).exists():
+        berth = shutil.which("berth") or "berth"
+    logs = cluster_dir / "logs"
+    commands = [*PROCESSES, ("berth-flower", ["flower", "--port", str(flower_port)])]
+    for name, argv in commands:
+        progress(f"starting {name}")
+        processes[name] = start_process(name, [berth, *argv], log_dir=logs, env=env)
+        save()
+    api_url = f"http://127.0.0.1:{api_port}"
+    _wait_api(api_url, [processes[name] for name, _ in commands])
+    save_client_config(home, ClientConfig(url=api_url, token=token, project="main"))
+    return LocalBerth(
+        api_url=api_url,
+        admin_token=token,
+        flower_url=f"http://127.0.0.1:{flower_port}",
+        flower_auth=flower_auth,
+        server_config=str(server_config),
+        wrote_server_config=wrote,
+    )
+
+
+def server_config(kubeconfig: Path, real_nodes: RealNodes | None) -> dict[str, Any]:
+    backend: dict[str, Any] = {
+        "type": "kubernetes",
+        "kubeconfig": {"filename": str(kubeconfig)},
+        "namespace": NAMESPACE,
+    }
+    if real_nodes is not None:
+        backend |= {
+            # Runs land where they really run; the KWOK pools only pretend to.
+            "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
+            "proxy_jump": {"hostname": real_nodes.ips[0], "port": JUMP_NODE_PORT},
+            "ssh_init_image": real_nodes.images["sshd-init"],
+        }
+    return {"projects": [{"name": "main", "backends": [backend]}]}
+
+
+def _write_server_config(path: Path, kubeconfig: Path, real_nodes: RealNodes | None) -> bool:
+    if path.exists() and MARKER not in path.read_text(errors="replace"):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(server_config(kubeconfig, real_nodes), sort_keys=False)
+    note = "for the local cluster; rewritten on every up while this line is here."
+    path.write_text(f"{MARKER} {note}\n{body}")
+    return True
+
+
+def _prepare_cluster(kubeconfig: Path, cluster_dir: Path, real_nodes: RealNodes | None) -> None:
+    """The runs' namespace and, with real nodes, a claim on a directory of this machine
+    (the local cluster has no storage provisioner) for ``examples/volume.dstack.yml``."""
+    k = kube.connect(kubeconfig=kubeconfig, timeout=10.0)
+    try:
+        with contextlib.suppress(KubeConflict):
+            k.call(k.core.create_namespace, {"metadata": {"name": NAMESPACE}})
+        if real_nodes is None:
+            return
+        data = cluster_dir / "volumes" / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(KubeConflict):
+            k.call(k.core.create_persistent_volume, _data_volume(data))
+        with contextlib.suppress(KubeConflict):
+            k.call(k.core.create_namespaced_persistent_volume_claim, NAMESPACE, _data_claim())
+    finally:
+        k.close()
+
+
+def _data_volume(path: Path) -> dict[str, Any]:
+    return {
+        "metadata": {"name": DATA_CLAIM},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": NAMESPACE, "name": DATA_CLAIM},
+        },
+    }
+
+
+def _data_claim() -> dict[str, Any]:
+    return {
+        "metadata": {"name": DATA_CLAIM},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": DATA_CLAIM,
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
+    }
+
+
+def _secrets(path: Path) -> tuple[str, str]:
+    """The admin token and Flower's login, made once: Redis (AOF) keeps the admin
+    user across restarts, so a new token on every up would lock the CLI out."""
+    try:
+        saved = json.loads(path.read_text())
+        return str(saved["admin_token"]), str(saved["flower_auth"])
+    except (OSError, ValueError, KeyError):
+        pass
+    token, flower = secrets.token_urlsafe(24), f"admin:{secrets.token_hex(8)}"
+    path.write_text(json.dumps({"admin_token": token, "flower_auth": flower}))
+    path.chmod(0o600)
+    return token, flower
+
+
+def _port(preferred: int, what: str) -> int:
+    """``preferred`` if it is free on loopback, else any free port (said in the summary)."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise LocalClusterError(f"no free port for {what} on 127.0.0.1")
+
+
+def _wait_api(url: str, records: list[ProcessRecord]) -> None:
+    deadline = time.monotonic() + _READY_S
+    while time.monotonic() < deadline:
+        for record in records:
+            if not is_running(record):
+                raise LocalClusterError(
+                    f"{record.name} exited during start-up; its log ({record.log}) ends:\n"
+                    f"{log_tail(record)}"
+                )
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise LocalClusterError(f"the Berth API did not answer at {url} within {_READY_S:.0f}s")
