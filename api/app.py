@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.docs import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import BodySizeLimit
 from api.routes import fleets, health, offers, proxy, runs, ssh, users, volumes
@@ -57,7 +58,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.clusters.close()
         app.state.store.close()
 
-    app = FastAPI(title="Berth", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Berth", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -113,7 +113,11 @@ def ps(
     if as_json:
         sys.stdout.write(json.dumps(runs, indent=2) + "\n")
         return
-    table = Table("NAME", "TYPE", "STATUS", "NODES", "GPUS", "REASON", "SUBMITTED")
+    # Run names are never cut (a user types them next); the reason folds first.
+    table = Table()
+    table.add_column("NAME", no_wrap=True, min_width=max([4, *(len(r["name"]) for r in runs)]))
+    for header in ("TYPE", "STATUS", "NODES", "GPUS", "REASON", "SUBMITTED"):
+        table.add_column(header)
     for run in runs:
         jobs = run["jobs"]
         table.add_row(

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 import os
 import secrets
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from cli.local.cluster import ClusterState
 from cli.local.processes import free_port
 from shared import tasks
 from shared.settings import RedisSettings, Settings
+from tests.chromium import PNG_MAGIC, chromium
 from tests.polling import wait_until
 from tests.rbac import manifest
 from tests.stack import BERTH
@@ -37,21 +36,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "berth"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--virtual-time-budget=10000",  # let the page's XHR fill the task table before the capture
-)
 WINDOW = (1280, 900)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -172,13 +157,11 @@ def test_the_tasks_page_in_headless_chromium_lists_the_task(
     flower: Flower, sent_task: SentTask, tmp_path: Path
 ) -> None:
     page = f"http://{USER}:{flower.password}@{flower.url.removeprefix('http://')}/tasks"
-    dom = _chromium(tmp_path, "--dump-dom", page).decode()
+    dom = chromium(tmp_path, "--dump-dom", page).decode()
     assert f'<tr id="{sent_task.uuid}"' in dom, dom[-2000:]
     assert ">berth.provisioning.sync_job</a>" in dom
     screenshot = tmp_path / "flower-tasks.png"
-    _chromium(
-        tmp_path, f"--screenshot={screenshot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", page
-    )
+    chromium(tmp_path, f"--screenshot={screenshot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", page)
     png = screenshot.read_bytes()
     assert png.startswith(PNG_MAGIC)
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
@@ -260,22 +243,3 @@ def _sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]
     return subprocess.run(
         ["sh", "-c", command], env=env, capture_output=True, timeout=60, check=False
     )
-
-
-def _chromium(directory: Path, *args: str) -> bytes:
-    binary = shutil.which("chromium")
-    assert binary is not None, "Debian's chromium is missing: run scripts/install.sh"
-    profile = directory / f"chromium-profile-{secrets.token_hex(3)}"
-    argv = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-    # Its own session, so a hung browser and every helper process it forked go together.
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        out, _ = process.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-    assert process.returncode == 0, f"chromium exited with {process.returncode}"
-    return out

@@ -41,7 +41,11 @@ PUBLIC = {
 }
 # Not tied to a project: any valid user acts on their own account here (or, for
 # the status, sees the jump hosts of their own projects only).
-OWN_ACCOUNT = {("PUT", "/api/users/me/ssh-key"), ("GET", "/api/status")}
+OWN_ACCOUNT = {
+    ("PUT", "/api/users/me/ssh-key"),
+    ("GET", "/api/users/me"),
+    ("GET", "/api/status"),
+}
 # Not tied to a project: admins only (another user's token gets 403).
 ADMIN_ONLY = {("POST", "/api/users")}
 PROJECT_SCOPED = ("/api/projects/{project}/", "/proxy/services/{project}/")
