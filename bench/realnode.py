@@ -9,7 +9,11 @@ temporary directory and stops it at the end.
    with the image archives cached and the node's image store empty.
 2. Image builds: every image from Debian packages with an empty cache (cold,
    only with ``--cold``) and with the archives cached (warm: a no-op check).
-3. Pod create -> container running: 20 pods created at once on the real
+3. ``berth local up`` as a newcomer runs it (``make local`` without the
+   install step): seconds from the command to the first line of the example's
+   output, with a clean ``BERTH_HOME`` (caches warm) and again after ``berth
+   local down`` (its directory kept: images already in containerd).
+4. Pod create -> container running: 20 pods created at once on the real
    nodes (the run image, ``sleep``), from the create call to the pod's
    ``containerStatuses[0].state.running.startedAt`` as the kubelet reports
    it (second resolution, so measured here by a watch instead: the moment the
@@ -19,7 +23,9 @@ temporary directory and stops it at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +40,8 @@ from cli.local import cluster, images
 from cli.local.realnode.node import images_cache_dir
 from shared import kube
 from shared.errors import KubeNotFound
+
+BERTH = str(Path(sys.executable).with_name("berth"))
 
 PODS = 20
 
@@ -74,10 +82,46 @@ def main() -> None:
         finally:
             cluster.down(directory)
         rows.append(("local down (drain, stop, restore the host)", _s(started)))
+    rows += _local_up_rows()
     print(f"machine: {machine()}")
     width = max(len(r[0]) for r in rows)
     for what, value in rows:
         print(f"{what:<{width}}  {value}")
+
+
+def _local_up_rows() -> list[tuple[str, str]]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="berth-bench-home-") as home:
+        env = {**os.environ, "BERTH_HOME": home}
+        try:
+            for label in ("clean ~/.berth", "after down, directory kept"):
+                seconds = _first_output_s(env)
+                rows.append(
+                    (f"berth local up -> example's first line ({label})", f"{seconds:.1f} s")
+                )
+                subprocess.run([BERTH, "local", "down"], env=env, capture_output=True, timeout=300)
+        finally:
+            subprocess.run([BERTH, "local", "down"], env=env, capture_output=True, timeout=300)
+    return rows
+
+
+def _first_output_s(env: dict[str, str]) -> float:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [BERTH, "local", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first: float | None = None
+    for line in proc.stdout:
+        if first is None and line.startswith("hello from"):
+            first = time.monotonic() - started
+    if proc.wait(timeout=600) != 0 or first is None:
+        raise SystemExit("berth local up failed or printed no example output")
+    return first
 
 
 def _pod_starts(state: cluster.ClusterState, count: int) -> list[float]:

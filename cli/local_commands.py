@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,7 +14,7 @@ from cli.client import BerthClient, ClientConfig
 from cli.console import err, out
 from cli.local import berth, cluster, realnode
 from cli.local.nodes import DEFAULT_POOLS_FILE
-from cli.run_commands import submit_run
+from cli.run_commands import exit_code_of, submit_run
 from shared import kube
 from shared.errors import BerthError, ConfigError, LocalClusterError
 from shared.settings import load_settings
@@ -74,15 +74,15 @@ def up(
     else:
         out.print(f"local cluster and Berth up in {time.monotonic() - started:.1f}s")
     _print_nodes(Path(state.kubeconfig))
-    status = None
+    run = None
     if not already and not no_example and example is not None and state.berth is not None:
-        status = _run_example(example, state.berth)
+        run = _run_example(example, state.berth)
     _print_summary(state, settings.home)
-    if status == "failed":
-        raise typer.Exit(1)
+    if run is not None and run["status"] == "failed":
+        raise typer.Exit(exit_code_of(run))
 
 
-def _run_example(path: Path, local: berth.LocalBerth) -> str:
+def _run_example(path: Path, local: berth.LocalBerth) -> dict[str, Any]:
     out.print(f"\n[bold]berth apply -f {_shown(path)}[/bold]")
     try:
         text = path.read_text()

@@ -66,11 +66,17 @@ def apply(
             volume = client.apply_volume(text)
             out.print(f"volume {volume['name']}: claim {volume['claim']} ({volume['status']})")
             return
-        status = submit_run(client, text, yes=yes, detach=detach)
+        run = submit_run(client, text, yes=yes, detach=detach)
     finally:
         client.close()
-    if status == "failed":
-        raise typer.Exit(1)
+    if run["status"] == "failed":
+        raise typer.Exit(exit_code_of(run))
+
+
+def exit_code_of(run: dict[str, Any]) -> int:
+    """A failed run's exit code, as the CLI's own: its first failed job's, else 1."""
+    codes = [j.get("exit_code") for j in run.get("jobs", [])]
+    return next((c for c in codes if isinstance(c, int) and 0 < c < 256), 1)
 
 
 def configuration_type(text: str) -> str | None:
@@ -82,8 +88,8 @@ def configuration_type(text: str) -> str | None:
     return doc.get("type") if isinstance(doc, dict) else None
 
 
-def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> str:
-    """Show the plan, submit, then follow unless ``detach``; the run's last status."""
+def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> dict[str, Any]:
+    """Show the plan, submit, then follow unless ``detach``; the run as last seen."""
     plan = client.plan(text)
     _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
     out.print(_pod_requests_line(plan.get("pod_requests") or {}))
@@ -96,7 +102,7 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> st
     run = client.apply(text)
     out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
     if detach:
-        return str(run["status"])
+        return run
     return follow_run(client, run["name"])
 
 
@@ -244,13 +250,18 @@ def fleet_apply(
 
 
 @fleet_app.command("list")
-def fleet_list() -> None:
+def fleet_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """List fleets, their nodes, GPUs and what runs on them."""
     client = _client()
     try:
         fleets = client.fleets()
     finally:
         client.close()
+    if as_json:
+        sys.stdout.write(json.dumps(fleets, indent=2) + "\n")
+        return
     _print_fleets(fleets)
 
 
@@ -288,13 +299,15 @@ def fleet_delete(name: Annotated[str, typer.Argument(help="Fleet name.")]) -> No
     out.print(f"deleted fleet {name}")
 
 
-def follow_run(client: BerthClient, name: str) -> str:
-    """Print events as they come, then the logs, until the run ends; its last status.
+def follow_run(client: BerthClient, name: str) -> dict[str, Any]:
+    """Print events as they come, then the logs, until the run ends; the run as last seen.
 
-    Ctrl-C detaches without stopping the run.
+    While it waits, its queue position and reason are shown each time they
+    change. Ctrl-C detaches without stopping the run.
     """
     after = "-"
     printed = 0  # bytes of job 0's output already shown
+    waiting = ""
     try:
         while True:
             for event in client.events(name, after=after):
@@ -310,12 +323,15 @@ def follow_run(client: BerthClient, name: str) -> str:
                 # each new stream starts from the first byte, so only the rest is shown.
                 time.sleep(_FOLLOW_POLL_S)
                 continue
+            if run["status"] == "pending" and run["reason"] and run["reason"] != waiting:
+                waiting = run["reason"]
+                err.print(f"[yellow]waiting[/yellow]: {waiting}")
             time.sleep(_FOLLOW_POLL_S)
         out.print(f"{name}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
-        return str(run["status"])
+        return run
     except KeyboardInterrupt:
         err.print(f"\ndetached; {name} keeps running (berth logs -f {name}, berth stop {name})")
-        return str(client.run(name)["status"])
+        return client.run(name)
 
 
 def _print_new_output(chunks: Iterator[bytes], printed: int) -> int:

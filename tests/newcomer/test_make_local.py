@@ -29,7 +29,11 @@ from tests.stack import BERTH
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
 ROOT = Path(__file__).resolve().parents[2]
-SLOW = 180.0  # a fresh home imports the images into two new containerds (~40 s)
+SLOW = 180.0
+KEEP = (
+    "BERTH_HOME",
+    "BERTH_CACHE_DIR",
+)  # a fresh home imports the images into two new containerds (~40 s)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +44,27 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         pytest.skip(f"real-node tier skipped: {e}")
     base = tmp_path_factory.mktemp("newcomer")
     (base / "home").mkdir()
-    env = {**os.environ, "BERTH_HOME": str(base / "berth"), "HOME": str(base / "home")}
-    for name in [k for k in env if k.startswith("BERTH_") and k != "BERTH_HOME"]:
+    real_home = Path.home()
+    env = {
+        **os.environ,
+        "BERTH_HOME": str(base / "berth"),
+        # A home of its own, so attach's ~/.ssh/config Include lands here; the build
+        # caches stay where the machine has them (a cold build is ten minutes).
+        "HOME": str(base / "home"),
+        "BERTH_CACHE_DIR": os.environ.get("BERTH_CACHE_DIR", str(real_home / ".cache" / "berth")),
+        "GOCACHE": _go_env("GOCACHE"),
+        "GOMODCACHE": _go_env("GOMODCACHE"),
+        "GOPATH": _go_env("GOPATH"),
+    }
+    for name in [k for k in env if k.startswith("BERTH_") and k not in KEEP]:
         del env[name]  # a newcomer has none of the test session's settings
     return env
+
+
+def _go_env(name: str) -> str:
+    return subprocess.run(
+        ["go", "env", name], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
 
 
 def _run(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -155,8 +176,11 @@ def _running(env: dict[str, str], name: str) -> bool:
 
 
 def _ssh(env: dict[str, str], host: str) -> str:
-    # Plain `ssh my-ide`: attach added the Include to this home's ~/.ssh/config.
-    result = _run(env, "ssh", host, "echo $DSTACK_RUN_NAME $NVIDIA_VISIBLE_DEVICES", timeout=30)
+    # `ssh my-ide` as the user types it, through the Include attach added to ~/.ssh/config
+    # (named with -F: ssh finds ~ from the password database, not from $HOME).
+    config = str(Path(env["HOME"]) / ".ssh" / "config")
+    command = "echo $DSTACK_RUN_NAME $NVIDIA_VISIBLE_DEVICES"
+    result = _run(env, "ssh", "-F", config, host, command, timeout=30)
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
