@@ -53,14 +53,6 @@ STALL_S = 120.0
 T = TypeVar("T")
 
 
-def main() -> None:
-    import sys
-
-    from bench.__main__ import main as harness
-
-    harness(["--only", "limit,burst", *sys.argv[1:]])
-
-
 @dataclass
 class BurstResult:
     """One burst as seen from the client and from a watch on the apiserver."""
@@ -335,7 +327,3 @@ def slowest_stage(figs: Figures, scenario: str) -> list[str]:
     lines += [f"- {stage}: {seconds:.2f} s" for stage, seconds in stages.items()]
     lines += ["", f"The slowest stage is **{slowest}**. {STAGE_REMEDIES[slowest]}"]
     return lines
-
-
-if __name__ == "__main__":
-    main()

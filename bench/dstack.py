@@ -1,7 +1,7 @@
 """Scenario 3: dstack's server on the same local cluster, given the same burst.
 
-Run the whole comparison: ``.venv/bin/python -m bench.dstack [--quick]`` (the
-harness with ``--only limit,burst,dstack``): one cluster, Berth's stack and a
+Run the whole comparison: ``.venv/bin/python -m bench --only limit,burst,dstack
+[--quick]``: one cluster, Berth's stack and a
 dstack server side by side, bursts alternating Berth, dstack, Berth, ... so
 that drifting background load hits both alike.
 
@@ -77,14 +77,6 @@ INSTALL_TIMEOUT_S = 1800  # a cold install resolves ~150 packages on a loaded 2-
 DEADLINE_PER_RUN_S = 3.0
 STOP_RESEND_S = 30.0  # see stop_dstack_runs
 START_TIMEOUT_S = 180  # migrations on SQLite and backend checks; ~15 s unloaded
-
-
-def main() -> None:
-    import sys
-
-    from bench.__main__ import main as harness
-
-    harness(["--only", "limit,burst,dstack", *sys.argv[1:]])
 
 
 class DstackUnavailable(Exception):
@@ -425,7 +417,3 @@ def summary(figs: Figures, notes: list[tuple[str, str]], scenario: str) -> list[
         failed = [text for s, text in notes if s == scenario]
         lines.append("No ratio: " + ("; ".join(failed) or "scenario 3 was not run."))
     return lines
-
-
-if __name__ == "__main__":
-    main()

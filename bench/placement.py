@@ -60,14 +60,6 @@ REQUESTS = (
 )
 
 
-def main() -> None:
-    import sys
-
-    from bench.__main__ import main as harness
-
-    harness(["--only", "placement", *sys.argv[1:]])
-
-
 def run(figs: Figures, *, repeats: int, node_counts: tuple[int, ...] = NODE_COUNTS) -> None:
     inventories = {n: synthetic_inventory(n) for n in node_counts}
     for _ in range(repeats):
@@ -170,7 +162,3 @@ def _median_seconds(calls: list[Callable[[], object]]) -> float:
             call()
             samples.append(time.perf_counter() - start)
     return statistics.median(samples)
-
-
-if __name__ == "__main__":
-    main()

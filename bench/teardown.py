@@ -22,14 +22,6 @@ from tests.stack import Stack
 SCENARIO = "7 teardown"
 
 
-def main() -> None:
-    import sys
-
-    from bench.__main__ import main as harness
-
-    harness(["--only", "teardown", *sys.argv[1:]])
-
-
 def run(figs: Figures, k: kube.Kube, stack: Stack, *, n: int, repeats: int) -> None:
     for rep in range(repeats):
         burst = berth_burst(k, stack, n, prefix=f"td{rep}")
@@ -61,7 +53,3 @@ def _count(k: kube.Kube, namespace: str) -> int:
             k.core.list_namespaced_service,
         )
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -189,7 +189,11 @@ def offer(
     nodes: Annotated[int, typer.Option(help="Nodes needed together.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show which nodes can take a request now."""
+    """Show which nodes can take a request now; with no options, the GPUs, grouped by model."""
+    overview = not any((gpu, cpu, memory, disk)) and nodes == 1
+    if overview:
+        # Any node with a free GPU, whatever its CPU and memory: what dstack's offer lists.
+        gpu, cpu, memory = "1..", "1..", "0GB.."
     client = _client()
     try:
         result = client.offers(gpu=gpu, cpu=cpu, memory=memory, disk=disk, nodes=nodes)
@@ -201,7 +205,34 @@ def offer(
     if not result["offers"]:
         out.print(result["reason"] or "no offers")
         return
+    if overview:
+        _print_gpu_groups(result["offers"])
+        return
     _print_offers(result["offers"], title=result["summary"])
+
+
+def _print_gpu_groups(offers: list[dict[str, Any]]) -> None:
+    """One row per GPU model and memory: how many nodes have it free, and how many GPUs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for o in offers:
+        groups.setdefault((o["gpu"] or "-", o["gpu_memory"] or "-"), []).append(o)
+    table = Table(title="free GPUs now (berth offer --gpu A100:2 for a request)")
+    table.add_column("GPU", no_wrap=True)
+    for header in ("MEMORY", "NODES", "FREE GPUS", "MOST ON ONE NODE", "PRICE"):
+        table.add_column(header)
+    for (name, memory), rows in sorted(
+        groups.items(), key=lambda kv: -max(r["free"] for r in kv[1])
+    ):
+        prices = sorted({str(r["price"]) for r in rows if r["price"]})
+        table.add_row(
+            name,
+            memory,
+            str(len(rows)),
+            f"{sum(r['free'] for r in rows)}/{sum(r['total'] for r in rows)}",
+            str(max(r["free"] for r in rows)),
+            ", ".join(prices) or "-",
+        )
+    out.print(table)
 
 
 def status(

@@ -32,6 +32,17 @@ def test_offer_shows_the_default_pools_in_a_table(stack: Stack) -> None:
     assert "kwok-h100" not in result.stdout
 
 
+def test_offer_with_no_options_groups_the_free_gpus_by_model(stack: Stack) -> None:
+    result = stack.cli("offer")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert {"H100", "A100", "A10"} <= set(rows), result.stdout
+    # Four H100 nodes of eight (others' runs may hold a few): one row, not four.
+    h100 = [cell.strip() for cell in rows["H100"].split("│")]
+    assert h100[2] == "80GB" and h100[3] in {"1", "2", "3", "4"}, rows["H100"]
+    assert "kwok-h100-0" not in result.stdout
+
+
 def test_offer_as_json_lists_every_h100_node_with_its_price(stack: Stack) -> None:
     result = stack.cli("offer", "--gpu", "H100:80GB:1", "--json")
     assert result.returncode == 0, result.stderr
