@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -102,52 +103,32 @@ def start(
     resolv = base / "resolv.conf"
     base.mkdir(parents=True, exist_ok=True)
     resolv.write_text("# pods resolve only the cluster domain (see cli/local/realnode)\n")
-    for net in nets:
-        paths = NodePaths(base / f"node-{net.index}")
+    all_paths = [NodePaths(base / f"node-{net.index}") for net in nets]
+    for net, paths in zip(nets, all_paths, strict=True):
         _write_node_files(paths, net, pki=pki, pause_image=refs["pause"], resolv=resolv)
         _make_cgroup(configs.cgroup_root(net.index))
         name = f"containerd-{net.index}"
-        progress(f"starting {name} and importing images")
+        progress(f"starting {name}")
         processes[name] = start_process(
             name, _containerd_argv(paths), log_dir=logs, env=_NO_REGISTRY_ENV
         )
         save()
-        _wait(processes[name], partial(_containerd_ready, paths), deadline)
-        images.import_archives(_ctr(paths), archives, refs)
-        mnt = f"--mount=/proc/{processes[name].pid}/ns/mnt"
-        kubelet_port, healthz_port = free_port(), free_port()
-        paths.kubelet_config.write_text(
-            configs.kubelet_config(
-                paths,
-                net,
-                index=net.index,
-                port=kubelet_port,
-                healthz_port=healthz_port,
-                ca_file=pki.ca_cert,
-                resolv_conf=resolv,
-            )
-        )
-        name = f"kubelet-{net.index}"
-        processes[name] = start_process(
-            name,
-            ["nsenter", mnt, "--", *_kubelet_argv(bin_dir, paths, net, kubeconfig)],
-            log_dir=logs,
-        )
-        name = f"device-plugin-{net.index}"
-        processes[name] = start_process(
-            name,
-            [
-                "nsenter",
-                mnt,
-                "--",
-                str(bin_dir / "berth-device-plugin"),
-                f"--count={configs.GPU_COUNT}",
-                f"--id-prefix=GPU-{node_name(net.index)}",
-            ],
-            log_dir=logs,
-        )
+    for net, paths in zip(nets, all_paths, strict=True):
+        _wait(processes[f"containerd-{net.index}"], partial(_containerd_ready, paths), deadline)
+    # Each containerd unpacks every image into its own store (the slow part of a first
+    # start): all at once, while the kubelets start. No pod can ask for an image before
+    # this returns: Berth starts only once the nodes are up.
+    progress("importing the images into each node's containerd")
+    with ThreadPoolExecutor(max_workers=len(nets)) as pool:
+        imports = [
+            pool.submit(images.import_archives, _ctr(paths), archives, refs) for paths in all_paths
+        ]
+        for net, paths in zip(nets, all_paths, strict=True):
+            _start_node(net, paths, bin_dir, kubeconfig, pki, resolv, processes, logs)
         save()
-    _start_shared(nodes, bin_dir, kubeconfig, base, processes, save, deadline, progress)
+        _start_shared(nodes, bin_dir, kubeconfig, base, processes, save, deadline, progress)
+        for done in imports:
+            done.result()
     _wait_nodes(nodes, kubeconfig, processes, deadline, progress)
     return nodes
 
@@ -227,6 +208,50 @@ def _write_node_files(
     (paths.cni_conf_dir / "10-berth.conflist").write_text(configs.cni_conflist(paths, net))
     issue_serving_pair(
         pki, node_name(net.index), [net.ip, "127.0.0.1"], paths.serving_cert, paths.serving_key
+    )
+
+
+def _start_node(
+    net: network.NodeNet,
+    paths: NodePaths,
+    bin_dir: Path,
+    kubeconfig: Path,
+    pki: Pki,
+    resolv: Path,
+    processes: dict[str, ProcessRecord],
+    logs: Path,
+) -> None:
+    """The node's kubelet and device plugin, inside its containerd's mount namespace."""
+    mnt = f"--mount=/proc/{processes[f'containerd-{net.index}'].pid}/ns/mnt"
+    paths.kubelet_config.write_text(
+        configs.kubelet_config(
+            paths,
+            net,
+            index=net.index,
+            port=free_port(),
+            healthz_port=free_port(),
+            ca_file=pki.ca_cert,
+            resolv_conf=resolv,
+        )
+    )
+    name = f"kubelet-{net.index}"
+    processes[name] = start_process(
+        name,
+        ["nsenter", mnt, "--", *_kubelet_argv(bin_dir, paths, net, kubeconfig)],
+        log_dir=logs,
+    )
+    name = f"device-plugin-{net.index}"
+    processes[name] = start_process(
+        name,
+        [
+            "nsenter",
+            mnt,
+            "--",
+            str(bin_dir / "berth-device-plugin"),
+            f"--count={configs.GPU_COUNT}",
+            f"--id-prefix=GPU-{node_name(net.index)}",
+        ],
+        log_dir=logs,
     )
 
 
