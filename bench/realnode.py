@@ -107,20 +107,21 @@ def _local_up_rows() -> list[tuple[str, str]]:
 
 def _first_output_s(env: dict[str, str]) -> float:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [BERTH, "local", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    first: float | None = None
-    for line in proc.stdout:
-        if first is None and line.startswith("hello from"):
-            first = time.monotonic() - started
-    if proc.wait(timeout=600) != 0 or first is None:
-        raise SystemExit("berth local up failed or printed no example output")
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen(
+            [BERTH, "local", "up"], env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        assert proc.stdout is not None
+        first: float | None = None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if first is None and line.startswith("hello from"):
+                first = time.monotonic() - started
+        if proc.wait(timeout=600) != 0 or first is None:
+            errors.seek(0)
+            tail = "".join(lines[-20:]) + errors.read()[-3000:]
+            raise SystemExit(f"berth local up failed or printed no example output:\n{tail}")
     return first
 
 
