@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from shared import placements
-from shared.autoscaling import pool_of
-from shared.clusters import ClusterRegistry
+from shared.autoscaling import is_pool_node, pool_of
+from shared.clusters import Cluster, ClusterRegistry
 from shared.configuration.base import config_error_from_validation
 from shared.configuration.resources import ResourcesSpec
 from shared.configuration.server import KubernetesBackend
-from shared.errors import ConfigError
+from shared.errors import ConfigError, KubeError
+from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.offers import Offer, Request, describe, match, nominal_memory_mib
-from shared.placement_facts import with_pools
+from shared.placement_facts import selector_nodes, with_pools
 from shared.requests import request_from_resources
 from shared.store import Store
 
@@ -51,7 +53,9 @@ def offers_for(
     inventory = load_inventory(store, clusters, project)
     held = placements.reserved(j for _, jobs in placements.active_runs(store) for j in jobs)
     # Autoscaling pools offer the nodes they may still add, as the scheduler sees them.
-    inventory = with_pools(inventory, clusters.for_project(project), held=held)
+    cluster = clusters.for_project(project)
+    inventory = with_pools(inventory, cluster, held=held)
+    request = _within_node_selector(cluster, inventory, request)
     verdict = match(inventory, request, reserved=held)
     backend = clusters.server.backend_for(project)
     return OffersPublic(
@@ -62,6 +66,27 @@ def offers_for(
         offers=[_public(o, backend) for o in verdict.offers],
         pod_requests=pod_requests(request),
     )
+
+
+def _within_node_selector(cluster: Cluster, inventory: GpuInventory, request: Request) -> Request:
+    """Only the nodes the backend's node selector lets runs use, as the scheduler sees them.
+
+    Autoscaling pool nodes stay (their labels are the pool's). If the apiserver
+    cannot be asked now, the offers are not narrowed: a plan is advice, and the
+    scheduler applies the selector anyway.
+    """
+    selector = cluster.backend.pod_settings().node_selector
+    if not selector:
+        return request
+    try:
+        matching = selector_nodes(cluster, selector)
+    except KubeError:
+        return request
+    pool_nodes = {n.name for n in inventory.nodes if is_pool_node(n.name)}
+    allowed = matching | pool_nodes
+    if request.allowed_nodes is not None:
+        allowed = allowed & request.allowed_nodes
+    return replace(request, allowed_nodes=frozenset(allowed))
 
 
 def pod_requests(request: Request) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from api.services.offers import offers_for, request_for_query
 from cli.local.cluster import ClusterState
 from cli.local.nodes import KWOK_ANNOTATION
 from shared import kube
@@ -26,7 +27,7 @@ from shared.autoscaling import is_pool_node
 from shared.errors import KubeConflict, KubeNotFound
 from shared.quantity import parse_quantity
 from shared.records import Run, RunStatus
-from tests.e2e.fit_world import FitWorld, fit_world
+from tests.e2e.fit_world import PROJECT, FitWorld, fit_world
 from tests.polling import wait_until
 from tests.stack import Stack
 
@@ -105,6 +106,10 @@ def test_pods_follow_the_backends_rules_and_carry_the_runs_tags(
         decision = world.place(run)
         # Best fit would pick kwok-cpu-0; the node selector only allows kwok-cpu-1.
         assert decision.placements[0].node == "kwok-cpu-1"
+        # The plan a user sees before submitting says the same.
+        query = request_for_query(nodes=1, gpu=None, cpu=None, memory=None, disk=None)
+        plan = offers_for(world.store, world.ctx.clusters, PROJECT, query)
+        assert [o.node for o in plan.offers] == ["kwok-cpu-1"]
         _running(world, run)
         (pod,) = world.pods(run)
     meta, spec = pod.metadata, pod.spec
