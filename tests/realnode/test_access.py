@@ -15,14 +15,11 @@ import pytest
 from shared import kube
 from shared.errors import KubeNotFound
 from tests.polling import wait_until
-from tests.realnode.world import START_S, apply, running, stop, wait_status
+from tests.realnode.world import SMALL, START_S, apply, running, stop, wait_status
 from tests.ssh.world import new_key
 from tests.stack import BERTH, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
-
-# One CPU: dstack counts whole CPUs, and each real node has the host's two.
-SMALL = "resources: {gpu: 1, cpu: 1.., memory: 0.1GB..}"
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from shared import kube
 from tests.polling import wait_until
 from tests.realnode.world import (
+    SMALL,
     START_S,
     apply,
     apply_and_follow,
@@ -24,9 +25,6 @@ from tests.realnode.world import (
 from tests.stack import BERTH, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
-
-# One CPU: dstack counts whole CPUs, and each real node has the host's two.
-SMALL = "resources: {gpu: 1, cpu: 1.., memory: 0.1GB..}"
 
 
 def test_a_task_runs_its_commands_on_a_real_node_and_finishes_done(

@@ -13,6 +13,8 @@ from tests.stack import BERTH, Stack
 # Pods really start here: image already present, containers in ~1-5 s on 2 cores,
 # longer while other pods start. Generous, since a timeout is a failure, not a retry.
 START_S = 90.0
+# One CPU: dstack counts whole CPUs, and each real node has the host's two.
+SMALL = "resources: {gpu: 1, cpu: 1.., memory: 0.1GB..}"
 
 
 def apply(stack: Stack, tmp_path: Path, text: str) -> str:
