@@ -21,6 +21,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,8 @@ def start(
     redis_url: str,
     real_nodes: RealNodes | None,
     processes: dict[str, ProcessRecord],
-    save: Any,
-    progress: Any,
+    save: Callable[[], None],
+    progress: Callable[[str], None],
 ) -> LocalBerth:
     """Write the configs and start Berth's processes; the caller stops them on failure."""
     _prepare_cluster(kubeconfig, cluster_dir, real_nodes)
