@@ -21,12 +21,17 @@ spaces become ``-``, the sharing and MIG suffixes are cut off, brand words
 are looked up, longest pattern first. Form-factor tokens (SXM4, PCIE, HBM3, OAM)
 are ignored; a ``NNGB`` token picks the memory variant when the model has
 several (A100 40/80, V100 16/32). Unknown strings give ``None``; callers keep the
-node and report the product rather than guessing.
+node and report the product rather than guessing. :func:`derive_name` is the
+best-effort guess for the managed-cluster schemes (``shared.gpu.schemes``), whose
+values are short vendor identifiers (``nvidia-b300``, ``Quadro_RTX_5000``) that
+reliably carry the model token.
 
 Memory sizes are the nominal sizes in GiB, as dstack's gpuhunt catalogue uses
 them (https://github.com/dstackai/gpuhunt, ``_internal/constraints.py``). Where
 a model has several sizes the *smallest* is the default, so an unlabelled node
 never promises memory it may not have; the GFD memory label, when present, wins.
+Measured memory (81559 MiB for an "80GB" H100) maps back to the size vendors sell
+through :func:`nominal_memory_gib`.
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ __all__ = [
     "GpuVendor",
     "MigProfile",
     "ProductName",
+    "derive_name",
     "lookup_amd_device_id",
     "lookup_product",
+    "memory_token_gib",
+    "nominal_memory_gib",
     "parse_mig_profile",
     "split_product",
 ]
@@ -95,6 +103,47 @@ def lookup_product(product: str) -> GpuModel | None:
         if entry is not None:
             return _with_memory_hint(entry, tokens[length:])
     return None
+
+
+def derive_name(product: str) -> str | None:
+    """A short name for a product the catalogue does not know: ``nvidia-b300`` → ``B300``.
+
+    The model tokens are those before the first form-factor or memory token, with
+    brand and filler words dropped; ``None`` when nothing is left.
+    """
+    tokens = _model_tokens(split_product(product).base)
+    model: list[str] = []
+    for token in tokens:
+        if _FORM_FACTOR_TOKEN.fullmatch(token) or _MEMORY_TOKEN.fullmatch(token):
+            break
+        if token not in _FILLER_WORDS:
+            model.append(token)
+    return "".join(model) or None
+
+
+def memory_token_gib(product: str) -> int | None:
+    """The ``NNGB`` memory a product string spells out (``A100_PCIE_40GB`` → 40), if any."""
+    for token in _model_tokens(split_product(product).base):
+        match = _MEMORY_TOKEN.fullmatch(token)
+        if match is not None and int(match[1]) > 0:
+            return int(match[1])
+    return None
+
+
+def nominal_memory_gib(memory_mib: int) -> int:
+    """The size a GPU is sold as, from the memory it reports: 81559 MiB → 80, 23034 → 24.
+
+    Drivers report less than the nominal size (ECC and firmware reservations) and
+    vendors mix GB and GiB, so the measured GiB are rounded *up* to the nearest
+    size GPUs are sold in, unless that is far off, when plain rounding is the
+    honest answer for a size no one sells.
+    """
+    gib = memory_mib / 1024
+    for size in _NOMINAL_SIZES_GIB:
+        # 1% slack: a card reporting exactly (or a hair over) its size keeps it.
+        if size >= gib * 0.99:
+            return size if size <= gib * _NOMINAL_MAX_RATIO else round(gib)
+    return round(gib)
 
 
 def lookup_amd_device_id(device_id: str) -> GpuModel | None:
@@ -170,6 +219,38 @@ _SHARED_SUFFIX = "-SHARED"
 _MIG_SUFFIX = re.compile(r"-MIG-(?P<profile>\d+g\.\d+gb(?:[.+]me)?)$", re.IGNORECASE)
 _MIG_PROFILE = re.compile(r"(?P<slices>\d+)g\.(?P<gb>\d+)gb(?:[.+]me)?", re.IGNORECASE)
 _MEMORY_TOKEN = re.compile(r"(\d+)GB?")
+# Tokens that end the model part of a name: buses, memory kinds, CoreWeave's NVLINK.
+_FORM_FACTOR_TOKEN = re.compile(r"SXM\d*|PCIE|NVLINK|HBM\d*E?|OAM|MEGA")
+_FILLER_WORDS = frozenset({"GENERATION", "EDITION", "SERVER"})
+# Sizes GPUs are sold in (GB as on the datasheet); 94 is H100 NVL, 141 H200,
+# 180 B200, 288 B300/MI355X. A measured size more than 12.5% below the next one
+# is not that part (the worst real gap is an L40S: 46068 MiB for 48GB, 6.7%).
+_NOMINAL_SIZES_GIB = (
+    4,
+    6,
+    8,
+    10,
+    11,
+    12,
+    16,
+    20,
+    24,
+    32,
+    40,
+    48,
+    64,
+    80,
+    94,
+    96,
+    128,
+    141,
+    144,
+    180,
+    192,
+    256,
+    288,
+)
+_NOMINAL_MAX_RATIO = 1.125
 _BRAND_WORDS = frozenset(
     {"NVIDIA", "TESLA", "GEFORCE", "QUADRO", "AMD", "INSTINCT", "RADEON", "INTEL", "HABANA"}
 )
@@ -183,7 +264,10 @@ _ENTRIES: tuple[_Entry, ...] = (
     _entry("GH200", _N, (96, 144)),
     _entry("H100NVL", _N, 94, "H100-NVL"),
     _entry("H100", _N, 80),
+    # China-market export variants of H100 and A100: "NVIDIA-H800", "NVIDIA-A800-SXM4-80GB".
+    _entry("H800", _N, 80),
     _entry("A100", _N, (40, 80)),
+    _entry("A800", _N, (40, 80)),
     _entry("A40", _N, 48),
     _entry("A30", _N, 24),
     _entry("A16", _N, 16),
@@ -202,6 +286,8 @@ _ENTRIES: tuple[_Entry, ...] = (
     _entry("RTXPRO6000", _N, 96, "RTX-PRO-6000"),
     _entry("RTX6000Ada", _N, 48, "RTX-6000-ADA"),
     _entry("RTX6000", _N, 24, "RTX-6000"),
+    # "NVIDIA-RTX-4000-Ada-Generation", "NVIDIA-RTX-4000-SFF-Ada-Generation": both 20 GB.
+    _entry("RTX4000Ada", _N, 20, "RTX-4000-ADA", "RTX-4000-SFF-ADA"),
     _entry("A6000", _N, 48, "RTX-A6000"),
     _entry("A5000", _N, 24, "RTX-A5000"),
     _entry("A4000", _N, 16, "RTX-A4000"),

@@ -19,6 +19,11 @@ Label schemes handled (each key below names its source):
   key-encoded form, which dstack relies on because it is the most widely deployed.
 * Intel Gaudi: only the ``habana.ai/gaudi`` resource; the Habana device plugin
   sets no product label, so the model defaults to Gaudi2.
+* Managed clusters without GFD (GKE, Karpenter on EKS, CoreWeave, or just a
+  known cloud instance type): :mod:`shared.gpu.schemes`, consulted only when
+  ``nvidia.com/gpu.product`` is absent. Every scheme yields a
+  :class:`~shared.gpu.schemes.identity.GpuIdentity`, and the groups are built
+  from it here, so ``count`` means the same whichever scheme named the GPU.
 
 A node whose labels name a GPU but whose allocatable lacks the resource (the
 device plugin is down or still starting) keeps its group with ``count=0``, so an
@@ -29,8 +34,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from shared.gpu.catalogue import (
     GpuModel,
@@ -39,6 +45,15 @@ from shared.gpu.catalogue import (
     lookup_product,
     parse_mig_profile,
     split_product,
+)
+from shared.gpu.schemes import managed_identity
+from shared.gpu.schemes.identity import (
+    SCHEME_AMD,
+    SCHEME_DEVICE_PLUGIN,
+    SCHEME_GAUDI,
+    SCHEME_GFD,
+    GpuIdentity,
+    positive_int,
 )
 from shared.quantity import QuantityError, quantity_int
 
@@ -109,6 +124,19 @@ class GpuGroup(BaseModel):
     """Time-sliced or MPS: several units share one physical GPU and its memory."""
     replicas: int = 1
     """Units per physical GPU when shared; 1 otherwise."""
+    scheme: str = ""
+    """Which labels named the GPU: gfd, gke, karpenter, coreweave, instance-type, amd,
+    gaudi, or device-plugin when none did. A plain ``str``, not an enum, so an older
+    reader survives a newer writer's scheme."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheme_from_vendor(cls, data: Any) -> Any:
+        # Inventories stored before ``scheme`` existed were built only from GFD,
+        # the AMD labeller or the Gaudi plugin, so the vendor says which.
+        if isinstance(data, dict) and "scheme" not in data:
+            return {**data, "scheme": _LEGACY_SCHEMES.get(str(data.get("vendor")), "")}
+        return data
 
     @property
     def devices(self) -> int:
@@ -151,22 +179,26 @@ _GPU_RESOURCES = frozenset(
 _MIG_LABEL = re.compile(r"nvidia\.com/mig-(?P<profile>[^/]+?)\.(?P<field>count|memory|replicas)")
 _AMD_VRAM = re.compile(r"(\d+)\s*(?:G|Gi|GB|GiB)", re.IGNORECASE)
 _DEFAULT_GAUDI = "Gaudi2"
+_LEGACY_SCHEMES = {
+    GpuVendor.NVIDIA.value: SCHEME_GFD,
+    GpuVendor.AMD.value: SCHEME_AMD,
+    GpuVendor.INTEL.value: SCHEME_GAUDI,
+}
 
 
 def _nvidia_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) -> list[GpuGroup]:
-    product = labels.get(NVIDIA_PRODUCT_LABEL)
+    identity = _nvidia_identity(labels)
     mig_resources = _mig_resources(labels, allocatable)
     whole = [r for r in (NVIDIA_GPU_RESOURCE, NVIDIA_GPU_SHARED_RESOURCE) if r in allocatable]
     present = labels.get(NVIDIA_PRESENT_LABEL, "").lower() == "true"
-    if product is None and not present and not whole and not mig_resources:
+    if identity is None and not present and not whole and not mig_resources:
         return []
 
-    name = split_product(product) if product is not None else None
-    model = lookup_product(product) if product is not None else None
     mixed = labels.get(NVIDIA_MIG_STRATEGY_LABEL, "").lower() == "mixed"
-    groups = [_mig_group(p, r, product, model, labels, allocatable) for p, r in mig_resources]
+    groups = [_mig_group(p, r, identity, labels, allocatable) for p, r in mig_resources]
 
-    replicas = _positive_int(labels.get(NVIDIA_REPLICAS_LABEL)) or 1
+    default_replicas = identity.replicas if identity is not None else 1
+    replicas = positive_int(labels.get(NVIDIA_REPLICAS_LABEL)) or default_replicas
     sharing = labels.get(NVIDIA_SHARING_STRATEGY_LABEL, "").lower()
     for resource in whole or [NVIDIA_GPU_RESOURCE]:
         count = _allocatable_count(allocatable, resource)
@@ -174,13 +206,9 @@ def _nvidia_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) ->
         # every GPU is partitioned rather than report an empty group.
         if mixed and count == 0 and groups:
             continue
-        mig = name.mig if name is not None else None
-        memory = _positive_int(labels.get(NVIDIA_MEMORY_LABEL))
-        if memory is None:
-            memory = mig.memory_mib if mig is not None else _model_memory_mib(model)
         shared = (
             replicas > 1
-            or (name is not None and name.shared)
+            or (identity is not None and identity.shared)
             or resource == NVIDIA_GPU_SHARED_RESOURCE
             or sharing in ("time-slicing", "mps")
         )
@@ -189,16 +217,38 @@ def _nvidia_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) ->
                 vendor=GpuVendor.NVIDIA,
                 resource=resource,
                 count=count,
-                product=product,
-                name=model.name if model else None,
-                known=model is not None,
-                memory_mib=memory,
-                mig_profile=mig.name if mig is not None else None,
+                product=identity.product if identity else None,
+                name=identity.name if identity else None,
+                known=identity is not None and identity.known,
+                memory_mib=identity.memory_mib if identity else None,
+                mig_profile=identity.mig_profile if identity else None,
                 shared=shared,
                 replicas=replicas if shared else 1,
+                scheme=identity.scheme if identity else SCHEME_DEVICE_PLUGIN,
             )
         )
     return groups
+
+
+def _nvidia_identity(labels: Mapping[str, str]) -> GpuIdentity | None:
+    """GFD's product label when present (it always wins), else a managed-cluster scheme."""
+    product = labels.get(NVIDIA_PRODUCT_LABEL)
+    if product is None:
+        return managed_identity(labels)
+    name = split_product(product)
+    model = lookup_product(product)
+    memory = positive_int(labels.get(NVIDIA_MEMORY_LABEL))
+    if memory is None:
+        memory = name.mig.memory_mib if name.mig is not None else _model_memory_mib(model)
+    return GpuIdentity(
+        scheme=SCHEME_GFD,
+        product=product,
+        name=model.name if model else None,
+        known=model is not None,
+        memory_mib=memory,
+        mig_profile=name.mig.name if name.mig is not None else None,
+        shared=name.shared,
+    )
 
 
 def _mig_resources(
@@ -220,28 +270,28 @@ def _mig_resources(
 def _mig_group(
     profile: str,
     resource: str,
-    product: str | None,
-    model: GpuModel | None,
+    identity: GpuIdentity | None,
     labels: Mapping[str, str],
     allocatable: Mapping[str, str],
 ) -> GpuGroup:
     mig = parse_mig_profile(profile)
-    memory = _positive_int(labels.get(f"{NVIDIA_MIG_RESOURCE_PREFIX}{profile}.memory"))
+    memory = positive_int(labels.get(f"{NVIDIA_MIG_RESOURCE_PREFIX}{profile}.memory"))
     if memory is None and mig is not None:
         memory = mig.memory_mib
-    replicas = _positive_int(labels.get(f"{NVIDIA_MIG_RESOURCE_PREFIX}{profile}.replicas")) or 1
+    replicas = positive_int(labels.get(f"{NVIDIA_MIG_RESOURCE_PREFIX}{profile}.replicas")) or 1
     shared = replicas > 1 or resource.endswith(".shared")
     return GpuGroup(
         vendor=GpuVendor.NVIDIA,
         resource=resource,
         count=_allocatable_count(allocatable, resource),
-        product=product,
-        name=model.name if model else None,
-        known=model is not None,
+        product=identity.product if identity else None,
+        name=identity.name if identity else None,
+        known=identity is not None and identity.known,
         memory_mib=memory,
         mig_profile=mig.name if mig is not None else profile,
         shared=shared,
         replicas=replicas if shared else 1,
+        scheme=identity.scheme if identity else SCHEME_DEVICE_PLUGIN,
     )
 
 
@@ -269,6 +319,7 @@ def _amd_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) -> li
             name=model.name if model else None,
             known=model is not None,
             memory_mib=vram if vram is not None else _model_memory_mib(model),
+            scheme=SCHEME_AMD,
         )
     ]
 
@@ -308,6 +359,7 @@ def _gaudi_groups(allocatable: Mapping[str, str]) -> list[GpuGroup]:
             name=model.name if model else None,
             known=model is not None,
             memory_mib=_model_memory_mib(model),
+            scheme=SCHEME_GAUDI,
         )
     ]
 
@@ -332,13 +384,6 @@ def _allocatable_count(allocatable: Mapping[str, str], resource: str) -> int:
         return max(0, quantity_int(value))
     except QuantityError:
         return 0
-
-
-def _positive_int(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None
-    number = int(value)
-    return number if number > 0 else None
 
 
 def _model_memory_mib(model: GpuModel | None) -> int | None:
