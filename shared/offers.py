@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shared.gpu.catalogue import lookup_product
+from shared.gpu.catalogue import lookup_product, nominal_memory_gib
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
 
@@ -148,12 +148,16 @@ def _matching_groups(groups: Iterable[GpuGroup], request: Request) -> Iterable[G
 def nominal_memory_mib(group: GpuGroup) -> int | None:
     """The GPU's memory as users name it: an "80GB" H100 reports 81559 MiB in its
     labels, which is 79.6 GiB; matching ``H100:80GB`` must still succeed, so known
-    whole GPUs use the catalogue's nominal size. MIG slices keep their own size."""
-    if group.mig_profile is None and group.product:
+    whole GPUs use the catalogue's nominal size, and whole GPUs the catalogue does
+    not know round their measured size to the nearest size GPUs are sold in (an
+    H800 at 81559 MiB is an 80GB part). MIG slices keep their own size."""
+    if group.mig_profile is not None or group.memory_mib is None:
+        return group.memory_mib
+    if group.product:
         model = lookup_product(group.product)
         if model is not None and model.memory_gib:
             return int(model.memory_gib * 1024)
-    return group.memory_mib
+    return nominal_memory_gib(group.memory_mib) * 1024
 
 
 def _name_matches(group: GpuGroup, names: frozenset[str]) -> bool:

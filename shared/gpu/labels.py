@@ -10,8 +10,7 @@ pod's request is counted against.
 
 Label schemes handled (each key below names its source):
 
-* NVIDIA GPU Feature Discovery / GPU Operator: ``nvidia.com/gpu.product``,
-  ``.count``, ``.memory`` (MiB), ``.replicas``, ``.sharing-strategy``,
+* NVIDIA GPU Feature Discovery / GPU Operator: ``.replicas``, ``.sharing-strategy``,
   ``nvidia.com/mig.strategy`` and the per-profile ``nvidia.com/mig-<p>.count`` /
   ``.memory`` labels of the mixed strategy.
 * AMD node labeller: ``amd.com/gpu.product-name``, ``.device-id``, ``.vram``
@@ -19,11 +18,11 @@ Label schemes handled (each key below names its source):
   key-encoded form, which dstack relies on because it is the most widely deployed.
 * Intel Gaudi: only the ``habana.ai/gaudi`` resource; the Habana device plugin
   sets no product label, so the model defaults to Gaudi2.
-* Managed clusters without GFD (GKE, Karpenter on EKS, CoreWeave, or just a
-  known cloud instance type): :mod:`shared.gpu.schemes`, consulted only when
-  ``nvidia.com/gpu.product`` is absent. Every scheme yields a
-  :class:`~shared.gpu.schemes.identity.GpuIdentity`, and the groups are built
-  from it here, so ``count`` means the same whichever scheme named the GPU.
+* NVIDIA GPUs are named by :mod:`shared.gpu.schemes`: GFD's product label first,
+  then GKE, Karpenter on EKS, CoreWeave and the cloud instance type. Every scheme
+  yields a :class:`~shared.gpu.schemes.identity.GpuIdentity`, and the groups are
+  built from it here, so ``count`` means the same whichever scheme named the GPU,
+  and each group records the scheme in ``GpuGroup.scheme``.
 
 A node whose labels name a GPU but whose allocatable lacks the resource (the
 device plugin is down or still starting) keeps its group with ``count=0``, so an
@@ -44,9 +43,8 @@ from shared.gpu.catalogue import (
     lookup_amd_device_id,
     lookup_product,
     parse_mig_profile,
-    split_product,
 )
-from shared.gpu.schemes import managed_identity
+from shared.gpu.schemes import nvidia_identity
 from shared.gpu.schemes.identity import (
     SCHEME_AMD,
     SCHEME_DEVICE_PLUGIN,
@@ -187,7 +185,7 @@ _LEGACY_SCHEMES = {
 
 
 def _nvidia_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) -> list[GpuGroup]:
-    identity = _nvidia_identity(labels)
+    identity = nvidia_identity(labels)
     mig_resources = _mig_resources(labels, allocatable)
     whole = [r for r in (NVIDIA_GPU_RESOURCE, NVIDIA_GPU_SHARED_RESOURCE) if r in allocatable]
     present = labels.get(NVIDIA_PRESENT_LABEL, "").lower() == "true"
@@ -228,27 +226,6 @@ def _nvidia_groups(labels: Mapping[str, str], allocatable: Mapping[str, str]) ->
             )
         )
     return groups
-
-
-def _nvidia_identity(labels: Mapping[str, str]) -> GpuIdentity | None:
-    """GFD's product label when present (it always wins), else a managed-cluster scheme."""
-    product = labels.get(NVIDIA_PRODUCT_LABEL)
-    if product is None:
-        return managed_identity(labels)
-    name = split_product(product)
-    model = lookup_product(product)
-    memory = positive_int(labels.get(NVIDIA_MEMORY_LABEL))
-    if memory is None:
-        memory = name.mig.memory_mib if name.mig is not None else _model_memory_mib(model)
-    return GpuIdentity(
-        scheme=SCHEME_GFD,
-        product=product,
-        name=model.name if model else None,
-        known=model is not None,
-        memory_mib=memory,
-        mig_profile=name.mig.name if name.mig is not None else None,
-        shared=name.shared,
-    )
 
 
 def _mig_resources(

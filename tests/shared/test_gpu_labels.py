@@ -315,14 +315,15 @@ def test_gfd_labels_without_allocatable_gpus_keep_the_group_at_zero() -> None:
     assert (group.name, group.count) == ("L4", 0)
 
 
-def test_an_unknown_nvidia_product_is_kept_unnamed() -> None:
+def test_an_unknown_nvidia_product_gets_the_name_its_label_spells() -> None:
     labels = {"nvidia.com/gpu.product": "NVIDIA-B300-SXM6-AC", "nvidia.com/gpu.memory": "275040"}
     (group,) = node_gpus(labels, {"nvidia.com/gpu": "8"}).groups
-    assert (group.product, group.name, group.known, group.memory_mib) == (
+    assert (group.product, group.name, group.known, group.memory_mib, group.scheme) == (
         "NVIDIA-B300-SXM6-AC",
-        None,
+        "B300",
         False,
         275040,
+        "gfd",
     )
 
 

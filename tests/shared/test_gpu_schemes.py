@@ -15,6 +15,7 @@ Label values as each provider documents them:
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -234,6 +235,64 @@ def test_a_malformed_gke_partition_size_keeps_whole_gpus() -> None:
     labels = {GKE: "nvidia-l4", "cloud.google.com/gke-gpu-partition-size": "half"}
     (group,) = node_gpus(labels, {"nvidia.com/gpu": "1"}).groups
     assert (group.mig_profile, group.memory_mib) == (None, 24 * 1024)
+
+
+def test_a_disagreement_between_schemes_is_logged_once_not_per_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    labels = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", GKE: "nvidia-tesla-t4"}
+    with caplog.at_level(logging.WARNING, logger="shared.gpu.labels"):
+        for _ in range(5):  # five inventory passes over the same node
+            (group,) = node_gpus(labels, {"nvidia.com/gpu": "8"}).groups
+    assert (group.name, group.scheme) == ("H100", "gfd")
+    conflicts = [r.getMessage() for r in caplog.records if "disagree" in r.getMessage()]
+    assert len(conflicts) == 1
+    assert "NVIDIA-H100-80GB-HBM3" in conflicts[0] and "nvidia-tesla-t4" in conflicts[0]
+
+
+def test_schemes_spelling_the_same_gpu_differently_do_not_disagree(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-L4",
+        GKE: "nvidia-l4",
+        INSTANCE_TYPE: "g2-standard-8",
+    }
+    with caplog.at_level(logging.WARNING, logger="shared.gpu.labels"):
+        (group,) = node_gpus(labels, {"nvidia.com/gpu": "1"}).groups
+    assert group.scheme == "gfd"
+    assert not [r for r in caplog.records if "disagree" in r.getMessage()]
+
+
+def test_a_gfd_memory_label_that_is_not_a_number_is_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    labels = {"nvidia.com/gpu.product": "NVIDIA-L40S", "nvidia.com/gpu.memory": "46068MiB"}
+    with caplog.at_level(logging.WARNING, logger="shared.gpu.labels"):
+        for _ in range(3):
+            (group,) = node_gpus(labels, {"nvidia.com/gpu": "1"}).groups
+    assert (group.name, group.memory_mib) == ("L40S", 48 * 1024)
+    warnings = [r.getMessage() for r in caplog.records if "46068MiB" in r.getMessage()]
+    assert len(warnings) == 1 and "nvidia.com/gpu.memory" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("product", "measured_mib", "gpu", "name"),
+    [
+        ("NVIDIA-H20", "97871", "H20:96GB", "H20"),
+        ("NVIDIA-L20", "46068", "L20:48GB", "L20"),
+        ("NVIDIA-B300-SXM6-AC", "275040", "B300:288GB", "B300"),
+        ("NVIDIA-H20", "97871", "96GB..", "H20"),
+    ],
+)
+def test_a_gfd_product_the_catalogue_lacks_is_requestable_by_name_and_nominal_memory(
+    product: str, measured_mib: str, gpu: str, name: str
+) -> None:
+    labels = {"nvidia.com/gpu.product": product, "nvidia.com/gpu.memory": measured_mib}
+    groups = node_gpus(labels, {"nvidia.com/gpu": "8"}).groups
+    assert (groups[0].name, groups[0].known, groups[0].scheme) == (name, False, "gfd")
+    conf = parse_run_configuration(f"type: task\nimage: x\nresources: {{gpu: '{gpu}'}}")
+    assert [o.node for o in match(_inventory(groups), request_for(conf)).offers] == ["gpu-1"]
 
 
 # --- names and memory of products the catalogue lacked -------------------------------
