@@ -2,7 +2,11 @@
 
 Both the API (logs, proxying) and the workers (everything else) need "the
 cluster of project P"; this registry builds the clients on first use and keeps
-them for the life of the process.
+them for the life of the process. Clients are keyed by cluster
+(:meth:`KubernetesBackend.cluster_key`), not by project: projects on one cluster
+share one client, so one connection pool and one cached credential, and an
+``exec`` credential plugin runs once per credential lifetime per process however
+many projects and threads use it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from dataclasses import dataclass
 
 from shared import kube
 from shared.configuration.server import KubernetesBackend, ServerConfig
+from shared.settings import KubeSettings
+
+# The settings' default, for callers that predate the field.
+_DEFAULT_EXEC_TIMEOUT_S = KubeSettings().exec_timeout_s
 
 
 @dataclass
@@ -24,11 +32,24 @@ class Cluster:
 
 
 class ClusterRegistry:
-    def __init__(self, server: ServerConfig, *, request_timeout_s: float) -> None:
+    def __init__(
+        self,
+        server: ServerConfig,
+        *,
+        request_timeout_s: float,
+        exec_timeout_s: float = _DEFAULT_EXEC_TIMEOUT_S,
+    ) -> None:
         self.server = server
         self._timeout = request_timeout_s
-        self._clusters: dict[str, Cluster] = {}
+        self._exec_timeout = exec_timeout_s
         self._lock = threading.Lock()
+        self._clusters: dict[str, Cluster] = {}
+        """By project: the shared client with the project's own namespace and backend."""
+        self._clients: dict[str, kube.Kube] = {}
+        """By cluster key: one client per cluster."""
+        self._building: dict[str, threading.Lock] = {}
+        """By cluster key: held while that client is built (it may run a credential
+        plugin), so concurrent first uses build it once; other clusters do not wait."""
 
     def for_project(self, project: str) -> Cluster:
         """The first ``type: kubernetes`` backend of ``project``; ConfigError if none."""
@@ -37,18 +58,9 @@ class ClusterRegistry:
         if found is not None:
             return found
         backend = self.server.backend_for(project)
-        k = kube.connect(
-            kubeconfig=backend.kubeconfig.path(),
-            kubeconfig_data=backend.kubeconfig.parsed_data(),
-            context=backend.context_name(),
-            timeout=self._timeout,
-        )
-        cluster = Cluster(kube=k, namespace=backend.namespace, backend=backend)
+        cluster = Cluster(kube=self._client(backend), namespace=backend.namespace, backend=backend)
         with self._lock:
-            existing = self._clusters.setdefault(project, cluster)
-        if existing is not cluster:
-            k.close()  # another thread won the race; keep one client per project
-        return existing
+            return self._clusters.setdefault(project, cluster)
 
     def key_for(self, project: str) -> str:
         """A short stable id of the cluster behind ``project`` (projects may share one)."""
@@ -56,6 +68,28 @@ class ClusterRegistry:
 
     def close(self) -> None:
         with self._lock:
-            for cluster in self._clusters.values():
-                cluster.kube.close()
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
             self._clusters.clear()
+
+    def _client(self, backend: KubernetesBackend) -> kube.Kube:
+        key = backend.cluster_key()
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        # Bounded: connect's work is bounded by the plugin's timeout and file reads.
+        with building:
+            with self._lock:
+                existing = self._clients.get(key)
+            if existing is not None:
+                return existing
+            client = kube.connect(
+                kubeconfig=backend.kubeconfig.path(),
+                kubeconfig_data=backend.kubeconfig.parsed_data(),
+                context=backend.context_name(),
+                timeout=self._timeout,
+                exec_timeout_s=self._exec_timeout,
+            )
+            with self._lock:
+                self._clients[key] = client
+            return client

@@ -13,7 +13,9 @@
      ├── KubeError              the Kubernetes API failed (wrapped ApiException)
      │    ├── KubeNotFound
      │    ├── KubeConflict      409 AlreadyExists / Conflict
-     │    └── KubeForbidden
+     │    ├── KubeForbidden
+     │    ├── KubeUnauthorized  401: the credential was refused (even after a refresh)
+     │    └── KubeCredentialError  (temporary) a credential plugin failed, hung or printed nonsense
      ├── StoreError             Redis failed (wrapped redis error)
      └── SSHError               an asyncssh connection or check failed
 
@@ -101,6 +103,24 @@ class KubeConflict(KubeError):
 
 class KubeForbidden(KubeError):
     """403 from the apiserver: RBAC or admission refused the call."""
+
+
+class KubeUnauthorized(KubeError):
+    """401 from the apiserver: the token or certificate is unknown, expired or revoked."""
+
+
+class KubeCredentialError(KubeTemporaryError):
+    """A kubeconfig's ``exec`` credential plugin failed, timed out or printed no credential.
+
+    Temporary: plugins fail for passing reasons (a cloud's token service, a network
+    blip), and the next call runs the plugin again. The message names the plugin and
+    carries the end of its stderr, which is where plugins explain themselves.
+    """
+
+    def __init__(self, message: str, *, plugin: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.stderr = stderr
 
 
 class StoreError(TemporaryError):

@@ -30,6 +30,11 @@ class KubeSettings(BaseModel):
     """Seconds per Kubernetes API call; every call carries it (no unbounded waits)."""
     watch_timeout_s: int = 240
     """Server-side watch timeout, seconds; shorter than most load balancers' idle cut-off."""
+    exec_timeout_s: float = 30.0
+    """Seconds a kubeconfig's ``exec`` credential plugin (``aws eks get-token``,
+    ``gke-gcloud-auth-plugin``, ``kubelogin``) may run before it is killed and the call
+    fails. They take well under 5 s, even fetching from a cloud's token service; a hung
+    one must not stall a worker thread forever."""
 
 
 class ApiSettings(BaseModel):

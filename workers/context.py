@@ -49,6 +49,10 @@ def build_context(settings: Settings) -> WorkerContext:
             timeout_s=settings.redis.socket_timeout_s,
         ),
         server=server,
-        clusters=ClusterRegistry(server, request_timeout_s=settings.kube.request_timeout_s),
+        clusters=ClusterRegistry(
+            server,
+            request_timeout_s=settings.kube.request_timeout_s,
+            exec_timeout_s=settings.kube.exec_timeout_s,
+        ),
         celery=create_celery(settings),
     )

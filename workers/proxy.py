@@ -68,7 +68,11 @@ def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None)
 def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
     """Watch, publish and keep the jump hosts while the lease holds."""
     server = load_server_config(settings.server_config_path)
-    clusters = ClusterRegistry(server, request_timeout_s=settings.kube.request_timeout_s)
+    clusters = ClusterRegistry(
+        server,
+        request_timeout_s=settings.kube.request_timeout_s,
+        exec_timeout_s=settings.kube.exec_timeout_s,
+    )
     celery = create_celery(settings)
     watchers: list[InventoryWatcher] = []
     jump_hosts = JumpHostSupervisor(settings.ssh, server, clusters, store)

@@ -1,0 +1,228 @@
+"""The one door to the Kubernetes API: client construction and error wrapping.
+
+Every call goes through :func:`call`, which adds the request timeout and turns
+the client's ``ApiException`` and urllib3 errors into Berth's own
+:class:`~shared.errors.KubeError` family, so no library error leaks upwards.
+
+Kubeconfigs are read by :mod:`shared.kube.kubeconfig`; ``exec`` plugins and
+``tokenFile`` credentials are Berth's own (:mod:`shared.kube.credentials`), cached
+per client and refreshed shortly before they expire or when the apiserver answers
+401, so a client built once per cluster and process serves every thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from shared.errors import (
+    ConfigError,
+    KubeConflict,
+    KubeCredentialError,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeTemporaryError,
+    KubeUnauthorized,
+)
+from shared.kube.credentials import Credential, CredentialCache, read_token_file
+from shared.kube.exec_plugin import KILL_WAIT_S
+from shared.kube.kubeconfig import ResolvedKubeconfig, resolve
+from shared.metrics import KUBE_ERRORS
+
+T = TypeVar("T")
+
+# Label keys on every object Berth creates; selectors and teardown rely on them.
+LABEL_PROJECT = "berth.dev/project"
+LABEL_RUN = "berth.dev/run"
+LABEL_JOB = "berth.dev/job"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+MANAGED_BY = "berth"
+
+
+@dataclass(frozen=True)
+class Kube:
+    """Typed API groups sharing one ApiClient, plus the per-call timeout (seconds)."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    rbac: client.RbacAuthorizationV1Api
+    timeout: float
+    auth: BearerAuth | None = None
+    """The refreshing credential (exec plugin or tokenFile); None for a static one."""
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return call(fn, *args, timeout=self.timeout, **kwargs)
+        except KubeUnauthorized:
+            if self.auth is None or not self.auth.refused():
+                raise
+        # Once more with a fresh credential. Safe for any verb: the apiserver
+        # authenticates before it does anything, so a 401 request changed nothing.
+        return call(fn, *args, timeout=self.timeout, **kwargs)
+
+    def close(self) -> None:
+        self.api.close()
+
+
+class BearerAuth:
+    """The client's ``refresh_api_key_hook``: puts the cached token on every request."""
+
+    def __init__(self, cache: CredentialCache) -> None:
+        self._cache = cache
+        self._used = threading.local()
+
+    def __call__(self, configuration: client.Configuration) -> None:
+        credential = self._cache.get()
+        if credential.token is None:
+            raise KubeCredentialError(
+                "the credential plugin switched from a token to a client certificate;"
+                " certificates are read when the client is built, so restart Berth",
+                plugin="",
+            )
+        self._used.credential = credential
+        configuration.api_key["BearerToken"] = f"Bearer {credential.token}"
+
+    def refused(self) -> bool:
+        """Drop the credential this thread last sent (the apiserver said 401).
+
+        False when this thread sent none, so there is nothing to retry with.
+        """
+        used: Credential | None = getattr(self._used, "credential", None)
+        if used is None:
+            return False
+        self._cache.invalidate(used)
+        return True
+
+
+def connect(
+    *,
+    kubeconfig: Path | None = None,
+    kubeconfig_data: dict[str, Any] | None = None,
+    context: str | None = None,
+    timeout: float = 10.0,
+    exec_timeout_s: float = 30.0,
+) -> Kube:
+    """Build clients the way kubectl would: ``~``, ``KUBECONFIG``, current-context, exec auth.
+
+    ``kubeconfig`` may list several files (``a:b``), merged as kubectl merges them.
+    An ``exec`` plugin runs here once, within ``exec_timeout_s`` (a client
+    certificate must be in place before the first connection), then again only
+    shortly before each credential expires.
+    """
+    paths = str(kubeconfig) if kubeconfig else config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    resolved = resolve(paths=paths, data=kubeconfig_data, context=context)
+    cache = _credential_cache(resolved, exec_timeout_s=exec_timeout_s)
+    first = cache.get() if cache is not None else None
+    if first is not None and first.token is None:
+        _put_certificate(resolved, first)
+    cfg = client.Configuration()
+    try:
+        loader = config.kube_config.KubeConfigLoader(
+            config_dict=resolved.config, active_context=resolved.context, config_base_path=""
+        )
+        loader.load_and_set(cfg)
+    except (ConfigException, OSError, ValueError) as e:
+        raise ConfigError(f"cannot load kubeconfig: {e}", field="kubeconfig") from e
+    auth = None
+    if cache is not None and first is not None and first.token is not None:
+        auth = BearerAuth(cache)
+        # The client only asks the hook when this key exists.
+        cfg.api_key["BearerToken"] = f"Bearer {first.token}"
+        cfg.refresh_api_key_hook = auth
+    # Enough concurrent connections for a worker's thread pool; urllib3 defaults to 4.
+    cfg.connection_pool_maxsize = 32
+    api = client.ApiClient(cfg)
+    return Kube(
+        api=api,
+        core=client.CoreV1Api(api),
+        apps=client.AppsV1Api(api),
+        rbac=client.RbacAuthorizationV1Api(api),
+        timeout=timeout,
+        auth=auth,
+    )
+
+
+def _credential_cache(
+    resolved: ResolvedKubeconfig, *, exec_timeout_s: float
+) -> CredentialCache | None:
+    # Waiting threads give up a little after the plugin's own deadline: by then the
+    # plugin has been killed and the fetching thread has its answer.
+    wait_s = exec_timeout_s + 2 * KILL_WAIT_S
+    plugin = resolved.exec_plugin
+    if plugin is not None:
+        return CredentialCache(lambda: plugin.run(timeout_s=exec_timeout_s), wait_s=wait_s)
+    path = resolved.token_file
+    if path is not None:
+        return CredentialCache(lambda: read_token_file(path, now=time.time()), wait_s=wait_s)
+    return None
+
+
+def _put_certificate(resolved: ResolvedKubeconfig, credential: Credential) -> None:
+    """A plugin's client certificate, as inline data for the client's loader."""
+    user = resolved.config["users"][0]["user"]
+    for key, pem in (
+        ("client-certificate-data", credential.client_certificate_data),
+        ("client-key-data", credential.client_key_data),
+    ):
+        user[key] = base64.b64encode(str(pem).encode()).decode()
+
+
+def call(fn: Callable[..., T], *args: Any, timeout: float, **kwargs: Any) -> T:
+    """Call a generated client method with a timeout, wrapping its errors."""
+    kwargs.setdefault("_request_timeout", timeout)
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as e:
+        KUBE_ERRORS.labels(str(e.status or 0)).inc()
+        raise wrap_api_exception(e) from e
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        KUBE_ERRORS.labels("0").inc()
+        raise KubeTemporaryError(f"Kubernetes API unreachable: {e}") from e
+
+
+def wrap_api_exception(e: ApiException) -> KubeError:
+    """Map an ApiException to Berth's error with the apiserver's own message."""
+    status = int(e.status or 0)
+    message, reason = _status_message(e)
+    text = f"Kubernetes API {status} {reason}: {message}".strip()
+    if status == 404:
+        return KubeNotFound(text, status=status, reason=reason)
+    if status == 409:
+        return KubeConflict(text, status=status, reason=reason)
+    if status == 403:
+        return KubeForbidden(text, status=status, reason=reason)
+    if status == 401:
+        return KubeUnauthorized(text, status=status, reason=reason)
+    if status in (0, 429) or status >= 500:
+        return KubeTemporaryError(text, status=status, reason=reason)
+    return KubeError(text, status=status, reason=reason)
+
+
+def _status_message(e: ApiException) -> tuple[str, str]:
+    try:
+        body = json.loads(e.body or "{}")
+    except (TypeError, ValueError):
+        return str(e.reason or ""), ""
+    if not isinstance(body, dict):
+        return str(e.reason or ""), ""
+    return str(body.get("message", e.reason or "")), str(body.get("reason", ""))
+
+
+def berth_labels(project: str, run: str, job: str | None = None) -> dict[str, str]:
+    labels = {LABEL_MANAGED: MANAGED_BY, LABEL_PROJECT: project, LABEL_RUN: run}
+    if job is not None:
+        labels[LABEL_JOB] = job
+    return labels

@@ -1,0 +1,305 @@
+"""Kubeconfigs as users have them, against the real local apiserver.
+
+The exec plugins are real scripts (tests/credential_plugins.py) that log each
+call; the apiserver accepts the static tokens they print, and the short
+``expirationTimestamp`` is what the client under test must honour.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cli.local import cluster
+from shared import kube
+from shared.clusters import ClusterRegistry
+from shared.configuration.server import server_config_from_text
+from shared.errors import KubeCredentialError, KubeUnauthorized
+from tests.credential_plugins import exec_kubeconfig, plugin_calls, write_plugin
+
+pytestmark = pytest.mark.integration
+
+
+def _kubeconfig_file(path: Path, doc: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _exec_client(local_cluster: cluster.ClusterState, plugin: Path, **kwargs: Any) -> kube.Kube:
+    data = exec_kubeconfig(
+        server=local_cluster.apiserver_url,
+        ca_file=local_cluster.ca_file,
+        command=str(plugin),
+        provide_cluster_info=True,
+    )
+    return kube.connect(kubeconfig_data=data, timeout=10.0, **kwargs)
+
+
+def _list_namespaces(k: kube.Kube) -> int:
+    return len(k.call(k.core.list_namespace).items)
+
+
+def test_a_long_lived_client_runs_the_plugin_about_once_per_credential_lifetime(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    lifetime = 4.0
+    plugin = write_plugin(
+        tmp_path / "plugin", log=log, tokens=[local_cluster.admin_token], lifetime_s=lifetime
+    )
+    k = _exec_client(local_cluster, plugin)
+    requests = [0] * 4
+    deadline = time.monotonic() + 2.5 * lifetime
+
+    def busy(i: int) -> None:
+        while time.monotonic() < deadline:  # the workload itself, not a wait
+            _list_namespaces(k)
+            requests[i] += 1
+
+    threads = [threading.Thread(target=busy, args=(i,)) for i in range(len(requests))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        k.close()
+
+    calls = plugin_calls(log)
+    # One at connect, then one each ~0.9 lifetime (timestamps have second precision,
+    # so a credential lives 3-4 s here): 3-4 runs for 10 s, never one per request.
+    assert sum(requests) > 40
+    assert 2 <= len(calls) <= 5, f"{len(calls)} plugin runs for {sum(requests)} requests"
+    info = calls[0][1]
+    assert info is not None
+    assert info["spec"]["interactive"] is False
+    assert info["spec"]["cluster"]["server"] == local_cluster.apiserver_url
+    assert info["spec"]["cluster"]["certificate-authority-data"]
+
+
+def test_a_failing_plugin_is_an_error_with_its_stderr(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    plugin = write_plugin(
+        tmp_path / "get-token",
+        log=tmp_path / "calls.log",
+        exit_code=3,
+        stderr="error: the SSO session for profile prod has expired; run aws sso login",
+    )
+
+    with pytest.raises(KubeCredentialError) as caught:
+        _exec_client(local_cluster, plugin)
+
+    assert str(caught.value) == (
+        "credential plugin get-token exited with status 3; its stderr: error: the SSO"
+        " session for profile prod has expired; run aws sso login"
+    )
+    assert caught.value.plugin == "get-token"
+
+
+def test_a_hanging_plugin_is_killed_within_the_timeout(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    # The sleep is the plugin's grandchild, holding the output pipe: killing only the
+    # plugin would leave the read blocked for the whole sleep.
+    plugin = write_plugin(
+        tmp_path / "kubelogin",
+        log=tmp_path / "calls.log",
+        stderr="waiting for the browser",
+        grandchild_sleep_s=60,
+    )
+    start = time.monotonic()
+
+    with pytest.raises(KubeCredentialError, match="kubelogin did not finish within 1 s") as caught:
+        _exec_client(local_cluster, plugin, exec_timeout_s=1.0)
+
+    assert time.monotonic() - start < 5
+    assert caught.value.stderr == "waiting for the browser"
+
+
+def test_a_refused_token_is_refreshed_and_the_request_retried_once(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    # No expiry: kept until the apiserver refuses it; the second run has a good one.
+    plugin = write_plugin(
+        tmp_path / "plugin", log=log, tokens=["revoked", local_cluster.admin_token]
+    )
+    k = _exec_client(local_cluster, plugin)
+    try:
+        assert _list_namespaces(k) > 0
+        assert _list_namespaces(k) > 0
+    finally:
+        k.close()
+
+    assert len(plugin_calls(log)) == 2
+
+
+def test_a_token_refused_after_a_refresh_is_an_unauthorized_error(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    plugin = write_plugin(tmp_path / "plugin", log=log, tokens=["revoked"])
+    k = _exec_client(local_cluster, plugin)
+    try:
+        with pytest.raises(KubeUnauthorized, match="401"):
+            _list_namespaces(k)
+    finally:
+        k.close()
+
+    assert len(plugin_calls(log)) == 2  # at connect, and once after the 401
+
+
+def test_a_plugin_client_certificate_signs_in(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    pki = Path(local_cluster.directory) / "pki"
+    plugin = write_plugin(
+        tmp_path / "plugin",
+        log=tmp_path / "calls.log",
+        certificate=(pki / "apiserver-kubelet-client.crt").read_text(),
+        key=(pki / "apiserver-kubelet-client.key").read_text(),
+        lifetime_s=3600,
+    )
+    k = _exec_client(local_cluster, plugin)
+    try:
+        assert _list_namespaces(k) > 0
+    finally:
+        k.close()
+
+
+def test_a_rotated_token_file_is_read_again_when_the_old_token_is_refused(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    token = tmp_path / "sa" / "token"
+    token.parent.mkdir()
+    token.write_text("expired-projected-token\n")
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": local_cluster.apiserver_url,
+                    "certificate-authority": local_cluster.ca_file,
+                },
+            }
+        ],
+        "users": [{"name": "u", "user": {"tokenFile": "sa/token"}}],  # relative to the file
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = _kubeconfig_file(tmp_path / "kubeconfig", doc)
+    k = kube.connect(kubeconfig=path, timeout=10.0)
+    try:
+        token.write_text(f"{local_cluster.admin_token}\n")  # the kubelet rotated it
+
+        assert _list_namespaces(k) > 0
+    finally:
+        k.close()
+
+
+def test_certificate_files_are_found_relative_to_the_kubeconfig(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    pki = Path(local_cluster.directory) / "pki"
+    home = tmp_path / "kube"
+    (home / "certs").mkdir(parents=True)
+    for name in ("ca.crt", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"):
+        shutil.copyfile(pki / name, home / "certs" / name)
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": local_cluster.apiserver_url,
+                    "certificate-authority": "certs/ca.crt",
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "u",
+                "user": {
+                    "client-certificate": "certs/apiserver-kubelet-client.crt",
+                    "client-key": "certs/apiserver-kubelet-client.key",
+                },
+            }
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = _kubeconfig_file(home / "config", doc)
+
+    k = kube.connect(kubeconfig=path, timeout=10.0)  # from a different working directory
+    try:
+        assert _list_namespaces(k) > 0
+    finally:
+        k.close()
+
+
+def test_projects_on_one_cluster_share_one_client_built_from_several_kubeconfig_files(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    # The cluster and context in one file, the user (an exec plugin next to its own
+    # file, named relatively) in another: KUBECONFIG-style "a:b".
+    log = tmp_path / "calls.log"
+    (tmp_path / "users" / "bin").mkdir(parents=True)
+    write_plugin(
+        tmp_path / "users" / "bin" / "token",
+        log=log,
+        tokens=[local_cluster.admin_token],
+        lifetime_s=3600,
+    )
+    cluster_doc = exec_kubeconfig(
+        server=local_cluster.apiserver_url, ca_file=local_cluster.ca_file, command="unused"
+    )
+    users = cluster_doc.pop("users")
+    users[0]["user"]["exec"]["command"] = "./bin/token"
+    clusters_file = _kubeconfig_file(tmp_path / "clusters" / "config", cluster_doc)
+    users_file = _kubeconfig_file(
+        tmp_path / "users" / "config", {"apiVersion": "v1", "kind": "Config", "users": users}
+    )
+    backend = {
+        "type": "kubernetes",
+        "kubeconfig": {"filename": f"{clusters_file}:{users_file}"},
+    }
+    server = server_config_from_text(
+        yaml.safe_dump(
+            {
+                "projects": [
+                    {"name": "alpha", "backends": [backend | {"namespace": "ns-a"}]},
+                    {"name": "beta", "backends": [backend | {"namespace": "ns-b"}]},
+                ]
+            }
+        )
+    )
+    registry = ClusterRegistry(server, request_timeout_s=10.0, exec_timeout_s=10.0)
+    try:
+        found: list[kube.Kube] = []
+        threads = [
+            threading.Thread(target=lambda p=p: found.append(registry.for_project(p).kube))
+            for p in ("alpha", "beta", "alpha", "beta")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        a, b = registry.for_project("alpha"), registry.for_project("beta")
+
+        assert a.kube is b.kube and all(k is a.kube for k in found)
+        assert (a.namespace, b.namespace) == ("ns-a", "ns-b")
+        assert _list_namespaces(a.kube) > 0
+    finally:
+        registry.close()
+    assert len(plugin_calls(log)) == 1
