@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.docs import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import fleets, health, offers, proxy, runs, ssh, users, volumes
+from api.routes import fleets, health, nodes, offers, proxy, runs, ssh, users, volumes
 from api.routes import metrics as metrics_routes
 from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(fleets.router, responses=ERROR_RESPONSES)
     app.include_router(volumes.router, responses=ERROR_RESPONSES)
     app.include_router(offers.router, responses=ERROR_RESPONSES)
+    app.include_router(nodes.router, responses=ERROR_RESPONSES)
     app.include_router(users.router, responses=ERROR_RESPONSES)
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)

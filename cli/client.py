@@ -124,6 +124,9 @@ class BerthClient:
         params = {k: v for k, v in query.items() if v is not None}
         return _obj(self._json("GET", f"/api/projects/{self.config.project}/offers", params=params))
 
+    def nodes(self) -> dict[str, Any]:
+        return _obj(self._json("GET", f"/api/projects/{self.config.project}/nodes"))
+
     def fleets(self) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/projects/{self.config.project}/fleets")  # type: ignore[no-any-return]
 

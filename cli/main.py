@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from cli import attach, local_commands, run_commands, server_commands, volume_commands
+from cli import (
+    attach,
+    local_commands,
+    offer_commands,
+    run_commands,
+    server_commands,
+    volume_commands,
+)
 from cli.console import err
 from shared.errors import BerthError
 
@@ -19,7 +26,8 @@ for command in (
     run_commands.logs,
     run_commands.stop,
     run_commands.delete,
-    run_commands.offer,
+    offer_commands.offer,
+    offer_commands.nodes,
     run_commands.status,
     attach.attach,
     server_commands.server,

@@ -1,4 +1,4 @@
-"""User commands over the API: apply, ps, logs, stop, delete, offer, fleet, config."""
+"""User commands over the API: apply, ps, logs, stop, delete, fleet, config."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.table import Table
 from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
 from cli.console import ago, err, out
 from cli.keys import ensure_registered_key
+from cli.offer_commands import pod_requests_line, print_offers
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -91,8 +92,8 @@ def configuration_type(text: str) -> str | None:
 def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> dict[str, Any]:
     """Show the plan, submit, then follow unless ``detach``; the run as last seen."""
     plan = client.plan(text)
-    _print_offers(plan["offers"], title=f"plan: {plan['summary']}")
-    out.print(_pod_requests_line(plan.get("pod_requests") or {}))
+    print_offers(plan["offers"], title=f"plan: {plan['summary']}")
+    out.print(pod_requests_line(plan.get("pod_requests") or {}))
     if not plan["possible"]:
         out.print(f"[yellow]{plan['reason']}[/yellow]")
     if not yes and not typer.confirm("Submit the run?", default=True):
@@ -179,60 +180,6 @@ def delete(run: Annotated[str, typer.Argument(help="Run name.")]) -> None:
     finally:
         client.close()
     out.print(f"deleted {run}")
-
-
-def offer(
-    gpu: Annotated[str | None, typer.Option(help="GPU spec, e.g. A100:80GB:2 or 24GB..")] = None,
-    cpu: Annotated[str | None, typer.Option(help="CPU range, e.g. 4..")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory range, e.g. 32GB..")] = None,
-    disk: Annotated[str | None, typer.Option(help="Disk range, e.g. 100GB..")] = None,
-    nodes: Annotated[int, typer.Option(help="Nodes needed together.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """Show which nodes can take a request now; with no options, the GPUs, grouped by model."""
-    overview = not any((gpu, cpu, memory, disk)) and nodes == 1
-    if overview:
-        # Any node with a free GPU, whatever its CPU and memory: what dstack's offer lists.
-        gpu, cpu, memory = "1..", "1..", "0GB.."
-    client = _client()
-    try:
-        result = client.offers(gpu=gpu, cpu=cpu, memory=memory, disk=disk, nodes=nodes)
-    finally:
-        client.close()
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
-    if not result["offers"]:
-        out.print(result["reason"] or "no offers")
-        return
-    if overview:
-        _print_gpu_groups(result["offers"])
-        return
-    _print_offers(result["offers"], title=result["summary"])
-
-
-def _print_gpu_groups(offers: list[dict[str, Any]]) -> None:
-    """One row per GPU model and memory: how many nodes have it free, and how many GPUs."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for o in offers:
-        groups.setdefault((o["gpu"] or "-", o["gpu_memory"] or "-"), []).append(o)
-    table = Table(title="free GPUs now (berth offer --gpu A100:2 for a request)")
-    table.add_column("GPU", no_wrap=True)
-    for header in ("MEMORY", "NODES", "FREE GPUS", "MOST ON ONE NODE", "PRICE"):
-        table.add_column(header)
-    for (name, memory), rows in sorted(
-        groups.items(), key=lambda kv: -max(r["free"] for r in kv[1])
-    ):
-        prices = sorted({str(r["price"]) for r in rows if r["price"]})
-        table.add_row(
-            name,
-            memory,
-            str(len(rows)),
-            f"{sum(r['free'] for r in rows)}/{sum(r['total'] for r in rows)}",
-            str(max(r["free"] for r in rows)),
-            ", ".join(prices) or "-",
-        )
-    out.print(table)
 
 
 def status(
@@ -375,30 +322,3 @@ def _print_new_output(chunks: Iterator[bytes], printed: int) -> int:
             sys.stdout.buffer.write(chunk[start:])
             sys.stdout.flush()
     return max(printed, seen)
-
-
-def _print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
-    # Node names are never cut (a user types them); the backend column gives way first.
-    table = Table("#", "BACKEND", title=title)
-    table.add_column("NODE", no_wrap=True, min_width=max([4, *(len(o["node"]) for o in offers)]))
-    for header in ("GPU", "MEMORY", "COUNT", "FREE/TOTAL", "PRICE"):
-        table.add_column(header)
-    for i, o in enumerate(offers, start=1):
-        table.add_row(
-            str(i),
-            o["backend"],
-            o["node"],
-            o["gpu"] or "-",
-            o["gpu_memory"] or "-",
-            str(o["count"]),
-            f"{o['free']}/{o['total']}",
-            o["price"] or "-",
-        )
-    out.print(table)
-
-
-def _pod_requests_line(requests: dict[str, str]) -> str:
-    """What each pod asks Kubernetes for, before anything is submitted."""
-    shown = " ".join(f"{k}={v}" for k, v in requests.items()) or "nothing"
-    disk = "" if "ephemeral-storage" in requests else " (no ephemeral-storage: disk not set)"
-    return f"each pod requests: {shown}{disk}"

@@ -10,11 +10,12 @@ the same predicate, so what ``offer`` shows is what ``apply`` can get.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.gpu.catalogue import lookup_product, nominal_memory_gib
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
+from shared.gpu.unidentified import fix_for, unidentified_groups
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def match(
             now.append(offer)
     now.sort(key=lambda o: (o.free_gpus - o.gpus, o.node))  # best fit keeps big nodes whole
     if ever < request.nodes:
-        return Verdict(offers=[], possible=False, reason=f"impossible: {describe(request)}")
+        return Verdict(offers=[], possible=False, reason=_impossible(inventory, request))
     if len(now) < request.nodes:
         return Verdict(offers=now, reason=f"no capacity now for {describe(request)}")
     return Verdict(offers=now)
@@ -98,6 +99,32 @@ def describe(request: Request) -> str:
         parts.append(f"{request.memory_bytes / 2**30:g}GB memory")
     what = ", ".join(parts) or "no resources"
     return f"{what} on {request.nodes} node(s)" if request.nodes > 1 else what
+
+
+def _impossible(inventory: GpuInventory, request: Request) -> str:
+    """Why no node could ever take ``request``, naming nodes whose GPUs lack only a name."""
+    reason = f"impossible: {describe(request)}"
+    if not request.gpu_count or not (request.gpu_names or request.gpu_memory_mib_min):
+        return reason
+    # The same request without the model and memory, which an unnamed GPU cannot answer.
+    anonymous = replace(
+        request, gpu_names=frozenset(), gpu_memory_mib_min=None, gpu_memory_mib_max=None
+    )
+    blind = [
+        node
+        for node in inventory.nodes
+        if (request.allowed_nodes is None or node.name in request.allowed_nodes)
+        and any(g.count >= request.gpu_count for g in unidentified_groups(node))
+        and fits(node, anonymous, node.allocatable)
+    ]
+    if not blind:
+        return reason
+    names = ", ".join(n.name for n in blind[:5]) + (" ..." if len(blind) > 5 else "")
+    fix = fix_for(unidentified_groups(blind[0])[0])
+    return (
+        f"{reason}: no node Berth can identify has it, but {len(blind)} node(s) ({names}) have"
+        f" GPUs no label names, which might be what you asked for; to use them, {fix}"
+    )
 
 
 def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from api.services.nodes import UnidentifiedPublic, gpu_memory, unidentified_public
 from shared import placements
 from shared.autoscaling import is_pool_node, pool_of
 from shared.clusters import Cluster, ClusterRegistry
@@ -16,7 +17,7 @@ from shared.configuration.server import KubernetesBackend
 from shared.errors import ConfigError, KubeError
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
-from shared.offers import Offer, Request, describe, match, nominal_memory_mib
+from shared.offers import Offer, Request, describe, match
 from shared.placement_facts import selector_nodes, with_pools
 from shared.requests import request_from_resources
 from shared.store import Store
@@ -31,6 +32,8 @@ class OfferPublic(BaseModel):
     free: int
     total: int
     price: str | None
+    gpu_source: str | None = None
+    """Which labels named the GPU (gfd, gke, karpenter, coreweave, instance-type, ...)."""
 
 
 class OffersPublic(BaseModel):
@@ -39,6 +42,8 @@ class OffersPublic(BaseModel):
     reason: str
     nodes: int
     offers: list[OfferPublic]
+    unidentified: list[UnidentifiedPublic] = []
+    """Nodes with GPUs no label names (no request for a model can use them), with the fix."""
     pod_requests: dict[str, str] = {}
     """What each job's pod asks Kubernetes for (``cpu``, ``memory``, GPUs,
     ``ephemeral-storage``), as quantities; a resource left out is not requested."""
@@ -64,6 +69,7 @@ def offers_for(
         reason=verdict.reason,
         nodes=request.nodes,
         offers=[_public(o, backend) for o in verdict.offers],
+        unidentified=unidentified_public(inventory),
         pod_requests=pod_requests(request),
     )
 
@@ -129,7 +135,7 @@ def request_for_query(nodes: int = 1, **query: Any) -> Request:
 
 def _public(offer: Offer, backend: KubernetesBackend) -> OfferPublic:
     group = offer.group
-    mem = nominal_memory_mib(group) if group else None
+    memory = gpu_memory(group) if group else None
     name = (group.name or group.product) if group else None
     prices = backend.gpu_prices or {}
     price = prices.get(name) if name else None
@@ -138,9 +144,10 @@ def _public(offer: Offer, backend: KubernetesBackend) -> OfferPublic:
         backend=f"kubernetes/{backend.namespace}",
         node=f"(autoscaled) pool {pool}" if pool else offer.node,
         gpu=name,
-        gpu_memory=f"{mem // 1024}GB" if mem else None,
+        gpu_memory=memory,
         count=offer.gpus,
         free=offer.free_gpus,
         total=offer.total_gpus,
         price=f"${price * max(offer.gpus, 1):.2f}/h" if price is not None else None,
+        gpu_source=group.scheme if group else None,
     )

@@ -23,8 +23,14 @@ class GpuSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vendor: Literal["nvidia", "amd"] = "nvidia"
     product: str
+    """The label value naming the GPU, spelled as ``labels`` spells it (``NVIDIA-L4`` for
+    GFD, ``nvidia-l4`` for GKE, ``l40s`` for Karpenter, ``A40`` for CoreWeave, an
+    instance type such as ``p3.2xlarge`` for ``instance-type``)."""
     count: int = Field(gt=0)
     memory_mib: int = Field(gt=0)
+    labels: Literal["gfd", "gke", "karpenter", "coreweave", "instance-type", "none"] = "gfd"
+    """Which labels name the GPU, as the GPU Operator or a managed cluster writes them;
+    ``none``: only the device plugin's resource, as on a cluster without either."""
 
 
 class NodePool(BaseModel):
@@ -91,12 +97,7 @@ def _node(pool: NodePool, index: int) -> dict[str, Any]:
     taints: list[dict[str, str]] = []
     gpu = pool.gpu
     if gpu is not None and gpu.vendor == "nvidia":
-        labels |= {
-            "nvidia.com/gpu.present": "true",
-            "nvidia.com/gpu.product": gpu.product,
-            "nvidia.com/gpu.count": str(gpu.count),
-            "nvidia.com/gpu.memory": str(gpu.memory_mib),
-        }
+        labels |= _nvidia_labels(gpu)
         resources["nvidia.com/gpu"] = str(gpu.count)
         taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
     elif gpu is not None:
@@ -112,4 +113,37 @@ def _node(pool: NodePool, index: int) -> dict[str, Any]:
         "metadata": {"name": name, "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
         "spec": {"taints": taints},
         "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
+def _nvidia_labels(gpu: GpuSpec) -> dict[str, str]:
+    """The labels each scheme's nodes carry, as its provider documents them."""
+    count = str(gpu.count)
+    if gpu.labels == "gke":
+        # https://cloud.google.com/kubernetes-engine/docs/how-to/gpus
+        return {
+            "cloud.google.com/gke-accelerator": gpu.product,
+            "cloud.google.com/gke-accelerator-count": count,
+            "cloud.google.com/gke-gpu": "true",
+        }
+    if gpu.labels == "karpenter":
+        # https://karpenter.sh/docs/concepts/scheduling/#well-known-labels
+        return {
+            "karpenter.k8s.aws/instance-gpu-name": gpu.product,
+            "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia",
+            "karpenter.k8s.aws/instance-gpu-count": count,
+            "karpenter.k8s.aws/instance-gpu-memory": str(gpu.memory_mib),
+        }
+    if gpu.labels == "coreweave":
+        return {"gpu.nvidia.com/class": gpu.product}
+    if gpu.labels == "instance-type":
+        return {"node.kubernetes.io/instance-type": gpu.product}
+    if gpu.labels == "none":
+        return {}
+    # https://github.com/NVIDIA/k8s-device-plugin/blob/main/docs/gpu-feature-discovery/README.md
+    return {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": gpu.product,
+        "nvidia.com/gpu.count": count,
+        "nvidia.com/gpu.memory": str(gpu.memory_mib),
     }

@@ -39,7 +39,8 @@ def test_offer_with_no_options_groups_the_free_gpus_by_model(stack: Stack) -> No
     assert {"H100", "A100", "A10"} <= set(rows), result.stdout
     # Four H100 nodes of eight (others' runs may hold a few): one row, not four.
     h100 = [cell.strip() for cell in rows["H100"].split("│")]
-    assert h100[2] == "80GB" and h100[3] in {"1", "2", "3", "4"}, rows["H100"]
+    assert h100[2] == "80GB" and h100[3] == "gfd", rows["H100"]
+    assert h100[4] in {"1", "2", "3", "4"}, rows["H100"]
     assert "kwok-h100-0" not in result.stdout
 
 

@@ -446,3 +446,33 @@ def _inventory(groups: tuple[GpuGroup, ...]) -> GpuInventory:
     )
     node = NodeInventory(name="gpu-1", gpus=groups, allocatable=resources, free=resources)
     return GpuInventory(nodes=(node,))
+
+
+# --- nodes whose GPUs no label names -------------------------------------------------
+
+
+def test_a_request_only_an_unnamed_gpu_could_meet_names_the_node_and_the_fix() -> None:
+    conf = parse_run_configuration("type: task\nimage: x\nresources: {gpu: 'H100:2'}")
+    inventory = _inventory(node_gpus({}, {"nvidia.com/gpu": "8"}).groups)
+    verdict = match(inventory, request_for(conf))
+    assert not verdict.possible
+    assert verdict.reason.startswith("impossible: 2x H100")
+    assert "gpu-1" in verdict.reason and "nvidia.com/gpu.product=" in verdict.reason
+
+
+def test_an_unnamed_gpu_too_small_for_the_count_is_not_blamed() -> None:
+    conf = parse_run_configuration("type: task\nimage: x\nresources: {gpu: 'H100:8'}")
+    inventory = _inventory(node_gpus({}, {"nvidia.com/gpu": "2"}).groups)
+    verdict = match(inventory, request_for(conf))
+    assert verdict.reason.startswith("impossible: 8x H100")
+    assert "no label names" not in verdict.reason
+
+
+def test_unidentified_gpus_lists_only_advertised_groups_without_a_name() -> None:
+    from shared.gpu.unidentified import unidentified_gpus
+
+    bare = _inventory(node_gpus({}, {"nvidia.com/gpu": "4"}).groups)
+    named = _inventory(node_gpus({GKE: "nvidia-l4"}, {"nvidia.com/gpu": "4"}).groups)
+    (entry,) = unidentified_gpus(bare)
+    assert (entry.node, entry.resource, entry.count) == ("gpu-1", "nvidia.com/gpu", 4)
+    assert unidentified_gpus(named) == []
