@@ -43,6 +43,9 @@ BERTH_PUBLIC_KEY_BLOB = "berth-ssh-public-key"  # {"key": "ssh-ed25519 ..."}
 JUMP_HOSTS_BLOB = "jump-hosts"  # {jump host id: JumpHostRecord}; GET /api/status shows it
 HOST_KEY_FILE = "ssh_host_ed25519_key"  # file names as sshd and ssh-keygen -A use them
 HOST_KEY_PUB_FILE = "ssh_host_ed25519_key.pub"
+# A dev environment's pod creates this when its init commands have finished; /tmp
+# because it is writable whatever user the container runs as.
+INIT_DONE_FILE = "/tmp/.berth-init-done"
 _KEY_TYPE = "ssh-ed25519"  # small, fast, and accepted by every OpenSSH since 6.5
 
 

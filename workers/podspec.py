@@ -22,7 +22,14 @@ from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.pod_customisation import customise_pod
 from shared.records import Job, Run
 from shared.requests import request_for
-from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, RUN_SSH_PORT, new_host_key, public_key_text
+from shared.ssh import (
+    HOST_KEY_FILE,
+    HOST_KEY_PUB_FILE,
+    INIT_DONE_FILE,
+    RUN_SSH_PORT,
+    new_host_key,
+    public_key_text,
+)
 
 SSH_PORT = RUN_SSH_PORT
 SECRET_MOUNT = "/berth/secret"
@@ -246,7 +253,8 @@ def _script(run: Run, conf: Any, multinode: bool, *, ssh: bool, tools: bool = Fa
         lines += _ssh_environment_lines()
     if conf.type == "dev-environment":
         lines += list(getattr(conf, "init", None) or [])
-        lines.append("sleep infinity")
+        # `berth apply` prints the IDE link once this exists: init has finished.
+        lines += [f": > {INIT_DONE_FILE}", "sleep infinity"]
     else:
         lines += list(getattr(conf, "commands", None) or [])
     return "\n".join(lines)
