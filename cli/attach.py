@@ -21,7 +21,9 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,19 +89,47 @@ def attach(
     yes: Annotated[
         bool, typer.Option("-y", "--yes", help="Add the Include to ~/.ssh/config without asking.")
     ] = False,
-    forward: Annotated[
-        bool, typer.Option("--forward", help="Forward the run's ports to localhost until Ctrl-C.")
+    detach: Annotated[
+        bool,
+        typer.Option("-d", "--detach", help="Write the SSH config, print how to connect, return."),
     ] = False,
+    forward: Annotated[bool, typer.Option("--forward", hidden=True)] = False,
 ) -> None:
-    """Write an SSH config for RUN (ssh RUN, ssh RUN-0, ...) with host keys pinned."""
+    """Write an SSH config for RUN (ssh RUN, ssh RUN-0, ...) with host keys pinned, print the
+    IDE link of a dev environment, and stay attached, forwarding the run's ports, until Ctrl-C."""
+    del forward  # the default since attach stays attached; kept so older scripts still run
     settings = load_settings()
-    client = _AttachClient(load_client_config(settings.home))
+    client = BerthClient(load_client_config(settings.home))
     try:
-        key = _identity(client, settings.home, identity)
-        access = client.ssh_access(run)
+        session = open_session(client, run, home=settings.home, identity=identity, yes=yes)
+        out.print(f"wrote {session.config}")
+        print_how_to_open(session)
+        if detach:
+            return
+        code = stay_attached(client, session)
     finally:
         client.close()
-    config = write_ssh_files(access, settings.home / "ssh", identity=key)
+    raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A run made reachable over SSH from this machine: its files written, keys pinned."""
+
+    run: dict[str, Any]
+    access: SshAccess
+    config: Path
+    included: bool
+    """Whether ~/.ssh/config includes Berth's files, so plain ``ssh RUN`` works."""
+
+
+def open_session(
+    client: BerthClient, run: str, *, home: Path, identity: Path | None, yes: bool
+) -> Session:
+    """Fetch the run's SSH details, write the config and pinned keys, report problems."""
+    key = _identity(client, home, identity)
+    access = ssh_access(client, run)
+    config = write_ssh_files(access, home / "ssh", identity=key)
     included = ensure_include(
         Path.home() / ".ssh" / "config",
         config.parent / "*.config",
@@ -111,11 +141,52 @@ def attach(
         if node.host_key is None:
             names = ", ".join(node.names)
             out.print(f"[yellow]{names}: the pod has no host key to pin; no entry written[/yellow]")
-    target = access.nodes[0].names[0]
-    out.print(f"wrote {config}")
-    out.print(f"connect with: ssh {target}" if included else f"ssh -F {config} {target}")
-    if forward:
-        raise typer.Exit(forward_ports(access, config))
+    return Session(run=client.run(run), access=access, config=config, included=included)
+
+
+def stay_attached(client: BerthClient, session: Session) -> int:
+    """Forward the run's ports (if any) until Ctrl-C or the run ends; never stops the run."""
+    name = session.access.run
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain kill detaches like Ctrl-C
+    if session.access.ports:
+        code = forward_ports(session.access, session.config)
+    else:
+        out.print("attached; press Ctrl-C to detach (the run keeps running)")
+        try:
+            while (status := client.run(name)["status"]) not in _FINISHED:
+                time.sleep(_WATCH_S)
+        except KeyboardInterrupt:
+            code = 0
+        else:
+            out.print(f"{name}: {status}")
+            return 0
+    out.print(f"detached; {name} keeps running (berth attach {name}, berth stop {name})")
+    return code
+
+
+def print_how_to_open(session: Session) -> None:
+    """The lines a dstack user expects: the IDE link (dev environments) and the SSH command."""
+    run = session.run
+    host = session.access.nodes[0].names[0]
+    if run.get("ide_url"):
+        ide = str((run.get("configuration") or {}).get("ide") or "vscode")
+        out.print(f"To open in {_IDE_NAMES.get(ide, ide)}, use this link:")
+        # Plain text, unwrapped: terminals make it clickable only if it is one piece.
+        out.print(f"  {run['ide_url']}", soft_wrap=True, highlight=False, markup=False)
+    ssh = f"ssh {host}" if session.included else f"ssh -F {session.config} {host}"
+    out.print(f"To connect via SSH, use: {ssh}", soft_wrap=True, highlight=False, markup=False)
+
+
+_IDE_NAMES = {"vscode": "VS Code Desktop", "cursor": "Cursor", "windsurf": "Windsurf"}
+_FINISHED = frozenset({"done", "failed", "terminated"})
+_WATCH_S = 5.0  # how often an attached CLI with nothing to forward checks the run
+
+
+def ssh_access(client: BerthClient, run: str) -> SshAccess:
+    try:
+        return SshAccess.model_validate(client.ssh_access(run))
+    except ValidationError as e:
+        raise BerthError(f"the server's SSH details do not parse: {e}") from e
 
 
 def _identity(client: BerthClient, home: Path, identity: Path | None) -> Path:
@@ -223,7 +294,7 @@ def forward_ports(access: SshAccess, config: Path) -> int:
         argv += ["-L", f"127.0.0.1:{local}:localhost:{port.container_port}"]
         out.print(f"forwarding localhost:{local} -> {access.run}:{port.container_port}")
     argv.append(access.nodes[0].names[0])
-    out.print("press Ctrl-C to stop")
+    out.print("press Ctrl-C to stop forwarding and detach (the run keeps running)")
     signal.signal(signal.SIGTERM, _interrupt)  # a plain kill must not orphan the ssh child
     proc = subprocess.Popen(argv)
     try:
@@ -234,15 +305,6 @@ def forward_ports(access: SshAccess, config: Path) -> int:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
-
-
-class _AttachClient(BerthClient):
-    def ssh_access(self, run: str) -> SshAccess:
-        raw: Any = self._json("GET", f"{self._runs}/{run}/ssh")
-        try:
-            return SshAccess.model_validate(raw)
-        except ValidationError as e:
-            raise BerthError(f"the server's SSH details do not parse: {e}") from e
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:

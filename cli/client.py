@@ -98,6 +98,10 @@ class BerthClient:
     def stop(self, name: str, *, abort: bool = False) -> dict[str, Any]:
         return _obj(self._json("POST", f"{self._runs}/{name}/stop", json={"abort": abort}))
 
+    def ssh_access(self, name: str) -> dict[str, Any]:
+        """How to reach the run's pods over SSH: the jump host, pod addresses, host keys."""
+        return _obj(self._json("GET", f"{self._runs}/{name}/ssh"))
+
     def delete(self, name: str) -> None:
         self._json("DELETE", f"{self._runs}/{name}")
 

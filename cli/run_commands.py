@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
 from cli.console import ago, err, out
+from cli.dev_environment import open_dev_environment
 from cli.keys import ensure_registered_key
 from cli.offer_commands import pod_requests_line, print_offers
 from shared.errors import ConfigError
@@ -23,6 +24,8 @@ from shared.settings import load_settings
 fleet_app = typer.Typer(help="Fleets: named sets of nodes that runs can be restricted to.")
 
 _FOLLOW_POLL_S = 0.5  # status refresh while following a run
+# Running to reachable over SSH with init done; init may install packages for minutes.
+_READY_S = 1800.0
 FINISHED = {"done", "failed", "terminated"}
 
 
@@ -94,6 +97,8 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> di
     plan = client.plan(text)
     print_offers(plan["offers"], title=f"plan: {plan['summary']}")
     out.print(pod_requests_line(plan.get("pod_requests") or {}))
+    if plan.get("pod_security", "privileged") != "privileged":
+        out.print(f"pod security: {plan['pod_security']} ({plan.get('pod_security_source')})")
     if not plan["possible"]:
         out.print(f"[yellow]{plan['reason']}[/yellow]")
     if not yes and not typer.confirm("Submit the run?", default=True):
@@ -104,7 +109,15 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> di
     out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
     if detach:
         return run
-    return follow_run(client, run["name"])
+    if run.get("type") != "dev-environment":
+        return follow_run(client, run["name"])
+    # A dev environment is opened, not followed to its end: see cli.dev_environment.
+    run = follow_run(client, run["name"], until_running=True)
+    if run["status"] != "running":
+        return run
+    return open_dev_environment(
+        client, run["name"], home=load_settings().home, yes=yes, ready_timeout_s=_READY_S
+    )
 
 
 def ps(
@@ -277,8 +290,9 @@ def fleet_delete(name: Annotated[str, typer.Argument(help="Fleet name.")]) -> No
     out.print(f"deleted fleet {name}")
 
 
-def follow_run(client: BerthClient, name: str) -> dict[str, Any]:
-    """Print events as they come, then the logs, until the run ends; the run as last seen.
+def follow_run(client: BerthClient, name: str, *, until_running: bool = False) -> dict[str, Any]:
+    """Print events as they come, then the logs, until the run ends (or, with
+    ``until_running``, until it runs); the run as last seen.
 
     While it waits, its queue position and reason are shown each time they
     change. Ctrl-C detaches without stopping the run.
@@ -295,6 +309,8 @@ def follow_run(client: BerthClient, name: str) -> dict[str, Any]:
             run = client.run(name)
             if run["status"] in FINISHED:
                 break
+            if until_running and run["status"] == "running":
+                return run
             if run["status"] == "running":
                 printed = _print_new_output(client.logs(name, follow=True), printed)
                 # The stream ends with the container, a moment before the run says so;

@@ -163,7 +163,7 @@ def _every_example_does_what_it_says(env: dict[str, str], api: str, token: str) 
     assert (Path(env["BERTH_HOME"]) / "ssh" / "id_ed25519").exists()
     assert not (Path(env["HOME"]) / ".ssh" / "id_ed25519").exists()
     wait_until(partial(_running, env, "my-ide"), timeout=SLOW, what="my-ide running")
-    attach = _run(env, BERTH, "attach", "my-ide", "-y")
+    attach = _run(env, BERTH, "attach", "my-ide", "-d", "-y")
     assert attach.returncode == 0, attach.stdout + attach.stderr
     wait_until(partial(_ssh, env, "my-ide"), timeout=SLOW, what="ssh my-ide")
     assert _ssh(env, "my-ide").startswith("my-ide GPU-berth-real-")

@@ -54,7 +54,7 @@ def _submit(stack: Stack, member: Member, conf: dict[str, Any]) -> str:
 
 def _attach(stack: Stack, member: Member, name: str) -> Path:
     result = subprocess.run(
-        [BERTH, "attach", name, "-y", "--identity", str(member.key)],
+        [BERTH, "attach", name, "-d", "-y", "--identity", str(member.key)],
         env={**stack.env, "HOME": str(member.home)},
         stdin=subprocess.DEVNULL,
         capture_output=True,

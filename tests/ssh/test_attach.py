@@ -79,7 +79,7 @@ def ide(ssh_world: SshWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def _attach(world: SshWorld, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BERTH, "attach", *args],
+        [BERTH, "attach", "-d", *args],
         env={**world.stack.env, "HOME": str(home)},
         stdin=subprocess.DEVNULL,
         capture_output=True,
