@@ -1,7 +1,7 @@
 """``python -m bench``: every scenario side by side, in one invocation, on one machine.
 
 ``make bench`` runs the full sizes; ``--quick`` runs small ones (a few minutes)
-to check the harness; ``--only burst,dstack`` (names or numbers 1-7) picks
+to check the harness; ``--only burst,dstack`` (names or numbers 1-7, 9) picks
 scenarios. Each scenario is repeated (``--repeats``), and every figure is
 printed as the median of the repeats with their spread, then written to
 ``bench/RESULTS.md`` with the machine and the command.
@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import burst, placement, teardown
+from bench import burst, credentials, placement, teardown
 from bench import dstack as dstack_bench
 from bench.common import (
     Figures,
@@ -59,6 +59,7 @@ SCENARIOS = {
     "inventory": "5 inventory",
     "placement": "6 placement",
     "teardown": "7 teardown",
+    "credentials": credentials.SCENARIO,
 }
 RSS = "8 peak RSS"
 LOGS = Path.home() / ".cache" / "berth" / "bench-logs"
@@ -74,6 +75,8 @@ class Sizes:
     queue_runs: int | None
     """None: bench/queue.py's own size (10,000)."""
     placement_nodes: tuple[int, ...]
+    credential_runs: int
+    """Runs active while bench/credentials.py counts plugin calls, per kubeconfig."""
 
 
 FULL = Sizes(
@@ -84,6 +87,7 @@ FULL = Sizes(
     inventory_pods=10_000,
     queue_runs=None,
     placement_nodes=placement.NODE_COUNTS,
+    credential_runs=100,
 )
 QUICK = Sizes(
     repeats=2,
@@ -93,6 +97,7 @@ QUICK = Sizes(
     inventory_pods=1_000,
     queue_runs=500,
     placement_nodes=placement.NODE_COUNTS,
+    credential_runs=30,
 )
 
 
@@ -109,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         if "placement" in chosen:
             with _guarded(figs, SCENARIOS["placement"]):
                 placement.run(figs, repeats=sizes.repeats, node_counts=sizes.placement_nodes)
-        if chosen & {"limit", "burst", "dstack", "teardown", "queue"}:
-            with _guarded(figs, "cluster for scenarios 1-4, 7"):
+        if chosen & {"limit", "burst", "dstack", "teardown", "queue", "credentials"}:
+            with _guarded(figs, "cluster for scenarios 1-4, 7, 9"):
                 _main_cluster(Path(tmp), sizes, chosen, figs, notes)
         if "inventory" in chosen:
             with _guarded(figs, SCENARIOS["inventory"]):
@@ -153,6 +158,10 @@ def _main_cluster(
         if "queue" in chosen:
             with _guarded(figs, SCENARIOS["queue"]):
                 _queue(home, sizes, figs, notes)
+        if "credentials" in chosen:
+            with _guarded(figs, SCENARIOS["credentials"]):
+                _say(f"exec credentials, {sizes.credential_runs} runs per kubeconfig")
+                credentials.run(figs, state, tmp, n=sizes.credential_runs, repeats=sizes.repeats)
     finally:
         k.close()
         cluster.down(directory)
@@ -502,7 +511,8 @@ def _describe(sizes: Sizes) -> str:
     return (
         f"{sizes.repeats} repeats; burst {sizes.burst_runs:,} runs; teardown "
         f"{sizes.teardown_runs:,} runs; inventory {sizes.inventory_pools.name} + "
-        f"{sizes.inventory_pods:,} pods; queue {queue_runs} runs; placement {nodes} nodes"
+        f"{sizes.inventory_pods:,} pods; queue {queue_runs} runs; placement {nodes} nodes;"
+        f" credentials {sizes.credential_runs} runs"
     )
 
 
@@ -568,7 +578,7 @@ def _say(text: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, to check the harness")
-    p.add_argument("--only", default="", help="comma-separated scenarios: names or 1-7")
+    p.add_argument("--only", default="", help="comma-separated scenarios: names or 1-7, 9")
     p.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     p.add_argument("--repeats", type=int, help="repeats per scenario (default 3, quick 2)")
     p.add_argument("--runs", type=int, help="burst size (default 500, quick 40)")

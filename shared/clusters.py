@@ -12,10 +12,13 @@ many projects and threads use it.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from shared import kube
 from shared.configuration.server import KubernetesBackend, ServerConfig
+from shared.errors import KubeCredentialError
+from shared.kube.credentials import FAILURE_BACKOFF_S
 from shared.settings import KubeSettings
 
 # The settings' default, for callers that predate the field.
@@ -50,6 +53,9 @@ class ClusterRegistry:
         self._building: dict[str, threading.Lock] = {}
         """By cluster key: held while that client is built (it may run a credential
         plugin), so concurrent first uses build it once; other clusters do not wait."""
+        self._failed: dict[str, tuple[float, KubeCredentialError]] = {}
+        """By cluster key: a credential plugin that failed at connect, and until when that
+        answer stands, so a broken plugin is not run again by every task in between."""
 
     def for_project(self, project: str) -> Cluster:
         """The first ``type: kubernetes`` backend of ``project``; ConfigError if none."""
@@ -83,13 +89,21 @@ class ClusterRegistry:
                 existing = self._clients.get(key)
             if existing is not None:
                 return existing
-            client = kube.connect(
-                kubeconfig=backend.kubeconfig.path(),
-                kubeconfig_data=backend.kubeconfig.parsed_data(),
-                context=backend.context_name(),
-                timeout=self._timeout,
-                exec_timeout_s=self._exec_timeout,
-            )
+            failed = self._failed.get(key)
+            if failed is not None and time.monotonic() < failed[0]:
+                e = failed[1]
+                raise KubeCredentialError(e.message, plugin=e.plugin, stderr=e.stderr) from e
+            try:
+                client = kube.connect(
+                    kubeconfig=backend.kubeconfig.path(),
+                    kubeconfig_data=backend.kubeconfig.parsed_data(),
+                    context=backend.context_name(),
+                    timeout=self._timeout,
+                    exec_timeout_s=self._exec_timeout,
+                )
+            except KubeCredentialError as e:
+                self._failed[key] = (time.monotonic() + FAILURE_BACKOFF_S, e)
+                raise
             with self._lock:
                 self._clients[key] = client
             return client

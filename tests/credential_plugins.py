@@ -1,7 +1,7 @@
 """Exec credential plugins for tests and benches: real scripts that log every call.
 
 Each plugin is a small Python script. It appends one line per call to its log
-(the time and the ``KUBERNETES_EXEC_INFO`` it got), so a test counts calls by
+(the time, the pid that ran it and the ``KUBERNETES_EXEC_INFO`` it got), so a test counts calls by
 reading the log, and prints an ``ExecCredential`` whose token the local
 apiserver accepts (one of the static tokens of ``--token-auth-file``) with an
 ``expirationTimestamp`` as near as the test wants: the apiserver does not know
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ _SCRIPT = """\
 import datetime, json, os, sys, time
 log = {log!r}
 with open(log, "a") as f:
-    f.write(json.dumps([time.time(), os.environ.get("KUBERNETES_EXEC_INFO")]) + "\\n")
+    f.write(json.dumps([time.time(), os.getppid(), os.environ.get("KUBERNETES_EXEC_INFO")]) + "\\n")
     f.flush()
 calls = sum(1 for _ in open(log))
 spec = {spec!r}
@@ -79,14 +80,24 @@ def write_plugin(
     return path
 
 
-def plugin_calls(log: Path) -> list[tuple[float, dict[str, Any] | None]]:
-    """(time, KUBERNETES_EXEC_INFO) of every call so far."""
+@dataclass(frozen=True)
+class PluginCall:
+    at: float
+    """Epoch seconds."""
+    parent_pid: int
+    """The process that ran the plugin."""
+    exec_info: dict[str, Any] | None
+    """``KUBERNETES_EXEC_INFO`` as the plugin got it."""
+
+
+def plugin_calls(log: Path) -> list[PluginCall]:
+    """Every call so far, oldest first."""
     if not log.exists():
         return []
     calls = []
     for line in log.read_text().splitlines():
-        when, info = json.loads(line)
-        calls.append((float(when), json.loads(info) if info else None))
+        when, parent, info = json.loads(line)
+        calls.append(PluginCall(float(when), int(parent), json.loads(info) if info else None))
     return calls
 
 

@@ -77,7 +77,7 @@ def test_a_long_lived_client_runs_the_plugin_about_once_per_credential_lifetime(
     # so a credential lives 3-4 s here): 3-4 runs for 10 s, never one per request.
     assert sum(requests) > 40
     assert 2 <= len(calls) <= 5, f"{len(calls)} plugin runs for {sum(requests)} requests"
-    info = calls[0][1]
+    info = calls[0].exec_info
     assert info is not None
     assert info["spec"]["interactive"] is False
     assert info["spec"]["cluster"]["server"] == local_cluster.apiserver_url
@@ -302,4 +302,26 @@ def test_projects_on_one_cluster_share_one_client_built_from_several_kubeconfig_
         assert _list_namespaces(a.kube) > 0
     finally:
         registry.close()
+    assert len(plugin_calls(log)) == 1
+
+
+def test_a_plugin_failing_at_connect_is_not_run_again_by_every_caller(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    plugin = write_plugin(
+        tmp_path / "get-token", log=log, exit_code=1, stderr="no credentials in the environment"
+    )
+    doc = exec_kubeconfig(server="https://127.0.0.1:1", ca_file="", command=str(plugin))
+    path = _kubeconfig_file(tmp_path / "kubeconfig", doc)
+    backend = {"type": "kubernetes", "kubeconfig": {"filename": str(path)}}
+    server = server_config_from_text(
+        yaml.safe_dump({"projects": [{"name": "alpha", "backends": [backend]}]})
+    )
+    registry = ClusterRegistry(server, request_timeout_s=10.0, exec_timeout_s=10.0)
+    try:
+        for _ in range(5):  # five tasks in a row, within the failure's back-off
+            with pytest.raises(KubeCredentialError, match="no credentials in the environment"):
+                registry.for_project("alpha")
+    finally:
+        registry.close()
+
     assert len(plugin_calls(log)) == 1
