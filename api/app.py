@@ -36,7 +36,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.celery = create_celery(settings)
         server = load_server_config(settings.server_config_path)
         app.state.clusters = ClusterRegistry(
-            server, request_timeout_s=settings.kube.request_timeout_s
+            server,
+            request_timeout_s=settings.kube.request_timeout_s,
+            exec_timeout_s=settings.kube.exec_timeout_s,
         )
         admin = settings.api.admin_token
         token = bootstrap(
