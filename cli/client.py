@@ -90,7 +90,26 @@ class BerthClient:
         return _obj(self._json("POST", self._runs, json={"configuration": configuration}))
 
     def runs(self, *, all: bool = False) -> list[dict[str, Any]]:
-        return self._json("GET", self._runs, params={"all": str(all).lower()})  # type: ignore[no-any-return]
+        return self.runs_page(all=all)[0]
+
+    def runs_page(
+        self,
+        *,
+        all: bool = False,
+        limit: int | None = None,
+        cursor: str | None = None,
+        status: str | None = None,
+        prefix: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Active runs, or with ``all`` one page of history; and the next page's cursor."""
+        query = {"limit": limit, "cursor": cursor, "status": status, "prefix": prefix}
+        params: dict[str, str | int] = {k: v for k, v in query.items() if v is not None}
+        params["all"] = str(all).lower()
+        resp = self._request("GET", self._runs, params=params)
+        runs = resp.json()
+        if not isinstance(runs, list):
+            raise BerthError("the server answered something other than a list of runs")
+        return runs, resp.headers.get("X-Berth-Next-Cursor")
 
     def run(self, name: str) -> dict[str, Any]:
         return _obj(self._json("GET", f"{self._runs}/{name}"))
@@ -171,6 +190,10 @@ class BerthClient:
         return _obj(self._json("GET", "/api/status"))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        return resp.json() if resp.content else None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.TransportError as e:
@@ -180,7 +203,7 @@ class BerthClient:
             ) from e
         if resp.status_code >= 400:
             raise _error(resp)
-        return resp.json() if resp.content else None
+        return resp
 
 
 def _obj(value: Any) -> dict[str, Any]:

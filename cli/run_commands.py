@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -121,17 +122,30 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> di
 
 
 def ps(
-    all_runs: Annotated[bool, typer.Option("-a", "--all", help="Include finished runs.")] = False,
+    all_runs: Annotated[
+        bool, typer.Option("-a", "--all", help="Run history too, newest first, a page at a time.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Runs per page of history.", min=1, max=1000)] = 100,
+    cursor: Annotated[
+        str | None, typer.Option(help="Go on from where the previous page said.")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs in this status.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only runs whose name starts so.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List runs."""
+    """List active runs (every one); with -a, the history too."""
     client = _client()
     try:
-        runs = client.runs(all=all_runs)
+        runs, next_cursor = client.runs_page(
+            all=all_runs, limit=limit, cursor=cursor, status=status, prefix=prefix
+        )
     finally:
         client.close()
+    more = _next_page_command(next_cursor, limit=limit, status=status, prefix=prefix)
     if as_json:
         sys.stdout.write(json.dumps(runs, indent=2) + "\n")
+        if more:
+            err.print(more, highlight=False)
         return
     # Run names are never cut (a user types them next); the reason folds first.
     table = Table()
@@ -150,6 +164,19 @@ def ps(
             ago(run["submitted_at"]),
         )
     out.print(table)
+    if more:
+        out.print(more, highlight=False)
+
+
+def _next_page_command(
+    cursor: str | None, *, limit: int, status: str | None, prefix: str | None
+) -> str:
+    if not cursor:
+        return ""
+    args = ["berth", "ps", "-a", "--cursor", cursor, "--limit", str(limit)]
+    args += ["--status", status] if status else []
+    args += ["--prefix", prefix] if prefix else []
+    return f"more: {shlex.join(args)}"
 
 
 def logs(

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
 
-from shared.errors import ConflictError, NotFoundError, StoreError
+from shared.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from shared.records import Event, Fleet, Job, Project, Run, User, Volume
 
 M = TypeVar("M", Run, Job)
@@ -53,6 +54,32 @@ _EVENTS_MAX = 10_000  # per run; a chatty run keeps its newest events
 
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Runs read per round trip when paging through history, and at most per page.
+_PAGE_BATCH = 200
+_PAGE_MAX_SCAN = 5_000
+
+
+@dataclass(frozen=True)
+class RunCursor:
+    """Where a page of run history ended: the last run's submission time and id."""
+
+    score: float
+    run_id: str
+
+    def encode(self) -> str:
+        return f"{self.score!r}:{self.run_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> RunCursor:
+        score, sep, run_id = text.partition(":")
+        try:
+            if not sep or not run_id:
+                raise ValueError(text)
+            return cls(score=float(score), run_id=run_id)
+        except ValueError as e:
+            raise ConfigError(f"invalid cursor {text!r}", field="cursor") from e
 
 
 class Store:
@@ -171,11 +198,71 @@ class Store:
             raise NotFoundError(f"no run named {name!r} in project {project!r}", field="name")
         return run
 
-    def list_runs(self, project: str, *, limit: int = 1000) -> list[Run]:
-        with _wrapped():
-            ids = self.r.zrevrange(self.key("runs", project), 0, limit - 1)
-        runs = (self.find_run(i.decode()) for i in ids)
-        return [r for r in runs if r is not None]
+    def active_runs(self, project: str) -> list[Run]:
+        """Every run of ``project`` not finished, newest first, however long the history.
+
+        Two round trips whatever the history holds: the set of active runs (all
+        projects) and their records; finished runs are never read.
+        """
+        runs = [r for r in self.find_runs(self.active_run_ids()) if r.project == project]
+        return sorted(runs, key=lambda r: (r.submitted_at, r.id), reverse=True)
+
+    def page_runs(
+        self,
+        project: str,
+        *,
+        limit: int,
+        before: RunCursor | None = None,
+        keep: Callable[[Run], bool] = lambda _r: True,
+        max_scan: int = _PAGE_MAX_SCAN,
+    ) -> tuple[list[Run], RunCursor | None]:
+        """Up to ``limit`` runs ``keep`` accepts, newest first, older than ``before``.
+
+        Returns the page and the cursor of the next one (``None`` at the end of the
+        history). A filter that matches little stops after ``max_scan`` runs read
+        with a cursor to go on from, so one page is a bounded number of round trips.
+        """
+        key = self.key("runs", project)
+        page: list[Run] = []
+        cursor = before
+        scanned = 0
+        while len(page) < limit and scanned < max_scan:
+            batch = self._older(key, cursor, _PAGE_BATCH)
+            if not batch:
+                return page, None
+            scanned += len(batch)
+            for run in self.find_runs([run_id for run_id, _ in batch]):
+                if keep(run) and len(page) < limit:
+                    page.append(run)
+            cursor = RunCursor(score=batch[-1][1], run_id=batch[-1][0])
+            if len(page) == limit:
+                last = page[-1]
+                cursor = RunCursor(score=last.submitted_at, run_id=last.id)
+        return page, cursor
+
+    def _older(self, key: str, cursor: RunCursor | None, count: int) -> list[tuple[str, float]]:
+        """(run id, score) of up to ``count`` runs after ``cursor`` in newest-first order.
+
+        Ties on the score (two submissions in one microsecond) are ordered by id
+        descending, as ZREVRANGEBYSCORE returns them, and skipped past the cursor.
+        """
+        top = "+inf" if cursor is None else repr(cursor.score)
+        offset = 0
+        while True:
+            with _wrapped():
+                rows = self.r.zrevrangebyscore(
+                    key, top, "-inf", start=offset, num=count, withscores=True
+                )
+            entries = [(m.decode(), float(sc)) for m, sc in rows]
+            if cursor is not None:
+                entries = [
+                    (i, sc)
+                    for i, sc in entries
+                    if sc < cursor.score or (sc == cursor.score and i < cursor.run_id)
+                ]
+            if entries or len(rows) < count:
+                return entries
+            offset += count  # a whole batch of ties at the cursor's score: read further
 
     def active_run_ids(self) -> list[str]:
         with _wrapped():

@@ -1,0 +1,39 @@
+"""Listing runs: every active run at once, history a page at a time.
+
+``berth ps`` must show what runs now whatever the history holds, so active
+runs come from the set of active runs, never from the newest N of the history;
+``berth ps -a`` pages through history newest first with a cursor, so a page
+costs a few round trips however many runs a project has had.
+"""
+
+from __future__ import annotations
+
+from shared.records import Run, RunStatus
+from shared.store import RunCursor, Store
+
+NEXT_CURSOR_HEADER = "X-Berth-Next-Cursor"
+
+
+def list_runs(
+    store: Store,
+    project: str,
+    *,
+    history: bool,
+    status: RunStatus | None,
+    prefix: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Run], str | None]:
+    """The runs to show and the cursor of the next page (``None``: nothing more)."""
+
+    def keep(run: Run) -> bool:
+        if status is not None and run.status != status:
+            return False
+        return prefix is None or run.name.startswith(prefix)
+
+    if not history:
+        active = [r for r in store.active_runs(project) if keep(r)]
+        return active, None  # every active run: no page to go on to
+    before = RunCursor.decode(cursor) if cursor else None
+    page, after = store.page_runs(project, limit=limit, before=before, keep=keep)
+    return page, after.encode() if after is not None else None
