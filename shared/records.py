@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +103,10 @@ class Run(Stored):
     version: int = 0
     submitted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    pod_security: Literal["privileged", "baseline", "restricted"] = "privileged"
+    """The Pod Security level decided at submission (``shared.pod_security``): its pods
+    are built for it and ``berth attach`` logs in as its user. Runs recorded before the
+    field existed read as ``privileged``, as they were built."""
 
 
 class Fleet(Stored):

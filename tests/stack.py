@@ -112,12 +112,15 @@ def start_stack(
     kubeconfig: Path | None = None,
     backend: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    extra_projects: dict[str, dict[str, Any]] | None = None,
 ) -> Stack:
     """Write configs, start every Berth process, and wait until the API answers.
 
     ``kubeconfig`` is what Berth's processes use (default: the cluster admin's);
     the e2e suite passes one bound only to Berth's shipped RBAC. ``backend`` is
     merged into each project's backend, ``env`` into every process's environment.
+    ``extra_projects``: more projects beside ``main`` and ``other``, each with its
+    own changes on top of that backend (e.g. another namespace).
     """
     home = directory / "home"
     home.mkdir(parents=True)
@@ -138,9 +141,10 @@ def start_stack(
                                 "gpu_prices": {"H100": 2.5},
                             }
                             | (backend or {})
+                            | (extra_projects or {}).get(project, {})
                         ],
                     }
-                    for project in ("main", "other")
+                    for project in ("main", "other", *(extra_projects or {}))
                 ]
             }
         )

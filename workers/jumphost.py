@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from shared import ssh
+from shared import pod_security, ssh
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig
 from shared.errors import BerthError, StoreError
@@ -45,6 +45,7 @@ from workers.jumphost_objects import (
     authorized_keys,
     jump_host_targets,
     jump_objects,
+    jump_user,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ class _Keeper:
     """Private, as stored in Redis; its public half is what everyone pins."""
     port: int | None = None
     repaired: list[str] = field(default_factory=list)
+    pod_security: pod_security.Level | None = None
+    """The level in force at the last reconcile (the target's, or the namespace's label)."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         settings = self.supervisor.settings
@@ -187,6 +190,7 @@ class _Keeper:
             record.checked_at = time.time()
         else:
             record.port = self.port
+            record.user = self._user()
             record.host_key = ssh.public_key_text(self.host_key) if self.host_key else ""
             if check:
                 await self._check(record)
@@ -209,11 +213,16 @@ class _Keeper:
             self.host_key = ssh.jump_host_key(
                 self.supervisor.store, self.target.id, adopt=secret_host_key(k, self.target)
             )
+        # Read at every reconcile: relabelling the namespace rebuilds the pod to match.
+        self.pod_security = pod_security.level_for(
+            k, self.target.namespace, configured=self.target.pod_security
+        ).level
         objects = jump_objects(
             self.target,
             image=self.supervisor.settings.jump_image,
             keys=keys,
             host_key=self.host_key,
+            pod_security=self.pod_security,
         )
         self.repaired = []  # a reconcile that fails halfway reports no stale repairs
         self.port, self.repaired = reconcile(k, self.target.namespace, objects)
@@ -245,7 +254,7 @@ class _Keeper:
             projects=list(self.target.projects),
             hostname=self.target.hostname,
             port=self.port if self.port is not None else self.target.port,
-            user=self.supervisor.settings.jump_user,
+            user=self._user(),
             host_key=ssh.public_key_text(self.host_key) if self.host_key else "",
             authorized_users=sorted(members),
         )
@@ -253,6 +262,10 @@ class _Keeper:
             record.status, record.reason = previous.status, previous.reason
             record.checked_at, record.latency_ms = previous.checked_at, previous.latency_ms
         return record
+
+    def _user(self) -> str:
+        level = self.pod_security or self.target.pod_security
+        return jump_user(level, default=self.supervisor.settings.jump_user)
 
     def _log_transition(self, record: JumpHostRecord) -> None:
         previous = self.supervisor.records.get(self.target.id)

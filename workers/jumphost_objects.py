@@ -15,6 +15,7 @@ from typing import Any
 
 from shared import kube, ssh
 from shared.configuration.server import ServerConfig
+from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec, stricter
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE
 
 LABEL_JUMP = "berth.dev/jump-host"
@@ -35,6 +36,11 @@ class JumpHostTarget:
     projects: tuple[str, ...]
     hostname: str
     port: int | None
+    pod_security: Level = "privileged"
+    """The strictest ``pod_security`` of the backends it serves (the namespace's label
+    may make it stricter still; see :mod:`workers.jumphost`)."""
+    uid: int | None = 1000
+    """``pod_security_uid`` of the first backend: the UID a restricted jump pod runs as."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class JumpObjects:
 def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
     """The jump hosts the server config asks for, projects grouped by cluster and port."""
     groups: dict[tuple[str, str, int | None], list[tuple[str, str]]] = {}
+    levels: dict[tuple[str, str, int | None], Level] = {}
+    uids: dict[tuple[str, str, int | None], int | None] = {}
     for project in server.projects:
         if not project.backends:
             continue
@@ -56,6 +64,8 @@ def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
             continue  # no jump host configured: no SSH access for this project
         key = (backend.cluster_key(), backend.namespace, proxy_jump.port)
         groups.setdefault(key, []).append((project.name, proxy_jump.hostname))
+        levels[key] = stricter(levels.get(key, "privileged"), backend.pod_security)
+        uids.setdefault(key, backend.pod_security_uid)
     targets = []
     for (cluster_key, namespace, port), members in groups.items():
         name = f"berth-jump-{port or 'auto'}"
@@ -68,15 +78,23 @@ def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
                 projects=tuple(p for p, _ in members),
                 hostname=members[0][1],
                 port=port,
+                pod_security=levels[(cluster_key, namespace, port)],
+                uid=uids[(cluster_key, namespace, port)],
             )
         )
     return targets
 
 
-def sshd_config() -> str:
-    """The jump host's sshd: public keys only, TCP forwarding only, nothing else."""
+def sshd_config(*, restricted: bool = False) -> str:
+    """The jump host's sshd: public keys only, TCP forwarding only, nothing else.
+
+    ``restricted``: sshd runs as a non-root user, which cannot write /run/sshd.pid
+    and for whom PAM does not work.
+    """
+    own = ["PidFile none", "UsePAM no"] if restricted else []
     return "\n".join(
         [
+            *own,
             f"Port {SSHD_PORT}",
             f"HostKey {MOUNT}/{HOST_KEY_FILE}",
             f"AuthorizedKeysFile {MOUNT}/authorized_keys",
@@ -111,10 +129,26 @@ def authorized_keys(member_keys: dict[str, str], berth_public_key: str) -> str:
     return "".join(f"restrict,port-forwarding {key} {owner}@berth\n" for owner, key in rows)
 
 
-def jump_objects(target: JumpHostTarget, *, image: str, keys: str, host_key: str) -> JumpObjects:
-    """The Secret, Service and Deployment of ``target``; pure, so tests read every field."""
+def jump_user(pod_security: Level, *, default: str) -> str:
+    """Who logs in to the jump host: a non-root sshd logs in only its own user."""
+    return RESTRICTED_SSH_USER if pod_security == "restricted" else default
+
+
+def jump_objects(
+    target: JumpHostTarget,
+    *,
+    image: str,
+    keys: str,
+    host_key: str,
+    pod_security: Level = "privileged",
+) -> JumpObjects:
+    """The Secret, Service and Deployment of ``target``; pure, so tests read every field.
+
+    ``pod_security``: the level in force (``restricted`` runs sshd as a non-root user).
+    """
     labels = {kube.LABEL_MANAGED: kube.MANAGED_BY, LABEL_JUMP: target.name}
-    config = sshd_config()
+    restricted = pod_security == "restricted"
+    config = sshd_config(restricted=restricted)
     host_public = ssh.public_key_text(host_key)
     # The pod restarts only when what sshd reads at start changes (never for keys).
     config_sha = sha(config + host_public)
@@ -142,12 +176,7 @@ def jump_objects(target: JumpHostTarget, *, image: str, keys: str, host_key: str
     container = {
         "name": "sshd",
         "image": image,
-        # Debian-based images need the privilege separation directory; Alpine ignores it.
-        "command": [
-            "/bin/sh",
-            "-c",
-            f"mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {MOUNT}/sshd_config",
-        ],
+        "command": ["/bin/sh", "-c", _restricted_start() if restricted else _start()],
         "ports": [{"name": "ssh", "containerPort": SSHD_PORT, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "ssh"}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": "ssh"}, "periodSeconds": 10},
@@ -155,6 +184,24 @@ def jump_objects(target: JumpHostTarget, *, image: str, keys: str, host_key: str
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "256Mi"}},
         "volumeMounts": [{"name": "keys", "mountPath": MOUNT, "readOnly": True}],
     }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # a jump host needs no cluster rights
+        "enableServiceLinks": False,
+        "containers": [container],
+        # 0400: sshd refuses a host key others can read. A non-root sshd must read
+        # it too: 0444, which sshd accepts in a file it does not own (root's here).
+        "volumes": [
+            {
+                "name": "keys",
+                "secret": {
+                    "secretName": target.name,
+                    "defaultMode": 0o444 if restricted else 0o400,
+                },
+            }
+        ],
+    }
+    if restricted:
+        pod_spec = restrict_pod_spec(pod_spec, uid=target.uid)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -164,22 +211,31 @@ def jump_objects(target: JumpHostTarget, *, image: str, keys: str, host_key: str
             "selector": {"matchLabels": {LABEL_JUMP: target.name}},
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANNOTATION_CONFIG: config_sha}},
-                "spec": {
-                    "automountServiceAccountToken": False,  # a jump host needs no cluster rights
-                    "enableServiceLinks": False,
-                    "containers": [container],
-                    # 0400: sshd refuses a host key others can read.
-                    "volumes": [
-                        {
-                            "name": "keys",
-                            "secret": {"secretName": target.name, "defaultMode": 0o400},
-                        }
-                    ],
-                },
+                "spec": pod_spec,
             },
         },
     }
     return JumpObjects(secret=secret, service=service, deployment=deployment)
+
+
+def _start() -> str:
+    # Debian-based images need the privilege separation directory; Alpine ignores it.
+    return f"mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {MOUNT}/sshd_config"
+
+
+def _restricted_start() -> str:
+    """sshd as the pod's (non-root) user, who must be in /etc/passwd by name.
+
+    Berth's jump image has /etc/passwd writable by group 0, which the pod runs
+    in; with another image, the line says why logins will fail.
+    """
+    user = RESTRICTED_SSH_USER
+    return (
+        f'grep -q "^{user}:[^:]*:$(id -u):" /etc/passwd ||'
+        f' echo "{user}:x:$(id -u):$(id -g):Berth jump host:/tmp:/bin/sh" >> /etc/passwd ||'
+        f" echo 'berth: /etc/passwd is not writable: no {user} user, logins will fail' >&2;"
+        f" exec /usr/sbin/sshd -D -e -f {MOUNT}/sshd_config"
+    )
 
 
 def sha(text: str) -> str:

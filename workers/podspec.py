@@ -20,6 +20,7 @@ from typing import Any
 from shared import autoscaling, kube
 from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.pod_customisation import customise_pod
+from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
 from shared.records import Job, Run
 from shared.requests import request_for
 from shared.ssh import (
@@ -54,6 +55,11 @@ SHM_MOUNT = "/dev/shm"
 # this emptyDir, so a run image without sshd still gets one, and nothing is downloaded.
 SSH_INIT_SOURCE = "/berth/ssh/."
 TOOLS_MOUNT = "/berth/tools"
+# Restricted pods run as a UID the image may not know, often with a read-only or
+# root-owned home: HOME and sshd's runtime files go to emptyDirs, which the
+# kubelet makes writable by any UID (restricted allows emptyDir volumes).
+RESTRICTED_HOME = "/berth/home"
+RUNTIME_DIR = "/run/berth"
 _DNS_LABEL_MAX = 63
 
 
@@ -98,6 +104,11 @@ class PodContext:
     run image's own sshd."""
     node_pool: NodePool | None = None
     """Set when the job is placed on a pool node: the pod asks for the pool's labels."""
+    pod_security: Level = "privileged"
+    """The Pod Security level the pod must pass (``shared.pod_security``)."""
+    pod_uid: int | None = 1000
+    """Under ``restricted``, the UID to run as when the pod settings name none; None:
+    the cluster assigns one (OpenShift)."""
 
 
 def object_name(project: str, run: str, suffix: str = "") -> str:
@@ -133,10 +144,14 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     env = _env(run, job, conf, ctx, headless if multinode else None)
     ssh = secret is not None and "authorized_keys" in secret["data"]
     tools = ssh and ctx.ssh_init_image is not None
+    restricted = ctx.pod_security == "restricted"
+    if restricted:
+        env.setdefault("HOME", RESTRICTED_HOME)
+    script = _script(run, conf, multinode, ssh=ssh, tools=tools, restricted=restricted)
     container: dict[str, Any] = {
         "name": "main",
         "image": getattr(conf, "image", None) or ctx.default_image,
-        "command": [_shell(conf), "-c", _script(run, conf, multinode, ssh=ssh, tools=tools)],
+        "command": [_shell(conf), "-c", script],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": _resources(job, conf),
         "ports": _ports(conf),
@@ -148,6 +163,10 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     if getattr(conf, "privileged", False):
         container["securityContext"] = {"privileged": True}
     volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": _shm(conf)}]
+    if restricted:
+        for volume, path in (("berth-home", RESTRICTED_HOME), ("berth-run", RUNTIME_DIR)):
+            volumes.append({"name": volume, "emptyDir": {}})
+            container["volumeMounts"].append({"name": volume, "mountPath": path})
     if secret is not None and "authorized_keys" in secret["data"]:
         container["volumeMounts"].append(
             {"name": "berth", "mountPath": SECRET_MOUNT, "readOnly": True}
@@ -196,6 +215,8 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     if ctx.pod_settings is not None:
         # Applied last, and unable to touch Berth's labels or the affinity above.
         pod = customise_pod(pod, ctx.pod_settings, tags=getattr(conf, "tags", None) or {})
+    if restricted:
+        pod["spec"] = restrict_pod_spec(pod["spec"], uid=ctx.pod_uid)
     services = []
     if multinode:
         services.append(_headless_service(run, headless))
@@ -228,10 +249,18 @@ def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -
     return env
 
 
-def _script(run: Run, conf: Any, multinode: bool, *, ssh: bool, tools: bool = False) -> str:
+def _script(
+    run: Run,
+    conf: Any,
+    multinode: bool,
+    *,
+    ssh: bool,
+    tools: bool = False,
+    restricted: bool = False,
+) -> str:
     lines = ["set -e"]
     if ssh:
-        lines += _sshd_lines(tools=tools)
+        lines += _restricted_sshd_lines(tools=tools) if restricted else _sshd_lines(tools=tools)
     if multinode:
         # Pod IPs exist only once every pod runs: resolve the peers' stable DNS
         # names from the headless service (bounded wait) into DSTACK_NODES_IPS.
@@ -296,6 +325,46 @@ def _sshd_lines(*, tools: bool = False) -> list[str]:
         "  chmod 600 ~/.ssh/authorized_keys &&",
         f"  cp {SECRET_MOUNT}/{HOST_KEY_FILE} {key} && chmod 600 {key} &&",
         f'  "$(command -v sshd)" -h {key} {shlex.join(RUN_SSHD_ARGS)}',
+        "}",
+        "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
+    ]
+
+
+def _restricted_sshd_lines(*, tools: bool) -> list[str]:
+    """sshd as the container's own (non-root, maybe arbitrary) user, on RUN_SSH_PORT.
+
+    A non-root sshd needs no privilege-separation user or directory, but it can
+    only log in the user it runs as, and finds that user by name in /etc/passwd:
+    a UID the image does not know gets a ``berth`` line appended, which works
+    where /etc/passwd is writable by the pod's group (GID 0 in Berth's images,
+    as OpenShift's images do it); elsewhere SSH is off with a line saying why.
+    No PAM (it needs root); StrictModes off, since HOME and the runtime directory
+    are emptyDirs (mode 0777) that only this pod's one user can reach.
+    """
+    key = f"{RUNTIME_DIR}/{HOST_KEY_FILE}"
+    user = RESTRICTED_SSH_USER
+    if tools:
+        find = [
+            "  if sshd=$(command -v sshd); then conf=''; else",
+            f"    sshd={TOOLS_MOUNT}/sshd; conf='-f {TOOLS_MOUNT}/sshd_config'; fi",
+        ]
+    else:
+        find = ["  sshd=$(command -v sshd) || sshd=''; conf=''"]
+    options = ("-o", "UsePAM=no", "-o", "StrictModes=no", "-o", f"PidFile={RUNTIME_DIR}/sshd.pid")
+    return [
+        "berth_sshd() {",
+        *find,
+        "  [ -x \"$sshd\" ] || { echo 'berth: no sshd in this image' >&2; return 1; }",
+        f'  grep -q "^{user}:[^:]*:$(id -u):" /etc/passwd ||',
+        f'    echo "{user}:x:$(id -u):$(id -g):Berth:$HOME:$(command -v bash || echo /bin/sh)"'
+        " >> /etc/passwd || {",
+        f"    echo 'berth: /etc/passwd is not writable and has no {user} user for this UID'"
+        " >&2; return 1; }",
+        f"  mkdir -p ~/.ssh {RUNTIME_DIR} && chmod 700 ~/.ssh &&",
+        f"  cp {SECRET_MOUNT}/authorized_keys ~/.ssh/authorized_keys &&",
+        "  chmod 600 ~/.ssh/authorized_keys &&",
+        f"  cp {SECRET_MOUNT}/{HOST_KEY_FILE} {key} && chmod 600 {key} &&",
+        f'  "$sshd" $conf -h {key} {shlex.join(RUN_SSHD_ARGS + options)}',
         "}",
         "berth_sshd || echo 'berth: sshd did not start; ssh access is off' >&2",
     ]

@@ -19,6 +19,7 @@ from shared.errors import ConfigError, KubeConflict, KubeError, KubeNotFound, Te
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
+from shared.pod_security import stricter
 from shared.records import Event, Job, RunStatus
 from shared.volume_placement import host_volume_refusal
 from workers import node_pools, requeue, volumes
@@ -59,13 +60,17 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
             raise
         _finish(ctx, job_id, RunStatus.FAILED, f"cannot mount the run's volumes: {e.message}")
         return
+    # Decided (with the namespace's label) at submission; a stricter setting since wins.
+    level = stricter(run.pod_security, backend.pod_security)
     pod_ctx = PodContext(
         default_image=ctx.settings.default_image,
         master_ip=master_ip,
         ssh_public_keys=_ssh_keys(ctx, run.user, conf),
         pod_settings=backend.pod_settings(),
         claims=claims,
-        allow_host_volumes=backend.allow_host_volumes,
+        allow_host_volumes=backend.allow_host_volumes and level == "privileged",
+        pod_security=level,
+        pod_uid=backend.pod_security_uid,
         ssh_init_image=backend.ssh_init_image,
         node_pool=autoscaling.find_pool(backend.node_pools, job.placement.node),
     )

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, StoreDep
 from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
 from api.services import logs as log_service
+from api.services import run_history
 from api.services import runs as run_service
-from api.services.offers import OffersPublic
 from shared.records import RunStatus
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
@@ -42,8 +42,9 @@ def apply_run(
 @router.post("/plan")
 def plan_run(
     body: RunCreate, project: CurrentProject, store: StoreDep, clusters: ClustersDep
-) -> OffersPublic:
-    """The offers a configuration would get now, without submitting it."""
+) -> run_service.RunPlanPublic:
+    """The offers a configuration would get now, and the Pod Security level its pods
+    would be built for, without submitting it."""
     return run_service.plan_run(store, clusters, project=project, configuration=body.configuration)
 
 
@@ -51,16 +52,32 @@ def plan_run(
 def list_runs(
     project: CurrentProject,
     store: StoreDep,
+    response: Response,
     all: Annotated[bool, Query(description="Include finished runs.")] = False,
     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+    prefix: Annotated[str | None, Query(max_length=100, description="Name prefix.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="From the X-Berth-Next-Cursor of the previous page."),
+    ] = None,
 ) -> list[RunPublic]:
-    runs = store.list_runs(project.name, limit=1000)
-    if status_filter is not None:
-        runs = [r for r in runs if r.status == status_filter]
-    elif not all:
-        runs = [r for r in runs if not r.status.is_finished]
-    return [RunPublic.of(r, store.jobs_of(r)) for r in runs[:limit]]
+    """Active runs (every one, however long the history), or with ``all`` or
+    ``status`` a page of history, newest first; ``X-Berth-Next-Cursor`` continues it."""
+    runs, next_cursor = run_history.list_runs(
+        store,
+        project.name,
+        # An active status is answered from the active runs, however old they are.
+        history=all or (status_filter is not None and status_filter.is_finished),
+        status=status_filter,
+        prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+    )
+    if next_cursor is not None:
+        response.headers[run_history.NEXT_CURSOR_HEADER] = next_cursor
+    jobs = store.jobs_of_runs(runs)
+    return [RunPublic.of(r, jobs[r.id]) for r in runs]
 
 
 @router.get("/{name}")

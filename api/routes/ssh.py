@@ -19,6 +19,7 @@ from api.deps import ClustersDep, CurrentProject, SettingsDep, StoreDep
 from shared import kube, ssh
 from shared.clusters import ClusterRegistry
 from shared.errors import ConflictError, KubeNotFound, TemporaryError
+from shared.pod_security import RESTRICTED_SSH_USER
 from shared.records import Job, Project, Run, RunStatus
 from shared.settings import SshSettings
 from shared.store import Store
@@ -100,7 +101,8 @@ def ssh_access(
             replica_num=job.replica_num,
             pod_ip=str(job.pod_ip),
             port=ssh.RUN_SSH_PORT,
-            user=settings.run_user,
+            # A restricted pod's sshd runs as (and logs in) its own non-root user.
+            user=RESTRICTED_SSH_USER if run.pod_security == "restricted" else settings.run_user,
             host_key=_pod_host_key(cluster.kube, cluster.namespace, job),
         )
         for job in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))

@@ -12,7 +12,7 @@ from celery import Celery
 from api.services.names import random_run_name
 from api.services.offers import OffersPublic, offers_for
 from api.services.volumes import check_run_volumes
-from shared import tasks
+from shared import pod_security, tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
@@ -39,6 +39,8 @@ def submit_run(
 ) -> tuple[Run, list[Job]]:
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
     conf = _parse(configuration)
+    # First: no project setting can make a run the namespace forbids possible.
+    security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
     explicit = getattr(conf, "name", None)
@@ -51,6 +53,7 @@ def submit_run(
             configuration=conf.model_dump(mode="json"),
             configuration_type=conf.type,
             priority=getattr(conf, "priority", None) or 0,
+            pod_security=security.level,
         )
         jobs = jobs_for(run, conf)
         run.job_ids = [j.id for j in jobs]
@@ -68,14 +71,24 @@ def submit_run(
     raise ConflictError("could not pick a free run name; set name: in the configuration")
 
 
+class RunPlanPublic(OffersPublic):
+    """The offers, and the Pod Security level the run's pods would be built for."""
+
+    pod_security: str = "privileged"
+    pod_security_source: str = ""
+    """What decided the level: the server config or the namespace's enforce label."""
+
+
 def plan_run(
     store: Store,
     clusters: ClusterRegistry,
     *,
     project: Project,
     configuration: str | dict[str, Any],
-) -> OffersPublic:
+) -> RunPlanPublic:
     conf = _parse(configuration)
+    # First: no project setting can make a run the namespace forbids possible.
+    security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
     request = request_for(conf)
@@ -85,7 +98,12 @@ def plan_run(
         request = replace(
             request, allowed_nodes=allowed_nodes(store, inventory, project.name, fleets)
         )
-    return offers_for(store, clusters, project.name, request)
+    offers = offers_for(store, clusters, project.name, request)
+    return RunPlanPublic(
+        **offers.model_dump(),
+        pod_security=security.level,
+        pod_security_source=security.source,
+    )
 
 
 def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
@@ -136,6 +154,17 @@ def _check_privileged(clusters: ClusterRegistry, project: str, conf: Any) -> Non
             " allow_privileged: true for it in the server config",
             field="privileged",
         )
+
+
+def _pod_security(clusters: ClusterRegistry, project: str, conf: Any) -> pod_security.LevelDecision:
+    """The level the run's pods are built for; ForbiddenError naming the field if the
+    run cannot work at it. One namespace read (with the client's timeout) per call."""
+    cluster = clusters.for_project(project)
+    decision = pod_security.level_for(
+        cluster.kube, cluster.namespace, configured=cluster.backend.pod_security
+    )
+    pod_security.check(conf, decision)
+    return decision
 
 
 def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:

@@ -70,6 +70,16 @@ EOF
 """
 
 
+# Pods under Pod Security "restricted" run as a UID the image does not know, with
+# GID 0 (as OpenShift runs them); sshd only logs in a user it finds in /etc/passwd,
+# so the start script appends one, which group 0 may do here (OpenShift's own
+# recipe for arbitrary UIDs, without nss_wrapper). Only root's group can write it.
+_PASSWD_HOOK = r"""
+set -eu
+chmod 0664 "$1/etc/passwd"
+"""
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
@@ -85,8 +95,9 @@ IMAGES = (
     ImageSpec(
         "run",
         ("bash", "python3", "openssh-server", "coreutils", "procps", "iproute2", "curl"),
+        hook=_PASSWD_HOOK,
     ),
-    ImageSpec("jump", ("openssh-server",)),
+    ImageSpec("jump", ("openssh-server",), hook=_PASSWD_HOOK),
     ImageSpec("nosshd", ("bash", "python3", "coreutils", "procps", "iproute2")),
     ImageSpec("sshd-init", ("openssh-server",), hook=_SSH_KIT_HOOK),
 )

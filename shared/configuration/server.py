@@ -143,6 +143,19 @@ class KubernetesBackend(BerthModel):
     node_pools: list[NodePool] = Field(default_factory=list)
     """Node pools an autoscaler can grow: runs that fit no node but fit a pool wait
     for the autoscaler to add one."""
+    pod_security: Literal["privileged", "baseline", "restricted"] = "privileged"
+    """The Pod Security Standard every pod Berth creates here must pass. ``privileged``
+    (the default) leaves pods as they always were. ``restricted`` runs them as non-root,
+    with no privilege escalation, every capability dropped and ``RuntimeDefault``
+    seccomp, sshd as the container's user; runs that need more are refused at
+    submission. Berth also reads the namespace's ``pod-security.kubernetes.io/enforce``
+    label and follows it when it is stricter, so set this where the label cannot be
+    read or does not tell (OpenShift's ``restricted-v2`` SCC)."""
+    pod_security_uid: int | None = Field(1000, ge=1)
+    """The UID (with GID 0) restricted pods run as when ``pod.security_context`` names no
+    ``runAsUser``: an image's own user is often root, which ``restricted`` refuses.
+    ``null`` leaves it to the cluster (OpenShift assigns one from the namespace's range
+    and refuses any other)."""
 
     @field_validator("type", mode="before")
     @classmethod
@@ -160,6 +173,23 @@ class KubernetesBackend(BerthModel):
                 " or hyphens, starting and ending with a letter or digit"
             )
         return value
+
+    @model_validator(mode="after")
+    def _pod_security_agrees(self) -> Self:
+        if self.pod_security == "privileged":
+            return self
+        if self.allow_host_volumes:
+            raise field_error(
+                "allow_host_volumes",
+                f"hostPath volumes are forbidden by pod_security: {self.pod_security};"
+                " turn one of them off",
+            )
+        context = self.pod.security_context
+        if self.pod_security == "restricted" and context is not None and context.runAsUser == 0:
+            raise field_error(
+                "pod.security_context.runAsUser", "pod_security: restricted forbids UID 0 (root)"
+            )
+        return self
 
     @field_validator("contexts")
     @classmethod

@@ -22,6 +22,11 @@ from tests.stack import Stack, start_stack
 
 NAMESPACE = "berth-real"
 JUMP_PORT = 30022  # a NodePort; the jump host answers on every node IP and 127.0.0.1
+# Project "locked" runs in a namespace that enforces Pod Security "restricted"
+# (test_restricted.py); its own jump host, in that namespace, needs its own NodePort.
+LOCKED_PROJECT = "locked"
+LOCKED_NAMESPACE = "berth-locked"
+LOCKED_JUMP_PORT = 30023
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +61,21 @@ def real_stack(
     assert real_cluster.real_nodes is not None
     images = real_cluster.real_nodes.images
     real_kube.call(real_kube.core.create_namespace, {"metadata": {"name": NAMESPACE}})
+    # Labelled only: the backend's pod_security stays at its default, so Berth must
+    # read the label to build pods this namespace admits.
+    enforce = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    real_kube.call(
+        real_kube.core.create_namespace,
+        {"metadata": {"name": LOCKED_NAMESPACE, "labels": enforce}},
+    )
+    node_ip = real_cluster.real_nodes.ips[0]
     s = start_stack(
         real_cluster,
         tmp_path_factory.mktemp("real-stack"),
         namespace=NAMESPACE,
         workers=1,
         backend={
-            "proxy_jump": {"hostname": real_cluster.real_nodes.ips[0], "port": JUMP_PORT},
+            "proxy_jump": {"hostname": node_ip, "port": JUMP_PORT},
             "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
             # Images without sshd (the "nosshd" one) get it from here; others use their own.
             "ssh_init_image": images["sshd-init"],
@@ -70,6 +83,12 @@ def real_stack(
         env={
             "BERTH_DEFAULT_IMAGE": images["run"],
             "BERTH_SSH__JUMP_IMAGE": images["jump"],
+        },
+        extra_projects={
+            LOCKED_PROJECT: {
+                "namespace": LOCKED_NAMESPACE,
+                "proxy_jump": {"hostname": node_ip, "port": LOCKED_JUMP_PORT},
+            }
         },
     )
     try:

@@ -50,32 +50,33 @@ def follow_logs(stack: Stack, name: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def run(stack: Stack, name: str) -> dict[str, Any]:
+def run(stack: Stack, name: str, *, project: str = "main") -> dict[str, Any]:
     with stack.client() as c:
-        r = c.get(f"/api/projects/main/runs/{name}")
+        r = c.get(f"/api/projects/{project}/runs/{name}")
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
     return data
 
 
 def wait_status(
-    stack: Stack, name: str, *statuses: str, timeout: float = START_S
+    stack: Stack, name: str, *statuses: str, timeout: float = START_S, project: str = "main"
 ) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        current = run(stack, name)
+        current = run(stack, name, project=project)
         return current if current["status"] in statuses else None
 
     try:
         return wait_until(check, timeout=timeout, what=f"{name} {'/'.join(statuses)}")
     except AssertionError as e:
-        raise AssertionError(f"{e}\nrun: {run(stack, name)}\n{stack.logs()}") from None
+        current = run(stack, name, project=project)
+        raise AssertionError(f"{e}\nrun: {current}\n{stack.logs()}") from None
 
 
-def running(stack: Stack, name: str) -> dict[str, Any]:
+def running(stack: Stack, name: str, *, project: str = "main") -> dict[str, Any]:
     """The run once it and every job run with a pod IP."""
 
     def check() -> dict[str, Any] | None:
-        current = run(stack, name)
+        current = run(stack, name, project=project)
         if current["status"] in ("failed", "done", "terminated"):
             raise AssertionError(f"{name} ended before running: {current}\n{stack.logs()}")
         jobs = current["jobs"]
