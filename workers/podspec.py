@@ -31,6 +31,7 @@ from shared.ssh import (
     new_host_key,
     public_key_text,
 )
+from workers import code_volume
 
 SSH_PORT = RUN_SSH_PORT
 SECRET_MOUNT = "/berth/secret"
@@ -109,6 +110,8 @@ class PodContext:
     pod_uid: int | None = 1000
     """Under ``restricted``, the UID to run as when the pod settings name none; None:
     the cluster assigns one (OpenShift)."""
+    code_parts: int = 0
+    """Secrets holding the run's code archive (``workers/code_volume.py``); 0: no code."""
 
 
 def object_name(project: str, run: str, suffix: str = "") -> str:
@@ -157,7 +160,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "ports": _ports(conf),
         "volumeMounts": [{"name": "shm", "mountPath": SHM_MOUNT}],
     }
-    working_dir = getattr(conf, "working_dir", None)
+    working_dir = code_volume.working_dir(conf)
     if working_dir:
         container["workingDir"] = working_dir
     if getattr(conf, "privileged", False):
@@ -182,10 +185,15 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
             }
         )
     volumes += _mount_volumes(container, conf, ctx)
+    if ctx.code_parts:
+        volumes.append(code_volume.volume(run, ctx.code_parts))
+        container["volumeMounts"].append(
+            {"name": "berth-code", "mountPath": code_volume.CODE_MOUNT, "readOnly": True}
+        )
     init_containers = []
     if tools:
         assert ctx.ssh_init_image is not None
-        init_containers.append(_ssh_init_container(ctx.ssh_init_image))
+        init_containers.append(_ssh_init_container(ctx.ssh_init_image, restricted=restricted))
         volumes.append({"name": "berth-tools", "emptyDir": {}})
         container["volumeMounts"].append(
             {"name": "berth-tools", "mountPath": TOOLS_MOUNT, "readOnly": True}
@@ -258,7 +266,7 @@ def _script(
     tools: bool = False,
     restricted: bool = False,
 ) -> str:
-    lines = ["set -e"]
+    lines = ["set -e", *code_volume.unpack_lines(conf)]
     if ssh:
         lines += _restricted_sshd_lines(tools=tools) if restricted else _sshd_lines(tools=tools)
     if multinode:
@@ -281,12 +289,44 @@ def _script(
     if ssh:
         lines += _ssh_environment_lines()
     if conf.type == "dev-environment":
-        lines += list(getattr(conf, "init", None) or [])
+        body = list(getattr(conf, "init", None) or [])
         # `berth apply` prints the IDE link once this exists: init has finished.
-        lines += [f": > {INIT_DONE_FILE}", "sleep infinity"]
+        body += [f": > {INIT_DONE_FILE}", "sleep infinity"]
     else:
-        lines += list(getattr(conf, "commands", None) or [])
-    return "\n".join(lines)
+        body = list(getattr(conf, "commands", None) or [])
+    return "\n".join(lines + _supervised(body))
+
+
+def _supervised(body: list[str]) -> list[str]:
+    """The user's commands in a child of PID 1, which passes SIGTERM on and waits.
+
+    A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs a trap
+    only once its foreground command ends: with the commands run directly, the
+    kubelet's SIGTERM reached nobody, every stop took the full grace period (30 s
+    by default) and the commands never got to shut down cleanly. Here PID 1 waits
+    on them in the background (``wait`` returns at once on a trapped signal),
+    passes TERM to every other process of the container, waits again for the
+    commands to finish, and exits with their status.
+    """
+    return [
+        # As PID 1 (a container's own PID namespace), -1 is every process in the
+        # container but itself; anywhere else, only the commands' shell. ``--``:
+        # dash reads a bare -1 as an option.
+        "berth_term() { berth_stopping=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
+        ' then kill -s TERM -- -1; else kill -s TERM "$berth_pid"; fi 2>/dev/null; true; }',
+        "berth_stopping=",
+        "trap berth_term TERM INT",
+        "{",
+        *body,
+        "} &",
+        "berth_pid=$!",
+        "berth_rc=0",
+        'wait "$berth_pid" || berth_rc=$?',
+        # Cut short by the trap: wait for the commands to wind down.
+        'while [ -n "$berth_stopping" ] && kill -0 "$berth_pid" 2>/dev/null; do',
+        '  wait "$berth_pid" || berth_rc=$?; done',
+        'exit "$berth_rc"',
+    ]
 
 
 def _sshd_lines(*, tools: bool = False) -> list[str]:
@@ -502,12 +542,15 @@ def _mount_volumes(container: dict[str, Any], conf: Any, ctx: PodContext) -> lis
     return volumes
 
 
-def _ssh_init_container(image: str) -> dict[str, Any]:
+def _ssh_init_container(image: str, *, restricted: bool) -> dict[str, Any]:
     # Exec form: the init image needs `cp`, not a shell; it copies, it downloads nothing.
+    # A non-root `cp -a` fails on the emptyDir's own root-owned directory (it would
+    # set its mode and owner); `-R` keeps the files' modes (less the umask) all the same.
+    flags = "-R" if restricted else "-a"
     return {
         "name": "berth-sshd",
         "image": image,
-        "command": ["cp", "-a", SSH_INIT_SOURCE, TOOLS_MOUNT + "/"],
+        "command": ["cp", flags, SSH_INIT_SOURCE, TOOLS_MOUNT + "/"],
         "volumeMounts": [{"name": "berth-tools", "mountPath": TOOLS_MOUNT}],
     }
 

@@ -52,12 +52,20 @@ def locked(real_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Locke
     return LockedUser(home=berth_home, env={"BERTH_HOME": str(berth_home), "HOME": str(home)})
 
 
-def _apply(stack: Stack, user: LockedUser, tmp_path: Path, text: str, *args: str) -> str:
+def _apply(
+    stack: Stack, user: LockedUser, k: kube.Kube, tmp_path: Path, text: str, *args: str
+) -> str:
     result = stack.cli(
         "apply", "-f", str(write(tmp_path, text)), "-y", *args, env=user.env, timeout=2 * START_S
     )
-    assert result.returncode == 0, result.stderr + result.stdout + stack.logs()
+    assert result.returncode == 0, result.stderr + result.stdout + _pods(k) + stack.logs()
     return result.stdout
+
+
+def _pods(k: kube.Kube) -> str:
+    """The locked namespace's pods as the kubelet reports them, for a failure message."""
+    pods = k.call(k.core.list_namespaced_pod, LOCKED_NAMESPACE).items
+    return "".join(f"\n--- pod {p.metadata.name}: {p.status}\n" for p in pods)
 
 
 def test_a_task_runs_as_non_root_and_exits_0_with_its_output_seen(
@@ -66,6 +74,7 @@ def test_a_task_runs_as_non_root_and_exits_0_with_its_output_seen(
     out = _apply(
         real_stack,
         locked,
+        real_kube,
         tmp_path,
         f"""
         type: task
@@ -97,12 +106,16 @@ def test_a_privileged_run_is_refused_at_submission_naming_the_field(
 
 @pytest.fixture(scope="module")
 def locked_ide(
-    real_stack: Stack, locked: LockedUser, tmp_path_factory: pytest.TempPathFactory
+    real_stack: Stack,
+    locked: LockedUser,
+    real_kube: kube.Kube,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("locked-ide")
     _apply(
         real_stack,
         locked,
+        real_kube,
         tmp,
         f"""
         type: dev-environment
@@ -162,11 +175,12 @@ def test_a_dev_environment_is_reached_over_ssh_as_its_non_root_user(
 
 
 def test_a_service_answers_through_the_proxy(
-    real_stack: Stack, locked: LockedUser, tmp_path: Path
+    real_stack: Stack, locked: LockedUser, real_kube: kube.Kube, tmp_path: Path
 ) -> None:
     _apply(
         real_stack,
         locked,
+        real_kube,
         tmp_path,
         f"""
         type: service
