@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.docs import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import fleets, health, nodes, offers, proxy, runs, ssh, users, volumes
+from api.routes import code, fleets, health, nodes, offers, proxy, runs, ssh, users, volumes
 from api.routes import metrics as metrics_routes
 from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
@@ -62,7 +62,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
 
     app = FastAPI(title="Berth", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api.max_body_bytes,
+        by_suffix=((code.PATH_SUFFIX, settings.code.max_bytes),),
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
@@ -71,6 +75,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(volumes.router, responses=ERROR_RESPONSES)
     app.include_router(offers.router, responses=ERROR_RESPONSES)
     app.include_router(nodes.router, responses=ERROR_RESPONSES)
+    app.include_router(code.router, responses=ERROR_RESPONSES)
     app.include_router(users.router, responses=ERROR_RESPONSES)
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)

@@ -20,17 +20,24 @@ CAPPED_PREFIX = "/api/"
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, by_suffix: tuple[tuple[str, int], ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.by_suffix = by_suffix
+        """Paths ending so get their own cap (a run's code archive is bigger than JSON)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(CAPPED_PREFIX):
             await self.app(scope, receive, send)
             return
+        cap = next(
+            (n for suffix, n in self.by_suffix if scope["path"].endswith(suffix)), self.max_bytes
+        )
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if length is not None and length > cap:
+            await self._refuse(scope, receive, send, cap)
             return
         seen = 0
         too_large = False
@@ -41,7 +48,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes and not started:
+                if seen > cap and not started:
                     too_large = True
                     return {"type": "http.disconnect"}  # the app stops reading here
             return message
@@ -55,13 +62,12 @@ class BodySizeLimit:
 
         await self.app(scope, counted, guarded)
         if too_large:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, cap)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+        setting = "api.max_body_bytes" if cap == self.max_bytes else "code.max_bytes"
         response = error_response(
-            413,
-            "too_large",
-            f"the request body is larger than {self.max_bytes} bytes (api.max_body_bytes)",
+            413, "too_large", f"the request body is larger than {cap} bytes ({setting})"
         )
         await response(scope, receive, send)
 

@@ -17,6 +17,11 @@ class RunCreate(BaseModel):
     configuration: str | dict[str, Any] = Field(
         description="The dstack-format configuration, as YAML text or as a JSON object."
     )
+    code: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The sha256 POST /code answered: the archive of the run's repos and files.",
+    )
 
 
 class RunStop(BaseModel):

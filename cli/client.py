@@ -86,8 +86,23 @@ class BerthClient:
     def plan(self, configuration: str) -> dict[str, Any]:
         return _obj(self._json("POST", f"{self._runs}/plan", json={"configuration": configuration}))
 
-    def apply(self, configuration: str) -> dict[str, Any]:
-        return _obj(self._json("POST", self._runs, json={"configuration": configuration}))
+    def apply(self, configuration: str, *, code: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"configuration": configuration}
+        if code is not None:
+            body["code"] = code
+        return _obj(self._json("POST", self._runs, json=body))
+
+    def upload_code(self, data: bytes) -> str:
+        """Send a run's code archive; its sha256 as the server computed it."""
+        answer = _obj(
+            self._json(
+                "POST",
+                f"/api/projects/{self.config.project}/code",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+        return str(answer["code"])
 
     def runs(self, *, all: bool = False) -> list[dict[str, Any]]:
         return self.runs_page(all=all)[0]

@@ -14,11 +14,13 @@ import typer
 import yaml
 from rich.table import Table
 
+from cli import code_bundle
 from cli.client import BerthClient, ClientConfig, load_client_config, save_client_config
 from cli.console import ago, err, out
 from cli.dev_environment import open_dev_environment
 from cli.keys import ensure_registered_key
 from cli.offer_commands import pod_requests_line, print_offers
+from shared.configuration.parse import parse_run_configuration
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -71,7 +73,7 @@ def apply(
             volume = client.apply_volume(text)
             out.print(f"volume {volume['name']}: claim {volume['claim']} ({volume['status']})")
             return
-        run = submit_run(client, text, yes=yes, detach=detach)
+        run = submit_run(client, text, yes=yes, detach=detach, base=file.resolve().parent)
     finally:
         client.close()
     if run["status"] == "failed":
@@ -93,8 +95,11 @@ def configuration_type(text: str) -> str | None:
     return doc.get("type") if isinstance(doc, dict) else None
 
 
-def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> dict[str, Any]:
-    """Show the plan, submit, then follow unless ``detach``; the run as last seen."""
+def submit_run(
+    client: BerthClient, text: str, *, yes: bool, detach: bool, base: Path | None = None
+) -> dict[str, Any]:
+    """Show the plan, submit (with the code ``repos`` and ``files`` name, read relative to
+    ``base``), then follow unless ``detach``; the run as last seen."""
     plan = client.plan(text)
     print_offers(plan["offers"], title=f"plan: {plan['summary']}")
     out.print(pod_requests_line(plan.get("pod_requests") or {}))
@@ -106,7 +111,8 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> di
         raise typer.Exit(1)
     # Pods trust the submitter's SSH key as it is when they start: have one on file first.
     ensure_registered_key(client, load_settings().home)
-    run = client.apply(text)
+    code = upload_code(client, text, base=base or Path.cwd())
+    run = client.apply(text, code=code)
     out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
     if detach:
         return run
@@ -119,6 +125,20 @@ def submit_run(client: BerthClient, text: str, *, yes: bool, detach: bool) -> di
     return open_dev_environment(
         client, run["name"], home=load_settings().home, yes=yes, ready_timeout_s=_READY_S
     )
+
+
+def upload_code(client: BerthClient, text: str, *, base: Path) -> str | None:
+    """Pack and upload the run's ``repos`` and ``files``; the archive's sha256, or None."""
+    conf = parse_run_configuration(text)
+    repos, files = getattr(conf, "repos", []), getattr(conf, "files", [])
+    data = code_bundle.pack(repos, files, base=base, max_bytes=load_settings().code.max_bytes)
+    if data is None:
+        return None
+    digest = client.upload_code(data)
+    out.print(
+        f"sent the run's code: {len(data) / 1024:.1f} KiB ({len(repos)} repos, {len(files)} files)"
+    )
+    return digest
 
 
 def ps(

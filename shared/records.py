@@ -107,6 +107,8 @@ class Run(Stored):
     """The Pod Security level decided at submission (``shared.pod_security``): its pods
     are built for it and ``berth attach`` logs in as its user. Runs recorded before the
     field existed read as ``privileged``, as they were built."""
+    code: str | None = None
+    """sha256 of the run's code archive (``repos``, ``files``), kept by :mod:`shared.code`."""
 
 
 class Fleet(Stored):

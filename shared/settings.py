@@ -49,6 +49,18 @@ class ApiSettings(BaseModel):
     can make the server parse."""
 
 
+class CodeSettings(BaseModel):
+    """The user's code sent with a run (``repos``, ``files``)."""
+
+    max_bytes: int = 2 * 1024 * 1024
+    """Largest compressed archive of a run's code, bytes; dstack's default limit (2 MiB).
+    Kept in Redis until the run's pods have it, so the cap also bounds Redis memory
+    per run; large data belongs in volumes."""
+    ttl_s: int = 7 * 24 * 3600
+    """How long an uploaded archive is kept, seconds; a run started (or retried) later
+    than this after its submission cannot get its code back and fails saying so."""
+
+
 class FlowerSettings(BaseModel):
     basic_auth: SecretStr | None = None
     """``user:password`` for Flower's basic auth; unset means no auth (loopback only)."""
@@ -145,6 +157,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     local: LocalClusterSettings = LocalClusterSettings()
     flower: FlowerSettings = FlowerSettings()
+    code: CodeSettings = CodeSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     ssh: SshSettings = SshSettings()
     scheduling: SchedulingSettings = SchedulingSettings()

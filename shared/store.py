@@ -518,3 +518,7 @@ def _wrapped() -> Iterator[None]:
         yield
     except redis.RedisError as e:
         raise StoreError(f"Redis failed: {e}") from e
+
+
+# For modules that keep their own keys through ``Store.r``: Redis errors become StoreError.
+wrapped = _wrapped

@@ -13,16 +13,24 @@ import time
 from typing import Any
 
 from shared import autoscaling, kube, logs, tasks
+from shared import code as code_archive
 from shared.clusters import Cluster
 from shared.configuration.parse import configuration_from_stored
-from shared.errors import ConfigError, KubeConflict, KubeError, KubeNotFound, TemporaryError
+from shared.errors import (
+    ConfigError,
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    NotFoundError,
+    TemporaryError,
+)
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.pod_security import stricter
 from shared.records import Event, Job, RunStatus
 from shared.volume_placement import host_volume_refusal
-from workers import node_pools, requeue, volumes
+from workers import code_volume, node_pools, requeue, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
 from workers.podspec import PodContext, build_job_objects, job_pod_name
@@ -60,6 +68,13 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
             raise
         _finish(ctx, job_id, RunStatus.FAILED, f"cannot mount the run's volumes: {e.message}")
         return
+    code_secrets: list[dict[str, Any]] = []
+    if run.code:
+        try:
+            code_secrets = code_volume.code_secrets(run, code_archive.load(store, run.code))
+        except NotFoundError as e:
+            _finish(ctx, job_id, RunStatus.FAILED, f"cannot give the run its code: {e.message}")
+            return
     # Decided (with the namespace's label) at submission; a stricter setting since wins.
     level = stricter(run.pod_security, backend.pod_security)
     pod_ctx = PodContext(
@@ -73,9 +88,12 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         pod_uid=backend.pod_security_uid,
         ssh_init_image=backend.ssh_init_image,
         node_pool=autoscaling.find_pool(backend.node_pools, job.placement.node),
+        code_parts=len(code_secrets),
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     try:
+        for secret in code_secrets:  # one set per run, shared by its jobs
+            _create_or_adopt(cluster, "secret", secret, job, per_run=True)
         if objects.secret is not None:
             _create_or_adopt(cluster, "secret", objects.secret, job)
         for service in objects.services:

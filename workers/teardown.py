@@ -11,6 +11,7 @@ from shared.errors import KubeNotFound
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.records import Event, Run, RunStatus
+from workers import code_volume
 from workers.context import WorkerContext
 
 _CAS_ATTEMPTS = 10
@@ -53,6 +54,7 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
     run = refresh_run(store, run.id)
     if run.status.is_finished:
         _delete_run_services(cluster, run)
+        _delete_code_secrets(cluster, run)
 
 
 def teardown_pod(ctx: WorkerContext, job_id: str) -> None:
@@ -77,6 +79,7 @@ def purge_run(ctx: WorkerContext, run_id: str) -> None:
     # By job id, not run name: a newer run may already reuse the name.
     for job_id in run.job_ids:
         _delete_by_label(cluster, kube.LABEL_JOB, job_id, grace=0)
+    _delete_code_secrets(cluster, run)
     ctx.store.delete_run(run)
 
 
@@ -109,6 +112,22 @@ def _delete_run_services(cluster: Cluster, run: Run) -> None:
         k.core.list_namespaced_service, cluster.namespace, label_selector=selector
     ).items:
         _ignore_missing(k, k.core.delete_namespaced_service, svc.metadata.name, cluster.namespace)
+
+
+def _delete_code_secrets(cluster: Cluster, run: Run) -> None:
+    """The run's code archive, shared by its jobs: kept across retries, gone with the run."""
+    if not run.code:
+        return
+    k = cluster.kube
+    selector = ",".join(f"{k}={v}" for k, v in kube.berth_labels(run.project, run.name).items())
+    prefix = code_volume.secret_prefix(run)
+    for secret in k.call(
+        k.core.list_namespaced_secret, cluster.namespace, label_selector=selector
+    ).items:
+        if secret.metadata.name.startswith(prefix):
+            _ignore_missing(
+                k, k.core.delete_namespaced_secret, secret.metadata.name, cluster.namespace
+            )
 
 
 def _ignore_missing(k: kube.Kube, fn: object, *args: object, **kwargs: object) -> None:

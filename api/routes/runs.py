@@ -35,6 +35,7 @@ def apply_run(
         user=user,
         configuration=body.configuration,
         clusters=clusters,
+        code=body.code,
     )
     return RunPublic.of(run, jobs)
 

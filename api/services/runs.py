@@ -12,6 +12,7 @@ from celery import Celery
 from api.services.names import random_run_name
 from api.services.offers import OffersPublic, offers_for
 from api.services.volumes import check_run_volumes
+from shared import code as code_archive
 from shared import pod_security, tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
@@ -36,9 +37,11 @@ def submit_run(
     user: User,
     configuration: str | dict[str, Any],
     clusters: ClusterRegistry,
+    code: str | None = None,
 ) -> tuple[Run, list[Job]]:
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
     conf = _parse(configuration)
+    code_archive.check_submission(store, conf, code)
     # First: no project setting can make a run the namespace forbids possible.
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
@@ -54,6 +57,7 @@ def submit_run(
             configuration_type=conf.type,
             priority=getattr(conf, "priority", None) or 0,
             pod_security=security.level,
+            code=code,
         )
         jobs = jobs_for(run, conf)
         run.job_ids = [j.id for j in jobs]

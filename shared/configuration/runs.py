@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from shared.configuration.base import READING_STORED, BerthModel, field_error, not_supported
+from shared.configuration.code import FileField, RepoField
 from shared.configuration.fields import (
     EnvVars,
     OffableDuration,
@@ -45,7 +46,6 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
         "dstack",
         "entrypoint",
         "env_file",
-        "files",
         "home_dir",
         "idle_duration",
         "instance_types",
@@ -53,7 +53,6 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
         "max_price",
         "nvcc",
         "regions",
-        "repos",
         "reservation",
         "schedule",
         "setup",
@@ -91,6 +90,10 @@ class _RunConfigurationBase(BerthModel):
     priority: int = Field(0, ge=0, le=100, strict=True)
     """Higher runs are scheduled first, 0..100."""
     working_dir: str | None = None
+    repos: list[RepoField] = Field(default_factory=list)
+    """The user's code: local directories the CLI sends, or git URLs it clones and sends."""
+    files: list[FileField] = Field(default_factory=list)
+    """Local files or directories the CLI sends, each to a container path."""
     shell: str | None = None
     """``sh``, ``bash`` or an absolute path; Berth picks when absent."""
     fleets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
@@ -112,7 +115,6 @@ class _RunConfigurationBase(BerthModel):
     @field_validator("working_dir")
     @classmethod
     def _absolute_working_dir(cls, value: str | None) -> str | None:
-        # dstack resolves relative paths against a cloned repo; Berth clones no repos.
         if value is not None and not value.startswith("/"):
             raise ValueError(f"expected an absolute path such as /workspace, got {value!r}")
         return value

@@ -14,6 +14,7 @@ import secrets
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,14 +71,14 @@ def test_a_run_for_each_managed_scheme_gpu_is_placed_on_that_node(
     applied = stack.cli("apply", "-f", str(conf), "-y", "-d")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
-    def finished() -> dict[str, object] | None:
+    def finished() -> dict[str, Any] | None:
         runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
         run = next(r for r in runs if r["name"] == name)
         return run if run["status"] in ("done", "failed", "terminated") else None
 
     run = wait_until(finished, timeout=90, what=f"{name} finished")
     assert run["status"] == "done", run
-    assert [j["node"] for j in run["jobs"]] == [node]  # type: ignore[union-attr]
+    assert [j["node"] for j in run["jobs"]] == [node]
 
 
 def test_nodes_lists_each_gpu_with_the_labels_that_named_it(stack: Stack) -> None:
