@@ -111,8 +111,8 @@ def _print_summary(state: cluster.ClusterState, home: Path) -> None:
         f"  kubeconfig  {state.kubeconfig}\n"
         "Try next:\n"
         f"  berth apply -f {_shown(EXAMPLES / 'multinode.dstack.yml')}\n"
-        f"  berth apply -f {_shown(EXAMPLES / 'dev-environment.dstack.yml')} -d"
-        " && berth attach my-ide && ssh my-ide\n"
+        f"  berth apply -f {_shown(EXAMPLES / 'dev-environment.dstack.yml')}"
+        "   (then ssh my-ide, or open the link it prints)\n"
         "  berth ps -a\n"
         "Stop everything: berth local down"
     )
