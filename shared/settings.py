@@ -61,6 +61,14 @@ class CodeSettings(BaseModel):
     than this after its submission cannot get its code back and fails saying so."""
 
 
+class SecretsSettings(BaseModel):
+    key: SecretStr | None = None
+    """Fernet key (32 url-safe base64 bytes; ``python -c "from cryptography.fernet import
+    Fernet; print(Fernet.generate_key().decode())"``) that encrypts project secrets in
+    Redis. No default: a key kept beside the data would protect nothing. Unset, secrets
+    cannot be set or used, and the error says so. ``berth local up`` makes one."""
+
+
 class FlowerSettings(BaseModel):
     basic_auth: SecretStr | None = None
     """``user:password`` for Flower's basic auth; unset means no auth (loopback only)."""
@@ -103,6 +111,14 @@ class SchedulingSettings(BaseModel):
     """Blocked runs per pass that reserve the nodes they will start on (backfill). Each
     costs one scan of the nodes; 1 would be EASY backfill, more protects big runs of
     several GPU models at once."""
+    quota_ttl_s: float = 2.0
+    """Seconds a namespace's ResourceQuota read serves scheduling passes. Passes come
+    in bursts (one per submitted or finished run); 2s keeps that to one LIST per
+    namespace every 2s, and a pod refused for quota meanwhile forces a fresh read."""
+    quota_forbidden_recheck_s: float = 60.0
+    """Seconds before asking again for the quotas of a namespace whose resourcequotas
+    Berth may not read (403): rarely enough to cost nothing, often enough that an
+    operator's RBAC fix takes effect within a minute."""
 
 
 class SshSettings(BaseModel):
@@ -158,6 +174,7 @@ class Settings(BaseSettings):
     local: LocalClusterSettings = LocalClusterSettings()
     flower: FlowerSettings = FlowerSettings()
     code: CodeSettings = CodeSettings()
+    secrets: SecretsSettings = SecretsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     ssh: SshSettings = SshSettings()
     scheduling: SchedulingSettings = SchedulingSettings()

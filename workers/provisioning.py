@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from shared import autoscaling, kube, logs, tasks
+from shared import autoscaling, kube, logs, secrets, tasks
 from shared import code as code_archive
 from shared.clusters import Cluster
 from shared.configuration.parse import configuration_from_stored
@@ -20,6 +20,7 @@ from shared.errors import (
     ConfigError,
     KubeConflict,
     KubeError,
+    KubeForbidden,
     KubeNotFound,
     NotFoundError,
     TemporaryError,
@@ -28,7 +29,9 @@ from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.pod_security import stricter
+from shared.queueing.namespace_quota import quota_refusal
 from shared.records import Event, Job, RunStatus
+from shared.resource_quotas import namespace_key, note_refusal
 from shared.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, volumes
 from workers.context import WorkerContext
@@ -68,6 +71,13 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
             raise
         _finish(ctx, job_id, RunStatus.FAILED, f"cannot mount the run's volumes: {e.message}")
         return
+    try:
+        names = {n for found in secrets.references(conf).values() for n in found}
+        box = secrets.SecretBox(ctx.settings.secrets.key) if names else None
+        secret_values = secrets.resolve(store, box, run.project, names) if box else {}
+    except (NotFoundError, ConfigError) as e:
+        _finish(ctx, job_id, RunStatus.FAILED, f"cannot give the run its secrets: {e.message}")
+        return
     code_secrets: list[dict[str, Any]] = []
     if run.code:
         try:
@@ -89,6 +99,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         ssh_init_image=backend.ssh_init_image,
         node_pool=autoscaling.find_pool(backend.node_pools, job.placement.node),
         code_parts=len(code_secrets),
+        secret_values=secret_values,
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     try:
@@ -101,6 +112,13 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         _create_or_adopt(cluster, "pod", objects.pod, job)
     except TemporaryError:
         raise  # the apiserver is away: Celery retries with backoff
+    except KubeForbidden as e:
+        refusal = quota_refusal(e.message)
+        if refusal is not None:
+            _wait_for_quota(ctx, cluster, job, refusal)
+            return
+        _finish(ctx, job_id, RunStatus.FAILED, f"Kubernetes refused the job's objects: {e.message}")
+        return
     except KubeError as e:
         # Admission refused the spec, or a foreign object holds the name: retrying won't help.
         _finish(ctx, job_id, RunStatus.FAILED, f"Kubernetes refused the job's objects: {e.message}")
@@ -195,6 +213,19 @@ def _finish(ctx: WorkerContext, job_id: str, status: RunStatus, reason: str) -> 
     _apply(ctx, job_id, PodVerdict(status=status, reason=reason))
     job = ctx.store.get_job(job_id)
     refresh_run(ctx.store, job.run_id)
+
+
+def _wait_for_quota(ctx: WorkerContext, cluster: Cluster, job: Job, refusal: str) -> None:
+    """A pod refused for a namespace quota goes back to the queue instead of failing.
+
+    The scheduler counted the quota as it last read it; another creator (or a pod
+    Berth had not seen counted yet) took the room since. The refusal is noted, so
+    the next pass reads the quota afresh instead of placing on the same stale room.
+    A gang member sent back sends its whole run back (``gang_not_ready``).
+    """
+    key = namespace_key(ctx.clusters.key_for(job.project), cluster.namespace)
+    note_refusal(ctx.store, key, at=time.time())
+    _finish(ctx, job.id, RunStatus.PENDING, f"pod refused for namespace quota: {refusal}")
 
 
 def _release_siblings(ctx: WorkerContext, job_ids: list[str]) -> None:

@@ -6,6 +6,10 @@ backfill, gangs); this module only feeds it and applies its answer:
 - capacity is the inventory's free resources (pods Berth did not create)
   minus the placements of Berth's own jobs: a job's GPUs are taken from the
   moment it is placed, before its pod exists, until it finishes;
+- the ResourceQuotas of each namespace with runs waiting are capacity too
+  (:mod:`shared.queueing.namespace_quota` says how ``status.used`` and Berth's
+  placements add up without counting a job twice); reads are cached briefly
+  per process (:class:`shared.resource_quotas.QuotaReader`);
 - an admitted run's jobs are written all at once (:mod:`shared.queueing.commit`),
   so a gang is placed whole or not at all, then provisioned;
 - a waiting run is ``pending`` with what it waits for and its position in its
@@ -31,6 +35,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import redis
 
@@ -44,9 +49,11 @@ from shared.placements import HOLDING
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
+from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
 from shared.queueing.share import normalise_quotas
 from shared.queueing.view import RecordCache, View
 from shared.records import Event, Job, Run, RunStatus
+from shared.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.store import Store
 from shared.volume_placement import berth_volume_nodes, mounted_volumes
 from workers import cluster_fit
@@ -62,6 +69,8 @@ QUEUED = (RunStatus.SUBMITTED, RunStatus.PENDING)
 
 # One record cache per store (per worker process in production, per context in tests).
 _caches: weakref.WeakKeyDictionary[Store, RecordCache] = weakref.WeakKeyDictionary()
+# Likewise each namespace's last ResourceQuota read.
+_quota_readers: weakref.WeakKeyDictionary[Store, QuotaReader] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -135,6 +144,16 @@ def record_cache(store: Store) -> RecordCache:
     return cache
 
 
+def quota_reader(ctx: WorkerContext) -> QuotaReader:
+    reader = _quota_readers.get(ctx.store)
+    if reader is None:
+        settings = ctx.settings.scheduling
+        reader = _quota_readers[ctx.store] = QuotaReader(
+            ttl_s=settings.quota_ttl_s, forbidden_recheck_s=settings.quota_forbidden_recheck_s
+        )
+    return reader
+
+
 # -- one decision ---------------------------------------------------------------------
 
 
@@ -161,7 +180,11 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         by_cluster.setdefault(key, []).append(run)
     writer = Writer(ctx.store)
     version = view.capacity_version
-    for members in by_cluster.values():
+    refused: dict[str, float] | None = None
+    for cluster_key, members in by_cluster.items():
+        if refused is None and any(r.status in QUEUED for r in members):
+            refused = refusals(ctx.store)
+        rooms = _namespace_rooms(ctx, cache, view, cluster_key, members, refused or {})
         holdings = list(_holdings(members, view))
         fit = cluster_fit.PassFit()
         inventory = cluster_fit.inventory_with_pools(
@@ -201,6 +224,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             holdings,
             quotas=quotas,
             max_reservations=ctx.settings.scheduling.max_reservations,
+            rooms=rooms,
         )
         for admit in decided.admits:
             outcome = _admit(
@@ -226,6 +250,49 @@ def _holdings(runs: Iterable[Run], view: View) -> Iterable[Holding]:
         for job in view.jobs[run.id]:
             if job.status in HOLDING and job.placement is not None:
                 yield Holding(run.project, job.placement)
+
+
+def _namespace_rooms(
+    ctx: WorkerContext,
+    cache: RecordCache,
+    view: View,
+    cluster_key: str,
+    members: list[Run],
+    refused: Mapping[str, float],
+) -> dict[str, QuotaRoom]:
+    """Project -> what its namespace's quotas leave; read only where runs wait."""
+    by_namespace: dict[str, list[Run]] = {}
+    for run in members:
+        namespace = ctx.server.backend_for(run.project).namespace
+        by_namespace.setdefault(namespace, []).append(run)
+    rooms: dict[str, QuotaRoom] = {}
+    for namespace, runs in by_namespace.items():
+        if not any(r.status in QUEUED and not r.stop_requested for r in runs):
+            continue  # nothing to admit there: no read
+        key = namespace_key(cluster_key, namespace)
+        holding = [
+            (run, job)
+            for run in runs
+            for job in view.jobs[run.id]
+            if job.status in HOLDING and job.placement is not None
+        ]
+        read = quota_reader(ctx).read(
+            key,
+            partial(ctx.clusters.for_project, runs[0].project),
+            counted=frozenset(j.id for _, j in holding if j.pod_name),
+            refused_at=refused.get(key, 0.0),
+        )
+        if read is None:
+            continue
+        uncounted = (
+            demand(job.placement, memory_limit_bytes=cache.facts(run).memory_limit_bytes)
+            for run, job in holding
+            if job.placement is not None and job.id not in read.counted
+        )
+        room = room_for(read.quotas, uncounted)
+        if room is not None:
+            rooms.update(dict.fromkeys({r.project for r in runs}, room))
+    return rooms
 
 
 def _queue_order(run: Run) -> tuple[int, float, str]:
@@ -288,6 +355,7 @@ def _queued(
         request=request,
         jobs=len(to_place),
         held_nodes=held,
+        memory_limit_bytes=facts.memory_limit_bytes,
     )
     cache.remember(run.id, stamp, entry)
     return entry

@@ -10,10 +10,11 @@ from typing import Any
 from celery import Celery
 
 from api.services.names import random_run_name
+from api.services.namespace_quotas import check_namespace_quota
 from api.services.offers import OffersPublic, offers_for
 from api.services.volumes import check_run_volumes
 from shared import code as code_archive
-from shared import pod_security, tasks
+from shared import pod_security, secrets, tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
@@ -42,10 +43,12 @@ def submit_run(
     """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
     conf = _parse(configuration)
     code_archive.check_submission(store, conf, code)
+    secrets.check_submission(store, project.name, conf)
     # First: no project setting can make a run the namespace forbids possible.
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
+    check_namespace_quota(store, clusters, project.name, conf)
     explicit = getattr(conf, "name", None)
     for _ in range(1 if explicit else _NAME_ATTEMPTS):
         run = Run(
@@ -95,6 +98,7 @@ def plan_run(
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
+    check_namespace_quota(store, clusters, project.name, conf)
     request = request_for(conf)
     fleets = getattr(conf, "fleets", None)
     if fleets:

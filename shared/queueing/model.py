@@ -22,6 +22,8 @@ class QueuedRun:
     """Jobs still to place (all of them, except a service that lost a replica)."""
     held_nodes: frozenset[str] = frozenset()
     """Nodes the run's other jobs already hold; a gang must avoid them too."""
+    memory_limit_bytes: int | None = None
+    """The memory limit its pods get (a ``limits.memory`` quota counts it); None: none."""
     key: tuple[int, float, str] = field(init=False, repr=False, compare=False)
     """Queue order inside a project (see :mod:`shared.queueing.order`); computed once,
     since a pass sorts and heaps 10,000 of them."""

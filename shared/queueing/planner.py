@@ -26,6 +26,12 @@ The rules, in the order they apply:
    behind it may start only on other capacity and cannot delay it. Up to
    ``max_reservations`` blocked runs reserve per pass (1 would be EASY backfill);
    runs blocked by quota reserve nothing (they wait for their own project).
+7. **Namespace quotas.** A run is admitted only if all its jobs fit in what the
+   ResourceQuotas of its namespace leave (``rooms``, one per namespace, shared by
+   the projects in it; see :mod:`shared.queueing.namespace_quota`): a gang
+   whole or not at all. One that could never fit under a quota's hard limit fails.
+   Blocked by a quota, it reserves no nodes, but later runs in the pass order
+   that need what it is short of wait behind it.
 
 Why the reserved run does not starve: a pass recomputes reservations from the
 store, so they survive no crash; what carries over is an invariant. While run R
@@ -42,13 +48,14 @@ grows. Capacity taken by pods Berth did not create is outside this argument.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from shared import placements
 from shared.gpu.inventory import GpuInventory, Resources
 from shared.offers import Offer, Request, describe, match
 from shared.queueing.model import Admit, Fail, Holding, Plan, QueuedRun, Wait
+from shared.queueing.namespace_quota import QuotaRoom, demand, total
 from shared.queueing.order import QueueKey, project_queues
 from shared.queueing.share import Ledger, Quotas, group_model
 from shared.records import Placement
@@ -61,9 +68,15 @@ def plan(
     *,
     quotas: Quotas | None = None,
     max_reservations: int = 8,
+    rooms: Mapping[str, QuotaRoom] | None = None,
 ) -> Plan:
-    """Decide every queued run against ``inventory`` minus ``holdings``. Pure."""
-    return _Planner(inventory, list(holdings), quotas or {}, max_reservations).run(list(queued))
+    """Decide every queued run against ``inventory`` minus ``holdings``. Pure.
+
+    ``rooms``: project -> what its namespace's ResourceQuotas leave (the same object
+    for projects sharing a namespace); a project without one has no namespace quota.
+    """
+    planner = _Planner(inventory, list(holdings), quotas or {}, max_reservations, rooms or {})
+    return planner.run(list(queued))
 
 
 _Taken = list[tuple[Offer, str | None]]  # offers tentatively taken, with their GPU model
@@ -84,9 +97,11 @@ class _Planner:
         holdings: list[Holding],
         quotas: Quotas,
         max_reservations: int,
+        rooms: Mapping[str, QuotaRoom],
     ) -> None:
         self.inventory = inventory
         self.quotas = quotas
+        self.rooms = rooms
         self.max_reservations = max_reservations
         self.all_nodes = frozenset(n.name for n in inventory.nodes)
         self.reserved: dict[str, Resources] = {}
@@ -145,16 +160,14 @@ class _Planner:
         if blocked is None:
             placed = self._place(run, within_quota=True)
             if placed is not None:
-                self._admit(run, placed, borrowed=False)
-                return None
+                return self._admit_within_namespace(run, placed, borrowed=False)
             # Without a quota on the project, the first attempt was already unconstrained.
             capped = bool(self.quotas.get(run.project))
             placed = self._place(run, within_quota=False) if capped else None
             if placed is not None:
                 over = self._over_quota(run.project, placed)
                 if all(self._may_borrow(run.project, model) for model in over):
-                    self._admit(run, placed, borrowed=True)
-                    return None
+                    return self._admit_within_namespace(run, placed, borrowed=True)
                 model = over[0]
                 held = self.ledger.gpus(run.project, model)
                 limit = self.quotas.get(run.project, {}).get(model, 0)
@@ -219,6 +232,31 @@ class _Planner:
             room = self.ledger.headroom(self.quotas, run.project, model)
             if room is None or (model is not None and room - extra.get(model, 0) >= offer.gpus):
                 return offer
+        return None
+
+    def _admit_within_namespace(
+        self, run: QueuedRun, taken: _Taken, *, borrowed: bool
+    ) -> str | None:
+        """Admit ``run`` if its namespace's quotas leave room for all its jobs, or say why not."""
+        room = self.rooms.get(run.project)
+        if room is None:
+            self._admit(run, taken, borrowed=borrowed)
+            return None
+        limit = run.memory_limit_bytes
+        need = total(
+            demand(_placement(offer, run.request), memory_limit_bytes=limit) for offer, _ in taken
+        )
+        never = room.beyond_hard(need)
+        if never is not None:
+            self.result.fails.append(Fail(run.run_id, run.project, f"impossible: {never}"))
+            self._count_want(run, -1)
+            return None
+        short = room.shortfall(need)
+        if short is not None:
+            room.block(need, short)
+            return short
+        room.take(need)
+        self._admit(run, taken, borrowed=borrowed)
         return None
 
     def _admit(self, run: QueuedRun, taken: _Taken, *, borrowed: bool) -> None:

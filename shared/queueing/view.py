@@ -22,6 +22,7 @@ from shared.errors import ConfigError
 from shared.offers import Request
 from shared.queueing import keys
 from shared.queueing.limits import Limits, limits_of
+from shared.queueing.namespace_quota import memory_limit_of
 from shared.records import Job, Run
 from shared.requests import request_for
 from shared.store import Store
@@ -52,6 +53,8 @@ class RunFacts:
     limits: Limits
     error: str = ""
     """Set when the stored configuration no longer parses; the run then fails."""
+    memory_limit_bytes: int | None = None
+    """Its pods' memory limit, which a ``limits.memory`` namespace quota counts."""
 
 
 @dataclass
@@ -104,6 +107,7 @@ class RecordCache:
                     request=self._requests.setdefault(request, request),
                     fleets=tuple(getattr(conf, "fleets", None) or ()),
                     limits=limits_of(conf),
+                    memory_limit_bytes=memory_limit_of(conf),
                 )
             except ConfigError as e:
                 facts = RunFacts(request=Request(), fleets=(), limits=Limits(), error=str(e))

@@ -1,0 +1,91 @@
+"""Refusing, at submission, a run that its namespace's ResourceQuotas could never admit.
+
+A run that fits a quota's hard limit but not what is free now is accepted and
+waits in the queue (the scheduler names the quota in its reason); one that asks
+more than the hard limit would wait forever, so it fails here, naming the quota,
+for ``berth apply`` (both plan and submission) to show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from shared import resource_quotas
+from shared.clusters import ClusterRegistry
+from shared.errors import ConfigError, KubeError
+from shared.gpu.inventory import GpuInventory
+from shared.inventory_store import load_inventory
+from shared.jobs import jobs_for
+from shared.offers import Request, match
+from shared.queueing.namespace_quota import demand, memory_limit_of, room_for, total
+from shared.records import Placement, Run
+from shared.requests import request_for
+from shared.store import Store
+
+# The device plugins' resource names, for a cluster whose inventory shows no such GPU.
+_DEFAULT_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+
+
+def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str, conf: Any) -> None:
+    """ConfigError naming the quota when no placement of the run fits under its hard limits.
+
+    One LIST with the client's timeout. When Berth may not read the quotas, or the
+    apiserver does not answer, nothing is refused here: the scheduler and the
+    provisioning workers treat a pod refused for quota as a wait anyway.
+    """
+    try:
+        quotas = resource_quotas.read_quotas(clusters.for_project(project))
+    except KubeError:
+        return
+    room = room_for(quotas)
+    if room is None:
+        return
+    request = request_for(conf)
+    jobs = len(
+        jobs_for(
+            Run(
+                id="",
+                project=project,
+                name="",
+                user="",
+                configuration={},
+                configuration_type=conf.type,
+            ),
+            conf,
+        )
+    )
+    refusals = []
+    for resource in _gpu_resources(store, clusters, project, request):
+        placement = Placement(
+            node="",
+            gpu_resource=resource,
+            gpus=request.gpu_count if resource else 0,
+            cpu_milli=request.cpu_millicores,
+            memory_bytes=request.memory_bytes,
+            disk_bytes=request.disk_bytes,
+        )
+        one = demand(placement, memory_limit_bytes=memory_limit_of(conf))
+        refusal = room.beyond_hard(total([one] * jobs))
+        if refusal is None:
+            return  # some placement fits under every quota
+        refusals.append(refusal)
+    raise ConfigError(refusals[0], field="resources")
+
+
+def _gpu_resources(
+    store: Store, clusters: ClusterRegistry, project: str, request: Request
+) -> list[str | None]:
+    """The GPU resources (``nvidia.com/gpu``, a MIG profile) the run's jobs could use."""
+    if not request.gpu_count:
+        return [None]
+    inventory = load_inventory(store, clusters, project)
+    # Every node as if empty: which could take the run at all, not which can now.
+    empty = GpuInventory(
+        nodes=tuple(n.model_copy(update={"free": n.allocatable}) for n in inventory.nodes)
+    )
+    offers = match(empty, replace(request, nodes=1)).offers
+    found = sorted({o.group.resource for o in offers if o.group is not None})
+    if found:
+        return list(found)
+    return [_DEFAULT_RESOURCE.get(request.gpu_vendor or "nvidia", "nvidia.com/gpu")]
