@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from api.docs import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import code, fleets, health, nodes, offers, proxy, runs, ssh, users, volumes
+from api.routes import (
+    code,
+    fleets,
+    health,
+    nodes,
+    offers,
+    proxy,
+    runs,
+    secrets,
+    ssh,
+    users,
+    volumes,
+)
 from api.routes import metrics as metrics_routes
 from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
@@ -76,6 +88,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(offers.router, responses=ERROR_RESPONSES)
     app.include_router(nodes.router, responses=ERROR_RESPONSES)
     app.include_router(code.router, responses=ERROR_RESPONSES)
+    app.include_router(secrets.router, responses=ERROR_RESPONSES)
     app.include_router(users.router, responses=ERROR_RESPONSES)
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)

@@ -226,6 +226,8 @@ def render_config(access: SshAccess, *, identity: Path, known_hosts: Path) -> st
         f"UserKnownHostsFile {_quote(known_hosts)}",
         "StrictHostKeyChecking yes",
         "UpdateHostKeys no",  # the known_hosts file is Berth's; ssh must not add to it
+        # Fail in seconds, not the kernel's two minutes, while a jump pod is recreated.
+        "ConnectTimeout 15",
     ]
     lines = [
         f"# Written by 'berth attach {access.run}' (project {access.project});"

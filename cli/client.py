@@ -165,6 +165,16 @@ class BerthClient:
     def nodes(self) -> dict[str, Any]:
         return _obj(self._json("GET", f"/api/projects/{self.config.project}/nodes"))
 
+    def secrets(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"/api/projects/{self.config.project}/secrets")  # type: ignore[no-any-return]
+
+    def set_secret(self, name: str, value: str) -> None:
+        path = f"/api/projects/{self.config.project}/secrets/{name}"
+        self._json("PUT", path, json={"value": value})
+
+    def delete_secret(self, name: str) -> None:
+        self._json("DELETE", f"/api/projects/{self.config.project}/secrets/{name}")
+
     def fleets(self) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/projects/{self.config.project}/fleets")  # type: ignore[no-any-return]
 

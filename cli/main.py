@@ -9,6 +9,7 @@ from cli import (
     local_commands,
     offer_commands,
     run_commands,
+    secret_commands,
     server_commands,
     volume_commands,
 )
@@ -19,6 +20,7 @@ app = typer.Typer(no_args_is_help=True, help="Berth: run GPU work on your Kubern
 app.add_typer(local_commands.app, name="local")
 app.add_typer(run_commands.fleet_app, name="fleet")
 app.add_typer(volume_commands.volume_app, name="volume")
+app.add_typer(secret_commands.secret_app, name="secret")
 for command in (
     run_commands.config,
     run_commands.apply,

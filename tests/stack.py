@@ -7,6 +7,7 @@ and stopped by PID.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -158,6 +159,7 @@ def start_stack(
         "BERTH_REDIS__KEY_PREFIX": f"e2e{secrets.token_hex(3)}",
         "BERTH_API__PORT": str(port),
         "BERTH_API__ADMIN_TOKEN": token,
+        "BERTH_SECRETS__KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "BERTH_ENVIRONMENT": "development",
         **(env or {}),
     }

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import autoscaling, kube
+from shared import autoscaling, kube, secrets
 from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.pod_customisation import customise_pod
 from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
@@ -112,6 +112,8 @@ class PodContext:
     the cluster assigns one (OpenShift)."""
     code_parts: int = 0
     """Secrets holding the run's code archive (``workers/code_volume.py``); 0: no code."""
+    secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Decrypted project secrets the configuration names (``shared/secrets.py``)."""
 
 
 def object_name(project: str, run: str, suffix: str = "") -> str:
@@ -141,10 +143,16 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "berth.dev/replica": str(job.replica_num),
         "berth.dev/rank": str(job.job_num),
     }
-    secret = _secret(run, job, conf, ctx, name, labels)
     multinode = job.jobs_in_run > 1
     headless = headless_service_name(run)
     env = _env(run, job, conf, ctx, headless if multinode else None)
+    # Values naming project secrets go into the job's Secret, never into the pod spec.
+    secret_env = {
+        k: secrets.interpolate(v, ctx.secret_values)
+        for k, v in env.items()
+        if secrets.referenced([v])
+    }
+    secret = _secret(run, job, conf, ctx, name, labels, secret_env)
     ssh = secret is not None and "authorized_keys" in secret["data"]
     tools = ssh and ctx.ssh_init_image is not None
     restricted = ctx.pod_security == "restricted"
@@ -155,7 +163,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "name": "main",
         "image": getattr(conf, "image", None) or ctx.default_image,
         "command": [_shell(conf), "-c", script],
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [_env_var(k, v, secret=name if k in secret_env else None) for k, v in env.items()],
         "resources": _resources(job, conf),
         "ports": _ports(conf),
         "volumeMounts": [{"name": "shm", "mountPath": SHM_MOUNT}],
@@ -564,16 +572,32 @@ def _tolerations(job: Job) -> list[dict[str, str]]:
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}]
 
 
+def _env_var(key: str, value: str, *, secret: str | None) -> dict[str, Any]:
+    if secret is None:
+        return {"name": key, "value": value}
+    ref = {"name": secret, "key": f"{_ENV_SECRET_PREFIX}{key}"}
+    return {"name": key, "valueFrom": {"secretKeyRef": ref}}
+
+
+_ENV_SECRET_PREFIX = "env-"  # Secret keys of env values that name project secrets
+
+
 def _secret(
-    run: Run, job: Job, conf: Any, ctx: PodContext, name: str, labels: dict[str, str]
+    run: Run,
+    job: Job,
+    conf: Any,
+    ctx: PodContext,
+    name: str,
+    labels: dict[str, str],
+    secret_env: Mapping[str, str],
 ) -> dict[str, Any] | None:
-    data: dict[str, str] = {}
+    data: dict[str, str] = {f"{_ENV_SECRET_PREFIX}{k}": _b64(v) for k, v in secret_env.items()}
     auth = getattr(conf, "registry_auth", None)
     if auth is not None:
         image = getattr(conf, "image", None) or ctx.default_image
-        data[".dockerconfigjson"] = _b64(
-            _docker_config(image, auth.username, _plain(auth.password))
-        )
+        username = secrets.interpolate(auth.username, ctx.secret_values)
+        password = secrets.interpolate(_plain(auth.password), ctx.secret_values)
+        data[".dockerconfigjson"] = _b64(_docker_config(image, username, password))
     if conf.type == "dev-environment" or ctx.ssh_public_keys:
         data["authorized_keys"] = _b64("\n".join(ctx.ssh_public_keys) + "\n")
         data[HOST_KEY_FILE] = _b64(ctx.ssh_host_key)

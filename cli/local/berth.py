@@ -14,6 +14,7 @@ config, so ``berth ps`` works with no flags. A server config the user wrote
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import secrets
@@ -83,7 +84,7 @@ def start(
         progress(f"keeping your server config {server_config} (it has no `{MARKER}` line)")
     api_port = _port(API_PORT, "the API")
     flower_port = _port(FLOWER_PORT, "Flower")
-    token, flower_auth = _secrets(cluster_dir / "berth-secrets.json")
+    token, flower_auth, secrets_key = _secrets(cluster_dir / "berth-secrets.json")
     env = {
         "BERTH_HOME": str(home),
         "BERTH_ENVIRONMENT": "development",
@@ -91,6 +92,7 @@ def start(
         "BERTH_API__PORT": str(api_port),
         "BERTH_API__ADMIN_TOKEN": token,
         "BERTH_FLOWER__BASIC_AUTH": flower_auth,
+        "BERTH_SECRETS__KEY": secrets_key,
     }
     if real_nodes is not None:
         env |= {
@@ -189,18 +191,27 @@ def _data_claim() -> dict[str, Any]:
     }
 
 
-def _secrets(path: Path) -> tuple[str, str]:
-    """The admin token and Flower's login, made once: Redis (AOF) keeps the admin
-    user across restarts, so a new token on every up would lock the CLI out."""
+def _secrets(path: Path) -> tuple[str, str, str]:
+    """The admin token, Flower's login and the key of project secrets, made once:
+    Redis (AOF) keeps the admin user and the encrypted secrets across restarts, so
+    new ones on every up would lock the CLI out and make the secrets unreadable."""
     try:
         saved = json.loads(path.read_text())
-        return str(saved["admin_token"]), str(saved["flower_auth"])
-    except (OSError, ValueError, KeyError):
-        pass
-    token, flower = secrets.token_urlsafe(24), f"admin:{secrets.token_hex(8)}"
-    path.write_text(json.dumps({"admin_token": token, "flower_auth": flower}))
-    path.chmod(0o600)
-    return token, flower
+    except (OSError, ValueError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    fresh = {
+        "admin_token": secrets.token_urlsafe(24),
+        "flower_auth": f"admin:{secrets.token_hex(8)}",
+        # A Fernet key: 32 random bytes, url-safe base64.
+        "secrets_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
+    merged = {k: str(saved.get(k) or v) for k, v in fresh.items()}
+    if merged != saved:
+        path.write_text(json.dumps(merged))
+        path.chmod(0o600)
+    return merged["admin_token"], merged["flower_auth"], merged["secrets_key"]
 
 
 def _port(preferred: int, what: str) -> int:

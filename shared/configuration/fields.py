@@ -40,6 +40,7 @@ _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PORT_MAPPING_RE = re.compile(r"(?:(\d+|\*):)?(\d+)")
 _INTERPOLATION_RE = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
+_SECRET_REFERENCE_RE = re.compile(r"\$\{\{\s*secrets\.[A-Za-z_][A-Za-z0-9_-]*\s*\}\}")
 # dstack's tag rules (src/dstack/_internal/utils/tags.py), "valid across most backends".
 _TAG_KEY_RE = re.compile(r"[_\-a-zA-Z0-9]{1,60}")
 _TAG_VALUE_RE = re.compile(r"[a-zA-Z0-9 .:/=_\-+@]{0,256}")
@@ -72,13 +73,17 @@ def parse_offable_duration(value: object) -> int | None:
         raise ValueError(f"cannot parse {value!r}: {DURATION_EXPECTED}, or off") from None
 
 
-def refuse_interpolation(value: object, field: str = "") -> None:
+def refuse_interpolation(value: object, field: str = "", *, secrets: bool = False) -> None:
     """Raise "not supported yet" when ``value`` holds a dstack ``${{ ... }}`` expression.
 
-    Only the expression is shown, never the rest of the value (it may be a secret).
-    Runs stored before Berth refused it still load (``READING_STORED``).
+    With ``secrets``, ``${{ secrets.NAME }}`` is allowed (project secrets, resolved when
+    the pod is made: env values and registry credentials). Only the expression is
+    shown, never the rest of the value (it may be a secret). Runs stored before Berth
+    refused it still load (``READING_STORED``).
     """
     if isinstance(value, str) and not READING_STORED.get():
+        if secrets:
+            value = _SECRET_REFERENCE_RE.sub("", value)
         match = _INTERPOLATION_RE.search(value)
         if match is not None:
             raise not_supported(field, value=f"{match.group(0)} (interpolation)")
@@ -115,7 +120,7 @@ def _env_from_yaml(value: Any) -> Any:
             # The value is not echoed: env values are often secrets.
             kind = type(raw).__name__
             raise ValueError(f"env {key}: expected a string value, got a {kind} (quote it)")
-        refuse_interpolation(raw, key)
+        refuse_interpolation(raw, key, secrets=True)
         env[key] = None if raw is None else str(raw)
     return env
 
@@ -178,8 +183,8 @@ class RegistryAuth(BerthModel):
 
     @field_validator("username", "password", mode="before")
     @classmethod
-    def _no_interpolation(cls, value: Any) -> Any:
-        refuse_interpolation(value)
+    def _only_secrets(cls, value: Any) -> Any:
+        refuse_interpolation(value, secrets=True)
         return value
 
     @field_serializer("password", when_used="json")
@@ -368,7 +373,7 @@ def _env_from_list(items: list[Any]) -> dict[str, str | None]:
         _check_env_name(key)
         if key in env:
             raise ValueError(f"env: {key} is set twice")
-        refuse_interpolation(val, key)
+        refuse_interpolation(val, key, secrets=True)
         env[key] = val if sep else None
     return env
 

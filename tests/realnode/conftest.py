@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,8 @@ from tests.stack import Stack, start_stack
 NAMESPACE = "berth-real"
 JUMP_PORT = 30022  # a NodePort; the jump host answers on every node IP and 127.0.0.1
 # Project "locked" runs in a namespace that enforces Pod Security "restricted"
-# (test_restricted.py); its own jump host, in that namespace, needs its own NodePort.
+# (test_restricted.py, with a stack of its own); its own jump host, in that
+# namespace, needs its own NodePort.
 LOCKED_PROJECT = "locked"
 LOCKED_NAMESPACE = "berth-locked"
 LOCKED_JUMP_PORT = 30023
@@ -59,42 +61,38 @@ def real_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     assert real_cluster.real_nodes is not None
-    images = real_cluster.real_nodes.images
     real_kube.call(real_kube.core.create_namespace, {"metadata": {"name": NAMESPACE}})
-    # Labelled only: the backend's pod_security stays at its default, so Berth must
-    # read the label to build pods this namespace admits.
-    enforce = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
-    real_kube.call(
-        real_kube.core.create_namespace,
-        {"metadata": {"name": LOCKED_NAMESPACE, "labels": enforce}},
-    )
-    node_ip = real_cluster.real_nodes.ips[0]
     s = start_stack(
         real_cluster,
         tmp_path_factory.mktemp("real-stack"),
         namespace=NAMESPACE,
         workers=1,
-        backend={
-            "proxy_jump": {"hostname": node_ip, "port": JUMP_PORT},
-            "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
-            # Images without sshd (the "nosshd" one) get it from here; others use their own.
-            "ssh_init_image": images["sshd-init"],
-        },
-        env={
-            "BERTH_DEFAULT_IMAGE": images["run"],
-            "BERTH_SSH__JUMP_IMAGE": images["jump"],
-        },
-        extra_projects={
-            LOCKED_PROJECT: {
-                "namespace": LOCKED_NAMESPACE,
-                "proxy_jump": {"hostname": node_ip, "port": LOCKED_JUMP_PORT},
-            }
-        },
+        backend=real_backend(real_cluster, jump_port=JUMP_PORT),
+        env=real_env(real_cluster),
     )
     try:
         yield s
     finally:
         s.stop()
+
+
+def real_backend(state: cluster.ClusterState, *, jump_port: int | None) -> dict[str, Any]:
+    """The backend every project of a real-node stack gets: real nodes only."""
+    assert state.real_nodes is not None
+    backend: dict[str, Any] = {
+        "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
+        # Images without sshd (the "nosshd" one) get it from here; others use their own.
+        "ssh_init_image": state.real_nodes.images["sshd-init"],
+    }
+    if jump_port is not None:
+        backend["proxy_jump"] = {"hostname": state.real_nodes.ips[0], "port": jump_port}
+    return backend
+
+
+def real_env(state: cluster.ClusterState) -> dict[str, str]:
+    assert state.real_nodes is not None
+    images = state.real_nodes.images
+    return {"BERTH_DEFAULT_IMAGE": images["run"], "BERTH_SSH__JUMP_IMAGE": images["jump"]}
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
 """Runs in a namespace that enforces Pod Security ``restricted``, on real kubelets.
 
-Project ``locked`` (see conftest) lives in ``berth-locked``, labelled
+Project ``locked`` lives in ``berth-locked``, labelled
 ``pod-security.kubernetes.io/enforce=restricted``, and its backend leaves
 ``pod_security`` at the default: Berth reads the label, builds pods the
 admission plugin accepts (non-root UID 1000 with GID 0, no privilege
 escalation, no capabilities, RuntimeDefault seccomp) and runs sshd, in the
 run pods and in the namespace's own jump host, as that non-root user.
+
+The module starts a Berth of its own for that project and deletes the namespace
+at the end: its jump pod (10m CPU) would otherwise stay on a two-core node and
+crowd the other modules' one-CPU pods.
 """
 
 from __future__ import annotations
@@ -20,13 +24,58 @@ import httpx
 import pytest
 import yaml
 
+from cli.local.cluster import ClusterState
 from shared import kube
 from tests.polling import wait_until
-from tests.realnode.conftest import LOCKED_NAMESPACE, LOCKED_PROJECT
+from tests.realnode.conftest import (
+    LOCKED_JUMP_PORT,
+    LOCKED_NAMESPACE,
+    LOCKED_PROJECT,
+    real_backend,
+    real_env,
+)
 from tests.realnode.world import SMALL, START_S, running, write
-from tests.stack import BERTH, Stack
+from tests.stack import BERTH, Stack, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
+
+
+@pytest.fixture(scope="module")
+def locked_stack(
+    real_cluster: ClusterState, real_kube: kube.Kube, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    assert real_cluster.real_nodes is not None
+    # Labelled only: the backend's pod_security stays at its default, so Berth must
+    # read the label to build pods this namespace admits.
+    enforce = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    k = real_kube
+    k.call(k.core.create_namespace, {"metadata": {"name": LOCKED_NAMESPACE, "labels": enforce}})
+    node_ip = real_cluster.real_nodes.ips[0]
+    s = start_stack(
+        real_cluster,
+        tmp_path_factory.mktemp("locked-stack"),
+        namespace=LOCKED_NAMESPACE,
+        workers=1,
+        # No jump host for the other projects: real_stack's owns NodePort 30022.
+        backend=real_backend(real_cluster, jump_port=None),
+        env=real_env(real_cluster),
+        extra_projects={
+            LOCKED_PROJECT: {
+                "namespace": LOCKED_NAMESPACE,
+                "proxy_jump": {"hostname": node_ip, "port": LOCKED_JUMP_PORT},
+            }
+        },
+    )
+    try:
+        yield s
+    finally:
+        s.stop()
+        k.call(k.core.delete_namespace, LOCKED_NAMESPACE)
+
+        def gone() -> bool:
+            return not k.call(k.core.list_namespaced_pod, LOCKED_NAMESPACE).items
+
+        wait_until(gone, timeout=120, what=f"the pods of {LOCKED_NAMESPACE} deleted")
 
 
 @dataclass
@@ -38,16 +87,16 @@ class LockedUser:
 
 
 @pytest.fixture(scope="module")
-def locked(real_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> LockedUser:
+def locked(locked_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> LockedUser:
     home = tmp_path_factory.mktemp("locked-user")
-    with real_stack.client() as c:
+    with locked_stack.client() as c:
         r = c.post("/api/users", json={"name": "lockeduser", "projects": [LOCKED_PROJECT]})
         assert r.status_code == 201, r.text
         token = str(r.json()["token"])
     berth_home = home / "berth"
     berth_home.mkdir()
     (berth_home / "config.yml").write_text(
-        yaml.safe_dump({"url": real_stack.url, "token": token, "project": LOCKED_PROJECT})
+        yaml.safe_dump({"url": locked_stack.url, "token": token, "project": LOCKED_PROJECT})
     )
     return LockedUser(home=berth_home, env={"BERTH_HOME": str(berth_home), "HOME": str(home)})
 
@@ -69,10 +118,10 @@ def _pods(k: kube.Kube) -> str:
 
 
 def test_a_task_runs_as_non_root_and_exits_0_with_its_output_seen(
-    real_stack: Stack, locked: LockedUser, real_kube: kube.Kube, tmp_path: Path
+    locked_stack: Stack, locked: LockedUser, real_kube: kube.Kube, tmp_path: Path
 ) -> None:
     out = _apply(
-        real_stack,
+        locked_stack,
         locked,
         real_kube,
         tmp_path,
@@ -93,12 +142,12 @@ def test_a_task_runs_as_non_root_and_exits_0_with_its_output_seen(
 
 
 def test_a_privileged_run_is_refused_at_submission_naming_the_field(
-    real_stack: Stack, locked: LockedUser, tmp_path: Path
+    locked_stack: Stack, locked: LockedUser, tmp_path: Path
 ) -> None:
     path = write(
         tmp_path, f"type: task\nname: locked-priv\nprivileged: true\ncommands: [id]\n{SMALL}\n"
     )
-    result = real_stack.cli("apply", "-f", str(path), "-y", env=locked.env)
+    result = locked_stack.cli("apply", "-f", str(path), "-y", env=locked.env)
     assert result.returncode != 0
     text = result.stderr + result.stdout
     assert "privileged" in text and "restricted" in text, text
@@ -106,14 +155,14 @@ def test_a_privileged_run_is_refused_at_submission_naming_the_field(
 
 @pytest.fixture(scope="module")
 def locked_ide(
-    real_stack: Stack,
+    locked_stack: Stack,
     locked: LockedUser,
     real_kube: kube.Kube,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("locked-ide")
     _apply(
-        real_stack,
+        locked_stack,
         locked,
         real_kube,
         tmp,
@@ -125,9 +174,9 @@ def locked_ide(
         """,
         "-d",
     )
-    running(real_stack, "locked-ide", project=LOCKED_PROJECT)
+    running(locked_stack, "locked-ide", project=LOCKED_PROJECT)
     yield "locked-ide"
-    _stop(real_stack, locked, "locked-ide")
+    _stop(locked_stack, locked, "locked-ide")
 
 
 def _stop(stack: Stack, user: LockedUser, name: str) -> None:
@@ -147,11 +196,11 @@ def _ssh(config: Path, host: str, command: str) -> str | None:
 
 
 def test_a_dev_environment_is_reached_over_ssh_as_its_non_root_user(
-    real_stack: Stack, locked: LockedUser, locked_ide: str, real_kube: kube.Kube
+    locked_stack: Stack, locked: LockedUser, locked_ide: str, real_kube: kube.Kube
 ) -> None:
     result = subprocess.run(
         [BERTH, "attach", locked_ide, "-d", "-y"],
-        env=real_stack.env | locked.env,
+        env=locked_stack.env | locked.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -175,10 +224,10 @@ def test_a_dev_environment_is_reached_over_ssh_as_its_non_root_user(
 
 
 def test_a_service_answers_through_the_proxy(
-    real_stack: Stack, locked: LockedUser, real_kube: kube.Kube, tmp_path: Path
+    locked_stack: Stack, locked: LockedUser, real_kube: kube.Kube, tmp_path: Path
 ) -> None:
     _apply(
-        real_stack,
+        locked_stack,
         locked,
         real_kube,
         tmp_path,
@@ -195,12 +244,12 @@ def test_a_service_answers_through_the_proxy(
         "-d",
     )
     try:
-        running(real_stack, "locked-web", project=LOCKED_PROJECT)
+        running(locked_stack, "locked-web", project=LOCKED_PROJECT)
 
         def answer() -> str | None:
             try:
                 r = httpx.get(
-                    f"{real_stack.url}/proxy/services/{LOCKED_PROJECT}/locked-web/", timeout=10
+                    f"{locked_stack.url}/proxy/services/{LOCKED_PROJECT}/locked-web/", timeout=10
                 )
             except httpx.HTTPError:
                 return None
@@ -209,4 +258,4 @@ def test_a_service_answers_through_the_proxy(
         text = wait_until(answer, timeout=START_S, what="locked-web through the proxy")
         assert text.strip() == "served by 1000"
     finally:
-        _stop(real_stack, locked, "locked-web")
+        _stop(locked_stack, locked, "locked-web")

@@ -275,12 +275,12 @@ def test_a_fleet_of_another_project_is_not_supported_yet() -> None:
 @pytest.mark.parametrize(
     ("text", "field", "expression"),
     [
-        ("env: ['HF_TOKEN=${{ secrets.hf_token }}']", "env.HF_TOKEN", "${{ secrets.hf_token }}"),
         ("env: {TOKEN: 'abc${{ env.T }}def'}", "env.TOKEN", "${{ env.T }}"),
+        ("env: ['A=${{ secrets.ok }}-${{ run.name }}']", "env.A", "${{ run.name }}"),
         (
-            "registry_auth: {username: u, password: '${{ secrets.ngc }}'}",
+            "registry_auth: {username: u, password: '${{ dstack.node_rank }}'}",
             "registry_auth.password",
-            "${{ secrets.ngc }}",
+            "${{ dstack.node_rank }}",
         ),
         (
             "volumes: [{name: 'data-${{ dstack.node_rank }}', path: /data}]",
@@ -303,6 +303,16 @@ def test_dstack_interpolation_is_not_supported_yet_and_shows_only_the_expression
         field,
         f"not supported by Berth yet: {field}: {expression} (interpolation)",
     )
+
+
+def test_project_secrets_are_accepted_in_env_and_registry_auth_and_kept_as_written() -> None:
+    conf = _task(
+        "image: x\nenv: ['HF_TOKEN=${{ secrets.hf_token }}', 'URL=s3://${{secrets.bucket}}/x']\n"
+        "registry_auth: {username: '${{ secrets.ngc_user }}', password: '${{ secrets.ngc }}'}"
+    )
+    assert conf.env == {"HF_TOKEN": "${{ secrets.hf_token }}", "URL": "s3://${{secrets.bucket}}/x"}
+    assert conf.registry_auth is not None
+    assert conf.registry_auth.password.get_secret_value() == "${{ secrets.ngc }}"
 
 
 def test_interpolation_in_a_probe_header_is_not_supported_yet() -> None:
