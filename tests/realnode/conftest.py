@@ -84,8 +84,10 @@ def real_backend(state: cluster.ClusterState, *, jump_port: int | None) -> dict[
         # Images without sshd (the "nosshd" one) get it from here; others use their own.
         "ssh_init_image": state.real_nodes.images["sshd-init"],
     }
-    if jump_port is not None:
-        backend["proxy_jump"] = {"hostname": state.real_nodes.ips[0], "port": jump_port}
+    # None: no jump host at all (a stack's default would otherwise make one).
+    backend["proxy_jump"] = (
+        None if jump_port is None else {"hostname": state.real_nodes.ips[0], "port": jump_port}
+    )
     return backend
 
 
