@@ -47,14 +47,20 @@ def manifest(kind: str, name: str) -> dict[str, Any]:
 
 
 def berth_kubeconfig(
-    kube_admin: kube.Kube, local_cluster: ClusterState, *, namespace: str, directory: Path
+    kube_admin: kube.Kube,
+    local_cluster: ClusterState,
+    *,
+    namespace: str,
+    directory: Path,
+    without: frozenset[str] = frozenset(),
 ) -> Path:
     """Bind Berth's Role (in ``namespace``) and ClusterRole to a new ServiceAccount there.
 
     Returns the path of a kubeconfig that authenticates as that ServiceAccount
     with a TokenRequest token, once the apiserver's authorizer grants its rights.
     The ClusterRoleBinding is owned by the namespace, so deleting the namespace
-    removes it too.
+    removes it too. ``without``: namespaced resources whose rules are left out of the
+    Role, for tests of an installation whose operator granted less.
     """
     k = kube_admin
     _create_or_replace(
@@ -67,6 +73,7 @@ def berth_kubeconfig(
     subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}
     role = manifest("Role", "berth")
     role["metadata"]["namespace"] = namespace
+    role["rules"] = [r for r in role["rules"] if not without.intersection(r["resources"])]
     _create_or_replace(
         k,
         k.rbac.create_namespaced_role,

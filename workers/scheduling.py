@@ -262,8 +262,11 @@ def _namespace_rooms(
 ) -> dict[str, QuotaRoom]:
     """Project -> what its namespace's quotas leave; read only where runs wait."""
     by_namespace: dict[str, list[Run]] = {}
+    namespace_of: dict[str, str] = {}
     for run in members:
-        namespace = ctx.server.backend_for(run.project).namespace
+        namespace = namespace_of.get(run.project)
+        if namespace is None:
+            namespace = namespace_of[run.project] = ctx.server.backend_for(run.project).namespace
         by_namespace.setdefault(namespace, []).append(run)
     rooms: dict[str, QuotaRoom] = {}
     for namespace, runs in by_namespace.items():
