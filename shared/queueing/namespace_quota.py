@@ -76,8 +76,9 @@ class NamespaceQuota:
 def quota_from_kube(obj: Any) -> NamespaceQuota | None:
     """A ``V1ResourceQuota`` as a :class:`NamespaceQuota`; None when it is not capacity.
 
-    Until the quota controller has filled ``status``, admission counts nothing against
-    it admission refuses what it covers, so such a quota is read as not counted yet.
+    Until the quota controller has filled ``status``, admission refuses every pod the
+    quota covers (``status unknown for quota``), so such a quota is read as not
+    counted yet, and nothing it covers fits.
     """
     spec = obj.spec
     if spec is None or spec.scopes or spec.scope_selector is not None:
