@@ -73,6 +73,9 @@ class RunPublic(BaseModel):
     """``ssh <target>`` works after ``berth attach <run>`` (dev environments and tasks)."""
     ide_url: str | None = None
     """For dev environments: opens the IDE over that SSH target."""
+    idle_stop_in_s: float | None = None
+    """For a running dev environment with ``inactivity_duration``: seconds until it is
+    stopped unless someone has an SSH session in it (listings only)."""
 
     @classmethod
     def of(cls, run: Run, jobs: list[Job]) -> RunPublic:

@@ -170,14 +170,17 @@ def ps(
     # Run names are never cut (a user types them next); the reason folds first.
     table = Table()
     table.add_column("NAME", no_wrap=True, min_width=max([4, *(len(r["name"]) for r in runs)]))
-    for header in ("TYPE", "STATUS", "NODES", "GPUS", "REASON", "SUBMITTED"):
+    table.add_column("TYPE")
+    # The status (with a dev environment's idle stop) is read next; it folds, never cut.
+    table.add_column("STATUS", overflow="fold")
+    for header in ("NODES", "GPUS", "REASON", "SUBMITTED"):
         table.add_column(header)
     for run in runs:
         jobs = run["jobs"]
         table.add_row(
             run["name"],
             run["type"],
-            run["status"],
+            _status_cell(run),
             ",".join(sorted({j["node"] for j in jobs if j["node"]})) or "-",
             str(sum(j["gpus"] for j in jobs)),
             run["reason"] or "",
@@ -186,6 +189,22 @@ def ps(
     out.print(table)
     if more:
         out.print(more, highlight=False)
+
+
+def _status_cell(run: dict[str, Any]) -> str:
+    idle = run.get("idle_stop_in_s")
+    if idle is None:
+        return str(run["status"])
+    return f"{run['status']}, idle stop in {_duration(idle)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return (
+        f"{minutes // 60}h{minutes % 60:02d}m"
+        if minutes >= 60
+        else f"{minutes}m{int(seconds) % 60:02d}s"
+    )
 
 
 def _next_page_command(

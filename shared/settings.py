@@ -133,6 +133,10 @@ class SshSettings(BaseModel):
     but TCP forwarding."""
     run_user: str = "root"
     """Login user in run pods, as in dstack's images; ``berth attach`` writes it."""
+    activity_interval_s: float = 60.0
+    """Seconds between counts of the SSH sessions in each dev environment that has an
+    ``inactivity_duration`` (one login per pod through the jump host); inactivity is
+    in minutes, so a minute's resolution costs one login per pod per minute."""
     health_interval_s: float = 5.0
     """Seconds between health checks (an SSH login with Berth's key) of each jump
     host; a deleted jump pod or Service is recreated within one interval."""

@@ -20,6 +20,7 @@ TEARDOWN_JOB = "berth.teardown.teardown_job"
 TEARDOWN_POD = "berth.teardown.teardown_pod"
 PURGE_RUN = "berth.teardown.purge_run"
 REAP_ORPHANS = "berth.teardown.reap_orphans"
+CHECK_ACTIVITY = "berth.teardown.check_activity"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
@@ -31,6 +32,7 @@ QUEUE_OF = {
     TEARDOWN_POD: "teardown",
     PURGE_RUN: "teardown",
     REAP_ORPHANS: "teardown",
+    CHECK_ACTIVITY: "teardown",  # SSH logins: seconds of I/O, kept off the scheduling queue
 }
 # Redis redelivers an unacked message after the visibility timeout, so no
 # countdown or ETA may exceed it (Celery issues #2481 and #3541).

@@ -19,7 +19,7 @@ from shared import logs
 from shared.errors import TemporaryError
 from shared.metrics import TASKS
 from shared.settings import load_settings
-from shared.tasks import QUEUE_OF, REAP_ORPHANS, SWEEP, create_celery
+from shared.tasks import CHECK_ACTIVITY, QUEUE_OF, REAP_ORPHANS, SWEEP, create_celery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,7 +30,8 @@ SWEEP_EVERY_S = 5.0  # beat's safety net; a lost message costs at most this much
 # Orphans hold GPUs, but each reap lists every Berth object of the namespace.
 REAP_EVERY_S = 30.0
 
-app: Celery = create_celery(load_settings())
+_settings = load_settings()
+app: Celery = create_celery(_settings)
 app.conf.imports = ("workers.tasks",)
 # Each task's queue by name (a task's own ``queue`` attribute is deprecated in Celery 5).
 app.conf.task_routes = {name: {"queue": queue} for name, queue in QUEUE_OF.items()}
@@ -40,6 +41,11 @@ app.conf.beat_schedule = {
         "task": REAP_ORPHANS,
         "schedule": REAP_EVERY_S,
         "options": {"queue": QUEUE_OF[REAP_ORPHANS]},
+    },
+    "check-activity": {
+        "task": CHECK_ACTIVITY,
+        "schedule": _settings.ssh.activity_interval_s,
+        "options": {"queue": QUEUE_OF[CHECK_ACTIVITY]},
     },
 }
 

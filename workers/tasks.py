@@ -7,7 +7,7 @@ messages already queued). Arguments are ids only.
 from __future__ import annotations
 
 from shared import tasks as names
-from workers import orphans, provisioning, scheduling, sweeps, teardown
+from workers import activity, orphans, provisioning, scheduling, sweeps, teardown
 from workers.celery_app import berth_task
 from workers.context import context
 from workers.scheduling_trigger import request_pass
@@ -61,3 +61,8 @@ def sweep() -> None:
 @berth_task(names.REAP_ORPHANS)
 def reap_orphans() -> None:
     orphans.reap_orphans(context())
+
+
+@berth_task(names.CHECK_ACTIVITY)
+def check_activity() -> None:
+    activity.record_ssh_activity(context())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -78,7 +79,11 @@ def list_runs(
     if next_cursor is not None:
         response.headers[run_history.NEXT_CURSOR_HEADER] = next_cursor
     jobs = store.jobs_of_runs(runs)
-    return [RunPublic.of(r, jobs[r.id]) for r in runs]
+    idle = run_history.idle_stop_in(store, runs, now=time.time())
+    return [
+        RunPublic.of(r, jobs[r.id]).model_copy(update={"idle_stop_in_s": idle.get(r.id)})
+        for r in runs
+    ]
 
 
 @router.get("/{name}")

@@ -8,6 +8,7 @@ costs a few round trips however many runs a project has had.
 
 from __future__ import annotations
 
+from shared.queueing import keys
 from shared.records import Run, RunStatus
 from shared.store import RunCursor, Store
 
@@ -37,3 +38,25 @@ def list_runs(
     before = RunCursor.decode(cursor) if cursor else None
     page, after = store.page_runs(project, limit=limit, before=before, keep=keep)
     return page, after.encode() if after is not None else None
+
+
+def idle_stop_in(store: Store, runs: list[Run], *, now: float) -> dict[str, float]:
+    """Run id -> seconds until a dev environment is stopped for inactivity, if it has a
+    limit: from the later of its placement and its last SSH session (workers/activity.py)."""
+    watched = {
+        r.id: int(limit)
+        for r in runs
+        if r.configuration_type == "dev-environment"
+        and r.status == RunStatus.RUNNING
+        and isinstance(limit := r.configuration.get("inactivity_duration"), int)
+        and not isinstance(limit, bool)
+    }
+    if not watched:
+        return {}
+    admitted = keys.timestamps(store, keys.ADMITTED, watched)
+    active = keys.timestamps(store, keys.ACTIVITY, watched)
+    return {
+        run_id: max(0.0, max(admitted[run_id], active.get(run_id, 0.0)) + limit - now)
+        for run_id, limit in watched.items()
+        if run_id in admitted
+    }

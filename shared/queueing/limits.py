@@ -12,11 +12,12 @@
 - **max_duration** counts from the run's latest placement: time in the queue is
   not spent from it, and a requeued run gets it anew (as dstack counts per
   submission).
-- **inactivity_duration** (dev environments): Berth has no SSH activity signal
-  yet, so inactivity counts from the later of the latest placement and the last
-  recorded activity (:func:`shared.queueing.keys.record_activity`, meant for
-  ``berth attach`` and the SSH proxy). Until something records activity, it acts
-  as a time limit from the start.
+- **inactivity_duration** (dev environments): counts from the later of the
+  latest placement and the last recorded activity
+  (:func:`shared.queueing.keys.record_activity`), which ``workers/activity.py``
+  records while a user has an SSH session open in the pod (``ssh RUN``, an IDE,
+  a port forward). A pod that cannot be asked records nothing, and the rule then
+  acts as a time limit from the start.
 - **Gang readiness**: every pod of a multi-node run must be Running within
   ``scheduling.gang_ready_timeout_s`` of its placement, or the whole run goes
   back to the queue (Kueue's ``waitForPodsReady``).

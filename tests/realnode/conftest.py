@@ -94,7 +94,13 @@ def real_backend(state: cluster.ClusterState, *, jump_port: int | None) -> dict[
 def real_env(state: cluster.ClusterState) -> dict[str, str]:
     assert state.real_nodes is not None
     images = state.real_nodes.images
-    return {"BERTH_DEFAULT_IMAGE": images["run"], "BERTH_SSH__JUMP_IMAGE": images["jump"]}
+    return {
+        "BERTH_DEFAULT_IMAGE": images["run"],
+        "BERTH_SSH__JUMP_IMAGE": images["jump"],
+        # Sessions of dev environments with inactivity_duration counted every 3 s, not
+        # every minute, so test_inactivity.py takes seconds; no other run is watched.
+        "BERTH_SSH__ACTIVITY_INTERVAL_S": "3",
+    }
 
 
 @pytest.fixture(scope="session")
