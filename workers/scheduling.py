@@ -184,7 +184,6 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     for cluster_key, members in by_cluster.items():
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
-        rooms = _namespace_rooms(ctx, cache, view, cluster_key, members, refused or {})
         holdings = list(_holdings(members, view))
         fit = cluster_fit.PassFit()
         inventory = cluster_fit.inventory_with_pools(
@@ -218,6 +217,13 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 held_out.append(entry)
             elif entry is not None:
                 queued.append(entry)
+        # After the runs' own reads: an apiserver that did not answer them is not
+        # asked again for quotas this pass (fit.unreachable).
+        rooms = (
+            {}
+            if fit.unreachable
+            else _namespace_rooms(ctx, cache, view, cluster_key, members, refused or {})
+        )
         decided = plan(
             inventory,
             queued,
@@ -279,12 +285,15 @@ def _namespace_rooms(
             for job in view.jobs[run.id]
             if job.status in HOLDING and job.placement is not None
         ]
-        read = quota_reader(ctx).read(
-            key,
-            partial(ctx.clusters.for_project, runs[0].project),
-            counted=frozenset(j.id for _, j in holding if j.pod_name),
-            refused_at=refused.get(key, 0.0),
-        )
+        try:
+            read = quota_reader(ctx).read(
+                key,
+                partial(ctx.clusters.for_project, runs[0].project),
+                counted=frozenset(j.id for _, j in holding if j.pod_name),
+                refused_at=refused.get(key, 0.0),
+            )
+        except ConfigError:
+            continue  # a kubeconfig that does not load: its runs are held, saying why
         if read is None:
             continue
         uncounted = (

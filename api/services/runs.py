@@ -18,7 +18,7 @@ from shared import pod_security, secrets, tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
-from shared.errors import ConfigError, ConflictError, ForbiddenError
+from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from shared.fleets import allowed_nodes
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
@@ -71,6 +71,9 @@ def submit_run(
             store.create_run(run, jobs, event)
         except ConflictError:
             if explicit:
+                same = _same_submission(store, run)
+                if same is not None:
+                    return same
                 raise
             continue
         tasks.send(celery, tasks.SCHEDULE_RUN, run.id)
@@ -112,6 +115,24 @@ def plan_run(
         pod_security=security.level,
         pod_security_source=security.source,
     )
+
+
+def _same_submission(store: Store, run: Run) -> tuple[Run, list[Job]] | None:
+    """The active run ``run`` repeats (same name, user, configuration and code), if any.
+
+    A client that retries after a 503 cannot know whether its first request was
+    recorded (Redis may have applied it just before it went away): sending the same
+    run again answers with the run it made, instead of 409 "name in use".
+    """
+    try:
+        existing = store.run_by_name(run.project, run.name)
+    except NotFoundError:
+        return None
+    if existing.status.is_finished or existing.user != run.user:
+        return None
+    if (existing.configuration, existing.code) != (run.configuration, run.code):
+        return None
+    return existing, store.jobs_of(existing)
 
 
 def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:

@@ -107,6 +107,7 @@ class _Merged:
 
 def _add_files(merged: _Merged, paths: str) -> None:
     found = []
+    empty = []
     for item in filter(None, paths.split(os.pathsep)):
         path = Path(item).expanduser()
         if not path.exists():
@@ -116,13 +117,15 @@ def _add_files(merged: _Merged, paths: str) -> None:
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read kubeconfig {path}: {e}", field="kubeconfig") from e
         if doc is None:
+            empty.append(path)
             continue
         if not isinstance(doc, dict):
             raise ConfigError(f"kubeconfig {path} is not a mapping", field="kubeconfig")
         merged.add(doc, base_dir=path.resolve().parent)
         found.append(path)
     if not found:
-        raise ConfigError(f"no kubeconfig file found at {paths or '(nothing)'}", field="kubeconfig")
+        what = f"{empty[0]} is empty" if empty else f"no file at {paths or '(nothing)'}"
+        raise ConfigError(f"cannot load kubeconfig: {what}", field="kubeconfig")
 
 
 def _absolute(

@@ -175,7 +175,22 @@ def test_stop_sends_sigterm_that_the_script_traps_and_the_pod_is_gone(
         """,
     )
     running(real_stack, name)
-    wait_until(lambda: "ready" in logs(real_stack, name), timeout=START_S, what="ready")
+    seen: list[str] = []
+
+    def ready() -> bool:
+        seen[:] = [logs(real_stack, name)]
+        return "ready" in seen[0]
+
+    try:
+        wait_until(ready, timeout=START_S, what="ready")
+    except AssertionError as e:
+        # Seen once in a full run and never alone: say what the pod printed and was.
+        pods = real_kube.call(
+            real_kube.core.list_namespaced_pod,
+            real_stack.namespace,
+            label_selector=f"{kube.LABEL_RUN}={name}",
+        ).items
+        raise AssertionError(f"{e}\nlogs: {seen!r}\npods: {[p.status for p in pods]}") from None
     # Berth keeps no output of a deleted pod yet: follow it live to see the trap's line.
     follow = subprocess.Popen(
         [BERTH, "logs", "-f", name], env=real_stack.env, stdout=subprocess.PIPE, text=True
