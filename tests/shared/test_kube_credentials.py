@@ -446,5 +446,12 @@ def test_a_kubeconfig_missing_what_the_context_names_is_a_config_error(
 
 
 def test_no_kubeconfig_file_at_all_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no kubeconfig file found"):
+    with pytest.raises(ConfigError, match="cannot load kubeconfig: no file at"):
         resolve(paths=f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+
+
+def test_an_empty_kubeconfig_file_says_it_is_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "config"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match=f"cannot load kubeconfig: {empty} is empty"):
+        resolve(paths=str(empty))
