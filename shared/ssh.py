@@ -21,6 +21,7 @@ with the likely cause.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import stat
@@ -34,7 +35,8 @@ import asyncssh
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from shared.errors import ConfigError, SSHError, StoreError
+from shared import kube
+from shared.errors import ConfigError, KubeNotFound, SSHError, StoreError
 from shared.records import User
 from shared.store import Store
 
@@ -319,3 +321,15 @@ def _redis() -> Iterator[None]:
         yield
     except redis.RedisError as e:
         raise StoreError(f"Redis failed: {e}") from e
+
+
+def pod_host_key(k: kube.Kube, namespace: str, pod_name: str | None) -> str | None:
+    """The public host key Berth made for a run pod's sshd (in the pod's Secret), or None."""
+    if not pod_name:
+        return None
+    try:
+        secret = k.call(k.core.read_namespaced_secret, pod_name, namespace)
+    except KubeNotFound:
+        return None
+    raw = (secret.data or {}).get(HOST_KEY_PUB_FILE)
+    return base64.b64decode(raw).decode().strip() if raw else None

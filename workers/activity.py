@@ -15,7 +15,6 @@ nothing: the rule then acts as a time limit, as before.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import asyncssh
 
 from shared import ssh
-from shared.errors import BerthError, KubeNotFound
+from shared.errors import BerthError
 from shared.pod_security import RESTRICTED_SSH_USER
 from shared.queueing import keys
 from shared.records import Job, Run, RunStatus
@@ -87,16 +86,14 @@ def _target(ctx: WorkerContext, run: Run) -> Target | None:
     if job is None or not job.pod_name:
         return None
     cluster = ctx.clusters.for_project(run.project)
-    k = cluster.kube
     try:
-        secret = k.call(k.core.read_namespaced_secret, job.pod_name, cluster.namespace)
-    except (KubeNotFound, BerthError):
+        host_key = ssh.pod_host_key(cluster.kube, cluster.namespace, job.pod_name)
+    except BerthError:
         return None
-    raw = (secret.data or {}).get(ssh.HOST_KEY_PUB_FILE)
-    if not raw:
+    if host_key is None:
         return None
     user = RESTRICTED_SSH_USER if run.pod_security == "restricted" else ctx.settings.ssh.run_user
-    return run, jump, job, base64.b64decode(raw).decode().strip(), user
+    return run, jump, job, host_key, user
 
 
 async def _count_all(

@@ -9,16 +9,15 @@ on first use.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import ClustersDep, CurrentProject, SettingsDep, StoreDep
-from shared import kube, ssh
+from shared import ssh
 from shared.clusters import ClusterRegistry
-from shared.errors import ConflictError, KubeNotFound, TemporaryError
+from shared.errors import ConflictError, TemporaryError
 from shared.pod_security import RESTRICTED_SSH_USER
 from shared.records import Job, Project, Run, RunStatus
 from shared.settings import SshSettings
@@ -103,7 +102,7 @@ def ssh_access(
             port=ssh.RUN_SSH_PORT,
             # A restricted pod's sshd runs as (and logs in) its own non-root user.
             user=RESTRICTED_SSH_USER if run.pod_security == "restricted" else settings.run_user,
-            host_key=_pod_host_key(cluster.kube, cluster.namespace, job),
+            host_key=ssh.pod_host_key(cluster.kube, cluster.namespace, job.pod_name),
         )
         for job in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))
     ]
@@ -129,17 +128,6 @@ def _aliases(run: str, job: Job, *, single: bool) -> list[str]:
     if job.replica_num > 0:
         return [f"{run}-r{job.replica_num}-{job.job_num}"]
     return [run, f"{run}-0"] if job.job_num == 0 else [f"{run}-{job.job_num}"]
-
-
-def _pod_host_key(k: kube.Kube, namespace: str, job: Job) -> str | None:
-    if not job.pod_name:
-        return None
-    try:
-        secret = k.call(k.core.read_namespaced_secret, job.pod_name, namespace)
-    except KubeNotFound:
-        return None
-    raw = (secret.data or {}).get(ssh.HOST_KEY_PUB_FILE)
-    return base64.b64decode(raw).decode().strip() if raw else None
 
 
 def _ports(configuration: dict[str, Any]) -> list[PortPublic]:
