@@ -107,7 +107,7 @@ def _delete_by_label(
 
 def _delete_run_services(cluster: Cluster, run: Run) -> None:
     k = cluster.kube
-    selector = ",".join(f"{k}={v}" for k, v in kube.berth_labels(run.project, run.name).items())
+    selector = _run_selector(run)
     for svc in k.call(
         k.core.list_namespaced_service, cluster.namespace, label_selector=selector
     ).items:
@@ -119,7 +119,7 @@ def _delete_code_secrets(cluster: Cluster, run: Run) -> None:
     if not run.code:
         return
     k = cluster.kube
-    selector = ",".join(f"{k}={v}" for k, v in kube.berth_labels(run.project, run.name).items())
+    selector = _run_selector(run)
     prefix = code_volume.secret_prefix(run)
     for secret in k.call(
         k.core.list_namespaced_secret, cluster.namespace, label_selector=selector
@@ -128,6 +128,13 @@ def _delete_code_secrets(cluster: Cluster, run: Run) -> None:
             _ignore_missing(
                 k, k.core.delete_namespaced_secret, secret.metadata.name, cluster.namespace
             )
+
+
+def _run_selector(run: Run) -> str:
+    """The label selector of every object labelled with the run (not per job)."""
+    return ",".join(
+        f"{key}={value}" for key, value in kube.berth_labels(run.project, run.name).items()
+    )
 
 
 def _ignore_missing(k: kube.Kube, fn: object, *args: object, **kwargs: object) -> None:
