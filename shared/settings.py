@@ -158,6 +158,20 @@ class SshSettings(BaseModel):
     for a model server's first token, and streams reset it with every chunk."""
 
 
+class GpuMetricsSettings(BaseModel):
+    """Where Berth reads GPU utilisation, for runs with ``utilization_policy``."""
+
+    prometheus_url: str | None = None
+    """Base URL of a Prometheus that scrapes NVIDIA's DCGM exporter (the GPU Operator
+    installs it), e.g. ``http://prometheus.monitoring:9090``. Berth asks it for
+    ``DCGM_FI_DEV_GPU_UTIL`` by the exporter's ``namespace`` and ``pod`` labels. Unset:
+    Berth cannot see GPU utilisation, so ``utilization_policy`` is refused at submission."""
+    timeout_s: float = 5.0
+    """Seconds one Prometheus query may take; a slow answer skips that check."""
+    check_interval_s: float = 60.0
+    """Seconds between utilisation checks; dstack's windows are minutes to hours."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BERTH_", env_nested_delimiter="__", extra="ignore"
@@ -172,6 +186,12 @@ class Settings(BaseSettings):
     default_image: str = "dstackai/base:py3.12-0.7-cuda-12.1"
     """Image for runs that name none: dstack's base image, with Python and CUDA,
     so configurations written for dstack behave the same."""
+    devel_image: str | None = None
+    """Image with the CUDA compiler (nvcc) for runs with ``nvcc: true``, such as
+    ``dstackai/base:py3.12-0.7-cuda-12.1-devel``, mirrored into the cluster's registry.
+    Unset: ``nvcc: true`` is refused at submission; Berth never installs the compiler
+    into a pod, which an air-gapped cluster could not download anyway."""
+    gpu_metrics: GpuMetricsSettings = GpuMetricsSettings()
     redis: RedisSettings = RedisSettings()
     kube: KubeSettings = KubeSettings()
     api: ApiSettings = ApiSettings()

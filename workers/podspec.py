@@ -114,6 +114,8 @@ class PodContext:
     """Secrets holding the run's code archive (``workers/code_volume.py``); 0: no code."""
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Decrypted project secrets the configuration names (``shared/secrets.py``)."""
+    devel_image: str | None = None
+    """The image with the CUDA compiler that ``nvcc: true`` runs in (the settings')."""
 
 
 def object_name(project: str, run: str, suffix: str = "") -> str:
@@ -161,7 +163,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     script = _script(run, conf, multinode, ssh=ssh, tools=tools, restricted=restricted)
     container: dict[str, Any] = {
         "name": "main",
-        "image": getattr(conf, "image", None) or ctx.default_image,
+        "image": run_image(conf, ctx),
         "command": [_shell(conf), "-c", script],
         "env": [_env_var(k, v, secret=name if k in secret_env else None) for k, v in env.items()],
         "resources": _resources(job, conf),
@@ -241,6 +243,19 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     return JobObjects(pod=pod, secret=secret, services=services)
 
 
+def run_image(conf: Any, ctx: PodContext) -> str:
+    """The run's own image, else the CUDA devel image for ``nvcc``, else the default."""
+    image = getattr(conf, "image", None)
+    if image:
+        return str(image)
+    if getattr(conf, "nvcc", False):
+        if ctx.devel_image is None:
+            # Submission refuses this (shared.settings devel_image); a setting removed since.
+            raise ValueError("nvcc: true needs the server's devel_image setting")
+        return ctx.devel_image
+    return ctx.default_image
+
+
 def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -> dict[str, str]:
     assert job.placement is not None
     # A bare name (``- HF_TOKEN``) has no value here: the CLI fills it from the
@@ -300,6 +315,11 @@ def _script(
         body = list(getattr(conf, "init", None) or [])
         # `berth apply` prints the IDE link once this exists: init has finished.
         body += [f": > {INIT_DONE_FILE}", "sleep infinity"]
+    elif getattr(conf, "entrypoint", None):
+        # dstack's Docker-like form: the entrypoint's words, then each command as one
+        # more argument (``entrypoint: bash -c`` runs the first command as a script).
+        argv = shlex.split(conf.entrypoint) + list(getattr(conf, "commands", None) or [])
+        body = [shlex.join(argv)]
     else:
         body = list(getattr(conf, "commands", None) or [])
     return "\n".join(lines + _supervised(body))
@@ -594,7 +614,7 @@ def _secret(
     data: dict[str, str] = {f"{_ENV_SECRET_PREFIX}{k}": _b64(v) for k, v in secret_env.items()}
     auth = getattr(conf, "registry_auth", None)
     if auth is not None:
-        image = getattr(conf, "image", None) or ctx.default_image
+        image = run_image(conf, ctx)
         username = secrets.interpolate(auth.username, ctx.secret_values)
         password = secrets.interpolate(_plain(auth.password), ctx.secret_values)
         data[".dockerconfigjson"] = _b64(_docker_config(image, username, password))

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from shared import autoscaling, kube, logs, secrets, tasks
+from shared import autoscaling, kube, logs, node_order, secrets, tasks
 from shared import code as code_archive
 from shared.clusters import Cluster
 from shared.configuration.parse import configuration_from_stored
@@ -55,8 +55,15 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     conf = configuration_from_stored(run.configuration)
     cluster = ctx.clusters.for_project(run.project)
     master_ip = None
-    if job.jobs_in_run > 1 and job.job_num > 0:
-        master_ip = _master_ip(ctx, job)
+    order = getattr(conf, "startup_order", "any")
+    if job.jobs_in_run > 1:
+        replica = [j for j in store.jobs_of(run) if j.replica_num == job.replica_num]
+        wait = node_order.waiting_for(order, job, replica)
+        if wait is not None:
+            raise TemporaryError(wait, delay=2)  # woken when they run (_follow_node_order)
+        # Workers started first cannot know rank 0's IP: their pods resolve it by DNS.
+        if job.job_num > 0 and order != "workers-first":
+            master_ip = _master_ip(ctx, job)
     backend = cluster.backend
     assert job.placement is not None
     try:
@@ -89,6 +96,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     level = stricter(run.pod_security, backend.pod_security)
     pod_ctx = PodContext(
         default_image=ctx.settings.default_image,
+        devel_image=ctx.settings.devel_image,
         master_ip=master_ip,
         ssh_public_keys=_ssh_keys(ctx, run.user, conf),
         pod_settings=backend.pod_settings(),
@@ -152,11 +160,16 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
         verdict = node_pools.judge_pool_wait(ctx, cluster, job, pod, verdict, now=now)
     if verdict is None:
         return
+    if job.reason == node_order.MASTER_DONE_REASON and verdict.status.is_finished:
+        # Stopped because its master finished: however its pod ended, it is done.
+        verdict = PodVerdict(RunStatus.DONE, node_order.MASTER_DONE_REASON, pod_ip=verdict.pod_ip)
     if verdict.retry_event and not run.stop_requested:
         event, reason = verdict.retry_event, verdict.reason
         if requeue.retry_failed_job(ctx, job, event=event, reason=reason):
             return
     _apply(ctx, job_id, verdict)
+    if job.jobs_in_run > 1:
+        _follow_node_order(ctx, job_id, verdict.status)
     refreshed = refresh_run(store, run.id)
     if verdict.status.is_finished:
         tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)  # its GPUs go to the queue now
@@ -207,6 +220,46 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
                 tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
                 tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)
             return
+
+
+def _follow_node_order(ctx: WorkerContext, job_id: str, status: RunStatus) -> None:
+    """Wake the nodes waiting for this one to run; end the task when its master is done."""
+    job = ctx.store.get_job(job_id)
+    run = ctx.store.get_run(job.run_id)
+    if job.status != status:
+        return  # the verdict was not applied (an old pod's); nothing follows from it
+    conf = configuration_from_stored(run.configuration)
+    order = getattr(conf, "startup_order", "any")
+    siblings = [j for j in ctx.store.jobs_of(run) if j.id != job.id]
+    if status == RunStatus.RUNNING and node_order.follows(order, job):
+        for other in siblings:
+            if other.status == RunStatus.PROVISIONING and other.pod_name is None:
+                tasks.send(ctx.celery, tasks.PROVISION_JOB, other.id)
+    criteria = getattr(conf, "stop_criteria", "all-done")
+    if status == RunStatus.DONE and node_order.stops_the_others(criteria, job):
+        for other in siblings:
+            if other.replica_num == job.replica_num:
+                _stop_as_done(ctx, other.id)
+
+
+def _stop_as_done(ctx: WorkerContext, job_id: str) -> None:
+    """Stop a worker whose master finished; teardown records it as done."""
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.status.is_finished or job.status == RunStatus.TERMINATING:
+            break
+        job.status = RunStatus.TERMINATING
+        job.reason = node_order.MASTER_DONE_REASON
+        event = Event(
+            at=time.time(),
+            kind="status",
+            status=job.status,
+            job=job.job_num,
+            message=f"job {job.job_num} stopping: {job.reason}",
+        )
+        if ctx.store.save_job(job, event):
+            break
+    tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)
 
 
 def _finish(ctx: WorkerContext, job_id: str, status: RunStatus, reason: str) -> None:

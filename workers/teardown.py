@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from shared import kube, tasks
+from shared import kube, node_order, tasks
 from shared.clusters import Cluster
 from shared.errors import KubeNotFound
 from shared.jobs import refresh_run
@@ -32,6 +32,8 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
         if job.status.is_finished:
             break
         target = RunStatus.TERMINATED if run.stop_requested else RunStatus.FAILED
+        if job.reason == node_order.MASTER_DONE_REASON and not run.stop_requested:
+            target = RunStatus.DONE  # stop_criteria master-done: the task succeeded
         if not can_move(job.status, target):
             break
         if not (job.status == RunStatus.TERMINATING and job.reason):  # keep a limit's reason

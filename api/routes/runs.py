@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, StoreDep
+from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, SettingsDep, StoreDep
 from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
 from api.services import logs as log_service
 from api.services import run_history
@@ -27,6 +27,7 @@ def apply_run(
     store: StoreDep,
     celery: CeleryDep,
     clusters: ClustersDep,
+    settings: SettingsDep,
 ) -> RunPublic:
     """Validate and accept a run; scheduling happens in the background."""
     run, jobs = run_service.submit_run(
@@ -37,17 +38,24 @@ def apply_run(
         configuration=body.configuration,
         clusters=clusters,
         code=body.code,
+        settings=settings,
     )
     return RunPublic.of(run, jobs)
 
 
 @router.post("/plan")
 def plan_run(
-    body: RunCreate, project: CurrentProject, store: StoreDep, clusters: ClustersDep
+    body: RunCreate,
+    project: CurrentProject,
+    store: StoreDep,
+    clusters: ClustersDep,
+    settings: SettingsDep,
 ) -> run_service.RunPlanPublic:
     """The offers a configuration would get now, and the Pod Security level its pods
     would be built for, without submitting it."""
-    return run_service.plan_run(store, clusters, project=project, configuration=body.configuration)
+    return run_service.plan_run(
+        store, clusters, project=project, configuration=body.configuration, settings=settings
+    )
 
 
 @router.get("")

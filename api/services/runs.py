@@ -25,6 +25,8 @@ from shared.jobs import jobs_for
 from shared.lifecycle import can_move
 from shared.records import Event, Job, Project, Run, RunStatus, User
 from shared.requests import request_for
+from shared.server_features import check_server_features
+from shared.settings import Settings
 from shared.store import Store
 
 _NAME_ATTEMPTS = 5  # random names clash rarely; a few tries make it vanishingly rare
@@ -39,9 +41,14 @@ def submit_run(
     configuration: str | dict[str, Any],
     clusters: ClusterRegistry,
     code: str | None = None,
+    settings: Settings | None = None,
 ) -> tuple[Run, list[Job]]:
-    """Validate, record the run and its jobs, and enqueue scheduling. Returns at once."""
+    """Validate, record the run and its jobs, and enqueue scheduling. Returns at once.
+
+    Without ``settings``, fields that need a server setting (``nvcc``,
+    ``utilization_policy``) are refused as on a server that lacks it."""
     conf = _parse(configuration)
+    check_server_features(conf, settings)
     code_archive.check_submission(store, conf, code)
     secrets.check_submission(store, project.name, conf)
     # First: no project setting can make a run the namespace forbids possible.
@@ -95,8 +102,10 @@ def plan_run(
     *,
     project: Project,
     configuration: str | dict[str, Any],
+    settings: Settings | None = None,
 ) -> RunPlanPublic:
     conf = _parse(configuration)
+    check_server_features(conf, settings)
     # First: no project setting can make a run the namespace forbids possible.
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)

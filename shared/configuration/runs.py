@@ -33,6 +33,12 @@ from shared.configuration.fields import (
 )
 from shared.configuration.ranges import CountRange, Range
 from shared.configuration.resources import ResourcesSpec
+from shared.configuration.run_policies import (
+    ScheduleField,
+    StartupOrder,
+    StopCriteria,
+    UtilizationPolicy,
+)
 
 # dstack keys Berth refuses on every run type. Sources: dstack's BaseRunConfiguration
 # and ProfileParams (src/dstack/_internal/core/models/{configurations,profiles}.py).
@@ -44,24 +50,18 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
         "creation_policy",
         "docker",
         "dstack",
-        "entrypoint",
         "env_file",
         "home_dir",
         "idle_duration",
         "instance_types",
         "instances",
         "max_price",
-        "nvcc",
         "regions",
         "reservation",
-        "schedule",
         "setup",
         "single_branch",
-        "startup_order",
-        "stop_criteria",
         "stop_duration",
         "user",
-        "utilization_policy",
     }
 )
 
@@ -78,6 +78,10 @@ class _RunConfigurationBase(BerthModel):
     image: str | None = Field(None, min_length=1)
     python: Python | None = None
     """Python version preinstalled in Berth's default image; exclusive with ``image``."""
+    nvcc: bool = False
+    """Run in the server's image with the CUDA compiler (``devel_image``) instead of its
+    default image; exclusive with ``image``. Refused at submission when the server has
+    no such image: Berth never installs anything into a pod (air-gapped clusters)."""
     env: EnvVars = Field(default_factory=dict)
     resources: ResourcesSpec = ResourcesSpec()
     privileged: bool = False
@@ -101,6 +105,10 @@ class _RunConfigurationBase(BerthModel):
     volumes: list[VolumeMountField] = Field(default_factory=list)
     tags: Tags = Field(default_factory=dict)
     """dstack's resource tags; on Kubernetes they label (or annotate) the run's pods."""
+    schedule: ScheduleField = None
+    """Crons (UTC) at which Berth starts the run (``shared.schedules``)."""
+    utilization_policy: UtilizationPolicy | None = None
+    """Stop the run when its GPUs stay under a utilisation (``workers.gpu_utilization``)."""
 
     @field_validator("fleets", mode="before")
     @classmethod
@@ -130,6 +138,8 @@ class _RunConfigurationBase(BerthModel):
     def _image_or_python(self) -> Self:
         if self.image is not None and self.python is not None:
             raise field_error("python", "image and python are mutually exclusive: set one")
+        if self.image is not None and self.nvcc:
+            raise field_error("nvcc", "image and nvcc are mutually exclusive: set one")
         return self
 
     @property
@@ -144,20 +154,29 @@ class TaskConfiguration(_RunConfigurationBase):
     dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"groups"}
 
     type: Literal["task"] = "task"
+    entrypoint: str | None = Field(None, min_length=1)
+    """dstack's Docker-like form: this command line, with each of ``commands`` as one
+    more argument, replaces the shell script ``commands`` otherwise make."""
     commands: list[str] = Field(default_factory=list)
     nodes: int = Field(1, ge=1, strict=True)
     ports: list[PortMappingField] = Field(default_factory=list)
+    startup_order: StartupOrder = "any"
+    """Multi-node: which pods start first; the others are created once those run."""
+    stop_criteria: StopCriteria = "all-done"
+    """Multi-node: ``master-done`` ends the task (done) when rank 0 exits with 0."""
 
     @model_validator(mode="after")
     def _commands_or_image(self) -> Self:
-        _require_commands_or_image(self.commands, self.image)
+        _require_commands_or_image(self.commands, self.image, self.entrypoint)
         return self
 
 
 class DevEnvironmentConfiguration(_RunConfigurationBase):
     """An interactive environment reached over SSH, optionally with an IDE server."""
 
-    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"version"}
+    # An entrypoint would replace the environment's own process (init, then waiting
+    # for SSH) and leave nothing to attach to.
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"version", "entrypoint"}
 
     type: Literal["dev-environment"] = "dev-environment"
     ide: Literal["vscode", "cursor", "windsurf"] | None = None
@@ -186,6 +205,8 @@ class ServiceConfiguration(_RunConfigurationBase):
     }
 
     type: Literal["service"] = "service"
+    entrypoint: str | None = Field(None, min_length=1)
+    """As for tasks: this command line with each of ``commands`` as one more argument."""
     port: Annotated[
         int, Field(ge=1, le=65535), BeforeValidator(lambda v: _service_port_from_yaml(v))
     ]
@@ -218,7 +239,7 @@ class ServiceConfiguration(_RunConfigurationBase):
 
     @model_validator(mode="after")
     def _replicas_and_scaling_agree(self) -> Self:
-        _require_commands_or_image(self.commands, self.image)
+        _require_commands_or_image(self.commands, self.image, self.entrypoint)
         if self.replicas.max is None:
             raise field_error("replicas", f"needs an upper bound such as 1..4, got {self.replicas}")
         if self.replicas.min != self.replicas.max and self.scaling is None:
@@ -250,8 +271,10 @@ def _service_port_from_yaml(value: Any) -> Any:
     return value
 
 
-def _require_commands_or_image(commands: list[str], image: str | None) -> None:
-    if not commands and image is None:
+def _require_commands_or_image(
+    commands: list[str], image: str | None, entrypoint: str | None = None
+) -> None:
+    if not commands and image is None and entrypoint is None:
         raise field_error(
             "commands", "either commands or image must be set (an image runs its entrypoint)"
         )
