@@ -231,7 +231,7 @@ def _follow_node_order(ctx: WorkerContext, job_id: str, status: RunStatus) -> No
     conf = configuration_from_stored(run.configuration)
     order = getattr(conf, "startup_order", "any")
     siblings = [j for j in ctx.store.jobs_of(run) if j.id != job.id]
-    if status == RunStatus.RUNNING and node_order.follows(order, job):
+    if status in (RunStatus.RUNNING, RunStatus.DONE) and node_order.follows(order, job):
         for other in siblings:
             if other.status == RunStatus.PROVISIONING and other.pod_name is None:
                 tasks.send(ctx.celery, tasks.PROVISION_JOB, other.id)
