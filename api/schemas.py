@@ -113,9 +113,22 @@ class Health(BaseModel):
     """How many jump hosts are ``ok``, ``error`` or ``pending``; details are in ``/api/status``."""
 
 
+class BackendAccess(BaseModel):
+    """What Berth may do on one project's backend (``shared/access.py``), and why."""
+
+    project: str
+    namespace: str
+    mode: str
+    """``cluster`` (Berth places from the live inventory), ``namespace`` (the
+    kube-scheduler places; the namespace's quota is the capacity) or ``none``."""
+    reason: str
+    checked_at: float | None = None
+
+
 class Status(BaseModel):
     redis: str
     jump_hosts: list[JumpHostRecord]
+    backends: list[BackendAccess] = []
 
 
 def redact(configuration: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,9 @@ def offer(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    if not result["offers"]:
+    if result.get("access_mode", "cluster") != "cluster":
+        print_access(result)  # no node is known: the reason says so, the quota is what is
+    elif not result["offers"]:
         out.print(result["reason"] or "no offers")
     elif overview:
         _print_gpu_groups(result["offers"])
@@ -88,6 +90,15 @@ def print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
             o["price"] or "-",
         )
     out.print(table)
+
+
+def print_access(result: dict[str, Any]) -> None:
+    """In namespace-only mode: that node offers are unknown, and what the quota allows."""
+    if result.get("access_mode", "cluster") == "cluster":
+        return
+    out.print(f"[yellow]{result['reason']}[/yellow]")
+    for line in result.get("quota") or []:
+        out.print(f"  quota {line}")
 
 
 def pod_requests_line(requests: dict[str, str]) -> str:

@@ -19,7 +19,7 @@ from cli.client import BerthClient, ClientConfig, load_client_config, save_clien
 from cli.console import ago, err, out
 from cli.dev_environment import open_dev_environment
 from cli.keys import ensure_registered_key
-from cli.offer_commands import pod_requests_line, print_offers
+from cli.offer_commands import pod_requests_line, print_access, print_offers
 from shared.configuration.parse import parse_run_configuration
 from shared.errors import ConfigError
 from shared.settings import load_settings
@@ -105,6 +105,7 @@ def submit_run(
     out.print(pod_requests_line(plan.get("pod_requests") or {}))
     if plan.get("pod_security", "privileged") != "privileged":
         out.print(f"pod security: {plan['pod_security']} ({plan.get('pod_security_source')})")
+    print_access(plan)
     if not plan["possible"]:
         out.print(f"[yellow]{plan['reason']}[/yellow]")
     if not yes and not typer.confirm("Submit the run?", default=True):
@@ -274,6 +275,11 @@ def status(
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
     out.print(f"redis: {found['redis']}")
+    for backend in found.get("backends") or []:
+        out.print(
+            f"backend of {backend['project']} (namespace {backend['namespace']}):"
+            f" {backend['mode']} mode: {backend['reason']}"
+        )
     if not found["jump_hosts"]:
         out.print("no jump host (set proxy_jump in the server config to reach runs over SSH)")
         return

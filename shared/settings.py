@@ -35,6 +35,14 @@ class KubeSettings(BaseModel):
     ``gke-gcloud-auth-plugin``, ``kubelogin``) may run before it is killed and the call
     fails. They take well under 5 s, even fetching from a cloud's token service; a hung
     one must not stall a worker thread forever."""
+    access_recheck_s: float = 300.0
+    """Seconds between two asks (SelfSubjectAccessReviews) of what Berth may do on a
+    backend (``shared/access.py``): an operator's RBAC change is seen within 5 min, and
+    at once after a 403 on a read the mode allowed."""
+    forbidden_retry_s: float = 300.0
+    """Seconds the proxy worker's inventory watch waits after a 403 before it lists that
+    kind again; meanwhile the access review decides whether it should at all. Never a
+    loop of forbidden calls: at most one per kind per this."""
 
 
 class ApiSettings(BaseModel):

@@ -31,9 +31,15 @@ Runs inside the proxy worker. Design decisions:
   slow callback (a Redis round trip) never delays a publish. After a relist,
   Berth pods present are reported ``ADDED`` and those that vanished in the
   gap ``DELETED``: the gap may have hidden their events.
-* **Failure never kills it.** Kubernetes errors (apiserver down, 5xx, 403)
+* **Failure never kills it.** Kubernetes errors (apiserver down, 5xx)
   back off from ``backoff_initial_s`` doubling to ``backoff_max_s`` and then
-  resume from the last resourceVersion. Anything else is a bug; every
+  resume from the last resourceVersion. A 403 is no outage: RBAC will say the
+  same until an operator acts, so it is reported (``on_forbidden``, which asks
+  :mod:`shared.access` again) and that kind is not asked again for
+  ``forbidden_retry_s``: never a loop of forbidden calls.
+* **Namespace-only mode.** Given a ``namespace``, it watches only the pods
+  there (Berth's own job pods, for ``on_berth_pod``) and publishes no
+  inventory: without node reads there is none to publish. Anything else is a bug; every
   long-lived thread runs under a guard that logs the failure or an unexpected
   return and restarts the loop with the same backoff (kopf's guarded tasks).
   A consumer restart relists both kinds, since the event it failed on is lost.
@@ -54,7 +60,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from shared import kube
-from shared.errors import BerthError, KubeError, KubeTemporaryError
+from shared.errors import BerthError, KubeError, KubeForbidden, KubeTemporaryError
 from shared.gpu.inventory import GpuInventory, InventoryBuilder
 from shared.inventory_store import is_foreign_pod
 
@@ -66,6 +72,8 @@ NODES, PODS = "nodes", "pods"
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 Publish = Callable[[GpuInventory], None]
+ForbiddenCallback = Callable[[str], None]
+"""Called with the kind whose LIST or WATCH the apiserver refused (403)."""
 BerthPodCallback = Callable[[str, str], None]
 """Called with (value of the pod's ``berth.dev/job`` label, ``ADDED|MODIFIED|DELETED``)."""
 WatchFactory = Callable[[], Any]
@@ -100,6 +108,8 @@ class InventoryWatcher:
         on_berth_pod: BerthPodCallback | None = None,
         settings: WatchSettings | None = None,
         watch_factory: WatchFactory = watch.Watch,
+        namespace: str | None = None,
+        on_forbidden: ForbiddenCallback | None = None,
     ) -> None:
         self._settings = settings or WatchSettings()
         self._publish = publish
@@ -119,11 +129,9 @@ class InventoryWatcher:
                 stats=self._stats,
                 stopping=self._stopping,
                 watch_factory=watch_factory,
+                on_forbidden=on_forbidden,
             )
-            for kind, list_fn in (
-                (NODES, kube_client.core.list_node),
-                (PODS, kube_client.core.list_pod_for_all_namespaces),
-            )
+            for kind, list_fn in _lists(kube_client, namespace)
         }
         self._consumer = _Consumer(
             publish=self._publish_snapshot,
@@ -267,6 +275,8 @@ class WatchSettings:
     """First retry delay after an API or publish error, doubled on each repeat."""
     backoff_max_s: float = 5.0
     """Retry delay ceiling: an apiserver back from an outage is seen within this."""
+    forbidden_retry_s: float = 300.0
+    """After a 403, the wait before that kind is listed again (``kube.forbidden_retry_s``)."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +345,23 @@ class _Stats:
             self.last_error, self.last_error_at = text, time.time()
 
 
+def _lists(kube_client: kube.Kube, namespace: str | None) -> list[tuple[str, Any]]:
+    """The kinds to watch, with their LIST method: all nodes and pods, or one namespace's pods."""
+    if namespace is None:
+        return [
+            (NODES, kube_client.core.list_node),
+            (PODS, kube_client.core.list_pod_for_all_namespaces),
+        ]
+    list_namespaced_pod = kube_client.core.list_namespaced_pod
+
+    def list_pods_here(**kwargs: Any) -> Any:
+        return list_namespaced_pod(namespace, **kwargs)
+
+    # Watch.stream reads the return type from the docstring to deserialize events.
+    list_pods_here.__doc__ = list_namespaced_pod.__doc__
+    return [(PODS, list_pods_here)]
+
+
 def _guarded(
     name: str,
     loop: Callable[[], None],
@@ -395,8 +422,10 @@ class _KindWatch:
         stats: _Stats,
         stopping: threading.Event,
         watch_factory: WatchFactory,
+        on_forbidden: ForbiddenCallback | None = None,
     ) -> None:
         self.kind = kind
+        self._on_forbidden = on_forbidden
         self._list_fn = list_fn
         self._kube = kube_client
         self._inbox = inbox
@@ -425,6 +454,10 @@ class _KindWatch:
                     return
                 if self._relist_requested:
                     continue  # interrupted on purpose (see request_relist)
+                if isinstance(e, KubeForbidden):
+                    delay = self._forbidden(e)
+                    self._stopping.wait(delay)
+                    continue
                 expired = e.status == 410
                 if expired:
                     log.info("%s watch expired (%s); relisting", self.kind, e)
@@ -435,6 +468,23 @@ class _KindWatch:
                 # The first 410 relists at once; repeated failures of any kind back off.
                 delay = 0.0 if expired and backoff.failures == 0 else backoff.next()
             self._stopping.wait(delay)
+
+    def _forbidden(self, e: KubeForbidden) -> float:
+        """A 403: report it, and wait long before asking again (RBAC does not flap)."""
+        log.warning(
+            "may not list/watch %s (%s); not asking again for %gs",
+            self.kind,
+            e.message,
+            self._settings.forbidden_retry_s,
+        )
+        self._stats.error(f"{self.kind}: {e}")
+        self._resource_version = None  # a later LIST starts afresh
+        if self._on_forbidden is not None:
+            try:
+                self._on_forbidden(self.kind)
+            except BerthError as callback_error:
+                log.warning("on_forbidden(%s) failed: %s", self.kind, callback_error)
+        return self._settings.forbidden_retry_s
 
     def interrupt(self) -> None:
         """End the current watch request now (``Watch.stop`` shuts its socket)."""

@@ -114,6 +114,9 @@ class PodContext:
     """Secrets holding the run's code archive (``workers/code_volume.py``); 0: no code."""
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Decrypted project secrets the configuration names (``shared/secrets.py``)."""
+    scheduler_affinity: Mapping[str, Any] | None = None
+    """For a job the kube-scheduler places (namespace-only mode,
+    ``workers/scheduler_placement.py``): the pod's whole affinity, instead of a node."""
     devel_image: str | None = None
     """The image with the CUDA compiler that ``nvcc: true`` runs in (the settings')."""
 
@@ -215,7 +218,11 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "containers": [container],
         "volumes": volumes,
         "tolerations": _tolerations(job),
-        "affinity": _affinity(job.placement.node, ctx.node_pool),
+        "affinity": (
+            dict(ctx.scheduler_affinity)
+            if ctx.scheduler_affinity is not None
+            else _affinity(job.placement.node, ctx.node_pool)
+        ),
     }
     if init_containers:
         spec["initContainers"] = init_containers

@@ -29,11 +29,12 @@ from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.pod_security import stricter
+from shared.queueing.namespace_only import is_scheduler_node
 from shared.queueing.namespace_quota import quota_refusal
 from shared.records import Event, Job, RunStatus
 from shared.resource_quotas import namespace_key, note_refusal
 from shared.volume_placement import host_volume_refusal
-from workers import code_volume, node_pools, requeue, volumes
+from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
 from workers.podspec import PodContext, build_job_objects, job_pod_name
@@ -92,6 +93,12 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         except NotFoundError as e:
             _finish(ctx, job_id, RunStatus.FAILED, f"cannot give the run its code: {e.message}")
             return
+    scheduled_by_kube = is_scheduler_node(job.placement.node)
+    try:
+        affinity = scheduler_placement.scheduler_affinity(run, conf) if scheduled_by_kube else None
+    except ValueError as e:
+        _finish(ctx, job_id, RunStatus.FAILED, f"cannot ask the kube-scheduler for it: {e}")
+        return
     # Decided (with the namespace's label) at submission; a stricter setting since wins.
     level = stricter(run.pod_security, backend.pod_security)
     pod_ctx = PodContext(
@@ -108,6 +115,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         node_pool=autoscaling.find_pool(backend.node_pools, job.placement.node),
         code_parts=len(code_secrets),
         secret_values=secret_values,
+        scheduler_affinity=affinity,
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     try:
@@ -158,6 +166,8 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
     verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=now)
     if pod is not None and job.placement and autoscaling.is_pool_node(job.placement.node):
         verdict = node_pools.judge_pool_wait(ctx, cluster, job, pod, verdict, now=now)
+    elif pod is not None and job.placement and is_scheduler_node(job.placement.node):
+        verdict = scheduler_placement.judge_scheduler_wait(ctx, cluster, job, pod, verdict, now=now)
     if verdict is None:
         return
     if job.reason == node_order.MASTER_DONE_REASON and verdict.status.is_finished:

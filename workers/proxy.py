@@ -23,13 +23,13 @@ from celery import Celery
 from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
-from shared.errors import TemporaryError
+from shared.errors import BerthError, TemporaryError
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import CHANNEL
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import create_celery
-from workers.inventory_watch import InventoryWatcher
+from workers.backend_watches import BackendWatches
 from workers.jumphost import JumpHostSupervisor
 
 log = logging.getLogger(__name__)
@@ -74,23 +74,20 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         exec_timeout_s=settings.kube.exec_timeout_s,
     )
     celery = create_celery(settings)
-    watchers: list[InventoryWatcher] = []
     jump_hosts = JumpHostSupervisor(settings.ssh, server, clusters, store)
+
+    def publish(key: str, inv: GpuInventory) -> None:
+        store.publish_inventory(key, inv.to_json(), CHANNEL)
+        # Capacity changed: pending runs may fit now (passes coalesce).
+        _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
+
+    def on_berth_pod(job_id: str, _event: str) -> None:
+        _send(celery, tasks.SYNC_JOB, job_id)
+
+    # What each backend may be watched for follows its access mode (shared/access.py).
+    watches = BackendWatches(settings, store, clusters, publish=publish, on_berth_pod=on_berth_pod)
     try:
-        for key, project in _one_project_per_cluster(server.project_names(), clusters).items():
-            cluster = clusters.for_project(project)
-
-            def publish(inv: GpuInventory, key: str = key) -> None:
-                store.publish_inventory(key, inv.to_json(), CHANNEL)
-                # Capacity changed: pending runs may fit now (passes coalesce).
-                _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
-
-            def on_berth_pod(job_id: str, _event: str) -> None:
-                _send(celery, tasks.SYNC_JOB, job_id)
-
-            watcher = InventoryWatcher(cluster.kube, publish=publish, on_berth_pod=on_berth_pod)
-            watcher.start()
-            watchers.append(watcher)
+        watches.refresh()
         # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
         # so a slow cluster never delays the renewals below.
         jump_hosts.start()
@@ -98,10 +95,10 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
             if not lease.renew():
                 log.error("lost the proxy worker lease; back to standby")
                 return
+            _refresh(watches)
     finally:
         jump_hosts.stop()
-        for watcher in watchers:
-            watcher.stop()
+        watches.stop()
         lease.release()
         clusters.close()
         celery.close()
@@ -175,12 +172,12 @@ def _send(celery: Celery, name: str, arg: str) -> None:
         raise TemporaryError(f"cannot send {name}: {e}") from e
 
 
-def _one_project_per_cluster(projects: list[str], clusters: ClusterRegistry) -> dict[str, str]:
-    """Several projects may share a cluster; watch each cluster once."""
-    chosen: dict[str, str] = {}
-    for project in projects:
-        chosen.setdefault(clusters.key_for(project), project)
-    return chosen
+def _refresh(watches: BackendWatches) -> None:
+    """Follow access changes; Redis away for a moment is no reason to stop leading."""
+    try:
+        watches.refresh()
+    except BerthError as e:
+        log.warning("could not refresh the watches: %s", e)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -39,7 +39,7 @@ from functools import partial
 
 import redis
 
-from shared import tasks
+from shared import access, tasks
 from shared.errors import ConfigError, TemporaryError
 from shared.fleets import allowed_nodes
 from shared.gpu.inventory import GpuInventory
@@ -49,6 +49,7 @@ from shared.placements import HOLDING
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
+from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
 from shared.queueing.share import normalise_quotas
 from shared.queueing.view import RecordCache, View
@@ -164,13 +165,13 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     cleaning = keys.timestamps(ctx.store, keys.CLEANUP)
     quotas = normalise_quotas({p.name: p.quotas for p in ctx.server.projects})
     fails: list[Fail] = []
-    by_cluster: dict[str, list[Run]] = {}
-    cluster_of: dict[str, str | ConfigError] = {}
+    by_cluster: dict[tuple[str, access.Mode], list[Run]] = {}
+    cluster_of: dict[str, tuple[str, access.Mode] | ConfigError] = {}
     for run in view.runs:
         key = cluster_of.get(run.project)
         if key is None:
             try:
-                key = cluster_of[run.project] = ctx.clusters.key_for(run.project)
+                key = cluster_of[run.project] = _cluster_and_mode(ctx, run.project)
             except ConfigError as e:
                 key = cluster_of[run.project] = e
         if isinstance(key, ConfigError):
@@ -181,22 +182,35 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     writer = Writer(ctx.store)
     version = view.capacity_version
     refused: dict[str, float] | None = None
-    for cluster_key, members in by_cluster.items():
+    for (cluster_key, mode), members in by_cluster.items():
+        if mode == access.Mode.NONE:
+            no_access = _without_access(ctx, members)
+            _wait(ctx, cache, writer, runs, view.jobs, no_access, now)
+            result.waiting += len(no_access)
+            continue
+        namespace_only = mode == access.Mode.NAMESPACE
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
         holdings = list(_holdings(members, view))
         fit = cluster_fit.PassFit()
-        inventory = cluster_fit.inventory_with_pools(
-            ctx,
-            members[0].project,
-            load_inventory(ctx.store, ctx.clusters, members[0].project),
-            [h.placement.node for h in holdings],
-            fit=fit,
+        # Namespace-only: no node is known, so none is read (the scheduler places).
+        inventory = (
+            GpuInventory()
+            if namespace_only
+            else cluster_fit.inventory_with_pools(
+                ctx,
+                members[0].project,
+                load_inventory(ctx.store, ctx.clusters, members[0].project),
+                [h.placement.node for h in holdings],
+                fit=fit,
+            )
         )
         volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
         # From the server config: a pass connects to a cluster only to read what it needs.
+        # Namespace-only, the node selector is only the pod's (no nodes to narrow to).
         selecting = {
-            project: bool(ctx.server.backend_for(project).pod_settings().node_selector)
+            project: not namespace_only
+            and bool(ctx.server.backend_for(project).pod_settings().node_selector)
             for project in {r.project for r in members}
         }
         queued: list[QueuedRun] = []
@@ -211,6 +225,8 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             entry = _queued(
                 ctx, cache, inventory, run, view.jobs[run.id], now, volume_nodes, selecting, fit
             )
+            if namespace_only and isinstance(entry, QueuedRun) and cache.facts(run).fleets:
+                entry = Fail(run.id, run.project, _NO_FLEETS)
             if isinstance(entry, Fail):
                 fails.append(entry)
             elif isinstance(entry, Wait):
@@ -224,13 +240,17 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             if fit.unreachable
             else _namespace_rooms(ctx, cache, view, cluster_key, members, refused or {})
         )
-        decided = plan(
-            inventory,
-            queued,
-            holdings,
-            quotas=quotas,
-            max_reservations=ctx.settings.scheduling.max_reservations,
-            rooms=rooms,
+        decided = (
+            plan_namespace_only(queued, holdings, rooms=rooms)
+            if namespace_only
+            else plan(
+                inventory,
+                queued,
+                holdings,
+                quotas=quotas,
+                max_reservations=ctx.settings.scheduling.max_reservations,
+                rooms=rooms,
+            )
         )
         for admit in decided.admits:
             outcome = _admit(
@@ -249,6 +269,35 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         _fail(writer, runs[fail.run_id], view.jobs[fail.run_id], fail.reason)
         result.failed.append(runs[fail.run_id].name)
     return True
+
+
+_NO_FLEETS = (
+    "fleets need node reads, and this backend runs in namespace-only mode (berth status"
+    " says why); remove fleets: to let the kube-scheduler place the run"
+)
+
+
+def _cluster_and_mode(ctx: WorkerContext, project: str) -> tuple[str, access.Mode]:
+    """The project's cluster and what Berth may do there (see :mod:`shared.access`)."""
+    key = ctx.clusters.key_for(project)
+    found = access.access_for(
+        ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
+    )
+    return key, found.mode
+
+
+def _without_access(ctx: WorkerContext, members: list[Run]) -> list[Wait]:
+    """Runs of backends where Berth may not even create pods wait, saying why."""
+    waits = []
+    for run in members:
+        if run.status not in QUEUED or run.stop_requested:
+            continue
+        found = access.access_for(
+            ctx.store, ctx.clusters, run.project, recheck_s=ctx.settings.kube.access_recheck_s
+        )
+        cause = f"waiting for access to the cluster: {found.reason}"
+        waits.append(Wait(run.id, run.project, cause, position=0, queued=0))
+    return waits
 
 
 def _holdings(runs: Iterable[Run], view: View) -> Iterable[Holding]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentUser, StoreDep
+from api.deps import ClustersDep, CurrentUser, StoreDep
 from api.schemas import Health, Status
 from api.services import status as status_service
 
@@ -23,10 +23,11 @@ def health(store: StoreDep) -> Health:
 
 
 @router.get("/api/status")
-def status(store: StoreDep, user: CurrentUser) -> Status:
-    """Redis and the jump hosts of the caller's projects (every one for an admin)."""
+def status(store: StoreDep, clusters: ClustersDep, user: CurrentUser) -> Status:
+    """Redis, the jump hosts and the backends' access modes of the caller's projects."""
     redis_state, records = status_service.redis_and_jump_hosts(store)
     return Status(
         redis=redis_state,
         jump_hosts=status_service.visible_jump_hosts(store, user, records),
+        backends=status_service.backend_access(store, clusters, user),
     )

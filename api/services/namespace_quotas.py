@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shared import resource_quotas
+from shared import access, limit_ranges, resource_quotas
 from shared.clusters import ClusterRegistry
 from shared.errors import ConfigError, KubeError
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
 from shared.offers import Request, match
+from shared.queueing.namespace_only import gpu_resource
 from shared.queueing.namespace_quota import demand, memory_limit_of, room_for, total
 from shared.records import Placement, Run
 from shared.requests import request_for
@@ -34,6 +35,7 @@ def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str,
     apiserver does not answer, nothing is refused here: the scheduler and the
     provisioning workers treat a pod refused for quota as a wait anyway.
     """
+    _check_limit_ranges(store, clusters, project, conf)
     try:
         quotas = resource_quotas.read_quotas(clusters.for_project(project))
     except KubeError:
@@ -73,12 +75,43 @@ def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str,
     raise ConfigError(refusals[0], field="resources")
 
 
+def _check_limit_ranges(store: Store, clusters: ClusterRegistry, project: str, conf: Any) -> None:
+    """ConfigError naming the LimitRange the run's container would break (one LIST).
+
+    Unreadable LimitRanges (403, apiserver away) refuse nothing: pod creation would.
+    """
+    try:
+        found = limit_ranges.read_limit_ranges(clusters.for_project(project))
+    except KubeError:
+        return
+    if not found:
+        return
+    request = request_for(conf)
+    requests = {
+        "cpu": request.cpu_millicores,
+        "memory": request.memory_bytes,
+        "ephemeral-storage": request.disk_bytes,
+    }
+    limits: dict[str, int] = {}
+    memory_limit = memory_limit_of(conf)
+    if memory_limit:
+        limits["memory"] = memory_limit
+    for resource in _gpu_resources(store, clusters, project, request):
+        if resource:
+            requests[resource] = limits[resource] = request.gpu_count
+    refusal = limit_ranges.check(found, requests=requests, limits_set=limits)
+    if refusal is not None:
+        raise ConfigError(refusal, field="resources")
+
+
 def _gpu_resources(
     store: Store, clusters: ClusterRegistry, project: str, request: Request
 ) -> list[str | None]:
     """The GPU resources (``nvidia.com/gpu``, a MIG profile) the run's jobs could use."""
     if not request.gpu_count:
         return [None]
+    if access.access_for(store, clusters, project, recheck_s=None).mode != access.Mode.CLUSTER:
+        return [gpu_resource(request)]  # no nodes to look at: what the pod will request
     inventory = load_inventory(store, clusters, project)
     # Every node as if empty: which could take the run at all, not which can now.
     empty = GpuInventory(

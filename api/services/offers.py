@@ -8,17 +8,19 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from api.services.nodes import UnidentifiedPublic, gpu_memory, unidentified_public
-from shared import placements
+from shared import access, placements, resource_quotas
 from shared.autoscaling import is_pool_node, pool_of
 from shared.clusters import Cluster, ClusterRegistry
 from shared.configuration.base import config_error_from_validation
 from shared.configuration.resources import ResourcesSpec
 from shared.configuration.server import KubernetesBackend
-from shared.errors import ConfigError, KubeError
+from shared.errors import ConfigError, KubeError, KubeForbidden
+from shared.gpu.affinity import gpu_node_affinity
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.offers import Offer, Request, describe, match
 from shared.placement_facts import selector_nodes, with_pools
+from shared.queueing.namespace_quota import describe_quota
 from shared.requests import request_from_resources
 from shared.store import Store
 
@@ -47,6 +49,12 @@ class OffersPublic(BaseModel):
     pod_requests: dict[str, str] = {}
     """What each job's pod asks Kubernetes for (``cpu``, ``memory``, GPUs,
     ``ephemeral-storage``), as quantities; a resource left out is not requested."""
+    access_mode: str = "cluster"
+    """What Berth may read on the backend (``shared/access.py``): ``cluster``,
+    ``namespace`` (node offers unknown; the kube-scheduler places) or ``none``."""
+    access_reason: str = ""
+    quota: list[str] = []
+    """Namespace-only: what the namespace's ResourceQuotas allow, one line per limit."""
 
 
 def offers_for(
@@ -55,7 +63,17 @@ def offers_for(
     project: str,
     request: Request,
 ) -> OffersPublic:
-    inventory = load_inventory(store, clusters, project)
+    found = access.access_for(store, clusters, project, recheck_s=None)
+    if found.mode != access.Mode.CLUSTER:
+        return _without_node_reads(clusters, project, request, found)
+    try:
+        inventory = load_inventory(store, clusters, project)
+    except KubeForbidden:
+        access.forget(store, clusters, project)  # the mode changed since it was last asked
+        found = access.access_for(store, clusters, project, recheck_s=None)
+        if found.mode == access.Mode.CLUSTER:
+            raise
+        return _without_node_reads(clusters, project, request, found)
     held = placements.reserved(j for _, jobs in placements.active_runs(store) for j in jobs)
     # Autoscaling pools offer the nodes they may still add, as the scheduler sees them.
     cluster = clusters.for_project(project)
@@ -71,6 +89,46 @@ def offers_for(
         offers=[_public(o, backend) for o in verdict.offers],
         unidentified=unidentified_public(inventory),
         pod_requests=pod_requests(request),
+        access_reason=found.reason,
+    )
+
+
+def _without_node_reads(
+    clusters: ClusterRegistry, project: str, request: Request, found: access.Access
+) -> OffersPublic:
+    """Namespace-only: no node is known, so no offer; the quota is what can be said."""
+    cluster = clusters.for_project(project)
+    try:
+        quotas = resource_quotas.read_quotas(cluster)
+        quota = [line for q in quotas for line in describe_quota(q)] or [
+            f"no ResourceQuota in namespace {cluster.namespace}"
+        ]
+    except KubeError as e:
+        quota = [f"cannot read the namespace's quotas: {e.message}"]
+    unplaceable = None
+    try:
+        gpu_node_affinity(request)
+    except ValueError as e:
+        unplaceable = f"the kube-scheduler cannot be asked for it: {e}"
+    if found.mode == access.Mode.NONE:
+        reason = f"nothing can run on backend kubernetes/{cluster.namespace}: {found.reason}"
+    elif unplaceable is not None:
+        reason = unplaceable
+    else:
+        reason = (
+            f"node offers are unknown: backend kubernetes/{cluster.namespace} runs in"
+            f" namespace-only mode ({found.reason})"
+        )
+    return OffersPublic(
+        summary=describe(request),
+        possible=found.mode != access.Mode.NONE and unplaceable is None,
+        reason=reason,
+        nodes=request.nodes,
+        offers=[],
+        pod_requests=pod_requests(request),
+        access_mode=found.mode.value,
+        access_reason=found.reason,
+        quota=quota,
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from api.schemas import BackendAccess
 from api.services.auth import may_see
-from shared import ssh
-from shared.errors import StoreError
+from shared import access, ssh
+from shared.clusters import ClusterRegistry
+from shared.errors import BerthError, StoreError
 from shared.records import User
 from shared.store import Store
 
@@ -51,3 +53,33 @@ def visible_jump_hosts(
 def _member(store: Store, user: User, project: str) -> bool:
     found = store.get_project(project)
     return found is not None and may_see(user, found)
+
+
+def backend_access(store: Store, clusters: ClusterRegistry, user: User) -> list[BackendAccess]:
+    """Each of ``user``'s projects' backend mode, as the workers last found it.
+
+    A backend never asked yet is asked now (SelfSubjectAccessReviews, each with
+    the client's timeout); one whose answer cannot be had says why.
+    """
+    found = []
+    for project in clusters.server.project_names():
+        if not user.is_admin and not _member(store, user, project):
+            continue
+        try:
+            namespace = clusters.server.backend_for(project).namespace
+            known = access.access_for(store, clusters, project, recheck_s=None)
+        except BerthError as e:
+            found.append(
+                BackendAccess(project=project, namespace="", mode="unknown", reason=e.message)
+            )
+            continue
+        found.append(
+            BackendAccess(
+                project=project,
+                namespace=namespace,
+                mode=known.mode.value,
+                reason=known.reason,
+                checked_at=known.checked_at,
+            )
+        )
+    return found

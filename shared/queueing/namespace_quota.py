@@ -210,6 +210,15 @@ def room_for(
     return QuotaRoom(quotas=found, pending=total(uncounted))
 
 
+def describe_quota(quota: NamespaceQuota) -> list[str]:
+    """One line per limit, as ``berth offer`` shows what a quota allows."""
+    return [
+        f"{quota.name}: {_show(key, quota.used.get(key, 0))} of {_show(key, hard)}"
+        f" {_label(key)} in use"
+        for key, hard in sorted(quota.hard.items())
+    ]
+
+
 def _amounts(raw: Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, value in raw.items():

@@ -1,0 +1,132 @@
+"""The proxy worker's watches, one per thing to watch, following each backend's access mode.
+
+What to watch depends on what Berth may read (:mod:`shared.access`):
+
+- ``cluster`` mode: one :class:`~workers.inventory_watch.InventoryWatcher` per
+  cluster (nodes and every pod), publishing the GPU inventory, however many
+  projects and namespaces share it;
+- ``namespace`` mode: one per namespace, on its pods only, so Berth's job pods
+  still wake ``sync_job`` within moments; no inventory;
+- ``none``: no watch at all (every call would be refused).
+
+:meth:`BackendWatches.refresh` runs on every lease renewal; it costs one Redis
+read per project while the access answers are fresh, and starts, stops or
+swaps watchers when a mode changed (an operator granted or revoked a role). A
+watcher refused with 403 asks for a new access review (``access.forget``)
+and waits ``kube.forbidden_retry_s`` itself, so a revoked role is seen within
+seconds and never retried in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared import access
+from shared.clusters import ClusterRegistry
+from shared.errors import BerthError
+from shared.gpu.inventory import GpuInventory
+from shared.settings import Settings
+from shared.store import Store
+from workers.inventory_watch import InventoryWatcher, WatchSettings
+
+log = logging.getLogger(__name__)
+
+_STOP_TIMEOUT_S = 2.0  # bounded so a swap never delays the lease renewal past its margin
+
+Publish = Callable[[str, GpuInventory], None]
+"""Called with (cluster key, snapshot)."""
+OnBerthPod = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class WatchKey:
+    cluster: str
+    namespace: str | None
+    """None: the whole cluster (cluster mode); a name: that namespace's pods only."""
+
+
+class BackendWatches:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clusters: ClusterRegistry,
+        *,
+        publish: Publish,
+        on_berth_pod: OnBerthPod,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._clusters = clusters
+        self._publish = publish
+        self._on_berth_pod = on_berth_pod
+        self._watchers: dict[WatchKey, InventoryWatcher] = {}
+
+    def refresh(self) -> None:
+        """Start what should run, stop what should not; idempotent."""
+        wanted = self.wanted()
+        for key in [k for k in self._watchers if k not in wanted]:
+            log.info("stopping the watch of %s", _show(key))
+            self._watchers.pop(key).stop(timeout=_STOP_TIMEOUT_S)
+        for key, project in wanted.items():
+            if key not in self._watchers:
+                try:
+                    self._watchers[key] = self._start(key, project)
+                except BerthError as e:  # a credential plugin failing: tried at the next refresh
+                    log.warning("cannot watch %s: %s", _show(key), e)
+
+    def wanted(self) -> dict[WatchKey, str]:
+        """Each thing to watch, with one project that reaches it."""
+        wanted: dict[WatchKey, str] = {}
+        for project in self._clusters.server.project_names():
+            try:
+                cluster = self._clusters.key_for(project)
+                found = access.access_for(
+                    self._store,
+                    self._clusters,
+                    project,
+                    recheck_s=self._settings.kube.access_recheck_s,
+                )
+            except BerthError as e:
+                log.warning("cannot tell what to watch for project %s: %s", project, e)
+                continue
+            if found.mode == access.Mode.NONE:
+                continue
+            namespace = None
+            if found.mode == access.Mode.NAMESPACE:
+                namespace = self._clusters.server.backend_for(project).namespace
+            wanted.setdefault(WatchKey(cluster, namespace), project)
+        return wanted
+
+    def stop(self) -> None:
+        for watcher in self._watchers.values():
+            watcher.stop()
+        self._watchers.clear()
+
+    def _start(self, key: WatchKey, project: str) -> InventoryWatcher:
+        log.info("watching %s", _show(key))
+
+        def publish(inventory: GpuInventory) -> None:
+            self._publish(key.cluster, inventory)
+
+        def on_forbidden(_kind: str) -> None:
+            access.forget(self._store, self._clusters, project)
+
+        watcher = InventoryWatcher(
+            self._clusters.for_project(project).kube,
+            publish=publish,
+            on_berth_pod=self._on_berth_pod,
+            settings=WatchSettings(forbidden_retry_s=self._settings.kube.forbidden_retry_s),
+            namespace=key.namespace,
+            on_forbidden=on_forbidden,
+        )
+        watcher.start()
+        return watcher
+
+
+def _show(key: WatchKey) -> str:
+    if key.namespace is None:
+        return f"cluster {key.cluster} (nodes and pods)"
+    return f"namespace {key.namespace} of cluster {key.cluster} (its pods)"

@@ -1,0 +1,141 @@
+"""Jobs the kube-scheduler places (namespace-only mode): their affinity and their wait.
+
+In namespace-only mode (:mod:`shared.access`) a job's placement names
+:data:`~shared.queueing.namespace_only.SCHEDULER_NODE`, not a node. Two things
+follow, both here:
+
+- :func:`scheduler_affinity`: the pod asks for its GPU model and memory by node
+  affinity on the GPU labels (:mod:`shared.gpu.affinity`), and a multi-node
+  run's pods repel each other across nodes (``nodes: N`` means N nodes);
+- :func:`judge_scheduler_wait`: an unbound pod is the scheduler looking for a
+  node, not Berth's mistake, so the usual rule (unschedulable for a minute: back
+  to the queue) does not apply; the job stays ``provisioning`` and shows the
+  scheduler's own FailedScheduling message, for as long as the run's limits
+  allow (a gang still answers to ``gang_ready_timeout_s``, and ``retry`` with
+  ``no-capacity`` and a ``duration`` bounds the wait). Once bound, the job
+  records its real node, so ``berth ps`` shows where it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shared import kube
+from shared.clusters import Cluster
+from shared.errors import KubeError
+from shared.gpu.affinity import gpu_node_affinity
+from shared.records import Event, Job, Run, RunStatus
+from shared.requests import request_for
+from workers.context import WorkerContext
+from workers.pod_status import PodVerdict
+
+_CAS_ATTEMPTS = 10
+_HOSTNAME = "kubernetes.io/hostname"  # the well-known label every kubelet sets
+_WAITING = "waiting for the kube-scheduler"
+
+
+def scheduler_affinity(run: Run, conf: Any) -> dict[str, Any]:
+    """The pod's affinity; ValueError naming the GPU when no label value names it."""
+    affinity: dict[str, Any] = dict(gpu_node_affinity(request_for(conf)) or {})
+    nodes = int(getattr(conf, "nodes", 1) or 1)
+    if nodes > 1:
+        labels = kube.berth_labels(run.project, run.name)
+        same_run = {k: labels[k] for k in (kube.LABEL_PROJECT, kube.LABEL_RUN)}
+        affinity["podAntiAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": same_run}, "topologyKey": _HOSTNAME}
+            ]
+        }
+    return affinity
+
+
+def judge_scheduler_wait(
+    ctx: WorkerContext,
+    cluster: Cluster,
+    job: Job,
+    pod: Any,
+    verdict: PodVerdict | None,
+    *,
+    now: float,
+) -> PodVerdict | None:
+    """The verdict for a job whose pod the kube-scheduler places (``verdict``: the usual)."""
+    node = pod.spec.node_name if pod.spec is not None else None
+    if node:
+        _record_node(ctx, job.id, node)
+        return verdict
+    if verdict is not None and verdict.status != RunStatus.PENDING:
+        return verdict  # failed before it was ever bound (image, admission)
+    message = _scheduler_message(cluster, pod) or _condition_message(pod)
+    _record_waiting(ctx, job.id, f"{_WAITING}: {message}" if message else _WAITING)
+    return None
+
+
+def _scheduler_message(cluster: Cluster, pod: Any) -> str | None:
+    """The pod's latest FailedScheduling event, the scheduler's own words."""
+    k = cluster.kube
+    selector = (
+        f"involvedObject.name={pod.metadata.name},involvedObject.kind=Pod,reason=FailedScheduling"
+    )
+    try:
+        events = k.call(k.core.list_namespaced_event, cluster.namespace, field_selector=selector)
+    except KubeError:
+        return None  # may not list events: the pod's condition says much the same
+    latest = max(
+        events.items or [],
+        key=lambda e: _ts(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+        default=None,
+    )
+    return str(latest.message).strip() if latest is not None and latest.message else None
+
+
+def _condition_message(pod: Any) -> str | None:
+    for cond in (pod.status.conditions if pod.status else None) or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.message:
+            return str(cond.message)
+    return None
+
+
+def _ts(value: Any) -> float:
+    return value.timestamp() if hasattr(value, "timestamp") else 0.0
+
+
+def _record_node(ctx: WorkerContext, job_id: str, node: str) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.placement is None or job.placement.node == node:
+            return
+        job.placement = job.placement.model_copy(update={"node": node})
+        if job.status == RunStatus.PROVISIONING and job.reason.startswith(_WAITING):
+            job.reason = ""
+        message = f"job {job.job_num}: the kube-scheduler bound its pod to node {node}"
+        if ctx.store.save_job(
+            job, Event(at=time.time(), kind="info", job=job.job_num, message=message)
+        ):
+            _set_run_reason(ctx, job.run_id, "")
+            return
+
+
+def _record_waiting(ctx: WorkerContext, job_id: str, reason: str) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.status != RunStatus.PROVISIONING or job.reason == reason:
+            break
+        job.reason = reason
+        event = Event(at=time.time(), kind="info", job=job.job_num, message=reason)
+        if ctx.store.save_job(job, event):
+            break
+    _set_run_reason(ctx, job.run_id, reason)
+
+
+def _set_run_reason(ctx: WorkerContext, run_id: str, reason: str) -> None:
+    """Show the wait on the run too (``berth ps``), while it is provisioning."""
+    for _ in range(_CAS_ATTEMPTS):
+        run = ctx.store.get_run(run_id)
+        if run.status != RunStatus.PROVISIONING or run.reason == reason:
+            return
+        if run.reason and not run.reason.startswith(_WAITING):
+            return  # someone else's reason
+        run.reason = reason
+        if ctx.store.save_run(run):
+            return
