@@ -12,6 +12,7 @@ from api.services.auth import user_for_token, visible_project
 from shared.clusters import ClusterRegistry
 from shared.errors import ForbiddenError
 from shared.records import Project, User
+from shared.runlogs.store import LogStore
 from shared.settings import Settings
 from shared.store import Store
 
@@ -38,7 +39,17 @@ def _clusters(request: Request) -> ClusterRegistry:
     return clusters
 
 
+def _log_store(request: Request) -> LogStore:
+    state = request.app.state
+    logs: LogStore | None = getattr(state, "log_store", None)
+    if logs is None:  # one per app: it holds the registered scripts
+        cap = int(state.settings.logs.max_mib_per_attempt * 1024 * 1024)
+        logs = state.log_store = LogStore(state.store, cap_bytes=cap)
+    return logs
+
+
 StoreDep = Annotated[Store, Depends(_store)]
+LogStoreDep = Annotated[LogStore, Depends(_log_store)]
 ClustersDep = Annotated[ClusterRegistry, Depends(_clusters)]
 CeleryDep = Annotated[Celery, Depends(_celery)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

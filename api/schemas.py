@@ -104,6 +104,8 @@ class EventPublic(BaseModel):
     message: str
     status: str | None
     job: int | None
+    source: str = "berth"
+    """``berth`` (kept with the run) or ``kubernetes`` (the pods' events, read live)."""
 
 
 class Health(BaseModel):

@@ -139,23 +139,43 @@ class BerthClient:
     def delete(self, name: str) -> None:
         self._json("DELETE", f"{self._runs}/{name}")
 
-    def events(self, name: str, *, after: str = "-") -> list[dict[str, Any]]:
-        return self._json("GET", f"{self._runs}/{name}/events", params={"after": after})  # type: ignore[no-any-return]
+    def events(
+        self, name: str, *, after: str = "-", kubernetes: bool = False
+    ) -> list[dict[str, Any]]:
+        params = {"after": after, "kubernetes": str(kubernetes).lower()}
+        return self._json("GET", f"{self._runs}/{name}/events", params=params)  # type: ignore[no-any-return]
 
     def logs(
-        self, name: str, *, follow: bool = False, job: int = 0, replica: int = 0
+        self,
+        name: str,
+        *,
+        follow: bool = False,
+        job: int = 0,
+        replica: int = 0,
+        attempt: int | None = None,
+        since: str | None = None,
+        tail: int | None = None,
+        timestamps: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[bytes]:
+        """A job's output; ``headers`` (if given) receives the answer's headers
+        (``x-berth-attempts``, ``x-berth-attempt``) once the stream starts."""
         params: dict[str, str | int] = {
             "follow": str(follow).lower(),
             "job": job,
             "replica": replica,
+            "timestamps": str(timestamps).lower(),
         }
+        optional = {"attempt": attempt, "since": since, "tail": tail}
+        params |= {k: v for k, v in optional.items() if v is not None}
         with self.http.stream(
             "GET", f"{self._runs}/{name}/logs", params=params, timeout=_STREAM_TIMEOUT
         ) as resp:
             if resp.status_code >= 400:
                 resp.read()
                 raise _error(resp)
+            if headers is not None:
+                headers.update({k.lower(): v for k, v in resp.headers.items()})
             yield from resp.iter_bytes()
 
     def offers(self, **query: Any) -> dict[str, Any]:
@@ -174,6 +194,12 @@ class BerthClient:
 
     def delete_secret(self, name: str) -> None:
         self._json("DELETE", f"/api/projects/{self.config.project}/secrets/{name}")
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"/api/projects/{self.config.project}/schedules")  # type: ignore[no-any-return]
+
+    def delete_schedule(self, name: str) -> None:
+        self._json("DELETE", f"/api/projects/{self.config.project}/schedules/{name}")
 
     def fleets(self) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/projects/{self.config.project}/fleets")  # type: ignore[no-any-return]

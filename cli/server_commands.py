@@ -81,6 +81,15 @@ def proxy_worker() -> None:
     run_proxy_worker(settings)
 
 
+def log_collector() -> None:
+    """Run the log collector: every job's output copied into Berth's log store."""
+    from workers.collector.process import run_log_collector
+
+    settings = load_settings()
+    _observe(settings)
+    run_log_collector(settings)
+
+
 def flower(
     address: Annotated[
         str,

@@ -81,6 +81,10 @@ class Job(Stored):
     pod_name: str | None = None
     pod_ip: str | None = None
     exit_code: int | None = None
+    attempt: int = 1
+    """Which pod of the job this is: 1, then one more each time the job goes back to the
+    queue (a ``retry``, a pod lost before it started). Its pod carries it as a label, so
+    the log collector keeps each attempt's output apart."""
     version: int = 0
     submitted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

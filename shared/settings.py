@@ -77,6 +77,36 @@ class SecretsSettings(BaseModel):
     cannot be set or used, and the error says so. ``berth local up`` makes one."""
 
 
+class LogSettings(BaseModel):
+    """Run output: the collector (``berth log-collector``) and the log store in Redis."""
+
+    max_mib_per_attempt: float = 32.0
+    """Output kept per job attempt, MiB; beyond it the oldest lines go and readers are
+    told how many. Bounds Redis memory per job (bench/logs.py measures the cost per MiB);
+    a training run's metrics belong in a tracker, not megabytes of stdout."""
+    flush_interval_s: float = 0.1
+    """Lines read within this long go to Redis in one write, seconds: one round trip per
+    burst instead of per line, and well under the ~1 s a follower would notice."""
+    chunk_bytes: int = 64 * 1024
+    """A write happens at the latest when this many bytes are waiting, bytes."""
+    max_line_bytes: int = 1024 * 1024
+    """A longer line (no newline within this many bytes) is cut here and marked, bytes,
+    so a program printing binary without newlines cannot grow the collector's memory."""
+    resume_margin_s: int = 30
+    """On a reconnect the collector reads again from this many seconds before its cursor,
+    seconds: the log API takes a relative start, so this covers clock skew between the
+    collector's host and the node; the cursor drops what was already stored."""
+    read_timeout_s: float = 300.0
+    """A silent running container's stream is reopened after this long, seconds."""
+    drain_s: float = 1.0
+    """After the container ended, its stream gets this long to end by itself before the
+    collector cuts it and reads the rest without following, seconds (KWOK's streams
+    never end)."""
+    retention_days: float = 30.0
+    """Finished runs, their events and output are deleted this long after they ended,
+    days; a deleted run's name answers "expired" for as long again."""
+
+
 class FlowerSettings(BaseModel):
     basic_auth: SecretStr | None = None
     """``user:password`` for Flower's basic auth; unset means no auth (loopback only)."""
@@ -210,6 +240,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = ObservabilitySettings()
     ssh: SshSettings = SshSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
+    logs: LogSettings = LogSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -170,7 +170,12 @@ def start_stack(
         yaml.safe_dump({"url": stack.url, "token": token, "project": "main"})
     )
     logs = directory / "logs"
-    commands = [("api", ["server"]), ("proxy-worker", ["proxy-worker"]), ("beat", ["beat"])]
+    commands = [
+        ("api", ["server"]),
+        ("proxy-worker", ["proxy-worker"]),
+        ("log-collector", ["log-collector"]),
+        ("beat", ["beat"]),
+    ]
     commands += [(f"worker-{i}", ["worker", "--name", f"w{i}@%h"]) for i in range(workers)]
     spawn(stack, commands, logs)
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from shared import kube
 from shared.code import chunks
 from shared.configuration.code import DEFAULT_WORKING_DIR, target_path
+from shared.kube.names import object_name
 from shared.records import Run
 
 CODE_MOUNT = "/berth/code"
@@ -31,8 +32,6 @@ def secret_names(run: Run, parts: int) -> list[str]:
 
 def secret_prefix(run: Run) -> str:
     # Imported here: podspec imports this module to build the pod.
-    from workers.podspec import object_name
-
     return object_name(run.project, run.name, f"code-{run.id[:8]}") + "-"
 
 

@@ -9,9 +9,7 @@ Berth's labels, which teardown and the reconcile sweep select on.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 
 from shared import autoscaling, kube, secrets
 from shared.configuration.kube_fields import NodePool, PodSettings
+from shared.kube.names import job_pod_name, object_name
 from shared.pod_customisation import customise_pod
 from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
 from shared.records import Job, Run
@@ -61,7 +60,6 @@ TOOLS_MOUNT = "/berth/tools"
 # kubelet makes writable by any UID (restricted allows emptyDir volumes).
 RESTRICTED_HOME = "/berth/home"
 RUNTIME_DIR = "/run/berth"
-_DNS_LABEL_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -121,20 +119,6 @@ class PodContext:
     """The image with the CUDA compiler that ``nvcc: true`` runs in (the settings')."""
 
 
-def object_name(project: str, run: str, suffix: str = "") -> str:
-    """A DNS-1123 label; long names keep a hash so two runs never collide."""
-    raw = "-".join(p for p in ("berth", project, run, suffix) if p)
-    name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
-    if len(name) <= _DNS_LABEL_MAX:
-        return name
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
-    return f"{name[: _DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
-
-
-def job_pod_name(job: Job) -> str:
-    return object_name(job.project, job.run_name, f"{job.replica_num}-{job.job_num}")
-
-
 def headless_service_name(run: Run) -> str:
     return object_name(run.project, run.name, "nodes")
 
@@ -147,6 +131,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     labels = kube.berth_labels(run.project, run.name, job.id) | {
         "berth.dev/replica": str(job.replica_num),
         "berth.dev/rank": str(job.job_num),
+        kube.LABEL_ATTEMPT: str(job.attempt),
     }
     multinode = job.jobs_in_run > 1
     headless = headless_service_name(run)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
-import time
 
 import kombu.exceptions
 import redis
@@ -31,12 +29,9 @@ from shared.store import Store
 from shared.tasks import create_celery
 from workers.backend_watches import BackendWatches
 from workers.jumphost import JumpHostSupervisor
+from workers.lease import LEASE_RENEW_S, Lease, stop_on_signals
 
 log = logging.getLogger(__name__)
-
-LEASE_TTL_S = 10  # a dead leader is replaced within this
-LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round trip
-LEASE_MARGIN_S = 1.0  # stop leading this long before the lease could lapse (clock skew, GC)
 
 
 def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -46,7 +41,7 @@ def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None)
     leading and goes back to standby instead of exiting, so a lone proxy worker
     recovers by itself once Redis is back, and two never lead at once.
     """
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     store = Store.connect(
         settings.redis.url,
         prefix=settings.redis.key_prefix,
@@ -104,66 +99,6 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         celery.close()
 
 
-class Lease:
-    """A Redis key with a TTL that only its holder may renew or release."""
-
-    _RENEW = (
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-        "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
-    )
-    _RELEASE = (
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-        "return redis.call('DEL', KEYS[1]) else return 0 end"
-    )
-
-    def __init__(self, store: Store, *, name: str, holder: str) -> None:
-        self.store = store
-        self.key = store.key("lease", name)
-        self.holder = holder
-        self._held_since = 0.0
-        """Monotonic time of the last successful acquire or renewal."""
-        self._renew = store.r.register_script(self._RENEW)
-        self._release = store.r.register_script(self._RELEASE)
-
-    def acquire(self) -> bool:
-        started = time.monotonic()
-        try:
-            ok = bool(self.store.r.set(self.key, self.holder, nx=True, px=LEASE_TTL_S * 1000))
-        except redis.RedisError as e:  # Redis down: stay standby and retry
-            log.warning("lease acquire failed: %s", e)
-            return False
-        if ok:
-            self._held_since = started
-        return ok
-
-    def renew(self) -> bool:
-        """Extend the lease; False once it may have lapsed (stop leading then).
-
-        Retries a Redis blip only while the lease surely still holds: until one
-        second before the TTL runs out, counted from the last success. After
-        that a standby may lead, so this one must not.
-        """
-        deadline = self._held_since + LEASE_TTL_S - LEASE_MARGIN_S
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            try:
-                ok = bool(self._renew(keys=[self.key], args=[self.holder, LEASE_TTL_S * 1000]))
-            except redis.RedisError as e:
-                log.warning("lease renew failed: %s", e)
-                time.sleep(0.5)
-                continue
-            if ok:
-                self._held_since = started
-            return ok
-        return False
-
-    def release(self) -> None:
-        try:
-            self._release(keys=[self.key], args=[self.holder])
-        except redis.RedisError as e:  # it expires by itself anyway
-            log.warning("lease release failed: %s", e)
-
-
 def _send(celery: Celery, name: str, arg: str) -> None:
     """Send a wake-up; if the broker is down, beat's sweep catches up once it is back."""
     try:
@@ -178,10 +113,3 @@ def _refresh(watches: BackendWatches) -> None:
         watches.refresh()
     except BerthError as e:
         log.warning("could not refresh the watches: %s", e)
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop

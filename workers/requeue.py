@@ -125,6 +125,7 @@ def _write(writer: Writer, run: Run, jobs: list[Job], reason: str) -> int:
                 "pod_name": None,
                 "pod_ip": None,
                 "exit_code": None,
+                "attempt": j.attempt + 1,
             }
         )
         for j in jobs

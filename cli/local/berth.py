@@ -48,6 +48,7 @@ PROCESSES = (
     ("berth-worker", ["worker", "--name", "local@%h", "--concurrency", "4"]),
     ("berth-beat", ["beat"]),
     ("berth-proxy-worker", ["proxy-worker"]),
+    ("berth-log-collector", ["log-collector"]),
     ("berth-api", ["server"]),
 )
 NAMES = (*(name for name, _ in PROCESSES), "berth-flower")

@@ -47,6 +47,8 @@ T = TypeVar("T")
 LABEL_PROJECT = "berth.dev/project"
 LABEL_RUN = "berth.dev/run"
 LABEL_JOB = "berth.dev/job"
+LABEL_ATTEMPT = "berth.dev/attempt"
+"""Which attempt of its job a pod is (``Job.attempt``): the log collector keeps each apart."""
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGED_BY = "berth"
 

@@ -23,7 +23,7 @@ from tests.stack import BERTH
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-BERTH_SERVICES = {"api", "worker", "proxy-worker", "beat", "flower"}
+BERTH_SERVICES = {"api", "worker", "proxy-worker", "log-collector", "beat", "flower"}
 # Where the containers find their configuration (see the Dockerfile's ENV).
 KUBECONFIG_TARGET = "/home/berth/.kube/config"
 SERVER_CONFIG_TARGET = "/etc/berth/config.yml"

@@ -21,7 +21,7 @@ from tests.stack import BERTH
 RUNS_NAMESPACE = "berth-runs"
 WORKLOADS = ("Deployment", "StatefulSet")
 # The components that call the Kubernetes API: they alone carry the ServiceAccount token.
-KUBE_CLIENTS = {"berth-api", "berth-worker", "berth-proxy-worker"}
+KUBE_CLIENTS = {"berth-api", "berth-worker", "berth-proxy-worker", "berth-log-collector"}
 
 
 def workloads() -> Iterator[dict[str, Any]]:

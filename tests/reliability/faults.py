@@ -19,7 +19,7 @@ from shared.gpu.inventory import GpuInventory
 from tests.polling import wait_until
 from tests.reliability.world import Burst, RunSpec, World, pick, sigkill, worker_ready_count
 from workers.jumphost_objects import LABEL_JUMP
-from workers.proxy import LEASE_TTL_S
+from workers.lease import LEASE_TTL_S
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 
 from tests.reliability.faults import kill_proxy_worker
 from tests.reliability.world import World
-from workers.proxy import LEASE_TTL_S
+from workers.lease import LEASE_TTL_S
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,211 @@
+"""The log store: every job attempt's output in Redis, shared by all API and worker hosts.
+
+Layout (``{p}`` the store prefix; the job id is a hash tag, so one job's keys
+share a Redis Cluster slot):
+
+* ``{p}:logs:{job}:attempts``: hash, attempt number -> pod uid. An attempt is
+  one pod of the job; a ``retry`` makes a new one.
+* ``{p}:logs:{job}:{a}``: a stream; each entry holds ``d`` (raw timestamped
+  lines, whole lines only) and ``n`` (how many).
+* ``{p}:logs:{job}:{a}:meta``: hash; ``ts``/``n`` the resume cursor
+  (:class:`~shared.runlogs.lines.Cursor`), ``bytes``/``lines`` kept,
+  ``dropped`` lines trimmed for the cap, ``done`` once the container's output
+  was read to its end, ``note`` why it ended early.
+
+**Exactly once.** An append is one Lua script: it checks that the caller still
+holds the collector lease (a collector that lost it cannot write) and that the
+cursor it resumed from is still the stored one (two writers cannot interleave),
+then adds the entry and moves the cursor together. A collector killed between
+reading and appending re-reads from the stored cursor: nothing lost, nothing twice.
+
+**Capped.** When an attempt's bytes pass the cap the oldest entries go, and
+their line count is kept, so a reader is told ``N earlier lines dropped``.
+Redis holds streams compactly (listpacks); bench/logs.py measures the memory
+per MiB of output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.runlogs.lines import Cursor
+from shared.store import Store, wrapped
+
+_APPEND = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+local cur = redis.call('HMGET', KEYS[2], 'ts', 'n', 'done')
+if cur[3] then return -3 end
+if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return -2 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[4], 'n', ARGV[5])
+redis.call('HSET', KEYS[2], 'ts', ARGV[6], 'n', ARGV[7])
+redis.call('HINCRBY', KEYS[2], 'lines', ARGV[5])
+local total = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[4]))
+local cap = tonumber(ARGV[8])
+while total > cap do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #first == 0 then break end
+  local fields = first[1][2]
+  local size, lines = 0, 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then size = string.len(fields[i + 1]) end
+    if fields[i] == 'n' then lines = tonumber(fields[i + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], first[1][1])
+  total = redis.call('HINCRBY', KEYS[2], 'bytes', -size)
+  redis.call('HINCRBY', KEYS[2], 'dropped', lines)
+end
+return 1
+"""
+
+_FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'done', '1', 'note', ARGV[2])
+return 1
+"""
+
+APPENDED = 1
+LOST_LEASE = -1
+"""The caller no longer holds the collector lease: another collector owns the logs."""
+MOVED = -2
+"""The stored cursor is not the one the caller resumed from: re-read it."""
+FINISHED = -3
+"""The attempt was already read to its end."""
+
+
+@dataclass(frozen=True)
+class AttemptMeta:
+    """What the store knows about one attempt's output."""
+
+    cursor: Cursor
+    bytes: int = 0
+    lines: int = 0
+    dropped: int = 0
+    done: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    data: bytes
+    """Whole raw lines, each ending in a newline."""
+
+
+class LogStore:
+    """Appends (the collector) and reads (the API) of job attempts' output."""
+
+    def __init__(self, store: Store, *, cap_bytes: int) -> None:
+        self.store = store
+        self.cap_bytes = cap_bytes
+        self._append = store.r.register_script(_APPEND)
+        self._finish = store.r.register_script(_FINISH)
+
+    def lease_key(self) -> str:
+        return self.store.key("lease", "log-collector")
+
+    def register_attempt(self, job_id: str, attempt: int, pod_uid: str) -> None:
+        with wrapped():
+            self.store.r.hsetnx(self._attempts_key(job_id), str(attempt), pod_uid)
+
+    def attempts(self, job_id: str) -> dict[int, str]:
+        """Attempt number -> pod uid, for every attempt the collector has seen."""
+        with wrapped():
+            raw = self.store.r.hgetall(self._attempts_key(job_id))
+        return {int(k): v.decode() for k, v in raw.items()}
+
+    def meta(self, job_id: str, attempt: int) -> AttemptMeta:
+        with wrapped():
+            raw = self.store.r.hgetall(self._meta_key(job_id, attempt))
+        got = {k.decode(): v.decode() for k, v in raw.items()}
+        return AttemptMeta(
+            cursor=Cursor(int(got.get("ts", 0)), int(got.get("n", 0))),
+            bytes=int(got.get("bytes", 0)),
+            lines=int(got.get("lines", 0)),
+            dropped=int(got.get("dropped", 0)),
+            done=got.get("done") == "1",
+            note=got.get("note", ""),
+        )
+
+    def append(
+        self,
+        job_id: str,
+        attempt: int,
+        data: bytes,
+        *,
+        lines: int,
+        before: Cursor,
+        after: Cursor,
+        holder: str,
+    ) -> int:
+        """Add whole lines if ``holder`` leads and the stored cursor is ``before``.
+
+        Returns :data:`APPENDED`, :data:`LOST_LEASE`, :data:`MOVED` or :data:`FINISHED`.
+        """
+        keys = [
+            self._stream_key(job_id, attempt),
+            self._meta_key(job_id, attempt),
+            self.lease_key(),
+        ]
+        args: list[str | bytes | int] = [
+            holder,
+            str(before.ts_ns),
+            str(before.n),
+            data,
+            lines,
+            str(after.ts_ns),
+            str(after.n),
+            self.cap_bytes,
+        ]
+        with wrapped():
+            return int(self._append(keys=keys, args=args))
+
+    def finish(self, job_id: str, attempt: int, *, holder: str, note: str = "") -> bool:
+        """Mark the attempt read to its end (``note`` says why, if not by the container's exit)."""
+        keys = [self._meta_key(job_id, attempt), self.lease_key()]
+        with wrapped():
+            return int(self._finish(keys=keys, args=[holder, note])) == 1
+
+    def entries(self, job_id: str, attempt: int, *, after: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries after the entry id ``after`` (``-`` from the start)."""
+        start = "-" if after == "-" else f"({after}"
+        with wrapped():
+            raw = self.store.r.xrange(self._stream_key(job_id, attempt), start, "+", count=count)
+        return [_entry(i, f) for i, f in raw]
+
+    def last_entries(self, job_id: str, attempt: int, *, before: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries before ``before`` (``+`` from the end), newest first."""
+        end = "+" if before == "+" else f"({before}"
+        with wrapped():
+            raw = self.store.r.xrevrange(self._stream_key(job_id, attempt), end, "-", count=count)
+        return [_entry(i, f) for i, f in raw]
+
+    def wait(self, job_id: str, attempt: int, *, after: str, block_ms: int) -> list[Entry]:
+        """Entries after ``after``, waiting up to ``block_ms`` for the first."""
+        key = self._stream_key(job_id, attempt)
+        with wrapped():
+            raw = self.store.r.xread({key: "0-0" if after == "-" else after}, block=block_ms)
+        return [_entry(i, f) for _, items in raw for i, f in items]
+
+    def delete(self, job_ids: list[str]) -> None:
+        """Forget every attempt's output of these jobs."""
+        with wrapped():
+            for job_id in job_ids:
+                attempts = self.store.r.hkeys(self._attempts_key(job_id))
+                doomed = [self._attempts_key(job_id)]
+                for a in attempts:
+                    n = int(a)
+                    doomed += [self._stream_key(job_id, n), self._meta_key(job_id, n)]
+                self.store.r.delete(*doomed)
+
+    def _attempts_key(self, job_id: str) -> str:
+        return self.store.key("logs", f"{{{job_id}}}", "attempts")
+
+    def _stream_key(self, job_id: str, attempt: int) -> str:
+        return self.store.key("logs", f"{{{job_id}}}", str(attempt))
+
+    def _meta_key(self, job_id: str, attempt: int) -> str:
+        return self.store.key("logs", f"{{{job_id}}}", str(attempt), "meta")
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    return Entry(id=entry_id.decode(), data=fields.get(b"d", b""))

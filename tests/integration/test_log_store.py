@@ -1,0 +1,176 @@
+"""The log store on a real Redis: fenced appends, the cap, and what readers are served.
+
+The collector's appends are exactly once (a lease fence and a cursor check in one
+script); readers get stored lines and then new ones on the same stream, per
+attempt, with --tail, --since and --timestamps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from api.services.logs import LogRequest, job_logs
+from cli.local.cluster import ClusterState
+from shared.errors import NotFoundError
+from shared.records import Event, Job, Run, RunStatus
+from shared.runlogs import store as log_store
+from shared.runlogs.lines import Cursor, Deduper
+from shared.runlogs.store import LogStore
+from shared.store import Store
+
+pytestmark = pytest.mark.integration
+
+HOLDER = "collector-a"
+BASE_NS = 1_796_000_000 * 10**9
+
+
+@pytest.fixture
+def store(local_cluster: ClusterState, redis_prefix: str) -> Iterator[Store]:
+    s = Store.connect(local_cluster.redis_url, prefix=redis_prefix, timeout_s=10)
+    yield s
+    for key in s.r.scan_iter(f"{redis_prefix}*", count=1000):
+        s.r.delete(key)
+    s.close()
+
+
+@pytest.fixture
+def logs(store: Store) -> LogStore:
+    ls = LogStore(store, cap_bytes=1024 * 1024)
+    store.r.set(ls.lease_key(), HOLDER)
+    return ls
+
+
+def _run(store: Store, status: RunStatus = RunStatus.RUNNING) -> tuple[Run, Job]:
+    run = Run(
+        id="run-1",
+        project="main",
+        name="train",
+        user="alice",
+        configuration={"type": "task"},
+        configuration_type="task",
+        status=status,
+    )
+    job = Job(id="job-1", run_id=run.id, project="main", run_name="train", status=status)
+    run.job_ids = [job.id]
+    store.create_run(run, [job], Event(at=0, kind="status", message="submitted"))
+    return run, job
+
+
+def _stamped(i: int, text: str | None = None) -> bytes:
+    sec, frac = divmod(BASE_NS + i * 1_000_000, 10**9)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{stamp}.{frac:09d}Z {text or f'line {i}'}\n".encode()
+
+
+def _append(logs: LogStore, attempt: int, lines: list[bytes]) -> int:
+    before = logs.meta("job-1", attempt).cursor
+    d = Deduper(before)
+    kept = [line for line in lines if d.keep(line)]
+    return logs.append(
+        "job-1",
+        attempt,
+        b"".join(kept),
+        lines=len(kept),
+        before=before,
+        after=d.cursor,
+        holder=HOLDER,
+    )
+
+
+def _read(store: Store, logs: LogStore, run: Run, **kw: object) -> bytes:
+    answer = job_logs(store, logs, run, LogRequest(**kw))  # type: ignore[arg-type]
+    return b"".join(answer.body)
+
+
+def test_a_collector_without_the_lease_or_with_a_stale_cursor_cannot_append(
+    store: Store, logs: LogStore
+) -> None:
+    logs.register_attempt("job-1", 1, "uid-1")
+    assert _append(logs, 1, [_stamped(0)]) == log_store.APPENDED
+    stale = Cursor()
+    assert (
+        logs.append("job-1", 1, _stamped(1), lines=1, before=stale, after=stale, holder=HOLDER)
+        == log_store.MOVED
+    )
+    store.r.set(logs.lease_key(), "collector-b")  # another collector took over
+    assert _append(logs, 1, [_stamped(1)]) == log_store.LOST_LEASE
+    store.r.set(logs.lease_key(), HOLDER)
+    assert logs.finish("job-1", 1, holder=HOLDER)
+    assert _append(logs, 1, [_stamped(2)]) == log_store.FINISHED
+    assert logs.meta("job-1", 1).lines == 1
+
+
+def test_past_the_cap_the_oldest_lines_go_and_readers_are_told_how_many(
+    store: Store, logs: LogStore
+) -> None:
+    run, _ = _run(store)
+    small = LogStore(store, cap_bytes=10_000)
+    small.register_attempt("job-1", 1, "uid-1")
+    for batch in range(10):
+        assert _append(small, 1, [_stamped(batch * 50 + i) for i in range(50)]) == 1
+    meta = small.meta("job-1", 1)
+    assert meta.bytes <= 10_000
+    assert meta.dropped > 0
+    out = _read(store, small, run).decode().splitlines()
+    assert out[0] == f"[berth] {meta.dropped} earlier lines dropped (cap 0.00953674 MiB)"
+    assert out[1:] == [f"line {i}" for i in range(meta.dropped, 500)]
+
+
+def test_readers_get_tail_since_timestamps_and_each_attempt(store: Store, logs: LogStore) -> None:
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    logs.register_attempt("job-1", 2, "uid-2")
+    _append(logs, 1, [_stamped(i, f"first {i}") for i in range(5)])
+    _append(logs, 2, [_stamped(100 + i) for i in range(1000)])
+
+    assert _read(store, logs, run).decode().splitlines() == [f"line {100 + i}" for i in range(1000)]
+    assert _read(store, logs, run, attempt=1).decode().splitlines() == [
+        f"first {i}" for i in range(5)
+    ]
+    assert _read(store, logs, run, tail=3).decode().splitlines() == [
+        "line 1097",
+        "line 1098",
+        "line 1099",
+    ]
+    assert _read(store, logs, run, tail=0) == b""
+    since = BASE_NS + 1095 * 1_000_000
+    assert _read(store, logs, run, since_ns=since).decode().splitlines() == [
+        f"line {i}" for i in range(1095, 1100)
+    ]
+    stamped = _read(store, logs, run, tail=1, timestamps=True)
+    assert stamped == _stamped(1099)
+    with pytest.raises(NotFoundError, match="has 2 attempts with output"):
+        _read(store, logs, run, attempt=3)
+
+
+def test_two_followers_see_the_same_lines_live_and_end_when_the_output_is_complete(
+    store: Store, logs: LogStore
+) -> None:
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    _append(logs, 1, [_stamped(0)])
+    seen: list[bytes] = [b"", b""]
+
+    def follow(slot: int) -> None:
+        answer = job_logs(store, logs, run, LogRequest(follow=True))
+        seen[slot] = b"".join(answer.body)
+
+    followers = [threading.Thread(target=follow, args=(i,)) for i in range(2)]
+    for t in followers:
+        t.start()
+    for batch in range(1, 6):
+        _append(logs, 1, [_stamped(batch * 10 + i) for i in range(10)])
+    job = store.get_job("job-1")
+    job.status = RunStatus.DONE
+    store.save_job(job)
+    logs.finish("job-1", 1, holder=HOLDER)
+    for t in followers:
+        t.join(timeout=15)
+        assert not t.is_alive(), "a follower did not end once the output was complete"
+    expected = ["line 0"] + [f"line {b * 10 + i}" for b in range(1, 6) for i in range(10)]
+    assert seen[0].decode().splitlines() == expected
+    assert seen[1] == seen[0]

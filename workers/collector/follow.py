@@ -1,0 +1,337 @@
+"""Following one job attempt's container output into the log store.
+
+A :class:`Follower` is a thread per started container. It streams the log API
+with ``timestamps=true`` (follow while the container runs, a plain read once it
+has ended), keeps whole lines that are new past the stored cursor, and hands
+them to the store in batches (:class:`_Batch`: one Redis write per
+``flush_interval_s`` or ``chunk_bytes``). Whatever goes wrong (the apiserver,
+the kubelet, Redis), it drops what it has not stored and reads again from the
+stored cursor, so the store is the only state and the kubelet's file the
+buffer: nothing is lost while the pod exists, and nothing is stored twice.
+
+Its end: the container ended (the pod watch says so) and a read reached the
+end of its output, then the attempt is marked ``done``; or the pod is gone
+(404), then ``done`` with a note if the end was never seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import urllib3
+
+from shared import kube
+from shared.errors import KubeError, KubeNotFound, StoreError
+from shared.runlogs import store as log_store
+from shared.runlogs.lines import Cursor, Deduper
+from shared.runlogs.store import LogStore
+from shared.settings import LogSettings
+
+log = logging.getLogger(__name__)
+
+CONTAINER = "main"
+"""The run's own container (workers/podspec.py); init containers are Berth's."""
+_READ_CHUNK = 64 * 1024
+_BACKOFF_INITIAL_S = 0.5
+_BACKOFF_MAX_S = 30.0
+_EOF_PAUSE_S = 1.0  # a follow stream ended but the watch has not said the container ended yet
+
+
+class _Outcome(Enum):
+    EOF = "eof"  # the stream reached the end of the output the kubelet had
+    CUT = "cut"  # the collector cut a follow stream after the container ended
+    GONE = "gone"  # the pod does not exist
+    MOVED = "moved"  # the stored cursor moved under us: read it again
+    LOST = "lost"  # the collector lease went to another process
+    ERROR = "error"  # the apiserver, kubelet or Redis failed: back off and read again
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The pod attempt a follower reads."""
+
+    kube: kube.Kube
+    namespace: str
+    pod: str
+    uid: str
+    job_id: str
+    attempt: int
+
+
+class Follower:
+    """Copies one attempt's output until it is complete (or the collector stops)."""
+
+    def __init__(
+        self, target: Target, *, logs: LogStore, settings: LogSettings, holder: str
+    ) -> None:
+        self.target = target
+        self.logs = logs
+        self.settings = settings
+        self.holder = holder
+        self.ended = threading.Event()
+        """Set from the pod watch once the container has terminated."""
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self._batch_lock = threading.Lock()
+        self._batch: _Batch | None = None
+        self._resp: Any = None
+        self._following = False
+        self._cut = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"logs-{target.pod}-{target.attempt}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def container_ended(self) -> None:
+        """The watch saw the container terminate: a follow stream that does not end by
+        itself (KWOK's never do) is cut after ``drain_s`` and the rest read plainly."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        threading.Timer(self.settings.drain_s, self._cut_follow).start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self._cut_stream()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def flush_if_due(self) -> None:
+        """Called by the collector's flusher: store lines waiting longer than the interval."""
+        with self._batch_lock:
+            batch = self._batch
+            if batch is not None and batch.due(self.settings.flush_interval_s):
+                batch.flush()
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_INITIAL_S
+        try:
+            while not self.stop.is_set() and not self._register():
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            while not self.stop.is_set():
+                outcome, saw_end = self._read_once()
+                if outcome in (_Outcome.LOST, _Outcome.STOPPED):
+                    return
+                if outcome == _Outcome.GONE:
+                    note = "" if saw_end else "the pod was deleted before its output was read"
+                    self._finish(note)
+                    return
+                if outcome == _Outcome.EOF and self.ended.is_set() and saw_end:
+                    self._finish("")
+                    return
+                if outcome == _Outcome.ERROR:
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    continue
+                backoff = _BACKOFF_INITIAL_S
+                if outcome == _Outcome.EOF:
+                    self.ended.wait(_EOF_PAUSE_S)  # the container likely ended; the watch says soon
+        finally:
+            self.finished.set()
+
+    def _register(self) -> bool:
+        t = self.target
+        try:
+            self.logs.register_attempt(t.job_id, t.attempt, t.uid)
+        except StoreError as e:
+            log.warning("log store unreachable for %s: %s", t.pod, e)
+            return False
+        return True
+
+    def _read_once(self) -> tuple[_Outcome, bool]:
+        """One read from the stored cursor; the flag says whether it was a plain read of
+        an ended container that reached the end (so its output is complete)."""
+        t = self.target
+        try:
+            meta = self.logs.meta(t.job_id, t.attempt)
+        except StoreError as e:
+            log.warning("log store unreachable for %s: %s", t.pod, e)
+            return _Outcome.ERROR, False
+        if meta.done:
+            return _Outcome.STOPPED, True
+        plain = self.ended.is_set()
+        self._cut = False
+        try:
+            resp = t.kube.call(
+                t.kube.core.read_namespaced_pod_log,
+                t.pod,
+                t.namespace,
+                container=CONTAINER,
+                follow=not plain,
+                timestamps=True,
+                since_seconds=_since_seconds(meta.cursor, self.settings.resume_margin_s),
+                _preload_content=False,
+                _request_timeout=(t.kube.timeout, self.settings.read_timeout_s),
+            )
+        except KubeNotFound:
+            return _Outcome.GONE, False
+        except KubeError as e:
+            log.info("cannot read the output of %s yet: %s", t.pod, e)
+            return _Outcome.ERROR, False
+        batch = _Batch(self, meta.cursor)
+        with self._batch_lock:
+            self._batch = batch
+        self._resp, self._following = resp, not plain
+        if self.stop.is_set():  # halted before the stream existed to be cut
+            resp.release_conn()
+            return _Outcome.STOPPED, False
+        try:
+            outcome = self._consume(resp, batch, plain=plain)
+        finally:
+            with self._batch_lock:
+                self._batch = None
+            self._resp, self._following = None, False
+            resp.release_conn()
+        return outcome, plain and outcome == _Outcome.EOF
+
+    def _consume(self, resp: Any, batch: _Batch, *, plain: bool) -> _Outcome:
+        dedupe = Deduper(batch.stored)
+        pending = bytearray()
+        cutting = 0  # bytes of an over-long line being skipped
+        max_line = self.settings.max_line_bytes
+        try:
+            for chunk in resp.stream(_READ_CHUNK, decode_content=True):
+                pending += chunk
+                while True:
+                    nl = pending.find(b"\n")
+                    if nl < 0:
+                        if len(pending) > max_line and not cutting:
+                            cutting = len(pending) - max_line
+                            line = bytes(pending[:max_line]) + _cut_marker(max_line)
+                            del pending[:]
+                            self._keep(dedupe, batch, line)
+                        elif cutting:
+                            cutting += len(pending)
+                            del pending[:]
+                        break
+                    if cutting:
+                        cutting = 0
+                        del pending[: nl + 1]
+                        continue
+                    line = bytes(pending[: nl + 1])
+                    del pending[: nl + 1]
+                    self._keep(dedupe, batch, line)
+                if batch.failed is not None:
+                    return batch.failed
+                if self.stop.is_set():
+                    return _Outcome.STOPPED
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if self.stop.is_set():
+                return _Outcome.STOPPED
+            if not self._cut:
+                log.info("output stream of %s broke: %s", self.target.pod, e)
+                return _Outcome.ERROR
+        if self._cut:
+            with self._batch_lock:
+                batch.flush()
+            return batch.failed or _Outcome.CUT
+        if pending and plain and not cutting:
+            self._keep(dedupe, batch, bytes(pending) + b"\n")  # a last line with no newline
+        with self._batch_lock:
+            batch.flush()
+        return batch.failed or _Outcome.EOF
+
+    def _keep(self, dedupe: Deduper, batch: _Batch, line: bytes) -> None:
+        if dedupe.keep(line):
+            with self._batch_lock:
+                batch.add(line, dedupe.cursor, chunk_bytes=self.settings.chunk_bytes)
+
+    def _cut_follow(self) -> None:
+        if self._following:
+            self._cut_stream()
+
+    def _cut_stream(self) -> None:
+        resp = self._resp
+        if resp is None or self.finished.is_set():
+            return
+        self._cut = True
+        with contextlib.suppress(OSError, AttributeError):  # already closed
+            resp.shutdown()
+
+    def _finish(self, note: str) -> None:
+        t = self.target
+        try:
+            if self.logs.finish(t.job_id, t.attempt, holder=self.holder, note=note):
+                log.info("output of %s attempt %d complete", t.pod, t.attempt)
+        except StoreError as e:
+            # Not marked done: the next collector pass (or leader) reads it again from the
+            # cursor, finds nothing new and marks it then.
+            log.warning("cannot mark the output of %s complete: %s", t.pod, e)
+
+
+class _Batch:
+    """Lines read but not stored yet, and the stored cursor they continue from."""
+
+    def __init__(self, follower: Follower, stored: Cursor) -> None:
+        self.follower = follower
+        self.stored = stored
+        self.after = stored
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.first_at = 0.0
+        self.failed: _Outcome | None = None
+
+    def add(self, line: bytes, after: Cursor, *, chunk_bytes: int) -> None:
+        if self.failed is not None:
+            return
+        if not self.lines:
+            self.first_at = time.monotonic()
+        self.lines.append(line)
+        self.size += len(line)
+        self.after = after
+        if self.size >= chunk_bytes:
+            self.flush()
+
+    def due(self, interval_s: float) -> bool:
+        return bool(self.lines) and time.monotonic() - self.first_at >= interval_s
+
+    def flush(self) -> None:
+        """Store the waiting lines (the caller holds the follower's batch lock)."""
+        if not self.lines or self.failed is not None:
+            return
+        f, t = self.follower, self.follower.target
+        try:
+            result = f.logs.append(
+                t.job_id,
+                t.attempt,
+                b"".join(self.lines),
+                lines=len(self.lines),
+                before=self.stored,
+                after=self.after,
+                holder=f.holder,
+            )
+        except StoreError as e:
+            log.warning("log store unreachable, reading %s again later: %s", t.pod, e)
+            self.failed = _Outcome.ERROR
+            return
+        if result == log_store.APPENDED:
+            self.stored = self.after
+            self.lines, self.size = [], 0
+        elif result == log_store.LOST_LEASE:
+            self.failed = _Outcome.LOST
+        elif result == log_store.FINISHED:
+            self.failed = _Outcome.STOPPED
+        else:
+            self.failed = _Outcome.MOVED
+
+
+def _since_seconds(cursor: Cursor, margin_s: int) -> int | None:
+    if cursor.ts_ns == 0:
+        return None
+    return max(1, math.ceil(time.time() - cursor.ts_ns / 1e9) + margin_s)
+
+
+def _cut_marker(max_line: int) -> bytes:
+    return f" [berth] line cut at {max_line} bytes\n".encode()

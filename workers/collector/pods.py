@@ -1,0 +1,168 @@
+"""Which job containers have output to collect: a watch of Berth's job pods in one namespace.
+
+A LIST, then a WATCH from its resourceVersion; a watch that ends normally
+resumes from the last version seen, a 410 Gone (history compacted) relists,
+and any Kubernetes error backs off (doubling to a minute) before trying
+again, so a forbidden or unreachable cluster costs one call a minute, not a
+loop. After every (re)list each pod present is reported again: the gap may
+have hidden its events, and reporting twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from shared import kube
+from shared.errors import KubeError, KubeTemporaryError
+from workers.collector.follow import CONTAINER
+
+log = logging.getLogger(__name__)
+
+_SELECTOR = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{kube.LABEL_JOB}"
+_BACKOFF_INITIAL_S = 1.0
+_BACKOFF_MAX_S = 60.0
+_WATCH_TIMEOUT_S = 240  # server-side; below most load balancers' idle cut-off
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the collector needs of a job pod."""
+
+    name: str
+    uid: str
+    job_id: str
+    attempt: int
+    started: bool
+    """The run's container has started (running or ended): its output can be read."""
+    ended: bool
+
+
+def pod_view(pod: Any) -> PodView | None:
+    """The collector's view of a V1Pod; None for a pod that is not a job's."""
+    meta = pod.metadata
+    labels = meta.labels or {}
+    job_id = labels.get(kube.LABEL_JOB)
+    if not job_id:
+        return None
+    try:
+        attempt = int(labels.get(kube.LABEL_ATTEMPT, "1"))
+    except ValueError:
+        attempt = 1
+    started = ended = False
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        if status.name != CONTAINER or status.state is None:
+            continue
+        ended = status.state.terminated is not None
+        started = ended or status.state.running is not None
+    return PodView(
+        name=meta.name, uid=meta.uid, job_id=job_id, attempt=attempt, started=started, ended=ended
+    )
+
+
+class PodWatch:
+    """Calls ``on_pod(view, deleted)`` for every job pod event in ``namespace``."""
+
+    def __init__(
+        self,
+        k: kube.Kube,
+        namespace: str,
+        on_pod: Callable[[PodView, bool], None],
+    ) -> None:
+        self.k = k
+        self.namespace = namespace
+        self.on_pod = on_pod
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self._thread = threading.Thread(target=self._run, name=f"pods-{namespace}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        w = self._watch
+        if w is not None:
+            w.stop()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_INITIAL_S
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                version = self._watch_from(version)
+                backoff = _BACKOFF_INITIAL_S
+            except _Gone:
+                version = None
+            except KubeError as e:
+                log.warning(
+                    "watching job pods in %s failed (next try in %.0f s): %s",
+                    self.namespace,
+                    backoff,
+                    e,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _list(self) -> str:
+        pods = self.k.call(
+            self.k.core.list_namespaced_pod, self.namespace, label_selector=_SELECTOR
+        )
+        for pod in pods.items:
+            self._report(pod, deleted=False)
+        return str(pods.metadata.resource_version)
+
+    def _watch_from(self, version: str) -> str:
+        w = watch.Watch()
+        self._watch = w
+        try:
+            for event in w.stream(
+                self.k.core.list_namespaced_pod,
+                self.namespace,
+                label_selector=_SELECTOR,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=_WATCH_TIMEOUT_S,
+                _request_timeout=(self.k.timeout, _WATCH_TIMEOUT_S + 30),
+            ):
+                if self._stop.is_set():
+                    break
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    raw = event.get("raw_object") or {}
+                    if raw.get("code") == 410:
+                        raise _Gone
+                    raise KubeTemporaryError(f"pod watch error: {raw.get('message', raw)}")
+                version = str(obj.metadata.resource_version or version)
+                if kind != "BOOKMARK":
+                    self._report(obj, deleted=kind == "DELETED")
+        except ApiException as e:  # watch raises ERROR events as ApiException, 410 included
+            if e.status == 410:
+                raise _Gone from e
+            raise kube.wrap_api_exception(e) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if self._stop.is_set():
+                return version
+            raise KubeTemporaryError(f"pod watch broke: {e}") from e
+        finally:
+            self._watch = None
+        return version
+
+    def _report(self, pod: Any, *, deleted: bool) -> None:
+        view = pod_view(pod)
+        if view is not None:
+            self.on_pod(view, deleted)
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""

@@ -1,0 +1,169 @@
+"""``berth log-collector``: lead (or stand by), watch job pods, follow their output."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+
+from shared import kube
+from shared.clusters import ClusterRegistry
+from shared.configuration.server import load_server_config
+from shared.errors import ConfigError, StoreError
+from shared.runlogs.store import LogStore
+from shared.settings import LogSettings, Settings
+from shared.store import Store
+from workers.collector.follow import Follower, Target
+from workers.collector.pods import PodView, PodWatch
+from workers.lease import LEASE_RENEW_S, Lease, stop_on_signals
+
+log = logging.getLogger(__name__)
+
+_JOIN_S = 5.0
+
+
+def run_log_collector(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back."""
+    stop = stop or stop_on_signals()
+    store = Store.connect(
+        settings.redis.url,
+        prefix=settings.redis.key_prefix,
+        timeout_s=settings.redis.socket_timeout_s,
+    )
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    lease = Lease(store, name="log-collector", holder=holder)
+    try:
+        while not stop.is_set():
+            if lease.acquire():
+                log.info("log collector is the leader (%s)", holder)
+                _lead(settings, store, lease, stop)
+            else:
+                stop.wait(LEASE_RENEW_S)
+    finally:
+        store.close()
+
+
+def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
+    server = load_server_config(settings.server_config_path)
+    clusters = ClusterRegistry(
+        server,
+        request_timeout_s=settings.kube.request_timeout_s,
+        exec_timeout_s=settings.kube.exec_timeout_s,
+    )
+    cap = int(settings.logs.max_mib_per_attempt * 1024 * 1024)
+    collector = Collector(LogStore(store, cap_bytes=cap), settings.logs, holder=lease.holder)
+    watches: list[PodWatch] = []
+    try:
+        for project, (k, namespace) in _backends(server.project_names(), clusters).items():
+            watch = PodWatch(k, namespace, collector.on_pod_of(k, namespace))
+            watch.start()
+            watches.append(watch)
+            log.info("collecting output of job pods in %s (project %s)", namespace, project)
+        flusher = threading.Thread(target=collector.flush_loop, name="logs-flush", daemon=True)
+        flusher.start()
+        while not stop.wait(LEASE_RENEW_S):
+            if not lease.renew():
+                log.error("lost the log collector lease; back to standby")
+                return
+    finally:
+        for watch in watches:
+            watch.stop()
+        collector.halt()
+        lease.release()
+        clusters.close()
+
+
+class Collector:
+    """The followers of one leader term, keyed by (job id, attempt)."""
+
+    def __init__(self, logs: LogStore, settings: LogSettings, *, holder: str) -> None:
+        self.logs = logs
+        self.settings = settings
+        self.holder = holder
+        self._lock = threading.Lock()
+        self._followers: dict[tuple[str, int], Follower] = {}
+        self._stopped = threading.Event()
+
+    def on_pod_of(self, k: kube.Kube, namespace: str) -> _PodHandler:
+        return _PodHandler(self, k, namespace)
+
+    def on_pod(self, k: kube.Kube, namespace: str, view: PodView, deleted: bool) -> None:
+        """A job pod changed: start following its container, or tell its follower it ended."""
+        key = (view.job_id, view.attempt)
+        with self._lock:
+            follower = self._followers.get(key)
+            if follower is not None and follower.finished.is_set():
+                del self._followers[key]
+                follower = None
+            if follower is not None:
+                if view.ended or deleted:
+                    follower.container_ended()
+                return
+            if not view.started or self._stopped.is_set():
+                return
+            target = Target(
+                kube=k,
+                namespace=namespace,
+                pod=view.name,
+                uid=view.uid,
+                job_id=view.job_id,
+                attempt=view.attempt,
+            )
+            follower = Follower(target, logs=self.logs, settings=self.settings, holder=self.holder)
+            if view.ended or deleted:
+                follower.ended.set()  # read it plainly from the start
+            self._followers[key] = follower
+        follower.start()
+
+    def flush_loop(self) -> None:
+        """Store lines that have waited ``flush_interval_s``, however quiet their stream."""
+        while not self._stopped.wait(self.settings.flush_interval_s / 2):
+            with self._lock:
+                followers = list(self._followers.values())
+            for follower in followers:
+                try:
+                    follower.flush_if_due()
+                except StoreError as e:  # the follower sees it too and reads again later
+                    log.warning("flushing output failed: %s", e)
+
+    def halt(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            followers = list(self._followers.values())
+            self._followers.clear()
+        for follower in followers:
+            follower.halt()
+        for follower in followers:
+            follower.join(_JOIN_S)
+
+
+class _PodHandler:
+    """``on_pod`` bound to one namespace's client, for :class:`PodWatch`."""
+
+    def __init__(self, collector: Collector, k: kube.Kube, namespace: str) -> None:
+        self.collector, self.k, self.namespace = collector, k, namespace
+
+    def __call__(self, view: PodView, deleted: bool) -> None:
+        self.collector.on_pod(self.k, self.namespace, view, deleted)
+
+
+def _backends(projects: list[str], clusters: ClusterRegistry) -> dict[str, tuple[kube.Kube, str]]:
+    """One (client, namespace) per distinct cluster and namespace the projects use."""
+    seen: dict[tuple[str, str], str] = {}
+    out: dict[str, tuple[kube.Kube, str]] = {}
+    for project in projects:
+        try:
+            cluster = clusters.for_project(project)
+            key = (clusters.key_for(project), cluster.namespace)
+        except ConfigError as e:
+            log.warning(
+                "project %s has no usable cluster; its output is not collected: %s", project, e
+            )
+            continue
+        if key in seen:
+            continue
+        seen[key] = project
+        out[project] = (cluster.kube, cluster.namespace)
+    return out

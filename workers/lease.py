@@ -1,0 +1,91 @@
+"""A leader lease in Redis: one active process of a kind (proxy worker, log collector).
+
+Standbys poll :meth:`Lease.acquire`; the leader renews well inside the TTL and
+steps down when it cannot, so a dead leader is replaced within ``LEASE_TTL_S``
+and two never lead at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import redis
+
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 10  # a dead leader is replaced within this
+LEASE_RENEW_S = 3  # renew well inside the TTL, tolerating one slow Redis round trip
+LEASE_MARGIN_S = 1.0  # stop leading this long before the lease could lapse (clock skew, GC)
+
+
+class Lease:
+    """A Redis key with a TTL that only its holder may renew or release."""
+
+    _RENEW = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+    )
+    _RELEASE = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "return redis.call('DEL', KEYS[1]) else return 0 end"
+    )
+
+    def __init__(self, store: Store, *, name: str, holder: str) -> None:
+        self.store = store
+        self.key = store.key("lease", name)
+        self.holder = holder
+        self._held_since = 0.0
+        """Monotonic time of the last successful acquire or renewal."""
+        self._renew = store.r.register_script(self._RENEW)
+        self._release = store.r.register_script(self._RELEASE)
+
+    def acquire(self) -> bool:
+        started = time.monotonic()
+        try:
+            ok = bool(self.store.r.set(self.key, self.holder, nx=True, px=LEASE_TTL_S * 1000))
+        except redis.RedisError as e:  # Redis down: stay standby and retry
+            log.warning("lease acquire failed: %s", e)
+            return False
+        if ok:
+            self._held_since = started
+        return ok
+
+    def renew(self) -> bool:
+        """Extend the lease; False once it may have lapsed (stop leading then).
+
+        Retries a Redis blip only while the lease surely still holds: until one
+        second before the TTL runs out, counted from the last success. After
+        that a standby may lead, so this one must not.
+        """
+        deadline = self._held_since + LEASE_TTL_S - LEASE_MARGIN_S
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                ok = bool(self._renew(keys=[self.key], args=[self.holder, LEASE_TTL_S * 1000]))
+            except redis.RedisError as e:
+                log.warning("lease renew failed: %s", e)
+                time.sleep(0.5)
+                continue
+            if ok:
+                self._held_since = started
+            return ok
+        return False
+
+    def release(self) -> None:
+        try:
+            self._release(keys=[self.key], args=[self.holder])
+        except redis.RedisError as e:  # it expires by itself anyway
+            log.warning("lease release failed: %s", e)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: how a leader process is asked to stop."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
