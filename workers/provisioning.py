@@ -26,6 +26,7 @@ from shared.errors import (
     TemporaryError,
 )
 from shared.jobs import refresh_run
+from shared.kube.names import job_pod_name
 from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.pod_security import stricter
@@ -37,7 +38,7 @@ from shared.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
-from workers.podspec import PodContext, build_job_objects, job_pod_name
+from workers.podspec import PodContext, build_job_objects
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
         if verdict.status == RunStatus.PENDING:
             job.placement = None  # back to the queue: the scheduler places it afresh
             job.pod_name = None
+            job.attempt += 1  # its next pod is a new attempt, with output of its own
         event = None
         if changed:
             msg = f"job {job.job_num} {verdict.status}" + (
