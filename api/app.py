@@ -18,6 +18,7 @@ from api.routes import (
     offers,
     proxy,
     runs,
+    schedules,
     secrets,
     ssh,
     users,
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(nodes.router, responses=ERROR_RESPONSES)
     app.include_router(code.router, responses=ERROR_RESPONSES)
     app.include_router(secrets.router, responses=ERROR_RESPONSES)
+    app.include_router(schedules.router, responses=ERROR_RESPONSES)
     app.include_router(users.router, responses=ERROR_RESPONSES)
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)

@@ -9,6 +9,7 @@ from cli import (
     local_commands,
     offer_commands,
     run_commands,
+    schedule_commands,
     secret_commands,
     server_commands,
     volume_commands,
@@ -21,6 +22,7 @@ app.add_typer(local_commands.app, name="local")
 app.add_typer(run_commands.fleet_app, name="fleet")
 app.add_typer(volume_commands.volume_app, name="volume")
 app.add_typer(secret_commands.secret_app, name="secret")
+app.add_typer(schedule_commands.schedule_app, name="schedule")
 for command in (
     run_commands.config,
     run_commands.apply,

@@ -20,6 +20,7 @@ from cli.console import ago, err, out
 from cli.dev_environment import open_dev_environment
 from cli.keys import ensure_registered_key
 from cli.offer_commands import pod_requests_line, print_access, print_offers
+from cli.schedule_commands import print_schedules, schedule_line
 from shared.configuration.parse import parse_run_configuration
 from shared.errors import ConfigError
 from shared.settings import load_settings
@@ -114,6 +115,9 @@ def submit_run(
     ensure_registered_key(client, load_settings().home)
     code = upload_code(client, text, base=base or Path.cwd())
     run = client.apply(text, code=code)
+    if run.get("status") == "scheduled":
+        out.print(f"scheduled [bold]{run['name']}[/bold]: {schedule_line(run)}")
+        return run
     out.print(f"submitted [bold]{run['name']}[/bold] ({run['status']})")
     if detach:
         return run
@@ -160,6 +164,7 @@ def ps(
         runs, next_cursor = client.runs_page(
             all=all_runs, limit=limit, cursor=cursor, status=status, prefix=prefix
         )
+        scheduled = [] if as_json or cursor else client.schedules()
     finally:
         client.close()
     more = _next_page_command(next_cursor, limit=limit, status=status, prefix=prefix)
@@ -188,6 +193,7 @@ def ps(
             ago(run["submitted_at"]),
         )
     out.print(table)
+    print_schedules(scheduled)  # each with its next start
     if more:
         out.print(more, highlight=False)
 

@@ -33,6 +33,6 @@ def check_server_features(conf: Any, settings: Settings | None) -> None:
             " (no DCGM exporter metrics: its gpu_metrics.prometheus_url setting is unset)",
             field="utilization_policy",
         )
-    for name in ("schedule", "utilization_policy"):  # parsed; their effect comes next
+    for name in ("utilization_policy",):  # parsed; its effect comes next
         if getattr(conf, name, None) is not None:
             raise NotSupportedError(f"not supported by Berth yet: {name}", field=name)

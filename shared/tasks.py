@@ -21,11 +21,13 @@ TEARDOWN_POD = "berth.teardown.teardown_pod"
 PURGE_RUN = "berth.teardown.purge_run"
 REAP_ORPHANS = "berth.teardown.reap_orphans"
 CHECK_ACTIVITY = "berth.teardown.check_activity"
+START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
     SCHEDULE_RUN: "scheduling",
     SWEEP: "scheduling",
+    START_SCHEDULED_RUNS: "scheduling",
     PROVISION_JOB: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",

@@ -19,7 +19,14 @@ from shared import logs
 from shared.errors import TemporaryError
 from shared.metrics import TASKS
 from shared.settings import load_settings
-from shared.tasks import CHECK_ACTIVITY, QUEUE_OF, REAP_ORPHANS, SWEEP, create_celery
+from shared.tasks import (
+    CHECK_ACTIVITY,
+    QUEUE_OF,
+    REAP_ORPHANS,
+    START_SCHEDULED_RUNS,
+    SWEEP,
+    create_celery,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +36,8 @@ MAX_BACKOFF_S = 60  # stays far below the broker's visibility timeout
 SWEEP_EVERY_S = 5.0  # beat's safety net; a lost message costs at most this much delay
 # Orphans hold GPUs, but each reap lists every Berth object of the namespace.
 REAP_EVERY_S = 30.0
+# Cron times are whole minutes: a start is at most this late, and a look costs one read.
+SCHEDULES_EVERY_S = 10.0
 
 _settings = load_settings()
 app: Celery = create_celery(_settings)
@@ -37,6 +46,11 @@ app.conf.imports = ("workers.tasks",)
 app.conf.task_routes = {name: {"queue": queue} for name, queue in QUEUE_OF.items()}
 app.conf.beat_schedule = {
     "sweep": {"task": SWEEP, "schedule": SWEEP_EVERY_S, "options": {"queue": QUEUE_OF[SWEEP]}},
+    "start-scheduled-runs": {
+        "task": START_SCHEDULED_RUNS,
+        "schedule": SCHEDULES_EVERY_S,
+        "options": {"queue": QUEUE_OF[START_SCHEDULED_RUNS]},
+    },
     "reap-orphans": {
         "task": REAP_ORPHANS,
         "schedule": REAP_EVERY_S,

@@ -7,7 +7,7 @@ messages already queued). Arguments are ids only.
 from __future__ import annotations
 
 from shared import tasks as names
-from workers import activity, orphans, provisioning, scheduling, sweeps, teardown
+from workers import activity, orphans, provisioning, schedules, scheduling, sweeps, teardown
 from workers.celery_app import berth_task
 from workers.context import context
 from workers.scheduling_trigger import request_pass
@@ -56,6 +56,11 @@ def purge_run(run_id: str) -> None:
 @berth_task(names.SWEEP)
 def sweep() -> None:
     sweeps.sweep(context())
+
+
+@berth_task(names.START_SCHEDULED_RUNS)
+def start_scheduled_runs() -> None:
+    schedules.start_due_runs(context())
 
 
 @berth_task(names.REAP_ORPHANS)

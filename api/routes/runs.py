@@ -14,7 +14,9 @@ from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
 from api.services import logs as log_service
 from api.services import run_history
 from api.services import runs as run_service
+from api.services import schedules as schedule_service
 from shared.records import RunStatus
+from shared.schedules import ScheduledRun
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
 
@@ -28,9 +30,10 @@ def apply_run(
     celery: CeleryDep,
     clusters: ClustersDep,
     settings: SettingsDep,
-) -> RunPublic:
-    """Validate and accept a run; scheduling happens in the background."""
-    run, jobs = run_service.submit_run(
+) -> RunPublic | schedule_service.SchedulePublic:
+    """Validate and accept a run; scheduling happens in the background. A configuration
+    with ``schedule`` is kept instead, and beat starts its runs at the cron times."""
+    applied = schedule_service.apply(
         store,
         celery,
         project=project,
@@ -40,6 +43,9 @@ def apply_run(
         code=body.code,
         settings=settings,
     )
+    if isinstance(applied, ScheduledRun):
+        return schedule_service.SchedulePublic.of(applied, now=time.time())
+    run, jobs = applied
     return RunPublic.of(run, jobs)
 
 

@@ -47,15 +47,8 @@ def submit_run(
 
     Without ``settings``, fields that need a server setting (``nvcc``,
     ``utilization_policy``) are refused as on a server that lacks it."""
-    conf = _parse(configuration)
-    check_server_features(conf, settings)
-    code_archive.check_submission(store, conf, code)
-    secrets.check_submission(store, project.name, conf)
-    # First: no project setting can make a run the namespace forbids possible.
-    security = _pod_security(clusters, project.name, conf)
-    check_run_volumes(store, clusters, project.name, conf)
-    _check_privileged(clusters, project.name, conf)
-    check_namespace_quota(store, clusters, project.name, conf)
+    conf = parse_run_request(configuration)
+    security = check_submission(store, clusters, project, conf, code=code, settings=settings)
     explicit = getattr(conf, "name", None)
     for _ in range(1 if explicit else _NAME_ATTEMPTS):
         run = Run(
@@ -88,6 +81,27 @@ def submit_run(
     raise ConflictError("could not pick a free run name; set name: in the configuration")
 
 
+def check_submission(
+    store: Store,
+    clusters: ClusterRegistry,
+    project: Project,
+    conf: Any,
+    *,
+    code: str | None,
+    settings: Settings | None,
+) -> pod_security.LevelDecision:
+    """Every check a run must pass before it is recorded (or scheduled); its security level."""
+    check_server_features(conf, settings)
+    code_archive.check_submission(store, conf, code)
+    secrets.check_submission(store, project.name, conf)
+    # First: no project setting can make a run the namespace forbids possible.
+    security = _pod_security(clusters, project.name, conf)
+    check_run_volumes(store, clusters, project.name, conf)
+    _check_privileged(clusters, project.name, conf)
+    check_namespace_quota(store, clusters, project.name, conf)
+    return security
+
+
 class RunPlanPublic(OffersPublic):
     """The offers, and the Pod Security level the run's pods would be built for."""
 
@@ -104,7 +118,7 @@ def plan_run(
     configuration: str | dict[str, Any],
     settings: Settings | None = None,
 ) -> RunPlanPublic:
-    conf = _parse(configuration)
+    conf = parse_run_request(configuration)
     check_server_features(conf, settings)
     # First: no project setting can make a run the namespace forbids possible.
     security = _pod_security(clusters, project.name, conf)
@@ -205,7 +219,7 @@ def _pod_security(clusters: ClusterRegistry, project: str, conf: Any) -> pod_sec
     return decision
 
 
-def _parse(configuration: str | dict[str, Any]) -> AnyRunConfiguration:
+def parse_run_request(configuration: str | dict[str, Any]) -> AnyRunConfiguration:
     if isinstance(configuration, str):
         return parse_run_configuration(configuration)
     conf = configuration_from_mapping(configuration)

@@ -27,7 +27,9 @@ def _events(stack: Stack, name: str) -> list[dict[str, Any]]:
 
 
 def _first(events: list[dict[str, Any]], job: int, starts: str) -> float:
-    return min(e["at"] for e in events if e["job"] == job and e["message"].startswith(starts))
+    return float(
+        min(e["at"] for e in events if e["job"] == job and e["message"].startswith(starts))
+    )
 
 
 @pytest.mark.parametrize(
