@@ -38,6 +38,7 @@ for command in (
     server_commands.worker,
     server_commands.beat,
     server_commands.proxy_worker,
+    server_commands.log_collector,
     server_commands.flower,
 ):
     app.command()(command)

@@ -232,17 +232,61 @@ def logs(
     ] = False,
     job: Annotated[int, typer.Option(help="Node rank of a multi-node task.")] = 0,
     replica: Annotated[int, typer.Option(help="Replica of a service.")] = 0,
+    attempt: Annotated[
+        int | None,
+        typer.Option(help="Which attempt of a retried job (1 is the first); default the last."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only lines since a time (2026-12-04T07:00:00Z) or for a while (10m)."),
+    ] = None,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    timestamps: Annotated[
+        bool, typer.Option("-t", "--timestamps", help="Prefix each line with its time.")
+    ] = False,
+    events: Annotated[
+        bool,
+        typer.Option("--events", help="Berth's and Kubernetes' events of the run instead."),
+    ] = False,
 ) -> None:
-    """Print a run's output."""
+    """Print a run's output, kept by Berth after its pods are gone."""
     client = _client()
     try:
-        for chunk in client.logs(run, follow=follow, job=job, replica=replica):
+        if events:
+            _print_events(client.events(run, kubernetes=True))
+            return
+        answer: dict[str, str] = {}
+        chunks = client.logs(
+            run,
+            follow=follow,
+            job=job,
+            replica=replica,
+            attempt=attempt,
+            since=since,
+            tail=tail,
+            timestamps=timestamps,
+            headers=answer,
+        )
+        for chunk in chunks:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
+        attempts = int(answer.get("x-berth-attempts", "0"))
+        if attempt is None and attempts > 1:
+            err.print(
+                f"[dim]job {job} had {attempts} attempts; this was the last"
+                f" (berth logs {run} --attempt 1 for the first)[/dim]"
+            )
     except KeyboardInterrupt:
         pass
     finally:
         client.close()
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        job = f" job {e['job']}" if e.get("job") is not None else ""
+        out.print(f"{when} {e['source']:<10} {e['kind']}{job}: {e['message']}", markup=False)
 
 
 def stop(

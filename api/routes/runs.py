@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CeleryDep, ClustersDep, CurrentProject, CurrentUser, SettingsDep, StoreDep
+from api.deps import (
+    CeleryDep,
+    ClustersDep,
+    CurrentProject,
+    CurrentUser,
+    LogStoreDep,
+    SettingsDep,
+    StoreDep,
+)
 from api.schemas import EventPublic, RunCreate, RunPublic, RunStop
+from api.services import events as event_service
 from api.services import logs as log_service
 from api.services import run_history
 from api.services import runs as run_service
@@ -127,13 +135,13 @@ def run_events(
     name: str,
     project: CurrentProject,
     store: StoreDep,
+    clusters: ClustersDep,
     after: Annotated[str, Query(pattern=r"^(-|\d+-\d+)$")] = "-",
+    kubernetes: bool = False,
 ) -> list[EventPublic]:
+    """Berth's events of the run; with ``kubernetes``, its pods' events too, in time order."""
     run = store.run_by_name(project.name, name)
-    return [
-        EventPublic(id=i, at=e.at, kind=e.kind, message=e.message, status=e.status, job=e.job)
-        for i, e in store.events(run.id, after=after)
-    ]
+    return event_service.run_events(store, clusters, run, after=after, kubernetes=kubernetes)
 
 
 @router.get("/{name}/logs", response_class=StreamingResponse)
@@ -141,14 +149,27 @@ def run_logs(
     name: str,
     project: CurrentProject,
     store: StoreDep,
-    clusters: ClustersDep,
+    logs: LogStoreDep,
     follow: bool = False,
     job: Annotated[int, Query(ge=0)] = 0,
     replica: Annotated[int, Query(ge=0)] = 0,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    tail: Annotated[int | None, Query(ge=0)] = None,
+    timestamps: bool = False,
 ) -> StreamingResponse:
-    """The job's container output as plain text; ``follow`` streams until the run ends."""
+    """The job's output as plain text, from the log store; ``follow`` streams until it
+    is complete. Headers say how many attempts the job had and which one is served."""
     run = store.run_by_name(project.name, name)
-    lines: Iterator[bytes] = log_service.stream_logs(
-        store, clusters, run, job_num=job, replica_num=replica, follow=follow
+    request = log_service.LogRequest(
+        job_num=job,
+        replica_num=replica,
+        attempt=attempt,
+        follow=follow,
+        since_ns=log_service.since_ns(since),
+        tail=tail,
+        timestamps=timestamps,
     )
-    return StreamingResponse(lines, media_type="text/plain")
+    answer = log_service.job_logs(store, logs, run, request)
+    headers = {"X-Berth-Attempts": str(answer.attempts), "X-Berth-Attempt": str(answer.attempt)}
+    return StreamingResponse(answer.body, media_type="text/plain", headers=headers)
