@@ -167,6 +167,7 @@ class Store:
                     )
             pipe = self.r.pipeline(transaction=True)
             pipe.set(name_key, run.id)
+            pipe.delete(self.key("expired", run.project, run.name))  # the name lives again
             pipe.hset(
                 self.key("run", run.id), mapping={"v": run.version, "d": run.model_dump_json()}
             )
@@ -195,8 +196,27 @@ class Store:
             run_id = self.r.get(self.key("runname", project, name))
         run = self.find_run(run_id.decode()) if run_id else None
         if run is None or run.project != project:
+            with _wrapped():
+                expired = self.r.get(self.key("expired", project, name))
+            if expired is not None:
+                raise NotFoundError(
+                    f"run {name!r} has expired: {expired.decode()}; its records and output"
+                    " are deleted",
+                    field="name",
+                )
             raise NotFoundError(f"no run named {name!r} in project {project!r}", field="name")
         return run
+
+    def older_runs(self, project: str, *, before: float, count: int) -> list[Run]:
+        """Up to ``count`` runs of ``project`` submitted before ``before``, oldest first."""
+        with _wrapped():
+            ids = self.r.zrangebyscore(self.key("runs", project), "-inf", before, 0, count)
+        return self.find_runs([i.decode() for i in ids])
+
+    def mark_expired(self, run: Run, *, reason: str, ttl_s: int) -> None:
+        """Remember for ``ttl_s`` why ``run``'s name no longer answers (see run_by_name)."""
+        with _wrapped():
+            self.r.set(self.key("expired", run.project, run.name), reason, ex=max(1, ttl_s))
 
     def active_runs(self, project: str) -> list[Run]:
         """Every run of ``project`` not finished, newest first, however long the history.

@@ -21,6 +21,7 @@ TEARDOWN_POD = "berth.teardown.teardown_pod"
 PURGE_RUN = "berth.teardown.purge_run"
 REAP_ORPHANS = "berth.teardown.reap_orphans"
 CHECK_ACTIVITY = "berth.teardown.check_activity"
+EXPIRE_RUNS = "berth.teardown.expire_runs"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
@@ -34,6 +35,7 @@ QUEUE_OF = {
     TEARDOWN_POD: "teardown",
     PURGE_RUN: "teardown",
     REAP_ORPHANS: "teardown",
+    EXPIRE_RUNS: "teardown",
     CHECK_ACTIVITY: "teardown",  # SSH logins: seconds of I/O, kept off the scheduling queue
 }
 # Redis redelivers an unacked message after the visibility timeout, so no

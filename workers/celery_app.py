@@ -21,6 +21,7 @@ from shared.metrics import TASKS
 from shared.settings import load_settings
 from shared.tasks import (
     CHECK_ACTIVITY,
+    EXPIRE_RUNS,
     QUEUE_OF,
     REAP_ORPHANS,
     START_SCHEDULED_RUNS,
@@ -36,6 +37,8 @@ MAX_BACKOFF_S = 60  # stays far below the broker's visibility timeout
 SWEEP_EVERY_S = 5.0  # beat's safety net; a lost message costs at most this much delay
 # Orphans hold GPUs, but each reap lists every Berth object of the namespace.
 REAP_EVERY_S = 30.0
+# Retention is counted in days; every 10 minutes keeps a run at most that long past it.
+EXPIRE_EVERY_S = 600.0
 # Cron times are whole minutes: a start is at most this late, and a look costs one read.
 SCHEDULES_EVERY_S = 10.0
 
@@ -55,6 +58,11 @@ app.conf.beat_schedule = {
         "task": REAP_ORPHANS,
         "schedule": REAP_EVERY_S,
         "options": {"queue": QUEUE_OF[REAP_ORPHANS]},
+    },
+    "expire-runs": {
+        "task": EXPIRE_RUNS,
+        "schedule": EXPIRE_EVERY_S,
+        "options": {"queue": QUEUE_OF[EXPIRE_RUNS]},
     },
     "check-activity": {
         "task": CHECK_ACTIVITY,

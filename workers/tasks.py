@@ -7,7 +7,16 @@ messages already queued). Arguments are ids only.
 from __future__ import annotations
 
 from shared import tasks as names
-from workers import activity, orphans, provisioning, schedules, scheduling, sweeps, teardown
+from workers import (
+    activity,
+    orphans,
+    provisioning,
+    retention,
+    schedules,
+    scheduling,
+    sweeps,
+    teardown,
+)
 from workers.celery_app import berth_task
 from workers.context import context
 from workers.scheduling_trigger import request_pass
@@ -66,6 +75,11 @@ def start_scheduled_runs() -> None:
 @berth_task(names.REAP_ORPHANS)
 def reap_orphans() -> None:
     orphans.reap_orphans(context())
+
+
+@berth_task(names.EXPIRE_RUNS)
+def expire_runs() -> None:
+    retention.expire_runs(context())
 
 
 @berth_task(names.CHECK_ACTIVITY)

@@ -11,6 +11,7 @@ from shared.errors import KubeNotFound
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
 from shared.records import Event, Run, RunStatus
+from shared.runlogs.store import LogStore
 from workers import code_volume
 from workers.context import WorkerContext
 
@@ -82,6 +83,7 @@ def purge_run(ctx: WorkerContext, run_id: str) -> None:
     for job_id in run.job_ids:
         _delete_by_label(cluster, kube.LABEL_JOB, job_id, grace=0)
     _delete_code_secrets(cluster, run)
+    LogStore(ctx.store, cap_bytes=0).delete(run.job_ids)  # its output goes with it
     ctx.store.delete_run(run)
 
 

@@ -193,6 +193,12 @@ def kubelet_config(
         },
         "serializeImagePulls": False,
         "shutdownGracePeriod": "0s",
+        # Small container logs, rotated often: the log API then serves only the last
+        # MiB of a chatty run, so what `berth logs` shows beyond it provably comes from
+        # Berth's own copy (workers/collector), as on any long run elsewhere.
+        "containerLogMaxSize": "1Mi",
+        "containerLogMaxFiles": 2,
+        "containerLogMonitorInterval": "3s",
     }
     return yaml.safe_dump(doc, sort_keys=False)
 

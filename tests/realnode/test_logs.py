@@ -1,0 +1,267 @@
+"""A run's output outlives its pod: every line kept by the collector and served from the store.
+
+The real nodes rotate container logs at 1 MiB (cli/local/realnode/configs.py), so the
+log API itself serves only the tail of a chatty run; what ``berth logs`` shows beyond
+that comes from Berth's own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.local.processes import is_running
+from shared import kube
+from shared.errors import KubeNotFound
+from tests.polling import wait_until
+from tests.realnode.world import SMALL, START_S, apply, logs, run, running, wait_status
+from tests.stack import BERTH, Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.realnode]
+
+LINES = 200_000
+
+
+def test_200000_lines_past_the_kubelets_log_rotation_are_all_kept_in_order_once(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+) -> None:
+    # 20,000 lines a second for ten seconds: ~10 MiB of CRI log, rotated at 1 MiB.
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: chatty
+        commands:
+          - export N=20000
+          - for b in $(seq 0 9); do seq -f "line %06g" $((b*N)) $((b*N + N-1)); sleep 1; done
+        {SMALL}
+        """,
+    )
+    done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
+    assert done["status"] == "done", done
+    expected = [f"line {i:06d}" for i in range(LINES)]
+    got = wait_until(
+        lambda: _all_lines(real_stack, name, len(expected)), timeout=60, what="every line stored"
+    )
+    assert got == expected
+    # The kubelet rotated: its own log API no longer has the start of the output.
+    k = real_kube
+    pod = run(real_stack, name)["jobs"][0]["pod_name"]
+    served = k.call(k.core.read_namespaced_pod_log, pod, real_stack.namespace, container="main")
+    assert 0 < len(served.splitlines()) < LINES
+    assert "line 000000" not in served
+
+
+def test_output_is_served_after_the_pod_and_its_node_are_deleted(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: short-lived
+        commands:
+          - for i in $(seq 1 50); do echo "result $i"; done
+        {SMALL}
+        """,
+    )
+    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+    expected = [f"result {i}" for i in range(1, 51)]
+    wait_until(lambda: _all_lines(real_stack, name, 50), timeout=60, what="output stored")
+    k = real_kube
+    job = run(real_stack, name)["jobs"][0]
+    node = job["node"]
+    k.call(k.core.delete_namespaced_pod, job["pod_name"], real_stack.namespace)
+    wait_until(
+        lambda: not _pod_exists(k, real_stack.namespace, job["pod_name"]),
+        timeout=60,
+        what="the pod gone",
+    )
+    assert logs(real_stack, name).splitlines() == expected
+    # The node goes too, as an autoscaler removes an idle one. A kubelet registers its
+    # Node only when it starts, so the test puts the object back afterwards (the other
+    # tests of the session need the node) and the kubelet's next status update fills it.
+    saved = k.api.sanitize_for_serialization(k.call(k.core.read_node, node))
+    k.call(k.core.delete_node, node)
+    try:
+        wait_until(lambda: not _node_exists(k, node), timeout=60, what=f"{node} deleted")
+        assert logs(real_stack, name).splitlines() == expected
+        assert logs(real_stack, name, "--tail", "2").splitlines() == expected[-2:]
+    finally:
+        k.call(k.core.create_node, _recreated(saved))
+        wait_until(lambda: _node_ready(k, node), timeout=120, what=f"{node} Ready again")
+
+
+def test_no_line_is_lost_or_doubled_when_the_collector_is_killed_twice(
+    real_stack: Stack, tmp_path: Path
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: sequenced
+        commands:
+          - for i in $(seq 1 1500); do echo "seq $i"; sleep 0.02; done
+        {SMALL}
+        """,
+    )
+    running(real_stack, name)
+    for _ in range(2):
+        wait_until(
+            lambda: _stored_lines(real_stack, name) > 0, timeout=START_S, what="output stored"
+        )
+        before = _stored_lines(real_stack, name)
+        _sigkill(real_stack, "log-collector")
+        real_stack.restart("log-collector")
+        # The new leader takes the lease once the dead one's lapses, then resumes.
+        wait_until(
+            lambda n=before: _stored_lines(real_stack, name) > n,  # type: ignore[misc]
+            timeout=60,
+            what="the restarted collector storing new lines",
+        )
+    done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
+    assert done["status"] == "done", done
+    expected = [f"seq {i}" for i in range(1, 1501)]
+    assert (
+        wait_until(lambda: _all_lines(real_stack, name, 1500), timeout=60, what="every line")
+        == expected
+    )
+
+
+def test_both_attempts_of_a_retried_task_are_readable(
+    real_stack: Stack, tmp_path: Path, team_volume: str
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: twice
+        retry: {{on_events: [error], duration: 10m}}
+        volumes: [{team_volume}:/data]
+        commands:
+          - if [ -f /data/twice-mark ]; then echo second attempt; exit 0; fi
+          - touch /data/twice-mark; echo first attempt; exit 1
+        {SMALL}
+        """,
+    )
+    done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
+    assert done["status"] == "done", done
+    last = wait_until(
+        lambda: _second_attempt_shown(real_stack, name), timeout=60, what="the second attempt"
+    )
+    assert last.stdout == "second attempt\n"
+    assert "had 2 attempts" in last.stderr
+    assert logs(real_stack, name, "--attempt", "1") == "first attempt\n"
+    assert logs(real_stack, name, "--attempt", "2") == "second attempt\n"
+    bad = _cli(real_stack, "logs", name, "--attempt", "3")
+    assert bad.returncode != 0
+    assert "has 2 attempts with output" in bad.stderr
+    events = logs(real_stack, name, "--events")
+    assert "requeued (attempt 2)" in events
+    assert "kubernetes" in events and "Started" in events  # the pods' own events, interleaved
+
+
+def test_two_followers_of_one_running_job_see_the_same_lines(
+    real_stack: Stack, tmp_path: Path
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: watched
+        commands:
+          - for i in $(seq 1 40); do echo "step $i"; sleep 0.1; done
+        {SMALL}
+        """,
+    )
+    running(real_stack, name)
+    followers = [
+        subprocess.Popen(
+            [BERTH, "logs", "-f", name],
+            env=real_stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [f.communicate(timeout=2 * START_S)[0] for f in followers]
+    expected = "".join(f"step {i}\n" for i in range(1, 41))
+    assert outputs == [expected, expected]
+
+
+def _second_attempt_shown(stack: Stack, name: str) -> subprocess.CompletedProcess[str] | None:
+    result = _cli(stack, "logs", name)
+    return result if "second" in result.stdout else None
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return stack.cli(*args, timeout=120)
+
+
+def _all_lines(stack: Stack, name: str, count: int) -> list[str] | None:
+    lines = logs(stack, name).splitlines()
+    return lines if len(lines) >= count else None
+
+
+def _stored_lines(stack: Stack, name: str) -> int:
+    return len(logs(stack, name).splitlines())
+
+
+def _sigkill(stack: Stack, name: str) -> None:
+    record = next(p for p in stack.processes if p.name == name)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    wait_until(lambda: not is_running(record), timeout=10, what=f"{name} killed")
+
+
+def _pod_exists(k: kube.Kube, namespace: str, pod: str) -> bool:
+    try:
+        k.call(k.core.read_namespaced_pod, pod, namespace)
+    except KubeNotFound:
+        return False
+    return True
+
+
+def _node_exists(k: kube.Kube, node: str) -> bool:
+    try:
+        k.call(k.core.read_node, node)
+    except KubeNotFound:
+        return False
+    return True
+
+
+def _recreated(saved: dict[str, Any]) -> dict[str, Any]:
+    meta = saved["metadata"]
+    spec = {
+        key: saved["spec"][key] for key in ("podCIDR", "podCIDRs", "taints") if key in saved["spec"]
+    }
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "labels": meta.get("labels", {}),
+            "annotations": meta.get("annotations", {}),
+        },
+        "spec": spec,
+    }
+
+
+def _node_ready(k: kube.Kube, node: str) -> bool:
+    try:
+        obj = k.call(k.core.read_node, node)
+    except KubeNotFound:
+        return False
+    conditions = obj.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
