@@ -35,7 +35,7 @@ import asyncssh
 from shared import pod_security, ssh
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig
-from shared.errors import BerthError, StoreError
+from shared.errors import BerthError, KubeForbidden, StoreError
 from shared.settings import SshSettings
 from shared.ssh import JumpHostRecord
 from shared.store import Store
@@ -51,6 +51,9 @@ from workers.jumphost_objects import (
 log = logging.getLogger(__name__)
 
 _RESTART_DELAY_S = 5.0  # after an unexpected failure of a keeper task
+# After a 403 (a Role without the grant, or revoked): RBAC does not change by itself,
+# so the jump host's objects are asked for again this rarely, never in a loop.
+_FORBIDDEN_RETRY_S = 300.0
 
 
 async def check_login(
@@ -176,18 +179,23 @@ class _Keeper:
             keys = authorized_keys(members, ssh.public_key_text(self.berth_key))
             due = time.monotonic() >= next_health
             if due or keys != self.applied_keys:
-                await self._tick(keys, members, check=due)
-                if due:
-                    next_health = time.monotonic() + settings.health_interval_s
+                forbidden = await self._tick(keys, members, check=due)
+                if due or forbidden:
+                    # A refused grant stays refused until an operator acts: no 403 loop.
+                    wait = _FORBIDDEN_RETRY_S if forbidden else settings.health_interval_s
+                    next_health = time.monotonic() + wait
             await _wait(stopping, settings.keys_interval_s)
 
-    async def _tick(self, keys: str, members: dict[str, str], *, check: bool) -> None:
+    async def _tick(self, keys: str, members: dict[str, str], *, check: bool) -> bool:
+        """One reconcile (and health check); True when the apiserver refused it (403)."""
         record = self._record(members)
+        forbidden = False
         try:
             await asyncio.to_thread(self._reconcile, keys)
         except BerthError as e:
             record.status, record.reason = "error", e.message
             record.checked_at = time.time()
+            forbidden = isinstance(e, KubeForbidden)
         else:
             record.port = self.port
             record.user = self._user()
@@ -205,6 +213,7 @@ class _Keeper:
             await self.supervisor.publish()
         except StoreError as e:  # Redis away: the next tick publishes again
             log.warning("jump host %s: cannot publish its health: %s", self.target.id, e)
+        return forbidden
 
     def _reconcile(self, keys: str) -> None:
         cluster = self.supervisor.clusters.for_project(self.target.projects[0])

@@ -22,9 +22,9 @@ import contextlib
 import logging
 import time
 
-from shared import tasks
+from shared import access, tasks
 from shared.autoscaling import find_pool, is_pool_node
-from shared.errors import StoreError
+from shared.errors import BerthError, StoreError
 from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
 from shared.records import Job, Run, RunStatus
@@ -52,6 +52,7 @@ def sweep(ctx: WorkerContext) -> None:
     activity = keys.timestamps(store, keys.ACTIVITY)
     pending = False
     resends: list[tuple[str, str]] = []
+    reachable: dict[str, bool] = {}
     for run in view.runs:
         jobs = view.jobs[run.id]
         pending |= any(j.status in (RunStatus.SUBMITTED, RunStatus.PENDING) for j in jobs)
@@ -59,7 +60,8 @@ def sweep(ctx: WorkerContext) -> None:
             ctx, run, jobs, admitted.get(run.id), activity.get(run.id), now
         ):
             continue
-        resends += _resends(run, jobs, now)
+        if _may_act(ctx, run.project, reachable):
+            resends += _resends(run, jobs, now)
     _send_unqueued(ctx, resends, hold_s=RESEND_HOLD_S)
     if pending:
         _send_unqueued(ctx, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S)
@@ -115,6 +117,21 @@ def _gang_clock(
             (p.scale_up_timeout for n in waiting if (p := find_pool(pools, n))), default=0
         )
     return since, timeout
+
+
+def _may_act(ctx: WorkerContext, project: str, known: dict[str, bool]) -> bool:
+    """False where Berth may not even read its pods (access ``none``): every sync would
+    be one more forbidden call, every few seconds. Jobs keep their state until the
+    operator's fix is seen (``kube.access_recheck_s``); ``berth status`` says why."""
+    if project not in known:
+        try:
+            found = access.access_for(
+                ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
+            )
+            known[project] = found.mode != access.Mode.NONE
+        except BerthError:
+            known[project] = True  # not known: act as before
+    return known[project]
 
 
 def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:

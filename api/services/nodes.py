@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from shared import access
 from shared.clusters import ClusterRegistry
+from shared.errors import NotSupportedError
 from shared.gpu.inventory import GpuInventory, NodeInventory
 from shared.gpu.labels import GpuGroup
 from shared.gpu.unidentified import unidentified_gpus
@@ -57,6 +59,12 @@ class NodesPublic(BaseModel):
 
 
 def list_nodes(store: Store, clusters: ClusterRegistry, project: str) -> NodesPublic:
+    found = access.access_for(store, clusters, project, recheck_s=None)
+    if found.mode != access.Mode.CLUSTER:
+        raise NotSupportedError(
+            f"the nodes are unknown: Berth may not read them here ({found.mode} mode:"
+            f" {found.reason}); berth offer shows what the namespace's quota allows"
+        )
     inventory = load_inventory(store, clusters, project)
     return NodesPublic(
         nodes=[_node(n) for n in inventory.nodes],

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel
 
 from cli.client import ClientConfig, save_client_config
+from cli.local import team
 from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
 from cli.local.realnode import RealNodes
 from cli.local.realnode.configs import REAL_NODE_LABEL
@@ -39,6 +40,7 @@ from shared.errors import KubeConflict, LocalClusterError
 
 NAMESPACE = "berth-local"
 JUMP_NODE_PORT = 30022  # inside the default NodePort range; fixed so SSH configs stay valid
+TEAM_JUMP_PORT = 30024  # project team's jump host, in its own namespace
 API_PORT = 3000  # dstack's port too: the URL a dstack user expects
 FLOWER_PORT = 5555
 MARKER = "# Written by `berth local up`"
@@ -128,14 +130,28 @@ def server_config(kubeconfig: Path, real_nodes: RealNodes | None) -> dict[str, A
         "kubeconfig": {"filename": str(kubeconfig)},
         "namespace": NAMESPACE,
     }
+    # Project "team": a namespace with only a Role and a GPU quota (cli/local/team.py),
+    # so Berth runs it in namespace-only mode.
+    team_backend: dict[str, Any] = backend | {
+        "kubeconfig": {"filename": str(kubeconfig.parent / f"{team.TEAM_NAMESPACE}.kubeconfig")},
+        "namespace": team.TEAM_NAMESPACE,
+    }
     if real_nodes is not None:
-        backend |= {
+        real = {
             # Runs land where they really run; the KWOK pools only pretend to.
             "pod": {"node_selector": {REAL_NODE_LABEL: "true"}},
             "proxy_jump": {"hostname": real_nodes.ips[0], "port": JUMP_NODE_PORT},
             "ssh_init_image": real_nodes.images["sshd-init"],
         }
-    return {"projects": [{"name": "main", "backends": [backend]}]}
+        backend |= real
+        team_jump = {"hostname": real_nodes.ips[0], "port": TEAM_JUMP_PORT}
+        team_backend |= real | {"proxy_jump": team_jump}
+    return {
+        "projects": [
+            {"name": "main", "backends": [backend]},
+            {"name": team.TEAM_PROJECT, "backends": [team_backend]},
+        ]
+    }
 
 
 def _write_server_config(path: Path, kubeconfig: Path, real_nodes: RealNodes | None) -> bool:
@@ -155,6 +171,7 @@ def _prepare_cluster(kubeconfig: Path, cluster_dir: Path, real_nodes: RealNodes 
     try:
         with contextlib.suppress(KubeConflict):
             k.call(k.core.create_namespace, {"metadata": {"name": NAMESPACE}})
+        team.ensure_team(k, admin_kubeconfig=kubeconfig, directory=kubeconfig.parent)
         if real_nodes is None:
             return
         data = cluster_dir / "volumes" / "data"

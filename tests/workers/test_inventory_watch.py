@@ -14,6 +14,7 @@ import secrets
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -29,7 +30,7 @@ from shared import kube
 from shared.gpu.inventory import GpuInventory, build_inventory
 from shared.inventory_store import is_foreign_pod
 from tests.polling import wait_until
-from workers.inventory_watch import ADDED, DELETED, InventoryWatcher
+from workers.inventory_watch import ADDED, DELETED, InventoryWatcher, WatchSettings
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +167,55 @@ def test_the_watcher_outlives_an_apiserver_outage_and_publishes_what_changed_dur
         assert watcher.stop(), "a watcher thread did not stop"  # before the link goes away
     assert health.alive
     assert health.restarts == 0  # handled as an API error, not a crash of a loop
+
+
+def test_a_forbidden_list_is_reported_once_and_not_asked_again_within_the_retry(
+    local_cluster: ClusterState,
+) -> None:
+    """A user with no RBAC at all: each kind's LIST is refused once, reported, and not
+    repeated for ``forbidden_retry_s`` (the old watch retried every few seconds)."""
+    nobody = kube.connect(
+        kubeconfig_data={
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {
+                        "server": local_cluster.apiserver_url,
+                        "certificate-authority": local_cluster.ca_file,
+                    },
+                }
+            ],
+            "users": [{"name": "nobody", "user": {"token": local_cluster.nobody_token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "nobody"}}],
+            "current-context": "c",
+        },
+        timeout=10.0,
+    )
+    refused: list[str] = []
+    watcher = InventoryWatcher(
+        nobody,
+        publish=Published(),
+        settings=WatchSettings(forbidden_retry_s=60.0, backoff_max_s=0.2),
+        on_forbidden=refused.append,
+    )
+    watcher.start()
+    try:
+        wait_until(lambda: len(refused) >= 2, timeout=WAIT_S, what="both kinds refused")
+        assert sorted(refused) == ["nodes", "pods"]
+        # Five times the backoff ceiling: the old loop would have asked again and again.
+        deadline = time.monotonic() + 1.0
+        wait_until(
+            lambda: len(refused) > 2 or time.monotonic() > deadline,
+            timeout=WAIT_S,
+            what="a second past the first refusals",
+        )
+        assert sorted(refused) == ["nodes", "pods"]
+        health = watcher.health()
+        assert not health.synced and health.lists == {}
+        assert health.last_error is not None and "forbidden" in health.last_error
+    finally:
+        assert watcher.stop(timeout=10)
+        nobody.close()
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
