@@ -40,6 +40,8 @@ class JobPublic(BaseModel):
     pod_name: str | None
     pod_ip: str | None
     exit_code: int | None
+    ready: bool | None = None
+    """A service replica's readiness probe passes (None: not probed, ready while running)."""
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -53,6 +55,7 @@ class JobPublic(BaseModel):
             pod_name=job.pod_name,
             pod_ip=job.pod_ip,
             exit_code=job.exit_code,
+            ready=job.ready,
         )
 
 

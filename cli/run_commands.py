@@ -200,6 +200,11 @@ def ps(
 
 def _status_cell(run: dict[str, Any]) -> str:
     idle = run.get("idle_stop_in_s")
+    if run["type"] == "service" and run["status"] == "running":
+        # A replica gets requests only once ready (its probe passes; no probe: running).
+        running = [j for j in run["jobs"] if j["status"] == "running"]
+        ready = sum(j.get("ready") is not False for j in running)
+        return f"running, {ready}/{len(running)} ready"
     if idle is None:
         return str(run["status"])
     return f"{run['status']}, idle stop in {_duration(idle)}"

@@ -81,6 +81,9 @@ class Job(Stored):
     pod_name: str | None = None
     pod_ip: str | None = None
     exit_code: int | None = None
+    ready: bool | None = None
+    """For a running service replica with ``probes``: whether its readiness probe passes,
+    so the proxy may send it requests. None: not probed (ready while running)."""
     attempt: int = 1
     """Which pod of the job this is: 1, then one more each time the job goes back to the
     queue (a ``retry``, a pod lost before it started). Its pod carries it as a label, so

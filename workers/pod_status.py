@@ -35,6 +35,9 @@ class PodVerdict:
     reason: str = ""
     pod_ip: str | None = None
     exit_code: int | None = None
+    ready: bool | None = None
+    """For a running pod whose container has a readiness probe (a service's ``probes``):
+    whether it passes now; None when nothing is probed (ready while running)."""
     retry_event: str | None = None
     """For a failure, the ``retry.on_events`` kind it is: ``error`` (non-zero exit) or
     ``interruption`` (pod gone, evicted, node lost); None when retrying cannot help."""
@@ -55,7 +58,7 @@ def judge_pod(pod: Any, *, job: Job, stop_requested: bool, now: float) -> PodVer
     status = pod.status
     phase = status.phase if status else None
     if phase == "Running":
-        return PodVerdict(RunStatus.RUNNING, "", pod_ip=status.pod_ip)
+        return PodVerdict(RunStatus.RUNNING, "", pod_ip=status.pod_ip, ready=_ready(pod))
     if phase == "Succeeded":
         return PodVerdict(RunStatus.DONE, "", pod_ip=status.pod_ip, exit_code=0)
     if phase == "Failed":
@@ -109,6 +112,16 @@ def _pending(pod: Any, now: float) -> PodVerdict | None:
                     RunStatus.PENDING, f"unschedulable: {cond.message or 'no node fits'}"
                 )
     return None
+
+
+def _ready(pod: Any) -> bool | None:
+    """The pod's Ready condition, when its main container is probed; else None."""
+    containers = pod.spec.containers if pod.spec else []
+    probed = any(c.name == "main" and c.readiness_probe is not None for c in containers or [])
+    if not probed:
+        return None
+    conditions = pod.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def _terminated(pod: Any) -> Any:

@@ -30,7 +30,7 @@ from shared.ssh import (
     new_host_key,
     public_key_text,
 )
-from workers import code_volume
+from workers import code_volume, service_probe
 
 SSH_PORT = RUN_SSH_PORT
 SECRET_MOUNT = "/berth/secret"
@@ -158,6 +158,9 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         "ports": _ports(conf),
         "volumeMounts": [{"name": "shm", "mountPath": SHM_MOUNT}],
     }
+    probe = service_probe.readiness_probe(conf)
+    if probe is not None:
+        container["readinessProbe"] = probe
     working_dir = code_volume.working_dir(conf)
     if working_dir:
         container["workingDir"] = working_dir

@@ -191,7 +191,12 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
 def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
     for _ in range(_CAS_ATTEMPTS):
         job = ctx.store.get_job(job_id)
-        if job.status == verdict.status and job.pod_ip == (verdict.pod_ip or job.pod_ip):
+        ready = verdict.ready if verdict.status == RunStatus.RUNNING else None
+        if (
+            job.status == verdict.status
+            and job.pod_ip == (verdict.pod_ip or job.pod_ip)
+            and job.ready == ready
+        ):
             return
         if job.status in (RunStatus.SUBMITTED, RunStatus.PENDING):
             return  # requeued since the pod was read: the verdict is about an old pod
@@ -208,6 +213,8 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
         job.reason = job.reason if keep else verdict.reason
         job.pod_ip = verdict.pod_ip or job.pod_ip
         job.exit_code = verdict.exit_code if verdict.exit_code is not None else job.exit_code
+        readiness = _readiness_event(job, ready) if not changed else None
+        job.ready = ready
         if verdict.status == RunStatus.PENDING:
             job.placement = None  # back to the queue: the scheduler places it afresh
             job.pod_name = None
@@ -220,7 +227,7 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
             event = Event(
                 at=time.time(), kind="status", status=job.status, job=job.job_num, message=msg
             )
-        if ctx.store.save_job(job, event):
+        if ctx.store.save_job(job, event or readiness):
             if changed:
                 with logs.context(run=job.run_id, job=job.id):
                     log.info(
@@ -232,6 +239,14 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
                 tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
                 tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)
             return
+
+
+def _readiness_event(job: Job, ready: bool | None) -> Event | None:
+    """An event when a running replica's probe starts or stops passing."""
+    if ready is None or ready == job.ready:
+        return None
+    word = "ready" if ready else "not ready (its probe fails)"
+    return Event(at=time.time(), kind="info", job=job.job_num, message=f"job {job.job_num} {word}")
 
 
 def _follow_node_order(ctx: WorkerContext, job_id: str, status: RunStatus) -> None:

@@ -22,9 +22,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import error_response
+from api.services import service_requests
 from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
 from shared import ssh
+from shared.configuration.fields import RateLimit
 from shared.errors import AuthError, NotFoundError, TemporaryError
 from shared.records import Run, RunStatus, User
 from shared.ssh import JumpHostRecord
@@ -70,7 +72,26 @@ async def proxy_service(
         authorization=request.headers.get("authorization"),
     )
     await tunnels.retire(target.run_id, target.replicas)
-    return await forward(request, tunnels, target, path=path)
+    if target.rate_limits or target.counted:
+        refusal = await run_in_threadpool(
+            service_requests.admit,
+            tunnels.store,
+            run_id=target.run_id,
+            limits=target.rate_limits,
+            counted=target.counted,
+            path=f"/{path}",
+            client_ip=request.client.host if request.client else "",
+            headers=request.headers,
+        )
+        if refusal is not None:
+            answer = error_response(
+                429, "rate_limited", f"over the service's rate limit for {refusal.prefix}"
+            )
+            answer.headers["Retry-After"] = str(refusal.retry_after_s)
+            return answer
+    # dstack's strip_prefix: false sends the service the path the client asked for.
+    sent = path if target.strip_prefix else f"{target.prefix.lstrip('/')}/{path}"
+    return await forward(request, tunnels, target, path=sent)
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,10 @@ class ServiceTarget:
     replicas: list[Replica]
     jump: JumpHostRecord
     auth: bool
+    strip_prefix: bool = True
+    rate_limits: tuple[RateLimit, ...] = ()
+    counted: bool = False
+    """Requests are counted for ``scaling`` (``shared.service_traffic``)."""
 
 
 def resolve_service(
@@ -106,13 +131,16 @@ def resolve_service(
     if not is_service:
         raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
     port = int(record.configuration["port"])
+    running = [j for j in store.jobs_of(record) if j.status == RunStatus.RUNNING and j.pod_ip]
+    # A replica whose probe fails (or has not passed yet) gets no request: dstack's probes.
     replicas = [
         Replica(job_id=j.id, pod_ip=j.pod_ip, port=port)
-        for j in store.jobs_of(record)
-        if j.status == RunStatus.RUNNING and j.pod_ip
+        for j in running
+        if j.pod_ip and j.ready is not False
     ]
     if not replicas:
-        raise TemporaryError(f"service {run!r} has no running replica ({record.status})", delay=5)
+        state = f"{len(running)} running, none ready" if running else str(record.status)
+        raise TemporaryError(f"service {run!r} has no ready replica ({state})", delay=5)
     jump = ssh.jump_host_of(store, project)
     if jump is None:
         raise TemporaryError(
@@ -124,6 +152,9 @@ def resolve_service(
         replicas=replicas,
         jump=jump,
         auth=not public,
+        strip_prefix=bool(record.configuration.get("strip_prefix", True)),
+        rate_limits=service_requests.rate_limits_of(record.configuration),
+        counted=record.configuration.get("scaling") is not None,
     )
 
 

@@ -341,6 +341,33 @@ class Scaling(BerthModel):
     scale_down_delay: Duration = 600
 
 
+class IpAddressKey(BerthModel):
+    """Rate-limit each client IP address on its own (dstack's default key)."""
+
+    type: Literal["ip_address"] = "ip_address"
+
+
+class HeaderKey(BerthModel):
+    """Rate-limit each value of a request header on its own (e.g. ``Authorization``)."""
+
+    type: Literal["header"]
+    header: str = Field(pattern=r"^[a-zA-Z0-9-_]+$", max_length=500)
+
+
+class RateLimit(BerthModel):
+    """At most ``rps`` requests per second under ``prefix`` per key, ``burst`` more ahead.
+
+    dstack's meaning (nginx's ``limit_req burst=N nodelay``): a request over the
+    rate is answered 429 unless the burst allowance has room; the allowance refills
+    at ``rps``. A request matching several prefixes counts under the longest.
+    """
+
+    prefix: str = Field("/", pattern=r"^/[^\s\\{}]*$", max_length=4094)
+    key: Annotated[IpAddressKey | HeaderKey, Field(discriminator="type")] = IpAddressKey()
+    rps: float = Field(ge=1 / 60)
+    burst: int = Field(0, ge=0)
+
+
 class ServiceModel(BerthModel):
     """The model a service exposes through an OpenAI-compatible API."""
 

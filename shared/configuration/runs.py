@@ -21,6 +21,7 @@ from shared.configuration.fields import (
     PortMappingField,
     Probe,
     Python,
+    RateLimit,
     RegistryAuth,
     ResourceName,
     Retry,
@@ -197,12 +198,7 @@ class DevEnvironmentConfiguration(_RunConfigurationBase):
 class ServiceConfiguration(_RunConfigurationBase):
     """A long-running HTTP server behind Berth's proxy, with one or more replicas."""
 
-    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {
-        "groups",
-        "https",
-        "rate_limits",
-        "strip_prefix",
-    }
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"groups", "https"}
 
     type: Literal["service"] = "service"
     entrypoint: str | None = Field(None, min_length=1)
@@ -217,7 +213,14 @@ class ServiceConfiguration(_RunConfigurationBase):
     model: ServiceModelField = None
     auth: bool = True
     probes: list[Probe] | None = None
-    """``None`` lets Berth choose (a model service gets a chat probe); ``[]`` means none."""
+    """The replica's readiness probe (its container's ``readinessProbe``): the proxy
+    sends a replica requests only while it passes. At most one: Kubernetes runs one
+    readiness probe per container. ``None`` and ``[]``: ready once running (dstack's
+    default chat probe for a ``model`` POSTs a body, which Kubernetes probes cannot)."""
+    strip_prefix: bool = True
+    """Forward ``/proxy/services/<project>/<run>/x`` as ``/x`` (true) or whole (false)."""
+    rate_limits: list[RateLimit] = Field(default_factory=list)
+    """Per-prefix request rates the proxy enforces (429 beyond them)."""
     gateway: Literal[False] | None = None
     """Only ``false`` (serve through the server's own proxy, which is all Berth has)."""
 
@@ -227,6 +230,25 @@ class ServiceConfiguration(_RunConfigurationBase):
         # dstack: true asks for the default gateway, a string names one; Berth has none.
         if value is True or isinstance(value, str):
             raise not_supported(value=str(value).lower() if value is True else value)
+        return value
+
+    @field_validator("probes")
+    @classmethod
+    def _one_probe(cls, value: list[Probe] | None) -> list[Probe] | None:
+        if value is not None and len(value) > 1:
+            raise ValueError(
+                f"give at most one probe, got {len(value)}: Kubernetes runs one readiness"
+                " probe per container"
+            )
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _distinct_prefixes(cls, value: list[RateLimit]) -> list[RateLimit]:
+        prefixes = [limit.prefix for limit in value]
+        twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
+        if twice:
+            raise ValueError(f"each prefix may have one limit; given twice: {', '.join(twice)}")
         return value
 
     @field_validator("replicas", mode="before")

@@ -565,8 +565,6 @@ def test_a_dstack_run_field_berth_does_not_honour_is_refused_by_name(kind: str, 
         ("task", "groups"),
         ("dev-environment", "version"),
         ("service", "https"),
-        ("service", "rate_limits"),
-        ("service", "strip_prefix"),
         ("service", "groups"),
     ],
 )

@@ -1,6 +1,7 @@
 """The service the proxy tests reach: a small HTTP/1.1 server on a pod's loopback IP.
 
-``GET /who`` names the replica; ``POST /echo`` returns the body it got;
+``GET /who`` names the replica; ``GET .../path`` returns the path it was sent
+(``strip_prefix``); ``POST /echo`` returns the body it got;
 ``GET /stream`` sends one chunk at once and the next only after the gate
 file exists, so a test can tell a streamed response from a buffered one.
 
@@ -37,6 +38,8 @@ def main() -> None:
                 self._send(200, args.name.encode())
             elif self.path == "/stream":
                 self._stream()
+            elif self.path.endswith("/path"):
+                self._send(200, self.path.encode())  # what the proxy sent on (strip_prefix)
             else:
                 self._send(404, b"not here\n")
 
