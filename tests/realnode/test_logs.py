@@ -265,3 +265,36 @@ def _node_ready(k: kube.Kube, node: str) -> bool:
         return False
     conditions = obj.status.conditions or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def test_binary_output_and_a_10_mib_line_without_a_newline_are_kept_and_served_safely(
+    real_stack: Stack, tmp_path: Path
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: garbage
+        commands:
+          - head -c 4096 /dev/urandom; echo
+          - head -c 10485760 /dev/zero | tr '\\0' a; echo
+          - echo after the long line
+        {SMALL}
+        """,
+    )
+    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+
+    def served() -> bytes | None:
+        result = subprocess.run(
+            [BERTH, "logs", name], env=real_stack.env, capture_output=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout if result.stdout.endswith(b"after the long line\n") else None
+
+    out = wait_until(served, timeout=60, what="the output after the long line")
+    # The 10 MiB line is cut at logs.max_line_bytes (1 MiB) and says so; the rest is kept.
+    assert b"[berth] line cut at 1048576 bytes\n" in out
+    assert len(out) < 2 * 1024 * 1024
+    assert out.count(b"a" * 1000) >= 1000

@@ -1,0 +1,149 @@
+"""The log collector against a real apiserver, KWOK's kubelet endpoint and a Redis it can lose.
+
+A job pod on a KWOK node prints what the test appends to its log file
+(cli/local/pod_logs.py). The collector runs in this process (its own leader
+loop), with a Redis server of the test's own, so the test can kill that Redis
+while the job prints: the job goes on, and once Redis is back (from its AOF) the
+collector catches up from its stored cursor, every line once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+from cli.local import cluster, pod_logs
+from cli.local.processes import ProcessRecord, free_port, is_running, start_process
+from shared import kube
+from shared.errors import StoreError
+from shared.runlogs.lines import strip_timestamp
+from shared.runlogs.store import LogStore
+from shared.settings import LogSettings, RedisSettings, Settings
+from shared.store import Store
+from tests.polling import wait_until
+from workers.collector.process import run_log_collector
+
+pytestmark = pytest.mark.integration
+
+JOB_ID = "job-collected"
+POD = "berth-main-collected-0-0"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, list[ProcessRecord]]]:
+    port = free_port()
+    argv = cluster.redis_argv(port, tmp_path / "redis")
+    records = [start_process("redis", argv, log_dir=tmp_path)]
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: _pings(url), timeout=30, what="the test's Redis")
+    try:
+        yield url, records
+    finally:
+        for record in records:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGKILL)
+
+
+def _pings(url: str) -> bool:
+    client: redis.Redis[bytes] = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def job_pod(kube_admin: kube.Kube, namespace: str, local_cluster: cluster.ClusterState) -> Path:
+    """A running Berth job pod on a KWOK node, and the file its logs come from."""
+    path = pod_logs.set_pod_logs(
+        kube_admin, Path(local_cluster.directory), namespace=namespace, pod=POD
+    )
+    labels = kube.berth_labels("main", "collected", JOB_ID) | {kube.LABEL_ATTEMPT: "1"}
+    body = {
+        "metadata": {"name": POD, "labels": labels},
+        "spec": {
+            "containers": [{"name": "main", "image": "busybox"}],
+            "tolerations": [{"operator": "Exists"}],
+        },
+    }
+    kube_admin.call(kube_admin.core.create_namespaced_pod, namespace, body)
+    return path
+
+
+def _settings(tmp_path: Path, url: str, kubeconfig: str, namespace: str) -> Settings:
+    config = tmp_path / "server.yml"
+    backend = {"type": "kubernetes", "kubeconfig": {"filename": kubeconfig}, "namespace": namespace}
+    config.write_text(yaml.safe_dump({"projects": [{"name": "main", "backends": [backend]}]}))
+    return Settings(
+        home=tmp_path,
+        server_config=config,
+        redis=RedisSettings(url=url, key_prefix="collector", socket_timeout_s=2),
+        logs=LogSettings(resume_margin_s=5),
+    )
+
+
+def test_lines_printed_while_redis_is_down_are_stored_once_when_it_returns(
+    tmp_path: Path,
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    local_cluster: cluster.ClusterState,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.collector")
+    url, records = own_redis
+    settings = _settings(tmp_path, url, local_cluster.kubeconfig, namespace)
+    stop = threading.Event()
+    collector = threading.Thread(target=run_log_collector, args=(settings,), kwargs={"stop": stop})
+    collector.start()
+    store = Store.connect(url, prefix="collector", timeout_s=2)
+    logs = LogStore(store, cap_bytes=1 << 30)
+    try:
+        pod_logs.write_log_lines(job_pod, [f"before {i}" for i in range(100)])
+        wait_until(lambda: _stored(logs) >= 100, timeout=60, what="lines before the outage")
+
+        os.kill(records[0].pid, signal.SIGKILL)
+        wait_until(lambda: not is_running(records[0]), timeout=10, what="Redis killed")
+        pod_logs.write_log_lines(job_pod, [f"during {i}" for i in range(100)])
+        # The collector read them and failed to store them: it drops what it holds.
+        wait_until(
+            lambda: "log store unreachable" in caplog.text,
+            timeout=30,
+            what="the collector meeting the outage",
+        )
+        records.append(start_process("redis", records[0].argv, log_dir=tmp_path))
+        wait_until(lambda: _pings(url), timeout=30, what="Redis back")
+        pod_logs.write_log_lines(job_pod, [f"after {i}" for i in range(100)])
+
+        expected = [f"{phase} {i}" for phase in ("before", "during", "after") for i in range(100)]
+        assert wait_until(lambda: _lines_if(logs, 300), timeout=90, what="every line") == expected
+    finally:
+        stop.set()
+        collector.join(30)
+        store.close()
+    assert not collector.is_alive()
+
+
+def _stored(logs: LogStore) -> int:
+    try:
+        return logs.meta(JOB_ID, 1).lines
+    except StoreError:  # Redis is down mid-test: nothing to count yet
+        return 0
+
+
+def _lines_if(logs: LogStore, count: int) -> list[str] | None:
+    if _stored(logs) < count:
+        return None
+    data = b"".join(e.data for e in logs.entries(JOB_ID, 1, after="-", count=10_000))
+    return [strip_timestamp(line).decode().rstrip("\n") for line in data.splitlines(True)]
