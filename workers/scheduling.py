@@ -223,7 +223,16 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             if now - cleaning.get(run.id, 0.0) < _CLEANUP_GRACE_S:
                 continue  # a requeue is still deleting its old pods
             entry = _queued(
-                ctx, cache, inventory, run, view.jobs[run.id], now, volume_nodes, selecting, fit
+                ctx,
+                cache,
+                inventory,
+                run,
+                view.jobs[run.id],
+                now,
+                volume_nodes,
+                selecting,
+                fit,
+                namespace_only=namespace_only,
             )
             if namespace_only and isinstance(entry, QueuedRun) and cache.facts(run).fleets:
                 entry = Fail(run.id, run.project, _NO_FLEETS)
@@ -370,6 +379,8 @@ def _queued(
     volume_nodes: Mapping[tuple[str, str], frozenset[str]],
     selecting: Mapping[str, bool],
     fit: cluster_fit.PassFit,
+    *,
+    namespace_only: bool = False,
 ) -> QueuedRun | Fail | Wait | None:
     facts = cache.facts(run)
     if facts.error:
@@ -382,7 +393,10 @@ def _queued(
     stamp = (run.version, *(j.version for j in jobs))
     # Fleets, volumes and the node selector depend on more than the run's own
     # records (other runs' placements, claims, node labels): decided afresh.
-    narrows = selecting[run.project] or bool(mounted_volumes(run.configuration))
+    # Namespace-only: no node to narrow to; the kube-scheduler follows claims and selectors.
+    narrows = not namespace_only and (
+        selecting[run.project] or bool(mounted_volumes(run.configuration))
+    )
     if not facts.fleets and not narrows:
         known = cache.derived(run.id, stamp)
         if isinstance(known, QueuedRun):

@@ -23,7 +23,7 @@ from cli.local.team import SERVICE_ACCOUNT, ensure_team
 from shared import kube
 from tests.polling import wait_until
 from tests.realnode.conftest import real_backend, real_env
-from tests.realnode.world import SMALL, START_S, apply, apply_and_follow, run, running, stop
+from tests.realnode.world import SMALL, START_S, apply, run, running, stop, wait_status
 from tests.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
@@ -80,21 +80,22 @@ def test_berth_runs_the_backend_in_namespace_only_mode(team_stack: Stack) -> Non
 def test_a_task_asking_for_an_l4_runs_on_a_real_node_the_kube_scheduler_chose(
     team_stack: Stack, real_cluster: ClusterState, tmp_path: Path
 ) -> None:
-    result = apply_and_follow(
+    """The exit code proves where it ran: a GPU from the real node's device plugin, and
+    its own pod's hostname (output goes through the log collector, tested elsewhere)."""
+    name = apply(
         team_stack,
         tmp_path,
         f"""
         type: task
         name: ns-hello
         commands:
-          - echo "namespace-only on $(hostname) gpus=$NVIDIA_VISIBLE_DEVICES"
+          - case "$NVIDIA_VISIBLE_DEVICES" in GPU-berth-real-*) ;; *) exit 7;; esac
+          - test "$(hostname)" = berth-main-ns-hello-0-0 || exit 8
         {SMALL.replace("gpu: 1", "gpu: L4:1")}
         """,
     )
-    assert result.returncode == 0, result.stdout + result.stderr + team_stack.logs()
-    assert "namespace-only on berth-main-ns-hello-0-0 gpus=GPU-berth-real-" in result.stdout
-    done = run(team_stack, "ns-hello")
-    assert done["status"] == "done"
+    done = wait_status(team_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", (done, team_stack.logs())
     assert real_cluster.real_nodes is not None
     [job] = done["jobs"]
     assert job["node"] in real_cluster.real_nodes.names
@@ -125,3 +126,44 @@ def test_a_two_node_task_runs_on_both_real_nodes(
         timeout=START_S,
         what=f"{name} stopped",
     )
+
+
+def test_a_service_and_a_dev_environment_run_on_real_nodes(
+    team_stack: Stack, real_cluster: ClusterState, tmp_path: Path
+) -> None:
+    """Both reach ``running`` with pod IPs on the real nodes, one GPU each (the quota's two)."""
+    assert real_cluster.real_nodes is not None
+    web = apply(
+        team_stack,
+        tmp_path,
+        f"""
+        type: service
+        name: ns-web
+        port: 8000
+        auth: false
+        commands:
+          - python3 -m http.server 8000
+        {SMALL}
+        """,
+    )
+    ide = apply(
+        team_stack,
+        tmp_path,
+        f"""
+        type: dev-environment
+        name: ns-ide
+        ide: vscode
+        {SMALL}
+        """,
+    )
+    for name in (web, ide):
+        live = running(team_stack, name)
+        [job] = live["jobs"]
+        assert job["node"] in real_cluster.real_nodes.names, live
+    for name in (web, ide):
+        stop(team_stack, name)
+        wait_until(
+            lambda name=name: run(team_stack, name)["status"] in ("terminated", "failed", "done"),
+            timeout=START_S,
+            what=f"{name} stopped",
+        )
