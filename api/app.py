@@ -14,6 +14,7 @@ from api.routes import (
     code,
     fleets,
     health,
+    models,
     nodes,
     offers,
     proxy,
@@ -94,4 +95,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(users.router, responses=ERROR_RESPONSES)
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)
+    app.include_router(models.router)
     return app

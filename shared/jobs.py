@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from shared.lifecycle import can_move, run_status_from_jobs
-from shared.records import Event, Job, Run
+from shared.records import Event, Job, Run, RunStatus
 from shared.store import Store
 
 _CAS_ATTEMPTS = 20  # concurrent job updates of one run settle well within this
@@ -41,8 +41,12 @@ def refresh_run(store: Store, run_id: str) -> Run:
     """
     run = store.get_run(run_id)
     for _ in range(_CAS_ATTEMPTS):
-        jobs = store.jobs_of(run)
-        status = run_status_from_jobs((j.status for j in jobs), stop_requested=run.stop_requested)
+        # Replicas a service scaled down are gone by design: they say nothing of the run.
+        jobs = [j for j in store.jobs_of(run) if not j.retired]
+        if not jobs and not run.stop_requested:
+            return run  # a service scaled to zero replicas is still up, waiting for requests
+        states = [j.status for j in jobs] or [RunStatus.TERMINATED]
+        status = run_status_from_jobs(states, stop_requested=run.stop_requested)
         if status == run.status or not can_move(run.status, status):
             return run
         reason = next((j.reason for j in jobs if j.status == status and j.reason), "")
@@ -53,6 +57,18 @@ def refresh_run(store: Store, run_id: str) -> Run:
             return run
         run = store.get_run(run_id)
     return run
+
+
+def replica_job(run: Run, replica_num: int) -> Job:
+    """One more replica of a service (``scaling``), queued like a new run's job."""
+    return Job(
+        id=uuid.uuid4().hex,
+        run_id=run.id,
+        project=run.project,
+        run_name=run.name,
+        replica_num=replica_num,
+        submitted_at=time.time(),
+    )
 
 
 def _replicas(conf: Any) -> int:

@@ -84,6 +84,9 @@ class Job(Stored):
     ready: bool | None = None
     """For a running service replica with ``probes``: whether its readiness probe passes,
     so the proxy may send it requests. None: not probed (ready while running)."""
+    retired: bool = False
+    """A service replica taken out by ``scaling``: it is stopped and no longer counts
+    toward its run's status (``shared.jobs.refresh_run``), nor is it retried."""
     attempt: int = 1
     """Which pod of the job this is: 1, then one more each time the job goes back to the
     queue (a ``retry``, a pod lost before it started). Its pod carries it as a label, so
@@ -114,6 +117,8 @@ class Run(Stored):
     """The Pod Security level decided at submission (``shared.pod_security``): its pods
     are built for it and ``berth attach`` logs in as its user. Runs recorded before the
     field existed read as ``privileged``, as they were built."""
+    scaled_at: float | None = None
+    """When ``scaling`` last changed the service's replica count (``workers.service_scaling``)."""
     code: str | None = None
     """sha256 of the run's code archive (``repos``, ``files``), kept by :mod:`shared.code`."""
 

@@ -333,6 +333,40 @@ class Store:
         """Compare-and-set for a job; its event goes to its run's log."""
         return self._save(self.key("job", job.id), job, job.run_id, event)
 
+    def add_jobs(self, run: Run, jobs: list[Job], event: Event | None = None) -> bool:
+        """Compare-and-set ``run`` (its ``job_ids`` already naming ``jobs``) and create ``jobs``.
+
+        One transaction: the jobs exist exactly when the run lists them (a service
+        scaling up). False, with nothing written, when the run changed meanwhile.
+        """
+        key = self.key("run", run.id)
+        with _wrapped(), self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                if self.r.hget(key, "v") != str(run.version).encode():  # watched from here
+                    return False
+                saved = run.model_copy(
+                    update={"version": run.version + 1, "updated_at": time.time()}
+                )
+                pipe.multi()
+                pipe.hset(key, mapping={"v": saved.version, "d": saved.model_dump_json()})
+                for job in jobs:
+                    pipe.hset(
+                        self.key("job", job.id),
+                        mapping={"v": job.version, "d": job.model_dump_json()},
+                    )
+                if event is not None:
+                    pipe.xadd(
+                        self.key("events", run.id),
+                        {"e": event.model_dump_json()},
+                        maxlen=_EVENTS_MAX,
+                    )
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        run.version, run.updated_at = saved.version, saved.updated_at
+        return True
+
     def delete_run(self, run: Run) -> None:
         with _wrapped():
             pipe = self.r.pipeline(transaction=True)

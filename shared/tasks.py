@@ -23,12 +23,14 @@ REAP_ORPHANS = "berth.teardown.reap_orphans"
 CHECK_ACTIVITY = "berth.teardown.check_activity"
 EXPIRE_RUNS = "berth.teardown.expire_runs"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
+SCALE_SERVICES = "berth.scheduling.scale_services"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
     SCHEDULE_RUN: "scheduling",
     SWEEP: "scheduling",
     START_SCHEDULED_RUNS: "scheduling",
+    SCALE_SERVICES: "scheduling",
     PROVISION_JOB: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",

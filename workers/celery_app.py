@@ -24,6 +24,7 @@ from shared.tasks import (
     EXPIRE_RUNS,
     QUEUE_OF,
     REAP_ORPHANS,
+    SCALE_SERVICES,
     START_SCHEDULED_RUNS,
     SWEEP,
     create_celery,
@@ -41,6 +42,9 @@ REAP_EVERY_S = 30.0
 EXPIRE_EVERY_S = 600.0
 # Cron times are whole minutes: a start is at most this late, and a look costs one read.
 SCHEDULES_EVERY_S = 10.0
+# Services' replica counts follow their traffic: scaling delays are minutes by default,
+# and a tick reads one counter per second of each scaled service's window.
+SCALING_EVERY_S = 5.0
 
 _settings = load_settings()
 app: Celery = create_celery(_settings)
@@ -53,6 +57,11 @@ app.conf.beat_schedule = {
         "task": START_SCHEDULED_RUNS,
         "schedule": SCHEDULES_EVERY_S,
         "options": {"queue": QUEUE_OF[START_SCHEDULED_RUNS]},
+    },
+    "scale-services": {
+        "task": SCALE_SERVICES,
+        "schedule": SCALING_EVERY_S,
+        "options": {"queue": QUEUE_OF[SCALE_SERVICES]},
     },
     "reap-orphans": {
         "task": REAP_ORPHANS,

@@ -174,6 +174,9 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
     if job.reason == node_order.MASTER_DONE_REASON and verdict.status.is_finished:
         # Stopped because its master finished: however its pod ended, it is done.
         verdict = PodVerdict(RunStatus.DONE, node_order.MASTER_DONE_REASON, pod_ip=verdict.pod_ip)
+    if job.retired and verdict.status.is_finished:
+        # Scaled down: however its pod ended (SIGTERM's exit code), it was stopped on purpose.
+        verdict = PodVerdict(RunStatus.TERMINATED, job.reason, pod_ip=verdict.pod_ip)
     if verdict.retry_event and not run.stop_requested:
         event, reason = verdict.retry_event, verdict.reason
         if requeue.retry_failed_job(ctx, job, event=event, reason=reason):

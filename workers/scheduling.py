@@ -218,7 +218,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         # With volumes about, the queue's head must get an unused claim first (PassFit).
         in_order = sorted(members, key=_queue_order) if volume_nodes else members
         for run in in_order:
-            if run.status not in QUEUED or run.stop_requested:
+            if not _wants_placement(run, view.jobs[run.id]):
                 continue
             if now - cleaning.get(run.id, 0.0) < _CLEANUP_GRACE_S:
                 continue  # a requeue is still deleting its old pods
@@ -365,6 +365,15 @@ def _namespace_rooms(
     return rooms
 
 
+def _wants_placement(run: Run, jobs: list[Job]) -> bool:
+    """A queued run, or a running service with replicas ``scaling`` added."""
+    if run.stop_requested:
+        return False
+    if run.status in QUEUED:
+        return True
+    return run.status == RunStatus.RUNNING and any(j.status in QUEUED for j in jobs)
+
+
 def _queue_order(run: Run) -> tuple[int, float, str]:
     return (-run.priority, run.submitted_at, run.id)  # as shared.queueing.order
 
@@ -385,7 +394,8 @@ def _queued(
     facts = cache.facts(run)
     if facts.error:
         return Fail(run.id, run.project, facts.error)
-    if NO_CAPACITY in facts.limits.retry_on:
+    # A running service's added replica waits for room: failing would stop the service.
+    if NO_CAPACITY in facts.limits.retry_on and run.status in QUEUED:
         too_long = waited_too_long(facts.limits, submitted_at=run.submitted_at, now=now)
         if too_long:
             return Fail(run.id, run.project, too_long)

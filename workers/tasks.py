@@ -14,6 +14,7 @@ from workers import (
     retention,
     schedules,
     scheduling,
+    service_scaling,
     sweeps,
     teardown,
 )
@@ -70,6 +71,11 @@ def sweep() -> None:
 @berth_task(names.START_SCHEDULED_RUNS)
 def start_scheduled_runs() -> None:
     schedules.start_due_runs(context())
+
+
+@berth_task(names.SCALE_SERVICES)
+def scale_services() -> None:
+    service_scaling.scale_services(context())
 
 
 @berth_task(names.REAP_ORPHANS)

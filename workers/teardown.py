@@ -32,7 +32,9 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
         job = store.get_job(job_id)
         if job.status.is_finished:
             break
-        target = RunStatus.TERMINATED if run.stop_requested else RunStatus.FAILED
+        # A replica scaling retired was stopped on purpose: terminated, never failed.
+        stopped = run.stop_requested or job.retired
+        target = RunStatus.TERMINATED if stopped else RunStatus.FAILED
         if job.reason == node_order.MASTER_DONE_REASON and not run.stop_requested:
             target = RunStatus.DONE  # stop_criteria master-done: the task succeeded
         if not can_move(job.status, target):

@@ -12,6 +12,7 @@ project member; that token is not passed on to the service.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -25,7 +26,7 @@ from api.errors import error_response
 from api.services import service_requests
 from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
-from shared import ssh
+from shared import service_traffic, ssh
 from shared.configuration.fields import RateLimit
 from shared.errors import AuthError, NotFoundError, TemporaryError
 from shared.records import Run, RunStatus, User
@@ -71,6 +72,13 @@ async def proxy_service(
         run=run,
         authorization=request.headers.get("authorization"),
     )
+    return await serve(request, tunnels, target, path=path)
+
+
+async def serve(
+    request: Request, tunnels: TunnelPool, target: ServiceTarget, *, path: str
+) -> Response:
+    """The service's rate limits and request count, then ``path`` forwarded to a replica."""
     await tunnels.retire(target.run_id, target.replicas)
     if target.rate_limits or target.counted:
         refusal = await run_in_threadpool(
@@ -139,6 +147,9 @@ def resolve_service(
         if j.pod_ip and j.ready is not False
     ]
     if not replicas:
+        if record.configuration.get("scaling") is not None:
+            # Counted although refused: a service scaled to zero scales up on this request.
+            service_traffic.count_request(store, record.id, now=time.time())
         state = f"{len(running)} running, none ready" if running else str(record.status)
         raise TemporaryError(f"service {run!r} has no ready replica ({state})", delay=5)
     jump = ssh.jump_host_of(store, project)

@@ -332,13 +332,23 @@ class Probe(BerthModel):
 
 
 class Scaling(BerthModel):
-    """Replica auto-scaling on requests per second; delays are dstack's defaults."""
+    """Replica auto-scaling on requests per second; delays are dstack's defaults.
+
+    ``window`` is the span the average is taken over (dstack's default: 60 s)."""
 
     metric: Literal["rps"]
     target: float = Field(gt=0)
     window: Duration | None = None
     scale_up_delay: Duration = 300
     scale_down_delay: Duration = 600
+
+    @field_validator("window")
+    @classmethod
+    def _window_berth_keeps(cls, value: int | None) -> int | None:
+        # Request counters live 11 minutes (shared.service_traffic); dstack's longest is 10.
+        if value is not None and not 1 <= value <= 600:
+            raise ValueError(f"expected a window from 1s to 10m, got {value}s")
+        return value
 
 
 class IpAddressKey(BerthModel):

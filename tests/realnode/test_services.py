@@ -1,4 +1,5 @@
-"""Services on real pods: probes decide which replicas the proxy sends requests to."""
+"""Services on real pods: probes decide which replicas the proxy sends requests to, and
+``scaling`` follows the requests the proxy sees."""
 
 from __future__ import annotations
 
@@ -64,6 +65,55 @@ def test_a_probed_replica_gets_requests_only_while_its_probe_passes(
             lambda: _get(url)[0] == 503, timeout=START_S, what="the replica out once it fails"
         )
         assert run(real_stack, name)["jobs"][0]["ready"] is False
+    finally:
+        stop(real_stack, name)
+
+
+def test_a_scaled_service_grows_to_two_replicas_under_load_and_back_to_one(
+    real_stack: Stack, tmp_path: Path
+) -> None:
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: service
+        name: scaled
+        port: 8000
+        auth: false
+        replicas: 1..2
+        scaling: {{metric: rps, target: 1, window: 10s, scale_up_delay: 0s, scale_down_delay: 5s}}
+        commands:
+          - mkdir -p /srv && echo "replica $DSTACK_REPLICA_NUM" > /srv/index.html
+          - python3 -m http.server 8000 -d /srv
+        {SMALL}
+        """,
+    )
+    url = f"{real_stack.url}/proxy/services/main/{name}/"
+    try:
+        assert len(running(real_stack, name)["jobs"]) == 1
+        seen: set[str] = set()
+
+        def two_replicas_serving() -> bool:
+            # Each look is load too: a burst through the proxy, well over 1 request/s.
+            for _ in range(5):
+                status, text = _get(url)
+                if status == 200:
+                    seen.add(text.strip())
+            return seen == {"replica 0", "replica 1"}
+
+        wait_until(two_replicas_serving, timeout=2 * START_S, what=f"{name} on two replicas")
+
+        def one_replica_left() -> bool:
+            jobs = run(real_stack, name)["jobs"]
+            return [j["status"] for j in jobs].count("running") == 1
+
+        # No more requests: the window empties, and after the delay a replica retires.
+        wait_until(one_replica_left, timeout=START_S, what=f"{name} back to one replica")
+        current = run(real_stack, name)
+        assert current["status"] == "running"
+        retired = [j for j in current["jobs"] if j["status"] != "running"]
+        assert retired and all(j["reason"].startswith("scaled down") for j in retired)
+        assert _get(url)[0] == 200  # the one left still serves
     finally:
         stop(real_stack, name)
 

@@ -1,7 +1,8 @@
 """The service the proxy tests reach: a small HTTP/1.1 server on a pod's loopback IP.
 
 ``GET /who`` names the replica; ``GET .../path`` returns the path it was sent
-(``strip_prefix``); ``POST /echo`` returns the body it got;
+(``strip_prefix``); ``POST /echo`` and ``POST .../chat/completions`` return the body
+they got;
 ``GET /stream`` sends one chunk at once and the next only after the gate
 file exists, so a test can tell a streamed response from a buffered one.
 
@@ -44,6 +45,9 @@ def main() -> None:
                 self._send(404, b"not here\n")
 
         def do_POST(self) -> None:
+            if self.path.endswith("/chat/completions"):  # an OpenAI server, as far as routing goes
+                self._send(200, self._read_body(), extra={"X-Seen-Path": self.path})
+                return
             if self.path != "/echo":
                 self._send(404, b"not here\n")
                 return

@@ -1,5 +1,6 @@
 """What the proxy does with a service's requests before a replica sees them:
-``strip_prefix``, and ``rate_limits`` answered 429 per prefix and partition."""
+``strip_prefix``, ``rate_limits`` answered 429 per prefix and partition, and ``model``
+served through dstack's OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def services(
                 {"prefix": "/refill", "rps": 5},
             ],
         },
+        {"name": "chat", "model": {"name": "berth/tiny-chat", "prefix": "/openai/v1"}},
     ]
     urls = {}
     for extra in configurations:
@@ -122,3 +124,36 @@ def _get(url: str, **kwargs: Any) -> tuple[int, str]:
     except httpx.HTTPError as e:
         return 0, str(e)
     return r.status_code, r.text
+
+
+def test_the_project_lists_its_services_models_the_openai_way(
+    ssh_world: SshWorld, services: dict[str, str]
+) -> None:
+    with ssh_world.stack.client() as c:
+        r = c.get("/proxy/models/main/models")
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert listed["object"] == "list"
+    assert [(m["id"], m["object"], m["owned_by"]) for m in listed["data"]] == [
+        ("berth/tiny-chat", "model", "main")
+    ]
+
+
+def test_a_chat_request_reaches_the_service_of_its_model_at_the_models_prefix(
+    ssh_world: SshWorld, services: dict[str, str]
+) -> None:
+    body = {"model": "berth/tiny-chat", "messages": [{"role": "user", "content": "hi"}]}
+    with ssh_world.stack.client() as c:
+        r = c.post("/proxy/models/main/chat/completions", json=body)
+        unknown = c.post("/proxy/models/main/chat/completions", json={**body, "model": "gpt"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-seen-path"] == "/openai/v1/chat/completions"
+    assert r.json() == body  # passed on as sent: the service speaks OpenAI itself
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["field"] == "model"
+    assert (
+        httpx.post(
+            f"{ssh_world.stack.url}/proxy/models/main/chat/completions", json=body
+        ).status_code
+        == 401
+    )

@@ -1,0 +1,123 @@
+"""Beat's service scaling on a real Redis: requests counted by the proxy's code move a
+running service's replica count, once per decision, with dstack's delays.
+
+The clock is passed in (``now``), so the delays cost no waiting.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.local.cluster import ClusterState
+from shared import service_traffic
+from shared.configuration import configuration_from_mapping
+from shared.jobs import jobs_for, refresh_run
+from shared.records import Event, Run, RunStatus
+from tests.workers.worlds import backend, worker_context
+from workers import service_scaling
+from workers.context import WorkerContext
+
+pytestmark = pytest.mark.integration
+
+SERVICE = {
+    "type": "service",
+    "name": "chat",
+    "port": 8000,
+    "commands": ["serve"],
+    "replicas": "1..3",
+    "scaling": {
+        "metric": "rps",
+        "target": 2,
+        "window": "10s",
+        "scale_up_delay": "30s",
+        "scale_down_delay": "60s",
+    },
+}
+
+
+@pytest.fixture
+def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
+    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
+    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
+        yield context
+
+
+def _running_service(ctx: WorkerContext, submitted_at: float) -> Run:
+    conf = configuration_from_mapping(SERVICE)
+    run = Run(
+        id=uuid.uuid4().hex,
+        project="main",
+        name="chat",
+        user="tester",
+        configuration=conf.model_dump(mode="json"),
+        configuration_type="service",
+        submitted_at=submitted_at,
+    )
+    jobs = jobs_for(run, conf)
+    run.job_ids = [j.id for j in jobs]
+    for job in jobs:
+        job.status, job.pod_ip = RunStatus.RUNNING, "10.0.0.9"
+    run.status = RunStatus.RUNNING
+    ctx.store.create_run(run, jobs, Event(at=submitted_at, kind="status", message="test"))
+    return ctx.store.get_run(run.id)
+
+
+def _load(ctx: WorkerContext, run: Run, rps: int, *, now: float) -> None:
+    # The proxy's own counting: rps requests in each second of the window before now.
+    for second in range(int(now) - 10, int(now)):
+        for _ in range(rps):
+            service_traffic.count_request(ctx.store, run.id, now=second + 0.5)
+
+
+def test_load_adds_replicas_that_queue_for_placement_once_per_decision(ctx: WorkerContext) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100)
+    _load(ctx, run, 5, now=now)  # 5 rps over a target of 2: 3 replicas
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 3
+    assert service_scaling.scale_service(ctx, run.id, now=now) is None  # already there
+    run = ctx.store.get_run(run.id)
+    jobs = sorted(ctx.store.jobs_of(run), key=lambda j: j.replica_num)
+    assert [(j.replica_num, j.status) for j in jobs] == [
+        (0, RunStatus.RUNNING),
+        (1, RunStatus.SUBMITTED),
+        (2, RunStatus.SUBMITTED),
+    ]
+    assert run.scaled_at == now
+    assert refresh_run(ctx.store, run.id).status == RunStatus.RUNNING  # still serving
+    assert "scaling from 1 to 3 replicas" in " ".join(
+        e.message for _, e in ctx.store.events(run.id)
+    )
+
+
+def test_scaling_up_waits_for_the_delay_since_the_service_started(ctx: WorkerContext) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 10)  # scale_up_delay is 30 s
+    _load(ctx, run, 5, now=now)
+    assert service_scaling.scale_service(ctx, run.id, now=now) is None
+    assert len(ctx.store.get_run(run.id).job_ids) == 1
+
+
+def test_without_load_the_newest_replicas_retire_after_the_scale_down_delay(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100)
+    _load(ctx, run, 5, now=now)
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 3
+    later = now + 30  # the window holds no request any more
+    assert service_scaling.scale_service(ctx, run.id, now=later) is None  # 60 s not passed
+    assert service_scaling.scale_service(ctx, run.id, now=now + 61) == 1
+    jobs = sorted(ctx.store.jobs_of(ctx.store.get_run(run.id)), key=lambda j: j.replica_num)
+    assert [(j.replica_num, j.retired, j.status) for j in jobs] == [
+        (0, False, RunStatus.RUNNING),
+        (1, True, RunStatus.TERMINATING),
+        (2, True, RunStatus.TERMINATING),
+    ]
+    assert jobs[1].reason == service_scaling.SCALED_DOWN
+    # Retired replicas do not make the service "terminating": it keeps serving.
+    assert refresh_run(ctx.store, run.id).status == RunStatus.RUNNING

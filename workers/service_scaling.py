@@ -1,0 +1,131 @@
+"""Services with ``scaling``: beat moves each one's replica count toward what its traffic asks.
+
+The proxy counts every admitted request in Redis (``shared.service_traffic``);
+every few seconds this reads the average over the service's window, asks
+dstack's rule (``shared.service_scaling``) for a count, and moves there:
+
+- **up**: new replica jobs are added to the run in one compare-and-set with the
+  run's ``scaled_at`` (``Store.add_jobs``), then the scheduler places them as it
+  places any queued job, and the proxy sends them requests once they are ready;
+- **down**: the run's ``scaled_at`` is set first (compare-and-set: of two beats,
+  one decides), then the replicas last added are retired, those not running yet
+  first: stopped, torn down, and no longer counted in the run's status.
+
+Safe to repeat: a second tick sees the count already moved, or the delay not
+passed since ``scaled_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shared import service_traffic, tasks
+from shared.configuration.parse import configuration_from_stored
+from shared.jobs import replica_job
+from shared.lifecycle import can_move
+from shared.records import Event, Job, Run, RunStatus
+from shared.service_scaling import ScalingRule, desired_replicas
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+SCALED_DOWN = "scaled down: fewer requests than its replicas are for"
+_CAS_ATTEMPTS = 10
+
+
+def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str, int]:
+    """Scale every running service that has ``scaling``; run name -> its new replica count."""
+    now = time.time() if now is None else now
+    moved: dict[str, int] = {}
+    for run in ctx.store.find_runs(ctx.store.active_run_ids()):
+        if run.configuration_type != "service" or not run.configuration.get("scaling"):
+            continue
+        count = scale_service(ctx, run.id, now=now)
+        if count is not None:
+            moved[run.name] = count
+    return moved
+
+
+def scale_service(ctx: WorkerContext, run_id: str, *, now: float) -> int | None:
+    """Move one service toward its desired replica count; the new count, or None if unchanged."""
+    run = ctx.store.get_run(run_id)
+    if run.status != RunStatus.RUNNING or run.stop_requested:
+        return None  # a service still starting has no traffic to size it by yet
+    conf: Any = configuration_from_stored(run.configuration)
+    if conf.type != "service" or conf.scaling is None:
+        return None
+    jobs = [j for j in ctx.store.jobs_of(run) if not j.retired and not j.status.is_finished]
+    rule = rule_of(conf)
+    window = conf.scaling.window or service_traffic.DEFAULT_WINDOW_S
+    rps = service_traffic.requests_per_second(ctx.store, run.id, window_s=window, now=now)
+    last = run.scaled_at or run.submitted_at  # dstack counts the delays from the start too
+    wanted = desired_replicas(rule, current=len(jobs), rps=rps, last_scaled_at=last, now=now)
+    if wanted == len(jobs):
+        return None
+    message = f"scaling from {len(jobs)} to {wanted} replicas ({rps:.2f} requests/s)"
+    if wanted > len(jobs):
+        if not _add_replicas(ctx, run, wanted - len(jobs), message, now=now):
+            return None
+    elif not _retire_replicas(ctx, run, jobs, len(jobs) - wanted, message, now=now):
+        return None
+    log.info("service %s: %s", run.name, message)
+    return wanted
+
+
+def rule_of(conf: Any) -> ScalingRule:
+    """The configuration's ``replicas`` range and ``scaling`` as the scaler's rule."""
+    return ScalingRule(
+        min_replicas=conf.replicas.min or 0,
+        max_replicas=conf.replicas.max,
+        target_rps=conf.scaling.target,
+        scale_up_delay_s=conf.scaling.scale_up_delay,
+        scale_down_delay_s=conf.scaling.scale_down_delay,
+    )
+
+
+def _add_replicas(ctx: WorkerContext, run: Run, count: int, message: str, *, now: float) -> bool:
+    everyone = ctx.store.jobs_of(run)
+    first = max((j.replica_num for j in everyone), default=-1) + 1  # numbers are never reused
+    new = [replica_job(run, first + i) for i in range(count)]
+    updated = run.model_copy(update={"job_ids": [*run.job_ids, *(j.id for j in new)]})
+    updated.scaled_at = now
+    event = Event(at=now, kind="info", message=message)
+    if not ctx.store.add_jobs(updated, new, event):
+        return False  # the run changed meanwhile: the next tick decides again
+    tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)
+    return True
+
+
+def _retire_replicas(
+    ctx: WorkerContext, run: Run, jobs: list[Job], count: int, message: str, *, now: float
+) -> bool:
+    run.scaled_at = now
+    if not ctx.store.save_run(run, Event(at=now, kind="info", message=message)):
+        return False
+    # Replicas not serving yet go first, then the newest: the oldest keep their warm caches.
+    order = sorted(jobs, key=lambda j: (j.status == RunStatus.RUNNING, -j.replica_num))
+    for job in order[:count]:
+        _retire(ctx, job.id, now=now)
+    return True
+
+
+def _retire(ctx: WorkerContext, job_id: str, *, now: float) -> None:
+    for _ in range(_CAS_ATTEMPTS):
+        job = ctx.store.get_job(job_id)
+        if job.retired or not can_move(job.status, RunStatus.TERMINATING):
+            return
+        job.retired = True
+        job.status = RunStatus.TERMINATING
+        job.reason = SCALED_DOWN
+        event = Event(
+            at=now,
+            kind="status",
+            status=job.status,
+            job=job.job_num,
+            message=f"replica {job.replica_num} stopping: {SCALED_DOWN}",
+        )
+        if ctx.store.save_job(job, event):
+            tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job.id)
+            return
