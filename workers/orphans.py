@@ -14,7 +14,9 @@ deletes
   must not outlive the job;
 - a run's service when no unfinished run of that name exists.
 
-An ended pod of a known job is kept: ``berth logs`` reads it. Jump-host objects
+An ended pod of a known job is kept: the log collector may not have read all of
+its output yet (after a restart it reads again from the pod), and its status is
+what ``kubectl describe`` shows. Jump-host objects
 carry no run label and are never touched.
 
 Why this cannot reap live work: a job's record is written before any of its

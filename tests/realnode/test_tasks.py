@@ -191,7 +191,7 @@ def test_stop_sends_sigterm_that_the_script_traps_and_the_pod_is_gone(
             label_selector=f"{kube.LABEL_RUN}={name}",
         ).items
         raise AssertionError(f"{e}\nlogs: {seen!r}\npods: {[p.status for p in pods]}") from None
-    # Berth keeps no output of a deleted pod yet: follow it live to see the trap's line.
+    # Followed live through the stop; afterwards Berth's copy has the same line.
     follow = subprocess.Popen(
         [BERTH, "logs", "-f", name], env=real_stack.env, stdout=subprocess.PIPE, text=True
     )
@@ -216,6 +216,7 @@ def test_stop_sends_sigterm_that_the_script_traps_and_the_pod_is_gone(
             follow.kill()
             follow.wait(10)
     assert "caught SIGTERM" in streamed, streamed
+    assert "caught SIGTERM" in logs(real_stack, name)  # the pod is gone; the output is not
     final = wait_status(real_stack, name, "terminated", "done", "failed")
     assert final["status"] == "terminated", final
 
@@ -232,8 +233,8 @@ def test_two_node_task_peers_find_each_other_by_dns_and_talk_over_tcp(
         name: pair
         nodes: 2
         commands:
-          # Time for the followers below to attach: Berth keeps no output of a deleted
-          # pod yet (issue 23), and since the PID 1 fix a released rank's pod goes at once.
+          # Time for the followers below to attach before the first line: each must
+          # see every line live, from the first on.
           - sleep 3
           - echo {encoded} | base64 -d > /tmp/rdv.py
           - python3 /tmp/rdv.py
@@ -245,13 +246,17 @@ def test_two_node_task_peers_find_each_other_by_dns_and_talk_over_tcp(
     followers = [follow_logs(real_stack, name, "--job", str(rank)) for rank in (0, 1)]
     try:
         done = wait_status(real_stack, name, "done", "failed")
-        rank0, rank1 = (f.communicate(timeout=60)[0] for f in followers)
+        (rank0, err0), (rank1, err1) = (f.communicate(timeout=60) for f in followers)
     finally:
         for f in followers:
             if f.poll() is None:
                 f.kill()
                 f.communicate(timeout=10)
     assert done["status"] == "done", (done, rank0, rank1)
+    assert [f.returncode for f in followers] == [0, 0], (err0, err1, real_stack.logs())
+    # What the followers saw live is what Berth kept.
+    assert logs(real_stack, name, "--job", "0") == rank0
+    assert logs(real_stack, name, "--job", "1") == rank1
     listed = f"['{ips[0]}', '{ips[1]}']"
     assert f"rank 0 master {ips[0]} ips {listed}" in rank0, rank0
     assert f"rank 1 master {ips[0]} ips {listed}" in rank1, rank1

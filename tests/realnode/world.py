@@ -36,16 +36,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def follow_logs(stack: Stack, name: str, *args: str) -> subprocess.Popen[str]:
-    """``berth logs -f``, started while the run's pods exist: from their first line on.
-
-    Berth does not keep a finished pod's output yet, so tests that read what a
-    run printed follow it live; ``communicate()`` collects it once the run ends.
-    """
+    """``berth logs -f``: the run's output live, from its first line; ``communicate()``
+    collects (stdout, stderr) once the output is complete."""
     return subprocess.Popen(
         [BERTH, "logs", "-f", name, *args],
         env=stack.env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
 

@@ -113,6 +113,11 @@ class PodWatch:
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except Exception:  # a bug: a guard keeps the watch alive, relisting (kopf's way)
+                log.exception("the job pod watch in %s failed; relisting", self.namespace)
+                version = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     def _list(self) -> str:
         pods = self.k.call(
@@ -143,9 +148,11 @@ class PodWatch:
                     if raw.get("code") == 410:
                         raise _Gone
                     raise KubeTemporaryError(f"pod watch error: {raw.get('message', raw)}")
+                if kind == "BOOKMARK":  # only a newer version to resume from
+                    version = _bookmark_version(obj) or version
+                    continue
                 version = str(obj.metadata.resource_version or version)
-                if kind != "BOOKMARK":
-                    self._report(obj, deleted=kind == "DELETED")
+                self._report(obj, deleted=kind == "DELETED")
         except ApiException as e:  # watch raises ERROR events as ApiException, 410 included
             if e.status == 410:
                 raise _Gone from e
@@ -162,6 +169,14 @@ class PodWatch:
         view = pod_view(pod)
         if view is not None:
             self.on_pod(view, deleted)
+
+
+def _bookmark_version(obj: Any) -> str | None:
+    """A BOOKMARK carries only metadata; the client may leave it a plain dict."""
+    if isinstance(obj, dict):
+        return (obj.get("metadata") or {}).get("resourceVersion")
+    meta = getattr(obj, "metadata", None)
+    return getattr(meta, "resource_version", None)
 
 
 class _Gone(Exception):
