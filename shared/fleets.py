@@ -7,6 +7,7 @@ the fleet are placed only there.
 
 from __future__ import annotations
 
+from shared.blocks import Blocks
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConfigError
@@ -38,3 +39,24 @@ def allowed_nodes(
             raise ConfigError(f"stored fleet {name!r} is not a fleet configuration", field="fleets")
         allowed |= {n.name for n in fleet_nodes(inventory, conf)}
     return frozenset(allowed)
+
+
+def fleet_blocks(store: Store, project: str, fleets: list[str]) -> Blocks | None:
+    """The ``blocks`` the named fleets split their nodes into; ConfigError if they differ.
+
+    A run may name several fleets, but its jobs are sized in one way: fleets that
+    split nodes differently cannot be mixed (dstack sizes per instance, which a
+    queued run's single request cannot say).
+    """
+    found: set[Blocks | None] = set()
+    for name in fleets:
+        fleet = store.get_fleet(project, name)
+        if fleet is not None:
+            found.add(fleet.configuration.get("blocks"))
+    if len(found) > 1:
+        raise ConfigError(
+            f"fleets {', '.join(fleets)} split nodes into different blocks"
+            f" ({', '.join(sorted(str(b) for b in found))}): name fleets of one kind",
+            field="fleets",
+        )
+    return next(iter(found), None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from shared.blocks import Blocks, block_share
 from shared.gpu.catalogue import lookup_product, nominal_memory_gib
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
@@ -35,6 +36,9 @@ class Request:
     nodes: int = 1
     allowed_nodes: frozenset[str] | None = None
     """Restricts placement (a fleet's nodes); None means every node."""
+    blocks: Blocks | None = None
+    """The fleet's ``blocks``: each job takes whole blocks of its node
+    (:mod:`shared.blocks`); None: just what it asks."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class Offer:
     """GPUs this offer would take: the request's count (the smallest that fits)."""
     free_gpus: int
     total_gpus: int
+    cpu_millicores: int | None = None
+    memory_bytes: int | None = None
+    """With ``blocks``, the CPU and memory the job's blocks hold (its pod requests
+    them); None: the request's own."""
 
 
 @dataclass
@@ -128,6 +136,8 @@ def _impossible(inventory: GpuInventory, request: Request) -> str:
 
 
 def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:
+    if request.blocks is not None:
+        return _block_offer(node, request, available)
     if available.cpu_millicores < request.cpu_millicores:
         return None
     if available.memory_bytes < request.memory_bytes:
@@ -148,6 +158,39 @@ def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer
                 gpus=request.gpu_count,
                 free_gpus=free,
                 total_gpus=group.count,
+            )
+    return None
+
+
+def _block_offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:
+    """The offer for the whole blocks of ``node`` that hold ``request`` (fleet ``blocks``)."""
+    assert request.blocks is not None
+    groups = list(_matching_groups(node.gpus, request)) if request.gpu_count else [None]
+    for group in groups:
+        share = block_share(
+            request.blocks,
+            node_gpus=group.count if group is not None else 0,
+            node_cpu_millicores=node.allocatable.cpu_millicores,
+            node_memory_bytes=node.allocatable.memory_bytes,
+            gpus=request.gpu_count,
+            cpu_millicores=request.cpu_millicores,
+            memory_bytes=request.memory_bytes,
+            whole_node=request.nodes > 1,  # dstack: distributed tasks take every block
+        )
+        if share is None:
+            continue
+        rounded = replace(
+            request,
+            gpu_count=share.gpus,
+            gpu_count_max=None,
+            cpu_millicores=share.cpu_millicores,
+            memory_bytes=share.memory_bytes,
+            blocks=None,
+        )
+        offer = _offer(node, rounded, available)
+        if offer is not None and (group is None or offer.group == group):
+            return replace(
+                offer, cpu_millicores=share.cpu_millicores, memory_bytes=share.memory_bytes
             )
     return None
 

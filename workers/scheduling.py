@@ -41,7 +41,7 @@ import redis
 
 from shared import access, tasks
 from shared.errors import ConfigError, TemporaryError
-from shared.fleets import allowed_nodes
+from shared.fleets import allowed_nodes, fleet_blocks
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.lifecycle import can_move, run_status_from_jobs
@@ -419,9 +419,10 @@ def _queued(
     if facts.fleets:
         try:
             allowed = allowed_nodes(ctx.store, inventory, run.project, list(facts.fleets))
+            blocks = fleet_blocks(ctx.store, run.project, list(facts.fleets))
         except ConfigError as e:
             return Fail(run.id, run.project, str(e))
-        request = replace(request, allowed_nodes=allowed)
+        request = replace(request, allowed_nodes=allowed, blocks=blocks)
     if narrows:
         narrowed = cluster_fit.narrow_request(
             ctx, run, request, inventory, berth_nodes=volume_nodes, fit=fit

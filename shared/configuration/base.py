@@ -63,6 +63,9 @@ class BerthModel(BaseModel):
 
     dstack_only_fields: ClassVar[frozenset[str]] = frozenset()
     """Keys dstack accepts here that Berth refuses with ``not supported by Berth yet``."""
+    refusal_reasons: ClassVar[dict[str, str]] = {}
+    """For some of ``dstack_only_fields``: why the key has no meaning on Kubernetes,
+    appended to the refusal (``not supported by Berth yet: <key>: <why>``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -74,7 +77,7 @@ class BerthModel(BaseModel):
             return {k: v for k, v in data.items() if k in cls.model_fields}
         for key in data:
             if key in cls.dstack_only_fields:
-                raise not_supported(str(key))
+                raise not_supported(str(key), value=cls.refusal_reasons.get(str(key)))
             if key not in cls.model_fields:
                 raise field_error(str(key), _unknown_field_message(str(key), cls.model_fields))
         return data

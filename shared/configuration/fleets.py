@@ -9,9 +9,9 @@ another dstack backend is "not supported yet", a name dstack does not know is an
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import BeforeValidator, field_validator
 
 from shared.configuration.base import BerthModel, not_supported
 from shared.configuration.fields import ResourceName, SpotPolicy
@@ -25,7 +25,6 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
     {
         "availability_zones",
         "backend_options",
-        "blocks",
         "env",
         "idle_duration",
         "instance_types",
@@ -37,6 +36,14 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
         "tags",
     }
 )
+FLEET_REFUSAL_REASONS = {
+    "idle_duration": (
+        "it deprovisions idle instances, and a Kubernetes fleet provisions none: Berth"
+        " selects nodes that exist, and the cluster's autoscaler decides when an idle"
+        " node goes (its scale-down settings)"
+    ),
+}
+"""Why a refused fleet key has no meaning on Kubernetes, said with the refusal."""
 # dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
 # (dstackai/dstack at 511c318c, August 2026).
 DSTACK_BACKENDS = frozenset(
@@ -68,10 +75,19 @@ DSTACK_BACKENDS = frozenset(
 )
 
 
+def _blocks_from_yaml(value: Any) -> Any:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected a number of blocks (1 or more) or auto, got {value!r}")
+
+
 class FleetConfiguration(BerthModel):
     """A named pool: how many nodes, placed how, of what shape."""
 
     dstack_only_fields = FLEET_FIELDS_NOT_SUPPORTED
+    refusal_reasons = FLEET_REFUSAL_REASONS
 
     type: Literal["fleet"] = "fleet"
     name: ResourceName | None = None
@@ -82,6 +98,10 @@ class FleetConfiguration(BerthModel):
     resources: ResourcesSpec = ResourcesSpec()
     spot_policy: SpotPolicy | None = None
     """Accepted for dstack compatibility; meaningless on Kubernetes."""
+    blocks: Annotated[int | Literal["auto"] | None, BeforeValidator(_blocks_from_yaml)] = None
+    """Split each node into this many equal blocks (``auto``: one per GPU); a run on
+    the fleet takes whole blocks (``shared.blocks``). None: each run takes what it
+    asks, sharing nodes by requests as Kubernetes does."""
 
     @field_validator("nodes", mode="before")
     @classmethod

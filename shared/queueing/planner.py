@@ -377,7 +377,10 @@ def _placement(offer: Offer, request: Request) -> Placement:
         node=offer.node,
         gpu_resource=offer.group.resource if offer.group else None,
         gpus=offer.gpus,
-        cpu_milli=request.cpu_millicores,
-        memory_bytes=request.memory_bytes,
+        # With fleet blocks, the job's whole blocks (shared.blocks), which its pod requests.
+        cpu_milli=offer.cpu_millicores
+        if offer.cpu_millicores is not None
+        else request.cpu_millicores,
+        memory_bytes=offer.memory_bytes if offer.memory_bytes is not None else request.memory_bytes,
         disk_bytes=request.disk_bytes,
     )

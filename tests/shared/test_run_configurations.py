@@ -13,7 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from shared.configuration.fleets import FLEET_FIELDS_NOT_SUPPORTED, FleetConfiguration
+from shared.configuration.fleets import (
+    FLEET_FIELDS_NOT_SUPPORTED,
+    FLEET_REFUSAL_REASONS,
+    FleetConfiguration,
+)
 from shared.configuration.parse import (
     AnyConfiguration,
     configuration_from_mapping,
@@ -578,7 +582,9 @@ def test_type_specific_dstack_fields_are_refused_by_name(kind: str, field: str) 
 def test_a_dstack_fleet_field_berth_does_not_honour_is_refused_by_name(field: str) -> None:
     error = _error(f"type: fleet\nnodes: 1\n{field}: whatever\n")
     assert isinstance(error, NotSupportedError)
-    assert error.message == f"not supported by Berth yet: {field}"
+    # A key with no meaning on Kubernetes says why, after its name.
+    why = f": {FLEET_REFUSAL_REASONS[field]}" if field in FLEET_REFUSAL_REASONS else ""
+    assert error.message == f"not supported by Berth yet: {field}{why}"
 
 
 def test_a_nested_dstack_field_is_refused_with_its_dotted_path() -> None:
