@@ -293,6 +293,38 @@ def test_a_run_past_the_quota_hard_limit_fails_at_submission_naming_it(
     assert "namespace quota team-gpus allows at most 2 nvidia.com/gpu" in r.text
 
 
+def test_the_plan_says_the_mode_and_what_the_quota_allows(team_stack: Stack) -> None:
+    body = {"type": "task", "commands": ["x"], "resources": {"gpu": "A100:1"}}
+    with team_stack.client() as c:
+        r = c.post("/api/projects/main/runs/plan", json={"configuration": body})
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert plan["access_mode"] == "namespace"
+    assert plan["access_reason"].startswith("may not list nodes")
+    assert plan["offers"] == [] and plan["possible"] is True
+    assert plan["quota"] == ["team-gpus: 0 of 2 nvidia.com/gpu in use"]
+
+
+def test_a_run_past_a_limit_range_max_fails_at_submission_naming_it(
+    team_stack: Stack, kube_admin: kube.Kube
+) -> None:
+    k = kube_admin
+    limits = {"type": "Container", "max": {"cpu": "2"}}
+    k.call(
+        k.core.create_namespaced_limit_range,
+        NAMESPACE,
+        {"metadata": {"name": "team-limits"}, "spec": {"limits": [limits]}},
+    )
+    try:
+        body = {"type": "task", "name": "wide", "commands": ["x"], "resources": {"cpu": "4.."}}
+        with team_stack.client() as c:
+            r = c.post("/api/projects/main/runs", json={"configuration": body})
+        assert r.status_code == 422, r.text
+        assert "LimitRange team-limits allows at most 2 cpu per container" in r.text
+    finally:
+        k.call(k.core.delete_namespaced_limit_range, "team-limits", NAMESPACE)
+
+
 def test_the_proxy_worker_never_asks_for_nodes_and_pods_it_may_not_read(
     team_stack: Stack, local_cluster: ClusterState
 ) -> None:
