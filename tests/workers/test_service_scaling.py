@@ -47,8 +47,8 @@ def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Itera
         yield context
 
 
-def _running_service(ctx: WorkerContext, submitted_at: float) -> Run:
-    conf = configuration_from_mapping(SERVICE)
+def _running_service(ctx: WorkerContext, submitted_at: float, replicas: str = "1..3") -> Run:
+    conf = configuration_from_mapping({**SERVICE, "replicas": replicas})
     run = Run(
         id=uuid.uuid4().hex,
         project="main",
@@ -121,3 +121,17 @@ def test_without_load_the_newest_replicas_retire_after_the_scale_down_delay(
     assert jobs[1].reason == service_scaling.SCALED_DOWN
     # Retired replicas do not make the service "terminating": it keeps serving.
     assert refresh_run(ctx.store, run.id).status == RunStatus.RUNNING
+
+
+def test_a_service_scaled_to_zero_stays_up_and_one_request_brings_a_replica_back(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100, replicas="0..2")
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 0  # no request for 10 s
+    assert refresh_run(ctx.store, run.id).status == RunStatus.RUNNING
+    service_traffic.count_request(ctx.store, run.id, now=now + 1)  # the proxy's 503, counted
+    # From zero no delay applies: the next tick adds a replica.
+    assert service_scaling.scale_service(ctx, run.id, now=now + 2) == 1
+    live = [j for j in ctx.store.jobs_of(ctx.store.get_run(run.id)) if not j.retired]
+    assert [(j.replica_num, j.status) for j in live] == [(1, RunStatus.SUBMITTED)]
