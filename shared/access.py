@@ -18,7 +18,7 @@ works in one of three modes:
 The answer is kept in Redis for every process (one small blob per backend)
 and asked again every ``kube.access_recheck_s``, or sooner after a 403 on a
 read the mode allowed (:func:`forget`), never more than once per
-``_MIN_PROBE_GAP_S``. A review is four to nine cheap POSTs that are never
+``_MIN_PROBE_GAP_S``. A review is at most eleven cheap POSTs that are never
 forbidden, so re-asking can never become a loop of forbidden calls.
 """
 
