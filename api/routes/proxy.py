@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import httpcore
@@ -79,7 +79,7 @@ async def serve(
     request: Request, tunnels: TunnelPool, target: ServiceTarget, *, path: str
 ) -> Response:
     """The service's rate limits and request count, then ``path`` forwarded to a replica."""
-    await tunnels.retire(target.run_id, target.replicas)
+    await tunnels.retire(target.run_id, target.running)
     if target.rate_limits or target.counted:
         refusal = await run_in_threadpool(
             service_requests.admit,
@@ -108,12 +108,16 @@ class ServiceTarget:
     prefix: str
     """The public path prefix, sent on as ``X-Forwarded-Prefix``."""
     replicas: list[Replica]
+    """The ready replicas: requests go to these."""
     jump: JumpHostRecord
     auth: bool
     strip_prefix: bool = True
     rate_limits: tuple[RateLimit, ...] = ()
     counted: bool = False
     """Requests are counted for ``scaling`` (``shared.service_traffic``)."""
+    running: list[Replica] = field(default_factory=list)
+    """Every running replica, ready or not: a replica whose probe fails for a moment
+    gets no new request, but its open streams are not cut."""
 
 
 def resolve_service(
@@ -140,12 +144,9 @@ def resolve_service(
         raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
     port = int(record.configuration["port"])
     running = [j for j in store.jobs_of(record) if j.status == RunStatus.RUNNING and j.pod_ip]
+    live = {j.id: Replica(job_id=j.id, pod_ip=j.pod_ip, port=port) for j in running if j.pod_ip}
     # A replica whose probe fails (or has not passed yet) gets no request: dstack's probes.
-    replicas = [
-        Replica(job_id=j.id, pod_ip=j.pod_ip, port=port)
-        for j in running
-        if j.pod_ip and j.ready is not False
-    ]
+    replicas = [live[j.id] for j in running if j.id in live and j.ready is not False]
     if not replicas:
         if record.configuration.get("scaling") is not None:
             # Counted although refused: a service scaled to zero scales up on this request.
@@ -166,6 +167,7 @@ def resolve_service(
         strip_prefix=bool(record.configuration.get("strip_prefix", True)),
         rate_limits=service_requests.rate_limits_of(record.configuration),
         counted=record.configuration.get("scaling") is not None,
+        running=list(live.values()),
     )
 
 

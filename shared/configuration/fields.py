@@ -306,6 +306,10 @@ class Probe(BerthModel):
     """An HTTP GET health probe of a service replica; defaults are dstack's."""
 
     dstack_only_fields = frozenset({"body", "until_ready"})
+    refusal_reasons = {
+        "body": "Kubernetes HTTP probes send a GET, without a body",
+        "until_ready": "a Kubernetes readiness probe runs for the replica's whole life",
+    }
 
     type: Literal["http"]
     url: str = "/"

@@ -256,7 +256,9 @@ class ServiceConfiguration(_RunConfigurationBase):
     def _no_replica_groups(cls, value: Any) -> Any:
         if isinstance(value, list):
             # dstack's legacy spelling of `groups`: a list of replica groups.
-            raise not_supported(value="a list of replica groups")
+            raise not_supported(
+                value="a list of replica groups (Berth sizes all replicas of a run alike)"
+            )
         return value
 
     @model_validator(mode="after")
