@@ -125,10 +125,12 @@ def _write(writer: Writer, run: Run, jobs: list[Job], reason: str) -> int:
                 "pod_name": None,
                 "pod_ip": None,
                 "exit_code": None,
+                "ready": None,
                 "attempt": j.attempt + 1,
             }
         )
         for j in jobs
+        if not j.retired  # replicas a service's scaling retired stay retired
     ]
     new_run = run.model_copy(update={"status": RunStatus.PENDING, "reason": text})
     event = Event(at=now, kind="status", status=RunStatus.PENDING, message=text)

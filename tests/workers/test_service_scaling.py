@@ -21,6 +21,7 @@ from shared.records import Event, Run, RunStatus
 from tests.workers.worlds import backend, worker_context
 from workers import service_scaling
 from workers.context import WorkerContext
+from workers.requeue import RequeueOutcome, requeue_run
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +136,22 @@ def test_a_service_scaled_to_zero_stays_up_and_one_request_brings_a_replica_back
     assert service_scaling.scale_service(ctx, run.id, now=now + 2) == 1
     live = [j for j in ctx.store.jobs_of(ctx.store.get_run(run.id)) if not j.retired]
     assert [(j.replica_num, j.status) for j in live] == [(1, RunStatus.SUBMITTED)]
+
+
+def test_a_requeued_service_brings_back_its_live_replicas_not_the_retired_ones(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100)
+    _load(ctx, run, 5, now=now)
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 3
+    assert service_scaling.scale_service(ctx, run.id, now=now + 61) == 1
+
+    assert requeue_run(ctx, run.id, "a replica's node was lost") == RequeueOutcome.REQUEUED
+
+    jobs = sorted(ctx.store.jobs_of(ctx.store.get_run(run.id)), key=lambda j: j.replica_num)
+    assert [(j.replica_num, j.retired, j.status) for j in jobs] == [
+        (0, False, RunStatus.PENDING),
+        (1, True, RunStatus.TERMINATING),
+        (2, True, RunStatus.TERMINATING),
+    ]
