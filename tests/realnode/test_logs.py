@@ -55,7 +55,7 @@ def test_200000_lines_past_the_kubelets_log_rotation_are_all_kept_in_order_once(
     k = real_kube
     pod = run(real_stack, name)["jobs"][0]["pod_name"]
     served = k.call(k.core.read_namespaced_pod_log, pod, real_stack.namespace, container="main")
-    assert 0 < len(served.splitlines()) < LINES
+    assert len(served.splitlines()) < LINES  # often empty: rotated after the last line
     assert "line 000000" not in served
 
 

@@ -124,7 +124,7 @@ def test_logs_follow_streams_lines_as_the_task_prints_them(
         type: task
         name: ticker
         commands:
-          - for i in 1 2 3 4 5; do echo "tick $i at $(date +%s.%N)"; sleep 1; done
+          - for i in $(seq 1 10); do echo "tick $i at $(date +%s.%N)"; sleep 1; done
         {SMALL}
         """,
     )
@@ -140,15 +140,19 @@ def test_logs_follow_streams_lines_as_the_task_prints_them(
         assert follow.stdout is not None
         seen: list[tuple[float, str]] = []
         deadline = time.monotonic() + START_S
-        while len(seen) < 5 and time.monotonic() < deadline:
+        while len(seen) < 10 and time.monotonic() < deadline:
             line = follow.stdout.readline()
             if not line:
                 break
             if line.startswith("tick"):
                 seen.append((time.time(), line))
-        assert [s[1].split()[1] for s in seen] == ["1", "2", "3", "4", "5"], seen
-        # Each line arrived while the task still ran: not all at once at the end.
-        assert seen[-1][0] - seen[0][0] >= 2.0, seen
+        assert [s[1].split()[1] for s in seen] == [str(i) for i in range(1, 11)], seen
+        # Lines arrived while the task still ran, each before the next was printed: not
+        # all at once at the end. (The follower may connect a few seconds late on a busy
+        # machine; what it missed comes at once from Berth's copy, then the rest live.)
+        printed = [float(s[1].split()[3]) for s in seen]
+        live = [i for i in range(9) if seen[i][0] < printed[i + 1]]
+        assert len(live) >= 2, seen
         assert follow.wait(timeout=START_S) == 0
     finally:
         if follow.poll() is None:
