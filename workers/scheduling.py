@@ -274,10 +274,20 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         waits = decided.waits + held_out
         _wait(ctx, cache, writer, runs, view.jobs, waits, now)
         result.waiting += len(waits)
+    # A running service's added replica that no node can take fails nothing: the
+    # service keeps serving on the replicas it has, and says why it cannot grow.
+    growing = [f for f in fails if runs[f.run_id].status == RunStatus.RUNNING]
+    _wait(ctx, cache, writer, runs, view.jobs, [_cannot_grow(f) for f in growing], now)
     for fail in fails:
+        if fail in growing:
+            continue
         _fail(writer, runs[fail.run_id], view.jobs[fail.run_id], fail.reason)
         result.failed.append(runs[fail.run_id].name)
     return True
+
+
+def _cannot_grow(fail: Fail) -> Wait:
+    return Wait(fail.run_id, fail.project, f"a replica cannot be added: {fail.reason}", 0, 0)
 
 
 _NO_FLEETS = (
@@ -476,6 +486,8 @@ def _admit(
         new_run.status = status
         new_run.reason = ""
         events.append(Event(at=now, kind="status", status=status, message=f"run {status}"))
+    elif run.status == RunStatus.RUNNING:
+        new_run.reason = ""  # a service's added replica is placed: it waits no more
     first = len(placed) == len(jobs)
     change = Change(run=new_run, jobs=placed, events=events, admitted_at=now if first else None)
     outcome = writer.write(change, fence=version)
@@ -520,6 +532,8 @@ def _wait(
             for job in jobs[run.id]
             if job.status in QUEUED and (job.status, job.reason) != (RunStatus.PENDING, wait.cause)
         ]
+        if run.status == RunStatus.RUNNING and run.reason == wait.reason and not new_jobs:
+            continue  # a service's added replica still waits, for the same reason
         new_run = run.model_copy(update={"reason": wait.reason})
         events = []
         if run.status == RunStatus.SUBMITTED:

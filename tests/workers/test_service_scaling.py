@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from shared.configuration import configuration_from_mapping
 from shared.jobs import jobs_for, refresh_run
 from shared.records import Event, Run, RunStatus
 from tests.workers.worlds import backend, worker_context
-from workers import service_scaling
+from workers import scheduling, service_scaling
 from workers.context import WorkerContext
 from workers.requeue import RequeueOutcome, requeue_run
 
@@ -48,8 +49,14 @@ def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Itera
         yield context
 
 
-def _running_service(ctx: WorkerContext, submitted_at: float, replicas: str = "1..3") -> Run:
-    conf = configuration_from_mapping({**SERVICE, "replicas": replicas})
+def _running_service(
+    ctx: WorkerContext,
+    submitted_at: float,
+    replicas: str = "1..3",
+    resources: dict[str, Any] | None = None,
+) -> Run:
+    extra = {"resources": resources} if resources else {}
+    conf = configuration_from_mapping({**SERVICE, "replicas": replicas, **extra})
     run = Run(
         id=uuid.uuid4().hex,
         project="main",
@@ -155,3 +162,39 @@ def test_a_requeued_service_brings_back_its_live_replicas_not_the_retired_ones(
         (1, True, RunStatus.TERMINATING),
         (2, True, RunStatus.TERMINATING),
     ]
+
+
+def test_the_scheduler_places_the_added_replicas_of_a_running_service(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100, resources={"gpu": "A100:1"})
+    _load(ctx, run, 5, now=now)
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 3
+
+    result = scheduling.run_pass(ctx)
+
+    assert result.placed == ["chat"]
+    jobs = sorted(ctx.store.jobs_of(ctx.store.get_run(run.id)), key=lambda j: j.replica_num)
+    assert [j.status for j in jobs] == [RunStatus.RUNNING, *[RunStatus.PROVISIONING] * 2]
+    assert all(j.placement is not None and j.placement.gpus == 1 for j in jobs[1:])
+    current = ctx.store.get_run(run.id)
+    assert (current.status, current.reason) == (RunStatus.RUNNING, "")
+
+
+def test_a_replica_no_node_can_take_leaves_the_service_running_saying_why(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    # The test cluster has only GPU nodes, which take no CPU-only pod.
+    run = _running_service(ctx, submitted_at=now - 100)
+    _load(ctx, run, 5, now=now)
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 3
+
+    scheduling.run_pass(ctx)
+
+    current = ctx.store.get_run(run.id)
+    assert current.status == RunStatus.RUNNING
+    assert current.reason.startswith("a replica cannot be added: impossible"), current.reason
+    jobs = sorted(ctx.store.jobs_of(current), key=lambda j: j.replica_num)
+    assert [j.status for j in jobs] == [RunStatus.RUNNING, *[RunStatus.PENDING] * 2]
