@@ -162,8 +162,10 @@ def test_a_service_and_a_dev_environment_run_on_real_nodes(
         assert job["node"] in real_cluster.real_nodes.names, live
     for name in (web, ide):
         stop(team_stack, name)
-        wait_until(
-            lambda name=name: run(team_stack, name)["status"] in ("terminated", "failed", "done"),
-            timeout=START_S,
-            what=f"{name} stopped",
+
+    def stopped() -> bool:
+        return all(
+            run(team_stack, n)["status"] in ("terminated", "failed", "done") for n in (web, ide)
         )
+
+    wait_until(stopped, timeout=START_S, what=f"{web} and {ide} stopped")
