@@ -52,7 +52,7 @@ def sweep(ctx: WorkerContext) -> None:
     activity = keys.timestamps(store, keys.ACTIVITY)
     pending = False
     resends: list[tuple[str, str]] = []
-    reachable: dict[str, bool] = {}
+    no_access: dict[str, str | None] = {}
     for run in view.runs:
         jobs = view.jobs[run.id]
         pending |= any(j.status in (RunStatus.SUBMITTED, RunStatus.PENDING) for j in jobs)
@@ -60,7 +60,9 @@ def sweep(ctx: WorkerContext) -> None:
             ctx, run, jobs, admitted.get(run.id), activity.get(run.id), now
         ):
             continue
-        if _may_act(ctx, run.project, reachable):
+        blocked = _no_access(ctx, run.project, no_access)
+        _show_no_access(ctx, run, blocked)
+        if blocked is None:
             resends += _resends(run, jobs, now)
     _send_unqueued(ctx, resends, hold_s=RESEND_HOLD_S)
     if pending:
@@ -119,19 +121,42 @@ def _gang_clock(
     return since, timeout
 
 
-def _may_act(ctx: WorkerContext, project: str, known: dict[str, bool]) -> bool:
-    """False where Berth may not even read its pods (access ``none``): every sync would
-    be one more forbidden call, every few seconds. Jobs keep their state until the
-    operator's fix is seen (``kube.access_recheck_s``); ``berth status`` says why."""
+_NO_ACCESS = "cluster access lost: "
+
+
+def _no_access(ctx: WorkerContext, project: str, known: dict[str, str | None]) -> str | None:
+    """Why Berth may not even read the project's pods (access ``none``), or None.
+
+    Then every sync would be one more forbidden call, every few seconds: nothing is
+    sent, jobs keep their state until the operator's fix is seen
+    (``kube.access_recheck_s``), and the run and ``berth status`` say why.
+    """
     if project not in known:
         try:
             found = access.access_for(
                 ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
             )
-            known[project] = found.mode != access.Mode.NONE
+            known[project] = found.reason if found.mode == access.Mode.NONE else None
         except BerthError:
-            known[project] = True  # not known: act as before
+            known[project] = None  # not known: act as before
     return known[project]
+
+
+def _show_no_access(ctx: WorkerContext, run: Run, why: str | None) -> None:
+    """An active run's reason names the lost access while it lasts, and no longer after
+    (compare-and-set, one try: the next sweep tries again)."""
+    if run.status not in (RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMINATING):
+        return
+    if why is None:
+        if not run.reason.startswith(_NO_ACCESS):
+            return
+        wanted = ""
+    else:
+        wanted = f"{_NO_ACCESS}{why}"
+        if run.reason == wanted:
+            return
+    # A copy: the view's records are the scheduler cache's and must stay as stored.
+    ctx.store.save_run(run.model_copy(update={"reason": wanted}))
 
 
 def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:

@@ -373,9 +373,16 @@ def test_a_revoked_role_is_a_clear_status_and_no_loop_then_granted_again(
             return bool(get(team_stack, "before-revoke")["status"] == "running")
 
         holds(calm, seconds=20, what="no repeated forbidden call, the running run left alone")
+        reason = get(team_stack, "before-revoke")["reason"]
+        assert reason.startswith("cluster access lost: may not create pods"), reason
     finally:
         binding.metadata = {"name": "berth", "namespace": NAMESPACE}
         k.call(k.rbac.create_namespaced_role_binding, NAMESPACE, binding)
     wait_until(lambda: allowed(k, "create", "pods"), timeout=30, what="RBAC granted again")
     wait_run(team_stack, "during-revoke", "running", timeout=90)
+    wait_until(
+        lambda: get(team_stack, "before-revoke")["reason"] == "",
+        timeout=30,
+        what="the lost-access reason cleared",
+    )
     stop(team_stack, "before-revoke", "during-revoke")
