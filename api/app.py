@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.dashboard import routes as dashboard_routes
 from api.docs import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import BodySizeLimit
@@ -96,4 +97,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(ssh.router, responses=ERROR_RESPONSES)
     app.include_router(proxy.router)
     app.include_router(models.router)
+    app.include_router(dashboard_routes.router)
     return app

@@ -55,6 +55,11 @@ class ApiSettings(BaseModel):
     """Largest request body under ``/api/``, bytes; bigger ones get 413. A configuration
     is a few KiB; 1 MiB leaves room for inline files while bounding what one request
     can make the server parse."""
+    session_ttl_s: int = 12 * 3600
+    """How long a dashboard login lasts, seconds: a working day, after which the browser
+    shows the login page again."""
+    dashboard_refresh_s: float = 1.0
+    """How often the dashboard's live stream looks for changes, seconds."""
 
 
 class CodeSettings(BaseModel):

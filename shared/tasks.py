@@ -22,6 +22,7 @@ PURGE_RUN = "berth.teardown.purge_run"
 REAP_ORPHANS = "berth.teardown.reap_orphans"
 CHECK_ACTIVITY = "berth.teardown.check_activity"
 EXPIRE_RUNS = "berth.teardown.expire_runs"
+SAMPLE_USAGE = "berth.scheduling.sample_usage"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 SCALE_SERVICES = "berth.scheduling.scale_services"
 
@@ -38,6 +39,7 @@ QUEUE_OF = {
     PURGE_RUN: "teardown",
     REAP_ORPHANS: "teardown",
     EXPIRE_RUNS: "teardown",
+    SAMPLE_USAGE: "scheduling",
     CHECK_ACTIVITY: "teardown",  # SSH logins: seconds of I/O, kept off the scheduling queue
 }
 # Redis redelivers an unacked message after the visibility timeout, so no

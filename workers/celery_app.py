@@ -24,11 +24,13 @@ from shared.tasks import (
     EXPIRE_RUNS,
     QUEUE_OF,
     REAP_ORPHANS,
+    SAMPLE_USAGE,
     SCALE_SERVICES,
     START_SCHEDULED_RUNS,
     SWEEP,
     create_celery,
 )
+from shared.usage import USAGE_EVERY_S
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +69,11 @@ app.conf.beat_schedule = {
         "task": REAP_ORPHANS,
         "schedule": REAP_EVERY_S,
         "options": {"queue": QUEUE_OF[REAP_ORPHANS]},
+    },
+    "sample-usage": {
+        "task": SAMPLE_USAGE,
+        "schedule": USAGE_EVERY_S,
+        "options": {"queue": QUEUE_OF[SAMPLE_USAGE]},
     },
     "expire-runs": {
         "task": EXPIRE_RUNS,

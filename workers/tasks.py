@@ -17,6 +17,7 @@ from workers import (
     service_scaling,
     sweeps,
     teardown,
+    usage,
 )
 from workers.celery_app import berth_task
 from workers.context import context
@@ -81,6 +82,11 @@ def scale_services() -> None:
 @berth_task(names.REAP_ORPHANS)
 def reap_orphans() -> None:
     orphans.reap_orphans(context())
+
+
+@berth_task(names.SAMPLE_USAGE)
+def sample_usage() -> None:
+    usage.sample_usage(context())
 
 
 @berth_task(names.EXPIRE_RUNS)
