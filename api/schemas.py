@@ -42,6 +42,8 @@ class JobPublic(BaseModel):
     exit_code: int | None
     ready: bool | None = None
     """A service replica's readiness probe passes (None: not probed, ready while running)."""
+    retired: bool = False
+    """A service replica ``scaling`` took out: stopped on purpose, no longer the run's."""
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -56,6 +58,7 @@ class JobPublic(BaseModel):
             pod_ip=job.pod_ip,
             exit_code=job.exit_code,
             ready=job.ready,
+            retired=job.retired,
         )
 
 

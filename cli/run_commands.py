@@ -182,7 +182,8 @@ def ps(
     for header in ("NODES", "GPUS", "REASON", "SUBMITTED"):
         table.add_column(header)
     for run in runs:
-        jobs = run["jobs"]
+        # Replicas a service's scaling retired hold nothing any more.
+        jobs = [j for j in run["jobs"] if not j.get("retired")]
         table.add_row(
             run["name"],
             run["type"],

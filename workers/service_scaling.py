@@ -23,6 +23,7 @@ from typing import Any
 
 from shared import service_traffic, tasks
 from shared.configuration.parse import configuration_from_stored
+from shared.errors import NotFoundError
 from shared.jobs import replica_job
 from shared.lifecycle import can_move
 from shared.records import Event, Job, Run, RunStatus
@@ -42,7 +43,10 @@ def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str,
     for run in ctx.store.find_runs(ctx.store.active_run_ids()):
         if run.configuration_type != "service" or not run.configuration.get("scaling"):
             continue
-        count = scale_service(ctx, run.id, now=now)
+        try:
+            count = scale_service(ctx, run.id, now=now)
+        except NotFoundError:
+            continue  # deleted since the listing
         if count is not None:
             moved[run.name] = count
     return moved

@@ -8,6 +8,11 @@ through as the replica sends them.
 
 With ``auth: true`` (dstack's default) the caller needs the bearer token of a
 project member; that token is not passed on to the service.
+
+Only *ready* replicas get requests (a service's ``probes``). Before forwarding,
+the service's ``rate_limits`` may answer 429 and, with ``scaling``, the request
+is counted (``api/services/service_requests.py``); ``strip_prefix: false``
+sends the whole public path on.
 """
 
 from __future__ import annotations
@@ -152,6 +157,8 @@ def resolve_service(
             # Counted although refused: a service scaled to zero scales up on this request.
             service_traffic.count_request(store, record.id, now=time.time())
         state = f"{len(running)} running, none ready" if running else str(record.status)
+        if not running and record.status == RunStatus.RUNNING:
+            state = "no replica now; scaling adds one for this request"
         raise TemporaryError(f"service {run!r} has no ready replica ({state})", delay=5)
     jump = ssh.jump_host_of(store, project)
     if jump is None:

@@ -104,8 +104,8 @@ def test_a_scaled_service_grows_to_two_replicas_under_load_and_back_to_one(
         wait_until(two_replicas_serving, timeout=2 * START_S, what=f"{name} on two replicas")
 
         def one_replica_left() -> bool:
-            jobs = run(real_stack, name)["jobs"]
-            return [j["status"] for j in jobs].count("running") == 1
+            statuses = sorted(j["status"] for j in run(real_stack, name)["jobs"])
+            return statuses == ["running", "terminated"]
 
         # No more requests: the window empties, and after the delay a replica retires.
         wait_until(one_replica_left, timeout=START_S, what=f"{name} back to one replica")
@@ -113,7 +113,9 @@ def test_a_scaled_service_grows_to_two_replicas_under_load_and_back_to_one(
         assert current["status"] == "running"
         retired = [j for j in current["jobs"] if j["status"] != "running"]
         assert retired and all(j["reason"].startswith("scaled down") for j in retired)
+        assert all(j["retired"] and j["status"] == "terminated" for j in retired)
         assert _get(url)[0] == 200  # the one left still serves
+        assert "running, 1/1 ready" in _ps(real_stack)
     finally:
         stop(real_stack, name)
 
