@@ -79,7 +79,7 @@ def _project(
         "mode": mode.mode,
         "mode_reason": mode.reason,
         "nodes": [n for n in nodes if not is_pool_node(n["name"])],
-        "pools": _pools(holders, visible),
+        "pools": _pools(clusters, project, holders, visible),
         "standing": _standing(runs, jobs),
         "queue": _queue(runs, jobs),
         "runs": [_run(r, jobs.get(r.id, [])) for r in [*runs, *finished]],
@@ -132,14 +132,26 @@ def _node(node: NodeInventory, holders: list[tuple[Run, Job]], visible: set[str]
     }
 
 
-def _pools(holders: list[tuple[Run, Job]], visible: set[str]) -> list[dict[str, Any]]:
-    """Jobs placed on nodes an autoscaler has yet to add, per pool."""
+def _pools(
+    clusters: ClusterRegistry, project: str, holders: list[tuple[Run, Job]], visible: set[str]
+) -> list[dict[str, Any]]:
+    """The autoscaler pools nodes may still come from, apart from the nodes that exist,
+    with the runs placed on nodes a pool has yet to add."""
     waiting: dict[str, list[str]] = {}
     for run, job in holders:
         if job.placement is not None and is_pool_node(job.placement.node):
             who = run.name if run.project in visible else ANOTHER_PROJECT
             waiting.setdefault(pool_of(job.placement.node) or "?", []).append(who)
-    return [{"pool": pool, "waiting": names} for pool, names in sorted(waiting.items())]
+    pools = clusters.for_project(project).backend.node_pools
+    return [
+        {
+            "pool": pool.name,
+            "shape": f"{pool.gpus_per_node}x {pool.gpu}" if pool.gpu else "CPU only",
+            "max_nodes": pool.max_nodes,
+            "waiting": waiting.get(pool.name, []),
+        }
+        for pool in pools
+    ]
 
 
 def _standing(runs: list[Run], jobs: dict[str, list[Job]]) -> dict[str, int]:

@@ -70,9 +70,11 @@ function gpuMap(project) {
     section.append(row);
   }
   if (project.pools.length) {
-    const pools = el("div", { class: "pools" }, el("h4", {}, "Waiting for the autoscaler"));
+    const pools = el("div", { class: "pools" }, el("h4", {}, "Autoscaler pools (nodes not yet present)"));
     for (const pool of project.pools) {
-      pools.append(el("p", {}, `pool ${pool.pool}: ${pool.waiting.join(", ")}`));
+      const waits = pool.waiting.length ? `; waiting for a node: ${pool.waiting.join(", ")}` : "";
+      pools.append(el("p", { class: "pool", "data-pool": pool.pool },
+        `${pool.pool}: up to ${pool.max_nodes} nodes of ${pool.shape}${waits}`));
     }
     section.append(pools);
   }
