@@ -155,6 +155,7 @@ function chart(project) {
 }
 
 function render(state) {
+  const started = performance.now();
   const now = Date.now() / 1000;
   const nodes = state.projects.map((project) => {
     const section = el("section", { class: "project", "data-project": project.name },
@@ -168,6 +169,8 @@ function render(state) {
   });
   if (!nodes.length) nodes.push(el("p", { class: "note" }, "You are in no project yet."));
   root.replaceChildren(...nodes);
+  // Read by tests and bench/dashboard.py: how many states were drawn, the last one's cost.
+  document.body.dataset.renderMs = (performance.now() - started).toFixed(1);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
