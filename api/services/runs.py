@@ -19,7 +19,7 @@ from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
 from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
-from shared.fleets import allowed_nodes
+from shared.fleets import allowed_nodes, fleet_blocks
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
 from shared.lifecycle import can_move
@@ -130,7 +130,10 @@ def plan_run(
     if fleets:
         inventory = load_inventory(store, clusters, project.name)
         request = replace(
-            request, allowed_nodes=allowed_nodes(store, inventory, project.name, fleets)
+            request,
+            allowed_nodes=allowed_nodes(store, inventory, project.name, fleets),
+            # The plan shows what the run would take: whole blocks on a blocked fleet.
+            blocks=fleet_blocks(store, project.name, fleets),
         )
     offers = offers_for(store, clusters, project.name, request)
     return RunPlanPublic(
