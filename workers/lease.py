@@ -8,12 +8,17 @@ and two never lead at once.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
+from shared.settings import Settings
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,35 @@ class Lease:
             self._release(keys=[self.key], args=[self.holder])
         except redis.RedisError as e:  # it expires by itself anyway
             log.warning("lease release failed: %s", e)
+
+
+def run_as_leader(
+    settings: Settings,
+    name: str,
+    lead: Callable[[Settings, Store, Lease, threading.Event], None],
+    *,
+    stop: threading.Event | None = None,
+) -> None:
+    """Stand by, lead while holding lease ``name`` (``lead`` returns when it is lost),
+    and back, until SIGTERM/SIGINT (or ``stop``). A leader that cannot renew goes back
+    to standby instead of exiting, so a lone process recovers once Redis is back."""
+    stop = stop or stop_on_signals()
+    store = Store.connect(
+        settings.redis.url,
+        prefix=settings.redis.key_prefix,
+        timeout_s=settings.redis.socket_timeout_s,
+    )
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    lease = Lease(store, name=name, holder=holder)
+    try:
+        while not stop.is_set():
+            if lease.acquire():
+                log.info("%s is the leader (%s)", name.replace("-", " "), holder)
+                lead(settings, store, lease, stop)
+            else:
+                stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
+    finally:
+        store.close()
 
 
 def stop_on_signals() -> threading.Event:

@@ -9,9 +9,6 @@ moments instead of waiting for beat's sweep. The SSH jump host lives here too.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 
 import kombu.exceptions
@@ -29,7 +26,7 @@ from shared.store import Store
 from shared.tasks import create_celery
 from workers.backend_watches import BackendWatches
 from workers.jumphost import JumpHostSupervisor
-from workers.lease import LEASE_RENEW_S, Lease, stop_on_signals
+from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +38,7 @@ def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None)
     leading and goes back to standby instead of exiting, so a lone proxy worker
     recovers by itself once Redis is back, and two never lead at once.
     """
-    stop = stop or stop_on_signals()
-    store = Store.connect(
-        settings.redis.url,
-        prefix=settings.redis.key_prefix,
-        timeout_s=settings.redis.socket_timeout_s,
-    )
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    lease = Lease(store, name="proxy-worker", holder=holder)
-    try:
-        while not stop.is_set():
-            if lease.acquire():
-                log.info("proxy worker is the leader (%s)", lease.holder)
-                _lead(settings, store, lease, stop)
-            else:
-                stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
-    finally:
-        store.close()
+    run_as_leader(settings, "proxy-worker", _lead, stop=stop)
 
 
 def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:

@@ -58,7 +58,7 @@ def _holder(store: Store) -> str | None:
 def test_a_leader_that_lost_its_lease_stands_by_and_leads_again(
     settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workers.proxy")
+    caplog.set_level(logging.INFO, logger="workers")  # workers.lease and workers.proxy
     stops = [threading.Event(), threading.Event()]
     workers = [
         threading.Thread(target=proxy.run_proxy_worker, args=(settings,), kwargs={"stop": s})

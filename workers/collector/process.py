@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 
 from shared import kube
@@ -17,7 +14,7 @@ from shared.settings import LogSettings, Settings
 from shared.store import Store
 from workers.collector.follow import Follower, Target
 from workers.collector.pods import PodView, PodWatch
-from workers.lease import LEASE_RENEW_S, Lease, stop_on_signals
+from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +23,7 @@ _JOIN_S = 5.0
 
 def run_log_collector(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back."""
-    stop = stop or stop_on_signals()
-    store = Store.connect(
-        settings.redis.url,
-        prefix=settings.redis.key_prefix,
-        timeout_s=settings.redis.socket_timeout_s,
-    )
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    lease = Lease(store, name="log-collector", holder=holder)
-    try:
-        while not stop.is_set():
-            if lease.acquire():
-                log.info("log collector is the leader (%s)", holder)
-                _lead(settings, store, lease, stop)
-            else:
-                stop.wait(LEASE_RENEW_S)
-    finally:
-        store.close()
+    run_as_leader(settings, "log-collector", _lead, stop=stop)
 
 
 def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
