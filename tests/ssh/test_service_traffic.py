@@ -71,6 +71,11 @@ def services(
     yield urls
     for name in urls:
         ssh_world.stop(name)
+    # Pod IPs are reused: a later module's pod must not find these apps still listening.
+    for name in urls:
+        wait_until(
+            partial(_gone, ssh_world, name), timeout=SLOW, what=f"{name}'s pods and apps gone"
+        )
 
 
 def test_a_service_gets_its_own_path_with_the_proxy_prefix_stripped(
@@ -112,6 +117,12 @@ def test_a_refused_partition_is_let_through_again_as_its_rate_refills(
     codes = [_get(url)[0] for _ in range(20)]  # 20 at once is over 5 rps without burst
     assert 429 in codes
     wait_until(lambda: _get(url)[0] == 200, timeout=SLOW, what="the refill letting one in")
+
+
+def _gone(world: SshWorld, name: str) -> bool:
+    with world.stack.client() as c:
+        finished = c.get(f"/api/projects/main/runs/{name}").json()["status"] == "terminated"
+    return finished and world.pods.process(f"berth-main-{name}-", "app") is None
 
 
 def _answers(url: str) -> bool:
