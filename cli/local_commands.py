@@ -105,6 +105,7 @@ def _print_summary(state: cluster.ClusterState, home: Path) -> None:
     out.print(
         "\n[bold]Berth is running[/bold]\n"
         f"  API         {local.api_url}   (docs: /docs; token in {home}/config.yml)\n"
+        f"  dashboard   {local.api_url}/dashboard   (log in with that token)\n"
         f"  Flower      {local.flower_url}   (user {user}, password {password})\n"
         f"  logs        {logs}/\n"
         f"  server conf {local.server_config}\n"
