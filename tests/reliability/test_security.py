@@ -48,7 +48,11 @@ OWN_ACCOUNT = {
 }
 # Not tied to a project: admins only (another user's token gets 403).
 ADMIN_ONLY = {("POST", "/api/users")}
-PROJECT_SCOPED = ("/api/projects/{project}/", "/proxy/services/{project}/")
+PROJECT_SCOPED = (
+    "/api/projects/{project}/",
+    "/proxy/services/{project}/",
+    "/proxy/models/{project}/",
+)
 REGISTRY_PASSWORD = "registry-pa55-never-shown"
 
 
