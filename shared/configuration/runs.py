@@ -209,8 +209,12 @@ class ServiceConfiguration(_RunConfigurationBase):
     """The container port the application listens on."""
     commands: list[str] = Field(default_factory=list)
     replicas: CountRange = Range[int](min=1, max=1)
+    """A count, or ``min..max`` with ``scaling``: the service starts with ``max(min, 1)``."""
     scaling: Scaling | None = None
+    """Requests per second the proxy counts move the count within ``replicas``
+    (``workers.service_scaling``, dstack's rule and delays)."""
     model: ServiceModelField = None
+    """The model served through ``/proxy/models/<project>/`` (``api.services.models``)."""
     auth: bool = True
     probes: list[Probe] | None = None
     """The replica's readiness probe (its container's ``readinessProbe``): the proxy
