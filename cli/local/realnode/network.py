@@ -40,7 +40,9 @@ FORWARD_CHAIN = "BERTH-FORWARD"
 INPUT_CHAIN = "BERTH-INPUT"
 _IP_TIMEOUT_S = 10  # ip/iptables answer in milliseconds; a hang is a broken host
 # Host settings the kubelet, kube-proxy and the bridge plugin change, put back on down.
+INOTIFY_INSTANCES = 1024
 SYSCTLS = (
+    "fs.inotify.max_user_instances",
     "kernel.panic",
     "kernel.panic_on_oops",
     "vm.overcommit_memory",
@@ -93,6 +95,12 @@ def setup(nets: list[NodeNet], *, service_cidr: str) -> HostSnapshot:
     # Pods on one bridge reach each other's Services only if bridged frames pass iptables.
     _sysctl_set("net.bridge.bridge-nf-call-iptables", "1")
     _sysctl_set("net.ipv4.ip_forward", "1")
+    # Each kubelet takes 6 inotify instances, an apiserver 3, and the default of 128 per
+    # user runs out when test clusters, a local cluster and the real nodes share a host
+    # (kubelet: "inotify_init: too many open files", the node never registers). kind
+    # documents the same raise; the host's value comes back at teardown.
+    current = int(snapshot.sysctls["fs.inotify.max_user_instances"])
+    _sysctl_set("fs.inotify.max_user_instances", str(max(current, INOTIFY_INSTANCES)))
     return snapshot
 
 
