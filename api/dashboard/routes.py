@@ -110,7 +110,8 @@ def run_page(project: str, name: str, viewer: Viewer, store: StoreDep) -> HTMLRe
         return _html(pages.login_page())
     run = _visible_run(store, viewer, project, name)
     if run is None:
-        return _html(pages.not_found_page(f"no run {name!r} in project {project!r}"), status=404)
+        # Said the same way for a hidden project and a missing run, echoing nothing.
+        return _html(pages.not_found_page("No such run in your projects."), status=404)
     jobs = sorted(store.jobs_of(run), key=lambda j: (j.replica_num, j.job_num))
     kind = run.configuration_type
     ssh = f"berth attach {run.name}, then: ssh {run.name}" if kind != "service" else None

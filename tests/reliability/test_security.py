@@ -53,6 +53,9 @@ PROJECT_SCOPED = (
     "/proxy/services/{project}/",
     "/proxy/models/{project}/",
 )
+# The dashboard authenticates by a session cookie (a login with the token), not a bearer
+# token: its own matrix is below (test_dashboard_*).
+DASHBOARD = "/dashboard"
 REGISTRY_PASSWORD = "registry-pa55-never-shown"
 
 
@@ -115,6 +118,7 @@ def test_every_endpoint_is_classified(calm_world: World) -> None:
     assert len(routes) >= 20
     for method, path in routes:
         known = (method, path) in PUBLIC | OWN_ACCOUNT | ADMIN_ONLY
+        known = known or path.startswith(DASHBOARD)
         assert known or path.startswith(PROJECT_SCOPED), f"{method} {path}: who may call it?"
 
 
@@ -124,7 +128,7 @@ def test_auth_matrix_no_token_wrong_token_and_another_projects_token(
     problems = []
     tried = 0
     for method, path in _routes(calm_world):
-        if (method, path) in PUBLIC:
+        if (method, path) in PUBLIC or path.startswith(DASHBOARD):
             continue
         tried += 1
         for who, token, allowed in (
@@ -140,6 +144,38 @@ def test_auth_matrix_no_token_wrong_token_and_another_projects_token(
             # No answer of the matrix carries another project's data.
             assert not any(run_id in r.text for run_id in main_runs.values()), (method, path)
     assert tried >= 15
+    assert problems == [], "\n".join(problems)
+
+
+def test_dashboard_routes_without_a_session_or_with_another_projects_show_nothing_of_main(
+    calm_world: World, outsider: str, main_runs: dict[str, str]
+) -> None:
+    url = calm_world.stack.url
+    with httpx.Client(base_url=url, timeout=30) as http:
+        login = http.post("/dashboard/login", data={"token": outsider})
+        assert login.status_code == 303, login.text
+    outsider_session = login.cookies["berth_session"]
+    problems = []
+    for method, path in _routes(calm_world):
+        if not path.startswith(DASHBOARD) or method != "GET" or path.endswith("/stream"):
+            continue
+        for who, cookie, allowed in (
+            ("no session", None, {200, 401, 404}),
+            ("a forged session", "forged", {200, 401, 404}),
+            ("another project's session", outsider_session, {200, 404}),
+        ):
+            cookies = {"berth_session": cookie} if cookie else {}
+            r = httpx.get(f"{url}{_url(path)}", cookies=cookies, timeout=30)
+            if r.status_code not in allowed:
+                problems.append(f"GET {path} with {who}: {r.status_code} {r.text[:200]}")
+            if (
+                r.status_code == 200
+                and "/static/" not in path
+                and who != "another project's session"
+            ):
+                assert 'name="token"' in r.text, (path, who)  # the login page, nothing else
+            for name, run_id in main_runs.items():
+                assert run_id not in r.text and name not in r.text, (path, who)
     assert problems == [], "\n".join(problems)
 
 
