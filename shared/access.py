@@ -34,7 +34,7 @@ from kubernetes import client
 from pydantic import BaseModel, ConfigDict
 
 from shared.clusters import Cluster, ClusterRegistry
-from shared.errors import KubeError, KubeForbidden
+from shared.errors import KubeError, KubeForbidden, KubeTemporaryError
 from shared.resource_quotas import namespace_key
 from shared.store import Store
 
@@ -112,6 +112,9 @@ class Access(BaseModel):
     """Wall-clock time of the review."""
     forgotten: bool = False
     """A read this mode allowed was refused since: ask again at the next look."""
+    unanswered: str | None = None
+    """Set (never stored) when this look's review got no answer (the apiserver is
+    unreachable): why. A scheduling pass then asks that cluster nothing else."""
 
 
 def decide(answers: Mapping[Check, bool], *, namespace: str) -> tuple[Mode, str]:
@@ -184,10 +187,18 @@ def access_for(
         mode, reason = probe(clusters.for_project(project))
     except KubeError as e:
         log.warning("cannot ask %s what Berth may do: %s", key, e.message)
+        # Only an apiserver that is away spares the pass its other reads; a refused
+        # review (unusual: any user may ask) leaves them to find out for themselves.
+        away = e.message if isinstance(e, KubeTemporaryError) else None
         if stored is not None:
-            return stored
+            return stored.model_copy(update={"unanswered": away})
         retry_at = now - recheck_s + _UNKNOWN_RETRY_S
-        return Access(mode=Mode.CLUSTER, reason=f"not yet known: {e.message}", checked_at=retry_at)
+        return Access(
+            mode=Mode.CLUSTER,
+            reason=f"not yet known: {e.message}",
+            checked_at=retry_at,
+            unanswered=away,
+        )
     found = Access(mode=mode, reason=reason, checked_at=now)
     if stored is None or stored.mode != found.mode:
         log.info("backend %s runs in %s mode: %s", key, mode, reason)

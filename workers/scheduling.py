@@ -167,11 +167,12 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     fails: list[Fail] = []
     by_cluster: dict[tuple[str, access.Mode], list[Run]] = {}
     cluster_of: dict[str, tuple[str, access.Mode] | ConfigError] = {}
+    unanswered: dict[str, str] = {}
     for run in view.runs:
         key = cluster_of.get(run.project)
         if key is None:
             try:
-                key = cluster_of[run.project] = _cluster_and_mode(ctx, run.project)
+                key = cluster_of[run.project] = _cluster_and_mode(ctx, run.project, unanswered)
             except ConfigError as e:
                 key = cluster_of[run.project] = e
         if isinstance(key, ConfigError):
@@ -192,7 +193,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
         holdings = list(_holdings(members, view))
-        fit = cluster_fit.PassFit()
+        fit = cluster_fit.PassFit(unreachable=unanswered.get(cluster_key))
         # Namespace-only: no node is known, so none is read (the scheduler places).
         inventory = (
             GpuInventory()
@@ -296,12 +297,25 @@ _NO_FLEETS = (
 )
 
 
-def _cluster_and_mode(ctx: WorkerContext, project: str) -> tuple[str, access.Mode]:
-    """The project's cluster and what Berth may do there (see :mod:`shared.access`)."""
+def _cluster_and_mode(
+    ctx: WorkerContext, project: str, unanswered: dict[str, str]
+) -> tuple[str, access.Mode]:
+    """The project's cluster and what Berth may do there (see :mod:`shared.access`).
+
+    A review the apiserver did not answer is noted in ``unanswered`` (cluster key ->
+    why), so the pass asks that cluster nothing more: one call per pass, not one per
+    read. A kubeconfig that does not load is left to the pass's reads, which hold
+    that project's runs with the reason (it is not this run's fault).
+    """
     key = ctx.clusters.key_for(project)
-    found = access.access_for(
-        ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
-    )
+    try:
+        found = access.access_for(
+            ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
+        )
+    except ConfigError:
+        return key, access.Mode.CLUSTER
+    if found.unanswered is not None:
+        unanswered[key] = found.unanswered
     return key, found.mode
 
 
