@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -21,6 +22,7 @@ from cli.dev_environment import open_dev_environment
 from cli.keys import ensure_registered_key
 from cli.offer_commands import pod_requests_line, print_access, print_offers
 from cli.schedule_commands import print_schedules, schedule_line
+from cli.shell_env import fill_from_shell
 from shared.configuration.parse import parse_run_configuration
 from shared.errors import ConfigError
 from shared.settings import load_settings
@@ -101,6 +103,7 @@ def submit_run(
 ) -> dict[str, Any]:
     """Show the plan, submit (with the code ``repos`` and ``files`` name, read relative to
     ``base``), then follow unless ``detach``; the run as last seen."""
+    text = fill_from_shell(text, os.environ)
     plan = client.plan(text)
     print_offers(plan["offers"], title=f"plan: {plan['summary']}")
     out.print(pod_requests_line(plan.get("pod_requests") or {}))

@@ -92,6 +92,7 @@ def check_submission(
 ) -> pod_security.LevelDecision:
     """Every check a run must pass before it is recorded (or scheduled); its security level."""
     check_server_features(conf, settings)
+    _check_env_values(conf)
     code_archive.check_submission(store, conf, code)
     secrets.check_submission(store, project.name, conf)
     # First: no project setting can make a run the namespace forbids possible.
@@ -100,6 +101,19 @@ def check_submission(
     _check_privileged(clusters, project.name, conf)
     check_namespace_quota(store, clusters, project.name, conf)
     return security
+
+
+def _check_env_values(conf: Any) -> None:
+    """A value-less ``env`` entry (``env: [HF_TOKEN]``) is the CLI's to fill from the
+    submitter's shell; reaching the server without one, it would be a pod quietly
+    lacking the variable, so it is refused naming it."""
+    missing = [k for k, v in (getattr(conf, "env", None) or {}).items() if v is None]
+    if missing:
+        raise ConfigError(
+            f"env {', '.join(missing)}: no value; berth apply fills a bare name from your"
+            " shell, an API client must send the value (or a ${{ secrets.NAME }})",
+            field="env",
+        )
 
 
 class RunPlanPublic(OffersPublic):
