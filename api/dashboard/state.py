@@ -81,6 +81,9 @@ def _project(
         "nodes": [n for n in nodes if not is_pool_node(n["name"])],
         "pools": _pools(clusters, project, holders, visible),
         "standing": _standing(runs, jobs),
+        # The operator's per-model caps (server config); a namespace quota a run waits
+        # for is named in its reason.
+        "quotas": _quotas(clusters, project),
         "queue": _queue(runs, jobs),
         "runs": [_run(r, jobs.get(r.id, [])) for r in [*runs, *finished]],
         "usage": usage.samples(store, project, since=now - 3600),
@@ -152,6 +155,11 @@ def _pools(
         }
         for pool in pools
     ]
+
+
+def _quotas(clusters: ClusterRegistry, project: str) -> dict[str, int]:
+    found = next((p for p in clusters.server.projects if p.name == project), None)
+    return dict(found.quotas or {}) if found is not None else {}
 
 
 def _standing(runs: list[Run], jobs: dict[str, list[Job]]) -> dict[str, int]:

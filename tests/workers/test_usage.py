@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    projects = [
+    projects: list[dict[str, Any]] = [
         {"name": name, "backends": [backend(local_cluster.kubeconfig)]} for name in ("main", "lab")
     ]
+    projects[0]["quotas"] = {"A100": 12}
     with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, projects) as context:
         yield context
 
@@ -60,6 +62,7 @@ def test_the_map_names_a_members_own_runs_and_hides_another_projects(ctx: Worker
         ("alice-next", 1, "8x A100")
     ]
     assert main["standing"] == {"gpus_held": 2, "running": 1, "waiting": 1}
+    assert main["quotas"] == {"A100": 12}
 
 
 def test_usage_is_sampled_per_project_and_charted_for_the_last_hour(ctx: WorkerContext) -> None:

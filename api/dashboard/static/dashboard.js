@@ -84,9 +84,11 @@ function gpuMap(project) {
 function queue(project) {
   const section = el("section", { class: "queue" }, el("h3", {}, `Queue (${project.queue.length})`));
   const s = project.standing;
+  const caps = Object.entries(project.quotas || {}).map(([model, n]) => `${model} ≤ ${n}`);
   section.append(el("p", { class: "standing" },
     `${project.name} holds ${s.gpus_held} GPU${s.gpus_held === 1 ? "" : "s"};`
-    + ` ${s.running} running, ${s.waiting} waiting`));
+    + ` ${s.running} running, ${s.waiting} waiting`
+    + (caps.length ? `; quota: ${caps.join(", ")}` : "")));
   if (!project.queue.length) {
     section.append(el("p", { class: "note" }, "Nothing waits."));
     return section;
