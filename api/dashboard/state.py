@@ -129,6 +129,7 @@ def _node(node: NodeInventory, holders: list[tuple[Run, Job]], visible: set[str]
         )
     return {
         "name": node.name,
+        "pool": node.pool,
         "schedulable": node.schedulable,
         "reasons": list(node.reasons),
         "groups": groups,

@@ -71,6 +71,8 @@ class NodeInventory(BaseModel):
     """Why new pods cannot land here: "cordoned", "not ready: ...", "taint k=v:NoSchedule"."""
     arch: str | None = None
     gpus: tuple[GpuGroup, ...] = ()
+    pool: str | None = None
+    """The node group it belongs to, from the provider's label (:func:`node_pool`)."""
     allocatable: Resources = Resources()
     free: Resources = Resources()
 
@@ -305,6 +307,25 @@ class _NodeStatic:
     arch: str | None
     gpus: tuple[GpuGroup, ...]
     allocatable: dict[str, int]
+    pool: str | None = None
+
+
+# Where providers name a node's group, first match wins: GKE node pools, EKS managed node
+# groups, Karpenter NodePools (v1, then the older provisioner), AKS agent pools, and the
+# pools of Berth's local cluster (cli/local/nodes.py).
+POOL_LABELS = (
+    "cloud.google.com/gke-nodepool",
+    "eks.amazonaws.com/nodegroup",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/provisioner-name",
+    "kubernetes.azure.com/agentpool",
+    "berth.dev/local-pool",
+)
+
+
+def node_pool(labels: Mapping[str, str]) -> str | None:
+    """The node's group (pool) name from the first label that names one. Pure."""
+    return next((labels[key] for key in POOL_LABELS if labels.get(key)), None)
 
 
 def _node_static(node: Any) -> _NodeStatic | None:
@@ -320,6 +341,7 @@ def _node_static(node: Any) -> _NodeStatic | None:
         reasons=unschedulable_reasons(node),
         arch=getattr(node_info, "architecture", None),
         gpus=node_gpus(labels, raw).groups,
+        pool=node_pool(labels),
         allocatable={
             r: math.ceil(q * 1000) if r == CPU else math.ceil(q)
             for r, q in _parse_list(raw).items()
@@ -354,6 +376,7 @@ def _node_inventory(static: _NodeStatic, requested: Mapping[str, int]) -> NodeIn
         reasons=static.reasons,
         arch=static.arch,
         gpus=static.gpus,
+        pool=static.pool,
         allocatable=_resources(alloc),
         free=_resources(free),
     )

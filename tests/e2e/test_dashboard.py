@@ -89,6 +89,11 @@ def test_the_gpu_map_queue_and_a_runs_output_live_without_a_reload(
     _login(browser, stack, stack.admin_token)
     browser.wait_for("document.body.dataset.updates >= 1", what="the first state drawn")
     assert _used_v100(browser) == 0
+    # Nodes are grouped by their pool label within a model (the local pools set one).
+    pool = browser.evaluate(
+        "document.querySelector('.model[data-model^=\"V100\"] .pool-group').dataset.pool"
+    )
+    assert pool == "aws-v100"
     browser.evaluate("window.__sameDocument = 'yes'")
     browser.screenshot(ARTIFACTS / "01-empty.png")
     try:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes.client import (
@@ -30,6 +31,7 @@ from shared.gpu.inventory import (
     NodeInventory,
     UnknownProduct,
     build_inventory,
+    node_pool,
     pod_requests,
     unschedulable_reasons,
 )
@@ -540,3 +542,19 @@ def test_berths_job_pods_are_accounted_by_placement_but_its_jump_pod_counts_like
     # The jump host's pod: Berth's, but no job's (it once went uncounted, and a real
     # two-core node was then overbooked by its 10m).
     assert is_foreign_pod(pod(managed | {"berth.dev/jump-host": "berth-jump-30022"}))
+
+
+@pytest.mark.parametrize(
+    ("labels", "pool"),
+    [
+        ({"cloud.google.com/gke-nodepool": "l4-pool"}, "l4-pool"),
+        ({"eks.amazonaws.com/nodegroup": "gpu-ng"}, "gpu-ng"),
+        ({"karpenter.sh/nodepool": "h100", "eks.amazonaws.com/nodegroup": ""}, "h100"),
+        ({"kubernetes.azure.com/agentpool": "gpunp"}, "gpunp"),
+        ({"kubernetes.io/hostname": "n1"}, None),
+    ],
+)
+def test_a_nodes_pool_is_read_from_the_providers_label(
+    labels: dict[str, str], pool: str | None
+) -> None:
+    assert node_pool(labels) == pool

@@ -49,26 +49,48 @@ function gpuMap(project) {
     const all = entries.reduce((n, [, g]) => n + g.gpus.length, 0);
     const row = el("div", { class: "model", "data-model": model },
       el("h4", {}, `${model}: ${free} of ${all} free`));
-    const tiles = el("div", { class: "tiles" });
-    for (const [node, group] of entries) {
-      const tile = el("div", {
-        class: node.schedulable ? "node" : "node unschedulable",
-        "data-node": node.name,
-        title: node.schedulable ? node.name : `${node.name}: ${node.reasons.join("; ")}`,
-      }, el("span", { class: "node-name" }, node.name));
-      const gpus = el("div", { class: "gpus" });
-      group.gpus.forEach((user, i) => {
-        gpus.append(el("span", {
-          class: user === null ? "gpu free" : "gpu used",
-          title: user === null ? `GPU ${i}: free` : `GPU ${i}: ${user}`,
-        }));
-      });
-      tile.append(gpus);
-      tiles.append(tile);
+    const byPool = new Map();
+    for (const entry of entries) {
+      const pool = entry[0].pool || "";
+      if (!byPool.has(pool)) byPool.set(pool, []);
+      byPool.get(pool).push(entry);
     }
-    row.append(tiles);
+    for (const [pool, members] of [...byPool.entries()].sort()) {
+      const poolFree = members.reduce((n, [, g]) => n + g.gpus.filter((u) => u === null).length, 0);
+      const poolAll = members.reduce((n, [, g]) => n + g.gpus.length, 0);
+      const box = el("div", { class: "pool-group", "data-pool": pool },
+        el("span", { class: "pool-name" },
+          `${pool ? `pool ${pool}` : "no pool label"}: ${poolFree} of ${poolAll} free`));
+      box.append(tiles(members));
+      row.append(box);
+    }
     section.append(row);
   }
+  return poolsSection(section, project);
+}
+
+function tiles(entries) {
+  const row = el("div", { class: "tiles" });
+  for (const [node, group] of entries) {
+    const tile = el("div", {
+      class: node.schedulable ? "node" : "node unschedulable",
+      "data-node": node.name,
+      title: node.schedulable ? node.name : `${node.name}: ${node.reasons.join("; ")}`,
+    }, el("span", { class: "node-name" }, node.name));
+    const gpus = el("div", { class: "gpus" });
+    group.gpus.forEach((user, i) => {
+      gpus.append(el("span", {
+        class: user === null ? "gpu free" : "gpu used",
+        title: user === null ? `GPU ${i}: free` : `GPU ${i}: ${user}`,
+      }));
+    });
+    tile.append(gpus);
+    row.append(tile);
+  }
+  return row;
+}
+
+function poolsSection(section, project) {
   if (project.pools.length) {
     const pools = el("div", { class: "pools" }, el("h4", {}, "Autoscaler pools (nodes not yet present)"));
     for (const pool of project.pools) {
