@@ -17,8 +17,9 @@ from shared import access, usage
 from shared.autoscaling import is_pool_node, pool_of
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError
-from shared.gpu.inventory import NodeInventory
+from shared.gpu.inventory import GpuInventory, NodeInventory
 from shared.inventory_store import load_inventory
+from shared.queueing.share import Ledger
 from shared.records import Job, Project, Run, RunStatus, User
 from shared.store import Store
 
@@ -80,7 +81,7 @@ def _project(
         "mode_reason": mode.reason,
         "nodes": [n for n in nodes if not is_pool_node(n["name"])],
         "pools": _pools(clusters, project, holders, visible),
-        "standing": _standing(runs, jobs),
+        "standing": _standing(runs, jobs) | {"share": _share(inventory, holders, project)},
         # The operator's per-model caps (server config); a namespace quota a run waits
         # for is named in its reason.
         "quotas": _quotas(clusters, project),
@@ -156,6 +157,17 @@ def _pools(
         }
         for pool in pools
     ]
+
+
+def _share(
+    inventory: GpuInventory | None, holders: list[tuple[Run, Job]], project: str
+) -> float | None:
+    """The project's dominant share of the cluster, as the queue's fairness reads it
+    (shared.queueing.share): the next free capacity goes to the smallest."""
+    if inventory is None:
+        return None
+    held = [(run.project, job.placement) for run, job in holders if job.placement is not None]
+    return round(Ledger.of(inventory, held).dominant_share(project), 4)
 
 
 def _quotas(clusters: ClusterRegistry, project: str) -> dict[str, int]:

@@ -61,7 +61,8 @@ def test_the_map_names_a_members_own_runs_and_hides_another_projects(ctx: Worker
     assert [(q["name"], q["position"], q["gpu"]) for q in main["queue"]] == [
         ("alice-next", 1, "8x A100")
     ]
-    assert main["standing"] == {"gpus_held": 2, "running": 1, "waiting": 1}
+    # 5 of a0+a1's 16 A100s are held, 2 of them by main: its dominant share is 2/16.
+    assert main["standing"] == {"gpus_held": 2, "running": 1, "waiting": 1, "share": 0.125}
     assert main["quotas"] == {"A100": 12}
 
 

@@ -110,6 +110,8 @@ function queue(project) {
   section.append(el("p", { class: "standing" },
     `${project.name} holds ${s.gpus_held} GPU${s.gpus_held === 1 ? "" : "s"};`
     + ` ${s.running} running, ${s.waiting} waiting`
+    + (s.share === null ? "" : `; fair share: ${(s.share * 100).toFixed(1)}% of the cluster`
+      + " (its largest fraction of any GPU model, CPU or memory; the smallest goes next)")
     + (caps.length ? `; quota: ${caps.join(", ")}` : "")));
   if (!project.queue.length) {
     section.append(el("p", { class: "note" }, "Nothing waits."));
