@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import autoscaling, kube, secrets
+from shared.configuration.fields import interpolate_env
 from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.kube.names import job_pod_name, object_name
 from shared.pod_customisation import customise_pod
@@ -610,8 +611,12 @@ def _secret(
     auth = getattr(conf, "registry_auth", None)
     if auth is not None:
         image = run_image(conf, ctx)
-        username = secrets.interpolate(auth.username, ctx.secret_values)
-        password = secrets.interpolate(_plain(auth.password), ctx.secret_values)
+        env = getattr(conf, "env", None) or {}
+        # ${{ env.NAME }} first: an env value may itself name a project secret.
+        username = secrets.interpolate(interpolate_env(auth.username, env), ctx.secret_values)
+        password = secrets.interpolate(
+            interpolate_env(_plain(auth.password), env), ctx.secret_values
+        )
         data[".dockerconfigjson"] = _b64(_docker_config(image, username, password))
     if conf.type == "dev-environment" or ctx.ssh_public_keys:
         data["authorized_keys"] = _b64("\n".join(ctx.ssh_public_keys) + "\n")

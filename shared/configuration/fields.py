@@ -13,6 +13,7 @@ so those places refuse it as "not supported yet" (:func:`refuse_interpolation`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Self
 
@@ -41,6 +42,15 @@ _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PORT_MAPPING_RE = re.compile(r"(?:(\d+|\*):)?(\d+)")
 _INTERPOLATION_RE = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 _SECRET_REFERENCE_RE = re.compile(r"\$\{\{\s*secrets\.[A-Za-z_][A-Za-z0-9_-]*\s*\}\}")
+ENV_REFERENCE_RE = re.compile(r"\$\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+"""dstack's ``${{ env.NAME }}``: the run's own ``env`` value, allowed in ``registry_auth``."""
+
+
+def interpolate_env(value: str, env: Mapping[str, str | None]) -> str:
+    """``value`` with every ``${{ env.NAME }}`` replaced by the run's ``env`` value."""
+    return ENV_REFERENCE_RE.sub(lambda m: env.get(m.group(1)) or "", value)
+
+
 # dstack's tag rules (src/dstack/_internal/utils/tags.py), "valid across most backends".
 _TAG_KEY_RE = re.compile(r"[_\-a-zA-Z0-9]{1,60}")
 _TAG_VALUE_RE = re.compile(r"[a-zA-Z0-9 .:/=_\-+@]{0,256}")
@@ -184,8 +194,15 @@ class RegistryAuth(BerthModel):
     @field_validator("username", "password", mode="before")
     @classmethod
     def _only_secrets(cls, value: Any) -> Any:
-        refuse_interpolation(value, secrets=True)
+        # ${{ env.NAME }} is checked against the run's env by the run configuration.
+        text = ENV_REFERENCE_RE.sub("", value) if isinstance(value, str) else value
+        refuse_interpolation(text, secrets=True)
         return value
+
+    def env_names(self) -> set[str]:
+        """The run's env variables ``${{ env.NAME }}`` in these credentials name."""
+        texts = (self.username, self.password.get_secret_value())
+        return {m.group(1) for text in texts for m in ENV_REFERENCE_RE.finditer(text)}
 
     @field_serializer("password", when_used="json")
     def _reveal_for_storage(self, password: SecretStr) -> str:

@@ -143,6 +143,19 @@ class _RunConfigurationBase(BerthModel):
             raise field_error("nvcc", "image and nvcc are mutually exclusive: set one")
         return self
 
+    @model_validator(mode="after")
+    def _registry_auth_env_declared(self) -> Self:
+        unknown = (
+            sorted(self.registry_auth.env_names() - set(self.env)) if self.registry_auth else []
+        )
+        if unknown:
+            raise field_error(
+                "registry_auth",
+                f"${{{{ env.{unknown[0]} }}}} names no variable of the run's env: add"
+                f" {unknown[0]} to env (a bare name takes your shell's value)",
+            )
+        return self
+
     @property
     def env_from_submitter(self) -> list[str]:
         """Variables written as a bare ``KEY`` whose value the client must supply."""

@@ -319,6 +319,22 @@ def test_project_secrets_are_accepted_in_env_and_registry_auth_and_kept_as_writt
     assert conf.registry_auth.password.get_secret_value() == "${{ secrets.ngc }}"
 
 
+def test_registry_auth_may_name_a_variable_of_the_runs_env_and_no_other() -> None:
+    # dstack's NGC example: the key comes from the submitter's shell through env.
+    conf = _task(
+        "image: nvcr.io/x\nenv: [NGC_API_KEY]\n"
+        "registry_auth: {username: $oauthtoken, password: '${{ env.NGC_API_KEY }}'}"
+    )
+    assert conf.registry_auth is not None
+    assert conf.registry_auth.env_names() == {"NGC_API_KEY"}
+    error = _error(
+        "type: task\ncommands: [x]\nimage: y\n"
+        "registry_auth: {username: u, password: '${{ env.MISSING }}'}"
+    )
+    assert error.field == "registry_auth"
+    assert "${{ env.MISSING }} names no variable of the run's env" in error.message
+
+
 def test_interpolation_in_a_probe_header_is_not_supported_yet() -> None:
     error = _error(
         "type: service\ncommands: [x]\nport: 8000\n"
