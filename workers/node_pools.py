@@ -23,6 +23,7 @@ from shared.autoscaling import find_pool, scale_up_timed_out, waiting_reason
 from shared.clusters import Cluster
 from shared.queueing.limits import NO_CAPACITY
 from shared.records import Event, Job, RunStatus
+from workers import wait_reasons
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict
 
@@ -54,7 +55,7 @@ def judge_pool_wait(
     timed_out = scale_up_timed_out(pool, since=since, now=now)
     if timed_out is not None:
         return PodVerdict(RunStatus.FAILED, timed_out, retry_event=NO_CAPACITY)
-    _record_waiting(ctx, job.id, waiting_reason(pool))
+    wait_reasons.record_waiting(ctx, job.id, waiting_reason(pool), replaces=lambda _r: True)
     return None
 
 
@@ -70,30 +71,7 @@ def _record_node(ctx: WorkerContext, job_id: str, pool_node: str, node: str) -> 
         if ctx.store.save_job(
             job, Event(at=time.time(), kind="info", job=job.job_num, message=message)
         ):
-            _set_run_reason(ctx, job.run_id, old_prefix="waiting for the autoscaler", reason="")
-            return
-
-
-def _record_waiting(ctx: WorkerContext, job_id: str, reason: str) -> None:
-    for _ in range(_CAS_ATTEMPTS):
-        job = ctx.store.get_job(job_id)
-        if job.status != RunStatus.PROVISIONING or job.reason == reason:
-            break
-        job.reason = reason
-        event = Event(at=time.time(), kind="info", job=job.job_num, message=reason)
-        if ctx.store.save_job(job, event):
-            break
-    _set_run_reason(ctx, job.run_id, old_prefix="", reason=reason)
-
-
-def _set_run_reason(ctx: WorkerContext, run_id: str, *, old_prefix: str, reason: str) -> None:
-    """Show the wait on the run too (``berth ps``), while it is provisioning."""
-    for _ in range(_CAS_ATTEMPTS):
-        run = ctx.store.get_run(run_id)
-        if run.status != RunStatus.PROVISIONING or run.reason == reason:
-            return
-        if not run.reason.startswith(old_prefix):
-            return
-        run.reason = reason
-        if ctx.store.save_run(run):
+            wait_reasons.set_run_reason(
+                ctx, job.run_id, "", replaces=lambda r: r.startswith("waiting for the autoscaler")
+            )
             return

@@ -27,6 +27,7 @@ from shared.errors import KubeError
 from shared.gpu.affinity import gpu_node_affinity
 from shared.records import Event, Job, Run, RunStatus
 from shared.requests import request_for
+from workers import wait_reasons
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict
 
@@ -67,7 +68,8 @@ def judge_scheduler_wait(
     if verdict is not None and verdict.status != RunStatus.PENDING:
         return verdict  # failed before it was ever bound (image, admission)
     message = _scheduler_message(cluster, pod) or _condition_message(pod)
-    _record_waiting(ctx, job.id, f"{_WAITING}: {message}" if message else _WAITING)
+    reason = f"{_WAITING}: {message}" if message else _WAITING
+    wait_reasons.record_waiting(ctx, job.id, reason, replaces=_ours)
     return None
 
 
@@ -112,30 +114,10 @@ def _record_node(ctx: WorkerContext, job_id: str, node: str) -> None:
         if ctx.store.save_job(
             job, Event(at=time.time(), kind="info", job=job.job_num, message=message)
         ):
-            _set_run_reason(ctx, job.run_id, "")
+            wait_reasons.set_run_reason(ctx, job.run_id, "", replaces=_ours)
             return
 
 
-def _record_waiting(ctx: WorkerContext, job_id: str, reason: str) -> None:
-    for _ in range(_CAS_ATTEMPTS):
-        job = ctx.store.get_job(job_id)
-        if job.status != RunStatus.PROVISIONING or job.reason == reason:
-            break
-        job.reason = reason
-        event = Event(at=time.time(), kind="info", job=job.job_num, message=reason)
-        if ctx.store.save_job(job, event):
-            break
-    _set_run_reason(ctx, job.run_id, reason)
-
-
-def _set_run_reason(ctx: WorkerContext, run_id: str, reason: str) -> None:
-    """Show the wait on the run too (``berth ps``), while it is provisioning."""
-    for _ in range(_CAS_ATTEMPTS):
-        run = ctx.store.get_run(run_id)
-        if run.status != RunStatus.PROVISIONING or run.reason == reason:
-            return
-        if run.reason and not run.reason.startswith(_WAITING):
-            return  # someone else's reason
-        run.reason = reason
-        if ctx.store.save_run(run):
-            return
+def _ours(reason: str) -> bool:
+    """A run reason this module may overwrite: none, or its own wait."""
+    return not reason or reason.startswith(_WAITING)
