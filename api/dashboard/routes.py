@@ -162,13 +162,12 @@ def _state_events(store: Store, clusters: Any, viewer: User, *, every_s: float) 
     digest = ""
     while time.monotonic() - started < _STREAM_MAX_S:
         state = dashboard_state(store, clusters, viewer)
-        text = json.dumps(state, sort_keys=True)
-        now_digest = hashlib.sha256(
-            json.dumps({**state, "at": 0}, sort_keys=True).encode()
-        ).hexdigest()
+        # Only the stamp changes every look: compare without it, send (with it) on change.
+        unstamped = json.dumps({**state, "at": 0}, sort_keys=True).encode()
+        now_digest = hashlib.sha256(unstamped).hexdigest()
         if now_digest != digest:
             digest, last_write = now_digest, time.monotonic()
-            yield f"event: state\ndata: {text}\n\n".encode()
+            yield f"event: state\ndata: {json.dumps(state, sort_keys=True)}\n\n".encode()
         elif time.monotonic() - last_write >= _KEEPALIVE_S:
             last_write = time.monotonic()
             yield b": keepalive\n\n"

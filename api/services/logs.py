@@ -83,7 +83,7 @@ def _serve(
     fmt = _Format(since_ns=request.since_ns, timestamps=request.timestamps)
     if not request.follow:
         if index:
-            yield from _stored(logs, job.id, labels[index - 1], request.tail, fmt)
+            yield from _stored_with_last(logs, job.id, labels[index - 1], request.tail, fmt)
         return
     label = labels[index - 1] if index else None
     pinned = request.attempt is not None
@@ -101,12 +101,6 @@ def _serve(
             return
         yield f"[berth] job {job.job_num} was retried: attempt {following}\n".encode()
         label, request = following, LogRequest(timestamps=request.timestamps)
-
-
-def _stored(
-    logs: LogStore, job_id: str, label: int, tail: int | None, fmt: _Format
-) -> Iterator[bytes]:
-    yield from _stored_with_last(logs, job_id, label, tail, fmt)
 
 
 def _stored_with_last(
