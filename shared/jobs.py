@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from shared.configuration.groups import node_group_of
 from shared.lifecycle import can_move, run_status_from_jobs
 from shared.records import Event, Job, Run, RunStatus
 from shared.store import Store
@@ -14,10 +15,14 @@ _CAS_ATTEMPTS = 20  # concurrent job updates of one run settle well within this
 
 
 def jobs_for(run: Run, conf: Any) -> list[Job]:
-    """One job per node of a task, per replica of a service, one for a dev environment."""
+    """One job per node of a task, per replica of a service, one for a dev environment.
+
+    Each job names its group, if the configuration has groups: a task's ranks run
+    through its node groups in order, a service starts each replica group's
+    ``min`` replicas (at least one replica in all, as without groups).
+    """
     nodes = int(getattr(conf, "nodes", 1) or 1) if conf.type == "task" else 1
-    replicas = _replicas(conf) if conf.type == "service" else 1
-    total = nodes * replicas
+    groups = _replica_groups(conf) if conf.type == "service" else [None]
     return [
         Job(
             id=uuid.uuid4().hex,
@@ -27,11 +32,12 @@ def jobs_for(run: Run, conf: Any) -> list[Job]:
             job_num=node,
             replica_num=replica,
             jobs_in_run=nodes,
+            group=group if conf.type == "service" else node_group_of(conf, node),
             submitted_at=run.submitted_at,
         )
-        for replica in range(replicas)
+        for replica, group in enumerate(groups)
         for node in range(nodes)
-    ][:total]
+    ]
 
 
 def refresh_run(store: Store, run_id: str) -> Run:
@@ -59,7 +65,7 @@ def refresh_run(store: Store, run_id: str) -> Run:
     return run
 
 
-def replica_job(run: Run, replica_num: int) -> Job:
+def replica_job(run: Run, replica_num: int, group: str | None = None) -> Job:
     """One more replica of a service (``scaling``), queued like a new run's job."""
     return Job(
         id=uuid.uuid4().hex,
@@ -67,8 +73,20 @@ def replica_job(run: Run, replica_num: int) -> Job:
         project=run.project,
         run_name=run.name,
         replica_num=replica_num,
+        group=group,
         submitted_at=time.time(),
     )
+
+
+def _replica_groups(conf: Any) -> list[str | None]:
+    """The group of each replica a service starts with, in replica order."""
+    groups = getattr(conf, "groups", None)
+    if not groups:
+        return [None] * _replicas(conf)
+    starts = [(g.name, g.replicas.min or 0) for g in groups]
+    if not any(count for _, count in starts):
+        starts[0] = (starts[0][0], 1)  # as without groups: a service starts with a replica
+    return [name for name, count in starts for _ in range(count)]
 
 
 def _replicas(conf: Any) -> int:

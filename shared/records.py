@@ -75,6 +75,9 @@ class Job(Stored):
     """Rank within a multi-node task (0 is the master)."""
     replica_num: int = 0
     jobs_in_run: int = 1
+    group: str | None = None
+    """The node group (a task's) or replica group (a service's) the job runs, whose
+    commands, ports and image it gets (``shared.configuration.groups``); None: no groups."""
     status: JobStatus = RunStatus.SUBMITTED
     reason: str = ""
     placement: Placement | None = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.configuration.fields import VolumeMount
+from shared.configuration.interpolation import has_node_rank, with_node_rank
 from shared.configuration.volumes import READ_WRITE_ONCE, READ_WRITE_ONCE_POD
 from shared.placements import HOLDING
 from shared.records import Job, Run
@@ -55,12 +56,34 @@ def berth_claim_name(project: str, volume: str) -> str:
 
 
 def mounted_volumes(configuration: Mapping[str, Any]) -> list[str]:
-    """Names of the project volumes a stored run configuration mounts, in order."""
+    """Names of the project volumes a stored run configuration mounts, in order.
+
+    A name with ``${{ dstack.node_rank }}`` stands for one volume per node of the task.
+    """
+    nodes = configuration.get("nodes") if configuration.get("type") == "task" else 1
     names: list[str] = []
     for item in configuration.get("volumes") or []:
         name = item.get("name") if isinstance(item, Mapping) else None
-        if isinstance(name, str) and name not in names:
-            names.append(name)
+        if not isinstance(name, str):
+            continue
+        ranks = range(nodes if isinstance(nodes, int) and has_node_rank(name) else 1)
+        for rank in ranks:
+            named = with_node_rank(name, rank)
+            if named not in names:
+                names.append(named)
+    return names
+
+
+def volume_names(conf: Any) -> list[str]:
+    """Names of the project volumes a run configuration mounts, each node's for a
+    ``${{ dstack.node_rank }}`` name, in order."""
+    nodes = int(getattr(conf, "nodes", 1) or 1) if getattr(conf, "type", "") == "task" else 1
+    names: list[str] = []
+    for mount in getattr(conf, "volumes", None) or []:
+        for rank in range(nodes if mount.per_node else 1):
+            name = mount.name_for(rank)
+            if name is not None and name not in names:
+                names.append(name)
     return names
 
 

@@ -17,6 +17,12 @@ from typing import Any
 
 from shared import autoscaling, kube, secrets
 from shared.configuration.fields import interpolate_env
+from shared.configuration.groups import group_configuration, node_group_sizes
+from shared.configuration.interpolation import (
+    names_groups,
+    node_ip_variable,
+    with_node_ip_variables,
+)
 from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.kube.names import job_pod_name, object_name
 from shared.pod_customisation import customise_pod
@@ -34,6 +40,8 @@ from shared.ssh import (
 from workers import code_volume, service_probe
 
 SSH_PORT = RUN_SSH_PORT
+LABEL_GROUP = "berth.dev/group"
+"""The job's node group or replica group, on its pod (when the configuration has groups)."""
 SECRET_MOUNT = "/berth/secret"
 # How run pods start sshd (after copying the keys out of the Secret, whose files
 # are too open for sshd). Public so the SSH tests start their stand-in sshd alike.
@@ -128,12 +136,15 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     """Pod, Secret and Services for ``job``; pure, so tests can inspect every field."""
     if job.placement is None:
         raise ValueError(f"job {job.id} has no placement")
+    conf = group_configuration(conf, job.group)  # the job's group's commands, image, ports
     name = job_pod_name(job)
     labels = kube.berth_labels(run.project, run.name, job.id) | {
         "berth.dev/replica": str(job.replica_num),
         "berth.dev/rank": str(job.job_num),
         kube.LABEL_ATTEMPT: str(job.attempt),
     }
+    if job.group is not None:
+        labels[LABEL_GROUP] = job.group  # group names are valid label values (dstack's rule)
     multinode = job.jobs_in_run > 1
     headless = headless_service_name(run)
     env = _env(run, job, conf, ctx, headless if multinode else None)
@@ -186,7 +197,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
                 },
             }
         )
-    volumes += _mount_volumes(container, conf, ctx)
+    volumes += _mount_volumes(container, conf, ctx, rank=job.job_num)
     if ctx.code_parts:
         volumes.append(code_volume.volume(run, ctx.code_parts))
         container["volumeMounts"].append(
@@ -273,6 +284,8 @@ def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -
     else:
         env["DSTACK_MASTER_NODE_IP"] = "127.0.0.1"
         env["DSTACK_NODES_IPS"] = "127.0.0.1"
+        if conf.type == "task" and any(names_groups(c) for c in conf.commands):
+            env[node_ip_variable(0)] = "127.0.0.1"  # groups[0].nodes[0]: the node itself
     return env
 
 
@@ -291,12 +304,16 @@ def _script(
     if multinode:
         # Pod IPs exist only once every pod runs: resolve the peers' stable DNS
         # names from the headless service (bounded wait) into DSTACK_NODES_IPS.
+        # Each rank's IP is also BERTH_NODE_<rank>_IP, which a node group's
+        # ${{ groups[i].nodes[j].IP_ADDRESS }} became (shared.configuration.interpolation).
         lines += [
             "DSTACK_NODES_IPS=''",
+            "berth_rank=0",
             "for h in $BERTH_NODES_HOSTNAMES; do i=0",
             '  until ip=$(getent hosts "$h" | cut -d" " -f1) && [ -n "$ip" ]; do',
             '    i=$((i+1)); [ $i -gt 300 ] && { echo "peer $h unresolvable" >&2; exit 1; }',
             "    sleep 1; done",
+            '  export "BERTH_NODE_${berth_rank}_IP=$ip"; berth_rank=$((berth_rank+1))',
             '  DSTACK_NODES_IPS="$DSTACK_NODES_IPS$ip',
             '"; done',
             "export DSTACK_NODES_IPS",
@@ -318,6 +335,9 @@ def _script(
         body = [shlex.join(argv)]
     else:
         body = list(getattr(conf, "commands", None) or [])
+        if conf.type == "task":
+            sizes = node_group_sizes(conf)
+            body = [with_node_ip_variables(command, sizes) for command in body]
     return "\n".join(lines + _supervised(body))
 
 
@@ -537,8 +557,13 @@ def _affinity(node: str, pool: NodePool | None) -> dict[str, Any]:
     }
 
 
-def _mount_volumes(container: dict[str, Any], conf: Any, ctx: PodContext) -> list[dict[str, Any]]:
-    """Project volumes as their claims, node directories as hostPath (where allowed)."""
+def _mount_volumes(
+    container: dict[str, Any], conf: Any, ctx: PodContext, *, rank: int
+) -> list[dict[str, Any]]:
+    """Project volumes as their claims, node directories as hostPath (where allowed).
+
+    A name with ``${{ dstack.node_rank }}`` is the node's own volume (``rank`` filled in).
+    """
     volumes: list[dict[str, Any]] = []
     for index, mount in enumerate(getattr(conf, "volumes", None) or []):
         if mount.is_instance:
@@ -552,9 +577,10 @@ def _mount_volumes(container: dict[str, Any], conf: Any, ctx: PodContext) -> lis
             }
             read_only = bool(mount.read_only)
         else:
-            claim = ctx.claims.get(mount.name)
+            volume = mount.name_for(rank)
+            claim = ctx.claims.get(volume) if volume is not None else None
             if claim is None:
-                raise ValueError(f"volume {mount.name} was not resolved to a claim")
+                raise ValueError(f"volume {volume} was not resolved to a claim")
             name = f"vol-{index}"
             read_only = bool(mount.read_only or claim.read_only)
             source = {"persistentVolumeClaim": {"claimName": claim.claim, "readOnly": read_only}}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shared import service_traffic, tasks
@@ -41,7 +42,7 @@ def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str,
     now = time.time() if now is None else now
     moved: dict[str, int] = {}
     for run in ctx.store.find_runs(ctx.store.active_run_ids()):
-        if run.configuration_type != "service" or not run.configuration.get("scaling"):
+        if run.configuration_type != "service" or not _scales(run.configuration):
             continue
         try:
             count = scale_service(ctx, run.id, now=now)
@@ -53,33 +54,70 @@ def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str,
 
 
 def scale_service(ctx: WorkerContext, run_id: str, *, now: float) -> int | None:
-    """Move one service toward its desired replica count; the new count, or None if unchanged."""
+    """Move one service toward its desired replica count; the new count, or None if unchanged.
+
+    With replica groups, each group with ``scaling`` moves by its own rule on the
+    service's requests per second, as dstack does; the delays count from the
+    service's last change, whichever group it was.
+    """
     run = ctx.store.get_run(run_id)
     if run.status != RunStatus.RUNNING or run.stop_requested:
         return None  # a service still starting has no traffic to size it by yet
     conf: Any = configuration_from_stored(run.configuration)
-    if conf.type != "service" or conf.scaling is None:
+    rules = rules_of(conf) if conf.type == "service" else {}
+    if not rules:
         return None
     jobs = [j for j in ctx.store.jobs_of(run) if not j.retired and not j.status.is_finished]
-    rule = rule_of(conf)
-    window = conf.scaling.window or service_traffic.DEFAULT_WINDOW_S
+    window = max(r.window_s for r in rules.values())
     rps = service_traffic.requests_per_second(ctx.store, run.id, window_s=window, now=now)
     last = run.scaled_at or run.submitted_at  # dstack counts the delays from the start too
-    wanted = desired_replicas(rule, current=len(jobs), rps=rps, last_scaled_at=last, now=now)
-    if wanted == len(jobs):
+    added: list[str | None] = []
+    retiring: list[Job] = []
+    steps: list[str] = []
+    for group, scaled in rules.items():
+        members = [j for j in jobs if j.group == group]
+        wanted = desired_replicas(
+            scaled.rule, current=len(members), rps=rps, last_scaled_at=last, now=now
+        )
+        if wanted == len(members):
+            continue
+        steps.append(("" if group is None else f"group {group} ") + f"{len(members)} to {wanted}")
+        added += [group] * (wanted - len(members))
+        retiring += _to_retire(members, len(members) - wanted)
+    if not steps:
         return None
-    message = f"scaling from {len(jobs)} to {wanted} replicas ({rps:.2f} requests/s)"
-    if wanted > len(jobs):
-        if not _add_replicas(ctx, run, wanted - len(jobs), message, now=now):
+    message = f"scaling {', '.join(steps)} replicas ({rps:.2f} requests/s)"
+    if not steps[0].startswith("group"):
+        message = f"scaling from {steps[0]} replicas ({rps:.2f} requests/s)"
+    if added and not _add_replicas(ctx, run, added, message, now=now):
+        return None
+    if retiring:
+        run = ctx.store.get_run(run_id)
+        if not _retire_replicas(ctx, run, retiring, message, now=now, noted=bool(added)):
             return None
-    elif not _retire_replicas(ctx, run, jobs, len(jobs) - wanted, message, now=now):
-        return None
     log.info("service %s: %s", run.name, message)
-    return wanted
+    return len(jobs) + len(added) - len(retiring)
+
+
+@dataclass(frozen=True)
+class GroupScaling:
+    rule: ScalingRule
+    window_s: int
+
+
+def rules_of(conf: Any) -> dict[str | None, GroupScaling]:
+    """Each group's (or, without groups, the service's) ``replicas`` range and ``scaling``
+    as the scaler's rule; groups without ``scaling`` keep their count and are left out."""
+    groups = conf.groups or [conf]
+    return {
+        (g.name if conf.groups else None): GroupScaling(rule_of(g), _window(g))
+        for g in groups
+        if g.scaling is not None
+    }
 
 
 def rule_of(conf: Any) -> ScalingRule:
-    """The configuration's ``replicas`` range and ``scaling`` as the scaler's rule."""
+    """A ``replicas`` range and ``scaling`` (a service's or a replica group's) as the rule."""
     return ScalingRule(
         min_replicas=conf.replicas.min or 0,
         max_replicas=conf.replicas.max,
@@ -89,10 +127,27 @@ def rule_of(conf: Any) -> ScalingRule:
     )
 
 
-def _add_replicas(ctx: WorkerContext, run: Run, count: int, message: str, *, now: float) -> bool:
+def _scales(configuration: dict[str, Any]) -> bool:
+    groups = configuration.get("groups") or []
+    return bool(configuration.get("scaling")) or any(g.get("scaling") for g in groups)
+
+
+def _window(conf: Any) -> int:
+    return int(conf.scaling.window or service_traffic.DEFAULT_WINDOW_S)
+
+
+def _to_retire(jobs: list[Job], count: int) -> list[Job]:
+    # Replicas not serving yet go first, then the newest: the oldest keep their warm caches.
+    order = sorted(jobs, key=lambda j: (j.status == RunStatus.RUNNING, -j.replica_num))
+    return order[: max(count, 0)]
+
+
+def _add_replicas(
+    ctx: WorkerContext, run: Run, groups: list[str | None], message: str, *, now: float
+) -> bool:
     everyone = ctx.store.jobs_of(run)
     first = max((j.replica_num for j in everyone), default=-1) + 1  # numbers are never reused
-    new = [replica_job(run, first + i) for i in range(count)]
+    new = [replica_job(run, first + i, group) for i, group in enumerate(groups)]
     updated = run.model_copy(update={"job_ids": [*run.job_ids, *(j.id for j in new)]})
     updated.scaled_at = now
     event = Event(at=now, kind="info", message=message)
@@ -103,14 +158,13 @@ def _add_replicas(ctx: WorkerContext, run: Run, count: int, message: str, *, now
 
 
 def _retire_replicas(
-    ctx: WorkerContext, run: Run, jobs: list[Job], count: int, message: str, *, now: float
+    ctx: WorkerContext, run: Run, jobs: list[Job], message: str, *, now: float, noted: bool
 ) -> bool:
-    run.scaled_at = now
-    if not ctx.store.save_run(run, Event(at=now, kind="info", message=message)):
-        return False
-    # Replicas not serving yet go first, then the newest: the oldest keep their warm caches.
-    order = sorted(jobs, key=lambda j: (j.status == RunStatus.RUNNING, -j.replica_num))
-    for job in order[:count]:
+    if not noted:  # adding replicas in the same step already set scaled_at, with the message
+        run.scaled_at = now
+        if not ctx.store.save_run(run, Event(at=now, kind="info", message=message)):
+            return False
+    for job in jobs:
         _retire(ctx, job.id, now=now)
     return True
 

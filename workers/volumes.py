@@ -16,23 +16,26 @@ from shared.errors import ConfigError
 from shared.records import Run
 from shared.store import Store
 from shared.volume_claims import ensure_claim, volume_configuration
+from shared.volume_placement import volume_names
 from workers.podspec import ClaimMount
 
 
 def claims_for_run(store: Store, cluster: Cluster, run: Run, conf: Any) -> dict[str, ClaimMount]:
     """Volume name -> its claim, for every project volume ``conf`` mounts; ConfigError if gone."""
     claims: dict[str, ClaimMount] = {}
-    for mount in getattr(conf, "volumes", None) or []:
-        if mount.is_instance or mount.name in claims:
+    # Every node's volume of a ${{ dstack.node_rank }} name: any node may be the first
+    # provisioned, and the claims of the others are then ready for theirs.
+    for name in volume_names(conf):
+        if name in claims:
             continue
-        volume = store.get_volume(run.project, mount.name)
+        volume = store.get_volume(run.project, name)
         if volume is None:
             raise ConfigError(
-                f"volume {mount.name!r} does not exist in project {run.project!r}"
+                f"volume {name!r} does not exist in project {run.project!r}"
                 " (berth volume list shows the project's volumes)",
                 field="volumes",
             )
         ensure_claim(cluster.kube, cluster.namespace, volume)
         read_only = volume_configuration(volume).read_only
-        claims[mount.name] = ClaimMount(claim=volume.claim_name, read_only=read_only)
+        claims[name] = ClaimMount(claim=volume.claim_name, read_only=read_only)
     return claims

@@ -143,22 +143,30 @@ def check_run_volumes(store: Store, clusters: ClusterRegistry, project: str, con
     for index, mount in enumerate(mounts):
         if mount.is_instance:
             continue
-        volume = store.get_volume(project, mount.name)
-        if volume is None:
-            raise ConfigError(
-                f"no volume named {mount.name!r} in project {project!r}; create it with"
-                " berth volume apply -f FILE (type: volume)",
-                field=f"volumes.{index}.name",
-            )
-        modes = set(volume_configuration(volume).access_modes)
-        single = modes <= {READ_WRITE_ONCE, READ_WRITE_ONCE_POD}
-        if nodes > 1 and volume.created_by_berth and single:
-            raise ConfigError(
-                f"volume {mount.name!r} is {', '.join(sorted(modes))}: one node at a time can"
-                f" mount it, and this task runs on {nodes}; use a ReadWriteMany or"
-                " ReadOnlyMany volume",
-                field=f"volumes.{index}.name",
-            )
+        # ${{ dstack.node_rank }}: each node mounts its own volume, which must exist.
+        for rank in range(nodes if mount.per_node else 1):
+            name = mount.name_for(rank)
+            assert name is not None  # not an instance path: a named volume
+            _check_volume(store, project, name, index, shared_by=1 if mount.per_node else nodes)
+
+
+def _check_volume(store: Store, project: str, name: str, index: int, *, shared_by: int) -> None:
+    volume = store.get_volume(project, name)
+    if volume is None:
+        raise ConfigError(
+            f"no volume named {name!r} in project {project!r}; create it with"
+            " berth volume apply -f FILE (type: volume)",
+            field=f"volumes.{index}.name",
+        )
+    modes = set(volume_configuration(volume).access_modes)
+    single = modes <= {READ_WRITE_ONCE, READ_WRITE_ONCE_POD}
+    if shared_by > 1 and volume.created_by_berth and single:
+        raise ConfigError(
+            f"volume {name!r} is {', '.join(sorted(modes))}: one node at a time can"
+            f" mount it, and this task runs on {shared_by}; use a ReadWriteMany or"
+            " ReadOnlyMany volume, or one volume per node (${{ dstack.node_rank }})",
+            field=f"volumes.{index}.name",
+        )
 
 
 def describe_volume(store: Store, clusters: ClusterRegistry, volume: Volume) -> VolumePublic:

@@ -5,9 +5,11 @@ Each shorthand dstack accepts (``2h``, ``8080:80``, ``KEY=VALUE``, ``name:/path`
 single form: durations are whole seconds, ``off`` is ``None``, env is a dict.
 
 dstack fills ``${{ secrets.x }}``, ``${{ env.X }}`` and ``${{ dstack.node_rank }}``
-into env values, registry credentials, volume names and probe headers. Berth does
-not interpolate, and the literal text would reach the pod as if it were the value,
-so those places refuse it as "not supported yet" (:func:`refuse_interpolation`).
+into env values, registry credentials, volume names and probe headers. Berth fills
+project secrets, ``env`` in ``registry_auth`` and the node rank in volume names
+(:mod:`shared.configuration.interpolation`); anywhere else the literal text would
+reach the pod as if it were the value, so it is refused as "not supported yet"
+(:func:`refuse_interpolation`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
 )
 
 from shared.configuration.base import READING_STORED, BerthModel, field_error, not_supported
+from shared.configuration.interpolation import has_node_rank, with_node_rank, without_node_rank
 
 RetryEvent = Literal["no-capacity", "error", "interruption"]
 SpotPolicy = Literal["spot", "on-demand", "auto"]
@@ -253,7 +256,8 @@ class VolumeMount(BerthModel):
         if isinstance(value, list):
             # dstack picks one of several volumes in different regions; a cluster has one.
             raise not_supported(value="a list of volume names")
-        refuse_interpolation(value)
+        # Each node of a multi-node task mounts its own volume (name_for).
+        refuse_interpolation(without_node_rank(value) if isinstance(value, str) else value)
         return value
 
     @field_validator("path", "instance_path")
@@ -272,6 +276,15 @@ class VolumeMount(BerthModel):
     @property
     def is_instance(self) -> bool:
         return self.instance_path is not None
+
+    @property
+    def per_node(self) -> bool:
+        """Whether the name holds ``${{ dstack.node_rank }}``: one volume per node."""
+        return self.name is not None and has_node_rank(self.name)
+
+    def name_for(self, rank: int) -> str | None:
+        """The volume the node of ``rank`` mounts (the name, with its rank filled in)."""
+        return None if self.name is None else with_node_rank(self.name, rank)
 
 
 def _volume_from_yaml(value: Any) -> Any:

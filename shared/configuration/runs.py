@@ -32,6 +32,13 @@ from shared.configuration.fields import (
     VolumeMountField,
     port_mapping_from_yaml,
 )
+from shared.configuration.groups import (
+    NodeGroup,
+    ReplicaGroup,
+    check_node_groups,
+    check_replica_groups,
+)
+from shared.configuration.interpolation import names_groups, node_ip_problem
 from shared.configuration.ranges import CountRange, Range
 from shared.configuration.resources import ResourcesSpec
 from shared.configuration.run_policies import (
@@ -165,15 +172,16 @@ class _RunConfigurationBase(BerthModel):
 class TaskConfiguration(_RunConfigurationBase):
     """Commands on one or more nodes, run to completion."""
 
-    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"groups"}
-
     type: Literal["task"] = "task"
     entrypoint: str | None = Field(None, min_length=1)
     """dstack's Docker-like form: this command line, with each of ``commands`` as one
     more argument, replaces the shell script ``commands`` otherwise make."""
     commands: list[str] = Field(default_factory=list)
     nodes: int = Field(1, ge=1, strict=True)
+    """With ``groups``, their total (``shared.configuration.groups``)."""
     ports: list[PortMappingField] = Field(default_factory=list)
+    groups: list[NodeGroup] | None = None
+    """Heterogeneous multi-node: each group's nodes run its own commands and ports."""
     startup_order: StartupOrder = "any"
     """Multi-node: which pods start first; the others are created once those run."""
     stop_criteria: StopCriteria = "all-done"
@@ -181,7 +189,15 @@ class TaskConfiguration(_RunConfigurationBase):
 
     @model_validator(mode="after")
     def _commands_or_image(self) -> Self:
+        if self.groups is not None:
+            check_node_groups(self)
+            return self
         _require_commands_or_image(self.commands, self.image, self.entrypoint)
+        for command in self.commands:
+            # A task without groups is dstack's one group: groups[0].nodes[j] are its nodes.
+            problem = node_ip_problem(command, [self.nodes])
+            if problem is not None:
+                raise field_error("commands", problem)
         return self
 
 
@@ -211,7 +227,7 @@ class DevEnvironmentConfiguration(_RunConfigurationBase):
 class ServiceConfiguration(_RunConfigurationBase):
     """A long-running HTTP server behind Berth's proxy, with one or more replicas."""
 
-    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"groups", "https"}
+    dstack_only_fields = RUN_FIELDS_NOT_SUPPORTED | {"https"}
 
     type: Literal["service"] = "service"
     entrypoint: str | None = Field(None, min_length=1)
@@ -222,7 +238,10 @@ class ServiceConfiguration(_RunConfigurationBase):
     """The container port the application listens on."""
     commands: list[str] = Field(default_factory=list)
     replicas: CountRange = Range[int](min=1, max=1)
-    """A count, or ``min..max`` with ``scaling``: the service starts with ``max(min, 1)``."""
+    """A count, or ``min..max`` with ``scaling``: the service starts with ``max(min, 1)``.
+    A list is dstack's legacy spelling of ``groups``; with groups, their total."""
+    groups: list[ReplicaGroup] | None = None
+    """Replica groups, each with its own count, commands, image and ``scaling``."""
     scaling: Scaling | None = None
     """Requests per second the proxy counts move the count within ``replicas``
     (``workers.service_scaling``, dstack's rule and delays)."""
@@ -268,18 +287,28 @@ class ServiceConfiguration(_RunConfigurationBase):
             raise ValueError(f"each prefix may have one limit; given twice: {', '.join(twice)}")
         return value
 
-    @field_validator("replicas", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _no_replica_groups(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            # dstack's legacy spelling of `groups`: a list of replica groups.
-            raise not_supported(
-                value="a list of replica groups (Berth sizes all replicas of a run alike)"
-            )
-        return value
+    def _replica_list_is_groups(cls, data: Any) -> Any:
+        # dstack's legacy spelling of `groups`: `replicas` as a list of replica groups.
+        if isinstance(data, dict) and isinstance(data.get("replicas"), list):
+            if data.get("groups") is not None:
+                raise field_error("groups", "replicas as a list and groups are the same: give one")
+            data = dict(data)
+            data["groups"] = data.pop("replicas")
+        return data
 
     @model_validator(mode="after")
     def _replicas_and_scaling_agree(self) -> Self:
+        for command in self.commands + [c for g in self.groups or [] for c in g.commands]:
+            if names_groups(command):
+                # dstack's groups[i].replicas[j].IP_ADDRESS: a replica's peers come and go.
+                raise not_supported(
+                    "commands", value="${{ groups[i].replicas[j].IP_ADDRESS }} (interpolation)"
+                )
+        if self.groups is not None:
+            check_replica_groups(self)
+            return self
         _require_commands_or_image(self.commands, self.image, self.entrypoint)
         if self.replicas.max is None:
             raise field_error("replicas", f"needs an upper bound such as 1..4, got {self.replicas}")

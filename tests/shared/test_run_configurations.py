@@ -287,14 +287,14 @@ def test_a_fleet_of_another_project_is_not_supported_yet() -> None:
             "${{ dstack.node_rank }}",
         ),
         (
-            "volumes: [{name: 'data-${{ dstack.node_rank }}', path: /data}]",
+            "volumes: [{name: 'data-${{ run.name }}', path: /data}]",
             "volumes.0.name",
-            "${{ dstack.node_rank }}",
+            "${{ run.name }}",
         ),
         (
-            "volumes: ['data-${{ dstack.node_rank }}:/data']",
+            "volumes: ['data-${{ dstack.node_rank }}-${{ run.id }}:/data']",
             "volumes.0.name",
-            "${{ dstack.node_rank }}",
+            "${{ run.id }}",
         ),
     ],
 )
@@ -504,12 +504,6 @@ def test_a_gateway_is_not_supported_yet(written: str, shown: str) -> None:
     )
 
 
-def test_replica_groups_are_not_supported_yet() -> None:
-    error = _error("type: service\ncommands: [x]\nport: 8000\nreplicas: [{count: 1}]")
-    assert isinstance(error, NotSupportedError)
-    assert error.field == "replicas"
-
-
 # --- fleets --------------------------------------------------------------------------------
 
 
@@ -582,10 +576,8 @@ def test_a_dstack_run_field_berth_does_not_honour_is_refused_by_name(kind: str, 
 @pytest.mark.parametrize(
     ("kind", "field"),
     [
-        ("task", "groups"),
         ("dev-environment", "version"),
         ("service", "https"),
-        ("service", "groups"),
     ],
 )
 def test_type_specific_dstack_fields_are_refused_by_name(kind: str, field: str) -> None:

@@ -49,14 +49,37 @@ def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Itera
         yield context
 
 
+GROUPS = {
+    "type": "service",
+    "name": "chat",
+    "port": 8000,
+    "replicas": [
+        {"name": "router", "count": 1, "commands": ["route"]},
+        {
+            "name": "prefill",
+            "count": "1..4",
+            "commands": ["prefill"],
+            "scaling": {"metric": "rps", "target": 2, "window": "10s", "scale_up_delay": "30s"},
+        },
+        {
+            "name": "decode",
+            "count": "0..2",
+            "commands": ["decode"],
+            "scaling": {"metric": "rps", "target": 4, "window": "10s", "scale_up_delay": "30s"},
+        },
+    ],
+}
+
+
 def _running_service(
     ctx: WorkerContext,
     submitted_at: float,
     replicas: str = "1..3",
     resources: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Run:
     extra = {"resources": resources} if resources else {}
-    conf = configuration_from_mapping({**SERVICE, "replicas": replicas, **extra})
+    conf = configuration_from_mapping(data or {**SERVICE, "replicas": replicas, **extra})
     run = Run(
         id=uuid.uuid4().hex,
         project="main",
@@ -198,3 +221,28 @@ def test_a_replica_no_node_can_take_leaves_the_service_running_saying_why(
     assert current.reason.startswith("a replica cannot be added: impossible"), current.reason
     jobs = sorted(ctx.store.jobs_of(current), key=lambda j: j.replica_num)
     assert [j.status for j in jobs] == [RunStatus.RUNNING, *[RunStatus.PENDING] * 2]
+
+
+def test_each_replica_group_scales_by_its_own_rule_on_the_services_requests(
+    ctx: WorkerContext,
+) -> None:
+    now = time.time()
+    run = _running_service(ctx, submitted_at=now - 100, data=GROUPS)
+    _load(ctx, run, 6, now=now)  # 6 rps: prefill (target 2) wants 3, decode (target 4) 2
+    assert service_scaling.scale_service(ctx, run.id, now=now) == 6
+    jobs = sorted(ctx.store.jobs_of(ctx.store.get_run(run.id)), key=lambda j: j.replica_num)
+    assert [(j.group, j.status) for j in jobs] == [
+        ("router", RunStatus.RUNNING),  # no scaling: its count stays
+        ("prefill", RunStatus.RUNNING),
+        ("prefill", RunStatus.SUBMITTED),
+        ("prefill", RunStatus.SUBMITTED),
+        ("decode", RunStatus.SUBMITTED),
+        ("decode", RunStatus.SUBMITTED),
+    ]
+    assert "group prefill 1 to 3, group decode 0 to 2" in " ".join(
+        e.message for _, e in ctx.store.events(run.id)
+    )
+    # Without requests, each group goes back to its own minimum after the delay.
+    assert service_scaling.scale_service(ctx, run.id, now=now + 700) == 2
+    live = [j for j in ctx.store.jobs_of(ctx.store.get_run(run.id)) if not j.retired]
+    assert sorted((j.group or "") for j in live) == ["prefill", "router"]
