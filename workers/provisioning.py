@@ -8,6 +8,7 @@ belong to this job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from shared.errors import (
     KubeForbidden,
     KubeNotFound,
     NotFoundError,
+    StoreError,
     TemporaryError,
 )
 from shared.jobs import refresh_run
@@ -34,6 +36,7 @@ from shared.queueing.namespace_only import is_scheduler_node
 from shared.queueing.namespace_quota import quota_refusal
 from shared.records import Event, Job, RunStatus
 from shared.resource_quotas import namespace_key, note_refusal
+from shared.runlogs.store import LogStore
 from shared.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
 from workers.context import WorkerContext
@@ -121,12 +124,12 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     objects = build_job_objects(run, job, conf, pod_ctx)
     try:
         for secret in code_secrets:  # one set per run, shared by its jobs
-            _create_or_adopt(cluster, "secret", secret, job, per_run=True)
+            _create_or_adopt(ctx, cluster, "secret", secret, job, per_run=True)
         if objects.secret is not None:
-            _create_or_adopt(cluster, "secret", objects.secret, job)
+            _create_or_adopt(ctx, cluster, "secret", objects.secret, job)
         for service in objects.services:
-            _create_or_adopt(cluster, "service", service, job, per_run=True)
-        _create_or_adopt(cluster, "pod", objects.pod, job)
+            _create_or_adopt(ctx, cluster, "service", service, job, per_run=True)
+        _create_or_adopt(ctx, cluster, "pod", objects.pod, job)
     except TemporaryError:
         raise  # the apiserver is away: Celery retries with backoff
     except KubeForbidden as e:
@@ -341,7 +344,13 @@ def _ssh_keys(ctx: WorkerContext, user_name: str, conf: Any) -> tuple[str, ...]:
 
 
 def _create_or_adopt(
-    cluster: Cluster, kind: str, body: dict[str, Any], job: Job, *, per_run: bool = False
+    ctx: WorkerContext,
+    cluster: Cluster,
+    kind: str,
+    body: dict[str, Any],
+    job: Job,
+    *,
+    per_run: bool = False,
 ) -> None:
     k = cluster.kube
     create = {
@@ -364,13 +373,76 @@ def _create_or_adopt(
         return
     except KubeConflict:
         pass
-    existing = k.call(read, body["metadata"]["name"], cluster.namespace)
+    name = body["metadata"]["name"]
+    try:
+        existing = k.call(read, name, cluster.namespace)
+    except KubeNotFound:
+        raise TemporaryError(
+            f"{kind} {name} was being deleted; creating it again", delay=1
+        ) from None
     labels = existing.metadata.labels or {}
     owner_key, owner = (kube.LABEL_RUN, job.run_name) if per_run else (kube.LABEL_JOB, job.id)
-    if labels.get(owner_key) != owner or labels.get(kube.LABEL_PROJECT) != job.project:
-        raise KubeError(
-            f"{kind} {body['metadata']['name']} exists but was not created by Berth for this job"
-        )
+    ours = labels.get(owner_key) == owner and labels.get(kube.LABEL_PROJECT) == job.project
+    if ours and not (kind == "pod" and _older_attempt(labels, job)):
+        return
+    leftover = _leftover_of(ctx, labels, job, kind)
+    if leftover is None:
+        raise KubeError(f"{kind} {name} exists but was not created by Berth for this job")
+    if existing.metadata.deletion_timestamp is None:
+        with contextlib.suppress(KubeNotFound):
+            delete = {
+                "pod": k.core.delete_namespaced_pod,
+                "secret": k.core.delete_namespaced_secret,
+                "service": k.core.delete_namespaced_service,
+            }[kind]
+            k.call(delete, name, cluster.namespace, grace_period_seconds=0)
+    raise TemporaryError(f"waiting for {leftover}'s {kind} {name} to be deleted", delay=1)
+
+
+def _leftover_of(ctx: WorkerContext, labels: dict[str, str], job: Job, kind: str) -> str | None:
+    """Whose leftover an object holding one of ``job``'s names is, if this job may delete it.
+
+    Names come from the run's name (shared/kube/names.py), so a run submitted again under
+    a finished run's name meets that run's kept pod (the log collector's source) and
+    secret, and a retried job can meet its previous attempt's pod still terminating.
+    """
+    if (
+        labels.get(kube.LABEL_MANAGED) != kube.MANAGED_BY
+        or labels.get(kube.LABEL_PROJECT) != job.project
+        or labels.get(kube.LABEL_RUN) != job.run_name
+    ):
+        return None
+    other_id = labels.get(kube.LABEL_JOB, "")
+    if other_id == job.id:
+        return "the previous attempt" if kind == "pod" and _older_attempt(labels, job) else None
+    other = ctx.store.find_job(other_id) if other_id else None
+    if other is not None and not other.status.is_finished:
+        return None  # a live job's (names are refused while a run of that name is active)
+    if other is not None and kind == "pod" and not _output_collected(ctx, other, labels):
+        raise TemporaryError("waiting for the previous run's output to be collected", delay=2)
+    return f"the previous run named {job.run_name!r}"
+
+
+def _older_attempt(labels: dict[str, str], job: Job) -> bool:
+    try:
+        return int(labels.get(kube.LABEL_ATTEMPT, "1")) < job.attempt
+    except ValueError:
+        return False
+
+
+_COLLECT_WAIT_S = 60.0
+"""How long a name's new run waits for the collector to finish the previous run's output
+before deleting its pod anyway (a collector that is not running must not block it)."""
+
+
+def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) -> bool:
+    if time.time() - other.updated_at > _COLLECT_WAIT_S:
+        return True
+    try:
+        attempt = int(labels.get(kube.LABEL_ATTEMPT, "1"))
+        return LogStore(ctx.store, cap_bytes=0).meta(other.id, attempt).done
+    except (ValueError, StoreError):
+        return True
 
 
 def _record_pod(ctx: WorkerContext, job_id: str, pod_name: str) -> None:

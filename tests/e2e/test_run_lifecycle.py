@@ -94,6 +94,62 @@ def test_a_one_gpu_task_runs_and_finishes(
     assert statuses[-1] == "done"
 
 
+def test_a_finished_runs_name_applied_again_replaces_its_kept_pod_and_runs(
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path
+) -> None:
+    conf = """
+        type: task
+        name: reused
+        commands: [python train.py]
+        env: {KWOK_RUN_FOR: 1s}
+        """
+    first = _apply(stack, tmp_path, conf)
+    _wait_status(stack, "reused", "done")
+    kept = _pods(kube_admin, stack, "reused")
+    assert [p.metadata.labels[kube.LABEL_RUN] for p in kept] == ["reused"]  # kept for its output
+    second = _apply(stack, tmp_path, conf)
+    assert second["id"] != first["id"]
+    done = _wait_status(stack, "reused", "done")
+    assert done["id"] == second["id"]
+    assert done["jobs"][0]["exit_code"] == 0
+    pods = _pods(kube_admin, stack, "reused")
+    assert len(pods) == 1
+    assert pods[0].metadata.uid != kept[0].metadata.uid
+
+
+def test_a_pod_berth_did_not_create_holding_a_jobs_name_fails_the_run_naming_it(
+    stack: Stack, kube_admin: kube.Kube, tmp_path: Path
+) -> None:
+    k = kube_admin
+    squatter = {
+        "metadata": {"name": "berth-main-squatted-0-0", "labels": {"app": "someone-else"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "nowhere"},
+    }
+    k.call(k.core.create_namespaced_pod, stack.namespace, squatter)
+    try:
+        _apply(
+            stack,
+            tmp_path,
+            """
+            type: task
+            name: squatted
+            commands: [python train.py]
+            env: {KWOK_RUN_FOR: 1s}
+            """,
+        )
+        failed = _wait_status(stack, "squatted", "failed")
+        assert "pod berth-main-squatted-0-0 exists but was not created by Berth" in failed["reason"]
+        left = k.call(k.core.read_namespaced_pod, "berth-main-squatted-0-0", stack.namespace)
+        assert left.metadata.labels == {"app": "someone-else"}  # never deleted
+    finally:
+        k.call(
+            k.core.delete_namespaced_pod,
+            "berth-main-squatted-0-0",
+            stack.namespace,
+            grace_period_seconds=0,
+        )
+
+
 def test_a_failing_command_fails_the_run_with_its_exit_code(stack: Stack, tmp_path: Path) -> None:
     _apply(
         stack,

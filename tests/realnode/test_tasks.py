@@ -51,6 +51,29 @@ def test_a_task_runs_its_commands_on_a_real_node_and_finishes_done(
     assert run(real_stack, "hello")["status"] == "done"
 
 
+def test_a_task_applied_again_under_its_name_runs_again_after_the_first_run_ended(
+    real_stack: Stack, tmp_path: Path
+) -> None:
+    # The first run's ended pod and secret are kept (its output, `kubectl describe`) and
+    # hold the names the second run's objects take: they are the first run's leftovers.
+    for round_ in (1, 2):
+        result = apply_and_follow(
+            real_stack,
+            tmp_path,
+            f"""
+            type: task
+            name: again
+            env: [ROUND={round_}]
+            commands:
+              - echo "round $ROUND"
+            {SMALL}
+            """,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"round {round_}\n" in result.stdout
+        assert "again: done" in result.stdout
+
+
 def test_a_command_that_exits_3_fails_the_run_with_exit_code_3(
     real_stack: Stack, tmp_path: Path
 ) -> None:
