@@ -218,9 +218,39 @@ def _assert_all_stored(stack: Stack, name: str, expected: list[str]) -> None:
         missing = [line for line in expected if line not in set(got)]
         raise AssertionError(
             f"{len(got)} of {len(expected)} lines stored; {len(missing)} missing:"
-            f" {missing[:3]} .. {missing[-3:]}\n{stack.logs()}"
+            f" {missing[:3]} .. {missing[-3:]}\n{_store_view(stack, expected[0].encode())}\n"
+            f"--- log-collector\n{_collector_log(stack)}"
         ) from None
     assert got == expected
+
+
+def _store_view(stack: Stack, first_line: bytes) -> str:
+    """The log store's own record of the streams that begin with ``first_line``: meta and
+    each entry's first and last line, so a failure shows whether lines were never
+    stored or are stored and not served."""
+    settings = stack.settings()
+    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis.url, socket_timeout=5)
+    out = []
+    try:
+        for key in client.scan_iter(f"{settings.redis.key_prefix}:logs:*", count=1000):
+            if not key.rsplit(b":", 1)[-1].isdigit():  # streams end in the attempt number
+                continue
+            entries = client.xrange(key)
+            if not entries or first_line not in entries[0][1][b"d"].split(b"\n")[0]:
+                continue
+            out.append(f"{key.decode()} meta {client.hgetall(key + b':meta')}")
+            for entry_id, fields in entries:
+                lines = fields[b"d"].splitlines()
+                out.append(f"  {entry_id.decode()} n={len(lines)} {lines[0]!r} .. {lines[-1]!r}")
+    finally:
+        client.close()
+    return "\n".join(out)
+
+
+def _collector_log(stack: Stack) -> str:
+    record = next(p for p in stack.processes if p.name == "log-collector")
+    text = Path(record.log).read_text(errors="replace").splitlines()
+    return "\n".join(line for line in text if "collector" in line or "sequenced" in line)[-8000:]
 
 
 def _collector_leads(stack: Stack) -> bool:

@@ -163,6 +163,15 @@ class Follower:
             return _Outcome.STOPPED, True
         plain = self.ended.is_set()
         self._cut = False
+        since = _since_seconds(meta.cursor, self.settings.resume_margin_s)
+        if since is not None:
+            log.info(
+                "reading the output of %s attempt %d again from %s (%d s back)",
+                t.pod,
+                t.attempt,
+                meta.cursor,
+                since,
+            )
         try:
             resp = t.kube.call(
                 t.kube.core.read_namespaced_pod_log,
@@ -171,7 +180,7 @@ class Follower:
                 container=CONTAINER,
                 follow=not plain,
                 timestamps=True,
-                since_seconds=_since_seconds(meta.cursor, self.settings.resume_margin_s),
+                since_seconds=since,
                 _preload_content=False,
                 _request_timeout=(t.kube.timeout, self.settings.read_timeout_s),
             )

@@ -51,6 +51,13 @@ class NodePaths:
         return self.base / "kubelet.yaml"
 
     @property
+    def pod_logs(self) -> Path:
+        """The kubelet's ``podLogsDir`` (/var/log/pods by default): its own, because
+        a kubelet's garbage collector deletes every pod log directory there whose pod it
+        does not know, so two kubelets sharing one deleted each other's running logs."""
+        return self.base / "pod-logs"
+
+    @property
     def device_plugins(self) -> Path:
         """Bind-mounted over /var/lib/kubelet/device-plugins in the node's mount namespace."""
         return self.base / "device-plugins"
@@ -197,6 +204,7 @@ def kubelet_config(
         # MiB of a chatty run, so what `berth logs` shows beyond it provably comes from
         # Berth's own copy (workers/collector), as on any long run elsewhere.
         "containerLogMaxSize": "1Mi",
+        "podLogsDir": str(paths.pod_logs),
         "containerLogMaxFiles": 2,
         "containerLogMonitorInterval": "3s",
     }

@@ -202,6 +202,7 @@ def _write_node_files(
     paths.base.mkdir(parents=True, exist_ok=True)
     paths.cni_conf_dir.mkdir(exist_ok=True)
     paths.device_plugins.mkdir(exist_ok=True)
+    paths.pod_logs.mkdir(exist_ok=True)
     paths.containerd_config.write_text(
         configs.containerd_toml(paths, pause_image=pause_image, index=net.index)
     )
