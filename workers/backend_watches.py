@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared import access
 from shared.clusters import ClusterRegistry
@@ -37,7 +38,7 @@ _STOP_TIMEOUT_S = 2.0  # bounded so a swap never delays the lease renewal past i
 
 Publish = Callable[[str, GpuInventory], None]
 """Called with (cluster key, snapshot)."""
-OnBerthPod = Callable[[str, str], None]
+OnBerthPod = Callable[[str, str, Any], None]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ Runs inside the proxy worker. Design decisions:
 * **Only foreign pods count.** Berth subtracts its own jobs from its placements
   before their pods exist, so its job pods (``is_foreign_pod`` is false) are not
   fed to the builder (its jump host pod has no placement and counts). Job pods
-  trigger ``on_berth_pod(job_id, event_type)`` on a separate thread, so a
+  trigger ``on_berth_pod(job_id, event_type, pod)`` on a separate thread, so a
   slow callback (a Redis round trip) never delays a publish. After a relist,
   Berth pods present are reported ``ADDED`` and those that vanished in the
   gap ``DELETED``: the gap may have hidden their events.
@@ -74,8 +74,9 @@ ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 Publish = Callable[[GpuInventory], None]
 ForbiddenCallback = Callable[[str], None]
 """Called with the kind whose LIST or WATCH the apiserver refused (403)."""
-BerthPodCallback = Callable[[str, str], None]
-"""Called with (value of the pod's ``berth.dev/job`` label, ``ADDED|MODIFIED|DELETED``)."""
+BerthPodCallback = Callable[[str, str, Any], None]
+"""Called with (value of the pod's ``berth.dev/job`` label, ``ADDED|MODIFIED|DELETED``, the
+V1Pod as watched: None for a pod a relist no longer finds)."""
 WatchFactory = Callable[[], Any]
 """Makes a ``kubernetes.watch.Watch``; tests pass one that injects apiserver answers."""
 
@@ -118,7 +119,7 @@ class InventoryWatcher:
         self._synced = threading.Event()
         self._stats = _Stats()
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
-        self._notices: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._notices: queue.SimpleQueue[tuple[str, str, Any] | None] = queue.SimpleQueue()
         self._kinds = {
             kind: _KindWatch(
                 kind,
@@ -242,9 +243,9 @@ class InventoryWatcher:
     def _deliver_notices(self) -> None:
         assert self._on_berth_pod is not None
         while (notice := self._notices.get()) is not None:
-            job_id, event_type = notice
+            job_id, event_type, pod = notice
             try:
-                self._on_berth_pod(job_id, event_type)
+                self._on_berth_pod(job_id, event_type, pod)
             except BerthError as e:
                 log.warning("on_berth_pod(%s, %s) failed, dropped: %s", job_id, event_type, e)
                 self._stats.error(str(e))
@@ -568,7 +569,7 @@ class _Consumer:
         self,
         *,
         publish: Publish,
-        notify: Callable[[tuple[str, str]], None] | None,
+        notify: Callable[[tuple[str, str, Any]], None] | None,
         settings: WatchSettings,
         stats: _Stats,
     ) -> None:
@@ -635,16 +636,16 @@ class _Consumer:
         foreign = [pod for pod in message.items if is_foreign_pod(pod)]
         self._builder.replace_pods(foreign)
         present = {
-            key: job
+            key: (job, pod)
             for pod in message.items
             if not is_foreign_pod(pod) and (key := _pod_key(pod)) and (job := _job_of(pod))
         }
         for key, job in self._berth_jobs.items():
             if key not in present:
-                self._tell(job, DELETED)
-        for job in present.values():
-            self._tell(job, ADDED)
-        self._berth_jobs = present
+                self._tell(job, DELETED, None)
+        for job, pod in present.values():
+            self._tell(job, ADDED, pod)
+        self._berth_jobs = {key: job for key, (job, _) in present.items()}
         return True
 
     def _apply_pod_event(self, event_type: str, pod: Any) -> bool:
@@ -659,12 +660,12 @@ class _Consumer:
             self._berth_jobs.pop(key, None)
         else:
             self._berth_jobs[key] = job
-        self._tell(job, event_type)
+        self._tell(job, event_type, pod)
         return False
 
-    def _tell(self, job: str, event_type: str) -> None:
+    def _tell(self, job: str, event_type: str, pod: Any) -> None:
         if self._notify is not None:
-            self._notify((job, event_type))
+            self._notify((job, event_type, pod))
 
 
 def _pod_key(pod: Any) -> str | None:

@@ -146,26 +146,39 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     _record_pod(ctx, job_id, objects.pod["metadata"]["name"])
     if store.get_run(run.id).stop_requested:
         tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)  # stopped while we were creating
-    tasks.send(ctx.celery, tasks.SYNC_JOB, job_id)
+    # No sync of its own: the proxy worker's pod watch applies the pod's states as they
+    # come (workers/pod_follow.py), and beat's sweep re-syncs when no proxy worker does.
 
 
 def sync_job(ctx: WorkerContext, job_id: str) -> None:
-    """Read the job's pod and move the job to the state the pod shows."""
-    store = ctx.store
-    job = store.find_job(job_id)
-    if (
-        job is None
-        or job.status.is_finished
-        or job.status in (RunStatus.SUBMITTED, RunStatus.PENDING)
-    ):
+    """Read the job's pod and move the job to the state the pod shows (beat's sweep, and
+    whenever the proxy worker's pod watch is not there to say it)."""
+    job = _followed(ctx, job_id)
+    if job is None:
         return
-    run = store.get_run(job.run_id)
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_project(job.project)
     k = cluster.kube
     try:
         pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
     except KubeNotFound:
         pod = None
+    apply_pod(ctx, job_id, pod)
+
+
+def apply_pod(ctx: WorkerContext, job_id: str, pod: Any, *, deleted: bool = False) -> None:
+    """Move the job to the state ``pod`` (a V1Pod; None or ``deleted`` when it is gone)
+    shows, and send what follows from it. The proxy worker calls it with each pod its
+    watch sees, so a job follows its pod without a task or a read per pod event."""
+    store = ctx.store
+    job = _followed(ctx, job_id)
+    if job is None:
+        return
+    if pod is not None and not _current_pod(job, pod):
+        return  # an earlier attempt's pod, or not the job's: its news is not the job's
+    if deleted:
+        pod = None
+    run = store.get_run(job.run_id)
+    cluster = ctx.clusters.for_project(run.project)
     now = time.time()
     verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=now)
     if pod is not None and job.placement and autoscaling.is_pool_node(job.placement.node):
@@ -192,6 +205,26 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
         tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)  # its GPUs go to the queue now
     if refreshed.status.is_finished:
         _release_siblings(ctx, refreshed.job_ids)
+
+
+def _current_pod(job: Job, pod: Any) -> bool:
+    meta = pod.metadata
+    if meta is None or meta.name != job_pod_name(job):
+        return False
+    labels = meta.labels or {}
+    return labels.get(kube.LABEL_JOB) == job.id and not _older_attempt(labels, job)
+
+
+def _followed(ctx: WorkerContext, job_id: str) -> Job | None:
+    """The job, if its state follows a pod now (placed, not finished)."""
+    job = ctx.store.find_job(job_id)
+    if (
+        job is None
+        or job.status.is_finished
+        or job.status in (RunStatus.SUBMITTED, RunStatus.PENDING)
+    ):
+        return None
+    return job
 
 
 def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
@@ -436,11 +469,15 @@ before deleting its pod anyway (a collector that is not running must not block i
 
 
 def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) -> bool:
+    """Whether the collector is done with that pod's output, or not reading it at all."""
     if time.time() - other.updated_at > _COLLECT_WAIT_S:
         return True
     try:
         attempt = int(labels.get(kube.LABEL_ATTEMPT, "1"))
-        return LogStore(ctx.store, cap_bytes=0).meta(other.id, attempt).done
+        logs = LogStore(ctx.store, cap_bytes=0)
+        if attempt not in logs.attempts(other.id):
+            return True  # never followed (its container never started, or no collector)
+        return logs.meta(other.id, attempt).done
     except (ValueError, StoreError):
         return True
 

@@ -1,13 +1,15 @@
 """The dedicated proxy worker process: one active per installation.
 
 It holds a Redis lease (standbys wait for it), watches every cluster named in
-the server config and publishes its GPU inventory, and turns events on
-Berth's own pods into ``sync_job`` tasks so job states follow pods within
-moments instead of waiting for beat's sweep. The SSH jump host lives here too.
+the server config and publishes its GPU inventory, and applies each state of
+Berth's own pods to its job as the watch sees it (:mod:`workers.pod_follow`),
+so job states follow pods within moments, without a task or a read per pod
+event. The SSH jump host lives here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -25,8 +27,10 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import create_celery
 from workers.backend_watches import BackendWatches
+from workers.context import WorkerContext
 from workers.jumphost import JumpHostSupervisor
 from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
+from workers.pod_follow import PodFollower, mark_following, stop_following
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,18 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         # Capacity changed: pending runs may fit now (passes coalesce).
         _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
 
-    def on_berth_pod(job_id: str, _event: str) -> None:
-        _send(celery, tasks.SYNC_JOB, job_id)
-
+    ctx = WorkerContext(
+        settings=settings, store=store, server=server, clusters=clusters, celery=celery
+    )
+    follower = PodFollower(ctx)
     # What each backend may be watched for follows its access mode (shared/access.py).
-    watches = BackendWatches(settings, store, clusters, publish=publish, on_berth_pod=on_berth_pod)
+    watches = BackendWatches(
+        settings, store, clusters, publish=publish, on_berth_pod=follower.offer
+    )
     try:
+        follower.start()
         watches.refresh()
+        _say_following(store)
         # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
         # so a slow cluster never delays the renewals below.
         jump_hosts.start()
@@ -71,10 +80,14 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
             if not lease.renew():
                 log.error("lost the proxy worker lease; back to standby")
                 return
+            _say_following(store)
             _refresh(watches)
     finally:
         jump_hosts.stop()
         watches.stop()
+        follower.stop()
+        with contextlib.suppress(BerthError):
+            stop_following(store)  # the sweep syncs every job again at once
         lease.release()
         clusters.close()
         celery.close()
@@ -86,6 +99,13 @@ def _send(celery: Celery, name: str, arg: str) -> None:
         tasks.send(celery, name, arg)
     except (kombu.exceptions.KombuError, redis.RedisError, OSError) as e:
         raise TemporaryError(f"cannot send {name}: {e}") from e
+
+
+def _say_following(store: Store) -> None:
+    try:
+        mark_following(store)
+    except BerthError as e:  # the sweep then syncs every job, as without a proxy worker
+        log.warning("could not say the pod watches follow jobs: %s", e)
 
 
 def _refresh(watches: BackendWatches) -> None:

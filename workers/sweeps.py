@@ -4,7 +4,10 @@ Every few seconds, over every active run (read through the scheduler's record
 cache, so 10,000 waiting runs cost a version check each, not a parse):
 
 - re-sync every job that holds or awaits a pod (a missed pod event costs
-  seconds, not a stuck run), re-send provisioning for jobs placed but without
+  seconds, not a stuck run): every sweep while no proxy worker follows pods,
+  and each job about once a minute while one does (:mod:`workers.pod_follow`
+  applies pod states as they happen; a read per running job every few seconds
+  was a steady load on the apiserver), re-send provisioning for jobs placed but without
   a pod, re-send teardown for stopping jobs; each only if no such message
   already waits in the queue, so dead workers do not make the queue grow;
 - send a gang back to the queue when a member lost its placement or its pods
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import zlib
 
 from shared import access, tasks
 from shared.autoscaling import find_pool, is_pool_node
@@ -29,11 +33,17 @@ from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
 from shared.records import Job, Run, RunStatus
 from workers import requeue
+from workers.celery_app import SWEEP_EVERY_S
 from workers.context import WorkerContext
+from workers.pod_follow import is_following
 from workers.scheduling import record_cache
 
 log = logging.getLogger(__name__)
 
+FOLLOWED_SYNC_EVERY_S = 60.0
+"""How often each placed job is re-read while the proxy worker follows pods, seconds: a
+safety net only (the watch relists after any gap and reports every pod again)."""
+_FOLLOWED_SYNC_SLOTS = int(FOLLOWED_SYNC_EVERY_S // SWEEP_EVERY_S)
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
 # A resend still queued after this is presumed lost (a broker restart): send again.
 RESEND_HOLD_S = 60
@@ -53,6 +63,7 @@ def sweep(ctx: WorkerContext) -> None:
     pending = False
     resends: list[tuple[str, str]] = []
     no_access: dict[str, str | None] = {}
+    following = _following(ctx)
     for run in view.runs:
         jobs = view.jobs[run.id]
         pending |= any(j.status in (RunStatus.SUBMITTED, RunStatus.PENDING) for j in jobs)
@@ -63,7 +74,7 @@ def sweep(ctx: WorkerContext) -> None:
         blocked = _no_access(ctx, run.project, no_access)
         _show_no_access(ctx, run, blocked)
         if blocked is None:
-            resends += _resends(run, jobs, now)
+            resends += _resends(run, jobs, now, following=following)
     _send_unqueued(ctx, resends, hold_s=RESEND_HOLD_S)
     if pending:
         _send_unqueued(ctx, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S)
@@ -159,7 +170,7 @@ def _show_no_access(ctx: WorkerContext, run: Run, why: str | None) -> None:
     ctx.store.save_run(run.model_copy(update={"reason": wanted}))
 
 
-def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:
+def _resends(run: Run, jobs: list[Job], now: float, *, following: bool) -> list[tuple[str, str]]:
     """The (task, job id) messages this run's jobs should have in flight."""
     out = []
     for job in jobs:
@@ -167,12 +178,27 @@ def _resends(run: Run, jobs: list[Job], now: float) -> list[tuple[str, str]]:
             if now - job.updated_at > PROVISION_STUCK_S:
                 out.append((tasks.PROVISION_JOB, job.id))
         elif job.status in (RunStatus.PROVISIONING, RunStatus.RUNNING):
-            out.append((tasks.SYNC_JOB, job.id))
+            if not following or _sync_due(job.id, now):
+                out.append((tasks.SYNC_JOB, job.id))
         elif job.status == RunStatus.TERMINATING:
             out.append((tasks.TEARDOWN_JOB, job.id))
     if run.stop_requested and not run.status.is_finished:
         out += [(tasks.TEARDOWN_JOB, job_id) for job_id in run.job_ids]
     return out
+
+
+def _following(ctx: WorkerContext) -> bool:
+    try:
+        return is_following(ctx.store)
+    except StoreError:
+        return False
+
+
+def _sync_due(job_id: str, now: float) -> bool:
+    """Whether this sweep re-syncs the job while pods are followed: each job falls due
+    once per ``FOLLOWED_SYNC_EVERY_S``, spread by its id so they do not all come at once."""
+    slot = int(now // SWEEP_EVERY_S) % _FOLLOWED_SYNC_SLOTS
+    return zlib.crc32(job_id.encode()) % _FOLLOWED_SYNC_SLOTS == slot
 
 
 def _send_unqueued(ctx: WorkerContext, wanted: list[tuple[str, str]], *, hold_s: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cli.local.processes import stop_process
 from shared import kube
 from tests.polling import wait_until
 from tests.stack import Stack
@@ -148,6 +149,44 @@ def test_a_pod_berth_did_not_create_holding_a_jobs_name_fails_the_run_naming_it(
             stack.namespace,
             grace_period_seconds=0,
         )
+
+
+def test_a_jobs_state_follows_its_pod_through_the_proxy_worker_with_no_celery_worker(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # The proxy worker's pod watch applies each pod state to its job: with every Celery
+    # worker stopped once the pod exists, the run still reaches running and then done.
+    _apply(
+        stack,
+        tmp_path,
+        """
+        type: task
+        name: followed
+        commands: [python train.py]
+        env: {KWOK_RUN_FOR: 3s}
+        """,
+    )
+    wait_until(lambda: _run(stack, "followed")["jobs"][0]["pod_name"], timeout=60, what="its pod")
+    workers = [p for p in stack.processes if p.name.startswith("worker-")]
+    for record in workers:
+        stop_process(record)
+    try:
+        done = _wait_status(stack, "followed", "done")
+        assert done["jobs"][0]["exit_code"] == 0
+    finally:
+        for record in workers:
+            ready = _readies(record.log)
+            new = stack.restart(record.name)
+            wait_until(
+                lambda log=new.log, n=ready: _readies(log) > n,  # type: ignore[misc]
+                timeout=60,
+                what="the worker back",
+            )
+
+
+def _readies(log: str) -> int:
+    """How often a worker logging to ``log`` has said it is ready (restarts append)."""
+    return Path(log).read_text(errors="replace").count("ready.")
 
 
 def test_a_failing_command_fails_the_run_with_its_exit_code(stack: Stack, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from shared import kube
 from workers.collector.pods import _bookmark_version, pod_view
 
 
-def _pod(labels: dict[str, str], state: client.V1ContainerState | None) -> client.V1Pod:
+def _pod(
+    labels: dict[str, str], state: client.V1ContainerState | None, phase: str = "Running"
+) -> client.V1Pod:
     statuses = (
         [
             client.V1ContainerStatus(
@@ -20,7 +22,7 @@ def _pod(labels: dict[str, str], state: client.V1ContainerState | None) -> clien
     )
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name="p", uid="u", labels=labels),
-        status=client.V1PodStatus(container_statuses=statuses),
+        status=client.V1PodStatus(container_statuses=statuses, phase=phase),
     )
 
 
@@ -39,6 +41,15 @@ def test_a_job_pod_is_followed_once_its_container_started_and_ended_after() -> N
     assert running is not None and (running.started, running.ended) == (True, False)
     assert ended is not None and (ended.started, ended.ended) == (True, True)
     assert (ended.job_id, ended.attempt) == ("job-1", 2)
+
+
+def test_a_finished_pod_has_ended_whatever_its_container_state_still_says() -> None:
+    # KWOK (and a status update racing the phase) can leave the container "running"
+    # in a Succeeded pod: its output is complete all the same.
+    running = client.V1ContainerState(running=client.V1ContainerStateRunning())
+    for phase in ("Succeeded", "Failed"):
+        view = pod_view(_pod(JOB, running, phase))
+        assert view is not None and (view.started, view.ended) == (True, True)
 
 
 def test_pods_without_a_job_label_are_not_followed_and_a_bad_attempt_reads_as_first() -> None:

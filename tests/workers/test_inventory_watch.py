@@ -271,7 +271,7 @@ class BerthPodEvents:
         self._lock = threading.Lock()
         self._calls: list[tuple[str, str]] = []
 
-    def __call__(self, job_id: str, event_type: str) -> None:
+    def __call__(self, job_id: str, event_type: str, _pod: object) -> None:
         with self._lock:
             self._calls.append((job_id, event_type))
 

@@ -23,8 +23,9 @@ from shared.queueing import keys
 from shared.records import Event, RunStatus
 from shared.settings import SchedulingSettings
 from tests.workers.worlds import backend, submit, worker_context
-from workers import provisioning, scheduling, sweeps
+from workers import pod_follow, provisioning, scheduling, sweeps
 from workers import tasks as worker_tasks
+from workers.celery_app import SWEEP_EVERY_S
 from workers.context import WorkerContext
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,49 @@ def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext)
 
     sweeps.sweep(ctx)
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB]
+
+
+def test_while_pods_are_followed_each_job_is_resynced_about_once_a_minute(
+    ctx: WorkerContext,
+) -> None:
+    runs = [submit(ctx, f"f{i}", "A100:1") for i in range(12)]
+    scheduling.run_pass(ctx)
+    jobs = [ctx.store.get_job(run.job_ids[0]) for run in runs]
+    for job in jobs:
+        job.pod_name = f"berth-main-{job.run_name}-0-0"
+        assert ctx.store.save_job(job, Event(at=time.time(), kind="status", message="pod"))
+    queue = f"{ctx.settings.redis.key_prefix}:celery:provisioning"
+    ctx.store.r.delete(queue)
+
+    # No proxy worker follows pods: every placed job is read again at every sweep.
+    sweeps.sweep(ctx)
+    assert _queued(ctx, "provisioning").count(tasks.SYNC_JOB) == len(jobs)
+
+    # One does: over a minute of sweeps each job comes up once, a few per sweep.
+    pod_follow.mark_following(ctx.store)
+    ctx.store.r.delete(queue)
+    for job in jobs:
+        ctx.store.unmark_queued(tasks.SYNC_JOB, job.id)
+    now = time.time()
+    per_sweep = []
+    for i in range(int(sweeps.FOLLOWED_SYNC_EVERY_S // SWEEP_EVERY_S)):
+        at = now + i * SWEEP_EVERY_S
+        wanted = [
+            (name, job_id)
+            for run in ctx.store.active_runs("main")
+            for name, job_id in sweeps._resends(
+                run, ctx.store.jobs_of(run), at, following=pod_follow.is_following(ctx.store)
+            )
+        ]
+        per_sweep.append(sorted(job_id for name, job_id in wanted if name == tasks.SYNC_JOB))
+    synced = [job_id for ids in per_sweep for job_id in ids]
+    assert sorted(synced) == sorted(job.id for job in jobs)  # each exactly once
+    assert max(len(ids) for ids in per_sweep) < len(jobs)
+
+    # The proxy worker stops (or dies, and its word lapses): every sweep again.
+    pod_follow.stop_following(ctx.store)
+    sweeps.sweep(ctx)
+    assert _queued(ctx, "provisioning").count(tasks.SYNC_JOB) == len(jobs)
 
 
 @pytest.fixture

@@ -62,6 +62,8 @@ def pod_view(pod: Any) -> PodView | None:
             continue
         ended = status.state.terminated is not None
         started = ended or status.state.running is not None
+    if started and pod.status.phase in ("Succeeded", "Failed"):
+        ended = True  # a finished pod's containers all ended, whatever their states say
     return PodView(
         name=meta.name, uid=meta.uid, job_id=job_id, attempt=attempt, started=started, ended=ended
     )
