@@ -463,9 +463,11 @@ def _older_attempt(labels: dict[str, str], job: Job) -> bool:
         return False
 
 
-_COLLECT_WAIT_S = 60.0
+_COLLECT_WAIT_S = 30.0
 """How long a name's new run waits for the collector to finish the previous run's output
-before deleting its pod anyway (a collector that is not running must not block it)."""
+before deleting its pod anyway, seconds (the collector marks an ended container's output
+complete within ``logs.drain_s`` of its end; a collector that is not running must not
+block the name for longer)."""
 
 
 def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) -> bool:

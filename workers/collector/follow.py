@@ -196,6 +196,11 @@ class Follower:
         if self.stop.is_set():  # halted before the stream existed to be cut
             resp.release_conn()
             return _Outcome.STOPPED, False
+        if not plain and self.ended.is_set():
+            # The container ended while this follow was being opened: the cut the watch
+            # asked for found no stream yet, and a stream that never ends (KWOK's) would
+            # then be held until its read timeout. Give it the same drain from now.
+            threading.Timer(self.settings.drain_s, self._cut_follow).start()
         try:
             outcome = self._consume(resp, batch, plain=plain)
         finally:
