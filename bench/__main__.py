@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -38,6 +39,7 @@ from bench.common import (
     Figures,
     add_rows,
     children_of,
+    cpu_seconds,
     ensure_namespace,
     environ,
     machine,
@@ -77,6 +79,8 @@ class Sizes:
     placement_nodes: tuple[int, ...]
     credential_runs: int
     """Runs active while bench/credentials.py counts plugin calls, per kubeconfig."""
+    workers: int = 1
+    """Celery worker processes (8 threads each) in the burst and teardown stack."""
 
 
 FULL = Sizes(
@@ -178,14 +182,14 @@ def _side_by_side(
 ) -> None:
     ensure_namespace(k, "berth")
     _say("starting Berth (API, worker, proxy worker, beat)")
-    stack = start_stack(state, tmp / "stack", namespace="berth", workers=1)
+    stack = start_stack(state, tmp / "stack", namespace="berth", workers=sizes.workers)
     server: dstack_bench.DstackServer | None = None
     try:
         if "dstack" in chosen:
             server = _start_dstack(state, tmp, figs, notes)
         for rep in range(sizes.repeats):
             _say(f"repeat {rep + 1} of {sizes.repeats}")
-            _one_repeat(rep, k, stack, server, sizes, chosen, figs, notes)
+            _one_repeat(rep, k, stack, server, sizes, chosen, figs, notes, state)
         if "teardown" in chosen:
             with _guarded(figs, SCENARIOS["teardown"]):
                 _say(f"teardown of {sizes.teardown_runs} runs")
@@ -232,6 +236,7 @@ def _one_repeat(
     chosen: set[str],
     figs: Figures,
     notes: list[tuple[str, str]],
+    state: cluster.ClusterState,
 ) -> None:
     n = sizes.burst_runs
     limit = burst.measure_limit(k, n)
@@ -255,12 +260,45 @@ def _one_repeat(
     for who in order:
         if who == "berth" and chosen & {"burst", "dstack"}:
             _say(f"Berth burst of {n}")
-            results["berth"] = _berth_repeat(rep, k, stack, n, best, figs, notes)
+            with _cpu_per_run(figs, stack, state, n):
+                results["berth"] = _berth_repeat(rep, k, stack, n, best, figs, notes)
         if who == "dstack" and server is not None:
             _say(f"dstack burst of {n}")
             results["dstack"] = _dstack_repeat(rep, k, server, n, best, figs, notes)
     if "berth" in results and "dstack" in results:
         dstack_bench.add_ratios(results["berth"], results["dstack"], figs, SCENARIOS["dstack"])
+
+
+@contextmanager
+def _cpu_per_run(
+    figs: Figures, stack: Stack, state: cluster.ClusterState, n: int
+) -> Iterator[None]:
+    """CPU milliseconds per run, per process, over a Berth burst (its stop included).
+
+    On this machine every process shares the same cores, so what bounds the end-to-end
+    rate is the CPU all of them spend per run: the ceiling is cores / (CPU per run).
+    """
+    berth = {f"berth {r.name}": r.pid for r in stack.processes}
+    plane = {f"cluster {name}": r.pid for name, r in state.processes.items()}
+    before = {name: cpu_seconds(pid) for name, pid in {**berth, **plane}.items()}
+    yield
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in {**berth, **plane}.items()}
+    scenario = SCENARIOS["burst"]
+    for name, seconds in sorted(used.items()):
+        if seconds > 0:
+            figs.add(scenario, f"CPU per run: {name}", seconds / n * 1000, "ms")
+    total_berth = sum(used[name] for name in berth) / n * 1000
+    total_plane = sum(used[name] for name in plane) / n * 1000
+    figs.add(scenario, "CPU per run: all of Berth's processes", total_berth, "ms")
+    figs.add(scenario, "CPU per run: the cluster (apiserver, etcd, KWOK, ...)", total_plane, "ms")
+    cores = os.cpu_count() or 1
+    figs.add(
+        scenario,
+        "ceiling from CPU per run (cores / CPU per run)",
+        cores * 1000 / (total_berth + total_plane),
+        "/s",
+        note=f"{cores} cores; submit, run and stop all counted",
+    )
 
 
 def _berth_repeat(
@@ -512,7 +550,8 @@ def _describe(sizes: Sizes) -> str:
         f"{sizes.repeats} repeats; burst {sizes.burst_runs:,} runs; teardown "
         f"{sizes.teardown_runs:,} runs; inventory {sizes.inventory_pools.name} + "
         f"{sizes.inventory_pods:,} pods; queue {queue_runs} runs; placement {nodes} nodes;"
-        f" credentials {sizes.credential_runs} runs"
+        f" credentials {sizes.credential_runs} runs; {sizes.workers} worker process"
+        f"{'es' if sizes.workers != 1 else ''} of 8 threads"
     )
 
 
@@ -584,6 +623,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, help="burst size (default 500, quick 40)")
     p.add_argument("--teardown-runs", type=int, help="runs to stop (default 1000, quick 60)")
     p.add_argument("--inventory-pods", type=int, help="pods for scenario 5 (default 10000)")
+    p.add_argument("--workers", type=int, help="Celery worker processes of the burst stack (1)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="where to write")
     p.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md")
     return p
@@ -597,6 +637,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         ("runs", "burst_runs"),
         ("teardown_runs", "teardown_runs"),
         ("inventory_pods", "inventory_pods"),
+        ("workers", "workers"),
     ):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
