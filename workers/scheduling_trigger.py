@@ -5,17 +5,21 @@ cover the whole queue, so one pass that starts after a request satisfies it,
 and requests that arrive while a pass runs need exactly one more pass, not one
 each. A generation counter records requests; one worker at a time runs passes
 until the counter stops moving, and everyone else returns at once instead of
-blocking a worker thread on a lock that provisioning work needs.
+blocking a worker thread on a lock that provisioning work needs. When requests
+keep coming, the runner waits as long as its last pass took (at most 50 ms)
+before the next, so a burst of submissions costs a bounded share of a core.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 
 from shared.store import Store
 
 _RUNNER_TTL_S = 30  # a crashed runner's claim lapses; renewed before every pass
+_GATHER_MAX_S = 0.05  # the most a request waits for the next pass to gather others
 
 
 def request_pass(store: Store, run_pass: Callable[[], object]) -> int:
@@ -32,10 +36,15 @@ def request_pass(store: Store, run_pass: Callable[[], object]) -> int:
             while True:
                 seen = store.counter(generation)
                 store.claim(runner, me, ttl_s=_RUNNER_TTL_S, renew=True)
+                started = time.monotonic()
                 run_pass()
                 passes += 1
                 if store.counter(generation) == seen:
                     break
+                # More requests came during the pass: gather for as long as the pass
+                # took (capped) before the next, so a stream of submissions is served
+                # by passes at most half the time, not by one pass per arrival.
+                time.sleep(min(time.monotonic() - started, _GATHER_MAX_S))
         finally:
             store.release(runner, me)
         # A request that came between our last check and the release found the
