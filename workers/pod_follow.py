@@ -131,14 +131,18 @@ again (beat's ``SWEEP_EVERY_S``)."""
 def mark_following(store: Store) -> None:
     """The leading proxy worker's pod watches apply pod states to jobs (see the sweep)."""
     with wrapped():
-        store.r.set(store.key("proxy", "following-pods"), "1", ex=FOLLOWING_TTL_S)
+        store.r.set(_following_key(store), "1", ex=FOLLOWING_TTL_S)
 
 
 def is_following(store: Store) -> bool:
     with wrapped():
-        return bool(store.r.exists(store.key("proxy", "following-pods")))
+        return bool(store.r.exists(_following_key(store)))
 
 
 def stop_following(store: Store) -> None:
     with wrapped():
-        store.r.delete(store.key("proxy", "following-pods"))
+        store.r.delete(_following_key(store))
+
+
+def _following_key(store: Store) -> str:
+    return store.key("proxy", "following-pods")

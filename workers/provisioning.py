@@ -162,17 +162,21 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
         pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
     except KubeNotFound:
         pod = None
-    apply_pod(ctx, job_id, pod)
+    _follow_pod(ctx, job, pod)
 
 
 def apply_pod(ctx: WorkerContext, job_id: str, pod: Any, *, deleted: bool = False) -> None:
     """Move the job to the state ``pod`` (a V1Pod; None or ``deleted`` when it is gone)
     shows, and send what follows from it. The proxy worker calls it with each pod its
     watch sees, so a job follows its pod without a task or a read per pod event."""
-    store = ctx.store
     job = _followed(ctx, job_id)
-    if job is None:
-        return
+    if job is not None:
+        _follow_pod(ctx, job, pod, deleted=deleted)
+
+
+def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False) -> None:
+    store = ctx.store
+    job_id = job.id
     if pod is not None and not _current_pod(job, pod):
         return  # an earlier attempt's pod, or not the job's: its news is not the job's
     if deleted:
@@ -386,16 +390,7 @@ def _create_or_adopt(
     per_run: bool = False,
 ) -> None:
     k = cluster.kube
-    create = {
-        "pod": k.core.create_namespaced_pod,
-        "secret": k.core.create_namespaced_secret,
-        "service": k.core.create_namespaced_service,
-    }[kind]
-    read = {
-        "pod": k.core.read_namespaced_pod,
-        "secret": k.core.read_namespaced_secret,
-        "service": k.core.read_namespaced_service,
-    }[kind]
+    create, read, delete = _verbs(k, kind)
     try:
         # The created object is not read back: skipping the client's model
         # deserialisation (a V1Pod is ms of CPU under the GIL) is most of the
@@ -423,13 +418,30 @@ def _create_or_adopt(
         raise KubeError(f"{kind} {name} exists but was not created by Berth for this job")
     if existing.metadata.deletion_timestamp is None:
         with contextlib.suppress(KubeNotFound):
-            delete = {
-                "pod": k.core.delete_namespaced_pod,
-                "secret": k.core.delete_namespaced_secret,
-                "service": k.core.delete_namespaced_service,
-            }[kind]
             k.call(delete, name, cluster.namespace, grace_period_seconds=0)
     raise TemporaryError(f"waiting for {leftover}'s {kind} {name} to be deleted", delay=1)
+
+
+def _verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
+    """The client's create, read and delete of a namespaced ``kind``."""
+    core = k.core
+    return {
+        "pod": (
+            core.create_namespaced_pod,
+            core.read_namespaced_pod,
+            core.delete_namespaced_pod,
+        ),
+        "secret": (
+            core.create_namespaced_secret,
+            core.read_namespaced_secret,
+            core.delete_namespaced_secret,
+        ),
+        "service": (
+            core.create_namespaced_service,
+            core.read_namespaced_service,
+            core.delete_namespaced_service,
+        ),
+    }[kind]
 
 
 def _leftover_of(ctx: WorkerContext, labels: dict[str, str], job: Job, kind: str) -> str | None:
@@ -457,10 +469,8 @@ def _leftover_of(ctx: WorkerContext, labels: dict[str, str], job: Job, kind: str
 
 
 def _older_attempt(labels: dict[str, str], job: Job) -> bool:
-    try:
-        return int(labels.get(kube.LABEL_ATTEMPT, "1")) < job.attempt
-    except ValueError:
-        return False
+    attempt = kube.attempt_of(labels)
+    return attempt is not None and attempt < job.attempt
 
 
 _COLLECT_WAIT_S = 30.0
@@ -474,13 +484,15 @@ def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) ->
     """Whether the collector is done with that pod's output, or not reading it at all."""
     if time.time() - other.updated_at > _COLLECT_WAIT_S:
         return True
+    attempt = kube.attempt_of(labels)
+    if attempt is None:
+        return True
     try:
-        attempt = int(labels.get(kube.LABEL_ATTEMPT, "1"))
         logs = LogStore(ctx.store, cap_bytes=0)
         if attempt not in logs.attempts(other.id):
             return True  # never followed (its container never started, or no collector)
         return logs.meta(other.id, attempt).done
-    except (ValueError, StoreError):
+    except StoreError:
         return True
 
 

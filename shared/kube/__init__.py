@@ -49,6 +49,16 @@ LABEL_RUN = "berth.dev/run"
 LABEL_JOB = "berth.dev/job"
 LABEL_ATTEMPT = "berth.dev/attempt"
 """Which attempt of its job a pod is (``Job.attempt``): the log collector keeps each apart."""
+
+
+def attempt_of(labels: dict[str, str]) -> int | None:
+    """The attempt a pod's labels name (1 when unlabelled); None when the label is garbled."""
+    try:
+        return int(labels.get(LABEL_ATTEMPT, "1"))
+    except ValueError:
+        return None
+
+
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGED_BY = "berth"
 

@@ -52,10 +52,9 @@ def pod_view(pod: Any) -> PodView | None:
     job_id = labels.get(kube.LABEL_JOB)
     if not job_id:
         return None
-    try:
-        attempt = int(labels.get(kube.LABEL_ATTEMPT, "1"))
-    except ValueError:
-        attempt = 1
+    attempt = kube.attempt_of(labels)
+    if attempt is None:
+        attempt = 1  # a garbled label reads as the first attempt
     started = ended = False
     for status in (pod.status.container_statuses or []) if pod.status else []:
         if status.name != CONTAINER or status.state is None:
