@@ -424,22 +424,21 @@ def _create_or_adopt(
 
 def _verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
     """The client's create, read and delete of a namespaced ``kind``."""
-    core = k.core
     return {
         "pod": (
-            core.create_namespaced_pod,
-            core.read_namespaced_pod,
-            core.delete_namespaced_pod,
+            k.core.create_namespaced_pod,
+            k.core.read_namespaced_pod,
+            k.core.delete_namespaced_pod,
         ),
         "secret": (
-            core.create_namespaced_secret,
-            core.read_namespaced_secret,
-            core.delete_namespaced_secret,
+            k.core.create_namespaced_secret,
+            k.core.read_namespaced_secret,
+            k.core.delete_namespaced_secret,
         ),
         "service": (
-            core.create_namespaced_service,
-            core.read_namespaced_service,
-            core.delete_namespaced_service,
+            k.core.create_namespaced_service,
+            k.core.read_namespaced_service,
+            k.core.delete_namespaced_service,
         ),
     }[kind]
 
