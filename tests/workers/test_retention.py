@@ -4,30 +4,19 @@ retention period, and their names then answer "expired", never an empty answer."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from cli.local.cluster import ClusterState
 from shared.errors import NotFoundError
 from shared.records import Event, Job, Run, RunStatus
 from shared.runlogs.lines import Cursor
 from shared.runlogs.store import LogStore
-from tests.workers.worlds import backend, worker_context
 from workers.context import WorkerContext
 from workers.retention import expire_runs
 
 pytestmark = pytest.mark.integration
 
 DAY_S = 86400.0
-
-
-@pytest.fixture
-def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
-    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
-        yield context
 
 
 def _run(ctx: WorkerContext, name: str, status: RunStatus, *, ended_days_ago: float) -> Run:

@@ -5,17 +5,12 @@ The clock is passed in (``now``), so a minute of cron time costs no waiting.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from api.services import schedules as schedule_service
-from cli.local.cluster import ClusterState
 from shared import schedules
 from shared.records import Project, RunStatus, User
 from shared.schedules import ScheduledRun
-from tests.workers.worlds import backend, worker_context
 from workers import schedules as starter
 from workers.celery_app import app
 from workers.context import WorkerContext
@@ -29,13 +24,6 @@ commands: [python3 train.py]
 schedule:
   cron: "*/5 * * * *"
 """
-
-
-@pytest.fixture
-def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
-    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
-        yield context
 
 
 def _apply(ctx: WorkerContext, text: str = CONF) -> ScheduledRun:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cli.local.cluster import ClusterState
 from shared import service_traffic
 from shared.configuration import configuration_from_mapping
 from shared.jobs import jobs_for, refresh_run
 from shared.records import Event, Run, RunStatus
-from tests.workers.worlds import backend, worker_context
 from workers import scheduling, service_scaling
 from workers.context import WorkerContext
 from workers.requeue import RequeueOutcome, requeue_run
@@ -40,13 +36,6 @@ SERVICE = {
         "scale_down_delay": "60s",
     },
 }
-
-
-@pytest.fixture
-def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
-    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
-        yield context
 
 
 GROUPS = {

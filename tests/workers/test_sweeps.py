@@ -31,13 +31,6 @@ from workers.context import WorkerContext
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def ctx(local_cluster: ClusterState, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerContext]:
-    main = {"name": "main", "backends": [backend(local_cluster.kubeconfig)]}
-    with worker_context(local_cluster.redis_url, redis_prefix, tmp_path, [main]) as context:
-        yield context
-
-
 def _queued(ctx: WorkerContext, queue: str) -> list[str]:
     """Task names waiting in ``queue`` (Celery's Redis list under Berth's key prefix)."""
     key = f"{ctx.settings.redis.key_prefix}:celery:{queue}"
