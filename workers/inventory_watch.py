@@ -47,6 +47,7 @@ Runs inside the proxy worker. Design decisions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -355,11 +356,13 @@ def _lists(kube_client: kube.Kube, namespace: str | None) -> list[tuple[str, Any
         ]
     list_namespaced_pod = kube_client.core.list_namespaced_pod
 
+    # Watch.stream deserializes events into the type ``inspect.signature`` finds
+    # (the return annotation, then the docstring); ``wraps`` lends it the client's
+    # own (V1PodList), else events would come as dicts.
+    @functools.wraps(list_namespaced_pod)
     def list_pods_here(**kwargs: Any) -> Any:
         return list_namespaced_pod(namespace, **kwargs)
 
-    # Watch.stream reads the return type from the docstring to deserialize events.
-    list_pods_here.__doc__ = list_namespaced_pod.__doc__
     return [(PODS, list_pods_here)]
 
 

@@ -169,3 +169,12 @@ def test_a_service_and_a_dev_environment_run_on_real_nodes(
         )
 
     wait_until(stopped, timeout=START_S, what=f"{web} and {ide} stopped")
+
+
+def test_the_proxy_worker_followed_the_namespaces_pods_without_a_crash(team_stack: Stack) -> None:
+    """Last in the module, after every run above: its pod watch never failed. Jobs follow
+    pods through this watch; when its events could not be read, jobs moved only when the
+    sweep or a relist came by, and a run took minutes to show ``running``."""
+    [proxy] = [p for p in team_stack.processes if p.name == "proxy-worker"]
+    text = Path(proxy.log).read_text(errors="replace")
+    assert "Traceback" not in text, text[-4000:]

@@ -80,7 +80,11 @@ def running(stack: Stack, name: str, *, project: str = "main") -> dict[str, Any]
         ok = current["status"] == "running" and jobs and all(j["pod_ip"] for j in jobs)
         return current if ok else None
 
-    return wait_until(check, timeout=START_S, what=f"{name} running with pod IPs")
+    try:
+        return wait_until(check, timeout=START_S, what=f"{name} running with pod IPs")
+    except AssertionError as e:
+        current = run(stack, name, project=project)
+        raise AssertionError(f"{e}\nrun: {current}\n{stack.logs()}") from None
 
 
 def logs(stack: Stack, name: str, *args: str) -> str:

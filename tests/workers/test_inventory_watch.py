@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import urllib3
 import yaml
-from kubernetes import watch
+from kubernetes import client, watch
 
 from cli.local.cluster import ClusterState
 from shared import kube
@@ -113,6 +113,44 @@ def test_a_berth_pod_is_reported_with_its_job_id_and_takes_no_free_capacity(
         kube_admin.core.delete_namespaced_pod, "berth", namespace, grace_period_seconds=0
     )
     wait_until(lambda: berth_pods.seen(job, DELETED), timeout=WAIT_S, what="on_berth_pod DELETED")
+
+
+def test_a_namespace_watch_reports_berth_pods_as_pod_objects_from_its_watch_events(
+    local_cluster: ClusterState, kube_admin: kube.Kube, namespace: str
+) -> None:
+    """Namespace-only mode's pod watch (no node reads): events reach ``on_berth_pod`` as
+    ``V1Pod``s, as in cluster mode. Its list function is a wrapper of the client's, and
+    the watch deserializes events by that function's declared return type."""
+    berth_pods = BerthPodEvents()
+    own = kube.connect(kubeconfig=Path(local_cluster.kubeconfig), timeout=10.0)
+    watcher = InventoryWatcher(
+        own, publish=Published(), on_berth_pod=berth_pods, namespace=namespace
+    )
+    watcher.start()
+    try:
+
+        def listed() -> bool:
+            return bool(watcher.health().lists.get("pods"))
+
+        wait_until(listed, timeout=WAIT_S, what="the namespace's pods listed")
+        job = f"job-{secrets.token_hex(4)}"
+        labels = kube.berth_labels("proj", "run", job)
+        kube_admin.call(
+            kube_admin.core.create_namespaced_pod, namespace, _pod("berth", gpus=1, labels=labels)
+        )
+        wait_until(lambda: berth_pods.seen(job, ADDED), timeout=WAIT_S, what="ADDED")
+        kube_admin.call(
+            kube_admin.core.delete_namespaced_pod, "berth", namespace, grace_period_seconds=0
+        )
+        wait_until(lambda: berth_pods.seen(job, DELETED), timeout=WAIT_S, what="DELETED")
+        for event_type in (ADDED, DELETED):
+            [pod] = berth_pods.pods(job, event_type)
+            assert isinstance(pod, client.V1Pod), (event_type, pod)
+            assert pod.metadata.name == "berth"
+        assert watcher.health().restarts == 0, watcher.health()
+    finally:
+        assert watcher.stop(timeout=10), "a watcher thread did not stop"
+        own.close()
 
 
 def test_a_pod_watch_expired_with_410_is_relisted_and_the_inventory_stays_correct(
@@ -269,15 +307,18 @@ class BerthPodEvents:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: list[tuple[str, str]] = []
+        self._calls: list[tuple[str, str, object]] = []
 
-    def __call__(self, job_id: str, event_type: str, _pod: object) -> None:
+    def __call__(self, job_id: str, event_type: str, pod: object) -> None:
         with self._lock:
-            self._calls.append((job_id, event_type))
+            self._calls.append((job_id, event_type, pod))
 
     def seen(self, job_id: str, event_type: str) -> bool:
+        return bool(self.pods(job_id, event_type))
+
+    def pods(self, job_id: str, event_type: str) -> list[object]:
         with self._lock:
-            return (job_id, event_type) in self._calls
+            return [pod for j, e, pod in self._calls if (j, e) == (job_id, event_type)]
 
 
 class ExpiringPodWatches:
