@@ -1,7 +1,7 @@
 """``python -m bench``: every scenario side by side, in one invocation, on one machine.
 
 ``make bench`` runs the full sizes; ``--quick`` runs small ones (a few minutes)
-to check the harness; ``--only burst,dstack`` (names or numbers 1-7, 9) picks
+to check the harness; ``--only burst,dstack`` (names or numbers 1-7, 9, 11) picks
 scenarios. Each scenario is repeated (``--repeats``), and every figure is
 printed as the median of the repeats with their spread, then written to
 ``bench/RESULTS.md`` with the machine and the command.
@@ -35,6 +35,7 @@ from typing import Any
 
 from bench import burst, credentials, placement, teardown
 from bench import dstack as dstack_bench
+from bench import kueue as peers_bench
 from bench.common import (
     Figures,
     add_rows,
@@ -62,6 +63,7 @@ SCENARIOS = {
     "placement": "6 placement",
     "teardown": "7 teardown",
     "credentials": credentials.SCENARIO,
+    "peers": "11 peers",  # Berth against Kueue (bench/kueue, issue 17)
 }
 RSS = "8 peak RSS"
 LOGS = Path.home() / ".cache" / "berth" / "bench-logs"
@@ -81,6 +83,8 @@ class Sizes:
     """Runs active while bench/credentials.py counts plugin calls, per kubeconfig."""
     workers: int = 1
     """Celery worker processes (8 threads each) in the burst and teardown stack."""
+    peers_jobs: int = 10_000
+    """One-GPU jobs each of Berth and Kueue drains in scenario 11 (bench/kueue)."""
 
 
 FULL = Sizes(
@@ -102,6 +106,7 @@ QUICK = Sizes(
     queue_runs=500,
     placement_nodes=placement.NODE_COUNTS,
     credential_runs=30,
+    peers_jobs=300,
 )
 
 
@@ -113,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     notes: list[tuple[str, str]] = []
     started = time.time()
     facts = machine()
+    command = ".venv/bin/python -m bench" + "".join(
+        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+    )
+    peers: list[str] = []
     _say(f"scenarios: {', '.join(s for s in SCENARIOS if s in chosen)}; {_describe(sizes)}")
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         if "placement" in chosen:
@@ -124,9 +133,15 @@ def main(argv: list[str] | None = None) -> None:
         if "inventory" in chosen:
             with _guarded(figs, SCENARIOS["inventory"]):
                 _inventory(Path(tmp), sizes, figs, notes)
-    command = ".venv/bin/python -m bench" + "".join(
-        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
-    )
+        if "peers" in chosen:
+            with _guarded(figs, SCENARIOS["peers"]):
+                peers = peers_bench.run(Path(tmp), n=sizes.peers_jobs, command=command, say=_say)
+    if chosen == {"peers"}:  # alone: its section only, the other scenarios' figures stay
+        print("\n".join(peers or [f"{f.what}: {f.text}" for f in figs]))
+        if peers and not args.no_results:
+            peers_bench.write_section(Path(args.results), peers)
+            _say(f"wrote the peers section of {args.results}")
+        return
     text = results_markdown(
         figs=figs,
         facts=facts,
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             ("Berth against dstack", dstack_bench.summary(figs, notes, SCENARIOS["dstack"])),
             ("The slowest stage in Berth's path", burst.slowest_stage(figs, SCENARIOS["burst"])),
             ("Notes", [f"- {scenario}: {text}" for scenario, text in notes]),
+            (peers_bench.TITLE, peers),
         ],
     )
     print(text)
@@ -624,6 +640,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teardown-runs", type=int, help="runs to stop (default 1000, quick 60)")
     p.add_argument("--inventory-pods", type=int, help="pods for scenario 5 (default 10000)")
     p.add_argument("--workers", type=int, help="Celery worker processes of the burst stack (1)")
+    p.add_argument("--peers-jobs", type=int, help="jobs per system in 11 peers (10000, quick 300)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="where to write")
     p.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md")
     return p
@@ -638,6 +655,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         ("teardown_runs", "teardown_runs"),
         ("inventory_pods", "inventory_pods"),
         ("workers", "workers"),
+        ("peers_jobs", "peers_jobs"),
     ):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
