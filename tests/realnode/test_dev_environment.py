@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.interactive import foreground_signals
 from tests.polling import wait_until
 from tests.realnode.world import START_S, run, stop, write
 from tests.stack import BERTH, Stack
@@ -60,7 +61,13 @@ def _spawn(argv: list[str], env: dict[str, str]) -> Terminal:
     master, slave = pty.openpty()
     # A session of its own, like a shell's job: Ctrl-C goes to its whole group.
     proc = subprocess.Popen(
-        argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        preexec_fn=foreground_signals,
     )
     os.close(slave)
     term = Terminal(proc=proc, master=master)

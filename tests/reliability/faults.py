@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from cli.local.processes import ProcessRecord
+from cli.local.processes import ProcessRecord, is_running, log_tail
 from shared.errors import BerthError
 from shared.gpu.inventory import GpuInventory
 from tests.polling import wait_until
@@ -68,10 +68,14 @@ def kill_redis_mid_burst(world: World, specs: list[RunSpec], *, kill_after: int)
     outage = RedisOutage(burst=burst, accepted_before_kill=len(burst.accepted))
     start = time.perf_counter()
     sigkill(world.cluster.processes["redis"])
-    world.restart_cluster_process("redis")
+    restarted = world.restart_cluster_process("redis")
     client: redis.Redis[bytes] = redis.Redis.from_url(world.cluster.redis_url, socket_timeout=2)
     try:
         wait_until(lambda: _pings(client), timeout=30, what="Redis back")
+    except AssertionError as e:
+        # Once seen (1 run in 3): say whether it started, failed to bind, or was loading.
+        alive = is_running(restarted)
+        raise AssertionError(f"{e}; running: {alive}\n{log_tail(restarted, 40)}") from None
     finally:
         client.close()
     outage.down_s = time.perf_counter() - start

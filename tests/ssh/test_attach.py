@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from cli.local.processes import start_process, stop_process
+from tests.interactive import foreground_signals
 from tests.polling import wait_until
 from tests.ssh.world import SLOW, SshWorld, free_loopback_port, new_key
 from tests.stack import BERTH
@@ -156,6 +157,7 @@ def test_attach_forward_serves_the_runs_port_on_localhost_until_interrupted(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=foreground_signals,
     )
     url = f"http://127.0.0.1:{ide.local_port}/"
     try:
