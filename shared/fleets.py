@@ -12,6 +12,7 @@ from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConfigError
 from shared.gpu.inventory import GpuInventory, NodeInventory
+from shared.locality import where_of
 from shared.offers import fits
 from shared.requests import request_from_resources
 from shared.store import Store
@@ -19,7 +20,7 @@ from shared.store import Store
 
 def fleet_nodes(inventory: GpuInventory, conf: FleetConfiguration) -> list[NodeInventory]:
     """The nodes a fleet covers, in name order."""
-    request = request_from_resources(conf.resources)
+    request = request_from_resources(conf.resources, where=where_of(conf))
     chosen = [n for n in inventory.nodes if fits(n, request, n.allocatable)]
     limit = conf.nodes.max
     return chosen[:limit] if limit is not None else chosen

@@ -17,6 +17,7 @@ from shared.gpu.catalogue import lookup_product, nominal_memory_gib
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
 from shared.gpu.unidentified import fix_for, unidentified_groups
+from shared.locality import Where
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Request:
     blocks: Blocks | None = None
     """The fleet's ``blocks``: each job takes whole blocks of its node
     (:mod:`shared.blocks`); None: just what it asks."""
+    where: Where | None = None
+    """The instance types, zones and regions it accepts (:mod:`shared.locality`);
+    None: anywhere."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,9 @@ def describe(request: Request) -> str:
     if request.memory_bytes:
         parts.append(f"{request.memory_bytes / 2**30:g}GB memory")
     what = ", ".join(parts) or "no resources"
-    return f"{what} on {request.nodes} node(s)" if request.nodes > 1 else what
+    if request.nodes > 1:
+        what = f"{what} on {request.nodes} node(s)"
+    return f"{what} in {request.where.describe()}" if request.where is not None else what
 
 
 def _impossible(inventory: GpuInventory, request: Request) -> str:
@@ -136,6 +142,8 @@ def _impossible(inventory: GpuInventory, request: Request) -> str:
 
 
 def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:
+    if request.where is not None and not request.where.allows(node.locality):
+        return None
     if request.blocks is not None:
         return _block_offer(node, request, available)
     if available.cpu_millicores < request.cpu_millicores:

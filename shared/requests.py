@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.configuration.resources import DiskSpec, ResourcesSpec
+from shared.locality import Where, where_of
 from shared.offers import Request
 
 _GIB = 2**30
@@ -21,10 +22,12 @@ def request_for(conf: Any) -> Request:
     """The per-job request of a run (or fleet) configuration."""
     resources: ResourcesSpec = getattr(conf, "resources", None) or ResourcesSpec()
     nodes = int(getattr(conf, "nodes", 1) or 1) if getattr(conf, "type", "") == "task" else 1
-    return request_from_resources(resources, nodes=nodes)
+    return request_from_resources(resources, nodes=nodes, where=where_of(conf))
 
 
-def request_from_resources(resources: ResourcesSpec, *, nodes: int = 1) -> Request:
+def request_from_resources(
+    resources: ResourcesSpec, *, nodes: int = 1, where: Where | None = None
+) -> Request:
     gpu = resources.gpu
     cpu_min = resources.cpu.count.min if resources.cpu.count else None
     mem_min = resources.memory.min if resources.memory else None
@@ -36,6 +39,7 @@ def request_from_resources(resources: ResourcesSpec, *, nodes: int = 1) -> Reque
         "memory_bytes": int((mem_min or 0) * _GIB),
         "disk_bytes": int((disk_min or 0) * _GIB),
         "nodes": nodes,
+        "where": where,
     }
     if gpu is not None and (gpu.count.max is None or gpu.count.max > 0):
         fields["gpu_count"] = max(int(gpu.count.min or 1), 1)

@@ -5,7 +5,8 @@ In namespace-only mode (:mod:`shared.access`) a job's placement names
 follow, both here:
 
 - :func:`scheduler_affinity`: the pod asks for its GPU model and memory by node
-  affinity on the GPU labels (:mod:`shared.gpu.affinity`), and a multi-node
+  affinity on the GPU labels (:mod:`shared.gpu.affinity`), and for its instance
+  types, zones and regions on the well-known labels (:mod:`shared.locality`); a multi-node
   run's pods repel each other across nodes (``nodes: N`` means N nodes);
 - :func:`judge_scheduler_wait`: an unbound pod is the scheduler looking for a
   node, not Berth's mistake, so the usual rule (unschedulable for a minute: back
@@ -25,6 +26,7 @@ from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeError
 from shared.gpu.affinity import gpu_node_affinity
+from shared.locality import Where
 from shared.records import Event, Job, Run, RunStatus
 from shared.requests import request_for
 from workers import wait_reasons
@@ -38,7 +40,10 @@ _WAITING = "waiting for the kube-scheduler"
 
 def scheduler_affinity(run: Run, conf: Any) -> dict[str, Any]:
     """The pod's affinity; ValueError naming the GPU when no label value names it."""
-    affinity: dict[str, Any] = dict(gpu_node_affinity(request_for(conf)) or {})
+    request = request_for(conf)
+    affinity: dict[str, Any] = dict(gpu_node_affinity(request) or {})
+    if request.where is not None:
+        affinity["nodeAffinity"] = where_affinity(affinity.get("nodeAffinity"), request.where)
     nodes = int(getattr(conf, "nodes", 1) or 1)
     if nodes > 1:
         labels = kube.berth_labels(run.project, run.name)
@@ -49,6 +54,21 @@ def scheduler_affinity(run: Run, conf: Any) -> dict[str, Any]:
             ]
         }
     return affinity
+
+
+def where_affinity(node_affinity: dict[str, Any] | None, where: Where) -> dict[str, Any]:
+    """``node_affinity`` with ``where``'s labels required too: terms are ORed and the
+    expressions inside one ANDed, so each term (one per GPU label scheme) gets them all."""
+    required = (node_affinity or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = (required or {}).get("nodeSelectorTerms") or [{"matchExpressions": []}]
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [*t["matchExpressions"], *where.match_expressions()]}
+                for t in terms
+            ]
+        }
+    }
 
 
 def judge_scheduler_wait(

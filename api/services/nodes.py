@@ -43,6 +43,11 @@ class NodePublic(BaseModel):
     gpus: list[NodeGpuPublic]
     cpu: str
     memory: str
+    instance_type: str | None = None
+    zone: str | None = None
+    region: str | None = None
+    """Where it is, from its well-known labels: what ``instance_types``,
+    ``availability_zones`` and ``regions`` match (``shared.locality``)."""
 
 
 class UnidentifiedPublic(BaseModel):
@@ -106,4 +111,7 @@ def _node(node: NodeInventory) -> NodePublic:
         memory=(
             f"{node.free.memory_bytes / 2**30:.0f}/{node.allocatable.memory_bytes / 2**30:.0f}GB"
         ),
+        instance_type=node.instance_type,
+        zone=node.zone,
+        region=node.region,
     )

@@ -321,6 +321,31 @@ Tags = Annotated[dict[str, str], BeforeValidator(_tags_from_yaml)]
 """dstack's ``tags``: short keys and printable values."""
 
 
+# A Kubernetes label value: what a node's instance-type, zone or region label can hold.
+_LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _label_values_from_yaml(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [value]  # one name, as dstack users write `regions: us-east-1` too
+    if not isinstance(value, list):
+        return value
+    if not value:
+        raise ValueError("an empty list allows nothing: omit it, or name at least one")
+    for item in value:
+        if not isinstance(item, str) or _LABEL_VALUE_RE.fullmatch(item) is None:
+            raise ValueError(
+                f"{item!r} cannot be a node label's value: expected up to 63 letters,"
+                " digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )
+    return value
+
+
+NodeLabelValues = Annotated[list[str] | None, BeforeValidator(_label_values_from_yaml)]
+"""``instance_types``, ``availability_zones``, ``regions``: values of the well-known node
+labels that say where a node is (:mod:`shared.locality`); None: anywhere."""
+
+
 class HttpHeader(BerthModel):
     name: str = Field(min_length=1)
     value: str

@@ -17,6 +17,7 @@ from shared.configuration.base import READING_STORED, BerthModel, field_error, n
 from shared.configuration.code import FileField, RepoField
 from shared.configuration.fields import (
     EnvVars,
+    NodeLabelValues,
     OffableDuration,
     PortMappingField,
     Probe,
@@ -52,7 +53,6 @@ from shared.configuration.run_policies import (
 # and ProfileParams (src/dstack/_internal/core/models/{configurations,profiles}.py).
 RUN_FIELDS_NOT_SUPPORTED = frozenset(
     {
-        "availability_zones",
         "backend_options",
         "backends",
         "creation_policy",
@@ -61,10 +61,8 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
         "env_file",
         "home_dir",
         "idle_duration",
-        "instance_types",
         "instances",
         "max_price",
-        "regions",
         "reservation",
         "setup",
         "single_branch",
@@ -117,6 +115,10 @@ class _RunConfigurationBase(BerthModel):
     """Crons (UTC) at which Berth starts the run (``shared.schedules``)."""
     utilization_policy: UtilizationPolicy | None = None
     """Stop the run when its GPUs stay under a utilisation (``workers.gpu_utilization``)."""
+    instance_types: NodeLabelValues = None
+    availability_zones: NodeLabelValues = None
+    regions: NodeLabelValues = None
+    """Only nodes whose well-known labels name one of these (``shared.locality``)."""
 
     @field_validator("fleets", mode="before")
     @classmethod

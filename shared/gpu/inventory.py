@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.labels import GPU_TAINT_KEYS, GpuGroup, is_gpu_resource, node_gpus
+from shared.locality import Locality, node_locality
 from shared.quantity import QuantityError, parse_quantity
 
 __all__ = [
@@ -73,8 +74,16 @@ class NodeInventory(BaseModel):
     gpus: tuple[GpuGroup, ...] = ()
     pool: str | None = None
     """The node group it belongs to, from the provider's label (:func:`node_pool`)."""
+    instance_type: str | None = None
+    zone: str | None = None
+    region: str | None = None
+    """Where it is, from the well-known labels (:mod:`shared.locality`)."""
     allocatable: Resources = Resources()
     free: Resources = Resources()
+
+    @property
+    def locality(self) -> Locality:
+        return Locality(instance_type=self.instance_type, zone=self.zone, region=self.region)
 
     def free_units(self, group: GpuGroup) -> int:
         """Units of ``group.resource`` not yet requested by pods on this node."""
@@ -308,6 +317,7 @@ class _NodeStatic:
     gpus: tuple[GpuGroup, ...]
     allocatable: dict[str, int]
     pool: str | None = None
+    locality: Locality = field(default_factory=Locality)
 
 
 # Where providers name a node's group, first match wins: GKE node pools, EKS managed node
@@ -342,6 +352,7 @@ def _node_static(node: Any) -> _NodeStatic | None:
         arch=getattr(node_info, "architecture", None),
         gpus=node_gpus(labels, raw).groups,
         pool=node_pool(labels),
+        locality=node_locality(labels),
         allocatable={
             r: math.ceil(q * 1000) if r == CPU else math.ceil(q)
             for r, q in _parse_list(raw).items()
@@ -377,6 +388,9 @@ def _node_inventory(static: _NodeStatic, requested: Mapping[str, int]) -> NodeIn
         arch=static.arch,
         gpus=static.gpus,
         pool=static.pool,
+        instance_type=static.locality.instance_type,
+        zone=static.locality.zone,
+        region=static.locality.region,
         allocatable=_resources(alloc),
         free=_resources(free),
     )

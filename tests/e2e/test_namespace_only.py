@@ -214,6 +214,25 @@ def test_a_task_runs_where_the_kube_scheduler_finds_its_gpu_by_label(
     stop(team_stack, "ns-task")
 
 
+def test_instance_types_become_node_affinity_the_kube_scheduler_honours(
+    team_stack: Stack, kube_admin: kube.Kube
+) -> None:
+    """Any GPU, but only a p3.2xlarge: the one node whose well-known instance-type label
+    says so (its GPU is named by that label too, ``cli/local/nodes.py``)."""
+    post(team_stack, "ns-where", resources={"gpu": 1}, instance_types=["p3.2xlarge"])
+    run = wait_run(team_stack, "ns-where", "running")
+    [job] = run["jobs"]
+    node = kube_admin.call(kube_admin.core.read_node, job["node"])
+    assert node.metadata.labels["node.kubernetes.io/instance-type"] == "p3.2xlarge"
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, job["pod_name"], NAMESPACE)
+    terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    for term in terms.node_selector_terms:
+        assert ("node.kubernetes.io/instance-type", "In", ["p3.2xlarge"]) in [
+            (e.key, e.operator, e.values) for e in term.match_expressions
+        ]
+    stop(team_stack, "ns-where")
+
+
 def test_a_two_node_task_gets_two_distinct_nodes(team_stack: Stack) -> None:
     post(team_stack, "ns-pair", nodes=2, resources={"gpu": "A100:1"})
     run = wait_run(team_stack, "ns-pair", "running")

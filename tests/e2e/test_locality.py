@@ -1,0 +1,113 @@
+"""``instance_types``, ``availability_zones`` and ``regions``: placed by the well-known labels.
+
+The local cluster's ``kwok-aws-v100-0`` carries ``node.kubernetes.io/instance-type:
+p3.2xlarge`` (``cli/local/nodes.py``), as cloud nodes do. Zones are labelled by the
+test on one node for its duration, with a name no other test uses.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import kube
+from tests.polling import wait_until
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+ZONED_NODE = "kwok-gke-t4-0"
+
+
+def _apply(stack: Stack, tmp_path: Path, name: str, extra: str) -> Any:
+    conf = tmp_path / f"{name}.dstack.yml"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            type: task
+            name: {name}
+            commands: [nvidia-smi]
+            resources: {{gpu: 1, cpu: 1.., memory: 1GB..}}
+            env: {{KWOK_RUN_FOR: 1s}}
+            """
+        )
+        + extra
+        + "\n"
+    )
+    return stack.cli("apply", "-f", str(conf), "-y", "-d")
+
+
+def _finished(stack: Stack, name: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
+        run = next(r for r in runs if r["name"] == name)
+        return run if run["status"] in ("done", "failed", "terminated") else None
+
+    run = wait_until(check, timeout=90, what=f"{name} finished")
+    assert run["status"] == "done", run
+    return run
+
+
+@pytest.fixture
+def zone(kube_admin: kube.Kube, stack: Stack) -> Iterator[str]:
+    """A zone only ``ZONED_NODE`` is in, once Berth's inventory says so."""
+    name = f"berth-test-{secrets.token_hex(3)}"
+    k = kube_admin
+    k.call(k.core.patch_node, ZONED_NODE, {"metadata": {"labels": {ZONE_LABEL: name}}})
+
+    def seen() -> bool:
+        nodes = json.loads(stack.cli("nodes", "--json").stdout)["nodes"]
+        return any(n["name"] == ZONED_NODE and n["zone"] == name for n in nodes)
+
+    try:
+        wait_until(seen, timeout=30, what=f"{ZONED_NODE} in zone {name} in berth nodes")
+        yield name
+    finally:
+        k.call(k.core.patch_node, ZONED_NODE, {"metadata": {"labels": {ZONE_LABEL: None}}})
+
+
+def test_berth_nodes_says_each_nodes_instance_type(stack: Stack) -> None:
+    nodes = json.loads(stack.cli("nodes", "--json").stdout)["nodes"]
+    found = {n["name"]: n["instance_type"] for n in nodes}
+    assert found["kwok-aws-v100-0"] == "p3.2xlarge"
+    assert found["kwok-h100-0"] is None
+
+
+def test_a_run_naming_an_instance_type_is_placed_on_a_node_of_that_type(
+    stack: Stack, tmp_path: Path
+) -> None:
+    applied = _apply(stack, tmp_path, "where-type", "instance_types: [p3.2xlarge]")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    run = _finished(stack, "where-type")
+    assert [j["node"] for j in run["jobs"]] == ["kwok-aws-v100-0"]
+
+
+def test_a_run_naming_a_zone_is_placed_in_it(stack: Stack, tmp_path: Path, zone: str) -> None:
+    applied = _apply(stack, tmp_path, "where-zone", f"availability_zones: {zone}")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    run = _finished(stack, "where-zone")
+    assert [j["node"] for j in run["jobs"]] == [ZONED_NODE]
+
+
+def test_a_region_no_node_is_in_is_planned_as_impossible_and_fails_naming_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    applied = _apply(stack, tmp_path, "where-nowhere", "regions: [nowhere-1]")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    plan = " ".join(applied.stdout.split())
+    assert "impossible" in plan and "in region nowhere-1" in plan, plan
+
+    def failed() -> dict[str, Any] | None:
+        runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
+        run = next(r for r in runs if r["name"] == "where-nowhere")
+        return run if run["status"] == "failed" else None
+
+    run = wait_until(failed, timeout=60, what="where-nowhere failed")
+    assert "in region nowhere-1" in run["reason"], run
