@@ -25,6 +25,7 @@ EXPIRE_RUNS = "berth.teardown.expire_runs"
 SAMPLE_USAGE = "berth.scheduling.sample_usage"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 SCALE_SERVICES = "berth.scheduling.scale_services"
+KEEP_FLEETS_WARM = "berth.teardown.keep_fleets_warm"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
 QUEUE_OF = {
@@ -40,6 +41,7 @@ QUEUE_OF = {
     REAP_ORPHANS: "teardown",
     EXPIRE_RUNS: "teardown",
     SAMPLE_USAGE: "scheduling",
+    KEEP_FLEETS_WARM: "teardown",  # node reads and patches: Kubernetes I/O
     CHECK_ACTIVITY: "teardown",  # SSH logins: seconds of I/O, kept off the scheduling queue
 }
 # Redis redelivers an unacked message after the visibility timeout, so no

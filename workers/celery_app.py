@@ -22,6 +22,7 @@ from shared.settings import load_settings
 from shared.tasks import (
     CHECK_ACTIVITY,
     EXPIRE_RUNS,
+    KEEP_FLEETS_WARM,
     QUEUE_OF,
     REAP_ORPHANS,
     SAMPLE_USAGE,
@@ -47,6 +48,7 @@ SCHEDULES_EVERY_S = 10.0
 # Services' replica counts follow their traffic: scaling delays are minutes by default,
 # and a tick reads one counter per second of each scaled service's window.
 SCALING_EVERY_S = 5.0
+WARMTH_EVERY_S = 30.0  # fleet idle_duration: minutes-long clocks (workers/fleet_warmth.py)
 
 _settings = load_settings()
 app: Celery = create_celery(_settings)
@@ -79,6 +81,11 @@ app.conf.beat_schedule = {
         "task": EXPIRE_RUNS,
         "schedule": EXPIRE_EVERY_S,
         "options": {"queue": QUEUE_OF[EXPIRE_RUNS]},
+    },
+    "keep-fleets-warm": {
+        "task": KEEP_FLEETS_WARM,
+        "schedule": WARMTH_EVERY_S,
+        "options": {"queue": QUEUE_OF[KEEP_FLEETS_WARM]},
     },
     "check-activity": {
         "task": CHECK_ACTIVITY,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from shared import tasks as names
 from workers import (
     activity,
+    fleet_warmth,
     orphans,
     provisioning,
     retention,
@@ -87,6 +88,11 @@ def reap_orphans() -> None:
 @berth_task(names.SAMPLE_USAGE)
 def sample_usage() -> None:
     usage.sample_usage(context())
+
+
+@berth_task(names.KEEP_FLEETS_WARM)
+def keep_fleets_warm() -> None:
+    fleet_warmth.keep_fleets_warm(context())
 
 
 @berth_task(names.EXPIRE_RUNS)

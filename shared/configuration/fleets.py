@@ -14,35 +14,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, field_validator
 
 from shared.configuration.base import BerthModel, not_supported
-from shared.configuration.fields import ResourceName, SpotPolicy
+from shared.configuration.fields import (
+    NodeLabelValues,
+    ResourceName,
+    SpotPolicy,
+    parse_duration,
+)
 from shared.configuration.ranges import CountRange
 from shared.configuration.resources import ResourcesSpec
 
 # dstack fleet keys Berth refuses. Source: dstack's fleet models
-# (src/dstack/_internal/core/models/fleets.py). `idle_duration` deprovisions idle cloud
-# instances, which a Kubernetes fleet does not own.
+# (src/dstack/_internal/core/models/fleets.py).
 FLEET_FIELDS_NOT_SUPPORTED = frozenset(
     {
-        "availability_zones",
         "backend_options",
         "env",
-        "idle_duration",
-        "instance_types",
         "max_price",
-        "regions",
         "reservation",
         "retry",
         "ssh_config",
         "tags",
     }
 )
-FLEET_REFUSAL_REASONS = {
-    "idle_duration": (
-        "it deprovisions idle instances, and a Kubernetes fleet provisions none: Berth"
-        " selects nodes that exist, and the cluster's autoscaler decides when an idle"
-        " node goes (its scale-down settings)"
-    ),
-}
+FLEET_REFUSAL_REASONS: dict[str, str] = {}
 """Why a refused fleet key has no meaning on Kubernetes, said with the refusal."""
 # dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
 # (dstackai/dstack at 511c318c, August 2026).
@@ -75,6 +69,18 @@ DSTACK_BACKENDS = frozenset(
 )
 
 
+def _idle_duration_from_yaml(value: Any) -> Any:
+    # dstack: a duration, or off / -1 for never terminating idle instances.
+    if value is None:
+        return None
+    if value is False or value == "off" or value == -1:
+        return "off"
+    return parse_duration(value)
+
+
+IdleDuration = Annotated[int | Literal["off"] | None, BeforeValidator(_idle_duration_from_yaml)]
+
+
 def _blocks_from_yaml(value: Any) -> Any:
     if value is None or value == "auto":
         return value
@@ -98,6 +104,14 @@ class FleetConfiguration(BerthModel):
     resources: ResourcesSpec = ResourcesSpec()
     spot_policy: SpotPolicy | None = None
     """Accepted for dstack compatibility; meaningless on Kubernetes."""
+    instance_types: NodeLabelValues = None
+    availability_zones: NodeLabelValues = None
+    regions: NodeLabelValues = None
+    """Only nodes whose well-known labels name one of these (``shared.locality``)."""
+    idle_duration: IdleDuration = None
+    """How long an idle node of the fleet in an autoscaling pool is kept from the
+    autoscaler's scale-down (``workers.fleet_warmth``): seconds, ``"off"`` (always),
+    or None (not at all: the autoscaler's own settings decide)."""
     blocks: Annotated[int | Literal["auto"] | None, BeforeValidator(_blocks_from_yaml)] = None
     """Split each node into this many equal blocks (``auto``: one per GPU); a run on
     the fleet takes whole blocks (``shared.blocks``). None: each run takes what it

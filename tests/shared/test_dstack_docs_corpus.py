@@ -25,13 +25,14 @@ TYPES = ("task", "dev-environment", "service", "fleet")
 
 # Examples that parse completely today. Raise it when Berth learns a field; a drop
 # means a documented example stopped parsing.
-FULLY_PARSED = 158
+FULLY_PARSED = 165
 
 # Excerpts: the page shows only the lines it talks about and leaves out a part every
 # configuration of the type needs (dstack refuses them too). Berth must name that part.
 EXCERPTS = {
     "docs-concepts-secrets-1.dstack.yml": "port",  # `commands: ...`, no port
     "docs-concepts-secrets-2.dstack.yml": "port",
+    "docs-concepts-backends-2.dstack.yml": "commands",  # availability_zones only
     "docs-concepts-volumes-4.dstack.yml": "commands",  # volumes only
     "docs-concepts-volumes-5.dstack.yml": "commands",
     "docs-concepts-volumes-6.dstack.yml": "commands",
