@@ -492,6 +492,11 @@ class Store:
                 return bool(self._renew(keys=[key], args=[holder, ttl_s * 1000]))
             return bool(self.r.set(key, holder, nx=True, px=ttl_s * 1000))
 
+    def held(self, key: str) -> bool:
+        """Whether someone holds claim ``key`` now."""
+        with _wrapped():
+            return bool(self.r.exists(key))
+
     def release(self, key: str, holder: str) -> None:
         """Drop ``key`` only if ``holder`` still has it."""
         with _wrapped():

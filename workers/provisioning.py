@@ -34,6 +34,7 @@ from shared.metrics import SUBMIT_TO_RUNNING
 from shared.pod_security import stricter
 from shared.queueing.namespace_only import is_scheduler_node
 from shared.queueing.namespace_quota import quota_refusal
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Job, RunStatus
 from shared.resource_quotas import namespace_key, note_refusal
 from shared.runlogs.store import LogStore
@@ -206,7 +207,7 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         _follow_node_order(ctx, job_id, verdict.status)
     refreshed = refresh_run(store, run.id)
     if verdict.status.is_finished:
-        tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)  # its GPUs go to the queue now
+        wake_scheduler(ctx.store, ctx.celery, run.id)  # its GPUs go to the queue now
     if refreshed.status.is_finished:
         _release_siblings(ctx, refreshed.job_ids)
 
@@ -280,7 +281,7 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
                 SUBMIT_TO_RUNNING.observe(max(0.0, time.time() - job.submitted_at))
             if verdict.status == RunStatus.PENDING:
                 tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
-                tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)
+                wake_scheduler(ctx.store, ctx.celery, job.run_id)
             return
 
 

@@ -17,12 +17,12 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
-from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import BerthError, TemporaryError
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import CHANNEL
+from shared.queueing.wake import wake_scheduler
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import create_celery
@@ -59,7 +59,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
     def publish(key: str, inv: GpuInventory) -> None:
         store.publish_inventory(key, inv.to_json(), CHANNEL)
         # Capacity changed: pending runs may fit now (passes coalesce).
-        _send(celery, tasks.SCHEDULE_RUN, f"inventory:{key}")
+        _wake(store, celery, f"inventory:{key}")
 
     ctx = WorkerContext(
         settings=settings, store=store, server=server, clusters=clusters, celery=celery
@@ -93,12 +93,12 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         celery.close()
 
 
-def _send(celery: Celery, name: str, arg: str) -> None:
-    """Send a wake-up; if the broker is down, beat's sweep catches up once it is back."""
+def _wake(store: Store, celery: Celery, reason: str) -> None:
+    """Ask for a pass; if the broker is down, beat's sweep catches up once it is back."""
     try:
-        tasks.send(celery, name, arg)
+        wake_scheduler(store, celery, reason)
     except (kombu.exceptions.KombuError, redis.RedisError, OSError) as e:
-        raise TemporaryError(f"cannot send {name}: {e}") from e
+        raise TemporaryError(f"cannot ask for a scheduling pass: {e}") from e
 
 
 def _say_following(store: Store) -> None:

@@ -28,6 +28,7 @@ from shared.errors import ConfigError
 from shared.queueing import keys
 from shared.queueing.commit import CONFLICT, Change, Writer
 from shared.queueing.limits import limits_of, may_retry
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Job, Run, RunStatus
 from workers import teardown
 from workers.context import WorkerContext
@@ -87,7 +88,7 @@ def requeue_run(
     for job in jobs:
         teardown.teardown_pod(ctx, job.id)
     writer.write(Change(run=None, run_id=run_id, cleanup_done=True))
-    tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run_id)
+    wake_scheduler(ctx.store, ctx.celery, run_id)
     return RequeueOutcome.REQUEUED
 
 

@@ -6,10 +6,11 @@ import logging
 import time
 import uuid
 
-from shared import schedules, tasks
+from shared import schedules
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConflictError, NotFoundError
 from shared.jobs import jobs_for
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Run, RunStatus
 from workers.context import WorkerContext
 
@@ -74,7 +75,7 @@ def _start(ctx: WorkerContext, record: schedules.ScheduledRun, tick: float) -> s
         ctx.store.create_run(run, jobs, event)
     except ConflictError:
         return None  # a run of the name appeared since the look above: that one runs
-    tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)
+    wake_scheduler(ctx.store, ctx.celery, run.id)
     return run.id
 
 

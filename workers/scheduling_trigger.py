@@ -1,6 +1,8 @@
 """Coalescing scheduling requests into as few passes as keep the queue current.
 
-Every submission, finished job and capacity change asks for a pass. Passes
+Every submission, finished job and capacity change asks for a pass
+(:func:`shared.queueing.wake.wake_scheduler`, which sends a task only when no
+runner is at work). Passes
 cover the whole queue, so one pass that starts after a request satisfies it,
 and requests that arrive while a pass runs need exactly one more pass, not one
 each. A generation counter records requests; one worker at a time runs passes
@@ -16,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from shared.queueing import wake
 from shared.store import Store
 
 _RUNNER_TTL_S = 30  # a crashed runner's claim lapses; renewed before every pass
@@ -24,8 +27,8 @@ _GATHER_MAX_S = 0.05  # the most a request waits for the next pass to gather oth
 
 def request_pass(store: Store, run_pass: Callable[[], object]) -> int:
     """Record a request, and run passes if nobody else is; returns the passes run here."""
-    generation = store.key("scheduling", "generation")
-    runner = store.key("scheduling", "runner")
+    generation = store.key(*wake.GENERATION)
+    runner = store.key(*wake.RUNNER)
     me = secrets.token_hex(8)
     store.incr(generation)
     passes = 0

@@ -27,6 +27,7 @@ from shared.configuration.parse import configuration_from_stored
 from shared.errors import NotFoundError
 from shared.jobs import replica_job
 from shared.lifecycle import can_move
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Job, Run, RunStatus
 from shared.service_scaling import ScalingRule, desired_replicas
 from workers.context import WorkerContext
@@ -153,7 +154,7 @@ def _add_replicas(
     event = Event(at=now, kind="info", message=message)
     if not ctx.store.add_jobs(updated, new, event):
         return False  # the run changed meanwhile: the next tick decides again
-    tasks.send(ctx.celery, tasks.SCHEDULE_RUN, run.id)
+    wake_scheduler(ctx.store, ctx.celery, run.id)
     return True
 
 

@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared import kube, node_order, tasks
+from shared import kube, node_order
 from shared.clusters import Cluster
 from shared.errors import KubeNotFound
 from shared.jobs import refresh_run
 from shared.lifecycle import can_move
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Run, RunStatus
 from shared.runlogs.store import LogStore
 from workers import code_volume
@@ -57,7 +58,7 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
             message=f"job {job.job_num} {target}",
         )
         if store.save_job(job, event):
-            tasks.send(ctx.celery, tasks.SCHEDULE_RUN, job.run_id)  # its GPUs are free now
+            wake_scheduler(ctx.store, ctx.celery, job.run_id)  # its GPUs are free now
             break
     run = refresh_run(store, run.id)
     if run.status.is_finished:

@@ -23,6 +23,7 @@ from shared.fleets import allowed_nodes, fleet_blocks
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
 from shared.lifecycle import can_move
+from shared.queueing.wake import wake_scheduler
 from shared.records import Event, Job, Project, Run, RunStatus, User
 from shared.requests import request_for
 from shared.server_features import check_server_features
@@ -76,7 +77,7 @@ def submit_run(
                     return same
                 raise
             continue
-        tasks.send(celery, tasks.SCHEDULE_RUN, run.id)
+        wake_scheduler(store, celery, run.id)
         return run, jobs
     raise ConflictError("could not pick a free run name; set name: in the configuration")
 
