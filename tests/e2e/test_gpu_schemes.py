@@ -14,12 +14,12 @@ import secrets
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shared import kube
 from shared.errors import KubeNotFound
+from tests.e2e.runs import ended
 from tests.polling import wait_until
 from tests.stack import Stack
 
@@ -71,12 +71,7 @@ def test_a_run_for_each_managed_scheme_gpu_is_placed_on_that_node(
     applied = stack.cli("apply", "-f", str(conf), "-y", "-d")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
-    def finished() -> dict[str, Any] | None:
-        runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
-        run = next(r for r in runs if r["name"] == name)
-        return run if run["status"] in ("done", "failed", "terminated") else None
-
-    run = wait_until(finished, timeout=90, what=f"{name} finished")
+    run = ended(stack, name)
     assert run["status"] == "done", run
     assert [j["node"] for j in run["jobs"]] == [node]
 

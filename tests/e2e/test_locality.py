@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from shared import kube
+from tests.e2e.runs import ended
 from tests.polling import wait_until
 from tests.stack import Stack
 
@@ -45,12 +46,7 @@ def _apply(stack: Stack, tmp_path: Path, name: str, extra: str) -> Any:
 
 
 def _finished(stack: Stack, name: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        runs = json.loads(stack.cli("ps", "-a", "--json").stdout)
-        run = next(r for r in runs if r["name"] == name)
-        return run if run["status"] in ("done", "failed", "terminated") else None
-
-    run = wait_until(check, timeout=90, what=f"{name} finished")
+    run = ended(stack, name)
     assert run["status"] == "done", run
     return run
 
