@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.common import fmt
 from bench.kueue import manager, systems
-from bench.kueue.drain import Drain, Rates, p, rates
+from bench.kueue.drain import Drain, Rates, lags, p, rates
 from cli.local import cluster
 from shared import kube
 
@@ -43,7 +43,7 @@ def run(
     manager.build()
     state, _ = cluster.up(directory, pools_file=POOLS, timeout_s=600)
     k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=30.0)
-    started = time.time()
+    started, load = time.time(), os.getloadavg()[0]
     try:
         gpus = systems.gpus_by_model(k)
         say(f"peers: Kueue drain of {n} jobs")
@@ -55,11 +55,24 @@ def run(
     finally:
         k.close()
         cluster.down(directory)
-    return report(berth, kq, gpus=gpus, command=command, minutes=(time.time() - started) / 60)
+    return report(
+        berth,
+        kq,
+        gpus=gpus,
+        command=command,
+        minutes=(time.time() - started) / 60,
+        load_at_start=load,
+    )
 
 
 def report(
-    berth: Drain, kq: Drain, *, gpus: dict[str, int], command: str, minutes: float
+    berth: Drain,
+    kq: Drain,
+    *,
+    gpus: dict[str, int],
+    command: str,
+    minutes: float,
+    load_at_start: float,
 ) -> list[str]:
     b, q = rates(berth), rates(kq)
     q_admit = rates(kq, kq.timeline.admitted)
@@ -68,7 +81,8 @@ def report(
     shape = ", ".join(f"{count} {model}" for model, count in sorted(gpus.items()))
     lines = [
         f"Run by hand: `{command}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},"
-        f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; both"
+        f" {os.cpu_count()} cores, load average {load_at_start:.1f} at the start and"
+        f" {os.getloadavg()[0]:.1f} at the end; both"
         f" drains took {minutes:.0f} minutes. One repeat.",
         "",
         f"Cluster: `bench/kueue/pools.yaml`, {sum(gpus.values())} KWOK GPUs ({shape}). Work:"
@@ -143,6 +157,7 @@ def report(
             "MiB",
             ratio=True,
         ),
+        *_stage_rows(kq),
         f"| every job finished | {'yes' if berth.finished else 'no'} |"
         f" {'yes' if kq.finished else 'no'} | |",
         "",
@@ -203,6 +218,22 @@ def _handover_rows(where: str, berth: list[float], kq: list[float]) -> list[str]
             f"freed GPU -> next pod created, p99, {where}", p(berth, 99), p(kq, 99), "s", ratio=True
         ),
     ]
+
+
+def _stage_rows(kq: Drain) -> list[str]:
+    """Where Kueue's hand-over goes: the Job controller's two steps around Kueue's own."""
+    t = kq.timeline
+    rows = []
+    for what, start, end in (
+        ("Kueue path: pod Succeeded -> Job Complete (Job controller)", t.done, t.completed),
+        ("Kueue path: Job unsuspended -> its pod created (Job controller)", t.admitted, t.created),
+    ):
+        values = lags(kq, start, end)
+        rows.append(
+            f"| {what}, p50 / p99 (n = {len(values)}) | - |"
+            f" {_cell(p(values, 50), 's')} / {_cell(p(values, 99), 's')} | |"
+        )
+    return rows
 
 
 def _own(cpu: dict[str, float]) -> float:

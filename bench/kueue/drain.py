@@ -45,6 +45,8 @@ class Timeline:
     done: dict[str, float] = field(default_factory=dict)
     admitted: dict[str, float] = field(default_factory=dict)
     """Kueue only: when the Job was first seen unsuspended."""
+    completed: dict[str, float] = field(default_factory=dict)
+    """Kueue only: when the Job was first seen with its Complete condition."""
 
 
 class Watches:
@@ -115,9 +117,13 @@ class Watches:
                 t.done.setdefault(key, now)
 
     def _job(self, job: Any, now: float) -> None:
-        if job.spec.suspend is False:
-            with self._lock:
-                self.timeline.admitted.setdefault(job.metadata.name, now)
+        name = job.metadata.name
+        conditions = (job.status.conditions if job.status else None) or []
+        with self._lock:
+            if job.spec.suspend is False:
+                self.timeline.admitted.setdefault(name, now)
+            if any(c.type == "Complete" and c.status == "True" for c in conditions):
+                self.timeline.completed.setdefault(name, now)
 
 
 @dataclass
@@ -171,6 +177,11 @@ def rates(d: Drain, times: dict[str, float] | None = None) -> Rates:
         else -1
     )
     return Rates(depth, drain, handover_depth, handover_all, urgent_s, overtaken)
+
+
+def lags(d: Drain, start: dict[str, float], end: dict[str, float]) -> list[float]:
+    """Per job, ``end - start`` where both were seen (a stage of one system's path)."""
+    return [end[j] - start[j] for j in d.jobs if j in start and j in end]
 
 
 def _rate(times: list[float]) -> float:

@@ -108,12 +108,14 @@ def start(state: ClusterState, k: kube.Kube, directory: Path) -> KueueManager:
     record = start_process(
         "kueue-manager",
         [
+            *_with_metrics_certs(directory, certs),
             str(binary),
             f"--config={config}",
             f"--kubeconfig={state.kubeconfig}",
             "--zap-log-level=info",
         ],
         log_dir=directory / "logs",
+        env={"KUBECONFIG": state.kubeconfig},
     )
     manager = KueueManager(record=record, webhook_port=webhook_port, version=VERSION)
     try:
@@ -156,10 +158,43 @@ def _configuration(webhook: int, health: int, metrics: int, certs: Path) -> dict
         "internalCertManagement": {"enable": False},
         "manageJobsWithoutQueueName": False,
         "clientConnection": {"qps": CLIENT_QPS, "burst": CLIENT_BURST},
+        # As Kueue ships it (config/components/manager/controller_manager_config.yaml);
+        # left out, every controller would reconcile one object at a time.
+        "controller": {
+            "groupKindConcurrency": {
+                "Job.batch": 5,
+                "Pod": 5,
+                "Workload.kueue.x-k8s.io": 5,
+                "LocalQueue.kueue.x-k8s.io": 1,
+                "Cohort.kueue.x-k8s.io": 1,
+                "ClusterQueue.kueue.x-k8s.io": 1,
+                "ResourceFlavor.kueue.x-k8s.io": 1,
+            }
+        },
         "integrations": {"frameworks": ["batch/job"]},
         # The on-demand visibility API server binds every interface; nothing here reads it.
         "featureGates": {"VisibilityOnDemand": False},
     }
+
+
+def _with_metrics_certs(directory: Path, certs: Path) -> list[str]:
+    """The argv prefix that shows ``certs`` at /etc/kueue/metrics/certs to the manager only.
+
+    With its own certificate management off, Kueue v0.17.0 reads the metrics server's
+    pair from that fixed path (cmd/kueue/main.go), where a Deployment mounts a Secret.
+    Rather than write into the host's /etc, the manager runs in a private mount
+    namespace where /etc is an overlay whose upper layer (ours) holds the pair; the
+    host's /etc is unchanged, and ``exec`` keeps the PID the manager's.
+    """
+    upper, work = directory / "etc-upper", directory / "etc-work"
+    target = upper / "kueue" / "metrics" / "certs"
+    target.mkdir(parents=True, exist_ok=True)
+    work.mkdir(exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        (target / name).write_bytes((certs / name).read_bytes())
+    mount = f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc"
+    script = f'{mount} && exec "$0" "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
 def _install_crds(k: kube.Kube) -> None:

@@ -80,8 +80,8 @@ def kueue_drain(
             notes=notes,
         )
     finally:
+        _clean_namespace(k, KUEUE_NS)  # first: Kueue's finalizers need the manager running
         kueue.stop(k, mgr)
-        _clean_namespace(k, KUEUE_NS)
 
 
 def check_kueue_webhooks(k: kube.Kube, state: ClusterState) -> str:
@@ -179,7 +179,7 @@ def _job(name: str, run_for: float | None, *, priority: bool) -> dict[str, Any]:
     labels = {kueue.QUEUE_LABEL: QUEUE}
     if priority:
         labels[kueue.PRIORITY_LABEL] = "high"
-    env = [{"name": "KWOK_RUN_FOR", "value": f"{run_for}s"}] if run_for else []
+    env = [{"name": "KWOK_RUN_FOR", "value": f"{run_for:g}s"}] if run_for else []
     one = {GPU: "1"}
     return {
         "apiVersion": "batch/v1",
@@ -271,8 +271,8 @@ def berth_drain(
                 rss_children=stack,
             )
     finally:
-        stack.stop()
         _clean_namespace(k, BERTH_NS)
+        stack.stop()
 
 
 def _berth_submit(
@@ -286,7 +286,7 @@ def _berth_submit(
             "resources": {"gpu": 1},
         }
         if run_for:
-            conf["env"] = {"KWOK_RUN_FOR": f"{run_for}s"}
+            conf["env"] = {"KWOK_RUN_FOR": f"{run_for:g}s"}
         if priority:
             conf["priority"] = 100  # the highest Berth takes (shared/configuration/runs.py)
         try:
@@ -414,6 +414,6 @@ def _clean_namespace(k: kube.Kube, namespace: str) -> None:
         return
     poll(
         lambda: not any(n.metadata.name == namespace for n in k.call(k.core.list_namespace).items),
-        timeout=600,
+        timeout=300,
         interval=1.0,
     )
