@@ -64,7 +64,7 @@ def kueue_drain(
         _kueue_queues(k, capacity)
         notes.append(check_kueue_webhooks(k, state))
         pids = {"kueue manager": mgr.record.pid}
-        return _drain(
+        drain = _drain(
             "kueue",
             k,
             state,
@@ -79,6 +79,8 @@ def kueue_drain(
             release=lambda names: _kueue_delete(k, names),
             notes=notes,
         )
+        drain.notes.append(_urgent_workload(k))
+        return drain
     finally:
         _clean_namespace(k, KUEUE_NS)  # first: Kueue's finalizers need the manager running
         kueue.stop(k, mgr)
@@ -99,6 +101,23 @@ def check_kueue_webhooks(k: kube.Kube, state: ClusterState) -> str:
     if failed:
         raise kueue.KueueUnavailable(f"webhook calls failed: {failed[-1][:400]}")
     return "Kueue's webhooks answer: a queued Job created unsuspended came back suspended"
+
+
+def _urgent_workload(k: kube.Kube) -> str:
+    """The high-priority Job's Workload as Kueue saw it: did it carry the priority?"""
+    custom = client.CustomObjectsApi(k.api)
+    listed = k.call(
+        custom.list_namespaced_custom_object, kueue.GROUP, kueue.API, KUEUE_NS, "workloads"
+    )
+    for wl in listed.get("items", []):
+        owners = wl["metadata"].get("ownerReferences") or []
+        if any(o.get("name") == URGENT for o in owners):
+            spec = wl.get("spec", {})
+            return (
+                f"Kueue's Workload for the high-priority Job: priority {spec.get('priority')},"
+                f" class {spec.get('priorityClassRef') or spec.get('priorityClassName')}"
+            )
+    return "Kueue's Workload for the high-priority Job was not found"
 
 
 def _kueue_queues(k: kube.Kube, capacity: dict[str, int]) -> None:
