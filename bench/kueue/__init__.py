@@ -161,6 +161,24 @@ def report(
         f"| every job finished | {'yes' if berth.finished else 'no'} |"
         f" {'yes' if kq.finished else 'no'} | |",
         "",
+        _row(
+            "apiserver requests per job (submit + drain)",
+            sum(_calls(berth).values()) / n,
+            sum(_calls(kq).values()) / n,
+            "",
+            ratio=True,
+        ),
+        _row(
+            "admission webhook calls per job",
+            sum(v for key, v in berth.requests.items() if key.startswith("WEBHOOK")) / n,
+            sum(v for key, v in kq.requests.items() if key.startswith("WEBHOOK")) / n,
+            "",
+        ),
+        "",
+        "The apiserver's busiest request kinds over each drain, per job:",
+        "",
+        *(f"- {d.system}: {_top_requests(d)}" for d in (berth, kq)),
+        "",
         "Per process, CPU seconds over submit + drain and peak RSS:",
         "",
         *(f"- {d.system}: {_per_process(d)}" for d in (berth, kq)),
@@ -234,6 +252,15 @@ def _stage_rows(kq: Drain) -> list[str]:
             f" {_cell(p(values, 50), 's')} / {_cell(p(values, 99), 's')} | |"
         )
     return rows
+
+
+def _calls(d: Drain) -> dict[str, float]:
+    return {key: v for key, v in d.requests.items() if not key.startswith("WEBHOOK")}
+
+
+def _top_requests(d: Drain, count: int = 8) -> str:
+    top = sorted(_calls(d).items(), key=lambda kv: -kv[1])[:count]
+    return ", ".join(f"{key} {v / d.n:.2f}" for key, v in top) or "not read"
 
 
 def _own(cpu: dict[str, float]) -> float:

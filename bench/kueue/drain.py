@@ -22,12 +22,15 @@ on a node of the same GPU model (the quota both systems keep is per model).
 from __future__ import annotations
 
 import math
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from kubernetes import client, watch
 
 from bench.common import pct
@@ -144,6 +147,8 @@ class Drain:
     rss_mib: dict[str, float]
     models: dict[str, str]
     """Node name -> GPU model."""
+    requests: dict[str, float] = field(default_factory=dict)
+    """apiserver requests over submit + drain, by "verb resource[/subresource]"."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -210,6 +215,35 @@ def _handovers(d: Drain, *, until: float) -> list[float]:
                 delays.append(at - freed_at)
                 break
     return delays
+
+
+def apiserver_requests(url: str, token: str, ca_file: str) -> dict[str, float]:
+    """The apiserver's request counters (``apiserver_request_total``) by verb and resource,
+    and its webhook calls (``apiserver_admission_webhook_admission_duration_seconds_count``)
+    as "WEBHOOK <name>"; a delta of two reads says what a drain cost it."""
+    text = httpx.get(
+        f"{url}/metrics",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=ssl.create_default_context(cafile=ca_file),
+        timeout=30,
+    ).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(_LABEL.findall(line))
+            sub = labels.get("subresource", "")
+            key = f"{labels.get('verb', '')} {labels.get('resource', '')}" + (
+                f"/{sub}" if sub else ""
+            )
+        elif line.startswith("apiserver_admission_webhook_admission_duration_seconds_count{"):
+            key = f"WEBHOOK {dict(_LABEL.findall(line)).get('name', '')}"
+        else:
+            continue
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def p(values: list[float], q: float) -> float:

@@ -23,7 +23,7 @@ from kubernetes import client
 from bench.burst import concurrently
 from bench.common import cpu_seconds, ensure_namespace, peak_rss_mib, poll
 from bench.kueue import manager as kueue
-from bench.kueue.drain import Drain, Watches, node_models, wait_for
+from bench.kueue.drain import Drain, Watches, apiserver_requests, node_models, wait_for
 from cli.local.cluster import ClusterState
 from shared import kube
 from shared.errors import KubeError
@@ -363,6 +363,8 @@ def _drain(
             stall=lambda: watches.count("node", set(blockers)),
         ):
             raise RuntimeError(f"{system}: the {capacity} blockers did not all get a node")
+        metrics = (state.apiserver_url, state.admin_token, state.ca_file)
+        requests_before = apiserver_requests(*metrics)
         with _cpu(pids, state) as cpu:
             started = time.monotonic()
             errors = submit(names, run_for, False)
@@ -378,6 +380,12 @@ def _drain(
                 timeout=max(600.0, n * 1.0),
                 stall=lambda: watches.count("done", everyone),
             )
+        after = apiserver_requests(*metrics)
+        requests = {
+            key: count - requests_before.get(key, 0.0)
+            for key, count in after.items()
+            if count > requests_before.get(key, 0.0)
+        }
         rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
         if rss_children is not None:
             from bench.common import children_of
@@ -407,6 +415,7 @@ def _drain(
         rss_mib=rss,
         models=node_models(k),
         notes=notes,
+        requests=requests,
     )
 
 
