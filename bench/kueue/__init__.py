@@ -157,10 +157,6 @@ def report(
             "MiB",
             ratio=True,
         ),
-        *_stage_rows(kq),
-        f"| every job finished | {'yes' if berth.finished else 'no'} |"
-        f" {'yes' if kq.finished else 'no'} | |",
-        "",
         _row(
             "apiserver requests per job (submit + drain)",
             sum(_calls(berth).values()) / n,
@@ -174,6 +170,9 @@ def report(
             sum(v for key, v in kq.requests.items() if key.startswith("WEBHOOK")) / n,
             "",
         ),
+        *_stage_rows(kq),
+        f"| every job finished | {'yes' if berth.finished else 'no'} |"
+        f" {'yes' if kq.finished else 'no'} | |",
         "",
         "The apiserver's busiest request kinds over each drain, per job:",
         "",
