@@ -113,9 +113,18 @@ def _urgent_workload(k: kube.Kube) -> str:
         owners = wl["metadata"].get("ownerReferences") or []
         if any(o.get("name") == URGENT for o in owners):
             spec = wl.get("spec", {})
+            job = k.call(client.BatchV1Api(k.api).read_namespaced_job, URGENT, KUEUE_NS)
+            reserved = [
+                c["lastTransitionTime"]
+                for c in (wl.get("status") or {}).get("conditions") or []
+                if c["type"] == "QuotaReserved" and c["status"] == "True"
+            ]
             return (
                 f"Kueue's Workload for the high-priority Job: priority {spec.get('priority')},"
-                f" class {spec.get('priorityClassRef') or spec.get('priorityClassName')}"
+                f" class {(spec.get('priorityClassRef') or {}).get('name')}; Job created"
+                f" {job.metadata.creation_timestamp:%H:%M:%S}, its Workload created"
+                f" {wl['metadata']['creationTimestamp'][11:19]}, quota reserved"
+                f" {reserved[0][11:19] if reserved else '-'} (UTC, whole seconds)"
             )
     return "Kueue's Workload for the high-priority Job was not found"
 
