@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from cli.local import cluster
+from cli.local.processes import free_port, start_process, stop_process
 from shared import kube
 from shared.errors import KubeConflict, KubeNotFound
 
@@ -402,3 +406,28 @@ def results_markdown(
         if body:
             lines += ["", f"## {title}", "", *body]
     return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A ``redis-server`` of the bench's own on a free loopback port, stopped by PID after."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        record = start_process(
+            "redis", cluster.redis_argv(port, Path(data)), log_dir=Path(data) / "logs"
+        )
+        try:
+            client = redis.Redis(port=port, socket_timeout=5)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop_process(record)

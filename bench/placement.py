@@ -6,11 +6,14 @@ the way the proxy worker publishes it. Per size it times:
 
 - :func:`shared.offers.match` for one run (what ``berth offer`` and each
   admission ask), cycling through three requests: 1xH100, 8xA100 and one GPU
-  of any model;
+  of any model; warm (a snapshot's fitting nodes are cached per request shape,
+  as in a pass over an unchanged inventory) and cold;
 - the scheduling pass's pure core, :func:`shared.queueing.plan`, over 100
   queued one-GPU runs, per run decided;
 - the pass's fixed cost per pass: reading the published inventory back
-  (:meth:`GpuInventory.from_json`), which every pass does.
+  (:meth:`GpuInventory.from_json`) when it changed, and from the bench's own
+  ``redis-server`` the fetch of the whole snapshot against the version-only
+  read (:meth:`Store.inventory_if_changed`) a pass makes when it did not.
 
 Growth is the per-run time at the largest size over the smallest; linear in
 nodes would be the node ratio (50x), so a growth at or under it is "no worse
@@ -28,11 +31,12 @@ from functools import partial
 
 from kubernetes import client
 
-from bench.common import Figures
+from bench.common import Figures, private_redis
 from cli.local.nodes import GpuSpec, NodePool, NodePools, node_bodies
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.offers import Request, match
+from shared.offers import Request, clear_fit_cache, match
 from shared.queueing import QueuedRun, plan
+from shared.store import Store
 
 SCENARIO = "6 placement"
 NODE_COUNTS = (100, 1_000, 5_000)
@@ -62,49 +66,88 @@ REQUESTS = (
 
 def run(figs: Figures, *, repeats: int, node_counts: tuple[int, ...] = NODE_COUNTS) -> None:
     inventories = {n: synthetic_inventory(n) for n in node_counts}
-    for _ in range(repeats):
-        per_run: dict[int, float] = {}
-        per_plan: dict[int, float] = {}
-        for n, inventory in inventories.items():
-            per_run[n] = _median_seconds([partial(match, inventory, r) for r in REQUESTS])
-            queued = [
-                QueuedRun(
-                    run_id=f"r{i:04d}",
-                    project=("main", "other")[i % 2],
-                    priority=0,
-                    submitted_at=float(i),
-                    request=REQUESTS[0],
-                )
-                for i in range(QUEUED)
-            ]
-            per_plan[n] = _median_seconds([partial(plan, inventory, queued, [])]) / QUEUED
-            text = inventory.to_json()
-            load = _median_seconds([partial(GpuInventory.from_json, text)])
-            figs.add(SCENARIO, f"match() per run, {n:,} nodes", per_run[n], "s")
-            figs.add(SCENARIO, f"plan() per run of {QUEUED} queued, {n:,} nodes", per_plan[n], "s")
-            figs.add(
-                SCENARIO,
-                f"inventory read per pass (from_json), {n:,} nodes",
-                load,
-                "s",
-                note=f"{len(text) / 1024:.0f} KiB of JSON",
+    with private_redis() as url:
+        store = Store.connect(url, prefix="bench-placement", timeout_s=30)
+        try:
+            for _ in range(repeats):
+                _one_repeat(figs, inventories, store, node_counts)
+        finally:
+            store.close()
+
+
+def _one_repeat(
+    figs: Figures,
+    inventories: dict[int, GpuInventory],
+    store: Store,
+    node_counts: tuple[int, ...],
+) -> None:
+    per_run: dict[int, float] = {}
+    per_plan: dict[int, float] = {}
+    for n, inventory in inventories.items():
+        per_run[n] = _median_seconds([partial(match, inventory, r) for r in REQUESTS])
+        cold = _median_seconds([partial(_cold_match, inventory, r) for r in REQUESTS])
+        queued = [
+            QueuedRun(
+                run_id=f"r{i:04d}",
+                project=("main", "other")[i % 2],
+                priority=0,
+                submitted_at=float(i),
+                request=REQUESTS[0],
             )
-        lo, hi = min(node_counts), max(node_counts)
-        linear = f"linear would be {hi / lo:.0f}x"
+            for i in range(QUEUED)
+        ]
+        per_plan[n] = _median_seconds([partial(plan, inventory, queued, [])]) / QUEUED
+        text = inventory.to_json()
+        load = _median_seconds([partial(GpuInventory.from_json, text)])
+        figs.add(SCENARIO, f"match() per run, {n:,} nodes", per_run[n], "s")
         figs.add(
             SCENARIO,
-            f"match() growth {lo:,} -> {hi:,} nodes",
-            per_run[hi] / per_run[lo],
-            "x",
-            linear,
+            f"match() per run, first for its snapshot (cold), {n:,} nodes",
+            cold,
+            "s",
+            note="the nodes that could ever fit, cached per snapshot and request",
         )
+        figs.add(SCENARIO, f"plan() per run of {QUEUED} queued, {n:,} nodes", per_plan[n], "s")
         figs.add(
             SCENARIO,
-            f"plan() growth {lo:,} -> {hi:,} nodes",
-            per_plan[hi] / per_plan[lo],
-            "x",
-            linear,
+            f"inventory read per pass (from_json), {n:,} nodes",
+            load,
+            "s",
+            note=f"{len(text) / 1024:.0f} KiB of JSON",
         )
+        key = f"synthetic-{n}"
+        store.publish_inventory(key, text, "bench-inventory-changed")
+        version, _ = store.inventory_if_changed(key, None)
+        fetch = _median_seconds([partial(store.inventory_json, key)])
+        check = _median_seconds([partial(store.inventory_if_changed, key, version)])
+        figs.add(SCENARIO, f"inventory fetch per pass, whole snapshot, {n:,} nodes", fetch, "s")
+        figs.add(
+            SCENARIO,
+            f"inventory read per pass when unchanged (version only), {n:,} nodes",
+            check,
+            "s",
+        )
+    lo, hi = min(node_counts), max(node_counts)
+    linear = f"linear would be {hi / lo:.0f}x"
+    figs.add(
+        SCENARIO,
+        f"match() growth {lo:,} -> {hi:,} nodes",
+        per_run[hi] / per_run[lo],
+        "x",
+        linear,
+    )
+    figs.add(
+        SCENARIO,
+        f"plan() growth {lo:,} -> {hi:,} nodes",
+        per_plan[hi] / per_plan[lo],
+        "x",
+        linear,
+    )
+
+
+def _cold_match(inventory: GpuInventory, request: Request) -> object:
+    clear_fit_cache()
+    return match(inventory, request)
 
 
 def synthetic_inventory(nodes: int) -> GpuInventory:

@@ -30,8 +30,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,9 @@ import redis
 import yaml
 from kubernetes import client, watch
 
+from bench.common import private_redis
 from cli.local import cluster
 from cli.local import nodes as node_pools
-from cli.local.processes import free_port, start_process, stop_process
 from shared import kube
 from shared.configuration.parse import parse_run_configuration
 from shared.gpu.inventory import GpuInventory, build_inventory
@@ -135,7 +134,7 @@ def _fill(inventory: GpuInventory, queued: list[QueuedRun]) -> list[Holding]:
 
 
 def bench_store(inventory: GpuInventory) -> list[Row]:
-    with _private_redis() as url, tempfile.TemporaryDirectory() as home:
+    with private_redis() as url, tempfile.TemporaryDirectory() as home:
         settings = _settings(Path(home), url)
         ctx = build_context(settings)
         try:
@@ -263,30 +262,6 @@ def _settings(home: Path, url: str) -> Settings:
         )
     )
     return Settings(home=home, redis=RedisSettings(url=url, key_prefix="bench"))
-
-
-@contextmanager
-def _private_redis() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data:
-        record = start_process(
-            "redis", cluster.redis_argv(port, Path(data)), log_dir=Path(data) / "logs"
-        )
-        try:
-            client_ = redis.Redis(port=port, socket_timeout=5)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client_.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            client_.close()
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop_process(record)
 
 
 # --- 3. live: freed GPU -> next pod created --------------------------------------------

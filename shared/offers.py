@@ -9,6 +9,7 @@ the same predicate, so what ``offer`` shows is what ``apply`` can get.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -77,21 +78,63 @@ def match(
     """Every node that fits ``request`` now, with ``reserved`` subtracted from free."""
     reserved = reserved or {}
     now: list[Offer] = []
-    ever = 0
-    for node in inventory.nodes:
-        if request.allowed_nodes is not None and node.name not in request.allowed_nodes:
+    ever = _fit_ever(inventory, request)
+    for node, groups in ever:  # free never exceeds allocatable: no other node fits now
+        if not node.schedulable:
             continue
-        if fits(node, request, node.allocatable):
-            ever += 1
-        offer = _offer(node, request, _minus(node.free, reserved.get(node.name)))
-        if offer is not None and node.schedulable:
+        offer = _offer(node, request, _minus(node.free, reserved.get(node.name)), groups)
+        if offer is not None:
             now.append(offer)
     now.sort(key=lambda o: (o.free_gpus - o.gpus, o.node))  # best fit keeps big nodes whole
-    if ever < request.nodes:
+    if len(ever) < request.nodes:
         return Verdict(offers=[], possible=False, reason=_impossible(inventory, request))
     if len(now) < request.nodes:
         return Verdict(offers=now, reason=f"no capacity now for {describe(request)}")
     return Verdict(offers=now)
+
+
+# The nodes that could take a request were the cluster empty depend only on the
+# snapshot and the request. A scheduling pass asks match() for every queued run
+# against one snapshot, reused across passes while it is unchanged
+# (shared.inventory_store), and queued runs mostly ask for a few shapes: this
+# cache turns the scan of every node into a scan of the nodes that can fit. Only
+# the latest few snapshots are kept (each can be megabytes), and threads share it.
+_Fit = tuple[NodeInventory, tuple[GpuGroup, ...]]
+_EVER: dict[int, tuple[GpuInventory, dict[Request, tuple[_Fit, ...]]]] = {}
+_EVER_SNAPSHOTS = 4  # about the clusters one process places on at a time
+_EVER_SHAPES = 1024
+_EVER_LOCK = threading.Lock()
+
+
+def _fit_ever(inventory: GpuInventory, request: Request) -> tuple[_Fit, ...]:
+    """Each node that could take ``request`` if empty, with its groups that match it."""
+    with _EVER_LOCK:
+        entry = _EVER.get(id(inventory))
+        found = entry[1].get(request) if entry is not None and entry[0] is inventory else None
+    if found is not None:
+        return found
+    allowed = request.allowed_nodes
+    fit = tuple(
+        (node, tuple(_matching_groups(node.gpus, request)))
+        for node in inventory.nodes
+        if (allowed is None or node.name in allowed) and fits(node, request, node.allocatable)
+    )
+    with _EVER_LOCK:
+        entry = _EVER.get(id(inventory))
+        if entry is None or entry[0] is not inventory:
+            while len(_EVER) >= _EVER_SNAPSHOTS:
+                del _EVER[next(iter(_EVER))]  # the oldest snapshot
+            entry = _EVER[id(inventory)] = (inventory, {})
+        if len(entry[1]) >= _EVER_SHAPES:
+            entry[1].clear()
+        entry[1][request] = fit
+    return fit
+
+
+def clear_fit_cache() -> None:
+    """Forget every snapshot's fitting nodes (the bench times a cold match with it)."""
+    with _EVER_LOCK:
+        _EVER.clear()
 
 
 def fits(node: NodeInventory, request: Request, available: Resources) -> bool:
@@ -141,7 +184,13 @@ def _impossible(inventory: GpuInventory, request: Request) -> str:
     )
 
 
-def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer | None:
+def _offer(
+    node: NodeInventory,
+    request: Request,
+    available: Resources,
+    groups: tuple[GpuGroup, ...] | None = None,
+) -> Offer | None:
+    """``groups``: the node's groups that match the request, when known already."""
     if request.where is not None and not request.where.allows(node.locality):
         return None
     if request.blocks is not None:
@@ -157,7 +206,7 @@ def _offer(node: NodeInventory, request: Request, available: Resources) -> Offer
             # GPU nodes carry the GPU taint and are too dear for CPU-only work.
             return None
         return Offer(node=node.name, group=None, gpus=0, free_gpus=0, total_gpus=0)
-    for group in _matching_groups(node.gpus, request):
+    for group in _matching_groups(node.gpus, request) if groups is None else groups:
         free = available.gpus.get(group.resource, 0)
         if free >= request.gpu_count:
             return Offer(

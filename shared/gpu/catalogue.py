@@ -36,6 +36,7 @@ through :func:`nominal_memory_gib`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -95,6 +96,9 @@ class ProductName:
     mig: MigProfile | None
 
 
+# Placement asks this of every GPU group of every node for every run it places (bench
+# scenario 6: 60% of match() at 1,000 nodes); a cluster has a few dozen product labels.
+@functools.lru_cache(maxsize=1024)
 def lookup_product(product: str) -> GpuModel | None:
     """The model a product label names, or ``None`` when the catalogue does not know it."""
     tokens = _model_tokens(split_product(product).base)
