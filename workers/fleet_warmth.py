@@ -14,9 +14,11 @@ they idle. After that the annotations go and the autoscaler's own rules decide.
 Only what Berth added is ever removed: a node an operator annotated already
 keeps the operator's annotation (:data:`ADDED` records which keys were
 Berth's). Nodes Berth keeps carry the label :data:`KEPT`, so the nodes to let go
-are found with one label-selected LIST. Idle clocks live in one blob per
-cluster. Beat runs :func:`keep_fleets_warm` every 30 s (``WARMTH_EVERY_S``); running it
-twice changes nothing the first run did not.
+are found with one label-selected LIST. Idle clocks, and how many nodes
+Berth keeps, live in one blob per cluster; a cluster with neither fleets that
+ask nor kept nodes costs no Kubernetes call. Beat runs :func:`keep_fleets_warm`
+every 30 s (``WARMTH_EVERY_S``); running it twice changes nothing the first run
+did not.
 """
 
 from __future__ import annotations
@@ -146,8 +148,11 @@ def _fleets(ctx: WorkerContext, cluster: Cluster, project: str) -> list[FleetNod
 def _keep_in(
     store: Store, key: str, cluster: Cluster, fleets: list[FleetNodes], *, now: float
 ) -> None:
-    clocks_blob = f"fleet-idle:{key}"
-    idle_since = {k: float(v) for k, v in (store.get_blob(clocks_blob) or {}).items()}
+    blob = f"fleet-warmth:{key}"
+    last = store.get_blob(blob) or {}
+    if not fleets and not last.get("kept"):
+        return  # nothing wanted, nothing Berth keeps: no node read every 30 s for it
+    idle_since = {k: float(v) for k, v in (last.get("idle_since") or {}).items()}
     keep, clocks = decide(fleets, _busy_nodes(store), idle_since, now=now)
     k = cluster.kube
     kept_now = {
@@ -160,7 +165,7 @@ def _keep_in(
     for node, marks in kept_now.items():
         if node not in keep:
             _let_go(cluster, node, marks)
-    store.put_blob(clocks_blob, clocks)
+    store.put_blob(blob, {"idle_since": clocks, "kept": len(keep)})
 
 
 def _busy_nodes(store: Store) -> set[str]:
