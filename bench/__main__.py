@@ -566,7 +566,8 @@ def _describe(sizes: Sizes) -> str:
         f"{sizes.repeats} repeats; burst {sizes.burst_runs:,} runs; teardown "
         f"{sizes.teardown_runs:,} runs; inventory {sizes.inventory_pools.name} + "
         f"{sizes.inventory_pods:,} pods; queue {queue_runs} runs; placement {nodes} nodes;"
-        f" credentials {sizes.credential_runs} runs; {sizes.workers} worker process"
+        f" credentials {sizes.credential_runs} runs; peers {sizes.peers_jobs:,} jobs;"
+        f" {sizes.workers} worker process"
         f"{'es' if sizes.workers != 1 else ''} of 8 threads"
     )
 
