@@ -225,7 +225,11 @@ class InventoryBuilder:
             return False
         node_name, requests = previous
         self._built.pop(node_name, None)
-        sums = self._requested[node_name]
+        # A pod that requests nothing (BestEffort) adds nothing to its node's sums, which
+        # may be gone already: the node's other pods went first.
+        sums = self._requested.get(node_name)
+        if sums is None:
+            return True
         for resource, amount in requests.items():
             left = sums[resource] - amount
             if left:

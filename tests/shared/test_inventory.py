@@ -558,3 +558,17 @@ def test_a_nodes_pool_is_read_from_the_providers_label(
     labels: dict[str, str], pool: str | None
 ) -> None:
     assert node_pool(labels) == pool
+
+
+def test_a_pod_that_requests_nothing_is_forgotten_after_its_nodes_other_pods() -> None:
+    """Seen on the local cluster: a BestEffort pod deleted after the node's last pod with
+    requests made the watcher's consumer crash (KeyError) and relist."""
+    builder = InventoryBuilder()
+    builder.replace_nodes([make_node(labels=H100_LABELS, allocatable=H100_ALLOCATABLE)])
+    best_effort = make_pod("idle", containers=[container()])
+    busy = make_pod("busy", containers=[container({"cpu": "2"})])
+    assert builder.upsert_pod(best_effort) and builder.upsert_pod(busy)
+    assert builder.delete_pod(busy)
+    assert builder.delete_pod(best_effort)
+    assert only_node(builder.snapshot()).free.cpu_millicores == 191_500
+    assert not builder.delete_pod(best_effort)  # twice: nothing left to forget
