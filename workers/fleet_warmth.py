@@ -36,6 +36,7 @@ from shared.errors import BerthError, KubeForbidden
 from shared.fleets import fleet_nodes
 from shared.inventory_store import load_inventory
 from shared.placement_facts import selector_nodes
+from shared.placements import active_runs, reserved
 from shared.store import Store
 from workers.context import WorkerContext
 
@@ -169,13 +170,8 @@ def _keep_in(
 
 
 def _busy_nodes(store: Store) -> set[str]:
-    runs = store.find_runs(store.active_run_ids())
-    return {
-        job.placement.node
-        for jobs in store.jobs_of_runs(runs).values()
-        for job in jobs
-        if job.placement is not None and not job.status.is_finished
-    }
+    """The nodes Berth's jobs hold now, as the scheduler counts them."""
+    return set(reserved(job for _, jobs in active_runs(store) for job in jobs))
 
 
 def _keep(cluster: Cluster, node: str, owner: str) -> None:
