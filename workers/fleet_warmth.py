@@ -10,6 +10,10 @@ every node of the fleet that belongs to one of the backend's autoscaling
 honour, while it runs Berth's jobs and until it has been idle for
 ``idle_duration`` (``off``: always); ``nodes.min`` of them are kept however long
 they idle. After that the annotations go and the autoscaler's own rules decide.
+``nodes.target`` (dstack: how many instances the fleet starts with) bounds how
+many of its idle nodes are kept when Berth first sees the fleet; without it, all.
+Later, only a node that ran Berth's jobs starts an idle clock: a node the
+autoscaler added for someone else is not the fleet's to keep.
 
 Only what Berth added is ever removed: a node an operator annotated already
 keeps the operator's annotation (:data:`ADDED` records which keys were
@@ -63,6 +67,8 @@ class FleetNodes:
     idle_s: int | None
     """``idle_duration`` in seconds; None for ``off`` (kept however long it idles)."""
     min_nodes: int
+    initial: int | None = None
+    """``nodes.target``: idle nodes kept from the fleet's first sight; None: all."""
 
 
 def keep_fleets_warm(ctx: WorkerContext, *, now: float | None = None) -> None:
@@ -96,25 +102,39 @@ def decide(
     idle_since: Mapping[str, float],
     *,
     now: float,
+    seen: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Node -> owner to keep, and the idle clocks after this look. Pure.
 
-    A busy node is kept and its clock stopped; an idle one is kept until idle for
-    the fleet's ``idle_s``, and the first ``min_nodes`` (busy ones counting) always.
+    A busy node is kept and its clock set to now (idle since it was last busy); an
+    idle one with a clock is kept until idle for the fleet's ``idle_s``, and the
+    first ``min_nodes`` (busy ones counting) always. An idle node gets a clock only
+    when a fleet not in ``seen`` (owners looked at before) is first looked at: its
+    first ``initial`` nodes, busy ones counting.
     """
     keep: dict[str, str] = {}
     clocks: dict[str, float] = {}
     for fleet in fleets:
-        spare = max(0, fleet.min_nodes - sum(n in busy for n in fleet.nodes))
+        busy_here = sum(n in busy for n in fleet.nodes)
+        spare = max(0, fleet.min_nodes - busy_here)
+        seeds = 0
+        if fleet.owner not in seen:
+            seeds = len(fleet.nodes) if fleet.initial is None else fleet.initial - busy_here
         for node in fleet.nodes:
             if node in busy:
                 keep.setdefault(node, fleet.owner)
+                clocks[node] = now
                 continue
-            since = clocks.setdefault(node, idle_since.get(node, now))
+            since = clocks.get(node, idle_since.get(node))
+            if since is None and seeds > 0:
+                seeds -= 1
+                since = now
+            if since is not None:
+                clocks.setdefault(node, since)
             if spare > 0:
                 spare -= 1
                 keep.setdefault(node, fleet.owner)
-            elif fleet.idle_s is None or now - since < fleet.idle_s:
+            elif since is not None and (fleet.idle_s is None or now - since < fleet.idle_s):
                 keep.setdefault(node, fleet.owner)
     return keep, clocks
 
@@ -141,6 +161,7 @@ def _fleets(ctx: WorkerContext, cluster: Cluster, project: str) -> list[FleetNod
                 nodes=nodes,
                 idle_s=None if idle == "off" else int(idle or 0),
                 min_nodes=conf.nodes.min or 0,
+                initial=conf.nodes.target,
             )
         )
     return found
@@ -154,7 +175,8 @@ def _keep_in(
     if not fleets and not last.get("kept"):
         return  # nothing wanted, nothing Berth keeps: no node read every 30 s for it
     idle_since = {k: float(v) for k, v in (last.get("idle_since") or {}).items()}
-    keep, clocks = decide(fleets, _busy_nodes(store), idle_since, now=now)
+    seen = frozenset(last.get("seen") or ())
+    keep, clocks = decide(fleets, _busy_nodes(store), idle_since, now=now, seen=seen)
     k = cluster.kube
     kept_now = {
         n.metadata.name: n.metadata.annotations or {}
@@ -166,7 +188,8 @@ def _keep_in(
     for node, marks in kept_now.items():
         if node not in keep:
             _let_go(cluster, node, marks)
-    store.put_blob(blob, {"idle_since": clocks, "kept": len(keep)})
+    owners = sorted({f.owner for f in fleets})
+    store.put_blob(blob, {"idle_since": clocks, "kept": len(keep), "seen": owners})
 
 
 def _busy_nodes(store: Store) -> set[str]:

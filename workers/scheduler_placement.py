@@ -58,14 +58,17 @@ def scheduler_affinity(run: Run, conf: Any) -> dict[str, Any]:
 
 def where_affinity(node_affinity: dict[str, Any] | None, where: Where) -> dict[str, Any]:
     """``node_affinity`` with ``where``'s labels required too: terms are ORed and the
-    expressions inside one ANDed, so each term (one per GPU label scheme) gets them all."""
+    expressions inside one ANDed, so each term (one per GPU label scheme) gets them all,
+    once per cloud ``backends`` names (ValueError for a cloud no label names)."""
     required = (node_affinity or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
     terms = (required or {}).get("nodeSelectorTerms") or [{"matchExpressions": []}]
+    labels = where.match_expressions()
     return {
         "requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
-                {"matchExpressions": [*t["matchExpressions"], *where.match_expressions()]}
+                {"matchExpressions": [*t["matchExpressions"], *labels, *cloud]}
                 for t in terms
+                for cloud in where.backend_terms()
             ]
         }
     }

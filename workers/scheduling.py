@@ -41,7 +41,7 @@ import redis
 
 from shared import access, tasks
 from shared.errors import ConfigError, TemporaryError
-from shared.fleets import allowed_nodes, fleet_blocks
+from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.lifecycle import can_move, run_status_from_jobs
@@ -235,8 +235,12 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 fit,
                 namespace_only=namespace_only,
             )
-            if namespace_only and isinstance(entry, QueuedRun) and cache.facts(run).fleets:
-                entry = Fail(run.id, run.project, _NO_FLEETS)
+            if namespace_only and isinstance(entry, QueuedRun):
+                facts = cache.facts(run)
+                if facts.fleets:
+                    entry = Fail(run.id, run.project, _NO_FLEETS)
+                elif facts.instances:
+                    entry = Fail(run.id, run.project, _NO_INSTANCES)
             if isinstance(entry, Fail):
                 fails.append(entry)
             elif isinstance(entry, Wait):
@@ -294,6 +298,10 @@ def _cannot_grow(fail: Fail) -> Wait:
 _NO_FLEETS = (
     "fleets need node reads, and this backend runs in namespace-only mode (berth status"
     " says why); remove fleets: to let the kube-scheduler place the run"
+)
+_NO_INSTANCES = (
+    "instances need node reads, and this backend runs in namespace-only mode (berth status"
+    " says why); remove instances: to let the kube-scheduler place the run"
 )
 
 
@@ -431,7 +439,7 @@ def _queued(
     narrows = not namespace_only and (
         selecting[run.project] or bool(mounted_volumes(run.configuration))
     )
-    if not facts.fleets and not narrows:
+    if not facts.fleets and not facts.instances and not narrows:
         known = cache.derived(run.id, stamp)
         if isinstance(known, QueuedRun):
             return known
@@ -447,6 +455,13 @@ def _queued(
         except ConfigError as e:
             return Fail(run.id, run.project, str(e))
         request = replace(request, allowed_nodes=allowed, blocks=blocks)
+    if facts.instances and not namespace_only:
+        try:
+            pinned = instance_nodes(ctx.store, inventory, run.project, facts.instances)
+        except ConfigError as e:
+            return Fail(run.id, run.project, str(e))
+        before = request.allowed_nodes
+        request = replace(request, allowed_nodes=pinned if before is None else before & pinned)
     if narrows:
         narrowed = cluster_fit.narrow_request(
             ctx, run, request, inventory, berth_nodes=volume_nodes, fit=fit

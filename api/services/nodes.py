@@ -48,6 +48,8 @@ class NodePublic(BaseModel):
     region: str | None = None
     """Where it is, from its well-known labels: what ``instance_types``,
     ``availability_zones`` and ``regions`` match (``shared.locality``)."""
+    backend: str | None = None
+    """Its cloud, as ``backends`` names it, from its providerID."""
 
 
 class UnidentifiedPublic(BaseModel):
@@ -114,4 +116,5 @@ def _node(node: NodeInventory) -> NodePublic:
         instance_type=node.instance_type,
         zone=node.zone,
         region=node.region,
+        backend=node.backend,
     )

@@ -13,13 +13,13 @@ from api.services.names import random_run_name
 from api.services.namespace_quotas import check_namespace_quota
 from api.services.offers import OffersPublic, offers_for
 from api.services.volumes import check_run_volumes
+from shared import access, pod_security, secrets, tasks
 from shared import code as code_archive
-from shared import pod_security, secrets, tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
 from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
-from shared.fleets import allowed_nodes, fleet_blocks
+from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
 from shared.lifecycle import can_move
@@ -100,6 +100,7 @@ def check_submission(
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
+    _check_backends(store, clusters, project.name, conf)
     check_namespace_quota(store, clusters, project.name, conf)
     return security
 
@@ -115,6 +116,22 @@ def _check_env_values(conf: Any) -> None:
             " shell, an API client must send the value (or a ${{ secrets.NAME }})",
             field="env",
         )
+
+
+def _check_backends(store: Store, clusters: ClusterRegistry, project: str, conf: Any) -> None:
+    """Where nodes cannot be read (namespace-only mode) a cloud is asked for by a label
+    only some clouds' node groups carry: refuse the others now, not at provisioning."""
+    where = request_for(conf).where
+    if where is None or not where.backends or _reads_nodes(store, clusters, project):
+        return
+    try:
+        where.backend_terms()
+    except ValueError as e:
+        raise ConfigError(str(e), field="backends") from e
+
+
+def _reads_nodes(store: Store, clusters: ClusterRegistry, project: str) -> bool:
+    return access.access_for(store, clusters, project, recheck_s=None).mode == access.Mode.CLUSTER
 
 
 class RunPlanPublic(OffersPublic):
@@ -139,6 +156,7 @@ def plan_run(
     security = _pod_security(clusters, project.name, conf)
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
+    _check_backends(store, clusters, project.name, conf)
     check_namespace_quota(store, clusters, project.name, conf)
     request = request_for(conf)
     fleets = getattr(conf, "fleets", None)
@@ -150,6 +168,12 @@ def plan_run(
             # The plan shows what the run would take: whole blocks on a blocked fleet.
             blocks=fleet_blocks(store, project.name, fleets),
         )
+    instances = getattr(conf, "instances", None)
+    if instances and _reads_nodes(store, clusters, project.name):
+        inventory = load_inventory(store, clusters, project.name)
+        pinned = instance_nodes(store, inventory, project.name, instances)
+        allowed = request.allowed_nodes
+        request = replace(request, allowed_nodes=pinned if allowed is None else allowed & pinned)
     offers = offers_for(store, clusters, project.name, request)
     return RunPlanPublic(
         **offers.model_dump(),
@@ -214,15 +238,18 @@ def delete_run(store: Store, celery: Celery, run: Run) -> None:
 
 
 def _check_privileged(clusters: ClusterRegistry, project: str, conf: Any) -> None:
-    """``privileged: true`` makes the container root on its node: the project must allow it."""
-    if not getattr(conf, "privileged", False):
+    """``privileged: true`` (or ``docker: true``, which needs it) makes the container root
+    on its node: the project must allow it."""
+    field = pod_security.privileged_field(conf)
+    if field is None:
         return
     allowed = any(p.name == project and p.allow_privileged for p in clusters.server.projects)
     if not allowed:
+        why = " (Docker-in-Docker runs a privileged container)" if field.endswith("docker") else ""
         raise ForbiddenError(
-            f"privileged: true is not allowed in project {project!r}; an operator can set"
+            f"{field}: true{why} is not allowed in project {project!r}; an operator can set"
             " allow_privileged: true for it in the server config",
-            field="privileged",
+            field=field,
         )
 
 

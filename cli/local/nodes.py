@@ -43,6 +43,10 @@ class NodePool(BaseModel):
     pods: str = "110"
     gpu: GpuSpec | None = None
     labels: dict[str, str] = {}
+    provider_id: str | None = None
+    """``spec.providerID`` of each node, ``{name}`` standing for the node's name: what a
+    cloud's controller writes (``gce://project/zone/{name}``), so ``backends`` has a cloud
+    to match on."""
 
 
 class NodePools(BaseModel):
@@ -111,7 +115,8 @@ def _node(pool: NodePool, index: int) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
-        "spec": {"taints": taints},
+        "spec": {"taints": taints}
+        | ({"providerID": pool.provider_id.format(name=name)} if pool.provider_id else {}),
         "status": {"capacity": resources, "allocatable": dict(resources)},
     }
 

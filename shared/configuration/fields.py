@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
@@ -344,6 +345,93 @@ def _label_values_from_yaml(value: Any) -> Any:
 NodeLabelValues = Annotated[list[str] | None, BeforeValidator(_label_values_from_yaml)]
 """``instance_types``, ``availability_zones``, ``regions``: values of the well-known node
 labels that say where a node is (:mod:`shared.locality`); None: anywhere."""
+
+# dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
+# (dstackai/dstack at 511c318c, August 2026).
+DSTACK_BACKENDS = frozenset(
+    {
+        "amddevcloud",
+        "aws",
+        "azure",
+        "cloudrift",
+        "crusoe",
+        "cudo",
+        "datacrunch",
+        "digitalocean",
+        "dstack",
+        "gcp",
+        "hotaisle",
+        "jarvislabs",
+        "kubernetes",
+        "lambda",
+        "nebius",
+        "oci",
+        "remote",
+        "runpod",
+        "slurm",
+        "tensordock",
+        "vastai",
+        "verda",
+        "vultr",
+    }
+)
+
+
+def _backends_from_yaml(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and not value:
+        raise ValueError("an empty list allows no backend: omit it, or write [kubernetes]")
+    return value
+
+
+def _known_backend(name: str) -> str:
+    if name not in DSTACK_BACKENDS:
+        known = ", ".join(sorted(DSTACK_BACKENDS))
+        raise ValueError(f"{name!r} is not a dstack backend; expected one of {known}")
+    return name
+
+
+Backends = Annotated[
+    list[Annotated[str, AfterValidator(_known_backend)]] | None,
+    BeforeValidator(_backends_from_yaml),
+]
+"""dstack's ``backends``: the clouds whose nodes may be used (:mod:`shared.locality`);
+``kubernetes`` is any node of the cluster; None: any."""
+
+
+class InstanceRef(BerthModel):
+    """One of dstack's ``instances``: a node by instance name, by hostname or address, or
+    a fleet's instance by number. A bare string is a name."""
+
+    name: str | None = Field(None, min_length=1)
+    """A node's name, or ``<fleet>-<n>``: the fleet's n-th node (``shared.fleets``)."""
+    hostname: str | None = Field(None, min_length=1)
+    """A node's hostname label or one of its addresses."""
+    fleet: str | None = Field(None, min_length=1)
+    instance: int | None = Field(None, ge=0, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_way_to_name_it(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict):
+            fleet = data.get("fleet")
+            if isinstance(fleet, str) and "/" in fleet and not READING_STORED.get():
+                raise not_supported("fleet", value=f"{fleet} (another project's fleet)")
+            ways = [k for k in ("name", "hostname", "fleet") if data.get(k) is not None]
+            if len(ways) != 1 or ("fleet" in ways) != (data.get("instance") is not None):
+                raise ValueError(
+                    "name an instance one way: a name, {name: ...}, {hostname: ...},"
+                    " or {fleet: ..., instance: N}"
+                )
+        return data
+
+    def __str__(self) -> str:
+        if self.fleet is not None:
+            return f"instance {self.instance} of fleet {self.fleet}"
+        return f"hostname {self.hostname}" if self.hostname else f"instance {self.name}"
 
 
 class HttpHeader(BerthModel):

@@ -3,24 +3,25 @@
 On Kubernetes a fleet provisions no machines; its ``nodes`` range bounds how many
 nodes its runs may occupy at once, ``placement: cluster`` asks for nodes that can
 talk to each other fast enough for multi-node jobs, and ``resources`` is the shape
-of one node it accepts. Berth has one backend type, so ``backends`` may only name it;
-another dstack backend is "not supported yet", a name dstack does not know is an error.
+of one node it accepts. ``backends`` names clouds the fleet's nodes run on
+(:mod:`shared.locality`); a name dstack does not know is an error.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, field_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from shared.configuration.base import BerthModel, not_supported
+from shared.configuration.base import BerthModel, field_error
 from shared.configuration.fields import (
+    Backends,
     NodeLabelValues,
     ResourceName,
     SpotPolicy,
     parse_duration,
 )
-from shared.configuration.ranges import CountRange
+from shared.configuration.ranges import Range, parse_count_range
 from shared.configuration.resources import ResourcesSpec
 
 # dstack fleet keys Berth refuses. Source: dstack's fleet models
@@ -38,35 +39,6 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
 )
 FLEET_REFUSAL_REASONS: dict[str, str] = {}
 """Why a refused fleet key has no meaning on Kubernetes, said with the refusal."""
-# dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
-# (dstackai/dstack at 511c318c, August 2026).
-DSTACK_BACKENDS = frozenset(
-    {
-        "amddevcloud",
-        "aws",
-        "azure",
-        "cloudrift",
-        "crusoe",
-        "cudo",
-        "datacrunch",
-        "digitalocean",
-        "dstack",
-        "gcp",
-        "hotaisle",
-        "jarvislabs",
-        "kubernetes",
-        "lambda",
-        "nebius",
-        "oci",
-        "remote",
-        "runpod",
-        "slurm",
-        "tensordock",
-        "vastai",
-        "verda",
-        "vultr",
-    }
-)
 
 
 def _idle_duration_from_yaml(value: Any) -> Any:
@@ -77,6 +49,32 @@ def _idle_duration_from_yaml(value: Any) -> Any:
         return "off"
     return parse_duration(value)
 
+
+class FleetNodes(Range[int]):
+    """A fleet's ``nodes``: a count range and dstack's ``target``, how many nodes the
+    fleet holds when it is created. dstack provisions that many; Berth's nodes exist
+    already, so it keeps that many of the fleet's autoscaled nodes from scale-down
+    from the start (:mod:`workers.fleet_warmth`; without ``target``, all of them)."""
+
+    target: int | None = Field(None, ge=0, strict=True)
+
+    @model_validator(mode="after")
+    def _target_within_the_range(self) -> Self:
+        if self.target is not None and not self.contains(self.target):
+            raise field_error(
+                "target",
+                f"target {self.target} is outside nodes {self}: it must lie between min and max",
+            )
+        return self
+
+
+def _fleet_nodes_from_yaml(value: Any) -> Any:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return parse_count_range(value).model_dump()
+    return value
+
+
+NodeCount = Annotated[FleetNodes, BeforeValidator(_fleet_nodes_from_yaml)]
 
 IdleDuration = Annotated[int | Literal["off"] | None, BeforeValidator(_idle_duration_from_yaml)]
 
@@ -97,10 +95,10 @@ class FleetConfiguration(BerthModel):
 
     type: Literal["fleet"] = "fleet"
     name: ResourceName | None = None
-    nodes: CountRange
-    """``2`` (exactly), ``0..`` (as many as runs need), ``1..4``."""
+    nodes: NodeCount
+    """``2`` (exactly), ``0..`` (as many as runs need), ``1..4``, or {min, target, max}."""
     placement: Literal["any", "cluster"] = "any"
-    backends: list[Literal["kubernetes"]] | None = None
+    backends: Backends = None
     resources: ResourcesSpec = ResourcesSpec()
     spot_policy: SpotPolicy | None = None
     """Accepted for dstack compatibility; meaningless on Kubernetes."""
@@ -116,26 +114,3 @@ class FleetConfiguration(BerthModel):
     """Split each node into this many equal blocks (``auto``: one per GPU); a run on
     the fleet takes whole blocks (``shared.blocks``). None: each run takes what it
     asks, sharing nodes by requests as Kubernetes does."""
-
-    @field_validator("nodes", mode="before")
-    @classmethod
-    def _no_target(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "target" in value:
-            raise not_supported("target")
-        return value
-
-    @field_validator("backends", mode="before")
-    @classmethod
-    def _other_dstack_backends_not_supported(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            for index, name in enumerate(value):
-                if isinstance(name, str) and name in DSTACK_BACKENDS and name != "kubernetes":
-                    raise not_supported(str(index), value=name)
-        return value
-
-    @field_validator("backends")
-    @classmethod
-    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
-            raise ValueError("an empty list allows no backend; omit it or write [kubernetes]")
-        return value

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from shared.configuration.base import READING_STORED, BerthModel, field_error, not_supported
 from shared.configuration.code import FileField, RepoField
 from shared.configuration.fields import (
+    Backends,
     EnvVars,
+    InstanceRef,
     NodeLabelValues,
     OffableDuration,
     PortMappingField,
@@ -54,14 +56,11 @@ from shared.configuration.run_policies import (
 RUN_FIELDS_NOT_SUPPORTED = frozenset(
     {
         "backend_options",
-        "backends",
         "creation_policy",
-        "docker",
         "dstack",
         "env_file",
         "home_dir",
         "idle_duration",
-        "instances",
         "max_price",
         "reservation",
         "setup",
@@ -88,6 +87,21 @@ class _RunConfigurationBase(BerthModel):
     """Run in the server's image with the CUDA compiler (``devel_image``) instead of its
     default image; exclusive with ``image``. Refused at submission when the server has
     no such image: Berth never installs anything into a pod (air-gapped clusters)."""
+    docker: bool = False
+    """Docker inside the container (dstack's rules): the run's image is the server's
+    ``dind_image``, its container privileged, and dockerd is up before the commands
+    (``workers.dind``). Exclusive with ``image``, ``python`` and ``nvcc``; it
+    overrides ``privileged`` (``privileged: false`` beside it is ignored, as dstack does)."""
+
+    @field_validator("docker")
+    @classmethod
+    def _docker_picks_the_image(cls, value: bool, info: ValidationInfo) -> bool:
+        # Declared after image, python and nvcc, so their values are already in info.data.
+        for other in ("image", "python", "nvcc"):
+            if value and info.data.get(other):
+                raise ValueError(f"{other} and docker are mutually exclusive: set one")
+        return value
+
     env: EnvVars = Field(default_factory=dict)
     resources: ResourcesSpec = ResourcesSpec()
     privileged: bool = False
@@ -119,6 +133,12 @@ class _RunConfigurationBase(BerthModel):
     availability_zones: NodeLabelValues = None
     regions: NodeLabelValues = None
     """Only nodes whose well-known labels name one of these (``shared.locality``)."""
+    backends: Backends = None
+    """Only nodes of these clouds (their providerID, ``shared.locality``); ``kubernetes``:
+    any node."""
+    instances: list[InstanceRef] = Field(default_factory=list)
+    """Only these nodes (``shared.fleets.instance_nodes``); the run fails if one names
+    no node, as dstack's does instead of provisioning."""
 
     @field_validator("fleets", mode="before")
     @classmethod

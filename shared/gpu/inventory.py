@@ -78,12 +78,21 @@ class NodeInventory(BaseModel):
     zone: str | None = None
     region: str | None = None
     """Where it is, from the well-known labels (:mod:`shared.locality`)."""
+    backend: str | None = None
+    """dstack's name of its cloud, from ``spec.providerID`` (``shared.locality``)."""
+    addresses: tuple[str, ...] = ()
+    """Its hostname label and ``status.addresses``: what ``instances`` names it by."""
     allocatable: Resources = Resources()
     free: Resources = Resources()
 
     @property
     def locality(self) -> Locality:
-        return Locality(instance_type=self.instance_type, zone=self.zone, region=self.region)
+        return Locality(
+            instance_type=self.instance_type,
+            zone=self.zone,
+            region=self.region,
+            backend=self.backend,
+        )
 
     def free_units(self, group: GpuGroup) -> int:
         """Units of ``group.resource`` not yet requested by pods on this node."""
@@ -322,6 +331,7 @@ class _NodeStatic:
     allocatable: dict[str, int]
     pool: str | None = None
     locality: Locality = field(default_factory=Locality)
+    addresses: tuple[str, ...] = ()
 
 
 # Where providers name a node's group, first match wins: GKE node pools, EKS managed node
@@ -356,12 +366,19 @@ def _node_static(node: Any) -> _NodeStatic | None:
         arch=getattr(node_info, "architecture", None),
         gpus=node_gpus(labels, raw).groups,
         pool=node_pool(labels),
-        locality=node_locality(labels),
+        locality=node_locality(labels, getattr(node.spec, "provider_id", None)),
+        addresses=_addresses(labels, status),
         allocatable={
             r: math.ceil(q * 1000) if r == CPU else math.ceil(q)
             for r, q in _parse_list(raw).items()
         },
     )
+
+
+def _addresses(labels: Mapping[str, str], status: Any) -> tuple[str, ...]:
+    found = [labels.get("kubernetes.io/hostname", "")]
+    found += [a.address for a in (getattr(status, "addresses", None) or ())]
+    return tuple(dict.fromkeys(a for a in found if a))
 
 
 def _assemble(node_inventories: Iterable[NodeInventory]) -> GpuInventory:
@@ -395,6 +412,8 @@ def _node_inventory(static: _NodeStatic, requested: Mapping[str, int]) -> NodeIn
         instance_type=static.locality.instance_type,
         zone=static.locality.zone,
         region=static.locality.region,
+        backend=static.locality.backend,
+        addresses=static.addresses,
         allocatable=_resources(alloc),
         free=_resources(free),
     )

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from shared.configuration.fields import InstanceRef
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConfigError
 from shared.offers import Request
@@ -55,6 +56,8 @@ class RunFacts:
     """Set when the stored configuration no longer parses; the run then fails."""
     memory_limit_bytes: int | None = None
     """Its pods' memory limit, which a ``limits.memory`` namespace quota counts."""
+    instances: tuple[InstanceRef, ...] = ()
+    """dstack's ``instances``: the only nodes it may use."""
 
 
 @dataclass
@@ -108,6 +111,7 @@ class RecordCache:
                     fleets=tuple(getattr(conf, "fleets", None) or ()),
                     limits=limits_of(conf),
                     memory_limit_bytes=memory_limit_of(conf),
+                    instances=tuple(getattr(conf, "instances", None) or ()),
                 )
             except ConfigError as e:
                 facts = RunFacts(request=Request(), fleets=(), limits=Limits(), error=str(e))

@@ -1,8 +1,10 @@
-"""``instance_types``, ``availability_zones`` and ``regions``: placed by the well-known labels.
+"""``instance_types``, ``availability_zones``, ``regions`` and ``backends``: where nodes are.
 
 The local cluster's ``kwok-aws-v100-0`` carries ``node.kubernetes.io/instance-type:
-p3.2xlarge`` (``cli/local/nodes.py``), as cloud nodes do. Zones are labelled by the
-test on one node for its duration, with a name no other test uses.
+p3.2xlarge`` (``cli/local/nodes.py``), as cloud nodes do; it and ``kwok-eks-a10g-0``
+have an AWS providerID, ``kwok-gke-t4-0`` a GCE one (``cli/local/node-pools.yaml``).
+Zones are labelled by the test on one node for its duration, with a name no other
+test uses.
 """
 
 from __future__ import annotations
@@ -107,3 +109,28 @@ def test_a_region_no_node_is_in_is_planned_as_impossible_and_fails_naming_it(
 
     run = wait_until(failed, timeout=60, what="where-nowhere failed")
     assert "in region nowhere-1" in run["reason"], run
+
+
+def test_berth_nodes_says_each_nodes_cloud_from_its_provider_id(stack: Stack) -> None:
+    nodes = json.loads(stack.cli("nodes", "--json").stdout)["nodes"]
+    found = {n["name"]: n["backend"] for n in nodes}
+    assert (found["kwok-gke-t4-0"], found["kwok-aws-v100-0"]) == ("gcp", "aws")
+    assert found["kwok-h100-0"] is None
+
+
+def test_a_run_naming_a_cloud_is_placed_on_its_only_node_there(
+    stack: Stack, tmp_path: Path
+) -> None:
+    applied = _apply(stack, tmp_path, "where-gcp", "backends: [gcp]")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    run = _finished(stack, "where-gcp")
+    assert [j["node"] for j in run["jobs"]] == ["kwok-gke-t4-0"]
+
+
+def test_a_cloud_no_node_runs_on_is_planned_as_impossible(stack: Stack, tmp_path: Path) -> None:
+    applied = _apply(stack, tmp_path, "where-azure", "backends: [azure]")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    plan = " ".join(applied.stdout.split())
+    assert "impossible" in plan and "in backend azure" in plan, plan
+    run = ended(stack, "where-azure")
+    assert run["status"] == "failed" and "in backend azure" in run["reason"], run

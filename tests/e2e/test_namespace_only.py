@@ -233,6 +233,23 @@ def test_instance_types_become_node_affinity_the_kube_scheduler_honours(
     stop(team_stack, "ns-where")
 
 
+def test_backends_become_node_group_labels_and_a_cloud_without_one_is_refused(
+    team_stack: Stack, kube_admin: kube.Kube
+) -> None:
+    """No node can be read here, so ``gcp`` is GKE's node pool label (which only
+    ``kwok-gke-t4-0`` has), and ``crusoe``, which no label names, is refused at once."""
+    post(team_stack, "ns-gcp", resources={"gpu": 1}, backends=["gcp"])
+    run = wait_run(team_stack, "ns-gcp", "running")
+    assert [j["node"] for j in run["jobs"]] == ["kwok-gke-t4-0"]
+    stop(team_stack, "ns-gcp")
+    body = {"type": "task", "name": "ns-crusoe", "commands": ["x"], "backends": ["crusoe"]}
+    with team_stack.client() as c:
+        r = c.post("/api/projects/main/runs", json={"configuration": body})
+        assert r.status_code == 400, r.text
+        assert "crusoe can be told apart only by the nodes' providerID" in r.text
+        assert c.get("/api/projects/main/runs/ns-crusoe").status_code == 404  # nothing stored
+
+
 def test_a_two_node_task_gets_two_distinct_nodes(team_stack: Stack) -> None:
     post(team_stack, "ns-pair", nodes=2, resources={"gpu": "A100:1"})
     run = wait_run(team_stack, "ns-pair", "running")

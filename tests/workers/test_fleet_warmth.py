@@ -29,10 +29,19 @@ NODES = ("kwok-a100-0", "kwok-a100-1")
 HOUR = 3600
 
 
+SEEN = frozenset({"main/f"})
+
+
 def _fleet(
-    idle_s: int | None, *, min_nodes: int = 0, nodes: tuple[str, ...] = ("a", "b")
+    idle_s: int | None,
+    *,
+    min_nodes: int = 0,
+    nodes: tuple[str, ...] = ("a", "b"),
+    initial: int | None = None,
 ) -> FleetNodes:
-    return FleetNodes(owner="main/f", nodes=nodes, idle_s=idle_s, min_nodes=min_nodes)
+    return FleetNodes(
+        owner="main/f", nodes=nodes, idle_s=idle_s, min_nodes=min_nodes, initial=initial
+    )
 
 
 def test_an_idle_node_is_kept_until_idle_for_idle_duration_then_let_go() -> None:
@@ -44,11 +53,30 @@ def test_an_idle_node_is_kept_until_idle_for_idle_duration_then_let_go() -> None
     assert keep == {}
 
 
-def test_a_busy_node_is_kept_and_its_idle_clock_starts_again_when_it_idles() -> None:
+def test_a_busy_node_is_kept_and_idle_from_the_last_time_it_was_seen_busy() -> None:
     keep, clocks = decide([_fleet(HOUR)], {"a"}, {"a": 0.0, "b": 0.0}, now=2 * HOUR)
-    assert keep == {"a": "main/f"} and clocks == {"b": 0.0}
-    keep, clocks = decide([_fleet(HOUR)], set(), clocks, now=2 * HOUR + 10)
-    assert keep == {"a": "main/f"} and clocks["a"] == 2 * HOUR + 10
+    assert keep == {"a": "main/f"} and clocks == {"a": 2 * HOUR, "b": 0.0}
+    keep, clocks = decide([_fleet(HOUR)], set(), clocks, now=2 * HOUR + 10, seen=SEEN)
+    assert keep == {"a": "main/f"} and clocks["a"] == 2 * HOUR
+    keep, _ = decide([_fleet(HOUR)], set(), clocks, now=3 * HOUR, seen=SEEN)
+    assert keep == {}
+
+
+def test_target_bounds_the_idle_nodes_kept_from_the_fleets_first_sight() -> None:
+    fleet = _fleet(HOUR, nodes=("a", "b", "c"), initial=2)
+    keep, clocks = decide([fleet], {"c"}, {}, now=0.0)  # busy c counts toward the target
+    assert keep == {"a": "main/f", "c": "main/f"} and clocks == {"a": 0.0, "c": 0.0}
+    keep, clocks = decide([fleet], set(), clocks, now=60.0, seen=SEEN)
+    assert keep == {"a": "main/f", "c": "main/f"} and "b" not in clocks
+    keep, clocks = decide([fleet], {"b"}, clocks, now=120.0, seen=SEEN)  # b ran a job
+    keep, _ = decide([fleet], set(), clocks, now=HOUR + 60, seen=SEEN)
+    assert keep == {"b": "main/f"}  # idle an hour since 120 s: only b's hour is not up
+
+
+def test_a_node_that_joins_after_the_first_sight_idle_is_not_the_fleets_to_keep() -> None:
+    keep, clocks = decide([_fleet(HOUR)], set(), {}, now=0.0)
+    keep, _ = decide([_fleet(HOUR, nodes=("a", "b", "new"))], set(), clocks, now=60, seen=SEEN)
+    assert set(keep) == {"a", "b"}
 
 
 def test_nodes_min_are_kept_however_long_they_idle_busy_ones_counting() -> None:
