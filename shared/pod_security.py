@@ -96,12 +96,13 @@ def refusals(conf: Any, level: Level) -> list[ForbiddenError]:
     if level == "privileged":
         return []
     out = []
-    if getattr(conf, "privileged", False):
+    field = privileged_field(conf)
+    if field is not None:
         out.append(
             ForbiddenError(
-                f"privileged: true is forbidden by Pod Security level {level!r} of this"
-                " namespace (a privileged container is root on its node)",
-                field="privileged",
+                f"{field}: true{_needs_privileged(field)} is forbidden by Pod Security level"
+                f" {level!r} of this namespace (a privileged container is root on its node)",
+                field=field,
             )
         )
     # Optional node directories are left out where hostPath is off (dstack's meaning).
@@ -128,6 +129,23 @@ def refusals(conf: Any, level: Level) -> list[ForbiddenError]:
                 )
             )
     return out
+
+
+def privileged_field(conf: Any) -> str | None:
+    """The field that makes a container of ``conf`` privileged (``docker``, which needs it
+    for Docker-in-Docker, or ``privileged``), a replica group's included; None: no such field."""
+    places = [("", conf)]
+    places += [(f"groups.{i}.", g) for i, g in enumerate(getattr(conf, "groups", None) or [])]
+    for prefix, place in places:
+        for field in ("docker", "privileged"):
+            if getattr(place, field, None):
+                return prefix + field
+    return None
+
+
+def _needs_privileged(field: str) -> str:
+    docker = field.rsplit(".", 1)[-1] == "docker"
+    return " (Docker-in-Docker runs a privileged container)" if docker else ""
 
 
 def check(conf: Any, decision: LevelDecision) -> None:

@@ -114,6 +114,7 @@ def start_stack(
     backend: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     extra_projects: dict[str, dict[str, Any]] | None = None,
+    privileged_projects: tuple[str, ...] = (),
 ) -> Stack:
     """Write configs, start every Berth process, and wait until the API answers.
 
@@ -122,6 +123,7 @@ def start_stack(
     merged into each project's backend, ``env`` into every process's environment.
     ``extra_projects``: more projects beside ``main`` and ``other``, each with its
     own changes on top of that backend (e.g. another namespace).
+    ``privileged_projects``: projects whose runs may be privileged (``allow_privileged``).
     """
     home = directory / "home"
     home.mkdir(parents=True)
@@ -144,6 +146,7 @@ def start_stack(
                             | (backend or {})
                             | (extra_projects or {}).get(project, {})
                         ],
+                        "allow_privileged": project in privileged_projects,
                     }
                     for project in ("main", "other", *(extra_projects or {}))
                 ]

@@ -101,6 +101,7 @@ def start(
         env |= {
             "BERTH_DEFAULT_IMAGE": real_nodes.images["run"],
             "BERTH_SSH__JUMP_IMAGE": real_nodes.images["jump"],
+            "BERTH_DIND_IMAGE": real_nodes.images["dind"],  # docker: true (workers/dind.py)
         }
     berth = str(Path(sys.executable).with_name("berth"))
     if not Path(berth).exists():
@@ -146,9 +147,14 @@ def server_config(kubeconfig: Path, real_nodes: RealNodes | None) -> dict[str, A
         backend |= real
         team_jump = {"hostname": real_nodes.ips[0], "port": TEAM_JUMP_PORT}
         team_backend |= real | {"proxy_jump": team_jump}
+    main: dict[str, Any] = {"name": "main", "backends": [backend]}
+    if real_nodes is not None:
+        # docker: true needs a privileged pod, root on the node; a real node is this
+        # machine, on which `berth local up` already runs as root. Not for "team".
+        main["allow_privileged"] = True
     return {
         "projects": [
-            {"name": "main", "backends": [backend]},
+            main,
             {"name": team.TEAM_PROJECT, "backends": [team_backend]},
         ]
     }

@@ -80,6 +80,27 @@ chmod 0664 "$1/etc/passwd"
 """
 
 
+# Debian's Docker (20.10) predates the compose plugin, and bookworm ships Compose v1
+# as the `docker-compose` command: this plugin makes `docker compose ...` (what
+# dstack's examples write) run it. The CLI asks a plugin for its metadata first.
+_COMPOSE_PLUGIN_HOOK = r"""
+set -eu
+plugins="$1/usr/libexec/docker/cli-plugins"
+mkdir -p "$plugins"
+cat > "$plugins/docker-compose" <<'EOF'
+#!/bin/sh
+# `docker compose` as Debian's docker-compose (v1); see cli/local/images.py.
+if [ "${1:-}" = docker-cli-plugin-metadata ]; then
+  echo '{"SchemaVersion":"0.1.0","Vendor":"Berth","ShortDescription":"Docker Compose (v1)"}'
+  exit 0
+fi
+shift
+exec docker-compose "$@"
+EOF
+chmod 755 "$plugins/docker-compose"
+"""
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
@@ -90,7 +111,7 @@ class ImageSpec:
 
 # The base run image has what dstack's images offer a shell user; the jump host
 # needs only sshd; the "nosshd" image is for the air-gapped init path; the init
-# image carries the sshd kit (and is a complete sshd image too).
+# image carries the sshd kit (and is a complete sshd image too); "dind" is Docker.
 IMAGES = (
     ImageSpec(
         "run",
@@ -100,6 +121,23 @@ IMAGES = (
     ImageSpec("jump", ("openssh-server",), hook=_PASSWD_HOOK),
     ImageSpec("nosshd", ("bash", "python3", "coreutils", "procps", "iproute2")),
     ImageSpec("sshd-init", ("openssh-server",), hook=_SSH_KIT_HOOK),
+    # docker: true (the server's dind_image, workers/dind.py): dockerd, its CLI and
+    # Compose; a static busybox is a whole root filesystem for `docker import`, the
+    # one way to make an image where nothing can be pulled.
+    ImageSpec(
+        "dind",
+        (
+            "bash",
+            "coreutils",
+            "procps",
+            "iproute2",
+            "openssh-server",
+            "docker.io",
+            "docker-compose",
+            "busybox-static",
+        ),
+        hook=_COMPOSE_PLUGIN_HOOK,
+    ),
 )
 
 Progress = Callable[[str], None]

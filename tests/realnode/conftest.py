@@ -69,6 +69,7 @@ def real_stack(
         workers=1,
         backend=real_backend(real_cluster, jump_port=JUMP_PORT),
         env=real_env(real_cluster),
+        privileged_projects=("main",),  # docker: true (test_docker.py) runs privileged
     )
     try:
         yield s
@@ -97,6 +98,7 @@ def real_env(state: cluster.ClusterState) -> dict[str, str]:
     return {
         "BERTH_DEFAULT_IMAGE": images["run"],
         "BERTH_SSH__JUMP_IMAGE": images["jump"],
+        "BERTH_DIND_IMAGE": images["dind"],
         # Sessions of dev environments with inactivity_duration counted every 3 s, not
         # every minute, so test_inactivity.py takes seconds; no other run is watched.
         "BERTH_SSH__ACTIVITY_INTERVAL_S": "3",

@@ -6,12 +6,17 @@ from typing import Any
 
 import pytest
 
-from shared.configuration.groups import group_configuration, node_group_of
+from shared.configuration.groups import (
+    group_configuration,
+    node_group_of,
+    router_group,
+    stored_router,
+)
 from shared.configuration.parse import configuration_from_stored, parse_configuration
 from shared.errors import ConfigError, NotSupportedError
 from shared.jobs import jobs_for
 from shared.records import Run
-from shared.requests import request_for
+from shared.requests import group_requests, request_for
 from shared.volume_placement import mounted_volumes, volume_names
 
 RAY = """
@@ -127,11 +132,19 @@ def test_top_level_fields_that_groups_replace_are_refused_naming_them(
     assert words in error.message
 
 
-def test_groups_asking_for_different_resources_are_not_supported_yet_naming_the_group() -> None:
-    error = _error(RAY.replace("gpu: H100:8, shm_size: 16GB}\n  - nodes", "cpu: 4}\n  - nodes"))
-    assert isinstance(error, NotSupportedError)
-    assert error.field == "groups.1.resources"
-    assert "one request" in error.message
+def test_groups_asking_for_different_resources_each_keep_their_own_per_node_request() -> None:
+    conf = _conf(RAY.replace("gpu: H100:8, shm_size: 16GB}\n  - nodes", "cpu: 4}\n  - nodes"))
+    requests = group_requests(conf)
+    assert (requests["head"].cpu_millicores, requests["head"].gpu_count) == (4000, 0)
+    assert (requests["1"].gpu_count, requests["1"].nodes) == (8, 2)  # its own nodes
+    assert request_for(conf).nodes == 3  # the run is still one gang of three nodes
+    assert group_configuration(conf, "head").resources.cpu.count.min == 4
+    assert group_requests(_conf(RAY)) == {}  # all alike: the run's request speaks for all
+
+
+def test_a_top_level_resources_beside_groups_that_differ_from_it_is_refused() -> None:
+    text = RAY.replace("image: rayproject/ray\n", "image: rayproject/ray\nresources: {cpu: 2}\n")
+    assert _error(text).field == "resources"
 
 
 @pytest.mark.parametrize(
@@ -203,15 +216,59 @@ def test_bad_replica_groups_are_refused_naming_the_field(text: str, field: str, 
     assert words in error.message
 
 
-@pytest.mark.parametrize(
-    ("key", "why"),
-    [("router", "registers none"), ("docker", ""), ("reservation", "")],
-)
-def test_replica_group_fields_berth_does_not_honour_are_refused_by_name(key: str, why: str) -> None:
-    error = _error(PD.replace("    image: sglang\n", f"    {key}: x\n"))
+def test_replica_group_fields_berth_does_not_honour_are_refused_by_name() -> None:
+    error = _error(PD.replace("    image: sglang\n", "    reservation: x\n"))
     assert isinstance(error, NotSupportedError)
-    assert error.field == f"groups.0.{key}"
-    assert why in error.message
+    assert error.field == "groups.0.reservation"
+
+
+def test_one_replica_group_may_route_the_services_requests() -> None:
+    conf = _conf(
+        PD.replace("    image: sglang\n", "    image: sglang\n    router: {type: sglang}\n")
+    )
+    assert router_group(conf) is not None and router_group(conf).name == "0"  # type: ignore[union-attr]
+    assert stored_router(conf.model_dump(mode="json")) == ("0", "sglang")
+    dynamo = _conf(
+        PD.replace("    image: sglang\n", "    image: sglang\n    router: {type: dynamo}\n")
+    )
+    assert stored_router(dynamo.model_dump(mode="json")) == ("0", "dynamo")
+    assert stored_router(_conf(PD).model_dump(mode="json")) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (
+            PD.replace(
+                "  - count: 1\n", "  - count: 1..2\n    scaling: {metric: rps, target: 1}\n"
+            ).replace("    image: sglang\n", "    image: sglang\n    router: {type: sglang}\n"),
+            "groups.0.replicas",
+            "exactly one replica",
+        ),
+        (
+            "type: service\nport: 80\nreplicas:\n  - count: 1\n    commands: [a]\n"
+            "    router: {}\n  - count: 1\n    commands: [b]\n    router: {}\n",
+            "groups.1.router",
+            "only one replica group may route",
+        ),
+        (
+            "type: service\nport: 80\nreplicas:\n  - count: 1\n    commands: [r]\n"
+            "    router: {type: sglang}\n",
+            "groups.0.router",
+            "another group of replicas to route to",
+        ),
+        (
+            PD.replace("    image: sglang\n", "    image: sglang\n    router: {type: nginx}\n"),
+            "groups.0.router.type",
+            "sglang",
+        ),
+    ],
+)
+def test_a_router_group_is_one_replica_and_routes_to_others(
+    text: str, field: str, words: str
+) -> None:
+    error = _error(text)
+    assert error.field == field and words in error.message, (error.field, error.message)
 
 
 # -- ${{ dstack.node_rank }} in volume names -----------------------------------------
