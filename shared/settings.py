@@ -55,6 +55,11 @@ class ApiSettings(BaseModel):
     """Largest request body under ``/api/``, bytes; bigger ones get 413. A configuration
     is a few KiB; 1 MiB leaves room for inline files while bounding what one request
     can make the server parse."""
+    url_for_runs: str | None = None
+    """The API's address as the cluster's pods reach it (in ``deploy/k8s``:
+    ``http://berth-api.berth.svc:3000``). A run with ``dstack: true`` gets it as
+    ``BERTH_URL``, so the ``berth`` CLI inside the run talks to this server; unset,
+    such runs are refused at submission."""
     session_ttl_s: int = 12 * 3600
     """How long a dashboard login lasts, seconds: a working day, after which the browser
     shows the login page again."""
@@ -236,6 +241,11 @@ class Settings(BaseSettings):
     ``dstackai/base:py3.12-0.7-cuda-12.1-devel``, mirrored into the cluster's registry.
     Unset: ``nvcc: true`` is refused at submission; Berth never installs the compiler
     into a pod, which an air-gapped cluster could not download anyway."""
+    dind_image: str | None = None
+    """Image with dockerd and the docker CLI for runs with ``docker: true`` (dstack's
+    ``dstackai/dind``, mirrored into the cluster's registry; ``berth local up`` builds
+    one from Debian's ``docker.io``). Unset: ``docker: true`` is refused at submission,
+    for the reason ``devel_image`` is."""
     gpu_metrics: GpuMetricsSettings = GpuMetricsSettings()
     redis: RedisSettings = RedisSettings()
     kube: KubeSettings = KubeSettings()

@@ -37,7 +37,7 @@ from shared.ssh import (
     new_host_key,
     public_key_text,
 )
-from workers import code_volume, service_probe
+from workers import code_volume, dind, service_probe
 
 SSH_PORT = RUN_SSH_PORT
 LABEL_GROUP = "berth.dev/group"
@@ -126,6 +126,12 @@ class PodContext:
     ``workers/scheduler_placement.py``): the pod's whole affinity, instead of a node."""
     devel_image: str | None = None
     """The image with the CUDA compiler that ``nvcc: true`` runs in (the settings')."""
+    server_url: str | None = None
+    """The API as pods reach it (``api.url_for_runs``): ``BERTH_URL`` for ``dstack: true``."""
+    router_ip: str | None = None
+    """A ``router: dynamo`` service's router pod address, for its workers' environment."""
+    dind_image: str | None = None
+    """The image with dockerd that ``docker: true`` runs in (the settings')."""
 
 
 def headless_service_name(run: Run) -> str:
@@ -176,9 +182,14 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     working_dir = code_volume.working_dir(conf)
     if working_dir:
         container["workingDir"] = working_dir
-    if getattr(conf, "privileged", False):
+    docker = dind.uses_docker(conf)
+    if getattr(conf, "privileged", False) or docker:  # dockerd needs it (dstack's rule too)
         container["securityContext"] = {"privileged": True}
     volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": _shm(conf)}]
+    docker_data = dind.data_volume(conf) if docker else None
+    if docker_data is not None:
+        volumes.append(docker_data)
+        container["volumeMounts"].append({"name": docker_data["name"], "mountPath": dind.DATA_ROOT})
     if restricted:
         for volume, path in (("berth-home", RESTRICTED_HOME), ("berth-run", RUNTIME_DIR)):
             volumes.append({"name": volume, "emptyDir": {}})
@@ -251,7 +262,13 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
 
 
 def run_image(conf: Any, ctx: PodContext) -> str:
-    """The run's own image, else the CUDA devel image for ``nvcc``, else the default."""
+    """The run's own image, else the dind image for ``docker`` or the CUDA devel image
+    for ``nvcc``, else the default."""
+    if dind.uses_docker(conf):
+        if ctx.dind_image is None:
+            # Submission refuses this (shared.settings dind_image); a setting removed since.
+            raise ValueError("docker: true needs the server's dind_image setting")
+        return ctx.dind_image
     image = getattr(conf, "image", None)
     if image:
         return str(image)
@@ -277,6 +294,10 @@ def _env(run: Run, job: Job, conf: Any, ctx: PodContext, headless: str | None) -
         "DSTACK_GPUS_NUM": str(gpus * job.jobs_in_run),
         "DSTACK_REPLICA_NUM": str(job.replica_num),
     }
+    if ctx.router_ip is not None:
+        env["DSTACK_ROUTER_INTERNAL_IP"] = ctx.router_ip
+    if getattr(conf, "dstack", False) and ctx.server_url:
+        env |= {"BERTH_URL": ctx.server_url, "BERTH_PROJECT": run.project}
     if headless is not None:
         hosts = [f"node-{i}.{headless}" for i in range(job.jobs_in_run)]
         env["BERTH_NODES_HOSTNAMES"] = "\n".join(hosts)
@@ -324,6 +345,8 @@ def _script(
         ]
     if ssh:
         lines += _ssh_environment_lines()
+    if dind.uses_docker(conf):
+        lines += dind.start_lines()  # before init or the commands, as dstack's start-dockerd
     if conf.type == "dev-environment":
         body = list(getattr(conf, "init", None) or [])
         # `berth apply` prints the IDE link once this exists: init has finished.

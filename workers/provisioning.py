@@ -16,6 +16,7 @@ from typing import Any
 from shared import autoscaling, kube, logs, node_order, secrets, tasks
 from shared import code as code_archive
 from shared.clusters import Cluster
+from shared.configuration.groups import group_configuration, stored_router
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import (
     ConfigError,
@@ -35,7 +36,7 @@ from shared.pod_security import stricter
 from shared.queueing.namespace_only import is_scheduler_node
 from shared.queueing.namespace_quota import quota_refusal
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Job, RunStatus
+from shared.records import Event, Job, Run, RunStatus
 from shared.resource_quotas import namespace_key, note_refusal
 from shared.runlogs.store import LogStore
 from shared.volume_placement import host_volume_refusal
@@ -70,6 +71,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         # Workers started first cannot know rank 0's IP: their pods resolve it by DNS.
         if job.job_num > 0 and order != "workers-first":
             master_ip = _master_ip(ctx, job)
+    router_ip = _dynamo_router_ip(ctx, run, job)
     backend = cluster.backend
     assert job.placement is not None
     try:
@@ -100,7 +102,9 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
             return
     scheduled_by_kube = is_scheduler_node(job.placement.node)
     try:
-        affinity = scheduler_placement.scheduler_affinity(run, conf) if scheduled_by_kube else None
+        # The job's group's resources: groups may ask for different GPUs.
+        own = group_configuration(conf, job.group)
+        affinity = scheduler_placement.scheduler_affinity(run, own) if scheduled_by_kube else None
     except ValueError as e:
         _finish(ctx, job_id, RunStatus.FAILED, f"cannot ask the kube-scheduler for it: {e}")
         return
@@ -109,6 +113,9 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     pod_ctx = PodContext(
         default_image=ctx.settings.default_image,
         devel_image=ctx.settings.devel_image,
+        server_url=ctx.settings.api.url_for_runs,
+        router_ip=router_ip,
+        dind_image=ctx.settings.dind_image,
         master_ip=master_ip,
         ssh_public_keys=_ssh_keys(ctx, run.user, conf),
         pod_settings=backend.pod_settings(),
@@ -302,7 +309,9 @@ def _follow_node_order(ctx: WorkerContext, job_id: str, status: RunStatus) -> No
     conf = configuration_from_stored(run.configuration)
     order = getattr(conf, "startup_order", "any")
     siblings = [j for j in ctx.store.jobs_of(run) if j.id != job.id]
-    if status in (RunStatus.RUNNING, RunStatus.DONE) and node_order.follows(order, job):
+    router = stored_router(run.configuration)
+    routes = router is not None and router[1] == "dynamo" and job.group == router[0]
+    if status in (RunStatus.RUNNING, RunStatus.DONE) and (node_order.follows(order, job) or routes):
         for other in siblings:
             if other.status == RunStatus.PROVISIONING and other.pod_name is None:
                 tasks.send(ctx.celery, tasks.PROVISION_JOB, other.id)
@@ -358,6 +367,24 @@ def _release_siblings(ctx: WorkerContext, job_ids: list[str]) -> None:
         job = ctx.store.find_job(job_id)
         if job is not None and job.pod_name is not None and job.status not in (RunStatus.DONE,):
             tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)
+
+
+def _dynamo_router_ip(ctx: WorkerContext, run: Run, job: Job) -> str | None:
+    """For a worker of a service whose ``router: dynamo`` group finds its workers through
+    etcd/NATS on the router's pod: that pod's address (dstack's
+    ``DSTACK_ROUTER_INTERNAL_IP``), waited for; None for any other job."""
+    found = stored_router(run.configuration)
+    if found is None or found[1] != "dynamo" or job.group == found[0]:
+        return None
+    for other in ctx.store.jobs_of(run):
+        if other.group == found[0] and not other.retired and not other.status.is_finished:
+            if other.pod_ip:
+                return other.pod_ip
+            # Woken when the router runs (_follow_node_order); retried with backoff till then.
+            raise TemporaryError(
+                "router: dynamo: waiting for the router replica's address", delay=5
+            )
+    raise TemporaryError("router: dynamo: the router replica is not running", delay=5)
 
 
 def _master_ip(ctx: WorkerContext, job: Job) -> str:

@@ -6,22 +6,23 @@ run through the groups in order (group 0's first node is rank 0, the master).
 A service with ``groups`` (dstack's legacy spelling: ``replicas`` as a list) runs
 each group's replicas with the group's commands, image and scaling rules.
 
-**One ``resources`` for all groups.** Berth's queue places every job of a run
-with one request (``shared.queueing``: ``QueuedRun.request``), so groups asking
-for different resources are refused as not supported yet, naming the group; the
-groups' common ``resources`` becomes the run's, which every run-wide reader
-(placement, quotas, the plan) then sees as it would for a run without groups.
-``nodes`` of a task and ``replicas`` of a service become the groups' totals alike.
+**Each group its own ``resources``** (dstack does not inherit the top level). The
+queue places each job by its group's request (``shared.requests.group_requests``,
+``QueuedRun.job_requests``), still all of a run's jobs or none; each pod requests
+its group's resources. The first group's ``resources`` also becomes the run's,
+for run-wide readers that need one (the plan's offers); submission checks each
+group's. ``nodes`` of a task and ``replicas`` of a service become the groups'
+totals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.configuration.base import BerthModel, field_error, not_supported
+from shared.configuration.base import BerthModel, field_error
 from shared.configuration.fields import PortMappingField, Python, Scaling, SpotPolicy
 from shared.configuration.interpolation import node_ip_problem
 from shared.configuration.ranges import CountRange, Range
@@ -42,14 +43,23 @@ class NodeGroup(BerthModel):
     ports: list[PortMappingField] = Field(default_factory=list)
 
 
+class Router(BerthModel):
+    """A replica group that routes the service's requests (dstack's ``router``).
+
+    ``sglang``: the group runs the SGLang router; the service's requests go to it alone,
+    and Berth keeps its ``/workers`` list equal to the other groups' ready replicas
+    (:mod:`workers.service_routers`). ``dynamo``: the group runs NVIDIA Dynamo's
+    frontend, which finds workers itself; the other groups' pods start once the
+    router's has an address, given them as ``DSTACK_ROUTER_INTERNAL_IP``.
+    """
+
+    type: Literal["sglang", "dynamo"] = "sglang"
+
+
 class ReplicaGroup(BerthModel):
     """Replicas of a service that share commands, image and scaling (dstack's ``ReplicaGroup``)."""
 
-    dstack_only_fields = frozenset({"docker", "reservation", "router"})
-    refusal_reasons = {
-        "router": "Berth sends the service's requests to every replica and registers"
-        " none with an SGLang or Dynamo router"
-    }
+    dstack_only_fields = frozenset({"reservation"})
 
     name: str | None = Field(None, pattern=_NAME_RE)
     """Defaults to the group's position: ``0``, ``1``, ..."""
@@ -63,7 +73,10 @@ class ReplicaGroup(BerthModel):
     image: str | None = Field(None, min_length=1)
     python: Python | None = None
     nvcc: bool | None = None
+    docker: bool | None = None
+    """Docker inside this group's containers (the run-level ``docker``'s meaning)."""
     privileged: bool | None = None
+    router: Router | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -89,12 +102,24 @@ class ReplicaGroup(BerthModel):
             raise field_error("python", "image and python are mutually exclusive: set one")
         if self.image is not None and self.nvcc:
             raise field_error("nvcc", "image and nvcc are mutually exclusive: set one")
+        for other in ("image", "python", "nvcc"):
+            if self.docker and getattr(self, other):
+                raise field_error("docker", f"{other} and docker are mutually exclusive: set one")
+        if self.docker and self.privileged is False:
+            # dstack's rule for groups; at the run level dstack (and Berth) let docker win.
+            raise field_error(
+                "privileged",
+                "privileged: false contradicts docker: true (Docker-in-Docker needs a"
+                " privileged container)",
+            )
         if self.replicas.min != self.replicas.max and self.scaling is None:
             raise field_error(
                 "replicas", f"a range ({self.replicas}) needs scaling rules in `scaling` too"
             )
         if self.replicas.min == self.replicas.max and self.scaling is not None:
             raise field_error("scaling", "needs replicas set to a range such as 1..4")
+        if self.router is not None and not (self.replicas.min == self.replicas.max == 1):
+            raise field_error("replicas", "a group with a router runs exactly one replica")
         return self
 
 
@@ -133,7 +158,7 @@ def check_replica_groups(conf: Any) -> None:
         if getattr(conf, field):
             raise field_error(field, f"with replica groups, set {field} in each group instead")
     for index, group in enumerate(groups):
-        for field in ("image", "python", "nvcc", "privileged"):
+        for field in ("image", "python", "nvcc", "docker", "privileged"):
             if getattr(conf, field) and getattr(group, field) is not None:
                 raise field_error(
                     f"groups.{index}.{field}",
@@ -149,11 +174,17 @@ def check_replica_groups(conf: Any) -> None:
                 f"groups.{index}.image",
                 "the service sets python or nvcc: a group cannot pick an image as well",
             )
+        _check_docker_across_levels(conf, group, index)
         if not group.commands and group.image is None and conf.image is None:
             raise field_error(
                 f"groups.{index}.commands",
                 "either commands or image in the group, or image at the service level, must be set",
             )
+    routers = [i for i, g in enumerate(groups) if g.router is not None]
+    if len(routers) > 1:
+        raise field_error(f"groups.{routers[1]}.router", "only one replica group may route")
+    if routers and len(groups) == 1:
+        raise field_error("groups.0.router", "a router needs another group of replicas to route to")
     total = Range[int](
         min=sum(g.replicas.min or 0 for g in groups),
         max=sum(g.replicas.max or 0 for g in groups),
@@ -162,6 +193,21 @@ def check_replica_groups(conf: Any) -> None:
         raise field_error("replicas", "a count and replica groups are mutually exclusive")
     _share_resources(conf, groups)
     _fill(conf, replicas=total)
+
+
+def router_group(conf: Any) -> ReplicaGroup | None:
+    """The service's replica group with a ``router``, if it has one."""
+    return next((g for g in getattr(conf, "groups", None) or () if g.router is not None), None)
+
+
+def stored_router(configuration: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(group name, router type) from a stored service configuration, unparsed: the
+    service proxy asks on every request."""
+    for group in configuration.get("groups") or ():
+        router = group.get("router")
+        if router:
+            return str(group["name"]), str(router.get("type", "sglang"))
+    return None
 
 
 def group_configuration(conf: Any, group: str | None) -> Any:
@@ -180,7 +226,7 @@ def group_configuration(conf: Any, group: str | None) -> Any:
         update["ports"] = found.ports
     else:
         update |= {"replicas": found.replicas, "scaling": found.scaling}
-        for field in ("image", "python", "nvcc", "privileged"):
+        for field in ("image", "python", "nvcc", "docker", "privileged"):
             if getattr(found, field) is not None:
                 update[field] = getattr(found, field)
     return conf.model_copy(update=update)
@@ -207,6 +253,23 @@ def node_group_of(conf: Any, rank: int) -> str | None:
     raise ValueError(f"rank {rank} is past the task's {first} nodes")
 
 
+def _check_docker_across_levels(conf: Any, group: ReplicaGroup, index: int) -> None:
+    # dstack: docker picks the image, so across levels it excludes image, python and
+    # nvcc as well (a group's field counts once given, even as false).
+    for field in ("image", "python", "nvcc"):
+        if conf.docker and getattr(group, field) is not None:
+            raise field_error(
+                f"groups.{index}.{field}",
+                f"the service sets docker: true, which picks the image: a group cannot"
+                f" set {field} as well",
+            )
+        if getattr(conf, field) and group.docker is not None:
+            raise field_error(
+                f"groups.{index}.docker",
+                f"the service sets {field}: a group cannot pick docker as well",
+            )
+
+
 def _name_groups(groups: Sequence[NodeGroup | ReplicaGroup], *, what: str) -> None:
     if not groups:
         raise field_error("groups", f"give at least one {what} group")
@@ -221,14 +284,7 @@ def _name_groups(groups: Sequence[NodeGroup | ReplicaGroup], *, what: str) -> No
 
 def _share_resources(conf: Any, groups: Sequence[NodeGroup | ReplicaGroup]) -> None:
     first = groups[0].resources
-    for index, group in enumerate(groups[1:], start=1):
-        if group.resources != first:
-            raise not_supported(
-                f"groups.{index}.resources",
-                value="groups asking for different resources (Berth places every job of"
-                " a run with one request: give each group the same resources)",
-            )
-    if "resources" in conf.model_fields_set and conf.resources != first:
+    if "resources" in conf.model_fields_set and any(g.resources != conf.resources for g in groups):
         raise field_error(
             "resources",
             "with groups, each group's resources apply (dstack does not inherit the top"
