@@ -44,6 +44,8 @@ class JobPublic(BaseModel):
     """A service replica's readiness probe passes (None: not probed, ready while running)."""
     retired: bool = False
     """A service replica ``scaling`` took out: stopped on purpose, no longer the run's."""
+    group: str | None = None
+    """The node group (task) or replica group (service) it runs; None without groups."""
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -59,6 +61,7 @@ class JobPublic(BaseModel):
             exit_code=job.exit_code,
             ready=job.ready,
             retired=job.retired,
+            group=job.group,
         )
 
 

@@ -7,7 +7,8 @@ with the field the server named.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from shared.errors import (
 )
 
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_ENV = {"url": "BERTH_URL", "project": "BERTH_PROJECT"}
+"""Client settings the environment may give (a run with ``dstack: true`` has them)."""
 _STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=5.0)
 
 
@@ -39,18 +42,30 @@ def config_path(home: Path) -> Path:
     return home / "config.yml"
 
 
-def load_client_config(home: Path) -> ClientConfig:
+def load_client_config(home: Path, environ: Mapping[str, str] | None = None) -> ClientConfig:
+    """``~/.berth/config.yml``, with ``BERTH_URL``, ``BERTH_TOKEN`` (or ``DSTACK_TOKEN``)
+    and ``BERTH_PROJECT`` from the environment winning over it: how a run with
+    ``dstack: true`` reaches this server with no file at all."""
+    env = os.environ if environ is None else environ
+    given = {field: env[name] for field, name in _ENV.items() if env.get(name)}
+    token = env.get("BERTH_TOKEN") or env.get("DSTACK_TOKEN")
+    if token:
+        given["token"] = token
     path = config_path(home)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as e:
+        if "url" in given and "token" in given:
+            return ClientConfig.model_validate(given)
         raise ConfigError(
-            f"{path} not found: run 'berth config --url URL --token TOKEN' first", field="config"
+            f"{path} not found: run 'berth config --url URL --token TOKEN' first"
+            " (or set BERTH_URL and BERTH_TOKEN)",
+            field="config",
         ) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}", field="config") from e
     try:
-        return ClientConfig.model_validate(raw)
+        return ClientConfig.model_validate(raw | given if isinstance(raw, dict) else raw)
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"{path}: {err['msg']}", field=".".join(map(str, err["loc"]))) from e

@@ -67,7 +67,7 @@ def resolve_instances(
         node = _resolve(ref, inventory, fleets)
         if node is None:
             raise ConfigError(
-                f"instances.{index}: no node is {ref}; Berth does not provision one",
+                f"no node is {ref}; Berth does not provision one",
                 field=f"instances.{index}",
             )
         found.add(node)

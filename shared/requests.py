@@ -25,6 +25,21 @@ def request_for(conf: Any) -> Request:
     return request_from_resources(resources, nodes=nodes, where=where_of(conf))
 
 
+def group_requests(conf: Any) -> dict[str, Request]:
+    """Each group's per-job request, when a run's groups ask for different resources;
+    empty when they all ask the same (``request_for`` then speaks for every job). A
+    task group's request counts its own nodes, so whether it is possible is its own."""
+    groups = getattr(conf, "groups", None) or []
+    if all(g.resources == groups[0].resources for g in groups):
+        return {}
+    where = where_of(conf)
+    task = getattr(conf, "type", "") == "task"
+    return {
+        str(g.name): request_from_resources(g.resources, nodes=g.nodes if task else 1, where=where)
+        for g in groups
+    }
+
+
 def request_from_resources(
     resources: ResourcesSpec, *, nodes: int = 1, where: Where | None = None
 ) -> Request:

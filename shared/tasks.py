@@ -25,6 +25,7 @@ EXPIRE_RUNS = "berth.teardown.expire_runs"
 SAMPLE_USAGE = "berth.scheduling.sample_usage"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 SCALE_SERVICES = "berth.scheduling.scale_services"
+SYNC_ROUTERS = "berth.provisioning.sync_routers"
 KEEP_FLEETS_WARM = "berth.teardown.keep_fleets_warm"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
@@ -33,6 +34,7 @@ QUEUE_OF = {
     SWEEP: "scheduling",
     START_SCHEDULED_RUNS: "scheduling",
     SCALE_SERVICES: "scheduling",
+    SYNC_ROUTERS: "provisioning",  # HTTP to routers through the apiserver: I/O
     PROVISION_JOB: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",

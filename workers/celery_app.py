@@ -29,6 +29,7 @@ from shared.tasks import (
     SCALE_SERVICES,
     START_SCHEDULED_RUNS,
     SWEEP,
+    SYNC_ROUTERS,
     create_celery,
 )
 from shared.usage import USAGE_EVERY_S
@@ -66,6 +67,11 @@ app.conf.beat_schedule = {
         "task": SCALE_SERVICES,
         "schedule": SCALING_EVERY_S,
         "options": {"queue": QUEUE_OF[SCALE_SERVICES]},
+    },
+    "sync-routers": {
+        "task": SYNC_ROUTERS,
+        "schedule": SCALING_EVERY_S,
+        "options": {"queue": QUEUE_OF[SYNC_ROUTERS]},
     },
     "reap-orphans": {
         "task": REAP_ORPHANS,

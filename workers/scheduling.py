@@ -45,6 +45,7 @@ from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.gpu.inventory import GpuInventory
 from shared.inventory_store import load_inventory
 from shared.lifecycle import can_move, run_status_from_jobs
+from shared.offers import Request
 from shared.placements import HOLDING
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
@@ -52,7 +53,7 @@ from shared.queueing.limits import NO_CAPACITY, waited_too_long
 from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
 from shared.queueing.share import normalise_quotas
-from shared.queueing.view import RecordCache, View
+from shared.queueing.view import RecordCache, RunFacts, View
 from shared.records import Event, Job, Run, RunStatus
 from shared.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.store import Store
@@ -481,9 +482,25 @@ def _queued(
         jobs=len(to_place),
         held_nodes=held,
         memory_limit_bytes=facts.memory_limit_bytes,
+        job_requests=_job_requests(facts, request, to_place),
     )
     cache.remember(run.id, stamp, entry)
     return entry
+
+
+def _job_requests(facts: RunFacts, request: Request, to_place: list[Job]) -> tuple[Request, ...]:
+    """Per job, its group's request narrowed as the run's was (fleets, instances, volumes);
+    () when the run's groups ask the same (``request`` then speaks for every job)."""
+    if not facts.group_requests:
+        return ()
+    return tuple(
+        replace(
+            facts.group_requests[str(j.group)],
+            allowed_nodes=request.allowed_nodes,
+            blocks=request.blocks,
+        )
+        for j in to_place
+    )
 
 
 def _admit(

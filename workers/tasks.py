@@ -15,6 +15,7 @@ from workers import (
     retention,
     schedules,
     scheduling,
+    service_routers,
     service_scaling,
     sweeps,
     teardown,
@@ -78,6 +79,11 @@ def start_scheduled_runs() -> None:
 @berth_task(names.SCALE_SERVICES)
 def scale_services() -> None:
     service_scaling.scale_services(context())
+
+
+@berth_task(names.SYNC_ROUTERS)
+def sync_routers() -> None:
+    service_routers.sync_routers(context())
 
 
 @berth_task(names.REAP_ORPHANS)

@@ -9,7 +9,9 @@ through as the replica sends them.
 With ``auth: true`` (dstack's default) the caller needs the bearer token of a
 project member; that token is not passed on to the service.
 
-Only *ready* replicas get requests (a service's ``probes``). Before forwarding,
+Only *ready* replicas get requests (a service's ``probes``); with a replica group
+that has a ``router``, only that group's replica: the router sends them on to
+the other groups' replicas (``workers/service_routers.py``). Before forwarding,
 the service's ``rate_limits`` may answer 429 and, with ``scaling``, the request
 is counted (``api/services/service_requests.py``); ``strip_prefix: false``
 sends the whole public path on.
@@ -33,6 +35,7 @@ from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
 from shared import service_traffic, ssh
 from shared.configuration.fields import RateLimit
+from shared.configuration.groups import stored_router
 from shared.errors import AuthError, NotFoundError, TemporaryError
 from shared.records import Run, RunStatus, User
 from shared.ssh import JumpHostRecord
@@ -149,6 +152,9 @@ def resolve_service(
         raise NotFoundError(f"run {run!r} is a {record.configuration_type}, not a service")
     port = int(record.configuration["port"])
     running = [j for j in store.jobs_of(record) if j.status == RunStatus.RUNNING and j.pod_ip]
+    router = stored_router(record.configuration)
+    if router is not None:  # the router replica takes every request; it sends them on
+        running = [j for j in running if j.group == router[0]]
     live = {j.id: Replica(job_id=j.id, pod_ip=j.pod_ip, port=port) for j in running if j.pod_ip}
     # A replica whose probe fails (or has not passed yet) gets no request: dstack's probes.
     replicas = [live[j.id] for j in running if j.id in live and j.ready is not False]

@@ -17,6 +17,7 @@ from shared import access, pod_security, secrets, tasks
 from shared import code as code_archive
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
+from shared.configuration.groups import group_configuration
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
 from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
@@ -101,7 +102,8 @@ def check_submission(
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
     _check_backends(store, clusters, project.name, conf)
-    check_namespace_quota(store, clusters, project.name, conf)
+    for job_conf in _group_confs(conf):
+        check_namespace_quota(store, clusters, project.name, job_conf)
     return security
 
 
@@ -128,6 +130,15 @@ def _check_backends(store: Store, clusters: ClusterRegistry, project: str, conf:
         where.backend_terms()
     except ValueError as e:
         raise ConfigError(str(e), field="backends") from e
+
+
+def _group_confs(conf: Any) -> list[Any]:
+    """The configuration as each group's jobs run it, when groups ask for different
+    resources (each pod must pass the namespace's LimitRanges and quotas); else itself."""
+    groups = getattr(conf, "groups", None) or []
+    if all(g.resources == groups[0].resources for g in groups):
+        return [conf]
+    return [group_configuration(conf, g.name) for g in groups]
 
 
 def _reads_nodes(store: Store, clusters: ClusterRegistry, project: str) -> bool:
@@ -157,7 +168,8 @@ def plan_run(
     check_run_volumes(store, clusters, project.name, conf)
     _check_privileged(clusters, project.name, conf)
     _check_backends(store, clusters, project.name, conf)
-    check_namespace_quota(store, clusters, project.name, conf)
+    for job_conf in _group_confs(conf):
+        check_namespace_quota(store, clusters, project.name, job_conf)
     request = request_for(conf)
     fleets = getattr(conf, "fleets", None)
     if fleets:

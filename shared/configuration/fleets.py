@@ -37,7 +37,15 @@ FLEET_FIELDS_NOT_SUPPORTED = frozenset(
         "tags",
     }
 )
-FLEET_REFUSAL_REASONS: dict[str, str] = {}
+FLEET_REFUSAL_REASONS: dict[str, str] = {
+    "ssh_config": "a Kubernetes cluster's machines join it as nodes, not over SSH: join the"
+    " hosts to the cluster (kubelet), then choose them by resources or with instances",
+    "env": "dstack sets it on the hosts of an SSH fleet, and Berth's fleets are nodes the"
+    " cluster already runs: set env on the runs",
+    "reservation": "Kubernetes nodes exist already; a cloud capacity reservation is the"
+    " node pool's (its autoscaler's) to use",
+    "max_price": "Berth provisions no machines, so there is no price to cap",
+}
 """Why a refused fleet key has no meaning on Kubernetes, said with the refusal."""
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.configuration.base import BerthModel, field_error
+from shared.configuration.base import READING_STORED, BerthModel, field_error
 from shared.configuration.fields import PortMappingField, Python, Scaling, SpotPolicy
 from shared.configuration.interpolation import node_ip_problem
 from shared.configuration.ranges import CountRange, Range
@@ -284,7 +284,9 @@ def _name_groups(groups: Sequence[NodeGroup | ReplicaGroup], *, what: str) -> No
 
 def _share_resources(conf: Any, groups: Sequence[NodeGroup | ReplicaGroup]) -> None:
     first = groups[0].resources
-    if "resources" in conf.model_fields_set and any(g.resources != conf.resources for g in groups):
+    # A stored run carries the first group's resources at the top (filled below).
+    written = "resources" in conf.model_fields_set and not READING_STORED.get()
+    if written and any(g.resources != conf.resources for g in groups):
         raise field_error(
             "resources",
             "with groups, each group's resources apply (dstack does not inherit the top"

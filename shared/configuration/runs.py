@@ -57,7 +57,6 @@ RUN_FIELDS_NOT_SUPPORTED = frozenset(
     {
         "backend_options",
         "creation_policy",
-        "dstack",
         "env_file",
         "home_dir",
         "idle_duration",
@@ -133,6 +132,11 @@ class _RunConfigurationBase(BerthModel):
     availability_zones: NodeLabelValues = None
     regions: NodeLabelValues = None
     """Only nodes whose well-known labels name one of these (``shared.locality``)."""
+    dstack: bool = False
+    """dstack's "dstack inside dstack": the run's environment names this server and the
+    run's project (``BERTH_URL``, ``BERTH_PROJECT``), so the ``berth`` CLI in the run
+    works once given a token (``BERTH_TOKEN``, or ``DSTACK_TOKEN`` as dstack's examples
+    pass it). Needs the server's ``api.url_for_runs``."""
     backends: Backends = None
     """Only nodes of these clouds (their providerID, ``shared.locality``); ``kubernetes``:
     any node."""
@@ -287,7 +291,11 @@ class ServiceConfiguration(_RunConfigurationBase):
     def _no_gateways(cls, value: Any) -> Any:
         # dstack: true asks for the default gateway, a string names one; Berth has none.
         if value is True or isinstance(value, str):
-            raise not_supported(value=str(value).lower() if value is True else value)
+            shown = str(value).lower() if value is True else value
+            raise not_supported(
+                value=f"{shown} (Berth serves services through its own proxy, at"
+                " /proxy/services/<project>/<run>/; it runs no gateways)"
+            )
         return value
 
     @field_validator("probes")

@@ -24,6 +24,9 @@ class QueuedRun:
     """Nodes the run's other jobs already hold; a gang must avoid them too."""
     memory_limit_bytes: int | None = None
     """The memory limit its pods get (a ``limits.memory`` quota counts it); None: none."""
+    job_requests: tuple[Request, ...] = ()
+    """One request per job still to place, when the run's groups ask for different
+    resources (dstack's node and replica groups); empty: every job asks ``request``."""
     key: tuple[int, float, str] = field(init=False, repr=False, compare=False)
     """Queue order inside a project (see :mod:`shared.queueing.order`); computed once,
     since a pass sorts and heaps 10,000 of them."""
@@ -34,6 +37,10 @@ class QueuedRun:
     @property
     def gang(self) -> bool:
         return self.request.nodes > 1
+
+    def request_of(self, job: int) -> Request:
+        """What the ``job``-th job still to place asks."""
+        return self.job_requests[job] if self.job_requests else self.request
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def plan_namespace_only(
         _, _, project = heapq.heappop(heap)
         run = queues[project][heads[project]]
         heads[project] += 1
-        placements = tuple(_placement(run.request) for _ in range(run.jobs))
+        placements = tuple(_placement(run.request_of(job)) for job in range(run.jobs))
         cause = _admit_within(rooms.get(project), run, placements, result)
         if cause is not None:
             waiting.setdefault(project, []).append((run, cause))

@@ -12,7 +12,9 @@ The rules, in the order they apply:
 3. **Order inside a project.** Priority, then submission time
    (:mod:`shared.queueing.order`).
 4. **Gangs.** A run's jobs are placed all together or not at all; the jobs of a
-   ``nodes: N`` task go to N distinct nodes.
+   ``nodes: N`` task go to N distinct nodes. Jobs of groups asking for different
+   resources (``QueuedRun.job_requests``) are each placed by their own request,
+   still all or none; such a run reserves no nodes when blocked (rule 6).
 5. **Quotas and borrowing.** A project may hold at most its quota of each GPU
    model. Past its quota it may *borrow* idle GPUs of a model only while no
    other project waits for that model with quota of its own left; Berth never
@@ -79,7 +81,8 @@ def plan(
     return planner.run(list(queued))
 
 
-_Taken = list[tuple[Offer, str | None]]  # offers tentatively taken, with their GPU model
+# Offers tentatively taken, with their GPU model and the request of the job taking each.
+_Taken = list[tuple[Offer, str | None, Request]]
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class _Planner:
         self.shapes: dict[Request, _Shape] = {}
         self.shapes_by_id: dict[int, _Shape] = {}  # requests interned by the caller
         self.shape_of: dict[str, _Shape] = {}
+        self.mixed: dict[tuple[int, ...], _Shape] = {}  # runs whose groups differ
         self.no_fit: dict[tuple[int, int, frozenset[str]], str] = {}
         self.want: dict[str, dict[str, int]] = {}
         self.shares: dict[str, float] = {}
@@ -123,7 +127,7 @@ class _Planner:
     def run(self, queued: list[QueuedRun]) -> Plan:
         queues = project_queues(queued)
         for run in queued:
-            self.shape_of[run.run_id] = self._shape(run.request)
+            self.shape_of[run.run_id] = self._run_shape(run)
             self._count_want(run, +1)
         heap: list[tuple[float, QueueKey, str]] = []
         heads = {project: 0 for project in queues}
@@ -172,7 +176,7 @@ class _Planner:
                 held = self.ledger.gpus(run.project, model)
                 limit = self.quotas.get(run.project, {}).get(model, 0)
                 return f"waiting for quota: {run.project} holds {held} of its {limit} {model}"
-            blocked = self.no_fit[key] = f"waiting for capacity: {describe(run.request)}"
+            blocked = self.no_fit[key] = f"waiting for capacity: {_describe(run)}"
         held_for = self._reserve(run)
         if held_for:
             return f"{blocked}; {', '.join(held_for)} held for it"
@@ -185,42 +189,48 @@ class _Planner:
         taken: _Taken = []
         extra: dict[str, int] = {}  # model -> GPUs this run already took in this attempt
         try:
-            for _ in range(run.jobs):
-                offers = self._offers(run, set())
+            for job in range(run.jobs):
+                request = run.request_of(job)
+                offers = self._offers(request, set())
                 offer = self._first_within(run, offers, extra, within_quota=within_quota)
                 if offer is None:
                     return None
                 model = self._model(offer)
-                taken.append((offer, model))
-                self._take(offer, run.request, +1)  # the next replica may share the node
+                taken.append((offer, model, request))
+                self._take(offer, request, +1)  # the next replica may share the node
                 if model is not None:
                     extra[model] = extra.get(model, 0) + offer.gpus
             return taken
         finally:
-            for offer, _ in taken:
-                self._take(offer, run.request, -1)
+            for offer, _, request in taken:
+                self._take(offer, request, -1)
 
     def _place_gang(self, run: QueuedRun, *, within_quota: bool) -> _Taken | None:
-        """A gang's jobs go to distinct nodes: one scan of the nodes serves them all."""
-        offers = self._offers(run, set(run.held_nodes))
+        """A gang's jobs go to distinct nodes: one scan of the nodes serves them all
+        (one per job when its groups ask for different resources)."""
+        offers = self._offers(run.request, set(run.held_nodes))
         taken: _Taken = []
         extra: dict[str, int] = {}
-        for _ in range(run.jobs):
+        for job in range(run.jobs):
+            request = run.request_of(job)
+            if run.job_requests:
+                used = set(run.held_nodes) | {o.node for o, _, _ in taken}
+                offers = self._offers(request, used)
             offer = self._first_within(run, offers, extra, within_quota=within_quota)
             if offer is None:
                 return None
             offers.remove(offer)
             model = self._model(offer)
-            taken.append((offer, model))
+            taken.append((offer, model, request))
             if model is not None:
                 extra[model] = extra.get(model, 0) + offer.gpus
         return taken
 
-    def _offers(self, run: QueuedRun, exclude: set[str]) -> list[Offer]:
-        """Nodes that fit one job of ``run`` now, best fit first (one scan of the nodes)."""
-        allowed = self._allowed(run.request, exclude=exclude)
-        request = replace(run.request, nodes=1, allowed_nodes=allowed)
-        return match(self.inventory, request, reserved=self.reserved).offers
+    def _offers(self, request: Request, exclude: set[str]) -> list[Offer]:
+        """Nodes that fit one job of ``request`` now, best fit first (one scan of the nodes)."""
+        allowed = self._allowed(request, exclude=exclude)
+        one = replace(request, nodes=1, allowed_nodes=allowed)
+        return match(self.inventory, one, reserved=self.reserved).offers
 
     def _first_within(
         self, run: QueuedRun, offers: list[Offer], extra: dict[str, int], *, within_quota: bool
@@ -244,7 +254,8 @@ class _Planner:
             return None
         limit = run.memory_limit_bytes
         need = total(
-            demand(_placement(offer, run.request), memory_limit_bytes=limit) for offer, _ in taken
+            demand(_placement(offer, request), memory_limit_bytes=limit)
+            for offer, _, request in taken
         )
         never = room.beyond_hard(need)
         if never is not None:
@@ -261,8 +272,8 @@ class _Planner:
 
     def _admit(self, run: QueuedRun, taken: _Taken, *, borrowed: bool) -> None:
         chosen = []
-        for offer, _ in taken:
-            placement = _placement(offer, run.request)
+        for offer, _, request in taken:
+            placement = _placement(offer, request)
             self.reserved[offer.node] = placements.add(self.reserved.get(offer.node), placement)
             self.ledger.add(run.project, placement)
             chosen.append(placement)
@@ -272,7 +283,7 @@ class _Planner:
 
     def _reserve(self, run: QueuedRun) -> tuple[str, ...]:
         """Hold back the nodes ``run`` will start on; () when it cannot reserve."""
-        if len(self.result.reservations) >= self.max_reservations:
+        if len(self.result.reservations) >= self.max_reservations or run.job_requests:
             return ()
         allowed = self._allowed(run.request, exclude=run.held_nodes if run.gang else ())
         request = replace(run.request, nodes=1, allowed_nodes=allowed)
@@ -288,6 +299,22 @@ class _Planner:
         return nodes
 
     # -- bookkeeping -------------------------------------------------------------
+
+    def _run_shape(self, run: QueuedRun) -> _Shape:
+        """Possible when every job's request is; the GPU models any of them could use."""
+        if not run.job_requests:
+            return self._shape(run.request)
+        parts = [self._shape(r) for r in dict.fromkeys(run.job_requests)]
+        key = tuple(id(p) for p in parts)
+        shape = self.mixed.get(key)
+        if shape is None:
+            impossible = next((p for p in parts if not p.possible), None)
+            shape = self.mixed[key] = _Shape(
+                impossible is None,
+                impossible.reason if impossible is not None else "",
+                frozenset().union(*(p.models for p in parts)),
+            )
+        return shape
 
     def _shape(self, request: Request) -> _Shape:
         shape = self.shapes_by_id.get(id(request))
@@ -321,7 +348,7 @@ class _Planner:
 
     def _over_quota(self, project: str, taken: _Taken) -> list[str]:
         need: dict[str, int] = {}
-        for offer, model in taken:
+        for offer, model, _ in taken:
             if model is not None:
                 need[model] = need.get(model, 0) + offer.gpus
         return sorted(
@@ -370,6 +397,12 @@ class _Planner:
             queue = queues[project]
             for position, (run, cause) in enumerate(queue, start=1):
                 self.result.waits.append(Wait(run.run_id, project, cause, position, len(queue)))
+
+
+def _describe(run: QueuedRun) -> str:
+    if not run.job_requests:
+        return describe(run.request)
+    return " + ".join(describe(replace(r, nodes=1)) for r in dict.fromkeys(run.job_requests))
 
 
 def _placement(offer: Offer, request: Request) -> Placement:

@@ -14,7 +14,8 @@ Cached records are shared: callers copy before changing one (``model_copy``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.configuration.fields import InstanceRef
@@ -25,7 +26,7 @@ from shared.queueing import keys
 from shared.queueing.limits import Limits, limits_of
 from shared.queueing.namespace_quota import memory_limit_of
 from shared.records import Job, Run
-from shared.requests import request_for
+from shared.requests import group_requests, request_for
 from shared.store import Store
 
 # Versions of many records as one comma-joined string: one bulk reply parses far faster
@@ -58,6 +59,8 @@ class RunFacts:
     """Its pods' memory limit, which a ``limits.memory`` namespace quota counts."""
     instances: tuple[InstanceRef, ...] = ()
     """dstack's ``instances``: the only nodes it may use."""
+    group_requests: Mapping[str, Request] = field(default_factory=dict)
+    """Group name -> its jobs' request, when the run's groups ask for different resources."""
 
 
 @dataclass
@@ -112,6 +115,7 @@ class RecordCache:
                     limits=limits_of(conf),
                     memory_limit_bytes=memory_limit_of(conf),
                     instances=tuple(getattr(conf, "instances", None) or ()),
+                    group_requests=group_requests(conf),
                 )
             except ConfigError as e:
                 facts = RunFacts(request=Request(), fleets=(), limits=Limits(), error=str(e))

@@ -7,7 +7,9 @@ follow one grammar: ``<action>_namespaced_<kind>`` inside a namespace,
 cluster-scoped kinds. So the verbs, resources and scopes Berth needs can be
 derived from the code itself, and compared with the Role and ClusterRole in
 ``deploy/k8s``. A module that imports ``kubernetes.watch`` also watches what
-it lists (that is how ``Watch.stream`` is used).
+it lists (that is how ``Watch.stream`` is used). The one call made around the
+typed clients, :func:`shared.kube.pod_proxy.pod_request`, needs ``pods/proxy``
+with the verb of the HTTP method each call site names.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _ACTION = "|".join(sorted(VERBS, key=len, reverse=True))
 _NAMESPACED = re.compile(rf"({_ACTION})_namespaced_(\w+?)(_log|_status|_exec)?$")
 _ALL_NAMESPACES = re.compile(rf"({_ACTION})_(\w+)_for_all_namespaces$")
 _CLUSTER = re.compile(rf"({_ACTION})_(\w+)$")
+POD_REQUEST = "pod_request"
+_HTTP_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
 NAMESPACE, CLUSTER = "namespace", "cluster"
 
@@ -62,13 +66,31 @@ def accesses_in_code() -> dict[Access, list[str]]:
             tree = ast.parse(path.read_text(), filename=str(path))
             watches = _imports_kubernetes_watch(tree)
             for node in ast.walk(tree):
+                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+                proxied = _pod_request_verb(node)
+                if proxied is not None:
+                    access = Access(NAMESPACE, "", "pods/proxy", proxied)
+                    found.setdefault(access, []).append(where)
                 method = _client_method(node)
                 if method is None:
                     continue
-                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
                 for access in accesses_of(*method, watches=watches):
                     found.setdefault(access, []).append(where)
     return found
+
+
+def _pod_request_verb(node: ast.AST) -> str | None:
+    """The RBAC verb of a ``pod_request(k, ns, pod, port, "METHOD", ...)`` call."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name != POD_REQUEST:
+        return None
+    method = node.args[4] if len(node.args) > 4 else None
+    if not isinstance(method, ast.Constant) or method.value not in _HTTP_VERBS:
+        raise ValueError(f"pod_request needs its HTTP method as a literal (line {node.lineno})")
+    return _HTTP_VERBS[method.value]
 
 
 def accesses_granted(role: dict[str, Any], cluster_role: dict[str, Any]) -> set[Access]:

@@ -134,3 +134,39 @@ def test_a_cloud_no_node_runs_on_is_planned_as_impossible(stack: Stack, tmp_path
     assert "impossible" in plan and "in backend azure" in plan, plan
     run = ended(stack, "where-azure")
     assert run["status"] == "failed" and "in backend azure" in run["reason"], run
+
+
+def test_instances_pin_a_run_to_nodes_by_name_hostname_or_fleet_number(
+    stack: Stack, tmp_path: Path
+) -> None:
+    fleet = tmp_path / "fleet.dstack.yml"
+    fleet.write_text("type: fleet\nname: pinned-a10s\nnodes: 0..\nresources: {gpu: A10:1}\n")
+    assert stack.cli("apply", "-f", str(fleet)).returncode == 0
+    try:
+        pins = {
+            "pin-name": ("instances: [kwok-a10-1]", "kwok-a10-1"),
+            "pin-host": ("instances: [{hostname: kwok-a10-0}]", "kwok-a10-0"),
+            # A fleet's instances are its nodes in name order: 1 is the second A10 node.
+            "pin-fleet": ("instances: [{fleet: pinned-a10s, instance: 1}]", "kwok-a10-1"),
+        }
+        for name, (extra, node) in pins.items():
+            applied = _apply(stack, tmp_path, name, extra)
+            assert applied.returncode == 0, applied.stdout + applied.stderr
+            assert [j["node"] for j in _finished(stack, name)["jobs"]] == [node], name
+    finally:
+        stack.cli("fleet", "delete", "pinned-a10s")
+
+
+def test_an_instance_that_names_no_node_is_refused_by_the_plan_and_fails_a_submitted_run(
+    stack: Stack, tmp_path: Path
+) -> None:
+    applied = _apply(stack, tmp_path, "pin-nowhere", "instances: [nowhere-0]")
+    assert applied.returncode != 0, applied.stdout
+    assert "instances.0: no node is instance nowhere-0" in applied.stderr, applied.stderr
+    assert "pin-nowhere" not in stack.cli("ps", "-a").stdout  # nothing stored
+    # Through the API, which plans nothing: accepted, then failed by the scheduler.
+    body = {"type": "task", "name": "pin-api", "commands": ["x"], "instances": ["nowhere-0"]}
+    with stack.client() as c:
+        assert c.post("/api/projects/main/runs", json={"configuration": body}).status_code == 202
+    run = ended(stack, "pin-api")
+    assert run["status"] == "failed" and "no node is instance nowhere-0" in run["reason"], run

@@ -140,6 +140,8 @@ def test_groups_asking_for_different_resources_each_keep_their_own_per_node_requ
     assert request_for(conf).nodes == 3  # the run is still one gang of three nodes
     assert group_configuration(conf, "head").resources.cpu.count.min == 4
     assert group_requests(_conf(RAY)) == {}  # all alike: the run's request speaks for all
+    stored = configuration_from_stored(conf.model_dump(mode="json"))  # as workers read it
+    assert group_requests(stored) == requests
 
 
 def test_a_top_level_resources_beside_groups_that_differ_from_it_is_refused() -> None:

@@ -167,6 +167,53 @@ def test_a_gang_is_placed_on_distinct_nodes_or_not_at_all() -> None:
     ]
 
 
+def _mixed(run_id: str, *requests: Request, gang: bool = False) -> QueuedRun:
+    """A run whose groups ask for different resources: one request per job."""
+    return QueuedRun(
+        run_id=run_id,
+        project="main",
+        priority=0,
+        submitted_at=0.0,
+        request=replace(requests[0], nodes=len(requests) if gang else 1),
+        jobs=len(requests),
+        job_requests=requests,
+    )
+
+
+def test_jobs_of_groups_asking_for_different_resources_each_get_their_own_fit() -> None:
+    room = Resources(cpu_millicores=16_000, memory_bytes=2**36)
+    cpu = NodeInventory(name="c0", allocatable=room, free=room)
+    inventory = GpuInventory(nodes=(*cluster(("a0", "A100", 8), ("h0", "H100", 8)).nodes, cpu))
+    router = Request(cpu_millicores=4000)
+    service = _mixed("pd", router, request(8, "H100"), request(2, "A100"), router)
+    [admit] = plan(inventory, [service], []).admits
+    assert [(p.node, p.gpus, p.cpu_milli) for p in admit.placements] == [
+        ("c0", 0, 4000),
+        ("h0", 8, 0),
+        ("a0", 2, 0),
+        ("c0", 0, 4000),  # the first one's CPUs are counted: 8 of 16 taken
+    ]
+    crowded = _mixed("crowd", *([router] * 5))  # 20 CPUs of 16: never all at once
+    assert plan(inventory, [crowded], []).admits == []
+
+
+def test_a_gang_of_mixed_groups_gets_distinct_nodes_all_or_none() -> None:
+    inventory = cluster(("h0", "H100", 8), ("h1", "H100", 8), ("a0", "A100", 8))
+    head, worker = request(1, "A100"), request(8, "H100")
+    ray = _mixed("ray", head, worker, worker, gang=True)
+    [admit] = plan(inventory, [ray], []).admits
+    assert [p.node for p in admit.placements] == ["a0", "h0", "h1"]
+    blocked = plan(inventory, [ray], [holding("h1", 1)])
+    assert blocked.admits == [] and blocked.reservations == {}
+    assert blocked.waits[0].cause.startswith("waiting for capacity: 1x A100 + 8x H100")
+
+
+def test_a_mixed_run_fails_at_once_when_one_groups_request_is_impossible() -> None:
+    inventory = cluster(("a0", "A100", 8))
+    result = plan(inventory, [_mixed("x", request(1, "A100"), request(1, "H100"))], [])
+    assert result.admits == [] and [f.run_id for f in result.fails] == ["x"]
+
+
 def test_a_project_at_quota_waits_while_another_project_wants_that_model() -> None:
     inventory = cluster(("a0", "A100", 8), ("a1", "A100", 8))
     quotas = {"main": {"A100": 4}, "other": {"A100": 12}}

@@ -14,7 +14,7 @@ from shared.errors import ConfigError
 from shared.node_order import MASTER_DONE_REASON, follows, stops_the_others, waiting_for
 from shared.records import Job, Placement, Run, RunStatus
 from shared.server_features import check_server_features
-from shared.settings import GpuMetricsSettings, Settings
+from shared.settings import ApiSettings, GpuMetricsSettings, Settings
 from workers.podspec import PodContext, build_job_objects
 
 S = RunStatus
@@ -113,6 +113,32 @@ def test_a_server_without_a_devel_image_refuses_nvcc_naming_the_field_and_settin
     assert caught.value.field == "nvcc"
     assert "devel_image" in caught.value.message
     check_server_features(conf, Settings(devel_image="registry.local/devel:1"))
+
+
+# -- dstack: true (the berth CLI inside the run) -----------------------------------
+
+
+def test_dstack_true_gives_the_pod_this_servers_address_and_the_runs_project() -> None:
+    data = {"type": "task", "dstack": True, "commands": ["berth ps"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in _pod(data, server_url="http://berth-api.berth.svc:3000")["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert env["BERTH_URL"] == "http://berth-api.berth.svc:3000"
+    assert env["BERTH_PROJECT"] == "main"
+    plain = _pod({"type": "task", "commands": ["x"]}, server_url="http://b:3000")
+    assert "BERTH_URL" not in {e["name"] for e in plain["spec"]["containers"][0]["env"]}
+
+
+def test_a_server_that_does_not_know_its_address_for_runs_refuses_dstack_true() -> None:
+    conf = _conf("type: task\ndstack: true\ncommands: [berth ps]\n")
+    with pytest.raises(ConfigError) as caught:
+        check_server_features(conf, Settings())
+    assert caught.value.field == "dstack"
+    assert "BERTH_API__URL_FOR_RUNS" in caught.value.message
+    check_server_features(conf, Settings(api=ApiSettings(url_for_runs="http://berth-api:3000")))
 
 
 # -- utilization_policy ------------------------------------------------------------
