@@ -4,15 +4,16 @@ The parser accepts them (they are valid dstack), but whether this Berth can hono
 them depends on its settings: ``nvcc`` needs an image with the CUDA compiler
 (``devel_image``), ``docker`` one with dockerd (``dind_image``),
 ``utilization_policy`` needs a place to read GPU utilisation from
-(``gpu_metrics.prometheus_url``). A submission that needs what is missing is
-refused here, naming the field and the setting, rather than accepted and ignored.
+(``gpu_metrics.exporter_namespace``: NVIDIA's DCGM exporter). A submission that
+needs what is missing is refused here, naming the field and the setting, rather
+than accepted and ignored.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ConfigError, NotSupportedError
+from shared.errors import ConfigError
 from shared.settings import Settings
 
 
@@ -43,16 +44,14 @@ def check_server_features(conf: Any, settings: Settings | None) -> None:
             field="dstack",
         )
     if getattr(conf, "utilization_policy", None) is not None and (
-        settings is None or settings.gpu_metrics.prometheus_url is None
+        settings is None or settings.gpu_metrics.exporter_namespace is None
     ):
         raise ConfigError(
             "utilization_policy needs GPU utilisation metrics, and this server reads none"
-            " (no DCGM exporter metrics: its gpu_metrics.prometheus_url setting is unset)",
+            " (no DCGM exporter: its gpu_metrics.exporter_namespace setting is unset; set"
+            " BERTH_GPU_METRICS__EXPORTER_NAMESPACE where the GPU Operator runs it)",
             field="utilization_policy",
         )
-    for name in ("utilization_policy",):  # parsed; its effect comes next
-        if getattr(conf, name, None) is not None:
-            raise NotSupportedError(f"not supported by Berth yet: {name}", field=name)
 
 
 def _docker_field(conf: Any) -> str | None:

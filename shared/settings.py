@@ -211,13 +211,18 @@ class SshSettings(BaseModel):
 class GpuMetricsSettings(BaseModel):
     """Where Berth reads GPU utilisation, for runs with ``utilization_policy``."""
 
-    prometheus_url: str | None = None
-    """Base URL of a Prometheus that scrapes NVIDIA's DCGM exporter (the GPU Operator
-    installs it), e.g. ``http://prometheus.monitoring:9090``. Berth asks it for
-    ``DCGM_FI_DEV_GPU_UTIL`` by the exporter's ``namespace`` and ``pod`` labels. Unset:
-    Berth cannot see GPU utilisation, so ``utilization_policy`` is refused at submission."""
+    exporter_namespace: str | None = None
+    """The namespace of NVIDIA's DCGM exporter (the GPU Operator installs it in
+    ``gpu-operator``). Berth reads each exporter pod's ``/metrics`` through the
+    apiserver's pod proxy and takes ``DCGM_FI_DEV_GPU_UTIL`` by its ``namespace`` and
+    ``pod`` labels (the exporter's Kubernetes mapping, on by default there); no
+    Prometheus is needed. Unset: Berth sees no GPU utilisation, so
+    ``utilization_policy`` is refused at submission."""
+    exporter_selector: str = "app=nvidia-dcgm-exporter"
+    """The exporter pods' labels, as the GPU Operator sets them."""
+    exporter_port: int = 9400
     timeout_s: float = 5.0
-    """Seconds one Prometheus query may take; a slow answer skips that check."""
+    """Seconds one exporter's metrics may take; a slow exporter skips that check."""
     check_interval_s: float = 60.0
     """Seconds between utilisation checks; dstack's windows are minutes to hours."""
 

@@ -26,6 +26,7 @@ SAMPLE_USAGE = "berth.scheduling.sample_usage"
 START_SCHEDULED_RUNS = "berth.scheduling.start_scheduled_runs"
 SCALE_SERVICES = "berth.scheduling.scale_services"
 SYNC_ROUTERS = "berth.provisioning.sync_routers"
+CHECK_UTILIZATION = "berth.teardown.check_utilization"
 KEEP_FLEETS_WARM = "berth.teardown.keep_fleets_warm"
 
 QUEUES = ("scheduling", "provisioning", "teardown")
@@ -35,6 +36,7 @@ QUEUE_OF = {
     START_SCHEDULED_RUNS: "scheduling",
     SCALE_SERVICES: "scheduling",
     SYNC_ROUTERS: "provisioning",  # HTTP to routers through the apiserver: I/O
+    CHECK_UTILIZATION: "teardown",  # exporters' metrics through the apiserver: I/O
     PROVISION_JOB: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",

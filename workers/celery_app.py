@@ -21,6 +21,7 @@ from shared.metrics import TASKS
 from shared.settings import load_settings
 from shared.tasks import (
     CHECK_ACTIVITY,
+    CHECK_UTILIZATION,
     EXPIRE_RUNS,
     KEEP_FLEETS_WARM,
     QUEUE_OF,
@@ -67,6 +68,11 @@ app.conf.beat_schedule = {
         "task": SCALE_SERVICES,
         "schedule": SCALING_EVERY_S,
         "options": {"queue": QUEUE_OF[SCALE_SERVICES]},
+    },
+    "check-utilization": {
+        "task": CHECK_UTILIZATION,
+        "schedule": _settings.gpu_metrics.check_interval_s,
+        "options": {"queue": QUEUE_OF[CHECK_UTILIZATION]},
     },
     "sync-routers": {
         "task": SYNC_ROUTERS,

@@ -10,6 +10,7 @@ from shared import tasks as names
 from workers import (
     activity,
     fleet_warmth,
+    gpu_utilization,
     orphans,
     provisioning,
     retention,
@@ -79,6 +80,11 @@ def start_scheduled_runs() -> None:
 @berth_task(names.SCALE_SERVICES)
 def scale_services() -> None:
     service_scaling.scale_services(context())
+
+
+@berth_task(names.CHECK_UTILIZATION)
+def check_utilization() -> None:
+    gpu_utilization.check_utilization(context())
 
 
 @berth_task(names.SYNC_ROUTERS)

@@ -39,6 +39,7 @@ _NAMESPACED = re.compile(rf"({_ACTION})_namespaced_(\w+?)(_log|_status|_exec)?$"
 _ALL_NAMESPACES = re.compile(rf"({_ACTION})_(\w+)_for_all_namespaces$")
 _CLUSTER = re.compile(rf"({_ACTION})_(\w+)$")
 POD_REQUEST = "pod_request"
+SCRAPE_POD = "scrape_pod"  # a GET on a pod of any namespace: the ClusterRole's
 _HTTP_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
 NAMESPACE, CLUSTER = "namespace", "cluster"
@@ -71,6 +72,9 @@ def accesses_in_code() -> dict[Access, list[str]]:
                 if proxied is not None:
                     access = Access(NAMESPACE, "", "pods/proxy", proxied)
                     found.setdefault(access, []).append(where)
+                if _calls(node, SCRAPE_POD):
+                    access = Access(CLUSTER, "", "pods/proxy", "get")
+                    found.setdefault(access, []).append(where)
                 method = _client_method(node)
                 if method is None:
                     continue
@@ -79,13 +83,16 @@ def accesses_in_code() -> dict[Access, list[str]]:
     return found
 
 
+def _calls(node: ast.AST, name: str) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) == name
+
+
 def _pod_request_verb(node: ast.AST) -> str | None:
     """The RBAC verb of a ``pod_request(k, ns, pod, port, "METHOD", ...)`` call."""
-    if not isinstance(node, ast.Call):
-        return None
-    func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-    if name != POD_REQUEST:
+    if not isinstance(node, ast.Call) or not _calls(node, POD_REQUEST):
         return None
     method = node.args[4] if len(node.args) > 4 else None
     if not isinstance(method, ast.Constant) or method.value not in _HTTP_VERBS:

@@ -245,7 +245,7 @@ def test_backends_become_node_group_labels_and_a_cloud_without_one_is_refused(
     body = {"type": "task", "name": "ns-crusoe", "commands": ["x"], "backends": ["crusoe"]}
     with team_stack.client() as c:
         r = c.post("/api/projects/main/runs", json={"configuration": body})
-        assert r.status_code == 400, r.text
+        assert r.status_code == 422, r.text
         assert "crusoe can be told apart only by the nodes' providerID" in r.text
         assert c.get("/api/projects/main/runs/ns-crusoe").status_code == 404  # nothing stored
 

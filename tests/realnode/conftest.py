@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 
 from cli.local import cluster, realnode
+from cli.local.realnode import network
 from cli.local.realnode.configs import REAL_NODE_LABEL
 from shared import kube
 from shared.errors import LocalClusterError
+from tests.relay import Relay
 from tests.stack import Stack, start_stack
 
 NAMESPACE = "berth-real"
+DCGM_NAMESPACE = "berth-dcgm"
 JUMP_PORT = 30022  # a NodePort; the jump host answers on every node IP and 127.0.0.1
 # Project "locked" runs in a namespace that enforces Pod Security "restricted"
 # (test_restricted.py, with a stack of its own); its own jump host, in that
@@ -62,19 +65,29 @@ def real_stack(
 ) -> Iterator[Stack]:
     assert real_cluster.real_nodes is not None
     real_kube.call(real_kube.core.create_namespace, {"metadata": {"name": NAMESPACE}})
-    s = start_stack(
-        real_cluster,
-        tmp_path_factory.mktemp("real-stack"),
-        namespace=NAMESPACE,
-        workers=1,
-        backend=real_backend(real_cluster, jump_port=JUMP_PORT),
-        env=real_env(real_cluster),
-        privileged_projects=("main",),  # docker: true (test_docker.py) runs privileged
-    )
+    # dstack: true (test_dstack_in_berth.py): pods reach the loopback API through this.
+    relay = Relay(real_cluster.real_nodes.ips[0])
+    env = real_env(real_cluster) | {"BERTH_API__URL_FOR_RUNS": f"http://{relay.address}"}
     try:
-        yield s
+        s = start_stack(
+            real_cluster,
+            tmp_path_factory.mktemp("real-stack"),
+            namespace=NAMESPACE,
+            workers=1,
+            backend=real_backend(real_cluster, jump_port=JUMP_PORT),
+            env=env,
+            privileged_projects=("main",),  # docker: true (test_docker.py) runs privileged
+        )
+        relay.start(("127.0.0.1", int(s.url.rsplit(":", 1)[1])))
+        # The guard drops what pods send the host but DNS; this one port is let through.
+        network.open_port_to_pods(relay.host, relay.port)
+        try:
+            yield s
+        finally:
+            network.close_port_to_pods(relay.host, relay.port)
+            s.stop()
     finally:
-        s.stop()
+        relay.stop()
 
 
 def real_backend(state: cluster.ClusterState, *, jump_port: int | None) -> dict[str, Any]:
@@ -99,6 +112,9 @@ def real_env(state: cluster.ClusterState) -> dict[str, str]:
         "BERTH_DEFAULT_IMAGE": images["run"],
         "BERTH_SSH__JUMP_IMAGE": images["jump"],
         "BERTH_DIND_IMAGE": images["dind"],
+        # utilization_policy reads a DCGM exporter here (tests/realnode/test_utilization.py
+        # runs a stand-in: the nodes' GPUs are the device plugin's, with no DCGM behind them).
+        "BERTH_GPU_METRICS__EXPORTER_NAMESPACE": DCGM_NAMESPACE,
         # Sessions of dev environments with inactivity_duration counted every 3 s, not
         # every minute, so test_inactivity.py takes seconds; no other run is watched.
         "BERTH_SSH__ACTIVITY_INTERVAL_S": "3",

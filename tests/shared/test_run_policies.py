@@ -15,6 +15,7 @@ from shared.node_order import MASTER_DONE_REASON, follows, stops_the_others, wai
 from shared.records import Job, Placement, Run, RunStatus
 from shared.server_features import check_server_features
 from shared.settings import ApiSettings, GpuMetricsSettings, Settings
+from workers.gpu_utilization import parse_utilization
 from workers.podspec import PodContext, build_job_objects
 
 S = RunStatus
@@ -174,10 +175,26 @@ def test_a_server_without_gpu_metrics_refuses_a_utilization_policy() -> None:
     with pytest.raises(ConfigError) as caught:
         check_server_features(conf, Settings())
     assert caught.value.field == "utilization_policy"
-    assert "prometheus_url" in caught.value.message
-    metrics = GpuMetricsSettings(prometheus_url="http://127.0.0.1:9090")
-    with pytest.raises(ConfigError):  # parsed; its effect is not built yet
-        check_server_features(conf, Settings(gpu_metrics=metrics))
+    assert "BERTH_GPU_METRICS__EXPORTER_NAMESPACE" in caught.value.message
+    metrics = GpuMetricsSettings(exporter_namespace="gpu-operator")
+    check_server_features(conf, Settings(gpu_metrics=metrics))  # where the exporter runs
+
+
+def test_the_exporters_utilisation_is_read_per_pod_and_gpu() -> None:
+    text = (
+        "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n"
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+        'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",namespace="runs",pod="p1"} 3\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-b",namespace="runs",pod="p1"} 97\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="2",UUID="GPU-c"} 0\n'  # no pod: an unused GPU
+        'DCGM_FI_DEV_FB_USED{gpu="0",namespace="runs",pod="p1"} 1024\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="3",exported_namespace="runs",exported_pod="p2"} 50\n'
+    )
+    assert list(parse_utilization(text)) == [
+        (("runs", "p1"), 3.0),
+        (("runs", "p1"), 97.0),
+        (("runs", "p2"), 50.0),
+    ]
 
 
 # -- schedule ----------------------------------------------------------------------

@@ -154,6 +154,36 @@ def _guard_rules(dns_ip: str) -> None:
         _iptables(*ipt, "-A", INPUT_CHAIN, *rule)
 
 
+def open_port_to_pods(ip: str, port: int) -> None:
+    """Let pods reach one TCP port of a host address, ahead of the guard's DROP: the
+    real-node tests' relay to Berth's loopback API (``dstack: true``). Nothing else."""
+    _iptables("-t", "mangle", "-I", INPUT_CHAIN, "1", *_port_rule(ip, port))
+
+
+def close_port_to_pods(ip: str, port: int) -> None:
+    """Undo :func:`open_port_to_pods` (nothing to undo is fine)."""
+    while _iptables_ok("-t", "mangle", "-D", INPUT_CHAIN, *_port_rule(ip, port)):
+        pass
+
+
+def _port_rule(ip: str, port: int) -> tuple[str, ...]:
+    bridges = f"{BRIDGE_PREFIX}+"
+    return (
+        "-i",
+        bridges,
+        "-s",
+        POD_CIDR,
+        "-d",
+        ip,
+        "-p",
+        "tcp",
+        "--dport",
+        str(port),
+        "-j",
+        "RETURN",
+    )
+
+
 def _ip(*args: str) -> None:
     _run(["ip", *args])
 
