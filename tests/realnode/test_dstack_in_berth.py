@@ -9,13 +9,12 @@ any client in the image would.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.realnode.world import SMALL, apply_and_follow
-from tests.stack import BERTH, Stack
+from tests.realnode.world import SMALL, apply_and_follow, set_secret
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
@@ -23,16 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 def test_a_run_with_dstack_true_asks_the_server_about_itself(
     real_stack: Stack, tmp_path: Path
 ) -> None:
-    set_it = subprocess.run(
-        [BERTH, "secret", "set", "berth_token"],
-        env=real_stack.env,
-        input=real_stack.admin_token,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert set_it.returncode == 0, set_it.stderr
+    set_secret(real_stack, "berth_token", real_stack.admin_token)
     result = apply_and_follow(
         real_stack,
         tmp_path,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets as random
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.realnode.world import SMALL, apply_and_follow
-from tests.stack import BERTH, Stack
+from tests.realnode.world import SMALL, apply_and_follow, set_secret
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
@@ -19,16 +18,7 @@ def test_a_secret_is_in_the_commands_env_and_in_no_output_or_log(
     real_stack: Stack, tmp_path: Path
 ) -> None:
     value = f"hf_{random.token_hex(16)}"
-    set_it = subprocess.run(
-        [BERTH, "secret", "set", "hf_token"],
-        env=real_stack.env,
-        input=value,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert set_it.returncode == 0, set_it.stderr
+    set_secret(real_stack, "hf_token", value)
     result = apply_and_follow(
         real_stack,
         tmp_path,

@@ -29,6 +29,20 @@ def apply_and_follow(stack: Stack, tmp_path: Path, text: str) -> subprocess.Comp
     return stack.cli("apply", "-f", str(write(tmp_path, text)), "-y", timeout=2 * START_S)
 
 
+def set_secret(stack: Stack, name: str, value: str) -> None:
+    """``berth secret set NAME`` with the value on stdin, as a user keeps it off argv."""
+    result = subprocess.run(
+        [BERTH, "secret", "set", name],
+        env=stack.env,
+        input=value,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}.dstack.yml"
     path.write_text(textwrap.dedent(text))
