@@ -1,7 +1,7 @@
 """``python -m bench``: every scenario side by side, in one invocation, on one machine.
 
 ``make bench`` runs the full sizes; ``--quick`` runs small ones (a few minutes)
-to check the harness; ``--only burst,dstack`` (names or numbers 1-7, 9, 11) picks
+to check the harness; ``--only burst,dstack`` (names or numbers 1-7, 9, 11, 12) picks
 scenarios. Each scenario is repeated (``--repeats``), and every figure is
 printed as the median of the repeats with their spread, then written to
 ``bench/RESULTS.md`` with the machine and the command.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import burst, credentials, placement, teardown
+from bench import burst, credentials, placement, projection, teardown
 from bench import dstack as dstack_bench
 from bench import kueue as peers_bench
 from bench.common import (
@@ -64,7 +64,10 @@ SCENARIOS = {
     "teardown": "7 teardown",
     "credentials": credentials.SCENARIO,
     "peers": "11 peers",  # Berth against Kueue (bench/kueue, issue 17)
+    "projection": projection.SCENARIO,  # per-unit costs and 10,000 nodes (issue 17)
 }
+# Scenarios that write only their own section of RESULTS.md when run alone.
+SECTIONED = {"peers", "projection"}
 RSS = "8 peak RSS"
 LOGS = Path.home() / ".cache" / "berth" / "bench-logs"
 
@@ -85,6 +88,8 @@ class Sizes:
     """Celery worker processes (8 threads each) in the burst and teardown stack."""
     peers_jobs: int = 10_000
     """One-GPU jobs each of Berth and Kueue drains in scenario 11 (bench/kueue)."""
+    projection: projection.Sizes = projection.FULL
+    """Queue depths, fleet sizes and the KWOK run of scenario 12 (bench/projection.py)."""
 
 
 FULL = Sizes(
@@ -107,6 +112,7 @@ QUICK = Sizes(
     placement_nodes=placement.NODE_COUNTS,
     credential_runs=30,
     peers_jobs=300,
+    projection=projection.QUICK,
 )
 
 
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
     )
     peers: list[str] = []
+    projected: list[str] = []
     _say(f"scenarios: {', '.join(s for s in SCENARIOS if s in chosen)}; {_describe(sizes)}")
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         if "placement" in chosen:
@@ -136,11 +143,19 @@ def main(argv: list[str] | None = None) -> None:
         if "peers" in chosen:
             with _guarded(figs, SCENARIOS["peers"]):
                 peers = peers_bench.run(Path(tmp), n=sizes.peers_jobs, command=command, say=_say)
-    if chosen == {"peers"}:  # alone: its section only, the other scenarios' figures stay
-        print("\n".join(peers or [f"{f.what}: {f.text}" for f in figs]))
-        if peers and not args.no_results:
-            peers_bench.write_section(Path(args.results), peers)
-            _say(f"wrote the peers section of {args.results}")
+        if "projection" in chosen:
+            with _guarded(figs, SCENARIOS["projection"]):
+                projected = projection.run(
+                    Path(tmp), sizes=sizes.projection, command=command, say=_say
+                )
+    if chosen <= SECTIONED:  # alone: their sections only, the other scenarios' figures stay
+        print("\n".join(peers + projected or [f"{f.what}: {f.text}" for f in figs]))
+        if not args.no_results:
+            if peers:
+                peers_bench.write_section(Path(args.results), peers)
+            if projected:
+                projection.write_section(Path(args.results), projected)
+            _say(f"wrote the {', '.join(sorted(chosen))} section(s) of {args.results}")
         return
     text = results_markdown(
         figs=figs,
@@ -153,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             ("The slowest stage in Berth's path", burst.slowest_stage(figs, SCENARIOS["burst"])),
             ("Notes", [f"- {scenario}: {text}" for scenario, text in notes]),
             (peers_bench.TITLE, peers),
+            (projection.TITLE, projected),
         ],
     )
     print(text)
@@ -567,6 +583,8 @@ def _describe(sizes: Sizes) -> str:
         f"{sizes.teardown_runs:,} runs; inventory {sizes.inventory_pools.name} + "
         f"{sizes.inventory_pods:,} pods; queue {queue_runs} runs; placement {nodes} nodes;"
         f" credentials {sizes.credential_runs} runs; peers {sizes.peers_jobs:,} jobs;"
+        f" projection {sizes.projection.kwok_nodes:,} KWOK nodes and"
+        f" {sizes.projection.kwok_waiting:,} waiting runs;"
         f" {sizes.workers} worker process"
         f"{'es' if sizes.workers != 1 else ''} of 8 threads"
     )
@@ -634,7 +652,7 @@ def _say(text: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, to check the harness")
-    p.add_argument("--only", default="", help="comma-separated scenarios: names or 1-7, 9")
+    p.add_argument("--only", default="", help="comma-separated scenarios: names or 1-7, 9, 11, 12")
     p.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     p.add_argument("--repeats", type=int, help="repeats per scenario (default 3, quick 2)")
     p.add_argument("--runs", type=int, help="burst size (default 500, quick 40)")
@@ -642,6 +660,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inventory-pods", type=int, help="pods for scenario 5 (default 10000)")
     p.add_argument("--workers", type=int, help="Celery worker processes of the burst stack (1)")
     p.add_argument("--peers-jobs", type=int, help="jobs per system in 11 peers (10000, quick 300)")
+    p.add_argument(
+        "--projection-nodes", type=int, help="KWOK nodes in 12 projection (10000, quick 200)"
+    )
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="where to write")
     p.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md")
     return p
@@ -660,6 +681,8 @@ def _sizes(args: argparse.Namespace) -> Sizes:
     ):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
+    if args.projection_nodes is not None:
+        changes["projection"] = replace(sizes.projection, kwok_nodes=args.projection_nodes)
     return replace(sizes, **changes)
 
 
