@@ -19,6 +19,12 @@ its output yet (after a restart it reads again from the pod), and its status is
 what ``kubectl describe`` shows. Jump-host objects
 carry no run label and are never touched.
 
+Beat's passes run one at a time (:func:`reap_orphans_once`, a claim in Redis): at
+10,000 jobs a pass can take longer than beat's 30 s, and passes that overlapped
+deleted the same objects again (the 10,000-job bench counted 3.4 DELETEs of each
+job's Secret, ``bench/RESULTS.md``). A pass that finds the claim taken does nothing;
+a later tick looks again. The claim lapses after ``_REAPER_TTL_S`` if its holder dies.
+
 Why this cannot reap live work: a job's record is written before any of its
 objects, only missing or finished jobs are reaped, and finished is final. A
 service is checked again right before it is deleted, since a new run may
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 from shared import kube
@@ -40,8 +47,24 @@ from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
+REAPER = ("claim", "orphan-reaper")
+"""The claim a reaper pass holds (``Store.key`` parts)."""
+# Longer than a pass at 10,000 jobs; a reaper killed mid-pass holds it no longer.
+_REAPER_TTL_S = 120
 _HOLDING_PHASES = frozenset({"Pending", "Running", None})
 _SELECTOR = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{kube.LABEL_RUN}"
+
+
+def reap_orphans_once(ctx: WorkerContext) -> list[str] | None:
+    """Beat's pass: :func:`reap_orphans` unless another pass runs now (None then)."""
+    key, me = ctx.store.key(*REAPER), secrets.token_hex(8)
+    if not ctx.store.claim(key, me, ttl_s=_REAPER_TTL_S):
+        log.info("another orphan reaper pass is running: this one is skipped")
+        return None
+    try:
+        return reap_orphans(ctx)
+    finally:
+        ctx.store.release(key, me)
 
 
 def reap_orphans(ctx: WorkerContext) -> list[str]:

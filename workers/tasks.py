@@ -94,7 +94,7 @@ def sync_routers() -> None:
 
 @berth_task(names.REAP_ORPHANS)
 def reap_orphans() -> None:
-    orphans.reap_orphans(context())
+    orphans.reap_orphans_once(context())
 
 
 @berth_task(names.SAMPLE_USAGE)

@@ -189,3 +189,22 @@ def _send(world: World, name: str, job: Job, run: Run) -> str:
 def _all_succeeded(world: World, task_ids: list[str]) -> bool:
     logs = "".join(Path(p.log).read_text(errors="replace") for p in world.workers())
     return all(f"[{task_id}] succeeded" in logs for task_id in task_ids)
+
+
+def test_beats_reaper_passes_run_one_at_a_time(calm_world: World) -> None:
+    """A pass that finds another running does nothing; once it ends, one reaps."""
+    k, ns, store = calm_world.kube, calm_world.namespace, calm_world.ctx.store
+    labels = {kube.LABEL_MANAGED: kube.MANAGED_BY, kube.LABEL_RUN: "gone", kube.LABEL_JOB: "gone"}
+    name = f"berth-main-gone-{uuid.uuid4().hex[:6]}"
+    k.call(k.core.create_namespaced_secret, ns, {"metadata": {"name": name, "labels": labels}})
+    key = store.key(*reaper.REAPER)
+    assert store.claim(key, "another-pass", ttl_s=60)
+    try:
+        assert reaper.reap_orphans_once(calm_world.ctx) is None
+        assert name in [s.metadata.name for s in k.call(k.core.list_namespaced_secret, ns).items]
+    finally:
+        store.release(key, "another-pass")
+    reaped = reaper.reap_orphans_once(calm_world.ctx)
+    assert reaped is not None and any(name in r for r in reaped), reaped
+    assert name not in [s.metadata.name for s in k.call(k.core.list_namespaced_secret, ns).items]
+    assert not store.held(key)  # the pass let go of it
