@@ -25,8 +25,8 @@ import yaml
 from pydantic import BaseModel
 
 from cli.local import berth as local_berth
+from cli.local import inotify, pod_logs, realnode
 from cli.local import nodes as node_pools
-from cli.local import pod_logs, realnode
 from cli.local.pki import Pki, ensure_pki
 from cli.local.processes import (
     ProcessRecord,
@@ -114,6 +114,7 @@ def up(
         down(directory)
     pools = node_pools.load_pools(pools_file)  # fail on a bad file before starting anything
     bin_dir = build(progress=progress)
+    inotify.raise_limit()  # KWOK's log watchers (cli/local/inotify.py says why)
     state = _start(directory, bin_dir, timeout_s=timeout_s, progress=progress)
     try:
         _create_nodes(
@@ -191,6 +192,7 @@ def down(directory: Path) -> list[str]:
             stop_process(record)
             stopped.append(name)
     (directory / "state.json").unlink(missing_ok=True)
+    inotify.restore_limit(others_running=inotify.kwok_running())
     return stopped
 
 
