@@ -194,7 +194,7 @@ def _all_succeeded(world: World, task_ids: list[str]) -> bool:
 def test_beats_reaper_passes_run_one_at_a_time(calm_world: World) -> None:
     """A pass that finds another running does nothing; once it ends, one reaps."""
     k, ns, store = calm_world.kube, calm_world.namespace, calm_world.ctx.store
-    labels = {kube.LABEL_MANAGED: kube.MANAGED_BY, kube.LABEL_RUN: "gone", kube.LABEL_JOB: "gone"}
+    labels = kube.berth_labels("main", "gone", "gone")  # a project the reaper looks at
     name = f"berth-main-gone-{uuid.uuid4().hex[:6]}"
     k.call(k.core.create_namespaced_secret, ns, {"metadata": {"name": name, "labels": labels}})
     key = store.key(*reaper.REAPER)
