@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.configuration.groups import groups_differ
 from shared.configuration.resources import DiskSpec, ResourcesSpec
 from shared.locality import Where, where_of
 from shared.offers import Request
@@ -29,14 +30,13 @@ def group_requests(conf: Any) -> dict[str, Request]:
     """Each group's per-job request, when a run's groups ask for different resources;
     empty when they all ask the same (``request_for`` then speaks for every job). A
     task group's request counts its own nodes, so whether it is possible is its own."""
-    groups = getattr(conf, "groups", None) or []
-    if all(g.resources == groups[0].resources for g in groups):
+    if not groups_differ(conf):
         return {}
     where = where_of(conf)
     task = getattr(conf, "type", "") == "task"
     return {
         str(g.name): request_from_resources(g.resources, nodes=g.nodes if task else 1, where=where)
-        for g in groups
+        for g in conf.groups
     }
 
 

@@ -17,7 +17,7 @@ from shared import access, pod_security, secrets, tasks
 from shared import code as code_archive
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
-from shared.configuration.groups import group_configuration
+from shared.configuration.groups import group_configuration, groups_differ
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
 from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
@@ -135,10 +135,9 @@ def _check_backends(store: Store, clusters: ClusterRegistry, project: str, conf:
 def _group_confs(conf: Any) -> list[Any]:
     """The configuration as each group's jobs run it, when groups ask for different
     resources (each pod must pass the namespace's LimitRanges and quotas); else itself."""
-    groups = getattr(conf, "groups", None) or []
-    if all(g.resources == groups[0].resources for g in groups):
+    if not groups_differ(conf):
         return [conf]
-    return [group_configuration(conf, g.name) for g in groups]
+    return [group_configuration(conf, g.name) for g in conf.groups]
 
 
 def _reads_nodes(store: Store, clusters: ClusterRegistry, project: str) -> bool:

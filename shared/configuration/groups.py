@@ -195,6 +195,12 @@ def check_replica_groups(conf: Any) -> None:
     _fill(conf, replicas=total)
 
 
+def groups_differ(conf: Any) -> bool:
+    """Whether the run's groups ask for different resources (each job its group's then)."""
+    groups = getattr(conf, "groups", None) or []
+    return any(g.resources != groups[0].resources for g in groups)
+
+
 def router_group(conf: Any) -> ReplicaGroup | None:
     """The service's replica group with a ``router``, if it has one."""
     return next((g for g in getattr(conf, "groups", None) or () if g.router is not None), None)

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from shared import pod_security
-from shared.configuration import configuration_from_mapping
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError, ForbiddenError
-from shared.records import Job, Placement, Run
 from shared.server_features import check_server_features
 from shared.settings import Settings
+from tests.shared.pods import job_pod
 from workers import dind
-from workers.podspec import ClaimMount, PodContext, build_job_objects
+from workers.podspec import ClaimMount
 
 DIND = "registry.local/dind:1"
 
@@ -31,25 +30,7 @@ def _error(text: str) -> ConfigError:
 
 
 def _pod(data: dict[str, Any], *, group: str | None = None, **ctx: Any) -> dict[str, Any]:
-    conf = configuration_from_mapping({"name": "dind", **data})
-    run = Run(
-        id="r1",
-        project="main",
-        name="dind",
-        user="admin",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type=conf.type,
-    )
-    job = Job(
-        id="j0",
-        run_id="r1",
-        project="main",
-        run_name="dind",
-        group=group,
-        placement=Placement(node="n1"),
-    )
-    context = PodContext(default_image="berth.local/run:x", dind_image=DIND, **ctx)
-    return build_job_objects(run, job, conf, context).pod
+    return job_pod(data, name="dind", group=group, dind_image=DIND, **ctx)
 
 
 def _main(pod: dict[str, Any]) -> dict[str, Any]:

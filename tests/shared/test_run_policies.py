@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
-from shared.configuration import configuration_from_mapping
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
 from shared.node_order import MASTER_DONE_REASON, follows, stops_the_others, waiting_for
-from shared.records import Job, Placement, Run, RunStatus
+from shared.records import Job, RunStatus
 from shared.server_features import check_server_features
 from shared.settings import ApiSettings, GpuMetricsSettings, Settings
+from tests.shared.pods import job_pod
 from workers.gpu_utilization import parse_utilization
-from workers.podspec import PodContext, build_job_objects
 
 S = RunStatus
 
@@ -33,24 +32,7 @@ def _conf(text: str) -> Any:
 
 
 def _pod(data: dict[str, Any], **ctx: Any) -> dict[str, Any]:
-    conf = configuration_from_mapping({"name": "pol", **data})
-    run = Run(
-        id="r1",
-        project="main",
-        name="pol",
-        user="admin",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type=conf.type,
-    )
-    job = Job(
-        id="j0",
-        run_id="r1",
-        project="main",
-        run_name="pol",
-        placement=Placement(node="n1"),
-    )
-    context = PodContext(default_image="berth.local/run:x", **ctx)
-    return build_job_objects(run, job, conf, context).pod
+    return job_pod(data, name="pol", **ctx)
 
 
 def _script(pod: dict[str, Any]) -> str:
