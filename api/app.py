@@ -43,11 +43,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.store = store or Store.connect(
-            settings.redis.url,
-            prefix=settings.redis.key_prefix,
-            timeout_s=settings.redis.socket_timeout_s,
-        )
+        app.state.store = store or Store.from_settings(settings.redis)
         app.state.celery = create_celery(settings)
         server = load_server_config(settings.server_config_path)
         app.state.clusters = ClusterRegistry(

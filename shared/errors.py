@@ -17,6 +17,7 @@
      │    ├── KubeUnauthorized  401: the credential was refused (even after a refresh)
      │    └── KubeCredentialError  (temporary) a credential plugin failed, hung or printed nonsense
      ├── StoreError             Redis failed (wrapped redis error)
+     │    └── ReplicationError  fewer Redis replicas than redis.min_replica_acks took a write
      └── SSHError               an asyncssh connection or check failed
 
 Library exceptions are wrapped at the boundary with ``raise ... from e`` so
@@ -125,6 +126,11 @@ class KubeCredentialError(KubeTemporaryError):
 
 class StoreError(TemporaryError):
     """Redis failed or timed out."""
+
+
+class ReplicationError(StoreError):
+    """The primary took a write but fewer replicas than ``redis.min_replica_acks``
+    acknowledged it in time, so a failover now could lose it: not answered as done."""
 
 
 class SSHError(TemporaryError):

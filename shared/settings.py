@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The placeholder that may appear in example env files; refused outside development.
@@ -18,11 +18,63 @@ PLACEHOLDER_SECRET = "changethis"
 
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
-    """Broker and system of record. Loopback by default: Berth ships no open ports."""
+    """Broker and system of record. Loopback by default: Berth ships no open ports.
+    With ``sentinels`` set, only its database number and credentials are used: the
+    Sentinels say where the primary is."""
     socket_timeout_s: float = 5.0
     """Seconds a single Redis command may take; long enough for an AOF rewrite pause."""
     key_prefix: str = "berth"
     """Prefix of every key, so tests and several installations can share one Redis."""
+    sentinels: list[str] = []
+    """Redis Sentinels as ``host:port`` (in the environment a JSON list,
+    ``BERTH_REDIS__SENTINELS='["10.0.0.1:26379","10.0.0.2:26379"]'``). Set, the store
+    and the Celery broker ask them for the primary of ``master_name`` and follow it
+    through a failover; empty, Berth uses the one Redis of ``url``. Three Sentinels on
+    three hosts survive losing one (a failover needs a majority to agree)."""
+    master_name: str = "berth"
+    """The name the Sentinels monitor the primary under (``sentinel monitor NAME ...``)."""
+    min_replica_acks: int = Field(default=0, ge=0)
+    """Replicas that must have a new run (and every run or job state change a worker
+    then acts on) before Berth answers or acts, with Redis ``WAIT``. Replication is
+    asynchronous: without it, a write the primary took in its last moments vanishes
+    when Sentinel promotes a replica. 0 (no wait) suits a single Redis. With Sentinel,
+    1 already survives losing the primary (Sentinel promotes the most up-to-date
+    replica); setting it to the number of replicas also covers a failover onto a lagging
+    one, but then losing any replica stops submissions and state changes. Costs about a
+    round trip to the nearest replica per write (bench/sentinel.py)."""
+    replica_ack_timeout_ms: int = Field(default=1000, gt=0)
+    """Milliseconds a write waits for ``min_replica_acks`` replicas; fewer by then and
+    the submission is answered 503 (retry), a worker's task retries later. A healthy
+    replica acknowledges within a millisecond or two; must stay below
+    ``socket_timeout_s`` so the wait ends before the connection gives up."""
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port (e.g. 10.0.0.1:26379)")
+        return value
+
+    @model_validator(mode="after")
+    def _ack_wait_ends_before_the_socket_timeout(self) -> RedisSettings:
+        if self.min_replica_acks and self.replica_ack_timeout_ms >= self.socket_timeout_s * 1000:
+            raise ValueError(
+                f"replica_ack_timeout_ms ({self.replica_ack_timeout_ms}) must be below"
+                f" socket_timeout_s ({self.socket_timeout_s} s), or the wait outlives the"
+                " connection"
+            )
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``sentinels`` as (host, port) pairs."""
+        out = []
+        for entry in self.sentinels:
+            host, _, port = entry.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
 
 class KubeSettings(BaseModel):

@@ -18,6 +18,7 @@ event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -28,8 +29,16 @@ from typing import Any, TypeVar
 
 import redis
 
-from shared.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from shared import redis_client
+from shared.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    ReplicationError,
+    StoreError,
+)
 from shared.records import Event, Fleet, Job, Project, Run, User, Volume
+from shared.settings import RedisSettings
 
 M = TypeVar("M", Run, Job)
 
@@ -92,24 +101,38 @@ class RunCursor:
 class Store:
     """Typed access to Berth's records. Every Redis error becomes StoreError."""
 
-    def __init__(self, client: redis.Redis[bytes], *, prefix: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        *,
+        prefix: str,
+        min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
+    ) -> None:
         self.r = client
         self.p = prefix
+        self.min_replica_acks = min_replica_acks
+        self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self._cas = client.register_script(_CAS)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._inventory_if_changed = client.register_script(_INVENTORY_IF_CHANGED)
 
     @classmethod
-    def connect(cls, url: str, *, prefix: str, timeout_s: float) -> Store:
-        client: redis.Redis[bytes] = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=30,  # drop dead pooled connections after a Redis restart
-            retry_on_timeout=True,
+    def from_settings(cls, settings: RedisSettings, *, timeout_s: float | None = None) -> Store:
+        """The store as Berth's processes use it: one Redis or a Sentinel group, and the
+        replica acknowledgement the settings ask for."""
+        return cls(
+            redis_client.connect(settings, timeout_s=timeout_s),
+            prefix=settings.key_prefix,
+            min_replica_acks=settings.min_replica_acks,
+            replica_ack_timeout_ms=settings.replica_ack_timeout_ms,
         )
-        return cls(client, prefix=prefix)
+
+    @classmethod
+    def connect(cls, url: str, *, prefix: str, timeout_s: float) -> Store:
+        """A store on the one Redis of ``url`` (tests and benches)."""
+        return cls.from_settings(RedisSettings(url=url, key_prefix=prefix), timeout_s=timeout_s)
 
     def close(self) -> None:
         self.r.close()
@@ -117,6 +140,31 @@ class Store:
     def ping(self) -> None:
         with _wrapped():
             self.r.ping()
+
+    def confirm_replicated(self, what: str) -> None:
+        """Return once ``min_replica_acks`` replicas hold every write the primary has
+        taken so far; raise :class:`ReplicationError` if fewer did within the timeout.
+
+        ``WAIT`` counts the replicas that acknowledged the writes made on *its own*
+        connection, and the pool may hand this call another connection than the
+        write's. So a marker is written first on the connection that waits: the
+        replication stream is one ordered log, so a replica that has the marker has
+        everything written before it, the caller's write included.
+        """
+        if not self.min_replica_acks:
+            return
+        with _wrapped():
+            pipe = self.r.pipeline(transaction=False)
+            pipe.incr(self.key("replication", "mark"))
+            pipe.wait(self.min_replica_acks, self.replica_ack_timeout_ms)
+            acks = int(pipe.execute()[1])
+        if acks < self.min_replica_acks:
+            raise ReplicationError(
+                f"only {acks} of the {self.min_replica_acks} Redis replicas Berth waits for"
+                f" (redis.min_replica_acks) acknowledged the {what} within"
+                f" {self.replica_ack_timeout_ms} ms; a failover now could lose it, so it"
+                " is not taken: retry later"
+            )
 
     def key(self, *parts: str) -> str:
         return ":".join((self.p, *parts))
@@ -188,6 +236,30 @@ class Store:
             pipe.xadd(
                 self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX
             )
+            pipe.execute()
+        # The API answers 202 only for a run a failover cannot lose. Unacknowledged, the
+        # run is withdrawn while nobody has acted on it yet, so the 503 means "not taken"
+        # and the client's retry records it again (a retry finding it still there gets
+        # it back: api.services.runs._same_submission).
+        try:
+            self.confirm_replicated("new run")
+        except ReplicationError:
+            self._withdraw(run, jobs)
+            raise
+
+    def _withdraw(self, run: Run, jobs: list[Job]) -> None:
+        """Delete a just-created run whose record no one has changed yet (best effort)."""
+        name_key = self.key("runname", run.project, run.name)
+        keys = [self.key("run", run.id), *(self.key("job", j.id) for j in jobs)]
+        versions = [str(run.version).encode(), *(str(j.version).encode() for j in jobs)]
+        with contextlib.suppress(redis.RedisError), self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(name_key, *keys)
+            untouched = [self.r.hget(k, "v") for k in keys] == versions  # watched from here
+            if not untouched or self.r.get(name_key) != run.id.encode():
+                return  # a scheduler already acted on it: it stays, and a retry finds it
+            pipe.multi()
+            self._delete_run_in(pipe, run)
+            pipe.delete(name_key)
             pipe.execute()
 
     def find_run(self, run_id: str) -> Run | None:
@@ -373,21 +445,25 @@ class Store:
             except redis.WatchError:
                 return False
         run.version, run.updated_at = saved.version, saved.updated_at
+        self._confirm_state_change(run)
         return True
 
     def delete_run(self, run: Run) -> None:
         with _wrapped():
             pipe = self.r.pipeline(transaction=True)
-            pipe.delete(self.key("run", run.id), self.key("events", run.id))
-            for job_id in run.job_ids:
-                pipe.delete(self.key("job", job_id))
-            pipe.zrem(self.key("runs", run.project), run.id)
-            pipe.srem(self.key("active"), run.id)
+            self._delete_run_in(pipe, run)
             pipe.execute()
             # Only drop the name if it still points at this run.
             name_key = self.key("runname", run.project, run.name)
             if self.r.get(name_key) == run.id.encode():
                 self.r.delete(name_key)
+
+    def _delete_run_in(self, pipe: redis.client.Pipeline[bytes], run: Run) -> None:
+        pipe.delete(self.key("run", run.id), self.key("events", run.id))
+        for job_id in run.job_ids:
+            pipe.delete(self.key("job", job_id))
+        pipe.zrem(self.key("runs", run.project), run.id)
+        pipe.srem(self.key("active"), run.id)
 
     # -- events --------------------------------------------------------------
 
@@ -589,7 +665,18 @@ class Store:
             )
         if not ok:
             obj.version = expected
-        return bool(ok)
+            return False
+        self._confirm_state_change(obj)
+        return True
+
+    def _confirm_state_change(self, obj: Run | Job) -> None:
+        """A worker acts on the state it has just written (creates a pod, deletes one):
+        it must not act on a write a failover could take back. On ReplicationError the
+        write stays on the primary, the caller's task fails and retries, and whoever
+        acts next reads that state again; a lost write is redone level-triggered, and
+        Kubernetes objects have deterministic names, so acting twice creates nothing
+        twice."""
+        self.confirm_replicated(f"{type(obj).__name__.lower()} {obj.id}'s state change")
 
 
 @contextmanager

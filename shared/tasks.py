@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from shared import redis_client
 from shared.settings import Settings
 
 SCHEDULE_RUN = "berth.scheduling.schedule_run"
@@ -55,7 +56,12 @@ VISIBILITY_TIMEOUT_S = 600
 
 def create_celery(settings: Settings) -> Celery:
     """The Celery app as both the API (sending) and the workers (running) use it."""
-    app = Celery("berth", broker=settings.redis.url, set_as_current=False)
+    # One Redis, or kombu's Sentinel transport (``redis_client.broker_url``): after a
+    # failover, publishing and consuming fail with a connection error, and Celery's
+    # publish retry and the worker's consumer restart reconnect through the Sentinels
+    # to the new primary. A message the old primary took but never replicated is lost;
+    # beat's sweep resends whatever a lost message leaves undone.
+    app = Celery("berth", broker=redis_client.broker_url(settings.redis), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -72,6 +78,7 @@ def create_celery(settings: Settings) -> Celery:
             "socket_timeout": settings.redis.socket_timeout_s,
             "socket_connect_timeout": settings.redis.socket_timeout_s,
             "global_keyprefix": f"{settings.redis.key_prefix}:celery:",
+            **redis_client.broker_transport_options(settings.redis),
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # keep Berth's structured handler (shared.logs)

@@ -43,11 +43,7 @@ def build_context(settings: Settings) -> WorkerContext:
     server = load_server_config(settings.server_config_path)
     return WorkerContext(
         settings=settings,
-        store=Store.connect(
-            settings.redis.url,
-            prefix=settings.redis.key_prefix,
-            timeout_s=settings.redis.socket_timeout_s,
-        ),
+        store=Store.from_settings(settings.redis),
         server=server,
         clusters=ClusterRegistry(
             server,

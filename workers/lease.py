@@ -99,11 +99,7 @@ def run_as_leader(
     and back, until SIGTERM/SIGINT (or ``stop``). A leader that cannot renew goes back
     to standby instead of exiting, so a lone process recovers once Redis is back."""
     stop = stop or stop_on_signals()
-    store = Store.connect(
-        settings.redis.url,
-        prefix=settings.redis.key_prefix,
-        timeout_s=settings.redis.socket_timeout_s,
-    )
+    store = Store.from_settings(settings.redis)
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     lease = Lease(store, name=name, holder=holder)
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
+import kombu.exceptions
+import redis
 from celery import Celery
 
 from api.services.names import random_run_name
@@ -19,7 +22,7 @@ from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.groups import group_configuration, groups_differ
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
-from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
+from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, StoreError
 from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.inventory_store import load_inventory
 from shared.jobs import jobs_for
@@ -30,6 +33,8 @@ from shared.requests import request_for
 from shared.server_features import check_server_features
 from shared.settings import Settings
 from shared.store import Store
+
+log = logging.getLogger(__name__)
 
 _NAME_ATTEMPTS = 5  # random names clash rarely; a few tries make it vanishingly rare
 
@@ -78,9 +83,22 @@ def submit_run(
                     return same
                 raise
             continue
-        wake_scheduler(store, celery, run.id)
+        _wake(store, celery, run.id)
         return run, jobs
     raise ConflictError("could not pick a free run name; set name: in the configuration")
+
+
+def _wake(store: Store, celery: Celery, run_id: str) -> None:
+    """Ask for a scheduling pass for a run already recorded (and acknowledged).
+
+    The run is taken whatever happens here: if Redis or the broker fails now (a
+    failover under way), the 202 still holds and beat's sweep asks for the pass
+    within seconds, so the error is logged, not answered as 5xx (which a client
+    would read as "maybe not taken")."""
+    try:
+        wake_scheduler(store, celery, run_id)
+    except (StoreError, kombu.exceptions.KombuError, redis.RedisError, OSError) as e:
+        log.warning("run %s recorded; its scheduling pass waits for the sweep: %s", run_id, e)
 
 
 def check_submission(
@@ -208,6 +226,9 @@ def _same_submission(store: Store, run: Run) -> tuple[Run, list[Job]] | None:
         return None
     if (existing.configuration, existing.code) != (run.configuration, run.code):
         return None
+    # The first attempt may have been left on the primary unacknowledged: this 202 is
+    # the first promise for it, so it waits for the replicas as a new run's does.
+    store.confirm_replicated("run")
     return existing, store.jobs_of(existing)
 
 

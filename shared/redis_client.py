@@ -1,0 +1,87 @@
+"""The one place that turns :class:`RedisSettings` into connections: the store's
+client and the Celery broker's address.
+
+Without ``sentinels`` both go to the single Redis of ``url``, exactly as before.
+With them, both ask the Sentinels for the current primary of ``master_name``:
+redis-py's ``Sentinel.master_for`` looks it up again on every new connection,
+and its connections refuse a demoted primary (``READONLY``) by reconnecting, so
+after a failover the next command reaches the new primary; the commands that were
+in flight fail as any Redis outage does (``StoreError``, 503 "retry later"). kombu's
+``sentinel://`` transport does the same for the broker, and Celery's consumer
+restarts its connection on the error (``broker_connection_retry``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.connection import parse_url
+from redis.sentinel import Sentinel
+
+from shared.settings import RedisSettings
+
+HEALTH_CHECK_INTERVAL_S = 30  # drop dead pooled connections after a Redis restart
+
+
+def connect(settings: RedisSettings, *, timeout_s: float | None = None) -> redis.Redis[bytes]:
+    """A client for Berth's Redis; every command and connect bounded by ``timeout_s``
+    (default ``settings.socket_timeout_s``)."""
+    timeout = settings.socket_timeout_s if timeout_s is None else timeout_s
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "retry_on_timeout": True,
+    }
+    if not settings.sentinels:
+        client: redis.Redis[bytes] = redis.Redis.from_url(settings.url, **options)
+        return client
+    sentinel = Sentinel(
+        settings.sentinel_addresses,
+        # The Sentinels' own connections get the same bounds: a dead Sentinel costs
+        # one timeout, then the next one is asked.
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        **options,
+    )
+    primary: redis.Redis[bytes] = sentinel.master_for(
+        settings.master_name, **_database(settings.url)
+    )
+    return primary
+
+
+def broker_url(settings: RedisSettings) -> str:
+    """Celery's broker: ``url`` itself, or kombu's ``sentinel://h1:p1/db;sentinel://h2:p2/db``."""
+    if not settings.sentinels:
+        return settings.url
+    database = _database(settings.url)
+    auth = ""
+    if "password" in database:
+        user = quote(database.get("username", ""), safe="")
+        auth = f"{user}:{quote(database['password'], safe='')}@"
+    db = database.get("db", 0)
+    return ";".join(
+        f"sentinel://{auth}{_host(host)}:{port}/{db}" for host, port in settings.sentinel_addresses
+    )
+
+
+def broker_transport_options(settings: RedisSettings) -> dict[str, Any]:
+    """What kombu's Sentinel transport needs beyond the URL; nothing for one Redis."""
+    if not settings.sentinels:
+        return {}
+    timeout = settings.socket_timeout_s
+    return {
+        "master_name": settings.master_name,
+        "sentinel_kwargs": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
+    }
+
+
+def _database(url: str) -> dict[str, Any]:
+    """The database number and credentials of ``url`` (its host is the Sentinels' to say)."""
+    parsed = parse_url(url)
+    return {k: parsed[k] for k in ("db", "username", "password") if parsed.get(k) is not None}
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
