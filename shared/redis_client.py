@@ -17,33 +17,42 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
+from redis.backoff import (  # type: ignore[attr-defined]  # the stubs predate redis 5.1's
+    ExponentialWithJitterBackoff,
+    NoBackoff,
+)
 from redis.connection import parse_url
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from shared.settings import RedisSettings
 
 HEALTH_CHECK_INTERVAL_S = 30  # drop dead pooled connections after a Redis restart
+# A command that met a connection error or timeout is sent again up to this many times,
+# after ~1, 2, 4 s (redis-py's default, now said for both kinds of client): a Redis
+# restart or a Sentinel failover of a few seconds costs a slower answer, not an error.
+RETRIES = 3
 
 
-def connect(settings: RedisSettings, *, timeout_s: float | None = None) -> redis.Redis[bytes]:
+def connect(
+    settings: RedisSettings, *, timeout_s: float | None = None, retries: int = RETRIES
+) -> redis.Redis[bytes]:
     """A client for Berth's Redis; every command and connect bounded by ``timeout_s``
-    (default ``settings.socket_timeout_s``)."""
+    (default ``settings.socket_timeout_s``). ``retries=0`` (benches) sees the first
+    moment a failover is over instead of a backoff's."""
     timeout = settings.socket_timeout_s if timeout_s is None else timeout_s
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "retry_on_timeout": True,
+        "retry": Retry(ExponentialWithJitterBackoff(base=1, cap=10), retries),
     }
     if not settings.sentinels:
         client: redis.Redis[bytes] = redis.Redis.from_url(settings.url, **options)
         return client
     sentinel = Sentinel(
-        settings.sentinel_addresses,
-        # The Sentinels' own connections get the same bounds: a dead Sentinel costs
-        # one timeout, then the next one is asked.
-        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
-        **options,
+        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(timeout), **options
     )
     primary: redis.Redis[bytes] = sentinel.master_for(
         settings.master_name, **_database(settings.url)
@@ -70,10 +79,19 @@ def broker_transport_options(settings: RedisSettings) -> dict[str, Any]:
     """What kombu's Sentinel transport needs beyond the URL; nothing for one Redis."""
     if not settings.sentinels:
         return {}
-    timeout = settings.socket_timeout_s
     return {
         "master_name": settings.master_name,
-        "sentinel_kwargs": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        "sentinel_kwargs": _sentinel_options(settings.socket_timeout_s),
+    }
+
+
+def _sentinel_options(timeout_s: float) -> dict[str, Any]:
+    """Connections to the Sentinels themselves: the same bounds, and no retry, so a
+    dead Sentinel costs one attempt before the next one is asked (not a backoff)."""
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
     }
 
 

@@ -119,11 +119,17 @@ class Store:
         self._inventory_if_changed = client.register_script(_INVENTORY_IF_CHANGED)
 
     @classmethod
-    def from_settings(cls, settings: RedisSettings, *, timeout_s: float | None = None) -> Store:
+    def from_settings(
+        cls,
+        settings: RedisSettings,
+        *,
+        timeout_s: float | None = None,
+        retries: int = redis_client.RETRIES,
+    ) -> Store:
         """The store as Berth's processes use it: one Redis or a Sentinel group, and the
         replica acknowledgement the settings ask for."""
         return cls(
-            redis_client.connect(settings, timeout_s=timeout_s),
+            redis_client.connect(settings, timeout_s=timeout_s, retries=retries),
             prefix=settings.key_prefix,
             min_replica_acks=settings.min_replica_acks,
             replica_ack_timeout_ms=settings.replica_ack_timeout_ms,

@@ -75,9 +75,9 @@ class SentinelGroup:
         return self.servers[self.server_ports.index(port)]
 
     def replicas_of_primary(self) -> int:
-        """Replicas in sync with the primary (``INFO replication``), or -1 if it is away."""
+        """Replicas acknowledging the primary's writes, or -1 if it is away."""
         port = self.primary_port()
-        return -1 if port is None else _connected_replicas(port)
+        return -1 if port is None else acknowledging_replicas(port)
 
     def restart_server(self, port: int) -> ProcessRecord:
         """Start a stopped data node again with its argv; Sentinel makes it a replica."""
@@ -136,7 +136,7 @@ def _start_servers(group: SentinelGroup, replicas: int) -> None:
         group.servers.append(start_process(f"redis-{i}", argv, log_dir=logs))
         group.server_ports.append(port)
     wait_until(
-        lambda: _connected_replicas(group.server_ports[0]) == replicas,
+        lambda: acknowledging_replicas(group.server_ports[0]) == replicas,
         timeout=30,
         what="the replicas in sync with the primary",
     )
@@ -180,17 +180,20 @@ def _sees_everyone(group: SentinelGroup, port: int, replicas: int, sentinels: in
     )
 
 
-def _connected_replicas(port: int) -> int:
-    """Replicas of the server on ``port`` done with their initial sync (-1: it is away)."""
+def acknowledging_replicas(port: int) -> int:
+    """Replicas of the server on ``port`` that acknowledge a write (``WAIT``); -1 if it
+    is away. Stricter than ``INFO``'s "online": a replica fresh from its first sync is
+    online some moments before it answers acknowledgements."""
     client = _client(port)
     try:
-        info = client.info("replication")
+        pipe = client.pipeline(transaction=False)
+        pipe.incr("sentinel-group:probe")
+        pipe.wait(3, 200)
+        return int(pipe.execute()[1])
     except redis.RedisError:
         return -1
     finally:
         client.close()
-    count = int(info.get("connected_slaves", 0))
-    return sum(info.get(f"slave{i}", {}).get("state") == "online" for i in range(count))
 
 
 def _client(port: int) -> redis.Redis[str]:

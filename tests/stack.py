@@ -8,6 +8,7 @@ and stopped by PID.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -70,12 +71,18 @@ class Stack:
 
     def settings(self) -> Settings:
         """The settings Berth's processes run with, for in-process checks."""
-        return Settings(
-            home=self.home,
-            redis=RedisSettings(
-                url=self.env["BERTH_REDIS__URL"], key_prefix=self.env["BERTH_REDIS__KEY_PREFIX"]
-            ),
+        redis = RedisSettings(
+            url=self.env["BERTH_REDIS__URL"], key_prefix=self.env["BERTH_REDIS__KEY_PREFIX"]
         )
+        if self.env.get("BERTH_REDIS__SENTINELS"):  # a Sentinel group (tests/sentinel.py)
+            redis = redis.model_copy(
+                update={
+                    "sentinels": json.loads(self.env["BERTH_REDIS__SENTINELS"]),
+                    "master_name": self.env.get("BERTH_REDIS__MASTER_NAME", redis.master_name),
+                    "min_replica_acks": int(self.env.get("BERTH_REDIS__MIN_REPLICA_ACKS", "0")),
+                }
+            )
+        return Settings(home=self.home, redis=redis)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{log_tail(p, 40)}" for p in self.processes)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 import redis
 
 from cli.local.processes import ProcessRecord, is_running, log_tail
-from shared.errors import BerthError
+from shared.errors import BerthError, StoreError
 from shared.gpu.inventory import GpuInventory
+from shared.store import Store
 from tests.polling import wait_until
 from tests.reliability.world import Burst, RunSpec, World, pick, sigkill, worker_ready_count
+from tests.sentinel import SentinelGroup
 from workers.jumphost_objects import LABEL_JUMP
 from workers.lease import LEASE_TTL_S
 
@@ -81,6 +83,56 @@ def kill_redis_mid_burst(world: World, specs: list[RunSpec], *, kill_after: int)
     outage.down_s = time.perf_counter() - start
     burst.join(timeout=300)
     return outage
+
+
+@dataclass
+class Failover:
+    burst: Burst
+    old_primary: int
+    """The killed primary's port."""
+    new_primary: int = 0
+    accepted_before_kill: int = 0
+    write_after_s: float = 0.0
+    """From SIGKILL to the first write through the Sentinels that replicas acknowledged."""
+
+
+def kill_primary_mid_burst(
+    world: World, group: SentinelGroup, specs: list[RunSpec], *, kill_after: int
+) -> Failover:
+    """Submit ``specs``; after ``kill_after`` 202s SIGKILL the Sentinel group's primary
+    (never restarted: Sentinel promotes a replica). Returns once the burst is over."""
+    # A client retrying 503s for up to ~30 s: detection (1 s), election and the
+    # promotion take a few seconds, plus redis-py's own reconnect backoff.
+    burst = Burst(world.stack, specs, threads=4, retries_on_503=600).start()
+    wait_until(lambda: len(burst.accepted) >= kill_after, timeout=120, what="runs accepted")
+    old = group.primary()
+    failover = Failover(
+        burst=burst, old_primary=group.server_ports[group.servers.index(old)],
+        accepted_before_kill=len(burst.accepted),
+    )  # fmt: skip
+    start = time.perf_counter()
+    sigkill(old)
+    # No retries of its own: the figure is the first moment a write works, not a backoff's.
+    store = Store.from_settings(world.stack.settings().redis, timeout_s=2, retries=0)
+    try:
+        wait_until(lambda: _acknowledged_write(store), timeout=60, what="a write after failover")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{group.logs()}") from None
+    finally:
+        store.close()
+    failover.write_after_s = time.perf_counter() - start
+    failover.new_primary = group.primary_port() or 0
+    burst.join(timeout=600)
+    return failover
+
+
+def _acknowledged_write(store: Store) -> bool:
+    try:
+        store.incr(store.key("failover", "probe"))
+        store.confirm_replicated("probe")
+    except StoreError:
+        return False
+    return True
 
 
 @dataclass

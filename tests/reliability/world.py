@@ -40,6 +40,7 @@ from shared import kube
 from shared.errors import BerthError, KubeNotFound, NotFoundError
 from shared.records import RunStatus
 from tests.polling import wait_until
+from tests.sentinel import SentinelGroup, start_sentinel_group
 from tests.stack import Stack, start_stack
 from workers.context import WorkerContext, build_context
 
@@ -91,9 +92,16 @@ class World:
 
 
 def open_world(
-    directory: Path, *, workers: int = 2, pools_file: Path | None = None, timeout_s: float = 180
+    directory: Path,
+    *,
+    workers: int = 2,
+    pools_file: Path | None = None,
+    timeout_s: float = 180,
+    env: dict[str, str] | None = None,
 ) -> World:
-    """A fresh local cluster and a whole Berth stack on it; close it with ``World.close``."""
+    """A fresh local cluster and a whole Berth stack on it; close it with ``World.close``.
+
+    ``env`` goes to every Berth process (e.g. a Sentinel group's settings)."""
     cluster_dir = directory / "cluster"
     state, _ = cluster.up(
         cluster_dir, pools_file=pools_file or node_pools.DEFAULT_POOLS_FILE, timeout_s=timeout_s
@@ -103,7 +111,9 @@ def open_world(
         k.call(k.core.create_namespace, {"metadata": {"name": NAMESPACE}})
         # The ServiceAccount admission plugin refuses pods until the controller made this.
         wait_until(lambda: _has_default_sa(k), timeout=60, what="the namespace's default SA")
-        stack = start_stack(state, directory / "stack", namespace=NAMESPACE, workers=workers)
+        stack = start_stack(
+            state, directory / "stack", namespace=NAMESPACE, workers=workers, env=env
+        )
     except BaseException:
         k.close()
         cluster.down(cluster_dir)
@@ -118,6 +128,20 @@ def open_world(
         ctx=build_context(stack.settings()),
         ledger=ledger,
     )
+
+
+def open_sentinel_world(
+    directory: Path, *, min_replica_acks: int = 1, **kwargs: Any
+) -> tuple[World, SentinelGroup]:
+    """:func:`open_world` with Berth's store and broker on a Sentinel group of its own
+    (3 redis-server, 3 Sentinels: ``tests/sentinel.py``); close the world, then the group."""
+    group = start_sentinel_group(directory / "sentinel")
+    try:
+        world = open_world(directory, env=group.env(min_replica_acks=min_replica_acks), **kwargs)
+    except BaseException:
+        group.stop()
+        raise
+    return world, group
 
 
 def sigkill(record: ProcessRecord) -> None:
@@ -242,7 +266,7 @@ def burst_specs(n: int, *, prefix: str, long_every: int = 3) -> list[RunSpec]:
     return [RunSpec(name=f"{prefix}-{i}", long=i % long_every == 0) for i in range(n)]
 
 
-_RETRIES_ON_503 = 100  # 5 s of 503s: longer than any Redis restart here
+RETRIES_ON_503 = 100  # 5 s of 503s: longer than any Redis restart here
 
 
 @dataclass
@@ -252,6 +276,7 @@ class Burst:
     stack: Stack
     specs: list[RunSpec]
     threads: int = 8
+    retries_on_503: int = RETRIES_ON_503
     accepted: dict[str, str] = field(default_factory=dict)
     """Run name -> run id, for every 202."""
     answers: Counter[str] = field(default_factory=Counter)
@@ -291,7 +316,7 @@ class Burst:
 
     def _submit(self, http: httpx.Client, spec: RunSpec) -> None:
         # A client that honours 503 ("retry later") tries again, a bounded number of times.
-        for _ in range(_RETRIES_ON_503):
+        for _ in range(self.retries_on_503):
             try:
                 r = http.post(
                     "/api/projects/main/runs", json={"configuration": spec.configuration()}

@@ -29,7 +29,8 @@ def test_with_sentinels_the_broker_names_every_sentinel_with_the_urls_database()
     )
     options = redis_client.broker_transport_options(settings)
     assert options["master_name"] == "berth"
-    assert options["sentinel_kwargs"] == {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    sentinel_kwargs = options["sentinel_kwargs"]
+    assert (sentinel_kwargs["socket_timeout"], sentinel_kwargs["socket_connect_timeout"]) == (5, 5)
 
 
 def test_celery_keeps_its_transport_options_and_adds_the_master_name() -> None:

@@ -1,0 +1,171 @@
+"""Redis ``WAIT``: Berth takes a new run, and a state change, only once replicas have it.
+
+A primary and one replica on loopback (Redis as Berth ships it), no Sentinel:
+waiting for one replica succeeds, waiting for two cannot, which is how a
+group that lost replicas looks to the primary.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from cli.local.cluster import redis_argv
+from cli.local.processes import ProcessRecord, free_port, start_process, stop_process
+from shared.errors import NotFoundError, ReplicationError
+from shared.records import Event, Job, Run, RunStatus
+from shared.store import Store
+from tests.polling import wait_until
+from tests.sentinel import acknowledging_replicas
+
+pytestmark = pytest.mark.integration
+
+_WAIT_MS = 500  # a loopback replica answers in about a millisecond
+
+
+@pytest.fixture(scope="module")
+def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """(primary, replica) ports, the replica in sync."""
+    directory = tmp_path_factory.mktemp("replicas")
+    primary, replica = free_port(), free_port()
+    records: list[ProcessRecord] = []
+    try:
+        # No 5 s pause before the replica's first sync (tests/sentinel.py says why).
+        argv = [*redis_argv(primary, directory / "p"), "--repl-diskless-sync-delay", "0"]
+        records.append(start_process("primary", argv, log_dir=directory))
+        argv = [*redis_argv(replica, directory / "r"), "--replicaof", "127.0.0.1", str(primary)]
+        records.append(start_process("replica", argv, log_dir=directory))
+        wait_until(
+            lambda: acknowledging_replicas(primary) == 1, timeout=30, what="the replica in sync"
+        )
+        yield primary, replica
+    finally:
+        for record in reversed(records):
+            stop_process(record)
+
+
+def _store(port: int, *, acks: int) -> Store:
+    store = Store.connect(
+        f"redis://127.0.0.1:{port}/0", prefix=f"t{uuid.uuid4().hex[:8]}", timeout_s=5
+    )
+    store.min_replica_acks, store.replica_ack_timeout_ms = acks, _WAIT_MS
+    return store
+
+
+def test_a_new_run_answered_as_taken_is_already_on_the_replica(ports: tuple[int, int]) -> None:
+    primary, replica_port = ports
+    store = _store(primary, acks=1)
+    run, jobs = _new_run()
+    store.create_run(run, jobs, _submitted())
+    replica = redis.Redis(port=replica_port, socket_timeout=5)
+    try:
+        # Read at once, no polling: WAIT returned only after the replica had it.
+        assert replica.hget(store.key("run", run.id), "v") == str(run.version).encode()
+        assert replica.hget(store.key("job", jobs[0].id), "v") is not None
+    finally:
+        replica.close()
+        store.close()
+
+
+def test_a_new_run_too_few_replicas_acknowledged_is_refused_and_withdrawn(
+    ports: tuple[int, int],
+) -> None:
+    primary, _ = ports
+    store = _store(primary, acks=2)  # one replica exists: the wait cannot be met
+    run, jobs = _new_run()
+    with pytest.raises(ReplicationError, match="min_replica_acks"):
+        store.create_run(run, jobs, _submitted())
+    assert store.find_run(run.id) is None
+    assert store.find_job(jobs[0].id) is None
+    with pytest.raises(NotFoundError):
+        store.run_by_name(run.project, run.name)
+    assert run.id not in store.active_run_ids()
+
+    # The client's retry, once replicas answer, takes the same name.
+    store.min_replica_acks = 1
+    again, again_jobs = _new_run(name=run.name)
+    store.create_run(again, again_jobs, _submitted())
+    assert store.run_by_name(run.project, run.name).id == again.id
+    store.close()
+
+
+def test_a_new_run_a_worker_already_changed_is_left_for_the_retry_to_find(
+    ports: tuple[int, int],
+) -> None:
+    primary, _ = ports
+    store = _store(primary, acks=2)
+    run, jobs = _new_run()
+    # A scheduling pass moving the run while the API still waits for the replicas.
+    worker = Store(store.r, prefix=store.p)
+    moved = threading.Event()
+
+    def move() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not moved.is_set():
+            found = worker.find_run(run.id)
+            if found is not None:
+                found.status = RunStatus.PENDING
+                if worker.save_run(found):
+                    moved.set()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=move)
+    thread.start()
+    try:
+        with pytest.raises(ReplicationError):
+            store.create_run(run, jobs, _submitted())
+    finally:
+        thread.join()
+    assert moved.is_set()
+    kept = store.find_run(run.id)
+    assert kept is not None and kept.status == RunStatus.PENDING
+    store.close()
+
+
+def test_a_state_change_too_few_replicas_acknowledged_raises_and_is_not_undone(
+    ports: tuple[int, int],
+) -> None:
+    primary, _ = ports
+    store = _store(primary, acks=1)
+    run, jobs = _new_run()
+    store.create_run(run, jobs, _submitted())
+    store.min_replica_acks = 2
+    run.status = RunStatus.PENDING
+    # The caller (a worker's task) fails before acting, and retries from what is stored.
+    with pytest.raises(ReplicationError, match="state change"):
+        store.save_run(run)
+    stored = store.get_run(run.id)
+    assert (stored.status, stored.version) == (RunStatus.PENDING, run.version)
+    store.close()
+
+
+def test_without_a_replica_wait_a_lone_redis_takes_runs_as_before(ports: tuple[int, int]) -> None:
+    primary, _ = ports
+    store = _store(primary, acks=0)
+    run, jobs = _new_run()
+    store.create_run(run, jobs, _submitted())
+    assert store.get_run(run.id).id == run.id
+    store.close()
+
+
+def _new_run(name: str | None = None) -> tuple[Run, list[Job]]:
+    run = Run(
+        id=uuid.uuid4().hex,
+        project="main",
+        name=name or f"r-{uuid.uuid4().hex[:6]}",
+        user="alice",
+        configuration={"type": "task"},
+        configuration_type="task",
+    )
+    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
+    run.job_ids = [job.id]
+    return run, [job]
+
+
+def _submitted() -> Event:
+    return Event(at=time.time(), kind="status", status=RunStatus.SUBMITTED, message="submitted")
