@@ -13,6 +13,9 @@ builds them at CI size:
   against ``always`` (``CONFIG SET`` on the same Redis);
 - ``apiserver``: kube-apiserver SIGKILLed for 60 s in the middle of a burst;
 - ``proxy``: the proxy worker SIGKILLed and restarted;
+- ``sentinel``: Berth's store and broker on a Sentinel group (3 redis-server,
+  3 Sentinels, ``redis.min_replica_acks=1``), its primary SIGKILLed after a
+  third of a 1,000-run burst and never restarted (issue 19);
 - ``schemathesis``: at least 1,000 generated requests against the OpenAPI.
 
 It prints one table of figures (the README's "Reliability" section).
@@ -36,10 +39,12 @@ from tests.reliability.world import (
     World,
     burst_specs,
     judge,
+    open_sentinel_world,
     open_world,
     stop_runs,
     wait_settled,
 )
+from tests.sentinel import SentinelGroup
 
 POOLS = """
 pools:
@@ -49,7 +54,7 @@ pools:
     memory: 1800Gi
     gpu: {vendor: nvidia, product: NVIDIA-H100-80GB-HBM3, count: 8, memory_mib: 81559}
 """
-SCENARIOS = ("worker-kills", "redis", "apiserver", "proxy", "schemathesis")
+SCENARIOS = ("worker-kills", "redis", "apiserver", "proxy", "sentinel", "schemathesis")
 Rows = list[tuple[str, str]]
 
 
@@ -67,11 +72,21 @@ def main() -> None:
         pools.write_text(POOLS)
         for name in args.only.split(","):
             started = time.perf_counter()
-            world = open_world(Path(tmp) / name, pools_file=pools, timeout_s=300)
+            group: SentinelGroup | None = None
+            if name == "sentinel":
+                world, group = open_sentinel_world(
+                    Path(tmp) / name, pools_file=pools, timeout_s=300
+                )
+            else:
+                world = open_world(Path(tmp) / name, pools_file=pools, timeout_s=300)
             try:
-                found = SCENARIO[name](world, args)
+                found = (
+                    SCENARIO[name](world, args) if group is None else sentinel(world, group, args)
+                )
             finally:
                 world.close()
+                if group is not None:
+                    group.stop()
             found.append((f"{name}: wall time", f"{time.perf_counter() - started:.0f} s"))
             for what, figure in found:  # as they come: a later scenario may take long
                 print(f"{what}: {figure}", flush=True)
@@ -144,6 +159,22 @@ def _redis_set_rate(client: redis.Redis[bytes], n: int = 2000) -> float:
     elapsed = time.perf_counter() - start
     client.delete(*[f"bench-fsync:{i}" for i in range(n)])
     return n / elapsed
+
+
+def sentinel(world: World, group: SentinelGroup, args: argparse.Namespace) -> Rows:
+    specs = burst_specs(args.runs, prefix="sf")
+    failover = faults.kill_primary_mid_burst(world, group, specs, kill_after=args.runs // 3)
+    accepted = failover.burst.accepted
+    wait_settled(world, accepted, timeout=900)
+    known = len(world.ctx.store.find_runs(list(accepted.values())))
+    verdict = judge(world, accepted)
+    return [
+        ("sentinel: answers during the burst", _answers(failover.burst.answers)),
+        ("sentinel: other 5xx answers", f"{len(failover.burst.server_errors)}"),
+        ("sentinel: SIGKILL to first acknowledged write", f"{failover.write_after_s:.2f} s"),
+        ("sentinel: runs answered 202 / known after the failover", f"{len(accepted)} / {known}"),
+        *_verdict_rows("sentinel", verdict, submitted=len(specs)),
+    ]
 
 
 def apiserver_outage(world: World, args: argparse.Namespace) -> Rows:

@@ -58,6 +58,8 @@ def test_no_accepted_run_is_lost_or_started_twice_when_the_primary_is_killed(
     assert burst.server_errors == []
     assert set(burst.answers) <= {"202", "503"}, burst.answers
     assert len(burst.accepted) == RUNS  # every client got its run taken in the end
+    # Every worker reconnected by itself through the Sentinels; none exited on the way.
+    assert [w.name for w in world.workers() if not is_running(w)] == [], world.stack.logs()
 
     # Every run answered 202 is known on the new primary, and each one moves on.
     known = world.ctx.store.find_runs(list(burst.accepted.values()))

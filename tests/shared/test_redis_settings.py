@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared import redis_client
+from shared import broker_transport, redis_client
 from shared.settings import RedisSettings, Settings
 from shared.tasks import create_celery
 
@@ -72,3 +72,15 @@ def test_a_negative_replica_count_is_refused_naming_the_field() -> None:
     with pytest.raises(ValidationError) as e:
         RedisSettings(min_replica_acks=-1)
     assert e.value.errors()[0]["loc"] == ("min_replica_acks",)
+
+
+@pytest.mark.parametrize(
+    ("sentinels", "transport"),
+    [([], broker_transport.Transport), (["127.0.0.1:26379"], broker_transport.SentinelTransport)],
+)
+def test_the_broker_uses_berths_transport_that_survives_a_lost_connection(
+    sentinels: list[str], transport: type
+) -> None:
+    app = create_celery(Settings(redis=RedisSettings(sentinels=sentinels)))
+    with app.connection_for_write() as connection:
+        assert connection.get_transport_cls() is transport
