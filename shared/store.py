@@ -128,6 +128,13 @@ class Store:
     ) -> Store:
         """The store as Berth's processes use it: one Redis or a Sentinel group, and the
         replica acknowledgement the settings ask for."""
+        timeout = settings.socket_timeout_s if timeout_s is None else timeout_s
+        if settings.min_replica_acks and settings.replica_ack_timeout_ms >= timeout * 1000:
+            raise ConfigError(
+                f"{settings.replica_ack_timeout_ms} ms is not below the {timeout} s socket"
+                " timeout: the wait would outlive the connection",
+                field="redis.replica_ack_timeout_ms",
+            )
         return cls(
             redis_client.connect(settings, timeout_s=timeout_s, retries=retries),
             prefix=settings.key_prefix,
@@ -244,9 +251,9 @@ class Store:
             )
             pipe.execute()
         # The API answers 202 only for a run a failover cannot lose. Unacknowledged, the
-        # run is withdrawn while nobody has acted on it yet, so the 503 means "not taken"
-        # and the client's retry records it again (a retry finding it still there gets
-        # it back: api.services.runs._same_submission).
+        # run is withdrawn if nobody has acted on it yet, so the 503 means "not taken"
+        # and the client's retry records it again; one a scheduling pass already moved
+        # stays, and the retry gets it back (api.services.runs._same_submission).
         try:
             self.confirm_replicated("new run")
         except ReplicationError:

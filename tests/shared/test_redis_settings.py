@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared import broker_transport, redis_client
+from shared.errors import ConfigError
 from shared.settings import RedisSettings, Settings
+from shared.store import Store
 from shared.tasks import create_celery
 
 
@@ -84,3 +86,10 @@ def test_the_broker_uses_berths_transport_that_survives_a_lost_connection(
     app = create_celery(Settings(redis=RedisSettings(sentinels=sentinels)))
     with app.connection_for_write() as connection:
         assert connection.get_transport_cls() is transport
+
+
+def test_a_store_whose_socket_timeout_would_cut_the_replica_wait_is_refused() -> None:
+    settings = RedisSettings(min_replica_acks=1, replica_ack_timeout_ms=1000)
+    with pytest.raises(ConfigError) as e:
+        Store.from_settings(settings, timeout_s=0.5)
+    assert e.value.field == "redis.replica_ack_timeout_ms"
