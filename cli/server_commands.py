@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Annotated
 
 import typer
@@ -26,13 +27,19 @@ def server(
 
     settings = load_settings()
     _observe(settings, metrics=False)  # the API serves /metrics on its own port
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        log_level="info",
-        timeout_graceful_shutdown=10,
-    )
+    host, port = host or settings.api.host, port or settings.api.port
+    if not settings.api.reuse_port:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=10,
+        )
+        return
+    # uvicorn has no SO_REUSEPORT option: bind the socket here and hand it over.
+    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port, backlog=config.backlog)])
 
 
 def worker(
@@ -113,6 +120,26 @@ def flower(
         # Passed to Flower in-process, so the password is not on the command line.
         argv.append(f"--basic-auth={auth.get_secret_value()}")
     app.start(argv)
+
+
+def reuse_port_socket(host: str, port: int, *, backlog: int) -> socket.socket:
+    """A listening socket that other processes may bind to the same address too
+    (``api.reuse_port``); the kernel spreads new connections over all of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} with SO_REUSEPORT: {e}; a process on that port"
+            " without BERTH_API__REUSE_PORT=true keeps others out",
+            field="api.port",
+        ) from e
+    return sock
 
 
 def _is_loopback(address: str) -> bool:

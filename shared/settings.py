@@ -101,6 +101,11 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     """Loopback by default; bind wider only behind TLS."""
     port: int = 3000
+    reuse_port: bool = False
+    """Listen with ``SO_REUSEPORT``, so several API processes on one machine share one
+    address and the kernel spreads new connections over them; one killed, the others
+    take its connections (the clients in flight on it see a reset). Off by default: a
+    second process on the port is then an error, not a silent split."""
     admin_token: SecretStr | None = None
     """Fixed admin token for the first start; generated and printed once when unset."""
     max_body_bytes: int = 1_048_576

@@ -43,6 +43,8 @@ class Stack:
     namespace: str
     env: dict[str, str]
     processes: list[ProcessRecord] = field(default_factory=list)
+    hosts: dict[str, list[str]] = field(default_factory=dict)
+    """Host name -> the names of the processes that "run on" it (``start_stack(hosts=...)``)."""
 
     def cli(
         self,
@@ -117,6 +119,9 @@ def start_stack(
     *,
     namespace: str,
     workers: int = 1,
+    apis: int = 1,
+    hosts: tuple[str, ...] = (),
+    proxy_workers: int = 1,
     kubeconfig: Path | None = None,
     backend: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
@@ -131,6 +136,13 @@ def start_stack(
     ``extra_projects``: more projects beside ``main`` and ``other``, each with its
     own changes on top of that backend (e.g. another namespace).
     ``privileged_projects``: projects whose runs may be privileged (``allow_privileged``).
+
+    ``apis`` > 1: that many API processes (``api-0``, ``api-1``, ...) on one loopback
+    address with ``SO_REUSEPORT`` (``api.reuse_port``), so no load balancer is needed.
+    ``hosts``: Celery workers and proxy workers spread round-robin over these "hosts",
+    each worker named ``w<i>@<host>`` (``Stack.hosts`` lists what runs on each; every
+    process is a process group of its own, as ``start_process`` starts it).
+    ``proxy_workers`` > 1: a leader and standbys (``proxy-worker-0``, ...).
     """
     home = directory / "home"
     home.mkdir(parents=True)
@@ -171,6 +183,7 @@ def start_stack(
         "BERTH_API__ADMIN_TOKEN": token,
         "BERTH_SECRETS__KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "BERTH_ENVIRONMENT": "development",
+        **({"BERTH_API__REUSE_PORT": "true"} if apis > 1 else {}),
         **(env or {}),
     }
     stack = Stack(
@@ -180,13 +193,16 @@ def start_stack(
         yaml.safe_dump({"url": stack.url, "token": token, "project": "main"})
     )
     logs = directory / "logs"
-    commands = [
-        ("api", ["server"]),
-        ("proxy-worker", ["proxy-worker"]),
-        ("log-collector", ["log-collector"]),
-        ("beat", ["beat"]),
-    ]
-    commands += [(f"worker-{i}", ["worker", "--name", f"w{i}@%h"]) for i in range(workers)]
+    commands = _numbered("api", ["server"], apis)
+    proxies = _numbered("proxy-worker", ["proxy-worker"], proxy_workers)
+    commands += [*proxies, ("log-collector", ["log-collector"]), ("beat", ["beat"])]
+    for i in range(workers):
+        host = hosts[i % len(hosts)] if hosts else "%h"  # %h: Celery's own, this machine's
+        commands.append((f"worker-{i}", ["worker", "--name", f"w{i}@{host}"]))
+        if hosts:
+            stack.hosts.setdefault(host, []).append(f"worker-{i}")
+    for i, (name, _) in enumerate(proxies if hosts else []):
+        stack.hosts.setdefault(hosts[i % len(hosts)], []).append(name)
     spawn(stack, commands, logs)
     try:
         wait_until(lambda: _healthy(stack), timeout=60, what="the Berth API")
@@ -195,6 +211,11 @@ def start_stack(
         stack.stop()
         raise AssertionError(f"Berth did not start:\n{stack.logs()}") from None
     return stack
+
+
+def _numbered(name: str, argv: list[str], n: int) -> list[tuple[str, list[str]]]:
+    """One process called ``name``, or ``name-0`` ... ``name-<n-1>``."""
+    return [(name, argv)] if n == 1 else [(f"{name}-{i}", argv) for i in range(n)]
 
 
 def spawn(stack: Stack, commands: list[tuple[str, list[str]]], logs: Path) -> None:
@@ -213,15 +234,19 @@ def _healthy(stack: Stack) -> bool:
     for record in stack.processes:
         if not is_running(record):
             raise AssertionError(f"{record.name} exited:\n{log_tail(record, 60)}")
+    apis = [p for p in stack.processes if p.name == "api" or p.name.startswith("api-")]
+    # With several API processes the address answers once the first one listens.
+    if not all("Application startup complete" in _log(p) for p in apis):
+        return False
     try:
         return httpx.get(f"{stack.url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
+def _log(record: ProcessRecord) -> str:
+    return Path(record.log).read_text(errors="replace")
+
+
 def _workers_up(stack: Stack) -> bool:
-    return all(
-        "ready." in Path(p.log).read_text(errors="replace")
-        for p in stack.processes
-        if p.name.startswith("worker")
-    )
+    return all("ready." in _log(p) for p in stack.processes if p.name.startswith("worker"))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import redis
 
 from cli.local.processes import ProcessRecord, is_running, log_tail
@@ -18,7 +20,15 @@ from shared.errors import BerthError, StoreError
 from shared.gpu.inventory import GpuInventory
 from shared.store import Store
 from tests.polling import wait_until
-from tests.reliability.world import Burst, RunSpec, World, pick, sigkill, worker_ready_count
+from tests.reliability.world import (
+    Burst,
+    RunSpec,
+    World,
+    pick,
+    sigkill,
+    sigkill_group,
+    worker_ready_count,
+)
 from tests.sentinel import SentinelGroup
 from workers.jumphost_objects import LABEL_JUMP
 from workers.lease import LEASE_TTL_S
@@ -133,6 +143,59 @@ def _acknowledged_write(store: Store) -> bool:
     except StoreError:
         return False
     return True
+
+
+@dataclass
+class ReplicaKill:
+    burst: Burst
+    victims: list[str]
+    """The processes SIGKILLed (with their process groups), by name."""
+    accepted_before_kill: int = 0
+    submissions_before_kill: dict[str, int] = field(default_factory=dict)
+    """API process name -> submissions it had answered when the kill came."""
+    address_answers: int = 0
+    """Of ``ADDRESS_PROBES`` fresh connections to the API's address after the burst,
+    how many a health check answered."""
+
+
+ADDRESS_PROBES = 20  # fresh connections, spread by the kernel over the live processes
+
+
+def kill_mid_burst(
+    world: World, specs: list[RunSpec], *, kill_after: int, victims: list[str]
+) -> ReplicaKill:
+    """Submit ``specs``; after ``kill_after`` 202s SIGKILL ``victims`` (an API process,
+    or every process of one "host"), never restarted. Returns once the burst is over.
+
+    Clients do not retry a broken connection: a request in flight on a killed API
+    process counts as ``connection`` in ``burst.answers``, never as accepted.
+    """
+    burst = Burst(world.stack, specs, threads=8).start()
+    wait_until(lambda: len(burst.accepted) >= kill_after, timeout=120, what="runs accepted")
+    kill = ReplicaKill(burst=burst, victims=victims, accepted_before_kill=len(burst.accepted))
+    kill.submissions_before_kill = {
+        p.name: _submissions_answered(p) for p in world.stack.processes if p.name.startswith("api")
+    }
+    for name in victims:
+        sigkill_group(world.process(name))
+    burst.join(timeout=600)
+    kill.address_answers = sum(_health_answers(world.stack.url) for _ in range(ADDRESS_PROBES))
+    return kill
+
+
+def _submissions_answered(record: ProcessRecord) -> int:
+    """POSTs of a run in the API process's access log (uvicorn's, one line each)."""
+    text = Path(record.log).read_text(errors="replace")
+    return text.count("POST /api/projects/main/runs HTTP")
+
+
+def _health_answers(url: str) -> bool:
+    # A client of its own each time: a new connection, which the kernel places anew.
+    try:
+        with httpx.Client(base_url=url, timeout=5) as http:
+            return http.get("/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @dataclass

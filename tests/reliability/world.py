@@ -98,10 +98,14 @@ def open_world(
     pools_file: Path | None = None,
     timeout_s: float = 180,
     env: dict[str, str] | None = None,
+    apis: int = 1,
+    hosts: tuple[str, ...] = (),
+    proxy_workers: int = 1,
 ) -> World:
     """A fresh local cluster and a whole Berth stack on it; close it with ``World.close``.
 
-    ``env`` goes to every Berth process (e.g. a Sentinel group's settings)."""
+    ``env`` goes to every Berth process (e.g. a Sentinel group's settings);
+    ``apis``, ``hosts`` and ``proxy_workers`` are ``start_stack``'s replicas."""
     cluster_dir = directory / "cluster"
     state, _ = cluster.up(
         cluster_dir, pools_file=pools_file or node_pools.DEFAULT_POOLS_FILE, timeout_s=timeout_s
@@ -112,7 +116,14 @@ def open_world(
         # The ServiceAccount admission plugin refuses pods until the controller made this.
         wait_until(lambda: _has_default_sa(k), timeout=60, what="the namespace's default SA")
         stack = start_stack(
-            state, directory / "stack", namespace=NAMESPACE, workers=workers, env=env
+            state,
+            directory / "stack",
+            namespace=NAMESPACE,
+            workers=workers,
+            env=env,
+            apis=apis,
+            hosts=hosts,
+            proxy_workers=proxy_workers,
         )
     except BaseException:
         k.close()
@@ -151,6 +162,14 @@ def sigkill(record: ProcessRecord) -> None:
     wait_until(lambda: not is_running(record), timeout=10, what=f"{record.name} killed")
     with contextlib.suppress(ChildProcessError):
         os.waitpid(record.pid, os.WNOHANG)
+
+
+def sigkill_group(record: ProcessRecord) -> None:
+    """SIGKILL a process we started and everything in its process group (its children:
+    ``start_process`` makes each one a session and group leader), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(record.pid, signal.SIGKILL)
+    sigkill(record)
 
 
 def worker_ready_count(record: ProcessRecord) -> int:
@@ -411,6 +430,13 @@ def wait_settled(world: World, accepted: dict[str, str], *, timeout: float) -> N
         wait_until(lambda: not unsettled(), timeout=timeout, what="every accepted run settled")
     except AssertionError as e:
         raise AssertionError(f"{e}\nunsettled: {unsettled()}\n{world.stack.logs()}") from None
+
+
+def recorded_runs(world: World, prefix: str) -> dict[str, str]:
+    """Name -> id of every run of project ``main`` named ``prefix...`` that Berth
+    recorded, answered or not (an API process killed mid-request may have kept one)."""
+    runs = world.ctx.store.older_runs("main", before=float("inf"), count=100_000)
+    return {r.name: r.id for r in runs if r.name.startswith(prefix)}
 
 
 def statuses(world: World, accepted: dict[str, str]) -> dict[str, RunStatus | None]:
