@@ -16,6 +16,10 @@ builds them at CI size:
 - ``sentinel``: Berth's store and broker on a Sentinel group (3 redis-server,
   3 Sentinels, ``redis.min_replica_acks=1``), its primary SIGKILLed after a
   third of a 1,000-run burst and never restarted (issue 19);
+- ``replicas``: 2 API processes on one address (``SO_REUSEPORT``), a Celery worker
+  and a proxy worker on each of 2 "hosts"; one API process SIGKILLed after a third
+  of a 1,000-run burst, then, in a second burst, the host holding the proxy lease
+  (issue 19); neither is restarted;
 - ``schemathesis``: at least 1,000 generated requests against the OpenAPI.
 
 It prints one table of figures (the README's "Reliability" section).
@@ -41,6 +45,7 @@ from tests.reliability.world import (
     judge,
     open_sentinel_world,
     open_world,
+    recorded_runs,
     stop_runs,
     wait_settled,
 )
@@ -54,7 +59,10 @@ pools:
     memory: 1800Gi
     gpu: {vendor: nvidia, product: NVIDIA-H100-80GB-HBM3, count: 8, memory_mib: 81559}
 """
-SCENARIOS = ("worker-kills", "redis", "apiserver", "proxy", "sentinel", "schemathesis")
+SCENARIOS = (
+    "worker-kills", "redis", "apiserver", "proxy", "sentinel", "replicas", "schemathesis"
+)  # fmt: skip
+HOSTS = ("host-a", "host-b")
 Rows = list[tuple[str, str]]
 
 
@@ -77,6 +85,11 @@ def main() -> None:
                 world, group = open_sentinel_world(
                     Path(tmp) / name, pools_file=pools, timeout_s=300
                 )
+            elif name == "replicas":
+                world = open_world(
+                    Path(tmp) / name, pools_file=pools, timeout_s=300,
+                    workers=2, apis=2, hosts=HOSTS, proxy_workers=2,
+                )  # fmt: skip
             else:
                 world = open_world(Path(tmp) / name, pools_file=pools, timeout_s=300)
             try:
@@ -177,6 +190,52 @@ def sentinel(world: World, group: SentinelGroup, args: argparse.Namespace) -> Ro
     ]
 
 
+def replicas(world: World, args: argparse.Namespace) -> Rows:
+    # One long run in ten: both bursts' long runs hold their GPUs to the end.
+    specs = burst_specs(args.runs, prefix="ak", long_every=10)
+    api = faults.kill_mid_burst(world, specs, kill_after=args.runs // 3, victims=["api-0"])
+    burst = api.burst
+    recorded = recorded_runs(world, "ak")
+    known = len(world.ctx.store.find_runs(list(burst.accepted.values())))
+    started = time.perf_counter()
+    wait_settled(world, recorded, timeout=900)
+    settled_s = time.perf_counter() - started
+    rows = [
+        ("replicas, API killed: answers during the burst", _answers(burst.answers)),
+        ("replicas, API killed: other 5xx answers", f"{len(burst.server_errors)}"),
+        ("replicas, API killed: submissions each process answered before the kill",
+         _answers(api.submissions_before_kill)),
+        ("replicas, API killed: runs answered 202 / known afterwards",
+         f"{len(burst.accepted)} / {known}"),
+        ("replicas, API killed: runs recorded but unanswered (broken connections)",
+         f"{len(recorded) - len(burst.accepted)}"),
+        ("replicas, API killed: health checks answered on the address after it",
+         f"{api.address_answers} / {faults.ADDRESS_PROBES}"),
+        ("replicas, API killed: burst end to every recorded run settled", f"{settled_s:.1f} s"),
+        *_verdict_rows("replicas, API killed", judge(world, recorded), submitted=len(specs)),
+    ]  # fmt: skip
+
+    leader = faults.proxy_leader(world)
+    host = next(h for h, names in world.stack.hosts.items() if leader in names)
+    specs = burst_specs(args.runs, prefix="hk", long_every=10)
+    lost_host = faults.kill_mid_burst(
+        world, specs, kill_after=args.runs // 3, victims=world.stack.hosts[host]
+    )
+    burst = lost_host.burst
+    started = time.perf_counter()
+    wait_settled(world, burst.accepted, timeout=900)
+    settled_s = time.perf_counter() - started
+    return [
+        *rows,
+        ("replicas, host killed: processes killed", ", ".join(lost_host.victims)),
+        ("replicas, host killed: answers during the burst", _answers(burst.answers)),
+        ("replicas, host killed: burst end to every run settled", f"{settled_s:.1f} s"),
+        ("replicas, host killed: proxy lease now held by", faults.proxy_leader(world)),
+        *_verdict_rows("replicas, host killed", judge(world, burst.accepted),
+                       submitted=len(specs)),
+    ]  # fmt: skip
+
+
 def apiserver_outage(world: World, args: argparse.Namespace) -> Rows:
     n = max(args.runs // 5, 40)
     specs = burst_specs(n, prefix="ao")
@@ -241,6 +300,7 @@ SCENARIO = {
     "redis": redis_kill,
     "apiserver": apiserver_outage,
     "proxy": proxy_kill,
+    "replicas": replicas,
     "schemathesis": schemathesis_run,
 }
 

@@ -53,7 +53,11 @@ PROCESSES = (
     ("berth-log-collector", ["log-collector"]),
     ("berth-api", ["server"]),
 )
-NAMES = (*(name for name, _ in PROCESSES), "berth-flower")
+# More API processes share the API's port (``api.reuse_port``), as replicas behind one
+# address; each costs ~130 MB and a few seconds of start-up CPU, so one by default.
+MAX_API_PROCESSES = 4
+EXTRA_APIS = tuple(f"berth-api-{i}" for i in range(2, MAX_API_PROCESSES + 1))
+NAMES = (*(name for name, _ in PROCESSES), *EXTRA_APIS, "berth-flower")
 _READY_S = 60.0  # the API imports and connects in ~3 s on 2 cores
 
 
@@ -78,8 +82,15 @@ def start(
     processes: dict[str, ProcessRecord],
     save: Callable[[], None],
     progress: Callable[[str], None],
+    api_processes: int = 1,
 ) -> LocalBerth:
-    """Write the configs and start Berth's processes; the caller stops them on failure."""
+    """Write the configs and start Berth's processes; the caller stops them on failure.
+
+    ``api_processes`` > 1 starts that many API processes on the one API port
+    (``berth-api``, ``berth-api-2``, ...), the kernel spreading connections over them.
+    """
+    if not 1 <= api_processes <= MAX_API_PROCESSES:
+        raise LocalClusterError(f"API processes: 1 to {MAX_API_PROCESSES}, not {api_processes}")
     _prepare_cluster(kubeconfig, cluster_dir, real_nodes)
     server_config = home / "server" / "config.yml"
     wrote = _write_server_config(server_config, kubeconfig, real_nodes)
@@ -107,7 +118,10 @@ def start(
     if not Path(berth).exists():
         berth = shutil.which("berth") or "berth"
     logs = cluster_dir / "logs"
-    commands = [*PROCESSES, ("berth-flower", ["flower", "--port", str(flower_port)])]
+    if api_processes > 1:
+        env["BERTH_API__REUSE_PORT"] = "true"
+    extra = [(name, ["server"]) for name in EXTRA_APIS[: api_processes - 1]]
+    commands = [*PROCESSES, *extra, ("berth-flower", ["flower", "--port", str(flower_port)])]
     for name, argv in commands:
         progress(f"starting {name}")
         processes[name] = start_process(name, [berth, *argv], log_dir=logs, env=env)

@@ -183,6 +183,18 @@ def kill_mid_burst(
     return kill
 
 
+def proxy_leader(world: World) -> str:
+    """The name of the proxy worker holding the lease ("<host>:<pid>:<random>")."""
+    store = world.ctx.store
+    holder = wait_until(
+        lambda: store.r.get(store.key("lease", "proxy-worker")),
+        timeout=LEASE_TTL_S + 30,
+        what="a proxy worker leading",
+    )
+    pid = int(holder.decode().split(":")[1])
+    return next((p.name for p in world.stack.processes if p.pid == pid), "")
+
+
 def _submissions_answered(record: ProcessRecord) -> int:
     """POSTs of a run in the API process's access log (uvicorn's, one line each)."""
     text = Path(record.log).read_text(errors="replace")

@@ -20,7 +20,7 @@ import pytest
 
 from cli.local.processes import ProcessRecord, is_running
 from tests.polling import wait_until
-from tests.reliability.faults import ADDRESS_PROBES, kill_mid_burst
+from tests.reliability.faults import ADDRESS_PROBES, kill_mid_burst, proxy_leader
 from tests.reliability.world import (
     World,
     burst_specs,
@@ -95,7 +95,7 @@ def test_a_worker_host_killed_mid_burst_loses_no_run_and_its_work_finishes_on_th
 ) -> None:
     world = replica_world
     # The host whose proxy worker leads: its worker and the lease both go.
-    leader = _proxy_leader(world)
+    leader = proxy_leader(world)
     host = next(h for h, names in world.stack.hosts.items() if leader in names)
     victims = world.stack.hosts[host]
     assert any(name.startswith("worker") for name in victims), world.stack.hosts
@@ -116,23 +116,11 @@ def test_a_worker_host_killed_mid_burst_loses_no_run_and_its_work_finishes_on_th
     survivors = [p for h, names in world.stack.hosts.items() if h != host for p in names]
     assert all(is_running(world.process(name)) for name in survivors)
     new_leader = wait_until(
-        lambda: _proxy_leader(world) in survivors and _proxy_leader(world),
+        lambda: proxy_leader(world) in survivors and proxy_leader(world),
         timeout=LEASE_TTL_S + 30,
         what="the other host's proxy worker leading",
     )
     assert new_leader != leader
-
-
-def _proxy_leader(world: World) -> str:
-    """The name of the proxy worker holding the lease ("<host>:<pid>:<random>")."""
-    store = world.ctx.store
-    holder = wait_until(
-        lambda: store.r.get(store.key("lease", "proxy-worker")),
-        timeout=LEASE_TTL_S + 30,
-        what="a proxy worker leading",
-    )
-    pid = int(holder.decode().split(":")[1])
-    return next((p.name for p in world.stack.processes if p.pid == pid), "")
 
 
 def _log(record: ProcessRecord) -> str:
