@@ -80,7 +80,7 @@ def main() -> None:
             )
             started = time.monotonic()
         finally:
-            cluster.down(directory)
+            cluster.down(directory, remove_images=True)
         rows.append(("local down (drain, stop, restore the host)", _s(started)))
     rows += _local_up_rows()
     print(f"machine: {machine()}")

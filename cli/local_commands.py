@@ -127,9 +127,18 @@ def _shown(path: Path) -> str:
 
 
 @app.command()
-def down() -> None:
+def down(
+    remove_images: Annotated[
+        bool,
+        typer.Option(
+            "--remove-images",
+            help="Also delete the images unpacked into the real nodes (about 2 GiB a node);"
+            " the next `up` imports them again from the build cache.",
+        ),
+    ] = False,
+) -> None:
     """Stop only the processes that ``berth local up`` started, by PID."""
-    stopped = cluster.down(load_settings().local_dir)
+    stopped = cluster.down(load_settings().local_dir, remove_images=remove_images)
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -164,10 +164,13 @@ def _start_real_nodes(
     )
 
 
-def down(directory: Path) -> list[str]:
-    """Stop, by PID and in reverse start order, only the processes ``up`` recorded."""
+def down(directory: Path, *, remove_images: bool = False) -> list[str]:
+    """Stop, by PID and in reverse start order, only the processes ``up`` recorded;
+    ``remove_images`` also frees the disk the real nodes' unpacked images take."""
     state = read_state(directory)
     if state is None:
+        if remove_images:
+            realnode.remove_images(directory)
         return []
     stopped = []
     for name in reversed(local_berth.NAMES):
@@ -193,6 +196,8 @@ def down(directory: Path) -> list[str]:
             stopped.append(name)
     (directory / "state.json").unlink(missing_ok=True)
     inotify.restore_limit(others_running=inotify.kwok_running())
+    if remove_images:
+        realnode.remove_images(directory)
     return stopped
 
 

@@ -12,6 +12,16 @@ the last stored line's time in nanoseconds plus how many stored lines carry
 exactly that time: re-read lines older than it, and the first ``n`` at its
 time, are the ones already kept. Lines are read in file order, so this drops
 exactly the repeats, even when several lines share one timestamp.
+
+**Where a re-read cannot start at the cursor.** The kubelet serves a container's
+current log file only, and rotates it at ``containerLogMaxSize`` even in the middle
+of a line. A re-read after a rotation can then begin with the *rest* of a line
+whose start is in a rotated file, under a later timestamp; and a ``sinceTime``
+that falls between the parts of a long line begins with a part that has no
+timestamp at all. Neither is a new line. The cursor remembers whether the last
+stored line was cut at ``logs.max_line_bytes`` with its end not read yet
+(``cut``), so the rest that a re-read begins with is dropped, not stored as a
+second cut line.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ class Cursor:
 
     ts_ns: int = 0
     n: int = 0
+    cut: bool = False
+    """The last stored line was cut short and the newline ending it was not read yet."""
 
     def since_time(self) -> str | None:
         """``sinceTime`` for the log API: the cursor's second (None from the start)."""
@@ -73,32 +85,45 @@ class Deduper:
     times: LineTimes = field(default_factory=LineTimes)
     _skip: int = field(init=False, default=0)
     """Lines at the cursor's own time still to drop: those stored before this read."""
+    _timed: bool = field(init=False, default=False)
+    """This read has served a line with a timestamp."""
 
     def __post_init__(self) -> None:
         self._skip = self.cursor.n
 
-    def restart(self) -> None:
-        """A new read from the cursor's second: its first ``n`` lines at that time repeat."""
-        self._skip = self.cursor.n
-
-    def keep(self, line: bytes) -> bool:
-        """True if ``line`` is new; the cursor then counts it."""
+    def keep(self, line: bytes, *, cut: bool = False) -> bool:
+        """True if ``line`` is new; the cursor then counts it (``cut``: the line is the
+        start of a longer one, whose end is still to come)."""
         ts = self.times.ns(line)
         if ts is None:
+            if self.cursor.ts_ns and not self._timed:
+                # A read that resumed mid-line: the rest of a line begun before sinceTime.
+                return False
             # No timestamp (not the log API's format): new by position, time unchanged.
-            self.cursor = Cursor(self.cursor.ts_ns, self.cursor.n + 1)
+            self.cursor = Cursor(self.cursor.ts_ns, self.cursor.n + 1, cut)
             return True
+        self._timed = True
         if ts < self.cursor.ts_ns:
             return False
         if ts == self.cursor.ts_ns:
             if self._skip > 0:
                 self._skip -= 1
                 return False
-            self.cursor = Cursor(ts, self.cursor.n + 1)
+            self.cursor = Cursor(ts, self.cursor.n + 1, cut)
             return True
         self._skip = 0
-        self.cursor = Cursor(ts, 1)
+        if self.cursor.cut:
+            # The stored cut line's start is no longer served (its file was rotated):
+            # this later-stamped line is its rest. Its newline ends the cut line.
+            self.cursor = Cursor(self.cursor.ts_ns, self.cursor.n)
+            return False
+        self.cursor = Cursor(ts, 1, cut)
         return True
+
+    def end_cut(self) -> None:
+        """The newline ending the cut line was read: later lines are new again."""
+        if self.cursor.cut:
+            self.cursor = Cursor(self.cursor.ts_ns, self.cursor.n)
 
 
 def strip_timestamp(line: bytes) -> bytes:

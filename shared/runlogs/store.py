@@ -7,7 +7,7 @@ share a Redis Cluster slot):
   one pod of the job; a ``retry`` makes a new one.
 * ``{p}:logs:{job}:{a}``: a stream; each entry holds ``d`` (raw timestamped
   lines, whole lines only) and ``n`` (how many).
-* ``{p}:logs:{job}:{a}:meta``: hash; ``ts``/``n`` the resume cursor
+* ``{p}:logs:{job}:{a}:meta``: hash; ``ts``/``n``/``cut`` the resume cursor
   (:class:`~shared.runlogs.lines.Cursor`), ``bytes``/``lines`` kept,
   ``dropped`` lines trimmed for the cap, ``done`` once the container's output
   was read to its end, ``note`` why it ended early.
@@ -36,8 +36,8 @@ if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local cur = redis.call('HMGET', KEYS[2], 'ts', 'n', 'done')
 if cur[3] then return -3 end
 if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return -2 end
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[4], 'n', ARGV[5])
-redis.call('HSET', KEYS[2], 'ts', ARGV[6], 'n', ARGV[7])
+if ARGV[5] ~= '0' then redis.call('XADD', KEYS[1], '*', 'd', ARGV[4], 'n', ARGV[5]) end
+redis.call('HSET', KEYS[2], 'ts', ARGV[6], 'n', ARGV[7], 'cut', ARGV[9])
 redis.call('HINCRBY', KEYS[2], 'lines', ARGV[5])
 local total = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[4]))
 local cap = tonumber(ARGV[8])
@@ -118,7 +118,7 @@ class LogStore:
             raw = self.store.r.hgetall(self._meta_key(job_id, attempt))
         got = {k.decode(): v.decode() for k, v in raw.items()}
         return AttemptMeta(
-            cursor=Cursor(int(got.get("ts", 0)), int(got.get("n", 0))),
+            cursor=Cursor(int(got.get("ts", 0)), int(got.get("n", 0)), got.get("cut") == "1"),
             bytes=int(got.get("bytes", 0)),
             lines=int(got.get("lines", 0)),
             dropped=int(got.get("dropped", 0)),
@@ -137,7 +137,8 @@ class LogStore:
         after: Cursor,
         holder: str,
     ) -> int:
-        """Add whole lines if ``holder`` leads and the stored cursor is ``before``.
+        """Add whole lines if ``holder`` leads and the stored cursor is ``before``
+        (no lines: only move the cursor, as when a cut line's end was read).
 
         Returns :data:`APPENDED`, :data:`LOST_LEASE`, :data:`MOVED` or :data:`FINISHED`.
         """
@@ -155,6 +156,7 @@ class LogStore:
             str(after.ts_ns),
             str(after.n),
             self.cap_bytes,
+            "1" if after.cut else "0",
         ]
         with wrapped():
             return int(self._append(keys=keys, args=args))

@@ -104,6 +104,26 @@ def test_a_collector_without_the_lease_or_with_a_stale_cursor_cannot_append(
     assert logs.meta("job-1", 1).lines == 1
 
 
+def test_a_cut_line_is_kept_in_the_cursor_until_its_end_is_read_which_adds_no_entry(
+    store: Store, logs: LogStore
+) -> None:
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    head = _stamped(0, "a" * 100 + " [berth] line cut at 100 bytes")
+    d = Deduper(Cursor())
+    assert d.keep(head, cut=True)
+    stored = d.cursor
+    assert logs.append("job-1", 1, head, lines=1, before=Cursor(), after=stored, holder=HOLDER) == 1
+    assert logs.meta("job-1", 1).cursor == Cursor(stored.ts_ns, 1, cut=True)
+    d.end_cut()
+    closed = logs.append("job-1", 1, b"", lines=0, before=stored, after=d.cursor, holder=HOLDER)
+    assert closed == log_store.APPENDED
+    meta = logs.meta("job-1", 1)
+    assert meta.cursor == Cursor(stored.ts_ns, 1, cut=False)
+    assert (meta.lines, len(logs.entries("job-1", 1, after="-", count=10))) == (1, 1)
+    assert _read(store, logs, run) == head.split(b" ", 1)[1]
+
+
 def test_past_the_cap_the_oldest_lines_go_and_readers_are_told_how_many(
     store: Store, logs: LogStore
 ) -> None:

@@ -20,6 +20,7 @@ from cli.local.realnode import network
 from cli.local.realnode.configs import REAL_NODE_LABEL
 from shared import kube
 from shared.errors import LocalClusterError
+from tests.realnode.canary import check_nodes_run_pods
 from tests.relay import Relay
 from tests.stack import Stack, start_stack
 
@@ -45,9 +46,14 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.C
     pools.write_text("pools: []\n")
     state, _ = cluster.up(directory, pools_file=pools, real_nodes=2, timeout_s=180)
     try:
+        k = kube.connect(kubeconfig=Path(state.kubeconfig), timeout=10.0)
+        try:
+            check_nodes_run_pods(state, k)
+        finally:
+            k.close()
         yield state
     finally:
-        cluster.down(directory)
+        cluster.down(directory, remove_images=True)  # 2 GiB a node, kept by nobody
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,13 @@ def test_a_run_with_dstack_true_asks_the_server_about_itself(
           - BERTH_TOKEN=${{{{ secrets.berth_token }}}}
         commands:
           - echo "project=$BERTH_PROJECT"
+          # The pod can start before Berth has seen it running: ask until it has.
           - >-
+            for i in $(seq 30); do
             curl -sf --max-time 20 -H "Authorization: Bearer $BERTH_TOKEN"
-            -o /tmp/me.json "$BERTH_URL/api/projects/$BERTH_PROJECT/runs/berth-in-berth"
+            -o /tmp/me.json "$BERTH_URL/api/projects/$BERTH_PROJECT/runs/berth-in-berth";
+            python3 -c "import json, sys; r = json.load(open('/tmp/me.json'));
+            sys.exit(r['status'] != 'running')" && break; sleep 1; done
           - >-
             python3 -c "import json; r = json.load(open('/tmp/me.json'));
             print('me:', r['name'], r['status'])"

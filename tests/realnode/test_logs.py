@@ -215,7 +215,8 @@ def _assert_all_stored(stack: Stack, name: str, expected: list[str]) -> None:
         )
     except AssertionError:
         got = logs(stack, name).splitlines()
-        missing = [line for line in expected if line not in set(got)]
+        stored = set(got)
+        missing = [line for line in expected if line not in stored]
         raise AssertionError(
             f"{len(got)} of {len(expected)} lines stored; {len(missing)} missing:"
             f" {missing[:3]} .. {missing[-3:]}\n{_store_view(stack, expected[0].encode())}\n"

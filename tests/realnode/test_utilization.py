@@ -10,6 +10,7 @@ a clock the test moves, as beat would call it once the window has passed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +95,9 @@ def test_a_run_whose_gpus_idle_for_its_window_stops_and_a_busy_one_keeps_running
     real_cluster: cluster.ClusterState,
     exporter_namespace: str,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="workers.gpu_utilization")
     names = {}
     for kind in ("idle", "busy"):
         names[kind] = apply(
@@ -110,6 +113,7 @@ def test_a_run_whose_gpus_idle_for_its_window_stops_and_a_busy_one_keeps_running
         )
     try:
         pods = {k: running(real_stack, n)["jobs"][0]["pod_name"] for k, n in names.items()}
+        idle_id = run(real_stack, names["idle"])["id"]
         ns = real_stack.namespace
         metrics = (
             "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
@@ -124,7 +128,9 @@ def test_a_run_whose_gpus_idle_for_its_window_stops_and_a_busy_one_keeps_running
         start = time.time() + 3600  # ahead of beat's own looks, which use the real clock
         assert check_utilization(ctx, now=start) == []  # first look: the clocks start
         assert check_utilization(ctx, now=start + WINDOW_S - 1) == []
-        assert check_utilization(ctx, now=start + WINDOW_S) == [names["idle"]]
+        last = check_utilization(ctx, now=start + WINDOW_S)
+        said = "\n".join(r.getMessage() for r in caplog.records)
+        assert last == [names["idle"]], f"{said}\n{ctx.store.get_blob('gpu-busy:' + idle_id)}"
 
         def stopped() -> bool:
             return bool(

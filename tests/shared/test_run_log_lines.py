@@ -64,6 +64,51 @@ def test_every_line_is_kept_once_whatever_the_reconnect_points() -> None:
         assert stored == lines, cut
 
 
+def test_a_reread_that_starts_with_the_rest_of_a_cut_line_does_not_store_it_again() -> None:
+    # The stored cut line (its first max_line bytes) is at 27.1; its newline was not
+    # read when the stream broke, and the kubelet has since rotated the log file in the
+    # middle of the line: the current file begins with the line's rest, stamped later.
+    head, rest, after = _lines(["27.1", "29.5", "30"])
+    first = Deduper(Cursor())
+    assert first.keep(head, cut=True)
+    assert first.cursor == Cursor(BASE * 10**9 + 100_000_000, 1, cut=True)
+    again = Deduper(first.cursor)
+    assert [line for line in (rest, after) if again.keep(line)] == [after]
+    assert again.cursor == Cursor((BASE + 3) * 10**9, 1)
+
+
+def test_a_reread_that_serves_the_cut_line_again_keeps_what_follows_its_end() -> None:
+    head, after = _lines(["27.1", "27.1"])
+    first = Deduper(Cursor())
+    assert first.keep(head, cut=True)
+    again = Deduper(first.cursor)
+    assert not again.keep(head, cut=True)  # the same start, skipped ...
+    again.end_cut()  # ... and its rest up to the newline (the collector skips it)
+    assert again.keep(after)
+    assert again.cursor == Cursor(BASE * 10**9 + 100_000_000, 2)
+
+
+def test_once_the_cut_line_ended_a_later_line_is_new_even_on_a_reread() -> None:
+    head, later = _lines(["27.1", "31"])
+    first = Deduper(Cursor())
+    assert first.keep(head, cut=True)
+    first.end_cut()
+    assert Deduper(first.cursor).keep(later)
+
+
+def test_a_reread_starting_inside_a_line_drops_that_lines_unstamped_rest() -> None:
+    # sinceTime fell between two parts of a long line: the kubelet serves the later
+    # part with no timestamp (only a line's first part has one).
+    stamped = _lines(["27.1", "28"])
+    first = Deduper(Cursor())
+    assert first.keep(stamped[0])
+    again = Deduper(first.cursor)
+    kept = [line for line in (b"tail of an older line\n", *stamped) if again.keep(line)]
+    assert kept == [stamped[1]]
+    # From the very start (nothing stored), unstamped lines are output like any other.
+    assert Deduper(Cursor()).keep(b"no stamp\n")
+
+
 def test_since_takes_durations_and_times_and_names_what_is_wrong() -> None:
     now = BASE + 600.0
     assert parse_since("10m", now=now) == BASE * 10**9

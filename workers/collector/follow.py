@@ -85,6 +85,8 @@ class Follower:
         self._resp: Any = None
         self._following = False
         self._cut = False
+        self._last_data = 0.0
+        """When the current stream last delivered bytes (monotonic)."""
         self._thread = threading.Thread(
             target=self._run, name=f"logs-{target.pod}-{target.attempt}", daemon=True
         )
@@ -94,11 +96,12 @@ class Follower:
 
     def container_ended(self) -> None:
         """The watch saw the container terminate: a follow stream that does not end by
-        itself (KWOK's never do) is cut after ``drain_s`` and the rest read plainly."""
+        itself (KWOK's never do) is cut once quiet for ``drain_s`` (:meth:`_cut_follow`)
+        and the rest read plainly."""
         if self.ended.is_set():
             return
         self.ended.set()
-        threading.Timer(self.settings.drain_s, self._cut_follow).start()
+        self._arm_cut(self.settings.drain_s)
 
     def halt(self) -> None:
         self.stop.set()
@@ -193,6 +196,7 @@ class Follower:
         with self._batch_lock:
             self._batch = batch
         self._resp, self._following = resp, not plain
+        self._last_data = time.monotonic()
         if self.stop.is_set():  # halted before the stream existed to be cut
             resp.release_conn()
             return _Outcome.STOPPED, False
@@ -200,7 +204,7 @@ class Follower:
             # The container ended while this follow was being opened: the cut the watch
             # asked for found no stream yet, and a stream that never ends (KWOK's) would
             # then be held until its read timeout. Give it the same drain from now.
-            threading.Timer(self.settings.drain_s, self._cut_follow).start()
+            self._arm_cut(self.settings.drain_s)
         try:
             outcome = self._consume(resp, batch, plain=plain)
         finally:
@@ -217,6 +221,7 @@ class Follower:
         max_line = self.settings.max_line_bytes
         try:
             for chunk in resp.stream(_READ_CHUNK, decode_content=True):
+                self._last_data = time.monotonic()
                 pending += chunk
                 while True:
                     nl = pending.find(b"\n")
@@ -225,7 +230,7 @@ class Follower:
                             cutting = len(pending) - max_line
                             line = bytes(pending[:max_line]) + _cut_marker(max_line)
                             del pending[:]
-                            self._keep(dedupe, batch, line)
+                            self._keep(dedupe, batch, line, cut=True)
                         elif cutting:
                             cutting += len(pending)
                             del pending[:]
@@ -233,6 +238,8 @@ class Follower:
                     if cutting:
                         cutting = 0
                         del pending[: nl + 1]
+                        dedupe.end_cut()
+                        self._keep_cursor(dedupe, batch)
                         continue
                     line = bytes(pending[: nl + 1])
                     del pending[: nl + 1]
@@ -257,14 +264,37 @@ class Follower:
             batch.flush()
         return batch.failed or _Outcome.EOF
 
-    def _keep(self, dedupe: Deduper, batch: _Batch, line: bytes) -> None:
-        if dedupe.keep(line):
+    def _keep(self, dedupe: Deduper, batch: _Batch, line: bytes, *, cut: bool = False) -> None:
+        if dedupe.keep(line, cut=cut):
             with self._batch_lock:
                 batch.add(line, dedupe.cursor, chunk_bytes=self.settings.chunk_bytes)
+        else:
+            self._keep_cursor(dedupe, batch)  # a dropped rest of a cut line ends it
+
+    def _keep_cursor(self, dedupe: Deduper, batch: _Batch) -> None:
+        """Store a cursor that moved without a line (a cut line's end was read), so a
+        re-read does not take the next line for that line's rest."""
+        if dedupe.cursor != batch.after:
+            with self._batch_lock:
+                batch.move(dedupe.cursor)
+
+    def _arm_cut(self, delay_s: float) -> None:
+        timer = threading.Timer(delay_s, self._cut_follow)
+        timer.daemon = True
+        timer.start()
 
     def _cut_follow(self) -> None:
-        if self._following:
-            self._cut_stream()
+        """Cut the follow once nothing came for ``drain_s``. A follow still delivering is
+        catching up on output the container printed before it ended, and the kubelet
+        serves a plain read from its current log file only: cut while behind a
+        rotation, that output would be lost (seen with 10 MiB printed in 20 s)."""
+        if not self._following:
+            return
+        quiet = time.monotonic() - self._last_data
+        if quiet < self.settings.drain_s:
+            self._arm_cut(self.settings.drain_s - quiet)
+            return
+        self._cut_stream()
 
     def _cut_stream(self) -> None:
         resp = self._resp
@@ -296,6 +326,8 @@ class _Batch:
         self.size = 0
         self.first_at = 0.0
         self.failed: _Outcome | None = None
+        self.moved = False
+        """The cursor moved with no line to add (see :meth:`move`)."""
 
     def add(self, line: bytes, after: Cursor, *, chunk_bytes: int) -> None:
         if self.failed is not None:
@@ -308,12 +340,20 @@ class _Batch:
         if self.size >= chunk_bytes:
             self.flush()
 
+    def move(self, after: Cursor) -> None:
+        if self.failed is not None:
+            return
+        if not self.lines and not self.moved:
+            self.first_at = time.monotonic()
+        self.after, self.moved = after, True
+
     def due(self, interval_s: float) -> bool:
-        return bool(self.lines) and time.monotonic() - self.first_at >= interval_s
+        waiting = bool(self.lines) or self.moved
+        return waiting and time.monotonic() - self.first_at >= interval_s
 
     def flush(self) -> None:
         """Store the waiting lines (the caller holds the follower's batch lock)."""
-        if not self.lines or self.failed is not None:
+        if not (self.lines or self.moved) or self.failed is not None:
             return
         f, t = self.follower, self.follower.target
         try:
@@ -332,7 +372,7 @@ class _Batch:
             return
         if result == log_store.APPENDED:
             self.stored = self.after
-            self.lines, self.size = [], 0
+            self.lines, self.size, self.moved = [], 0, False
         elif result == log_store.LOST_LEASE:
             self.failed = _Outcome.LOST
         elif result == log_store.FINISHED:

@@ -19,6 +19,6 @@ See ``network.py`` for how no packet leaves the machine, and
 ``../shared/notes/real-node.md`` (project notes) for the settings found to work.
 """
 
-from cli.local.realnode.node import RealNodes, start, stop
+from cli.local.realnode.node import RealNodes, remove_images, start, stop
 
-__all__ = ["RealNodes", "start", "stop"]
+__all__ = ["RealNodes", "remove_images", "start", "stop"]

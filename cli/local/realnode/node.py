@@ -158,6 +158,28 @@ def stop(
     _release_host()
 
 
+def remove_images(directory: Path) -> list[Path]:
+    """Delete each stopped node's containerd store (the images unpacked into it, about
+    2 GiB a node); the next start imports them again from the build cache (~40 s).
+
+    containerd mounts its snapshots in a mount namespace of its own, which ended with
+    it; a store that still shows a mount on this host is left alone and named.
+    """
+    removed = []
+    for store in sorted((directory / "realnode").glob("node-*/containerd-root")):
+        mounted = [m for m in _mount_points() if m == store or store in m.parents]
+        if mounted:
+            raise LocalClusterError(f"{store} still has mounts ({mounted[0]}): stop the node first")
+        shutil.rmtree(store)
+        removed.append(store)
+    return removed
+
+
+def _mount_points() -> list[Path]:
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return [Path(line.split()[1]) for line in mounts if len(line.split()) > 1]
+
+
 def preflight() -> None:
     """Say in one line why this host cannot run the real nodes, if it cannot."""
     if os.geteuid() != 0:
