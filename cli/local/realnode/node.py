@@ -77,6 +77,7 @@ def start(
     failure after that point can still be undone by :func:`stop`.
     """
     preflight()
+    _check_disk(directory, count)
     _claim_host(directory)
     base = directory / "realnode"
     logs = directory / "logs"
@@ -173,6 +174,23 @@ def remove_images(directory: Path) -> list[Path]:
         shutil.rmtree(store)
         removed.append(store)
     return removed
+
+
+# Each node's containerd keeps every image twice, packed and unpacked: 2.2 GiB measured.
+_DISK_PER_NODE = int(2.5 * 2**30)
+
+
+def _check_disk(directory: Path, count: int) -> None:
+    """Refuse at once, naming the figure, where the images cannot be unpacked: a full
+    disk otherwise shows much later as pods that never start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < count * _DISK_PER_NODE:
+        raise LocalClusterError(
+            f"{count} real node(s) need {count * _DISK_PER_NODE / 2**30:.1f} GiB free under"
+            f" {directory} for their images; {free / 2**30:.1f} GiB is"
+            " (free some, or: berth local down --remove-images)"
+        )
 
 
 def _mount_points() -> list[Path]:
