@@ -193,7 +193,7 @@ def sentinel(world: World, group: SentinelGroup, args: argparse.Namespace) -> Ro
 def replicas(world: World, args: argparse.Namespace) -> Rows:
     # One long run in ten: both bursts' long runs hold their GPUs to the end.
     specs = burst_specs(args.runs, prefix="ak", long_every=10)
-    api = faults.kill_mid_burst(world, specs, kill_after=args.runs // 3, victims=["api-0"])
+    api = faults.kill_mid_burst(world, specs, kill_after=args.runs // 3, victims=faults.busiest_api)
     burst = api.burst
     recorded = recorded_runs(world, "ak")
     known = len(world.ctx.store.find_runs(list(burst.accepted.values())))
@@ -218,8 +218,9 @@ def replicas(world: World, args: argparse.Namespace) -> Rows:
     leader = faults.proxy_leader(world)
     host = next(h for h, names in world.stack.hosts.items() if leader in names)
     specs = burst_specs(args.runs, prefix="hk", long_every=10)
+    victims = world.stack.hosts[host]
     lost_host = faults.kill_mid_burst(
-        world, specs, kill_after=args.runs // 3, victims=world.stack.hosts[host]
+        world, specs, kill_after=args.runs // 3, victims=lambda _: victims
     )
     burst = lost_host.burst
     started = time.perf_counter()

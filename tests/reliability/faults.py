@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,21 +163,30 @@ ADDRESS_PROBES = 20  # fresh connections, spread by the kernel over the live pro
 
 
 def kill_mid_burst(
-    world: World, specs: list[RunSpec], *, kill_after: int, victims: list[str]
+    world: World,
+    specs: list[RunSpec],
+    *,
+    kill_after: int,
+    victims: Callable[[dict[str, int]], list[str]],
 ) -> ReplicaKill:
-    """Submit ``specs``; after ``kill_after`` 202s SIGKILL ``victims`` (an API process,
-    or every process of one "host"), never restarted. Returns once the burst is over.
+    """Submit ``specs``; after ``kill_after`` 202s SIGKILL the processes ``victims``
+    names (an API process, or every process of one "host"), never restarted. Returns
+    once the burst is over. ``victims`` is called at the kill with the submissions
+    each API process has answered (e.g. :func:`busiest_api`).
 
     Clients do not retry a broken connection: a request in flight on a killed API
     process counts as ``connection`` in ``burst.answers``, never as accepted.
     """
     burst = Burst(world.stack, specs, threads=8).start()
     wait_until(lambda: len(burst.accepted) >= kill_after, timeout=120, what="runs accepted")
-    kill = ReplicaKill(burst=burst, victims=victims, accepted_before_kill=len(burst.accepted))
-    kill.submissions_before_kill = {
-        p.name: _submissions_answered(p) for p in world.stack.processes if p.name.startswith("api")
-    }
-    for name in victims:
+    answered = {p.name: _submissions_answered(p) for p in _apis(world)}
+    kill = ReplicaKill(
+        burst=burst,
+        victims=victims(answered),
+        accepted_before_kill=len(burst.accepted),
+        submissions_before_kill=answered,
+    )
+    for name in kill.victims:
         sigkill_group(world.process(name))
     burst.join(timeout=600)
     kill.address_answers = sum(_health_answers(world.stack.url) for _ in range(ADDRESS_PROBES))
@@ -193,6 +203,23 @@ def proxy_leader(world: World) -> str:
     )
     pid = int(holder.decode().split(":")[1])
     return next((p.name for p in world.stack.processes if p.pid == pid), "")
+
+
+def busiest_api(answered: dict[str, int]) -> list[str]:
+    """The API process that answered the most submissions: the kernel may have put few
+    or none of the burst's kept-alive connections on the other one."""
+    return [max(answered, key=lambda name: answered[name])]
+
+
+def every_api_answers(world: World) -> bool:
+    """One health check on a fresh connection; True once each API process has answered
+    one (the kernel picks the process per connection, so poll this with a deadline)."""
+    _health_answers(world.stack.url)
+    return all("GET /health HTTP" in Path(p.log).read_text(errors="replace") for p in _apis(world))
+
+
+def _apis(world: World) -> list[ProcessRecord]:
+    return [p for p in world.stack.processes if p.name == "api" or p.name.startswith("api-")]
 
 
 def _submissions_answered(record: ProcessRecord) -> int:

@@ -20,7 +20,13 @@ import pytest
 
 from cli.local.processes import ProcessRecord, is_running
 from tests.polling import wait_until
-from tests.reliability.faults import ADDRESS_PROBES, kill_mid_burst, proxy_leader
+from tests.reliability.faults import (
+    ADDRESS_PROBES,
+    busiest_api,
+    every_api_answers,
+    kill_mid_burst,
+    proxy_leader,
+)
 from tests.reliability.world import (
     World,
     burst_specs,
@@ -56,25 +62,31 @@ def test_an_api_process_killed_mid_burst_loses_no_accepted_run_and_the_address_k
     world = replica_world
     # One long run in ten: they hold their GPU until the end, and must all fit.
     specs = burst_specs(RUNS, prefix="ak", long_every=10)
-    kill = kill_mid_burst(world, specs, kill_after=RUNS // 3, victims=["api-0"])
+    # Both processes answer on the one address.
+    wait_until(lambda: every_api_answers(world), timeout=60, what="each API process answering")
+    kill = kill_mid_burst(world, specs, kill_after=RUNS // 3, victims=busiest_api)
     burst = kill.burst
+    [victim] = kill.victims
+    (survivor,) = {"api-0", "api-1"} - {victim}
     record_property("answers", dict(burst.answers))
-    log.info("answers with api-0 killed mid-burst: %s", dict(burst.answers))
-    # Both processes took submissions on the one address before the kill.
-    assert all(n > 0 for n in kill.submissions_before_kill.values()), kill
+    log.info("answers with %s killed mid-burst: %s", victim, dict(burst.answers))
+    assert kill.submissions_before_kill[victim] > 0, kill
     # A client either got its answer or lost its connection with the killed process.
     assert burst.server_errors == []
     assert set(burst.answers) <= {"202", "connection"}, burst.answers
     assert len(burst.accepted) + burst.answers["connection"] == RUNS
     # The survivor kept answering on the same address, to every new connection.
     assert kill.address_answers == ADDRESS_PROBES
-    assert is_running(world.process("api-1"))
+    assert is_running(world.process(survivor))
 
     # Every 202 is known; the only others are requests the killed process had recorded
     # but not answered, at most one per broken connection.
     recorded = recorded_runs(world, "ak")
     assert {n: recorded.get(n) for n in burst.accepted} == burst.accepted
-    assert len(recorded) - len(burst.accepted) <= burst.answers["connection"]
+    unanswered = len(recorded) - len(burst.accepted)
+    record_property("recorded_unanswered", unanswered)
+    log.info("runs the killed process recorded but did not answer: %d", unanswered)
+    assert unanswered <= burst.answers["connection"]
     # All of them settle, answered or not: none left submitted or provisioning.
     wait_settled(world, recorded, timeout=300)
     verdict = judge(world, recorded)
@@ -82,11 +94,11 @@ def test_an_api_process_killed_mid_burst_loses_no_accepted_run_and_the_address_k
     assert verdict.problems() == [], world.stack.logs()
 
     # A replacement joins the same address.
-    restarted = world.stack.restart("api-0")
+    restarted = world.stack.restart(victim)
     wait_until(
         lambda: _log(restarted).count("Application startup complete") >= 2,
         timeout=60,
-        what="api-0 listening again",
+        what=f"{victim} listening again",
     )
 
 
@@ -101,7 +113,7 @@ def test_a_worker_host_killed_mid_burst_loses_no_run_and_its_work_finishes_on_th
     assert any(name.startswith("worker") for name in victims), world.stack.hosts
 
     specs = burst_specs(RUNS, prefix="hk", long_every=10)
-    kill = kill_mid_burst(world, specs, kill_after=RUNS // 3, victims=victims)
+    kill = kill_mid_burst(world, specs, kill_after=RUNS // 3, victims=lambda _: victims)
     burst = kill.burst
     assert burst.answers == {"202": RUNS}, (burst.answers, burst.server_errors)
     assert kill.address_answers == ADDRESS_PROBES
