@@ -229,6 +229,7 @@ def replicas(world: World, args: argparse.Namespace) -> Rows:
     return [
         *rows,
         ("replicas, host killed: processes killed", ", ".join(lost_host.victims)),
+        ("replicas, host killed: tasks its worker held, unacknowledged", ", ".join(lost_host.held)),
         ("replicas, host killed: answers during the burst", _answers(burst.answers)),
         ("replicas, host killed: burst end to every run settled", f"{settled_s:.1f} s"),
         ("replicas, host killed: proxy lease now held by", faults.proxy_leader(world)),

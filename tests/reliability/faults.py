@@ -7,7 +7,11 @@ what it measured; the caller judges the end state with
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,6 +161,9 @@ class ReplicaKill:
     address_answers: int = 0
     """Of ``ADDRESS_PROBES`` fresh connections to the API's address after the burst,
     how many a health check answered."""
+    held: list[str] = field(default_factory=list)
+    """Tasks a killed Celery worker had received and not finished (unacknowledged:
+    every Berth task acknowledges late), by name."""
 
 
 ADDRESS_PROBES = 20  # fresh connections, spread by the kernel over the live processes
@@ -187,6 +194,11 @@ def kill_mid_burst(
         submissions_before_kill=answered,
     )
     for name in kill.victims:
+        if name.startswith("worker"):
+            kill.held = _freeze_holding_a_task(world.process(name))
+        elif name.startswith("api"):
+            _freeze_with_a_request_unanswered(world.process(name))
+    for name in kill.victims:
         sigkill_group(world.process(name))
     burst.join(timeout=600)
     kill.address_answers = sum(_health_answers(world.stack.url) for _ in range(ADDRESS_PROBES))
@@ -203,6 +215,77 @@ def proxy_leader(world: World) -> str:
     )
     pid = int(holder.decode().split(":")[1])
     return next((p.name for p in world.stack.processes if p.pid == pid), "")
+
+
+def _freeze_holding_a_task(worker: ProcessRecord) -> list[str]:
+    """SIGSTOP the worker's process group at a moment it holds a task it received and
+    has not finished (its log says so), and leave it stopped for the SIGKILL: a host
+    lost mid-task, not between tasks. Returns the held tasks' names."""
+
+    def caught() -> list[str]:
+        os.killpg(worker.pid, signal.SIGSTOP)
+        wait_until(lambda: _all_stopped(worker.pid), timeout=10, what=f"{worker.name} stopped")
+        held = unfinished_tasks(Path(worker.log).read_text(errors="replace"))
+        if not held:
+            os.killpg(worker.pid, signal.SIGCONT)
+        return held
+
+    return wait_until(caught, timeout=120, what=f"{worker.name} caught holding a task")
+
+
+def _freeze_with_a_request_unanswered(api: ProcessRecord) -> None:
+    """SIGSTOP the API process's group and leave it stopped for the SIGKILL once a
+    client's request sits unanswered on one of its connections (bytes it has not read),
+    so the kill lands with a request in flight. The burst's clients keep their
+    connections, so one pinned to this process sends its next request within seconds."""
+    os.killpg(api.pid, signal.SIGSTOP)
+    wait_until(lambda: _all_stopped(api.pid), timeout=10, what=f"{api.name} stopped")
+    # Below httpx's 30 s read timeout, so the waiting client is still there at the kill.
+    wait_until(lambda: _unread_bytes(api.pid), timeout=20, what=f"a request to {api.name}")
+
+
+def _unread_bytes(pid: int) -> int:
+    """Bytes waiting unread on the established TCP connections ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    unread = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            # st 01: ESTABLISHED; tx_queue:rx_queue in hex; the socket's inode in column 9.
+            if cols[3] == "01" and cols[9] in inodes:
+                unread += int(cols[4].split(":")[1], 16)
+    return unread
+
+
+def unfinished_tasks(log: str) -> list[str]:
+    """Names of the tasks a Celery worker's log shows received and not yet finished."""
+    received = {task_id: name for name, task_id in _TASK_RECEIVED.findall(log)}
+    for task_id in _TASK_FINISHED.findall(log):
+        received.pop(task_id, None)
+    return sorted(received.values())
+
+
+# Celery's own lines: "Task <name>[<id>] received", "... succeeded in ...",
+# "... raised unexpected: ...", "... retry: ..." (a retry is a new message, same id).
+_TASK_RECEIVED = re.compile(r"Task (\S+)\[([0-9a-f-]+)\] received")
+_TASK_FINISHED = re.compile(r"Task \S+\[([0-9a-f-]+)\] (?:succeeded|raised|retry|ignored)")
+
+
+def _all_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` stopped (state T), so its log no longer changes."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            state = stat.read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue  # a thread that just ended
+        if state not in ("T", "t"):
+            return False
+    return True
 
 
 def busiest_api(answered: dict[str, int]) -> list[str]:

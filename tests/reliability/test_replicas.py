@@ -7,7 +7,9 @@ breaks the requests in flight on it: those clients got no answer (no 202), so th
 are counted apart, and whatever that process had already recorded must settle too.
 A host is a Celery worker named ``w<i>@<host>`` and a proxy worker, each a process
 group; killing one leaves its unacknowledged messages to beat's sweep and its lease to
-the standby. ``bench/faults.py --only replicas`` runs the same at 1,000 runs.
+the standby. Each kill lands mid-work: the API process is frozen (SIGSTOP) until a
+request waits unread on it, the host's worker until it holds a task it has not
+finished. ``bench/faults.py --only replicas`` runs the same at 1,000 runs.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def test_an_api_process_killed_mid_burst_loses_no_accepted_run_and_the_address_k
     # A client either got its answer or lost its connection with the killed process.
     assert burst.server_errors == []
     assert set(burst.answers) <= {"202", "connection"}, burst.answers
+    # The kill came with a request in flight on the killed process (faults.py waits for one).
+    assert burst.answers["connection"] > 0, burst.answers
     assert len(burst.accepted) + burst.answers["connection"] == RUNS
     # The survivor kept answering on the same address, to every new connection.
     assert kill.address_answers == ADDRESS_PROBES
@@ -116,6 +120,9 @@ def test_a_worker_host_killed_mid_burst_loses_no_run_and_its_work_finishes_on_th
     kill = kill_mid_burst(world, specs, kill_after=RUNS // 3, victims=lambda _: victims)
     burst = kill.burst
     assert burst.answers == {"202": RUNS}, (burst.answers, burst.server_errors)
+    # The host was lost mid-task: its worker held a message it never acknowledged.
+    assert kill.held, kill
+    log.info("tasks the killed worker held: %s", kill.held)
     assert kill.address_answers == ADDRESS_PROBES
 
     # What the dead worker held (acknowledged late) is sent again by beat's sweep and
