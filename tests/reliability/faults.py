@@ -197,7 +197,7 @@ def kill_mid_burst(
         if name.startswith("worker"):
             kill.held = _freeze_holding_a_task(world.process(name))
         elif name.startswith("api"):
-            _freeze_with_a_request_unanswered(world.process(name))
+            _freeze_with_a_request_unanswered(world.process(name), port=_port(world))
     for name in kill.victims:
         sigkill_group(world.process(name))
     burst.join(timeout=600)
@@ -233,19 +233,28 @@ def _freeze_holding_a_task(worker: ProcessRecord) -> list[str]:
     return wait_until(caught, timeout=120, what=f"{worker.name} caught holding a task")
 
 
-def _freeze_with_a_request_unanswered(api: ProcessRecord) -> None:
+def _freeze_with_a_request_unanswered(api: ProcessRecord, *, port: int) -> None:
     """SIGSTOP the API process's group and leave it stopped for the SIGKILL once a
     client's request sits unanswered on one of its connections (bytes it has not read),
-    so the kill lands with a request in flight. The burst's clients keep their
-    connections, so one pinned to this process sends its next request within seconds."""
+    or a connection waits to be accepted, so the kill lands with a request in flight.
+    The burst's clients keep their connections, so one pinned to this process sends
+    its next request within seconds."""
     os.killpg(api.pid, signal.SIGSTOP)
     wait_until(lambda: _all_stopped(api.pid), timeout=10, what=f"{api.name} stopped")
     # Below httpx's 30 s read timeout, so the waiting client is still there at the kill.
-    wait_until(lambda: _unread_bytes(api.pid), timeout=20, what=f"a request to {api.name}")
+    wait_until(lambda: _unread_bytes(api.pid, port), timeout=20, what=f"a request to {api.name}")
 
 
-def _unread_bytes(pid: int) -> int:
-    """Bytes waiting unread on the established TCP connections ``pid`` holds."""
+def _port(world: World) -> int:
+    port = httpx.URL(world.stack.url).port
+    assert port is not None
+    return port
+
+
+def _unread_bytes(pid: int, port: int) -> int:
+    """Bytes waiting unread on the TCP connections ``pid`` holds on local ``port``, plus
+    connections waiting in its accept queue there (a client's request follows them).
+    Its other connections (Redis) are left out."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
@@ -256,8 +265,10 @@ def _unread_bytes(pid: int) -> int:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
             cols = row.split()
-            # st 01: ESTABLISHED; tx_queue:rx_queue in hex; the socket's inode in column 9.
-            if cols[3] == "01" and cols[9] in inodes:
+            # st 01 ESTABLISHED: rx_queue is bytes unread; st 0A LISTEN: connections not
+            # yet accepted. tx_queue:rx_queue in hex; the socket's inode in column 9.
+            local_port = int(cols[1].rsplit(":", 1)[1], 16)
+            if cols[3] in ("01", "0A") and cols[9] in inodes and local_port == port:
                 unread += int(cols[4].split(":")[1], 16)
     return unread
 
