@@ -19,20 +19,24 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 
 import httpx
 
 from bench.common import pct
-from shared.errors import StoreError
-from shared.records import Event, Job, Run, RunStatus
 from shared.settings import RedisSettings
 from shared.store import Store
 from tests.polling import wait_until
+from tests.reliability.faults import acknowledged_write
 from tests.reliability.world import RunSpec, open_sentinel_world, sigkill
-from tests.sentinel import SentinelGroup, acknowledging_replicas, start_sentinel_group
+from tests.sentinel import (
+    SentinelGroup,
+    acknowledging_replicas,
+    one_job_run,
+    start_sentinel_group,
+    submitted,
+)
 
 Rows = list[tuple[str, str]]
 
@@ -66,10 +70,12 @@ def failovers(group: SentinelGroup, n: int) -> Rows:
         assert port is not None
         store = Store.from_settings(settings, timeout_s=2, retries=0)
         try:
-            _write(store)  # connected to the primary before the kill
+            acknowledged_write(store)  # connected to the primary before the kill
             start = time.perf_counter()
             sigkill(group.server(port))
-            wait_until(partial(_write, store), timeout=60, what="a write after the failover")
+            wait_until(
+                partial(acknowledged_write, store), timeout=60, what="a write after the failover"
+            )
             times.append(time.perf_counter() - start)
         finally:
             store.close()
@@ -95,9 +101,9 @@ def store_writes(group: SentinelGroup, n: int, rounds: int) -> Rows:
             store = Store.from_settings(settings)
             try:
                 for _ in range(n):
-                    run, jobs = _run()
+                    run, jobs = one_job_run(user="bench")
                     start = time.perf_counter()
-                    store.create_run(run, jobs, _submitted())
+                    store.create_run(run, jobs, submitted())
                     samples[acks].append(time.perf_counter() - start)
             finally:
                 store.close()
@@ -136,15 +142,6 @@ def api_submits(directory: Path, n: int, rounds: int) -> Rows:
     ]
 
 
-def _write(store: Store) -> bool:
-    try:
-        store.incr(store.key("bench", "failover"))
-        store.confirm_replicated("probe")
-    except StoreError:
-        return False
-    return True
-
-
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
@@ -155,24 +152,6 @@ def _healthy(url: str) -> bool:
 def _latency(seconds: list[float]) -> str:
     ms = [s * 1000 for s in seconds]
     return f"p50 {pct(ms, 50):.2f} ms, p99 {pct(ms, 99):.2f} ms"
-
-
-def _run() -> tuple[Run, list[Job]]:
-    run = Run(
-        id=uuid.uuid4().hex,
-        project="main",
-        name=f"b-{uuid.uuid4().hex[:10]}",
-        user="bench",
-        configuration={"type": "task"},
-        configuration_type="task",
-    )
-    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
-    run.job_ids = [job.id]
-    return run, [job]
-
-
-def _submitted() -> Event:
-    return Event(at=time.time(), kind="status", status=RunStatus.SUBMITTED, message="submitted")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ import redis
 from cli.local.cluster import redis_argv
 from cli.local.processes import ProcessRecord, free_port, start_process, stop_process
 from shared.errors import NotFoundError, ReplicationError
-from shared.records import Event, Job, Run, RunStatus
+from shared.records import RunStatus
 from shared.store import Store
 from tests.polling import wait_until
-from tests.sentinel import acknowledging_replicas
+from tests.sentinel import acknowledging_replicas, one_job_run, submitted
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,8 @@ def _store(port: int, *, acks: int) -> Store:
 def test_a_new_run_answered_as_taken_is_already_on_the_replica(ports: tuple[int, int]) -> None:
     primary, replica_port = ports
     store = _store(primary, acks=1)
-    run, jobs = _new_run()
-    store.create_run(run, jobs, _submitted())
+    run, jobs = one_job_run()
+    store.create_run(run, jobs, submitted())
     replica = redis.Redis(port=replica_port, socket_timeout=5)
     try:
         # Read at once, no polling: WAIT returned only after the replica had it.
@@ -77,9 +77,9 @@ def test_a_new_run_too_few_replicas_acknowledged_is_refused_and_withdrawn(
 ) -> None:
     primary, _ = ports
     store = _store(primary, acks=2)  # one replica exists: the wait cannot be met
-    run, jobs = _new_run()
+    run, jobs = one_job_run()
     with pytest.raises(ReplicationError, match="min_replica_acks"):
-        store.create_run(run, jobs, _submitted())
+        store.create_run(run, jobs, submitted())
     assert store.find_run(run.id) is None
     assert store.find_job(jobs[0].id) is None
     with pytest.raises(NotFoundError):
@@ -88,8 +88,8 @@ def test_a_new_run_too_few_replicas_acknowledged_is_refused_and_withdrawn(
 
     # The client's retry, once replicas answer, takes the same name.
     store.min_replica_acks = 1
-    again, again_jobs = _new_run(name=run.name)
-    store.create_run(again, again_jobs, _submitted())
+    again, again_jobs = one_job_run(name=run.name)
+    store.create_run(again, again_jobs, submitted())
     assert store.run_by_name(run.project, run.name).id == again.id
     store.close()
 
@@ -99,7 +99,7 @@ def test_a_new_run_a_worker_already_changed_is_left_for_the_retry_to_find(
 ) -> None:
     primary, _ = ports
     store = _store(primary, acks=2)
-    run, jobs = _new_run()
+    run, jobs = one_job_run()
     # A scheduling pass moving the run while the API still waits for the replicas.
     worker = Store(store.r, prefix=store.p)
     moved = threading.Event()
@@ -118,7 +118,7 @@ def test_a_new_run_a_worker_already_changed_is_left_for_the_retry_to_find(
     thread.start()
     try:
         with pytest.raises(ReplicationError):
-            store.create_run(run, jobs, _submitted())
+            store.create_run(run, jobs, submitted())
     finally:
         thread.join()
     assert moved.is_set()
@@ -132,8 +132,8 @@ def test_a_state_change_too_few_replicas_acknowledged_raises_and_is_not_undone(
 ) -> None:
     primary, _ = ports
     store = _store(primary, acks=1)
-    run, jobs = _new_run()
-    store.create_run(run, jobs, _submitted())
+    run, jobs = one_job_run()
+    store.create_run(run, jobs, submitted())
     store.min_replica_acks = 2
     run.status = RunStatus.PENDING
     # The caller (a worker's task) fails before acting, and retries from what is stored.
@@ -147,25 +147,7 @@ def test_a_state_change_too_few_replicas_acknowledged_raises_and_is_not_undone(
 def test_without_a_replica_wait_a_lone_redis_takes_runs_as_before(ports: tuple[int, int]) -> None:
     primary, _ = ports
     store = _store(primary, acks=0)
-    run, jobs = _new_run()
-    store.create_run(run, jobs, _submitted())
+    run, jobs = one_job_run()
+    store.create_run(run, jobs, submitted())
     assert store.get_run(run.id).id == run.id
     store.close()
-
-
-def _new_run(name: str | None = None) -> tuple[Run, list[Job]]:
-    run = Run(
-        id=uuid.uuid4().hex,
-        project="main",
-        name=name or f"r-{uuid.uuid4().hex[:6]}",
-        user="alice",
-        configuration={"type": "task"},
-        configuration_type="task",
-    )
-    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
-    run.job_ids = [job.id]
-    return run, [job]
-
-
-def _submitted() -> Event:
-    return Event(at=time.time(), kind="status", status=RunStatus.SUBMITTED, message="submitted")

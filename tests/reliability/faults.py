@@ -130,7 +130,7 @@ def kill_primary_mid_burst(
     # No retries of its own: the figure is the first moment a write works, not a backoff's.
     store = Store.from_settings(world.stack.settings().redis, timeout_s=2, retries=0)
     try:
-        wait_until(lambda: _acknowledged_write(store), timeout=60, what="a write after failover")
+        wait_until(lambda: acknowledged_write(store), timeout=60, what="a write after failover")
     except AssertionError as e:
         raise AssertionError(f"{e}\n{group.logs()}") from None
     finally:
@@ -141,7 +141,7 @@ def kill_primary_mid_burst(
     return failover
 
 
-def _acknowledged_write(store: Store) -> bool:
+def acknowledged_write(store: Store) -> bool:
     try:
         store.incr(store.key("failover", "probe"))
         store.confirm_replicated("probe")
