@@ -35,7 +35,7 @@ from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.metrics import StoreCollector
 from shared.settings import Settings
-from shared.store import Store
+from shared.state.store import Store
 from shared.tasks import create_celery
 
 

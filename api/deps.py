@@ -11,10 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.services.auth import user_for_token, visible_project
 from shared.clusters import ClusterRegistry
 from shared.errors import ForbiddenError
-from shared.records import Project, User
 from shared.runlogs.store import LogStore
 from shared.settings import Settings
-from shared.store import Store
+from shared.state.records import Project, User
+from shared.state.store import Store
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.records import Job, Run, RunStatus
 from shared.ssh import JumpHostRecord
+from shared.state.records import Job, Run, RunStatus
 
 
 class RunCreate(BaseModel):
@@ -125,7 +125,7 @@ class Health(BaseModel):
 
 
 class BackendAccess(BaseModel):
-    """What Berth may do on one project's backend (``shared/access.py``), and why."""
+    """What Berth may do on one project's backend (``shared/policy/access.py``), and why."""
 
     project: str
     namespace: str

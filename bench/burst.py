@@ -33,10 +33,10 @@ import httpx
 from bench.common import Figures, PodTimes, any_objects, ensure_namespace, pct, poll
 from shared import kube
 from shared.configuration.parse import parse_run_configuration
-from shared.jobs import jobs_for
-from shared.records import Placement, Run
 from shared.settings import load_settings
 from shared.ssh import new_host_key, public_key_text
+from shared.state.jobs import jobs_for
+from shared.state.records import Placement, Run
 from tests.stack import Stack
 from workers.podspec import PodContext, build_job_objects
 

@@ -37,8 +37,8 @@ from bench.burst import berth_burst, stop_berth_runs
 from bench.common import Figures, ensure_namespace, pct, peak_rss_mib, table
 from cli.local import cluster, pod_logs
 from shared import kube
-from shared.records import Event, Job, Run, RunStatus
-from shared.store import Store
+from shared.state.records import Event, Job, Run, RunStatus
+from shared.state.store import Store
 from tests.stack import Stack, start_stack
 
 SCENARIO = "10 logs"

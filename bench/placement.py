@@ -4,7 +4,7 @@ Pure, no cluster: a synthetic mixed fleet (40% 8xH100, 30% 8xA100, 20% 1xA10,
 10% CPU-only, every GPU node partly used by pods) as a :class:`GpuInventory`,
 the way the proxy worker publishes it. Per size it times:
 
-- :func:`shared.offers.match` for one run (what ``berth offer`` and each
+- :func:`shared.placement.offers.match` for one run (what ``berth offer`` and each
   admission ask), cycling through three requests: 1xH100, 8xA100 and one GPU
   of any model; warm (a snapshot's fitting nodes are cached per request shape,
   as in a pass over an unchanged inventory) and cold;
@@ -34,9 +34,9 @@ from kubernetes import client
 from bench.common import Figures, private_redis
 from cli.local.nodes import GpuSpec, NodePool, NodePools, node_bodies
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.offers import Request, clear_fit_cache, match
+from shared.placement.offers import Request, clear_fit_cache, match
 from shared.queueing import QueuedRun, plan
-from shared.store import Store
+from shared.state.store import Store
 
 SCENARIO = "6 placement"
 NODE_COUNTS = (100, 1_000, 5_000)

@@ -63,13 +63,13 @@ from cli.local.nodes import GpuSpec, NodePool, NodePools, node_bodies
 from shared import kube
 from shared.configuration.parse import parse_run_configuration
 from shared.gpu.inventory import GpuInventory, InventoryBuilder, NodeInventory
-from shared.inventory_store import CHANNEL
-from shared.jobs import jobs_for
-from shared.offers import Request, clear_fit_cache, match
+from shared.placement.offers import Request, clear_fit_cache, match
 from shared.queueing import Holding, QueuedRun, plan
 from shared.queueing.commit import Change, Writer
-from shared.records import Event, Placement, Run, RunStatus
 from shared.settings import RedisSettings, Settings
+from shared.state.inventory_store import CHANNEL
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Placement, Run, RunStatus
 from workers import scheduling
 from workers.context import WorkerContext, build_context
 from workers.inventory_watch import InventoryWatcher

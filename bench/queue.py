@@ -44,13 +44,13 @@ from cli.local import nodes as node_pools
 from shared import kube
 from shared.configuration.parse import parse_run_configuration
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.inventory_store import CHANNEL
-from shared.jobs import jobs_for
-from shared.offers import Request
+from shared.placement.offers import Request
 from shared.queueing import Holding, QueuedRun, plan
 from shared.queueing.commit import Change, Writer
-from shared.records import Event, Run, RunStatus
 from shared.settings import RedisSettings, Settings, load_settings
+from shared.state.inventory_store import CHANNEL
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Run, RunStatus
 from workers import scheduling
 from workers.context import build_context
 

@@ -26,7 +26,7 @@ import httpx
 
 from bench.common import pct
 from shared.settings import RedisSettings
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.reliability.faults import acknowledged_write
 from tests.reliability.world import RunSpec, open_sentinel_world, sigkill

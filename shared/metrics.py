@@ -20,8 +20,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.records import RunStatus
-from shared.store import Store
+from shared.state.records import RunStatus
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

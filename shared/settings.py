@@ -89,7 +89,7 @@ class KubeSettings(BaseModel):
     one must not stall a worker thread forever."""
     access_recheck_s: float = 300.0
     """Seconds between two asks (SelfSubjectAccessReviews) of what Berth may do on a
-    backend (``shared/access.py``): an operator's RBAC change is seen within 5 min, and
+    backend (``shared/policy/access.py``): an operator's RBAC change is seen within 5 min, and
     at once after a 403 on a read the mode allowed."""
     forbidden_retry_s: float = 300.0
     """Seconds the proxy worker's inventory watch waits after a 403 before it lists that

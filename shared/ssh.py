@@ -37,8 +37,8 @@ from pydantic import BaseModel, ConfigDict
 
 from shared import kube
 from shared.errors import ConfigError, KubeNotFound, SSHError, StoreError
-from shared.records import User
-from shared.store import Store
+from shared.state.records import User
+from shared.state.store import Store
 
 RUN_SSH_PORT = 10022  # sshd inside run pods; unprivileged so any image user can bind it
 BERTH_PUBLIC_KEY_BLOB = "berth-ssh-public-key"  # {"key": "ssh-ed25519 ..."}

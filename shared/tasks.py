@@ -10,8 +10,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared import broker_transport, redis_client
 from shared.settings import Settings
+from shared.state import broker_transport, redis_client
 
 SCHEDULE_RUN = "berth.scheduling.schedule_run"
 SWEEP = "berth.scheduling.sweep"
@@ -56,7 +56,8 @@ VISIBILITY_TIMEOUT_S = 600
 
 def create_celery(settings: Settings) -> Celery:
     """The Celery app as both the API (sending) and the workers (running) use it."""
-    broker_transport.register()  # a worker survives a lost broker (shared/broker_transport.py)
+    # A worker survives a lost broker (shared/state/broker_transport.py).
+    broker_transport.register()
     # One Redis, or kombu's Sentinel transport (``redis_client.broker_url``): after a
     # failover, publishing and consuming fail with a connection error, and Celery's
     # publish retry and the worker's consumer restart reconnect through the Sentinels

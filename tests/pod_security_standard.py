@@ -1,7 +1,7 @@
 """The Pod Security Standards' ``restricted`` profile, as a checker for pod specs in tests.
 
 Written from the standard itself, control by control, and independent of
-Berth's own code (``shared.pod_security``), so a test that passes here says
+Berth's own code (``shared.policy.pod_security``), so a test that passes here says
 the pod passes the standard, not that Berth agrees with itself.
 Source: https://kubernetes.io/docs/concepts/security/pod-security-standards/
 (Kubernetes v1.36; ``restricted`` includes every ``baseline`` control).

@@ -20,7 +20,7 @@ import redis
 
 from cli.local.cluster import redis_argv
 from cli.local.processes import ProcessRecord, free_port, log_tail, start_process, stop_process
-from shared.records import Event, Job, Run, RunStatus
+from shared.state.records import Event, Job, Run, RunStatus
 from tests.polling import wait_until
 
 MASTER_NAME = "berth"

@@ -23,9 +23,9 @@ import asyncssh
 
 from shared import ssh
 from shared.errors import BerthError
-from shared.pod_security import RESTRICTED_SSH_USER
+from shared.policy.pod_security import RESTRICTED_SSH_USER
 from shared.queueing import keys
-from shared.records import Job, Run, RunStatus
+from shared.state.records import Job, Run, RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The proxy worker's watches, one per thing to watch, following each backend's access mode.
 
-What to watch depends on what Berth may read (:mod:`shared.access`):
+What to watch depends on what Berth may read (:mod:`shared.policy.access`):
 
 - ``cluster`` mode: one :class:`~workers.inventory_watch.InventoryWatcher` per
   cluster (nodes and every pod), publishing the GPU inventory, however many
@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import access
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError
 from shared.gpu.inventory import GpuInventory
+from shared.policy import access
 from shared.settings import Settings
-from shared.store import Store
+from shared.state.store import Store
 from workers.inventory_watch import InventoryWatcher, WatchSettings
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from shared import logs
 from shared.errors import TemporaryError
 from shared.metrics import TASKS
 from shared.settings import load_settings
+from shared.state.usage import USAGE_EVERY_S
 from shared.tasks import (
     CHECK_ACTIVITY,
     CHECK_UTILIZATION,
@@ -33,7 +34,6 @@ from shared.tasks import (
     SYNC_ROUTERS,
     create_celery,
 )
-from shared.usage import USAGE_EVERY_S
 
 F = TypeVar("F", bound=Callable[..., Any])
 

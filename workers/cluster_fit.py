@@ -4,7 +4,7 @@ Two calls for :mod:`workers.scheduling` (it owns the pass; these only compute):
 
 - :func:`inventory_with_pools`, once per cluster and pass: the inventory plus
   the nodes the backend's autoscaling pools may still add (see
-  :mod:`shared.autoscaling`), so the queue plans with them and never asks a
+  :mod:`shared.placement.autoscaling`), so the queue plans with them and never asks a
   pool for more than its maximum;
 - :func:`narrow_request`, per queued run: the run's request limited to the
   nodes its volumes allow (a ReadWriteOnce claim in use pins the run to that
@@ -27,13 +27,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from shared import autoscaling
 from shared.errors import ConfigError, KubeError, KubeTemporaryError
 from shared.gpu.inventory import GpuInventory
-from shared.offers import Request
-from shared.placement_facts import claim_states, selector_nodes, with_pools
-from shared.records import Run
-from shared.volume_placement import (
+from shared.placement import autoscaling
+from shared.placement.offers import Request
+from shared.placement.placement_facts import claim_states, selector_nodes, with_pools
+from shared.state.records import Run
+from shared.volumes.volume_placement import (
     ClaimState,
     allowed_nodes_for_volumes,
     could_split,

@@ -1,6 +1,6 @@
 """A run's code in its pods: Secrets holding the archive, a volume, a few shell lines.
 
-The archive (``shared/code.py``) is cut into Secrets named after the run
+The archive (``shared/state/code.py``) is cut into Secrets named after the run
 (``berth-<project>-<run>-code-<run id>-<i>``), created once per run and adopted on a
 second delivery; every pod of the run mounts them through one projected volume,
 so each node of a multi-node task gets the same bytes with no network access.
@@ -16,10 +16,10 @@ import base64
 from typing import Any
 
 from shared import kube
-from shared.code import chunks
 from shared.configuration.code import DEFAULT_WORKING_DIR, target_path
 from shared.kube.names import object_name
-from shared.records import Run
+from shared.state.code import chunks
+from shared.state.records import Run
 
 CODE_MOUNT = "/berth/code"
 _STAGING = "/tmp/.berth-code"

@@ -16,7 +16,7 @@ from celery import Celery
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig, load_server_config
 from shared.settings import Settings, load_settings
-from shared.store import Store
+from shared.state.store import Store
 from shared.tasks import create_celery
 
 

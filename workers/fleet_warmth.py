@@ -32,16 +32,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shared import access
 from shared.clusters import Cluster
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import BerthError, KubeForbidden
-from shared.fleets import fleet_nodes
-from shared.inventory_store import load_inventory
-from shared.placement_facts import selector_nodes
-from shared.placements import active_runs, reserved
-from shared.store import Store
+from shared.placement.fleets import fleet_nodes
+from shared.placement.placement_facts import selector_nodes
+from shared.placement.placements import active_runs, reserved
+from shared.policy import access
+from shared.state.inventory_store import load_inventory
+from shared.state.store import Store
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from shared.configuration.parse import configuration_from_stored
 from shared.errors import BerthError
 from shared.kube import Kube
 from shared.kube.pod_proxy import scrape_pod
-from shared.records import Run, RunStatus
 from shared.settings import GpuMetricsSettings
+from shared.state.records import Run, RunStatus
 from workers import requeue
 from workers.context import WorkerContext
 

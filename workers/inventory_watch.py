@@ -35,7 +35,7 @@ Runs inside the proxy worker. Design decisions:
   back off from ``backoff_initial_s`` doubling to ``backoff_max_s`` and then
   resume from the last resourceVersion. A 403 is no outage: RBAC will say the
   same until an operator acts, so it is reported (``on_forbidden``, which asks
-  :mod:`shared.access` again) and that kind is not asked again for
+  :mod:`shared.policy.access` again) and that kind is not asked again for
   ``forbidden_retry_s``: never a loop of forbidden calls.
 * **Namespace-only mode.** Given a ``namespace``, it watches only the pods
   there (Berth's own job pods, for ``on_berth_pod``) and publishes no
@@ -63,7 +63,7 @@ from kubernetes.client.exceptions import ApiException
 from shared import kube
 from shared.errors import BerthError, KubeError, KubeForbidden, KubeTemporaryError
 from shared.gpu.inventory import GpuInventory, InventoryBuilder
-from shared.inventory_store import is_foreign_pod
+from shared.state.inventory_store import is_foreign_pod
 
 __all__ = ["NODES", "PODS", "InventoryWatcher", "WatchSettings", "WatcherHealth"]
 

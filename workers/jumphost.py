@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from shared import pod_security, ssh
+from shared import ssh
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig
 from shared.errors import BerthError, KubeForbidden, StoreError
+from shared.policy import pod_security
 from shared.settings import SshSettings
 from shared.ssh import JumpHostRecord
-from shared.store import Store
+from shared.state.store import Store
 from workers.jumphost_kube import reconcile, secret_host_key
 from workers.jumphost_objects import (
     JumpHostTarget,

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared import kube, ssh
 from shared.configuration.server import ServerConfig
-from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec, stricter
+from shared.policy.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec, stricter
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE
 
 LABEL_JUMP = "berth.dev/jump-host"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import redis
 
 from shared.settings import Settings
-from shared.store import Store
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Following a job placed on an autoscaling pool until a node joins, or the wait ends.
 
-A pod placed on a pool node (see :mod:`shared.autoscaling`) is unschedulable on
+A pod placed on a pool node (see :mod:`shared.placement.autoscaling`) is unschedulable on
 purpose until the autoscaler adds a node, so the usual rule (an unschedulable
 pod goes back to the queue after a minute) does not apply to it. Instead:
 
@@ -19,10 +19,10 @@ import datetime as dt
 import time
 from typing import Any
 
-from shared.autoscaling import find_pool, scale_up_timed_out, waiting_reason
 from shared.clusters import Cluster
+from shared.placement.autoscaling import find_pool, scale_up_timed_out, waiting_reason
 from shared.queueing.limits import NO_CAPACITY
-from shared.records import Event, Job, RunStatus
+from shared.state.records import Event, Job, RunStatus
 from workers import wait_reasons
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict

@@ -41,8 +41,8 @@ from typing import Any
 from shared import kube
 from shared.clusters import Cluster
 from shared.errors import ConfigError, KubeConflict, KubeNotFound, NotFoundError
-from shared.records import Job
-from shared.store import Store
+from shared.state.records import Job
+from shared.state.store import Store
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

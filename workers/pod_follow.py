@@ -29,7 +29,7 @@ from typing import Any
 
 from shared import tasks
 from shared.errors import BerthError
-from shared.store import Store, wrapped
+from shared.state.store import Store, wrapped
 from workers import provisioning
 from workers.context import WorkerContext
 

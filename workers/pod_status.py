@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.queueing.limits import ERROR, INTERRUPTION
-from shared.records import Job, RunStatus
+from shared.state.records import Job, RunStatus
 
 UNSCHEDULABLE_GRACE_S = 60.0
 """How long a pod may sit unschedulable before its job returns to the queue;

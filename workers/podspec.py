@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import autoscaling, kube, secrets
+from shared import kube
 from shared.configuration.fields import interpolate_env
 from shared.configuration.groups import group_configuration, node_group_sizes
 from shared.configuration.interpolation import (
@@ -25,10 +25,10 @@ from shared.configuration.interpolation import (
 )
 from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.kube.names import job_pod_name, object_name
-from shared.pod_customisation import customise_pod
-from shared.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
-from shared.records import Job, Run
-from shared.requests import request_for
+from shared.placement import autoscaling
+from shared.placement.requests import request_for
+from shared.policy.pod_customisation import customise_pod
+from shared.policy.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
 from shared.ssh import (
     HOST_KEY_FILE,
     HOST_KEY_PUB_FILE,
@@ -37,6 +37,8 @@ from shared.ssh import (
     new_host_key,
     public_key_text,
 )
+from shared.state import secrets
+from shared.state.records import Job, Run
 from workers import code_volume, dind, service_probe
 
 SSH_PORT = RUN_SSH_PORT
@@ -113,14 +115,14 @@ class PodContext:
     node_pool: NodePool | None = None
     """Set when the job is placed on a pool node: the pod asks for the pool's labels."""
     pod_security: Level = "privileged"
-    """The Pod Security level the pod must pass (``shared.pod_security``)."""
+    """The Pod Security level the pod must pass (``shared.policy.pod_security``)."""
     pod_uid: int | None = 1000
     """Under ``restricted``, the UID to run as when the pod settings name none; None:
     the cluster assigns one (OpenShift)."""
     code_parts: int = 0
     """Secrets holding the run's code archive (``workers/code_volume.py``); 0: no code."""
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
-    """Decrypted project secrets the configuration names (``shared/secrets.py``)."""
+    """Decrypted project secrets the configuration names (``shared/state/secrets.py``)."""
     scheduler_affinity: Mapping[str, Any] | None = None
     """For a job the kube-scheduler places (namespace-only mode,
     ``workers/scheduler_placement.py``): the pod's whole affinity, instead of a node."""

@@ -13,8 +13,7 @@ import logging
 import time
 from typing import Any
 
-from shared import autoscaling, kube, logs, node_order, secrets, tasks
-from shared import code as code_archive
+from shared import kube, logs, tasks
 from shared.clusters import Cluster
 from shared.configuration.groups import group_configuration, stored_router
 from shared.configuration.parse import configuration_from_stored
@@ -28,18 +27,21 @@ from shared.errors import (
     StoreError,
     TemporaryError,
 )
-from shared.jobs import refresh_run
 from shared.kube.names import job_pod_name
-from shared.lifecycle import can_move
 from shared.metrics import SUBMIT_TO_RUNNING
-from shared.pod_security import stricter
+from shared.placement import autoscaling, node_order
+from shared.policy.pod_security import stricter
+from shared.policy.resource_quotas import namespace_key, note_refusal
 from shared.queueing.namespace_only import is_scheduler_node
 from shared.queueing.namespace_quota import quota_refusal
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Job, Run, RunStatus
-from shared.resource_quotas import namespace_key, note_refusal
 from shared.runlogs.store import LogStore
-from shared.volume_placement import host_volume_refusal
+from shared.state import code as code_archive
+from shared.state import secrets
+from shared.state.jobs import refresh_run
+from shared.state.lifecycle import can_move
+from shared.state.records import Event, Job, Run, RunStatus
+from shared.volumes.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod

@@ -21,10 +21,10 @@ from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import BerthError, TemporaryError
 from shared.gpu.inventory import GpuInventory
-from shared.inventory_store import CHANNEL
 from shared.queueing.wake import wake_scheduler
 from shared.settings import Settings
-from shared.store import Store
+from shared.state.inventory_store import CHANNEL
+from shared.state.store import Store
 from shared.tasks import create_celery
 from workers.backend_watches import BackendWatches
 from workers.context import WorkerContext
@@ -65,7 +65,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         settings=settings, store=store, server=server, clusters=clusters, celery=celery
     )
     follower = PodFollower(ctx)
-    # What each backend may be watched for follows its access mode (shared/access.py).
+    # What each backend may be watched for follows its access mode (shared/policy/access.py).
     watches = BackendWatches(
         settings, store, clusters, publish=publish, on_berth_pod=follower.offer
     )

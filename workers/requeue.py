@@ -1,7 +1,7 @@
 """Sending a placed run back to the queue, and stopping one whose time is up.
 
 **Requeue** is the state machine's one deliberate rewind besides an
-unschedulable pod (:mod:`shared.lifecycle`): a retried failure, or a gang that
+unschedulable pod (:mod:`shared.state.lifecycle`): a retried failure, or a gang that
 did not become Running in time, returns *every* job of the run to ``pending``
 without a placement, in one compare-and-set write of the run and all its jobs.
 The order matters:
@@ -29,7 +29,7 @@ from shared.queueing import keys
 from shared.queueing.commit import CONFLICT, Change, Writer
 from shared.queueing.limits import limits_of, may_retry
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Job, Run, RunStatus
+from shared.state.records import Event, Job, Run, RunStatus
 from workers import teardown
 from workers.context import WorkerContext
 

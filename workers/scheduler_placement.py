@@ -1,12 +1,12 @@
 """Jobs the kube-scheduler places (namespace-only mode): their affinity and their wait.
 
-In namespace-only mode (:mod:`shared.access`) a job's placement names
+In namespace-only mode (:mod:`shared.policy.access`) a job's placement names
 :data:`~shared.queueing.namespace_only.SCHEDULER_NODE`, not a node. Two things
 follow, both here:
 
 - :func:`scheduler_affinity`: the pod asks for its GPU model and memory by node
   affinity on the GPU labels (:mod:`shared.gpu.affinity`), and for its instance
-  types, zones and regions on the well-known labels (:mod:`shared.locality`); a multi-node
+  types, zones and regions on the well-known labels (:mod:`shared.placement.locality`); a multi-node
   run's pods repel each other across nodes (``nodes: N`` means N nodes);
 - :func:`judge_scheduler_wait`: an unbound pod is the scheduler looking for a
   node, not Berth's mistake, so the usual rule (unschedulable for a minute: back
@@ -26,9 +26,9 @@ from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeError
 from shared.gpu.affinity import gpu_node_affinity
-from shared.locality import Where
-from shared.records import Event, Job, Run, RunStatus
-from shared.requests import request_for
+from shared.placement.locality import Where
+from shared.placement.requests import request_for
+from shared.state.records import Event, Job, Run, RunStatus
 from workers import wait_reasons
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict

@@ -1,4 +1,4 @@
-"""Starting scheduled runs at their cron times (see :mod:`shared.schedules`)."""
+"""Starting scheduled runs at their cron times (see :mod:`shared.state.schedules`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import logging
 import time
 import uuid
 
-from shared import schedules
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConflictError, NotFoundError
-from shared.jobs import jobs_for
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Run, RunStatus
+from shared.state import schedules
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Run, RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

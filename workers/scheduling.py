@@ -9,7 +9,7 @@ backfill, gangs); this module only feeds it and applies its answer:
 - the ResourceQuotas of each namespace with runs waiting are capacity too
   (:mod:`shared.queueing.namespace_quota` says how ``status.used`` and Berth's
   placements add up without counting a job twice); reads are cached briefly
-  per process (:class:`shared.resource_quotas.QuotaReader`);
+  per process (:class:`shared.policy.resource_quotas.QuotaReader`);
 - an admitted run's jobs are written all at once (:mod:`shared.queueing.commit`),
   so a gang is placed whole or not at all, then provisioned;
 - a waiting run is ``pending`` with what it waits for and its position in its
@@ -39,14 +39,14 @@ from functools import partial
 
 import redis
 
-from shared import access, tasks
+from shared import tasks
 from shared.errors import ConfigError, TemporaryError
-from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.gpu.inventory import GpuInventory
-from shared.inventory_store import load_inventory
-from shared.lifecycle import can_move, run_status_from_jobs
-from shared.offers import Request
-from shared.placements import HOLDING
+from shared.placement.fleets import allowed_nodes, fleet_blocks, instance_nodes
+from shared.placement.offers import Request
+from shared.placement.placements import HOLDING
+from shared.policy import access
+from shared.policy.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
@@ -54,10 +54,11 @@ from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
 from shared.queueing.share import normalise_quotas
 from shared.queueing.view import RecordCache, RunFacts, View
-from shared.records import Event, Job, Run, RunStatus
-from shared.resource_quotas import QuotaReader, namespace_key, refusals
-from shared.store import Store
-from shared.volume_placement import berth_volume_nodes, mounted_volumes
+from shared.state.inventory_store import load_inventory
+from shared.state.lifecycle import can_move, run_status_from_jobs
+from shared.state.records import Event, Job, Run, RunStatus
+from shared.state.store import Store
+from shared.volumes.volume_placement import berth_volume_nodes, mounted_volumes
 from workers import cluster_fit
 from workers.context import WorkerContext
 
@@ -309,7 +310,7 @@ _NO_INSTANCES = (
 def _cluster_and_mode(
     ctx: WorkerContext, project: str, unanswered: dict[str, str]
 ) -> tuple[str, access.Mode]:
-    """The project's cluster and what Berth may do there (see :mod:`shared.access`).
+    """The project's cluster and what Berth may do there (see :mod:`shared.policy.access`).
 
     A review the apiserver did not answer is noted in ``unanswered`` (cluster key ->
     why), so the pass asks that cluster nothing more: one call per pass, not one per

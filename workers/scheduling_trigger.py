@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from shared.queueing import wake
-from shared.store import Store
+from shared.state.store import Store
 
 _RUNNER_TTL_S = 30  # a crashed runner's claim lapses; renewed before every pass
 _GATHER_MAX_S = 0.05  # the most a request waits for the next pass to gather others

@@ -29,7 +29,7 @@ from shared.configuration.parse import configuration_from_stored
 from shared.configuration.runs import ServiceConfiguration
 from shared.errors import BerthError, NotFoundError
 from shared.kube.pod_proxy import pod_request
-from shared.records import Job, Run, RunStatus
+from shared.state.records import Job, Run, RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

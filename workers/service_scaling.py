@@ -1,8 +1,8 @@
 """Services with ``scaling``: beat moves each one's replica count toward what its traffic asks.
 
-The proxy counts every admitted request in Redis (``shared.service_traffic``);
+The proxy counts every admitted request in Redis (``shared.services.service_traffic``);
 every few seconds this reads the average over the service's window, asks
-dstack's rule (``shared.service_scaling``) for a count, and moves there:
+dstack's rule (``shared.services.service_scaling``) for a count, and moves there:
 
 - **up**: new replica jobs are added to the run in one compare-and-set with the
   run's ``scaled_at`` (``Store.add_jobs``), then the scheduler places them as it
@@ -22,14 +22,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared import service_traffic, tasks
+from shared import tasks
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import NotFoundError
-from shared.jobs import replica_job
-from shared.lifecycle import can_move
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Job, Run, RunStatus
-from shared.service_scaling import ScalingRule, desired_replicas
+from shared.services import service_traffic
+from shared.services.service_scaling import ScalingRule, desired_replicas
+from shared.state.jobs import replica_job
+from shared.state.lifecycle import can_move
+from shared.state.records import Event, Job, Run, RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

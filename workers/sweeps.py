@@ -26,12 +26,13 @@ import logging
 import time
 import zlib
 
-from shared import access, tasks
-from shared.autoscaling import find_pool, is_pool_node
+from shared import tasks
 from shared.errors import BerthError, StoreError
+from shared.placement.autoscaling import find_pool, is_pool_node
+from shared.policy import access
 from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
-from shared.records import Job, Run, RunStatus
+from shared.state.records import Job, Run, RunStatus
 from workers import requeue
 from workers.celery_app import SWEEP_EVERY_S
 from workers.context import WorkerContext

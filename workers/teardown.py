@@ -8,14 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared import kube, node_order
+from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeNotFound
-from shared.jobs import refresh_run
-from shared.lifecycle import can_move
+from shared.placement import node_order
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Run, RunStatus
 from shared.runlogs.store import LogStore
+from shared.state.jobs import refresh_run
+from shared.state.lifecycle import can_move
+from shared.state.records import Event, Run, RunStatus
 from workers import code_volume
 from workers.context import WorkerContext
 

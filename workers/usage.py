@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from shared import access, usage
 from shared.errors import BerthError
-from shared.inventory_store import load_inventory
-from shared.records import RunStatus
+from shared.policy import access
+from shared.state import usage
+from shared.state.inventory_store import load_inventory
+from shared.state.records import RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from typing import Any
 
 from shared.clusters import Cluster
 from shared.errors import ConfigError
-from shared.records import Run
-from shared.store import Store
-from shared.volume_claims import ensure_claim, volume_configuration
-from shared.volume_placement import volume_names
+from shared.state.records import Run
+from shared.state.store import Store
+from shared.volumes.volume_claims import ensure_claim, volume_configuration
+from shared.volumes.volume_placement import volume_names
 from workers.podspec import ClaimMount
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from shared.records import Event, RunStatus
+from shared.state.records import Event, RunStatus
 from workers.context import WorkerContext
 
 _CAS_ATTEMPTS = 10

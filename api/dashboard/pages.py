@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from shared.records import Run
+from shared.state.records import Run
 
 _HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -25,8 +25,8 @@ from api.services import events as event_service
 from api.services import logs as log_service
 from api.services.auth import may_see
 from shared.errors import NotFoundError
-from shared.records import Run, User
-from shared.store import Store
+from shared.state.records import Run, User
+from shared.state.store import Store
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 

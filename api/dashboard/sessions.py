@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from shared.records import User
-from shared.store import Store, wrapped
+from shared.state.records import User
+from shared.state.store import Store, wrapped
 
 COOKIE = "berth_session"
 

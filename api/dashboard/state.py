@@ -13,15 +13,16 @@ import time
 from collections import Counter
 from typing import Any
 
-from shared import access, usage
-from shared.autoscaling import is_pool_node, pool_of
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError
 from shared.gpu.inventory import GpuInventory, NodeInventory
-from shared.inventory_store import load_inventory
+from shared.placement.autoscaling import is_pool_node, pool_of
+from shared.policy import access
 from shared.queueing.share import Ledger
-from shared.records import Job, Project, Run, RunStatus, User
-from shared.store import Store
+from shared.state import usage
+from shared.state.inventory_store import load_inventory
+from shared.state.records import Job, Project, Run, RunStatus, User
+from shared.state.store import Store
 
 _RECENT = 20  # finished runs listed under the active ones
 _POSITION = re.compile(r"position (\d+) of (\d+)")

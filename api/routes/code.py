@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.deps import CurrentProject, SettingsDep, StoreDep
-from shared import code
+from shared.state import code
 
 router = APIRouter(prefix="/api/projects/{project}/code", tags=["runs"])
 

@@ -33,13 +33,14 @@ from api.errors import error_response
 from api.services import service_requests
 from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
-from shared import service_traffic, ssh
+from shared import ssh
 from shared.configuration.fields import RateLimit
 from shared.configuration.groups import stored_router
 from shared.errors import AuthError, NotFoundError, TemporaryError
-from shared.records import Run, RunStatus, User
+from shared.services import service_traffic
 from shared.ssh import JumpHostRecord
-from shared.store import Store
+from shared.state.records import Run, RunStatus, User
+from shared.state.store import Store
 
 router = APIRouter(tags=["proxy"])
 
@@ -122,7 +123,7 @@ class ServiceTarget:
     strip_prefix: bool = True
     rate_limits: tuple[RateLimit, ...] = ()
     counted: bool = False
-    """Requests are counted for ``scaling`` (``shared.service_traffic``)."""
+    """Requests are counted for ``scaling`` (``shared.services.service_traffic``)."""
     running: list[Replica] = field(default_factory=list)
     """Every running replica, ready or not: a replica whose probe fails for a moment
     gets no new request, but its open streams are not cut."""

@@ -23,8 +23,8 @@ from api.services import logs as log_service
 from api.services import run_history
 from api.services import runs as run_service
 from api.services import schedules as schedule_service
-from shared.records import RunStatus
-from shared.schedules import ScheduledRun
+from shared.state.records import RunStatus
+from shared.state.schedules import ScheduledRun
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from api.deps import AdminUser, CurrentProject, SettingsDep, StoreDep
-from shared import secrets
+from shared.state import secrets
 
 router = APIRouter(prefix="/api/projects/{project}/secrets", tags=["secrets"])
 

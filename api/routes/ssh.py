@@ -18,10 +18,10 @@ from api.deps import ClustersDep, CurrentProject, SettingsDep, StoreDep
 from shared import ssh
 from shared.clusters import ClusterRegistry
 from shared.errors import ConflictError, TemporaryError
-from shared.pod_security import RESTRICTED_SSH_USER
-from shared.records import Job, Project, Run, RunStatus
+from shared.policy.pod_security import RESTRICTED_SSH_USER
 from shared.settings import SshSettings
-from shared.store import Store
+from shared.state.records import Job, Project, Run, RunStatus
+from shared.state.store import Store
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["ssh"])
 

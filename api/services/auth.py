@@ -6,8 +6,8 @@ import secrets
 from collections.abc import Sequence
 
 from shared.errors import AuthError, NotFoundError
-from shared.records import Project, User
-from shared.store import Store, token_sha256
+from shared.state.records import Project, User
+from shared.state.store import Store, token_sha256
 
 DEFAULT_PROJECT = "main"
 ADMIN = "admin"

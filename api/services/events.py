@@ -15,8 +15,8 @@ from api.schemas import EventPublic
 from shared.clusters import ClusterRegistry
 from shared.errors import ConfigError, KubeError
 from shared.kube.names import job_pod_name
-from shared.records import Run
-from shared.store import Store
+from shared.state.records import Run
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ import yaml
 from pydantic import BaseModel
 
 from api.services.names import random_run_name
-from shared import placements
 from shared.clusters import ClusterRegistry
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored, parse_fleet_configuration
 from shared.errors import ConflictError, NotFoundError
-from shared.fleets import fleet_nodes
-from shared.inventory_store import load_inventory
-from shared.offers import nominal_memory_mib
-from shared.records import Fleet
-from shared.store import Store
+from shared.placement import placements
+from shared.placement.fleets import fleet_nodes
+from shared.placement.offers import nominal_memory_mib
+from shared.state.inventory_store import load_inventory
+from shared.state.records import Fleet
+from shared.state.store import Store
 
 
 class FleetInstance(BaseModel):

@@ -17,10 +17,10 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from shared.errors import ConfigError, NotFoundError
-from shared.records import Job, Run
 from shared.runlogs.lines import LineTimes, parse_since, strip_timestamp
 from shared.runlogs.store import Entry, LogStore
-from shared.store import Store
+from shared.state.records import Job, Run
+from shared.state.store import Store
 
 _PAGE = 200  # stream entries per Redis read; an entry holds up to logs.chunk_bytes
 _BLOCK_MS = 1000  # how long one wait for new lines blocks a follower's Redis connection

@@ -14,8 +14,8 @@ from typing import Any
 
 from api.services.auth import may_see, user_for_token
 from shared.errors import AuthError, ConfigError, NotFoundError
-from shared.records import Run, RunStatus
-from shared.store import Store
+from shared.state.records import Run, RunStatus
+from shared.state.store import Store
 
 MAX_REQUEST_BYTES = 1 << 20  # a chat request is a few KiB of messages; this is read to route it
 

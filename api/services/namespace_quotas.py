@@ -11,18 +11,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shared import access, limit_ranges, resource_quotas
 from shared.clusters import ClusterRegistry
 from shared.errors import ConfigError, KubeError
 from shared.gpu.inventory import GpuInventory
-from shared.inventory_store import load_inventory
-from shared.jobs import jobs_for
-from shared.offers import Request, match
+from shared.placement.offers import Request, match
+from shared.placement.requests import request_for
+from shared.policy import access, limit_ranges, resource_quotas
 from shared.queueing.namespace_only import gpu_resource
 from shared.queueing.namespace_quota import demand, memory_limit_of, room_for, total
-from shared.records import Placement, Run
-from shared.requests import request_for
-from shared.store import Store
+from shared.state.inventory_store import load_inventory
+from shared.state.jobs import jobs_for
+from shared.state.records import Placement, Run
+from shared.state.store import Store
 
 # The device plugins' resource names, for a cluster whose inventory shows no such GPU.
 _DEFAULT_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}

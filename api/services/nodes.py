@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from shared import access
 from shared.clusters import ClusterRegistry
 from shared.errors import NotSupportedError
 from shared.gpu.inventory import GpuInventory, NodeInventory
 from shared.gpu.labels import GpuGroup
 from shared.gpu.unidentified import unidentified_gpus
-from shared.inventory_store import load_inventory
-from shared.offers import nominal_memory_mib
-from shared.store import Store
+from shared.placement.offers import nominal_memory_mib
+from shared.policy import access
+from shared.state.inventory_store import load_inventory
+from shared.state.store import Store
 
 
 class NodeGpuPublic(BaseModel):
@@ -47,7 +47,7 @@ class NodePublic(BaseModel):
     zone: str | None = None
     region: str | None = None
     """Where it is, from its well-known labels: what ``instance_types``,
-    ``availability_zones`` and ``regions`` match (``shared.locality``)."""
+    ``availability_zones`` and ``regions`` match (``shared.placement.locality``)."""
     backend: str | None = None
     """Its cloud, as ``backends`` names it, from its providerID."""
 

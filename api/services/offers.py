@@ -8,8 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from api.services.nodes import UnidentifiedPublic, gpu_memory, unidentified_public
-from shared import access, placements, resource_quotas
-from shared.autoscaling import is_pool_node, pool_of
 from shared.clusters import Cluster, ClusterRegistry
 from shared.configuration.base import config_error_from_validation
 from shared.configuration.resources import ResourcesSpec
@@ -17,12 +15,15 @@ from shared.configuration.server import KubernetesBackend
 from shared.errors import ConfigError, KubeError, KubeForbidden
 from shared.gpu.affinity import gpu_node_affinity
 from shared.gpu.inventory import GpuInventory
-from shared.inventory_store import load_inventory
-from shared.offers import Offer, Request, describe, match
-from shared.placement_facts import selector_nodes, with_pools
+from shared.placement import placements
+from shared.placement.autoscaling import is_pool_node, pool_of
+from shared.placement.offers import Offer, Request, describe, match
+from shared.placement.placement_facts import selector_nodes, with_pools
+from shared.placement.requests import request_from_resources
+from shared.policy import access, resource_quotas
 from shared.queueing.namespace_quota import describe_quota
-from shared.requests import request_from_resources
-from shared.store import Store
+from shared.state.inventory_store import load_inventory
+from shared.state.store import Store
 
 
 class OfferPublic(BaseModel):
@@ -50,7 +51,7 @@ class OffersPublic(BaseModel):
     """What each job's pod asks Kubernetes for (``cpu``, ``memory``, GPUs,
     ``ephemeral-storage``), as quantities; a resource left out is not requested."""
     access_mode: str = "cluster"
-    """What Berth may read on the backend (``shared/access.py``): ``cluster``,
+    """What Berth may read on the backend (``shared/policy/access.py``): ``cluster``,
     ``namespace`` (node offers unknown; the kube-scheduler places) or ``none``."""
     access_reason: str = ""
     quota: list[str] = []

@@ -9,8 +9,8 @@ costs a few round trips however many runs a project has had.
 from __future__ import annotations
 
 from shared.queueing import keys
-from shared.records import Run, RunStatus
-from shared.store import RunCursor, Store
+from shared.state.records import Run, RunStatus
+from shared.state.store import RunCursor, Store
 
 NEXT_CURSOR_HEADER = "X-Berth-Next-Cursor"
 

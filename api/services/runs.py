@@ -16,23 +16,25 @@ from api.services.names import random_run_name
 from api.services.namespace_quotas import check_namespace_quota
 from api.services.offers import OffersPublic, offers_for
 from api.services.volumes import check_run_volumes
-from shared import access, pod_security, secrets, tasks
-from shared import code as code_archive
+from shared import tasks
 from shared.clusters import ClusterRegistry
 from shared.configuration import AnyRunConfiguration
 from shared.configuration.groups import group_configuration, groups_differ
 from shared.configuration.parse import configuration_from_mapping, parse_run_configuration
 from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, StoreError
-from shared.fleets import allowed_nodes, fleet_blocks, instance_nodes
-from shared.inventory_store import load_inventory
-from shared.jobs import jobs_for
-from shared.lifecycle import can_move
+from shared.placement.fleets import allowed_nodes, fleet_blocks, instance_nodes
+from shared.placement.requests import request_for
+from shared.policy import access, pod_security
 from shared.queueing.wake import wake_scheduler
-from shared.records import Event, Job, Project, Run, RunStatus, User
-from shared.requests import request_for
 from shared.server_features import check_server_features
 from shared.settings import Settings
-from shared.store import Store
+from shared.state import code as code_archive
+from shared.state import secrets
+from shared.state.inventory_store import load_inventory
+from shared.state.jobs import jobs_for
+from shared.state.lifecycle import can_move
+from shared.state.records import Event, Job, Project, Run, RunStatus, User
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

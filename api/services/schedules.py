@@ -1,7 +1,7 @@
 """Applying a configuration with ``schedule``, listing and deleting schedules.
 
 The schedule passes every check a run passes at submission, then waits for its
-cron times (:mod:`shared.schedules`); beat starts its runs.
+cron times (:mod:`shared.state.schedules`); beat starts its runs.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pydantic import BaseModel
 
 from api.services import runs as run_service
 from api.services.names import random_run_name
-from shared import schedules
 from shared.clusters import ClusterRegistry
-from shared.records import Job, Project, Run, User
-from shared.schedules import ScheduledRun
 from shared.settings import Settings
-from shared.store import Store
+from shared.state import schedules
+from shared.state.records import Job, Project, Run, User
+from shared.state.schedules import ScheduledRun
+from shared.state.store import Store
 
 
 class SchedulePublic(BaseModel):

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from shared import service_traffic
 from shared.configuration.fields import RateLimit
-from shared.service_traffic import Refusal
-from shared.store import Store
+from shared.services import service_traffic
+from shared.services.service_traffic import Refusal
+from shared.state.store import Store
 
 _LIMITS = TypeAdapter(list[RateLimit])
 

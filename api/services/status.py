@@ -7,11 +7,12 @@ from typing import Any
 
 from api.schemas import BackendAccess
 from api.services.auth import may_see
-from shared import access, ssh
+from shared import ssh
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError, StoreError
-from shared.records import User
-from shared.store import Store
+from shared.policy import access
+from shared.state.records import User
+from shared.state.store import Store
 
 
 def redis_and_jump_hosts(store: Store) -> tuple[str, list[ssh.JumpHostRecord]]:

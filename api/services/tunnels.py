@@ -30,7 +30,7 @@ from shared import ssh
 from shared.errors import SSHError
 from shared.settings import SshSettings
 from shared.ssh import JumpHostRecord
-from shared.store import Store
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,20 +15,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from shared import placements
 from shared.clusters import ClusterRegistry
 from shared.configuration.parse import parse_volume_configuration
 from shared.configuration.volumes import READ_WRITE_ONCE, READ_WRITE_ONCE_POD, volume_summary
 from shared.errors import ConfigError, ConflictError, NotFoundError
-from shared.records import Volume
-from shared.store import Store
-from shared.volume_claims import (
+from shared.placement import placements
+from shared.state.records import Volume
+from shared.state.store import Store
+from shared.volumes.volume_claims import (
     claim_status,
     delete_claim,
     ensure_claim,
     volume_configuration,
 )
-from shared.volume_placement import berth_claim_name, host_volume_refusal, mounted_volumes
+from shared.volumes.volume_placement import berth_claim_name, host_volume_refusal, mounted_volumes
 
 
 class VolumePublic(BaseModel):

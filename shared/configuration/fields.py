@@ -344,7 +344,7 @@ def _label_values_from_yaml(value: Any) -> Any:
 
 NodeLabelValues = Annotated[list[str] | None, BeforeValidator(_label_values_from_yaml)]
 """``instance_types``, ``availability_zones``, ``regions``: values of the well-known node
-labels that say where a node is (:mod:`shared.locality`); None: anywhere."""
+labels that say where a node is (:mod:`shared.placement.locality`); None: anywhere."""
 
 # dstack's backend names: BackendType in src/dstack/_internal/core/models/backends/base.py
 # (dstackai/dstack at 511c318c, August 2026).
@@ -396,7 +396,7 @@ Backends = Annotated[
     list[Annotated[str, AfterValidator(_known_backend)]] | None,
     BeforeValidator(_backends_from_yaml),
 ]
-"""dstack's ``backends``: the clouds whose nodes may be used (:mod:`shared.locality`);
+"""dstack's ``backends``: the clouds whose nodes may be used (:mod:`shared.placement.locality`);
 ``kubernetes`` is any node of the cluster; None: any."""
 
 
@@ -405,7 +405,7 @@ class InstanceRef(BerthModel):
     a fleet's instance by number. A bare string is a name."""
 
     name: str | None = Field(None, min_length=1)
-    """A node's name, or ``<fleet>-<n>``: the fleet's n-th node (``shared.fleets``)."""
+    """A node's name, or ``<fleet>-<n>``: the fleet's n-th node (``shared.placement.fleets``)."""
     hostname: str | None = Field(None, min_length=1)
     """A node's hostname label or one of its addresses."""
     fleet: str | None = Field(None, min_length=1)
@@ -492,7 +492,8 @@ class Scaling(BerthModel):
     @field_validator("window")
     @classmethod
     def _window_berth_keeps(cls, value: int | None) -> int | None:
-        # Request counters live 11 minutes (shared.service_traffic); dstack's longest is 10.
+        # Request counters live 11 minutes (shared.services.service_traffic); dstack's
+        # longest is 10.
         if value is not None and not 1 <= value <= 600:
             raise ValueError(f"expected a window from 1s to 10m, got {value}s")
         return value

@@ -4,7 +4,7 @@ On Kubernetes a fleet provisions no machines; its ``nodes`` range bounds how man
 nodes its runs may occupy at once, ``placement: cluster`` asks for nodes that can
 talk to each other fast enough for multi-node jobs, and ``resources`` is the shape
 of one node it accepts. ``backends`` names clouds the fleet's nodes run on
-(:mod:`shared.locality`); a name dstack does not know is an error.
+(:mod:`shared.placement.locality`); a name dstack does not know is an error.
 """
 
 from __future__ import annotations
@@ -113,12 +113,12 @@ class FleetConfiguration(BerthModel):
     instance_types: NodeLabelValues = None
     availability_zones: NodeLabelValues = None
     regions: NodeLabelValues = None
-    """Only nodes whose well-known labels name one of these (``shared.locality``)."""
+    """Only nodes whose well-known labels name one of these (``shared.placement.locality``)."""
     idle_duration: IdleDuration = None
     """How long an idle node of the fleet in an autoscaling pool is kept from the
     autoscaler's scale-down (``workers.fleet_warmth``): seconds, ``"off"`` (always),
     or None (not at all: the autoscaler's own settings decide)."""
     blocks: Annotated[int | Literal["auto"] | None, BeforeValidator(_blocks_from_yaml)] = None
     """Split each node into this many equal blocks (``auto``: one per GPU); a run on
-    the fleet takes whole blocks (``shared.blocks``). None: each run takes what it
+    the fleet takes whole blocks (``shared.placement.blocks``). None: each run takes what it
     asks, sharing nodes by requests as Kubernetes does."""

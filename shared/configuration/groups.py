@@ -7,7 +7,7 @@ A service with ``groups`` (dstack's legacy spelling: ``replicas`` as a list) run
 each group's replicas with the group's commands, image and scaling rules.
 
 **Each group its own ``resources``** (dstack does not inherit the top level). The
-queue places each job by its group's request (``shared.requests.group_requests``,
+queue places each job by its group's request (``shared.placement.requests.group_requests``,
 ``QueuedRun.job_requests``), still all of a run's jobs or none; each pod requests
 its group's resources. The first group's ``resources`` also becomes the run's,
 for run-wide readers that need one (the plan's offers); submission checks each

@@ -171,7 +171,7 @@ class PodSettings(BerthModel):
     """How every pod of a backend (or of one context) is shaped for the cluster's rules.
 
     Berth's own labels, its placement affinity and its GPU tolerations are applied
-    after these and cannot be overridden; see :mod:`shared.pod_customisation`.
+    after these and cannot be overridden; see :mod:`shared.policy.pod_customisation`.
     """
 
     node_selector: Labels = Field(default_factory=dict)

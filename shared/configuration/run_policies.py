@@ -1,6 +1,6 @@
 """Run-level policies dstack adds to a configuration: when it starts, in what order, when it ends.
 
-- ``schedule``: one or more crons (UTC) at which Berth starts the run (``shared.schedules``);
+- ``schedule``: one or more crons (UTC) at which Berth starts the run (``shared.state.schedules``);
 - ``startup_order`` and ``stop_criteria``: how the nodes of a multi-node task start
   and when the task is over (``workers.node_order``);
 - ``utilization_policy``: stop a run whose GPUs stay below a utilisation for a

@@ -125,23 +125,23 @@ class _RunConfigurationBase(BerthModel):
     tags: Tags = Field(default_factory=dict)
     """dstack's resource tags; on Kubernetes they label (or annotate) the run's pods."""
     schedule: ScheduleField = None
-    """Crons (UTC) at which Berth starts the run (``shared.schedules``)."""
+    """Crons (UTC) at which Berth starts the run (``shared.state.schedules``)."""
     utilization_policy: UtilizationPolicy | None = None
     """Stop the run when its GPUs stay under a utilisation (``workers.gpu_utilization``)."""
     instance_types: NodeLabelValues = None
     availability_zones: NodeLabelValues = None
     regions: NodeLabelValues = None
-    """Only nodes whose well-known labels name one of these (``shared.locality``)."""
+    """Only nodes whose well-known labels name one of these (``shared.placement.locality``)."""
     dstack: bool = False
     """dstack's "dstack inside dstack": the run's environment names this server and the
     run's project (``BERTH_URL``, ``BERTH_PROJECT``), so the ``berth`` CLI in the run
     works once given a token (``BERTH_TOKEN``, or ``DSTACK_TOKEN`` as dstack's examples
     pass it). Needs the server's ``api.url_for_runs``."""
     backends: Backends = None
-    """Only nodes of these clouds (their providerID, ``shared.locality``); ``kubernetes``:
+    """Only nodes of these clouds (their providerID, ``shared.placement.locality``); ``kubernetes``:
     any node."""
     instances: list[InstanceRef] = Field(default_factory=list)
-    """Only these nodes (``shared.fleets.instance_nodes``); the run fails if one names
+    """Only these nodes (``shared.placement.fleets.instance_nodes``); the run fails if one names
     no node, as dstack's does instead of provisioning."""
 
     @field_validator("fleets", mode="before")

@@ -1,6 +1,6 @@
 """A run's GPU name and memory as node affinity, for when the kube-scheduler places. Pure.
 
-In namespace-only mode (:mod:`shared.access`) Berth cannot read nodes, so it
+In namespace-only mode (:mod:`shared.policy.access`) Berth cannot read nodes, so it
 cannot pick one; it describes the GPU it wants in the labels clusters carry
 and lets the kube-scheduler find a node. Node affinity matches label values
 exactly, so a name (``H100``) becomes the list of label values each scheme is
@@ -26,7 +26,7 @@ from shared.gpu.schemes.gfd import GFD_PRODUCT_LABEL, read_gfd
 from shared.gpu.schemes.gke import GKE_ACCELERATOR_LABEL, read_gke
 from shared.gpu.schemes.identity import GpuIdentity
 from shared.gpu.schemes.karpenter import KARPENTER_GPU_NAME_LABEL, read_karpenter
-from shared.offers import Request
+from shared.placement.offers import Request
 
 __all__ = ["KNOWN_VALUES", "gpu_node_affinity", "label_values"]
 
@@ -163,7 +163,7 @@ def _matches(identity: GpuIdentity | None, request: Request) -> bool:
 
 
 def _nominal_mib(identity: GpuIdentity) -> int | None:
-    """As the offers match it (shared.offers.nominal_memory_mib): the catalogue's size."""
+    """As the offers match it (shared.placement.offers.nominal_memory_mib): the catalogue's size."""
     model = lookup_product(identity.product)
     if model is not None and model.memory_gib and identity.mig_profile is None:
         return model.memory_gib * 1024

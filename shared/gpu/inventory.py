@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.labels import GPU_TAINT_KEYS, GpuGroup, is_gpu_resource, node_gpus
-from shared.locality import Locality, node_locality
+from shared.placement.locality import Locality, node_locality
 from shared.quantity import QuantityError, parse_quantity
 
 __all__ = [
@@ -77,9 +77,9 @@ class NodeInventory(BaseModel):
     instance_type: str | None = None
     zone: str | None = None
     region: str | None = None
-    """Where it is, from the well-known labels (:mod:`shared.locality`)."""
+    """Where it is, from the well-known labels (:mod:`shared.placement.locality`)."""
     backend: str | None = None
-    """dstack's name of its cloud, from ``spec.providerID`` (``shared.locality``)."""
+    """dstack's name of its cloud, from ``spec.providerID`` (``shared.placement.locality``)."""
     addresses: tuple[str, ...] = ()
     """Its hostname label and ``status.addresses``: what ``instances`` names it by."""
     allocatable: Resources = Resources()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from shared.records import Job
+from shared.state.records import Job
 
 DNS_LABEL_MAX = 63
 

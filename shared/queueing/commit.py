@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from shared.queueing import keys
-from shared.records import Event, Job, Run
-from shared.store import Store
+from shared.state.records import Event, Job, Run
+from shared.state.store import Store
 
 OK, CONFLICT, FENCED = 1, 0, -1
 

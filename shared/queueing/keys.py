@@ -1,4 +1,4 @@
-"""The queue's own Redis keys, beside the records of :mod:`shared.store`.
+"""The queue's own Redis keys, beside the records of :mod:`shared.state.store`.
 
 Run and job records stay the system of record; these keys only add what a
 record has no field for::
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import redis
 
 from shared.errors import StoreError
-from shared.store import Store
+from shared.state.store import Store
 
 CAPACITY_VERSION = "capacity-version"
 ADMITTED = "admitted"

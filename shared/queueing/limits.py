@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.records import Job, RunStatus
+from shared.state.records import Job, RunStatus
 
 ERROR, INTERRUPTION, NO_CAPACITY = "error", "interruption", "no-capacity"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.offers import Request
-from shared.records import Placement
+from shared.placement.offers import Request
+from shared.state.records import Placement
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The queue in namespace-only mode: admit against the quota, let Kubernetes place. Pure.
 
-Without node reads (:mod:`shared.access`) Berth knows no nodes, so it cannot
+Without node reads (:mod:`shared.policy.access`) Berth knows no nodes, so it cannot
 pick one, reserve one or tell an impossible request from a busy cluster. What
 it still knows is the namespace's ResourceQuotas, and those are the capacity
 such a user is given. So:
@@ -27,11 +27,11 @@ from collections.abc import Iterable, Mapping
 
 from shared.gpu.catalogue import GpuVendor, lookup_product
 from shared.gpu.labels import AMD_GPU_RESOURCE, INTEL_GAUDI_RESOURCE, NVIDIA_GPU_RESOURCE
-from shared.offers import Request
+from shared.placement.offers import Request
 from shared.queueing.model import Admit, Fail, Holding, Plan, QueuedRun, Wait
 from shared.queueing.namespace_quota import QuotaRoom, demand, total
 from shared.queueing.order import project_queues
-from shared.records import Placement
+from shared.state.records import Placement
 
 __all__ = ["SCHEDULER_NODE", "gpu_resource", "is_scheduler_node", "plan_namespace_only"]
 

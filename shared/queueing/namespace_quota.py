@@ -11,7 +11,7 @@ failing at pod creation.
 ``status.used`` in the same request that creates it; ``status.used`` therefore
 already holds every live pod of the namespace, Berth's included, *as of the
 moment the quota was read*. Berth's own jobs take capacity from placement, before
-their pods exist (see :mod:`shared.placements`). So::
+their pods exist (see :mod:`shared.placement.placements`). So::
 
     free = hard - status.used - (Berth's placed jobs whose pods status.used missed)
 
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.quantity import QuantityError, quantity_int, quantity_millis
-from shared.records import Placement
+from shared.state.records import Placement
 
 # Plain names in a quota mean requests (Kubernetes' own aliases).
 _ALIASES = {

@@ -53,14 +53,14 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from shared import placements
 from shared.gpu.inventory import GpuInventory, Resources
-from shared.offers import Offer, Request, describe, match
+from shared.placement import placements
+from shared.placement.offers import Offer, Request, describe, match
 from shared.queueing.model import Admit, Fail, Holding, Plan, QueuedRun, Wait
 from shared.queueing.namespace_quota import QuotaRoom, demand, total
 from shared.queueing.order import QueueKey, project_queues
 from shared.queueing.share import Ledger, Quotas, group_model
-from shared.records import Placement
+from shared.state.records import Placement
 
 
 def plan(
@@ -410,7 +410,8 @@ def _placement(offer: Offer, request: Request) -> Placement:
         node=offer.node,
         gpu_resource=offer.group.resource if offer.group else None,
         gpus=offer.gpus,
-        # With fleet blocks, the job's whole blocks (shared.blocks), which its pod requests.
+        # With fleet blocks, the job's whole blocks (shared.placement.blocks), which its
+        # pod requests.
         cpu_milli=offer.cpu_millicores
         if offer.cpu_millicores is not None
         else request.cpu_millicores,

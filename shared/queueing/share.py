@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from shared.gpu.inventory import GpuInventory, NodeInventory
 from shared.gpu.labels import GpuGroup
-from shared.records import Placement
+from shared.state.records import Placement
 
 Quotas = Mapping[str, Mapping[str, int]]
 """Project -> GPU model (upper case, as in :func:`gpu_model`) -> most GPUs it may hold."""

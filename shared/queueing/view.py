@@ -21,13 +21,13 @@ from typing import Any
 from shared.configuration.fields import InstanceRef
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConfigError
-from shared.offers import Request
+from shared.placement.offers import Request
+from shared.placement.requests import group_requests, request_for
 from shared.queueing import keys
 from shared.queueing.limits import Limits, limits_of
 from shared.queueing.namespace_quota import memory_limit_of
-from shared.records import Job, Run
-from shared.requests import group_requests, request_for
-from shared.store import Store
+from shared.state.records import Job, Run
+from shared.state.store import Store
 
 # Versions of many records as one comma-joined string: one bulk reply parses far faster
 # than thousands of array elements in redis-py's pure-Python reader. Keys are built from

@@ -18,7 +18,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared import tasks
-from shared.store import Store
+from shared.state.store import Store
 
 GENERATION = ("scheduling", "generation")
 """Bumped by every request for a pass."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.runlogs.lines import Cursor
-from shared.store import Store, wrapped
+from shared.state.store import Store, wrapped
 
 _APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end

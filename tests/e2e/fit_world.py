@@ -24,9 +24,9 @@ import yaml
 from api.services import runs as run_service
 from cli.local.cluster import ClusterState
 from shared import kube
-from shared.records import Job, Placement, Project, Run, RunStatus, User
 from shared.settings import RedisSettings, Settings
-from shared.store import token_sha256
+from shared.state.records import Job, Placement, Project, Run, RunStatus, User
+from shared.state.store import token_sha256
 from workers import provisioning, scheduling
 from workers.context import WorkerContext, build_context
 

@@ -23,10 +23,10 @@ from api.services.offers import offers_for, request_for_query
 from cli.local.cluster import ClusterState
 from cli.local.nodes import KWOK_ANNOTATION
 from shared import kube
-from shared.autoscaling import is_pool_node
 from shared.errors import KubeConflict, KubeNotFound
+from shared.placement.autoscaling import is_pool_node
 from shared.quantity import parse_quantity
-from shared.records import Run, RunStatus
+from shared.state.records import Run, RunStatus
 from tests.e2e.fit_world import PROJECT, FitWorld, fit_world
 from tests.polling import wait_until
 from tests.stack import Stack

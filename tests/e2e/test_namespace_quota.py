@@ -22,8 +22,8 @@ from cli.local.cluster import ClusterState
 from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeNotFound
-from shared.records import RunStatus
-from shared.resource_quotas import QuotaReader, namespace_key
+from shared.policy.resource_quotas import QuotaReader, namespace_key
+from shared.state.records import RunStatus
 from tests.e2e.fit_world import PROJECT, fit_world
 from tests.polling import wait_until
 from tests.rbac import berth_kubeconfig

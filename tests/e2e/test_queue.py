@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 
-from shared import kube, placements, tasks
+from shared import kube, tasks
 from shared.configuration.parse import parse_run_configuration
 from shared.errors import TemporaryError
-from shared.jobs import jobs_for
+from shared.placement import placements
 from shared.queueing import keys
 from shared.queueing.commit import FENCED, Change, Writer
-from shared.records import Event, Job, Placement, Run, RunStatus
 from shared.settings import SchedulingSettings
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Job, Placement, Run, RunStatus
 from tests.polling import wait_until
 from tests.stack import Stack
 from workers import scheduling, sweeps

@@ -362,7 +362,7 @@ def test_a_provision_task_delivered_twice_creates_one_pod(
     stack: Stack, kube_admin: kube.Kube
 ) -> None:
     """Both deliveries run the real provisioning code; the second adopts the first's pod."""
-    from shared.records import Placement, RunStatus
+    from shared.state.records import Placement, RunStatus
     from workers import provisioning
     from workers.context import build_context
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared import kube
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.stack import BERTH, Stack
 

@@ -25,7 +25,7 @@ from api.services import volumes as volume_service
 from cli.local.cluster import ClusterState
 from shared import kube
 from shared.errors import KubeNotFound
-from shared.records import RunStatus
+from shared.state.records import RunStatus
 from tests.e2e.fit_world import PROJECT, FitWorld, fit_world
 from tests.polling import wait_until
 from tests.stack import Stack

@@ -28,7 +28,7 @@ from shared.errors import StoreError
 from shared.runlogs.lines import strip_timestamp
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, RedisSettings, Settings
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from workers.collector.process import run_log_collector
 

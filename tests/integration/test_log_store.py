@@ -16,11 +16,11 @@ import pytest
 from api.services.logs import LogRequest, job_logs
 from cli.local.cluster import ClusterState
 from shared.errors import NotFoundError
-from shared.records import Event, Job, Run, RunStatus
 from shared.runlogs import store as log_store
 from shared.runlogs.lines import Cursor, Deduper
 from shared.runlogs.store import LogStore
-from shared.store import Store
+from shared.state.records import Event, Job, Run, RunStatus
+from shared.state.store import Store
 
 pytestmark = pytest.mark.integration
 

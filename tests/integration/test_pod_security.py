@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from cli.local import cluster
-from shared import kube, pod_security
+from shared import kube
 from shared.configuration import configuration_from_mapping
 from shared.errors import KubeForbidden
-from shared.records import Job, Placement, Run
+from shared.policy import pod_security
 from shared.ssh import new_host_key
+from shared.state.records import Job, Placement, Run
 from tests.rbac import berth_kubeconfig
 from workers.jumphost_objects import JumpHostTarget, jump_objects
 from workers.podspec import PodContext, build_job_objects

@@ -18,8 +18,8 @@ import redis
 from cli.local.cluster import redis_argv
 from cli.local.processes import ProcessRecord, free_port, start_process, stop_process
 from shared.errors import NotFoundError, ReplicationError
-from shared.records import RunStatus
-from shared.store import Store
+from shared.state.records import RunStatus
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.sentinel import acknowledging_replicas, one_job_run, submitted
 

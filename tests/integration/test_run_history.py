@@ -15,8 +15,8 @@ import pytest
 from api.services.run_history import list_runs
 from cli.local.cluster import ClusterState
 from shared.errors import ConfigError
-from shared.records import Event, Run, RunStatus
-from shared.store import Store
+from shared.state.records import Event, Run, RunStatus
+from shared.state.store import Store
 
 pytestmark = pytest.mark.integration
 

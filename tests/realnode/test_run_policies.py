@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.node_order import MASTER_DONE_REASON
+from shared.placement.node_order import MASTER_DONE_REASON
 from tests.realnode.world import SMALL, START_S, apply, wait_status
 from tests.stack import Stack
 

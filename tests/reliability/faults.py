@@ -23,7 +23,7 @@ import redis
 from cli.local.processes import ProcessRecord, is_running, log_tail
 from shared.errors import BerthError, StoreError
 from shared.gpu.inventory import GpuInventory
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.reliability.world import (
     Burst,

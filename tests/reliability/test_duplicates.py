@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shared import kube, tasks
-from shared.records import Event, Job, Placement, Run, RunStatus
+from shared.state.records import Event, Job, Placement, Run, RunStatus
 from tests.polling import wait_until
 from tests.reliability.world import World, orphans
 from workers import orphans as reaper

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.configuration import configuration_from_mapping
-from shared.records import Job, Placement, Run
+from shared.state.records import Job, Placement, Run
 from workers.podspec import PodContext, build_job_objects
 
 CONFIGURATIONS = [

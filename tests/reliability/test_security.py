@@ -243,7 +243,7 @@ def test_tokens_are_stored_only_as_sha256(calm_world: World, outsider: str) -> N
     store = calm_world.ctx.store
     # The lookup is one GET of P:token:<sha256(token)>: no stored token is ever
     # compared with the presented one, so timing reveals nothing about it.
-    from shared.store import token_sha256
+    from shared.state.store import token_sha256
 
     assert store.r.get(store.key("token", token_sha256(outsider))) == b"outsider"
     assert store.user_by_token(outsider) is not None

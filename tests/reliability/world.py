@@ -38,7 +38,7 @@ from cli.local import nodes as node_pools
 from cli.local.processes import ProcessRecord, is_running, start_process
 from shared import kube
 from shared.errors import BerthError, KubeNotFound, NotFoundError
-from shared.records import RunStatus
+from shared.state.records import RunStatus
 from tests.polling import wait_until
 from tests.sentinel import SentinelGroup, start_sentinel_group
 from tests.stack import Stack, start_stack

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.configuration import configuration_from_mapping
-from shared.records import Job, Placement, Run
+from shared.state.records import Job, Placement, Run
 from workers.podspec import PodContext, build_job_objects
 
 

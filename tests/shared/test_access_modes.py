@@ -1,19 +1,19 @@
-"""Which mode the apiserver's answers allow (shared.access.decide), and the GPU affinity
+"""Which mode the apiserver's answers allow (shared.policy.access.decide), and the GPU affinity
 and quota-only queue that namespace-only mode runs on. Pure."""
 
 from __future__ import annotations
 
-from shared.access import CLUSTER_READS, Check, Mode, decide, namespace_needs
 from shared.gpu.affinity import gpu_node_affinity, label_values
 from shared.gpu.schemes.coreweave import COREWEAVE_GPU_CLASS_LABEL
 from shared.gpu.schemes.gfd import GFD_PRODUCT_LABEL
 from shared.gpu.schemes.gke import GKE_ACCELERATOR_LABEL
 from shared.gpu.schemes.karpenter import KARPENTER_GPU_NAME_LABEL
-from shared.offers import Request
+from shared.placement.offers import Request
+from shared.policy.access import CLUSTER_READS, Check, Mode, decide, namespace_needs
 from shared.queueing.model import Holding, QueuedRun
 from shared.queueing.namespace_only import SCHEDULER_NODE, gpu_resource, plan_namespace_only
 from shared.queueing.namespace_quota import NamespaceQuota, room_for
-from shared.records import Placement
+from shared.state.records import Placement
 
 NS = "team"
 

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.autoscaling import (
+from shared.configuration import NodePool, parse_run_configuration
+from shared.configuration.server import server_config_from_text
+from shared.errors import ConfigError
+from shared.gpu.catalogue import GpuVendor
+from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
+from shared.gpu.labels import GpuGroup
+from shared.placement.autoscaling import (
     find_pool,
     is_pool_node,
     pool_affinity,
@@ -17,15 +23,9 @@ from shared.autoscaling import (
     waiting_reason,
     with_pool_capacity,
 )
-from shared.configuration import NodePool, parse_run_configuration
-from shared.configuration.server import server_config_from_text
-from shared.errors import ConfigError
-from shared.gpu.catalogue import GpuVendor
-from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
-from shared.gpu.labels import GpuGroup
-from shared.offers import Request, match
+from shared.placement.offers import Request, match
 from shared.queueing import Holding, QueuedRun, plan
-from shared.records import Job, Placement, Run
+from shared.state.records import Job, Placement, Run
 from workers.podspec import PodContext, build_job_objects
 
 GPU = "nvidia.com/gpu"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from shared import pod_security
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError, ForbiddenError
+from shared.policy import pod_security
 from shared.server_features import check_server_features
 from shared.settings import Settings
 from tests.shared.pods import job_pod

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from shared.blocks import Blocks, BlockShare, block_share
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
+from shared.placement.blocks import Blocks, BlockShare, block_share
 from shared.queueing import plan
 from tests.shared.test_queue import cluster, request, run
 

@@ -24,8 +24,8 @@ from shared.gpu.catalogue import GpuVendor, derive_name, lookup_product, nominal
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup, node_gpus
 from shared.gpu.schemes.instance_types import instance_gpus
-from shared.offers import match, nominal_memory_mib
-from shared.requests import request_for
+from shared.placement.offers import match, nominal_memory_mib
+from shared.placement.requests import request_for
 
 GKE = "cloud.google.com/gke-accelerator"
 KARPENTER_NAME = "karpenter.k8s.aws/instance-gpu-name"

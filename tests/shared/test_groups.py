@@ -14,10 +14,10 @@ from shared.configuration.groups import (
 )
 from shared.configuration.parse import configuration_from_stored, parse_configuration
 from shared.errors import ConfigError, NotSupportedError
-from shared.jobs import jobs_for
-from shared.records import Run
-from shared.requests import group_requests, request_for
-from shared.volume_placement import mounted_volumes, volume_names
+from shared.placement.requests import group_requests, request_for
+from shared.state.jobs import jobs_for
+from shared.state.records import Run
+from shared.volumes.volume_placement import mounted_volumes, volume_names
 
 RAY = """
 type: task

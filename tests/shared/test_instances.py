@@ -8,8 +8,8 @@ from kubernetes.client import V1NodeAddress
 from shared.configuration.fields import InstanceRef
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
-from shared.fleets import resolve_instances
 from shared.gpu.inventory import build_inventory
+from shared.placement.fleets import resolve_instances
 from tests.shared.test_inventory import H100_ALLOCATABLE, H100_LABELS, make_node
 
 

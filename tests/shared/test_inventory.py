@@ -531,7 +531,7 @@ def test_the_incremental_builder_always_equals_a_rebuild_from_scratch(
 def test_berths_job_pods_are_accounted_by_placement_but_its_jump_pod_counts_like_any_pod() -> None:
     from kubernetes.client import V1ObjectMeta, V1Pod
 
-    from shared.inventory_store import is_foreign_pod
+    from shared.state.inventory_store import is_foreign_pod
 
     def pod(labels: dict[str, str]) -> V1Pod:
         return V1Pod(metadata=V1ObjectMeta(name="p", namespace="n", labels=labels))

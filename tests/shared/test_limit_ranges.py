@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.limit_ranges import ContainerLimits, check
+from shared.policy.limit_ranges import ContainerLimits, check
 
 GIB = 2**30
 RANGE = ContainerLimits(

@@ -7,9 +7,9 @@ import pytest
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
 from shared.gpu.inventory import build_inventory
-from shared.locality import INSTANCE_TYPE, REGION, ZONE, Locality, Where, node_locality
-from shared.offers import match
-from shared.requests import request_for
+from shared.placement.locality import INSTANCE_TYPE, REGION, ZONE, Locality, Where, node_locality
+from shared.placement.offers import match
+from shared.placement.requests import request_for
 from tests.shared.test_inventory import H100_ALLOCATABLE, H100_LABELS, make_node
 from workers.scheduler_placement import where_affinity
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
-from shared.offers import Request
+from shared.placement.offers import Request
 from shared.queueing import QueuedRun, plan
 from shared.queueing.namespace_quota import (
     NamespaceQuota,
@@ -17,7 +17,7 @@ from shared.queueing.namespace_quota import (
     quota_refusal,
     room_for,
 )
-from shared.records import Placement
+from shared.state.records import Placement
 from tests.shared.test_queue import GPU, admitted, cluster, holding, run
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.gpu.inventory import GpuInventory, Resources
-from shared.offers import Request, clear_fit_cache, fits, match
+from shared.placement.offers import Request, clear_fit_cache, fits, match
 from tests.shared.test_queue import cluster, request
 
 

@@ -14,9 +14,9 @@ from shared.configuration import PodSettings, parse_configuration, parse_run_con
 from shared.configuration.parse import configuration_from_stored
 from shared.configuration.server import server_config_from_text
 from shared.errors import ConfigError
-from shared.pod_customisation import customise_pod, split_tags
-from shared.records import Job, Placement, Run
-from shared.requests import request_for
+from shared.placement.requests import request_for
+from shared.policy.pod_customisation import customise_pod, split_tags
+from shared.state.records import Job, Placement, Run
 from workers.podspec import ClaimMount, PodContext, build_job_objects
 
 EXAMPLES = Path(__file__).with_name("dstack_examples")

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
-from shared.offers import Request
+from shared.placement.offers import Request
 from shared.queueing import Holding, Plan, QueuedRun, plan
 from shared.queueing.limits import Limits, gang_not_ready, may_retry, time_is_up, waited_too_long
 from shared.queueing.order import queue_key
-from shared.records import Job, Placement, RunStatus
+from shared.state.records import Job, Placement, RunStatus
 
 GPU = "nvidia.com/gpu"
 

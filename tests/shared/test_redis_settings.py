@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared import broker_transport, redis_client
 from shared.errors import ConfigError
 from shared.settings import RedisSettings, Settings
-from shared.store import Store
+from shared.state import broker_transport, redis_client
+from shared.state.store import Store
 from shared.tasks import create_celery
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
-from shared.node_order import MASTER_DONE_REASON, follows, stops_the_others, waiting_for
-from shared.records import Job, RunStatus
+from shared.placement.node_order import MASTER_DONE_REASON, follows, stops_the_others, waiting_for
 from shared.server_features import check_server_features
 from shared.settings import ApiSettings, GpuMetricsSettings, Settings
+from shared.state.records import Job, RunStatus
 from tests.shared.pods import job_pod
 from workers.gpu_utilization import parse_utilization
 

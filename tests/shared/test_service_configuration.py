@@ -12,8 +12,8 @@ from shared.configuration import configuration_from_mapping
 from shared.configuration.fields import HeaderKey, RateLimit
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
-from shared.records import Job, Placement, Run, RunStatus
-from shared.service_traffic import matching_limit, partition_of
+from shared.services.service_traffic import matching_limit, partition_of
+from shared.state.records import Job, Placement, Run, RunStatus
 from workers.pod_status import judge_pod
 from workers.podspec import PodContext, build_job_objects
 

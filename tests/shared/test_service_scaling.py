@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from shared.configuration.parse import parse_configuration
 from shared.errors import ConfigError
-from shared.service_scaling import ScalingRule, desired_replicas
+from shared.services.service_scaling import ScalingRule, desired_replicas
 
 RULE = ScalingRule(
     min_replicas=1, max_replicas=4, target_rps=10, scale_up_delay_s=300, scale_down_delay_s=600

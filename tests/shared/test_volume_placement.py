@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.configuration.parse import parse_run_configuration
-from shared.records import Job, Placement, Run, RunStatus
-from shared.volume_placement import (
+from shared.state.records import Job, Placement, Run, RunStatus
+from shared.volumes.volume_placement import (
     ClaimState,
     allowed_nodes_for_volumes,
     berth_claim_name,

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.records import RunStatus
+from shared.state.records import RunStatus
 from tests.polling import wait_until
 from tests.ssh.world import SLOW, SshWorld
 

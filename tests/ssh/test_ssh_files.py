@@ -11,7 +11,7 @@ from cli.attach import Jump, Node, SshAccess, ensure_include, render_config, ren
 from shared import ssh
 from shared.configuration.parse import parse_run_configuration
 from shared.configuration.server import server_config_from_text
-from shared.records import Job, Placement, Run
+from shared.state.records import Job, Placement, Run
 from workers.jumphost_objects import (
     ANNOTATION_CONFIG,
     JumpHostTarget,

@@ -27,7 +27,7 @@ from cli.local.cluster import ClusterState
 from cli.local.processes import ProcessRecord, is_running, log_tail
 from shared import kube, ssh
 from shared.ssh import JumpHostRecord
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.rbac import berth_kubeconfig
 from tests.ssh.loopback import LoopbackPods

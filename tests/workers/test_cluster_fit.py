@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from cli.local.cluster import ClusterState
 from shared.metrics import KUBE_ERRORS
-from shared.records import RunStatus
+from shared.state.records import RunStatus
 from tests.ssh.world import free_loopback_port
 from tests.workers.worlds import backend, submit, worker_context
 from workers import scheduling

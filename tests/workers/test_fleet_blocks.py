@@ -11,8 +11,8 @@ import pytest
 
 from cli.local.cluster import ClusterState
 from shared.configuration.parse import parse_configuration, parse_run_configuration
-from shared.jobs import jobs_for
-from shared.records import Event, Fleet, Run
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Fleet, Run
 from tests.workers.worlds import backend, worker_context
 from workers import scheduling
 from workers.context import WorkerContext

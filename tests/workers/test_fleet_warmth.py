@@ -17,8 +17,8 @@ from shared import kube
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import parse_configuration
 from shared.gpu.inventory import build_inventory
-from shared.inventory_store import CHANNEL, is_foreign_pod
-from shared.records import Fleet
+from shared.state.inventory_store import CHANNEL, is_foreign_pod
+from shared.state.records import Fleet
 from tests.workers.worlds import backend, worker_context
 from workers.context import WorkerContext
 from workers.fleet_warmth import ADDED, KEPT, OWNER, FleetNodes, decide, keep_fleets_warm

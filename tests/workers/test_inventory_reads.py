@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.gpu.inventory import GpuInventory
-from shared.inventory_store import CHANNEL, load_inventory
+from shared.state.inventory_store import CHANNEL, load_inventory
 from tests.workers.worlds import two_a100_nodes
 from workers.context import WorkerContext
 

@@ -28,7 +28,7 @@ from kubernetes import client, watch
 from cli.local.cluster import ClusterState
 from shared import kube
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.inventory_store import is_foreign_pod
+from shared.state.inventory_store import is_foreign_pod
 from tests.polling import wait_until
 from workers.inventory_watch import ADDED, DELETED, InventoryWatcher, WatchSettings
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from shared import pod_security
 from shared.configuration import configuration_from_mapping
 from shared.configuration.kube_fields import PodSecurityContext, PodSettings
 from shared.configuration.server import server_config_from_text
 from shared.errors import ConfigError
-from shared.records import Job, Placement, Run
+from shared.policy import pod_security
 from shared.ssh import new_host_key
+from shared.state.records import Job, Placement, Run
 from tests.pod_security_standard import restricted_violations
 from workers.jumphost_objects import JumpHostTarget, jump_objects, jump_user
 from workers.podspec import RESTRICTED_HOME, ClaimMount, PodContext, build_job_objects

@@ -9,8 +9,8 @@ import subprocess
 from typing import Any
 
 from shared.configuration import configuration_from_mapping
-from shared.jobs import jobs_for
-from shared.records import Job, Placement, Run
+from shared.state.jobs import jobs_for
+from shared.state.records import Job, Placement, Run
 from workers.podspec import LABEL_GROUP, ClaimMount, PodContext, build_job_objects
 
 TASK = {

@@ -17,7 +17,7 @@ import pytest
 
 from cli.local.cluster import ClusterState
 from shared.settings import RedisSettings, Settings
-from shared.store import Store
+from shared.state.store import Store
 from tests.polling import wait_until
 from workers import proxy
 

@@ -6,7 +6,7 @@ import base64
 import json
 
 from shared.configuration.parse import parse_run_configuration
-from shared.records import Job, Placement, Run
+from shared.state.records import Job, Placement, Run
 from workers.podspec import PodContext, build_job_objects
 
 

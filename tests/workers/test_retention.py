@@ -8,9 +8,9 @@ import time
 import pytest
 
 from shared.errors import NotFoundError
-from shared.records import Event, Job, Run, RunStatus
 from shared.runlogs.lines import Cursor
 from shared.runlogs.store import LogStore
+from shared.state.records import Event, Job, Run, RunStatus
 from workers.context import WorkerContext
 from workers.retention import expire_runs
 

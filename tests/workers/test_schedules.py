@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from api.services import schedules as schedule_service
-from shared import schedules
-from shared.records import Project, RunStatus, User
-from shared.schedules import ScheduledRun
+from shared.state import schedules
+from shared.state.records import Project, RunStatus, User
+from shared.state.schedules import ScheduledRun
 from workers import schedules as starter
 from workers.celery_app import app
 from workers.context import WorkerContext

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from cli.local.cluster import ClusterState
-from shared import placements
 from shared.errors import TemporaryError
-from shared.inventory_store import CHANNEL
+from shared.placement import placements
 from shared.settings import RedisSettings, Settings
+from shared.state.inventory_store import CHANNEL
 from tests.workers.worlds import NODES, forget_prefix, submit, two_a100_nodes
 from workers import scheduling
 from workers.context import WorkerContext, build_context

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.configuration.parse import parse_configuration
-from shared.records import Job, RunStatus
+from shared.state.records import Job, RunStatus
 from workers.service_routers import desired_workers, reconcile
 
 PD = """

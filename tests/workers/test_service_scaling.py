@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from shared import service_traffic
 from shared.configuration import configuration_from_mapping
-from shared.jobs import jobs_for, refresh_run
-from shared.records import Event, Run, RunStatus
+from shared.services import service_traffic
+from shared.state.jobs import jobs_for, refresh_run
+from shared.state.records import Event, Run, RunStatus
 from workers import scheduling, service_scaling
 from workers.context import WorkerContext
 from workers.requeue import RequeueOutcome, requeue_run

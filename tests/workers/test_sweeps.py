@@ -18,10 +18,10 @@ import pytest
 
 from cli.local.cluster import ClusterState
 from shared import tasks
-from shared.autoscaling import is_pool_node
+from shared.placement.autoscaling import is_pool_node
 from shared.queueing import keys
-from shared.records import Event, RunStatus
 from shared.settings import SchedulingSettings
+from shared.state.records import Event, RunStatus
 from tests.workers.worlds import backend, submit, worker_context
 from workers import pod_follow, provisioning, scheduling, sweeps
 from workers import tasks as worker_tasks

@@ -10,8 +10,8 @@ import pytest
 
 from api.dashboard.state import ANOTHER_PROJECT, dashboard_state
 from cli.local.cluster import ClusterState
-from shared import usage
-from shared.records import Placement, Project, RunStatus, User
+from shared.state import usage
+from shared.state.records import Placement, Project, RunStatus, User
 from tests.workers.worlds import GPU, backend, submit, worker_context
 from workers.context import WorkerContext
 from workers.usage import sample_usage

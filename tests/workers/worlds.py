@@ -21,10 +21,10 @@ from shared.configuration.parse import parse_run_configuration
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
-from shared.inventory_store import CHANNEL
-from shared.jobs import jobs_for
-from shared.records import Event, Run
 from shared.settings import RedisSettings, SchedulingSettings, Settings
+from shared.state.inventory_store import CHANNEL
+from shared.state.jobs import jobs_for
+from shared.state.records import Event, Run
 from workers.context import WorkerContext, build_context
 
 GPU = "nvidia.com/gpu"

@@ -11,7 +11,7 @@ from shared.configuration.server import load_server_config
 from shared.errors import ConfigError, StoreError
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, Settings
-from shared.store import Store
+from shared.state.store import Store
 from workers.collector.follow import Follower, Target
 from workers.collector.pods import PodView, PodWatch
 from workers.lease import LEASE_RENEW_S, Lease, run_as_leader

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.records import FINISHED, RunStatus
+from shared.state.records import FINISHED, RunStatus
 
 S = RunStatus
 

@@ -89,7 +89,7 @@ class Job(Stored):
     so the proxy may send it requests. None: not probed (ready while running)."""
     retired: bool = False
     """A service replica taken out by ``scaling``: it is stopped and no longer counts
-    toward its run's status (``shared.jobs.refresh_run``), nor is it retried."""
+    toward its run's status (``shared.state.jobs.refresh_run``), nor is it retried."""
     attempt: int = 1
     """Which pod of the job this is: 1, then one more each time the job goes back to the
     queue (a ``retry``, a pod lost before it started). Its pod carries it as a label, so
@@ -117,13 +117,13 @@ class Run(Stored):
     submitted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     pod_security: Literal["privileged", "baseline", "restricted"] = "privileged"
-    """The Pod Security level decided at submission (``shared.pod_security``): its pods
+    """The Pod Security level decided at submission (``shared.policy.pod_security``): its pods
     are built for it and ``berth attach`` logs in as its user. Runs recorded before the
     field existed read as ``privileged``, as they were built."""
     scaled_at: float | None = None
     """When ``scaling`` last changed the service's replica count (``workers.service_scaling``)."""
     code: str | None = None
-    """sha256 of the run's code archive (``repos``, ``files``), kept by :mod:`shared.code`."""
+    """sha256 of the run's code archive (``repos``, ``files``), kept by :mod:`shared.state.code`."""
 
 
 class Fleet(Stored):

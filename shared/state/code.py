@@ -15,7 +15,7 @@ import hashlib
 import re
 
 from shared.errors import ConfigError, NotFoundError
-from shared.store import Store, wrapped
+from shared.state.store import Store, wrapped
 
 __all__ = ["SECRET_CHUNK_BYTES", "chunks", "load", "save"]
 

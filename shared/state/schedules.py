@@ -26,8 +26,8 @@ from croniter import croniter
 from pydantic import Field
 
 from shared.errors import NotFoundError
-from shared.records import Stored
-from shared.store import Store, wrapped
+from shared.state.records import Stored
+from shared.state.store import Store, wrapped
 
 TICK_CLAIM_TTL_S = 7 * 24 * 3600  # longer than any gap between two beats' looks at a tick
 

@@ -13,12 +13,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from shared.blocks import Blocks, block_share
 from shared.gpu.catalogue import lookup_product, nominal_memory_gib
 from shared.gpu.inventory import GpuInventory, NodeInventory, Resources
 from shared.gpu.labels import GpuGroup
 from shared.gpu.unidentified import fix_for, unidentified_groups
-from shared.locality import Where
+from shared.placement.blocks import Blocks, block_share
+from shared.placement.locality import Where
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ class Request:
     """Restricts placement (a fleet's nodes); None means every node."""
     blocks: Blocks | None = None
     """The fleet's ``blocks``: each job takes whole blocks of its node
-    (:mod:`shared.blocks`); None: just what it asks."""
+    (:mod:`shared.placement.blocks`); None: just what it asks."""
     where: Where | None = None
-    """The instance types, zones and regions it accepts (:mod:`shared.locality`);
+    """The instance types, zones and regions it accepts (:mod:`shared.placement.locality`);
     None: anywhere."""
 
 
@@ -96,7 +96,7 @@ def match(
 # The nodes that could take a request were the cluster empty depend only on the
 # snapshot and the request. A scheduling pass asks match() for every queued run
 # against one snapshot, reused across passes while it is unchanged
-# (shared.inventory_store), and queued runs mostly ask for a few shapes: this
+# (shared.state.inventory_store), and queued runs mostly ask for a few shapes: this
 # cache turns the scan of every node into a scan of the nodes that can fit. Only
 # the latest few snapshots are kept (each can be megabytes), and threads share it.
 _Fit = tuple[NodeInventory, tuple[GpuGroup, ...]]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.gpu.inventory import Resources
-from shared.records import Job, Placement, Run, RunStatus
-from shared.store import Store
+from shared.state.records import Job, Placement, Run, RunStatus
+from shared.state.store import Store
 
 HOLDING = frozenset({RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMINATING})
 

@@ -22,8 +22,8 @@ from typing import Any
 from shared.configuration.fields import VolumeMount
 from shared.configuration.interpolation import has_node_rank, with_node_rank
 from shared.configuration.volumes import READ_WRITE_ONCE, READ_WRITE_ONCE_POD
-from shared.placements import HOLDING
-from shared.records import Job, Run
+from shared.placement.placements import HOLDING
+from shared.state.records import Job, Run
 
 _SINGLE_NODE_MODES = frozenset({READ_WRITE_ONCE, READ_WRITE_ONCE_POD})
 _NAME_MAX = 63  # claim names are DNS subdomains, but label-sized names read better in lists

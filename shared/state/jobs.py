@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 from shared.configuration.groups import node_group_of
-from shared.lifecycle import can_move, run_status_from_jobs
-from shared.records import Event, Job, Run, RunStatus
-from shared.store import Store
+from shared.state.lifecycle import can_move, run_status_from_jobs
+from shared.state.records import Event, Job, Run, RunStatus
+from shared.state.store import Store
 
 _CAS_ATTEMPTS = 20  # concurrent job updates of one run settle well within this
 

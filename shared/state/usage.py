@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.autoscaling import is_pool_node
 from shared.gpu.inventory import GpuInventory
-from shared.store import Store, wrapped
+from shared.placement.autoscaling import is_pool_node
+from shared.state.store import Store, wrapped
 
 USAGE_EVERY_S = 30.0
 _KEEP = 130  # 65 minutes at one sample every 30 s

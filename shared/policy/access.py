@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.clusters import Cluster, ClusterRegistry
 from shared.errors import KubeError, KubeForbidden, KubeTemporaryError
-from shared.resource_quotas import namespace_key
-from shared.store import Store
+from shared.policy.resource_quotas import namespace_key
+from shared.state.store import Store
 
 __all__ = [
     "CLUSTER_READS",

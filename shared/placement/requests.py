@@ -13,8 +13,8 @@ from typing import Any
 
 from shared.configuration.groups import groups_differ
 from shared.configuration.resources import DiskSpec, ResourcesSpec
-from shared.locality import Where, where_of
-from shared.offers import Request
+from shared.placement.locality import Where, where_of
+from shared.placement.offers import Request
 
 _GIB = 2**30
 

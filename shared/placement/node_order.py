@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.records import Job, RunStatus
+from shared.state.records import Job, RunStatus
 
 MASTER_DONE_REASON = "stop_criteria master-done: the master node (rank 0) finished"
 _NOT_STARTED = frozenset({RunStatus.SUBMITTED, RunStatus.PENDING, RunStatus.PROVISIONING})

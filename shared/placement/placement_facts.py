@@ -1,8 +1,8 @@
 """What the cluster says about where a run may go, beyond its resources.
 
 Read for the scheduling pass and for the plan ``berth apply`` shows, which feed
-the answers to the pure functions of :mod:`shared.volume_placement` and
-:mod:`shared.autoscaling`:
+the answers to the pure functions of :mod:`shared.volumes.volume_placement` and
+:mod:`shared.placement.autoscaling`:
 
 - :func:`claim_states`: for each volume a run mounts, its claim's access modes,
   the nodes its PersistentVolume's node affinity allows, and the nodes where
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from shared import autoscaling
 from shared.clusters import Cluster
 from shared.configuration.kube_fields import NodePool
 from shared.errors import KubeNotFound
 from shared.gpu.inventory import GpuInventory
-from shared.store import Store
-from shared.volume_claims import volume_configuration
-from shared.volume_placement import ClaimState, nodes_matching
+from shared.placement import autoscaling
+from shared.state.store import Store
+from shared.volumes.volume_claims import volume_configuration
+from shared.volumes.volume_placement import ClaimState, nodes_matching
 
 _LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 

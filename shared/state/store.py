@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 import redis
 
-from shared import redis_client
 from shared.errors import (
     ConfigError,
     ConflictError,
@@ -37,8 +36,9 @@ from shared.errors import (
     ReplicationError,
     StoreError,
 )
-from shared.records import Event, Fleet, Job, Project, Run, User, Volume
 from shared.settings import RedisSettings
+from shared.state import redis_client
+from shared.state.records import Event, Fleet, Job, Project, Run, User, Volume
 
 M = TypeVar("M", Run, Job)
 

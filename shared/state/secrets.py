@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
 from shared.errors import ConfigError, NotFoundError, StoreError
-from shared.store import Store, wrapped
+from shared.state.store import Store, wrapped
 
 __all__ = [
     "SECRET_NAME",

@@ -19,8 +19,8 @@ from shared import kube
 from shared.configuration.parse import configuration_from_stored
 from shared.configuration.volumes import VolumeConfiguration
 from shared.errors import ConfigError, KubeConflict, KubeNotFound
-from shared.pod_customisation import split_tags
-from shared.records import Volume
+from shared.policy.pod_customisation import split_tags
+from shared.state.records import Volume
 
 LABEL_VOLUME = "berth.dev/volume"
 _GIB = 2**30

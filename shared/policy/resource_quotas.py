@@ -26,7 +26,7 @@ from shared.clusters import Cluster
 from shared.errors import KubeError, KubeForbidden
 from shared.queueing import keys
 from shared.queueing.namespace_quota import NamespaceQuota, quota_from_kube
-from shared.store import Store
+from shared.state.store import Store
 
 log = logging.getLogger(__name__)
 

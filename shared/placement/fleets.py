@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from shared.blocks import Blocks
 from shared.configuration.fields import InstanceRef
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import ConfigError
 from shared.gpu.inventory import GpuInventory, NodeInventory
-from shared.locality import where_of
-from shared.offers import fits
-from shared.requests import request_from_resources
-from shared.store import Store
+from shared.placement.blocks import Blocks
+from shared.placement.locality import where_of
+from shared.placement.offers import fits
+from shared.placement.requests import request_from_resources
+from shared.state.store import Store
 
 
 def fleet_nodes(inventory: GpuInventory, conf: FleetConfiguration) -> list[NodeInventory]:

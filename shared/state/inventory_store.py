@@ -19,7 +19,7 @@ from typing import Any
 from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.store import Store
+from shared.state.store import Store
 
 CHANNEL = "inventory-changed"
 

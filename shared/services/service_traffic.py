@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.configuration.fields import HeaderKey, RateLimit
-from shared.store import Store, wrapped
+from shared.state.store import Store, wrapped
 
 # Longest scaling window dstack allows is 10 minutes; a counter outlives it a little.
 _COUNTER_TTL_S = 660

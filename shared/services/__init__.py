@@ -1,0 +1,1 @@
+"""Services: traffic through Berth's proxy and replica scaling on it."""
