@@ -51,6 +51,15 @@ def up(
         typer.Option(help="Configuration to apply and follow once everything runs."),
     ] = EXAMPLES / "task.dstack.yml",
     no_example: Annotated[bool, typer.Option("--no-example", help="Apply nothing.")] = False,
+    api_processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=berth.MAX_API_PROCESSES,
+            help="Berth API processes sharing the one API port (SO_REUSEPORT), as replicas"
+            " behind a Service would; each takes about 130 MB.",
+        ),
+    ] = 1,
 ) -> None:
     """Build (once) and start the local cluster, its real nodes and Berth; run an example."""
     settings = load_settings()
@@ -66,6 +75,7 @@ def up(
         pools_file=pools,
         real_nodes=count,
         berth_home=settings.home,
+        api_processes=api_processes,
         timeout_s=settings.local.startup_timeout_s,
         progress=lambda msg: err.print(f"[dim]{msg}[/dim]"),
     )

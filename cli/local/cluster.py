@@ -96,6 +96,7 @@ def up(
     pools_file: Path = node_pools.DEFAULT_POOLS_FILE,
     real_nodes: int = 0,
     berth_home: Path | None = None,
+    api_processes: int = 1,
     timeout_s: float = 120.0,
     progress: Progress = lambda _msg: None,
 ) -> tuple[ClusterState, bool]:
@@ -104,7 +105,7 @@ def up(
     ``real_nodes`` kubelet + containerd nodes run beside the KWOK pools (see
     :mod:`cli.local.realnode`); their images are built on the first start.
     With ``berth_home``, Berth itself runs on the cluster too (:mod:`cli.local.berth`),
-    configured in that home.
+    configured in that home, with ``api_processes`` API processes on its one port.
     """
     current = read_state(directory)
     if current is not None and all(is_running(p) for p in current.processes.values()):
@@ -131,6 +132,7 @@ def up(
                 real_nodes=state.real_nodes,
                 processes=state.processes,
                 save=lambda: _write_state(directory, state),
+                api_processes=api_processes,
                 progress=progress,
             )
             _write_state(directory, state)
