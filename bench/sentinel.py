@@ -27,15 +27,14 @@ import httpx
 from bench.common import pct
 from shared.settings import RedisSettings
 from shared.state.store import Store
+from tests.factories import one_job_run, submitted
 from tests.polling import wait_until
 from tests.reliability.faults import acknowledged_write
 from tests.reliability.world import RunSpec, open_sentinel_world, sigkill
 from tests.sentinel import (
     SentinelGroup,
     acknowledging_replicas,
-    one_job_run,
     start_sentinel_group,
-    submitted,
 )
 
 Rows = list[tuple[str, str]]

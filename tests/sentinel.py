@@ -11,8 +11,6 @@ AOF, ``noeviction``). Sentinel timeouts are short so a failover takes seconds:
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,6 @@ import redis
 
 from cli.local.cluster import redis_argv
 from cli.local.processes import ProcessRecord, free_port, log_tail, start_process, stop_process
-from shared.state.records import Event, Job, Run, RunStatus
 from tests.polling import wait_until
 
 MASTER_NAME = "berth"
@@ -201,22 +198,3 @@ def acknowledging_replicas(port: int) -> int:
 
 def _client(port: int) -> redis.Redis[str]:
     return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
-
-
-def one_job_run(name: str | None = None, *, user: str = "alice") -> tuple[Run, list[Job]]:
-    """A one-job task run of project ``main`` as the API records it (fresh ids)."""
-    run = Run(
-        id=uuid.uuid4().hex,
-        project="main",
-        name=name or f"r-{uuid.uuid4().hex[:10]}",
-        user=user,
-        configuration={"type": "task"},
-        configuration_type="task",
-    )
-    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
-    run.job_ids = [job.id]
-    return run, [job]
-
-
-def submitted() -> Event:
-    return Event(at=time.time(), kind="status", status=RunStatus.SUBMITTED, message="submitted")

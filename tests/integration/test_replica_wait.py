@@ -20,8 +20,9 @@ from cli.local.processes import ProcessRecord, free_port, start_process, stop_pr
 from shared.errors import NotFoundError, ReplicationError
 from shared.state.records import RunStatus
 from shared.state.store import Store
+from tests.factories import one_job_run, submitted
 from tests.polling import wait_until
-from tests.sentinel import acknowledging_replicas, one_job_run, submitted
+from tests.sentinel import acknowledging_replicas
 
 pytestmark = pytest.mark.integration
 

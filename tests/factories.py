@@ -1,0 +1,28 @@
+"""Factories of Berth's records for tests and benches: one place, so a field added to a
+record is added here once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from shared.state.records import Event, Job, Run, RunStatus
+
+
+def one_job_run(name: str | None = None, *, user: str = "alice") -> tuple[Run, list[Job]]:
+    """A one-job task run of project ``main`` as the API records it (fresh ids)."""
+    run = Run(
+        id=uuid.uuid4().hex,
+        project="main",
+        name=name or f"r-{uuid.uuid4().hex[:10]}",
+        user=user,
+        configuration={"type": "task"},
+        configuration_type="task",
+    )
+    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
+    run.job_ids = [job.id]
+    return run, [job]
+
+
+def submitted() -> Event:
+    return Event(at=time.time(), kind="status", status=RunStatus.SUBMITTED, message="submitted")
