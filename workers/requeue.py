@@ -34,6 +34,7 @@ from workers import teardown
 from workers.context import WorkerContext
 
 _CAS_ATTEMPTS = 10
+_STOP_ATTEMPTS = 3  # a stop for a limit: each a read and a compare-and-set; conflicts are brief
 
 
 def retry_failed_job(ctx: WorkerContext, job: Job, *, event: str, reason: str) -> bool:
@@ -93,8 +94,28 @@ def requeue_run(
 
 
 def stop_for_limit(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -> bool:
-    """Stop a run that ran out of time, with ``reason`` kept on the run and its jobs."""
-    now = time.time()
+    """Stop a run that ran out of time, with ``reason`` kept on the run and its jobs.
+
+    Another writer may have moved the run or a job since they were read (a pod's
+    readiness, a sweep): the verdict still holds while the run keeps the status it was
+    judged in, so the records are read again and the stop written over them, rather
+    than left to the next look a minute later. Stopped, ended or requeued meanwhile:
+    nothing to do.
+    """
+    judged = run.status
+    for _ in range(_STOP_ATTEMPTS):
+        if _write_stop(ctx, run, jobs, reason) > 0:
+            for job in jobs:
+                tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job.id)
+            return True
+        fresh = ctx.store.find_run(run.id)
+        if fresh is None or fresh.stop_requested or fresh.status != judged:
+            return False
+        run, jobs = fresh, ctx.store.jobs_of(fresh)
+    return False  # still moving after every attempt: the next look tries again
+
+
+def _write_stop(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -> int:
     new_run = run.model_copy(
         update={"stop_requested": True, "status": RunStatus.TERMINATING, "reason": reason}
     )
@@ -104,13 +125,9 @@ def stop_for_limit(ctx: WorkerContext, run: Run, jobs: list[Job], reason: str) -
         if not j.status.is_finished and j.status != RunStatus.TERMINATING
     ]
     event = Event(
-        at=now, kind="status", status=RunStatus.TERMINATING, message=f"stopping: {reason}"
+        at=time.time(), kind="status", status=RunStatus.TERMINATING, message=f"stopping: {reason}"
     )
-    if Writer(ctx.store).write(Change(run=new_run, jobs=stopping, events=[event])) <= 0:
-        return False  # the run moved on; the next sweep looks again
-    for job in jobs:
-        tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job.id)
-    return True
+    return Writer(ctx.store).write(Change(run=new_run, jobs=stopping, events=[event]))
 
 
 def _write(writer: Writer, run: Run, jobs: list[Job], reason: str) -> int:
