@@ -33,6 +33,10 @@ class RedisSettings(BaseModel):
     three hosts survive losing one (a failover needs a majority to agree)."""
     master_name: str = "berth"
     """The name the Sentinels monitor the primary under (``sentinel monitor NAME ...``)."""
+    sentinel_password: str | None = None
+    """The Sentinels' own password (``requirepass`` in their configuration), if they ask
+    for one; the Redis servers' password stays in ``url``. Managed Sentinel offerings
+    often set both."""
     min_replica_acks: int = Field(default=0, ge=0)
     """Replicas that must have a new run (and every run or job state change a worker
     then acts on) before Berth answers or acts, with Redis ``WAIT``. Replication is

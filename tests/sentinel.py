@@ -35,6 +35,10 @@ class SentinelGroup:
     server_ports: list[int] = field(default_factory=list)
     sentinels: list[ProcessRecord] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
+    password: str | None = None
+    """The data nodes' ``requirepass`` (and ``masterauth``), if any."""
+    sentinel_password: str | None = None
+    """The Sentinels' own ``requirepass``, if any."""
 
     @property
     def addresses(self) -> list[str]:
@@ -44,16 +48,21 @@ class SentinelGroup:
     def env(self, *, min_replica_acks: int = 0) -> dict[str, str]:
         """Berth's settings pointing its store and broker at this group."""
         quoted = ",".join(f'"{a}"' for a in self.addresses)
-        return {
+        env = {
             "BERTH_REDIS__SENTINELS": f"[{quoted}]",
             "BERTH_REDIS__MASTER_NAME": self.master_name,
             "BERTH_REDIS__MIN_REPLICA_ACKS": str(min_replica_acks),
         }
+        if self.password is not None:
+            env["BERTH_REDIS__URL"] = f"redis://:{self.password}@127.0.0.1/0"
+        if self.sentinel_password is not None:
+            env["BERTH_REDIS__SENTINEL_PASSWORD"] = self.sentinel_password
+        return env
 
     def primary_port(self) -> int | None:
         """The primary's port as a Sentinel majority reports it (None if none answers)."""
         for port in self.sentinel_ports:
-            client = _client(port)
+            client = _client(port, self.sentinel_password)
             try:
                 # Raw, as in _sees_everyone: redis-py 6's parser for it fails on its own call.
                 _, primary = client.execute_command(
@@ -77,7 +86,7 @@ class SentinelGroup:
     def replicas_of_primary(self) -> int:
         """Replicas acknowledging the primary's writes, or -1 if it is away."""
         port = self.primary_port()
-        return -1 if port is None else acknowledging_replicas(port)
+        return -1 if port is None else acknowledging_replicas(port, password=self.password)
 
     def restart_server(self, port: int) -> ProcessRecord:
         """Start a stopped data node again with its argv; Sentinel makes it a replica."""
@@ -99,11 +108,23 @@ class SentinelGroup:
 
 
 def start_sentinel_group(
-    directory: Path, *, master_name: str = MASTER_NAME, replicas: int = 2, sentinels: int = 3
+    directory: Path,
+    *,
+    master_name: str = MASTER_NAME,
+    replicas: int = 2,
+    sentinels: int = 3,
+    password: str | None = None,
+    sentinel_password: str | None = None,
 ) -> SentinelGroup:
     """Start the group and return once every Sentinel sees the primary, its replicas
-    and the other Sentinels (before that, a failover could not happen)."""
-    group = SentinelGroup(directory=directory, master_name=master_name)
+    and the other Sentinels (before that, a failover could not happen). With
+    ``password`` the data nodes ask for it, with ``sentinel_password`` the Sentinels."""
+    group = SentinelGroup(
+        directory=directory,
+        master_name=master_name,
+        password=password,
+        sentinel_password=sentinel_password,
+    )
     try:
         _start_servers(group, replicas)
         _start_sentinels(group, sentinels)
@@ -133,10 +154,12 @@ def _start_servers(group: SentinelGroup, replicas: int) -> None:
         argv += ["--repl-diskless-sync-delay", "0"]
         if i > 0:
             argv += ["--replicaof", "127.0.0.1", str(group.server_ports[0])]
+        if group.password is not None:
+            argv += ["--requirepass", group.password, "--masterauth", group.password]
         group.servers.append(start_process(f"redis-{i}", argv, log_dir=logs))
         group.server_ports.append(port)
     wait_until(
-        lambda: acknowledging_replicas(group.server_ports[0]) == replicas,
+        lambda: acknowledging_replicas(group.server_ports[0], password=group.password) == replicas,
         timeout=30,
         what="the replicas in sync with the primary",
     )
@@ -150,22 +173,34 @@ def _start_sentinels(group: SentinelGroup, count: int) -> None:
         directory.mkdir(parents=True)
         # Sentinel rewrites its file (what it learns about replicas, peers, epochs).
         conf = directory / "sentinel.conf"
-        conf.write_text(
-            f"port {port}\n"
-            "bind 127.0.0.1\n"
-            f"dir {directory}\n"
-            f"sentinel monitor {group.master_name} 127.0.0.1 {group.server_ports[0]} {_QUORUM}\n"
-            f"sentinel down-after-milliseconds {group.master_name} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {group.master_name} {FAILOVER_TIMEOUT_MS}\n"
-            f"sentinel parallel-syncs {group.master_name} 1\n"
-        )
+        conf.write_text(_sentinel_conf(group, port, directory))
         argv = [group.servers[0].argv[0], str(conf), "--sentinel"]
         group.sentinels.append(start_process(f"sentinel-{i}", argv, log_dir=logs))
         group.sentinel_ports.append(port)
 
 
+def _sentinel_conf(group: SentinelGroup, port: int, directory: Path) -> str:
+    name = group.master_name
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {directory}",
+        f"sentinel monitor {name} 127.0.0.1 {group.server_ports[0]} {_QUORUM}",
+        f"sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}",
+        f"sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}",
+        f"sentinel parallel-syncs {name} 1",
+    ]
+    if group.password is not None:
+        lines.append(f"sentinel auth-pass {name} {group.password}")
+    if group.sentinel_password is not None:
+        lines.append(f"requirepass {group.sentinel_password}")
+        # Sentinels ask each other whether the primary is down: the same password.
+        lines.append(f"sentinel sentinel-pass {group.sentinel_password}")
+    return "\n".join(lines) + "\n"
+
+
 def _sees_everyone(group: SentinelGroup, port: int, replicas: int, sentinels: int) -> bool:
-    client = _client(port)
+    client = _client(port, group.sentinel_password)
     try:
         # Raw: redis-py 6's reply parser for SENTINEL MASTER takes an argument it is not given.
         reply = client.execute_command("SENTINEL", "MASTER", group.master_name)
@@ -180,11 +215,11 @@ def _sees_everyone(group: SentinelGroup, port: int, replicas: int, sentinels: in
     )
 
 
-def acknowledging_replicas(port: int) -> int:
+def acknowledging_replicas(port: int, *, password: str | None = None) -> int:
     """Replicas of the server on ``port`` that acknowledge a write (``WAIT``); -1 if it
     is away. Stricter than ``INFO``'s "online": a replica fresh from its first sync is
     online some moments before it answers acknowledgements."""
-    client = _client(port)
+    client = _client(port, password)
     try:
         pipe = client.pipeline(transaction=False)
         pipe.incr("sentinel-group:probe")
@@ -196,5 +231,11 @@ def acknowledging_replicas(port: int) -> int:
         client.close()
 
 
-def _client(port: int) -> redis.Redis[str]:
-    return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+def _client(port: int, password: str | None = None) -> redis.Redis[str]:
+    return redis.Redis(
+        port=port,
+        password=password,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )

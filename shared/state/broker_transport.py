@@ -29,13 +29,17 @@ from kombu.transport import redis as kombu_redis
 
 def register() -> None:
     """Make the URL schemes Berth's broker uses resolve to these transports."""
-    kombu_transport.TRANSPORT_ALIASES.update(
-        {
-            "redis": f"{__name__}:Transport",
-            "rediss": f"{__name__}:Transport",
-            "sentinel": f"{__name__}:SentinelTransport",
-        }
-    )
+    aliases = {
+        "redis": f"{__name__}:Transport",
+        "rediss": f"{__name__}:Transport",
+        "sentinel": f"{__name__}:SentinelTransport",
+    }
+    kombu_transport.TRANSPORT_ALIASES.update(aliases)
+    # kombu remembers each scheme's class once resolved: a connection made before this
+    # call (a library, a test) would otherwise keep the stock class for the process.
+    cache = getattr(kombu_transport, "_transport_cache", {})
+    for scheme in aliases:
+        cache.pop(scheme, None)
 
 
 def _detached(channel: kombu_redis.Channel) -> None:

@@ -13,6 +13,7 @@ restarts its connection on the error (``broker_connection_retry``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ from redis.backoff import (  # type: ignore[attr-defined]  # the stubs predate r
 )
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from shared.settings import RedisSettings
 
@@ -52,7 +53,9 @@ def connect(
         client: redis.Redis[bytes] = redis.Redis.from_url(settings.url, **options)
         return client
     sentinel = Sentinel(
-        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(timeout), **options
+        settings.sentinel_addresses,
+        sentinel_kwargs=_sentinel_options(timeout, settings.sentinel_password),
+        **options,
     )
     primary: redis.Redis[bytes] = sentinel.master_for(
         settings.master_name, **_database(settings.url)
@@ -81,18 +84,35 @@ def broker_transport_options(settings: RedisSettings) -> dict[str, Any]:
         return {}
     return {
         "master_name": settings.master_name,
-        "sentinel_kwargs": _sentinel_options(settings.socket_timeout_s),
+        "sentinel_kwargs": _sentinel_options(settings.socket_timeout_s, settings.sentinel_password),
     }
 
 
-def _sentinel_options(timeout_s: float) -> dict[str, Any]:
+def no_primary(e: MasterNotFoundError) -> str:
+    """What the Sentinels answered, in words. redis-py's own message prints every
+    Sentinel connection's settings, the Sentinels' password among them: never shown."""
+    text = str(e)
+    name = re.search(r"No master found for '([^']*)'", text)
+    reasons = sorted(set(re.findall(r" - (\w+\((?:'[^']*'|\"[^\"]*\")\))", text)))
+    return (
+        f"no Sentinel of redis.sentinels names a primary for"
+        f" {name.group(1) if name else 'redis.master_name'!r}"
+        f" ({'; '.join(reasons) or 'none answered'}): check redis.sentinels,"
+        " redis.master_name and redis.sentinel_password"
+    )
+
+
+def _sentinel_options(timeout_s: float, password: str | None) -> dict[str, Any]:
     """Connections to the Sentinels themselves: the same bounds, and no retry, so a
     dead Sentinel costs one attempt before the next one is asked (not a backoff)."""
-    return {
+    options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 0),
     }
+    if password is not None:
+        options["password"] = password
+    return options
 
 
 def _database(url: str) -> dict[str, Any]:

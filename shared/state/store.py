@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from shared.errors import (
     ConfigError,
@@ -696,6 +697,10 @@ class Store:
 def _wrapped() -> Iterator[None]:
     try:
         yield
+    except MasterNotFoundError as e:
+        raise StoreError(f"Redis failed: {redis_client.no_primary(e)}") from None
+    except redis.AuthenticationError as e:
+        raise StoreError(f"Redis refused the password in redis.url: {e}") from e
     except redis.RedisError as e:
         raise StoreError(f"Redis failed: {e}") from e
 
