@@ -23,6 +23,7 @@ from redis.backoff import (  # type: ignore[attr-defined]  # the stubs predate r
     NoBackoff,
 )
 from redis.connection import parse_url
+from redis.credentials import UsernamePasswordCredentialProvider
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
@@ -111,7 +112,9 @@ def _sentinel_options(timeout_s: float, password: str | None) -> dict[str, Any]:
         "retry": Retry(NoBackoff(), 0),
     }
     if password is not None:
-        options["password"] = password
+        # Not ``password=``: redis-py prints a pool's connection settings in its errors
+        # ("No master found ... password=..."), which would put it in Celery's logs.
+        options["credential_provider"] = UsernamePasswordCredentialProvider(password=password)
     return options
 
 
