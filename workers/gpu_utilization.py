@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -116,7 +117,7 @@ def read_utilization(k: Kube, metrics: GpuMetricsSettings) -> Utilisation:
     ).items
     found: dict[tuple[str, str], list[float]] = {}
     for pod in pods:
-        if (pod.status.phase if pod.status else None) != "Running":
+        if not _ready(pod):  # starting or failing its probe: nothing to read yet
             continue
         try:
             text = scrape_pod(k, namespace, pod.metadata.name, metrics.exporter_port, "metrics")
@@ -126,6 +127,13 @@ def read_utilization(k: Kube, metrics: GpuMetricsSettings) -> Utilisation:
         for key, value in parse_utilization(text):
             found.setdefault(key, []).append(value)
     return found
+
+
+def _ready(pod: Any) -> bool:
+    status = pod.status
+    if status is None or status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
 
 
 def parse_utilization(text: str) -> Iterable[tuple[tuple[str, str], float]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -91,10 +92,33 @@ def stop_process(record: ProcessRecord, *, grace_s: float = _STOP_GRACE_S) -> No
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that nothing listens on right now, below the kernel's
+    ephemeral range. A server's port inside that range can be taken while the server is
+    down by a client's own connection to it (TCP self-connect: the kernel may give the
+    connecting socket that very port as its source), and the restarted server then
+    fails with "Address already in use" (seen: a Redis killed and restarted under its
+    clients' reconnect attempts). Outside the range no connect ever takes it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_PORTS_FROM, low)  # a port, not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalClusterError(f"no free loopback port from {_PORTS_FROM} to {low}")
+
+
+_PORTS_FROM = 10000  # below: well-known and registered services a host may run
+
+
+def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        low = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, _PORTS_FROM + 1000)
 
 
 def log_tail(record: ProcessRecord, lines: int = 20) -> str:

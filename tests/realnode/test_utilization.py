@@ -74,19 +74,20 @@ def _start_exporter(
                     "image": state.real_nodes.images["run"],
                     "command": ["python3", "-m", "http.server", "9400", "-d", "/srv"],
                     "volumeMounts": [{"name": "metrics", "mountPath": "/srv"}],
+                    # As NVIDIA's exporter has: Berth reads only exporters that are Ready.
+                    "readinessProbe": {"tcpSocket": {"port": 9400}, "periodSeconds": 1},
                 }
             ],
             "volumes": [{"name": "metrics", "configMap": {"name": "dcgm"}}],
         },
     }
     k.call(k.core.create_namespaced_pod, namespace, pod)
-    wait_until(
-        lambda: (
-            k.call(k.core.read_namespaced_pod, "dcgm-exporter", namespace).status.phase == "Running"
-        ),
-        timeout=START_S,
-        what="the stand-in DCGM exporter running",
-    )
+
+    def ready() -> bool:
+        status = k.call(k.core.read_namespaced_pod, "dcgm-exporter", namespace).status
+        return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+
+    wait_until(ready, timeout=START_S, what="the stand-in DCGM exporter ready")
 
 
 def test_a_run_whose_gpus_idle_for_its_window_stops_and_a_busy_one_keeps_running(

@@ -1,0 +1,17 @@
+"""Ports for the processes tests and the local cluster start: never where a client's
+own connection could take them while the server is down."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from cli.local.processes import free_port
+
+
+def test_a_free_port_is_below_the_kernels_ephemeral_range_and_bindable() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(10000 <= p < low for p in ports), sorted(ports)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", ports.pop()))
