@@ -178,28 +178,39 @@ def kill_mid_burst(
 ) -> ReplicaKill:
     """Submit ``specs``; after ``kill_after`` 202s SIGKILL the processes ``victims``
     names (an API process, or every process of one "host"), never restarted. Returns
-    once the burst is over. ``victims`` is called at the kill with the submissions
-    each API process has answered (e.g. :func:`busiest_api`).
+    once the burst is over. ``victims`` is called at the kill with the burst's
+    connections each API process holds (e.g. :func:`busiest_api`).
 
-    Clients do not retry a broken connection: a request in flight on a killed API
-    process counts as ``connection`` in ``burst.answers``, never as accepted.
+    The burst holds its next submissions at ``kill_after`` until the victims are
+    frozen, so the kill lands mid-burst however fast the API answers (in one CI run
+    the burst's last 134 submissions were answered before the freeze). Clients do not
+    retry a broken connection: a request in flight on a killed API process counts as
+    ``connection`` in ``burst.answers``, never as accepted. The victims are killed
+    even if freezing them fails, so a failed test leaves no process stopped behind
+    for the next one.
     """
-    burst = Burst(world.stack, specs, threads=8).start()
-    wait_until(lambda: len(burst.accepted) >= kill_after, timeout=120, what="runs accepted")
-    answered = {p.name: _submissions_answered(p) for p in _apis(world)}
-    kill = ReplicaKill(
-        burst=burst,
-        victims=victims(answered),
-        accepted_before_kill=len(burst.accepted),
-        submissions_before_kill=answered,
-    )
-    for name in kill.victims:
-        if name.startswith("worker"):
-            kill.held = _freeze_holding_a_task(world.process(name))
-        elif name.startswith("api"):
-            _freeze_with_a_request_unanswered(world.process(name), port=_port(world))
-    for name in kill.victims:
-        sigkill_group(world.process(name))
+    burst = Burst(world.stack, specs, threads=8, hold_after=kill_after).start()
+    try:
+        wait_until(lambda: burst.done >= kill_after, timeout=120, what="runs answered")
+        port = _port(world)
+        kill = ReplicaKill(
+            burst=burst,
+            victims=victims({p.name: _connections(p.pid, port) for p in _apis(world)}),
+            accepted_before_kill=len(burst.accepted),
+            submissions_before_kill={p.name: _submissions_answered(p) for p in _apis(world)},
+        )
+        try:
+            for name in kill.victims:
+                if name.startswith("worker"):
+                    kill.held = _freeze_holding_a_task(world.process(name), burst)
+                elif name.startswith("api"):
+                    _freeze_with_a_request_unanswered(world.process(name), burst, port=port)
+        finally:
+            burst.release()
+            for name in kill.victims:
+                sigkill_group(world.process(name))
+    finally:
+        burst.release()
     burst.join(timeout=600)
     kill.address_answers = sum(_health_answers(world.stack.url) for _ in range(ADDRESS_PROBES))
     return kill
@@ -217,10 +228,12 @@ def proxy_leader(world: World) -> str:
     return next((p.name for p in world.stack.processes if p.pid == pid), "")
 
 
-def _freeze_holding_a_task(worker: ProcessRecord) -> list[str]:
+def _freeze_holding_a_task(worker: ProcessRecord, burst: Burst) -> list[str]:
     """SIGSTOP the worker's process group at a moment it holds a task it received and
     has not finished (its log says so), and leave it stopped for the SIGKILL: a host
-    lost mid-task, not between tasks. Returns the held tasks' names."""
+    lost mid-task, not between tasks. The held burst goes on meanwhile (its runs give
+    the worker tasks). Returns the held tasks' names."""
+    burst.release()
 
     def caught() -> list[str]:
         os.killpg(worker.pid, signal.SIGSTOP)
@@ -233,14 +246,15 @@ def _freeze_holding_a_task(worker: ProcessRecord) -> list[str]:
     return wait_until(caught, timeout=120, what=f"{worker.name} caught holding a task")
 
 
-def _freeze_with_a_request_unanswered(api: ProcessRecord, *, port: int) -> None:
-    """SIGSTOP the API process's group and leave it stopped for the SIGKILL once a
-    client's request sits unanswered on one of its connections (bytes it has not read),
-    or a connection waits to be accepted, so the kill lands with a request in flight.
-    The burst's clients keep their connections, so one pinned to this process sends
-    its next request within seconds."""
+def _freeze_with_a_request_unanswered(api: ProcessRecord, burst: Burst, *, port: int) -> None:
+    """SIGSTOP the API process's group, then let the held burst go, and leave the
+    process stopped for the SIGKILL once a client's request sits unanswered on one of
+    its connections (bytes it has not read), or a connection waits to be accepted, so
+    the kill lands with a request in flight. Every burst client sends its next request
+    at the release, over the connection it keeps: one on this process is enough."""
     os.killpg(api.pid, signal.SIGSTOP)
     wait_until(lambda: _all_stopped(api.pid), timeout=10, what=f"{api.name} stopped")
+    burst.release()
     # Below httpx's 30 s read timeout, so the waiting client is still there at the kill.
     wait_until(lambda: _unread_bytes(api.pid, port), timeout=20, what=f"a request to {api.name}")
 
@@ -255,22 +269,34 @@ def _unread_bytes(pid: int, port: int) -> int:
     """Bytes waiting unread on the TCP connections ``pid`` holds on local ``port``, plus
     connections waiting in its accept queue there (a client's request follows them).
     Its other connections (Redis) are left out."""
+    # st 01 ESTABLISHED: rx_queue is bytes unread; st 0A LISTEN: connections not yet
+    # accepted. tx_queue:rx_queue in hex.
+    return sum(
+        int(cols[4].split(":")[1], 16) for cols in _sockets(pid, port) if cols[3] in ("01", "0A")
+    )
+
+
+def _connections(pid: int, port: int) -> int:
+    """Established connections ``pid`` holds on local ``port`` (its clients')."""
+    return sum(1 for cols in _sockets(pid, port) if cols[3] == "01")
+
+
+def _sockets(pid: int, port: int) -> list[list[str]]:
+    """The rows of /proc/net/tcp{,6} for the sockets ``pid`` holds on local ``port``."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
             target = os.readlink(fd)
             if target.startswith("socket:["):
                 inodes.add(target[len("socket:[") : -1])
-    unread = 0
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
             cols = row.split()
-            # st 01 ESTABLISHED: rx_queue is bytes unread; st 0A LISTEN: connections not
-            # yet accepted. tx_queue:rx_queue in hex; the socket's inode in column 9.
-            local_port = int(cols[1].rsplit(":", 1)[1], 16)
-            if cols[3] in ("01", "0A") and cols[9] in inodes and local_port == port:
-                unread += int(cols[4].split(":")[1], 16)
-    return unread
+            # The socket's inode is column 9; the local address:port (hex) column 1.
+            if cols[9] in inodes and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                rows.append(cols)
+    return rows
 
 
 def unfinished_tasks(log: str) -> list[str]:
@@ -299,10 +325,10 @@ def _all_stopped(pid: int) -> bool:
     return True
 
 
-def busiest_api(answered: dict[str, int]) -> list[str]:
-    """The API process that answered the most submissions: the kernel may have put few
-    or none of the burst's kept-alive connections on the other one."""
-    return [max(answered, key=lambda name: answered[name])]
+def busiest_api(connections: dict[str, int]) -> list[str]:
+    """The API process holding the most of the burst's kept-alive connections: the
+    kernel may have put few or none of them on the other one."""
+    return [max(connections, key=lambda name: connections[name])]
 
 
 def every_api_answers(world: World) -> bool:

@@ -296,6 +296,9 @@ class Burst:
     specs: list[RunSpec]
     threads: int = 8
     retries_on_503: int = RETRIES_ON_503
+    hold_after: int | None = None
+    """If set, submissions past this many wait for :meth:`release` (a fault lands
+    while the clients are known to be between requests, not after the burst ended)."""
     accepted: dict[str, str] = field(default_factory=dict)
     """Run name -> run id, for every 202."""
     answers: Counter[str] = field(default_factory=Counter)
@@ -304,11 +307,17 @@ class Burst:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _sent: int = 0
+    _released: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Burst:
         self._thread = threading.Thread(target=self.run, name="burst", daemon=True)
         self._thread.start()
         return self
+
+    def release(self) -> None:
+        """Let the submissions held by ``hold_after`` go."""
+        self._released.set()
 
     def join(self, timeout: float) -> None:
         assert self._thread is not None
@@ -334,6 +343,12 @@ class Burst:
             return sum(self.answers.values())
 
     def _submit(self, http: httpx.Client, spec: RunSpec) -> None:
+        with self._lock:
+            held = self.hold_after is not None and self._sent >= self.hold_after
+            self._sent += 1
+        if held:
+            # Bounded: a test that never releases still ends (its kill failed first).
+            self._released.wait(timeout=300)
         # A client that honours 503 ("retry later") tries again, a bounded number of times.
         for _ in range(self.retries_on_503):
             try:
