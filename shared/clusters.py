@@ -27,11 +27,16 @@ _DEFAULT_EXEC_TIMEOUT_S = KubeSettings().exec_timeout_s
 
 @dataclass
 class Cluster:
-    """One project's Kubernetes backend: clients, namespace and its config."""
+    """One cluster of a project: clients, namespace and its config."""
 
     kube: kube.Kube
     namespace: str
     backend: KubernetesBackend
+
+    @property
+    def name(self) -> str:
+        """The cluster's name in the project (its context's; ``default`` for the current)."""
+        return self.backend.cluster_name()
 
 
 class ClusterRegistry:
@@ -46,8 +51,9 @@ class ClusterRegistry:
         self._timeout = request_timeout_s
         self._exec_timeout = exec_timeout_s
         self._lock = threading.Lock()
-        self._clusters: dict[str, Cluster] = {}
-        """By project: the shared client with the project's own namespace and backend."""
+        self._clusters: dict[tuple[str, str | None], Cluster] = {}
+        """By project and cluster name (None: its first): the shared client with the
+        project's own namespace and backend there."""
         self._clients: dict[str, kube.Kube] = {}
         """By cluster key: one client per cluster."""
         self._building: dict[str, threading.Lock] = {}
@@ -57,20 +63,25 @@ class ClusterRegistry:
         """By cluster key: a credential plugin that failed at connect, and until when that
         answer stands, so a broken plugin is not run again by every task in between."""
 
-    def for_project(self, project: str) -> Cluster:
-        """The first ``type: kubernetes`` backend of ``project``; ConfigError if none."""
+    def for_project(self, project: str, cluster: str | None = None) -> Cluster:
+        """``project``'s cluster named ``cluster``, or its first (where a job placed
+        before clusters had names runs); ConfigError if none."""
         with self._lock:
-            found = self._clusters.get(project)
+            found = self._clusters.get((project, cluster))
         if found is not None:
             return found
-        backend = self.server.backend_for(project)
-        cluster = Cluster(kube=self._client(backend), namespace=backend.namespace, backend=backend)
+        backend = self.server.backend_for(project, cluster)
+        made = Cluster(kube=self._client(backend), namespace=backend.namespace, backend=backend)
         with self._lock:
-            return self._clusters.setdefault(project, cluster)
+            return self._clusters.setdefault((project, cluster), made)
 
-    def key_for(self, project: str) -> str:
-        """A short stable id of the cluster behind ``project`` (projects may share one)."""
-        return self.server.backend_for(project).cluster_key()
+    def key_for(self, project: str, cluster: str | None = None) -> str:
+        """A short stable id of ``project``'s cluster ``cluster`` (projects may share one)."""
+        return self.server.backend_for(project, cluster).cluster_key()
+
+    def names_of(self, project: str) -> list[str]:
+        """The names of ``project``'s clusters, in the order runs try them."""
+        return [b.cluster_name() for b in self.server.clusters_of(project)]
 
     def close(self) -> None:
         with self._lock:

@@ -71,16 +71,17 @@ def inventory_with_pools(
     held: Iterable[str],
     *,
     fit: PassFit | None = None,
+    cluster: str | None = None,
 ) -> GpuInventory:
     """``inventory`` plus pool nodes; ``held`` is the nodes of Berth's placements.
 
     Without the apiserver (pool sizes are counted there) the pass plans with the
     nodes that exist, rather than not at all.
     """
-    if not ctx.server.backend_for(project).node_pools:
+    if not ctx.server.backend_for(project, cluster).node_pools:
         return inventory  # nothing to add, and no reason to connect
     try:
-        return with_pools(inventory, ctx.clusters.for_project(project), held=held)
+        return with_pools(inventory, ctx.clusters.for_project(project, cluster), held=held)
     except ConfigError as e:  # a kubeconfig that does not load: its runs cannot start anyway
         log.warning("planning without autoscaler pools this pass: %s", e)
         return inventory
@@ -99,6 +100,7 @@ def narrow_request(
     *,
     berth_nodes: Mapping[tuple[str, str], frozenset[str]],
     fit: PassFit | None = None,
+    cluster: str | None = None,
 ) -> Request | Blocked:
     """``request`` limited to where the run's volumes and the node selector let it go.
 
@@ -109,7 +111,7 @@ def narrow_request(
     if fit.unreachable is not None:
         return Blocked(f"cannot read where the run may go: {fit.unreachable}", permanent=False)
     try:
-        return _narrow(ctx, run, request, inventory, berth_nodes, fit)
+        return _narrow(ctx, run, request, inventory, berth_nodes, fit, cluster)
     except ConfigError as e:
         return Blocked(f"cannot reach the run's cluster: {e}", permanent=False)
     except KubeError as e:
@@ -125,8 +127,9 @@ def _narrow(
     inventory: GpuInventory,
     berth_nodes: Mapping[tuple[str, str], frozenset[str]],
     fit: PassFit,
+    name: str | None,
 ) -> Request | Blocked:
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_project(run.project, name)
     allowed = request.allowed_nodes
     selector = cluster.backend.pod_settings().node_selector
     if selector:

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import TypeVar
 
 import redis
 
@@ -59,7 +60,7 @@ from shared.state.lifecycle import can_move, run_status_from_jobs
 from shared.state.records import Event, Job, Run, RunStatus
 from shared.state.store import Store
 from shared.volumes.volume_placement import berth_volume_nodes, mounted_volumes
-from workers import cluster_fit
+from workers import cluster_fit, cluster_routes
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ _WRITE_BATCH = 1_000  # waiting-run updates per pipeline
 QUEUED = (RunStatus.SUBMITTED, RunStatus.PENDING)
 
 # One record cache per store (per worker process in production, per context in tests).
+_E = TypeVar("_E", Fail, Wait)
+
 _caches: weakref.WeakKeyDictionary[Store, RecordCache] = weakref.WeakKeyDictionary()
 # Likewise each namespace's last ResourceQuota read.
 _quota_readers: weakref.WeakKeyDictionary[Store, QuotaReader] = weakref.WeakKeyDictionary()
@@ -167,54 +170,59 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     cleaning = keys.timestamps(ctx.store, keys.CLEANUP)
     quotas = normalise_quotas({p.name: p.quotas for p in ctx.server.projects})
     fails: list[Fail] = []
-    by_cluster: dict[tuple[str, access.Mode], list[Run]] = {}
-    cluster_of: dict[str, tuple[str, access.Mode] | ConfigError] = {}
     unanswered: dict[str, str] = {}
-    for run in view.runs:
-        key = cluster_of.get(run.project)
-        if key is None:
-            try:
-                key = cluster_of[run.project] = _cluster_and_mode(ctx, run.project, unanswered)
-            except ConfigError as e:
-                key = cluster_of[run.project] = e
-        if isinstance(key, ConfigError):
-            if run.status in QUEUED:
-                fails.append(Fail(run.id, run.project, str(key)))
-            continue
-        by_cluster.setdefault(key, []).append(run)
+    routes, unrouted = cluster_routes.route(
+        view, partial(_clusters_and_modes, ctx, unanswered), _cluster_ranks(ctx)
+    )
+    for run_id, error in unrouted.items():
+        if runs[run_id].status in QUEUED:
+            fails.append(Fail(run_id, runs[run_id].project, str(error)))
     writer = Writer(ctx.store)
     version = view.capacity_version
     refused: dict[str, float] | None = None
-    for (cluster_key, mode), members in by_cluster.items():
-        if mode == access.Mode.NONE:
-            no_access = _without_access(ctx, members)
+    # Project quotas and shares count a project's holdings in every cluster.
+    everywhere = list(_holdings(view.runs, view))
+
+    def carried(entries: list[_E]) -> list[_E]:
+        """The entries whose run has no other cluster to try (the rest move on)."""
+        return [e for e in entries if not routes.carry(runs[e.run_id])]
+
+    for group in routes.in_order():
+        members, names = group.members, group.names
+        project, name = members[0].project, names[members[0].project]
+        if group.mode == access.Mode.NONE:
+            no_access = carried(_without_access(ctx, members, names))
             _wait(ctx, cache, writer, runs, view.jobs, no_access, now)
             result.waiting += len(no_access)
             continue
-        namespace_only = mode == access.Mode.NAMESPACE
+        namespace_only = group.mode == access.Mode.NAMESPACE
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
         holdings = list(_holdings(members, view))
-        fit = cluster_fit.PassFit(unreachable=unanswered.get(cluster_key))
+        fit = cluster_fit.PassFit(unreachable=unanswered.get(group.cluster_key))
+        if fit.unreachable is not None:
+            # Its apiserver is away: runs with another cluster to try go there now.
+            members = [r for r in members if not routes.carry(r)]
         # Namespace-only: no node is known, so none is read (the scheduler places).
         inventory = (
             GpuInventory()
             if namespace_only
             else cluster_fit.inventory_with_pools(
                 ctx,
-                members[0].project,
-                load_inventory(ctx.store, ctx.clusters, members[0].project),
+                project,
+                load_inventory(ctx.store, ctx.clusters, project, name),
                 [h.placement.node for h in holdings],
                 fit=fit,
+                cluster=name,
             )
         )
         volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
         # From the server config: a pass connects to a cluster only to read what it needs.
         # Namespace-only, the node selector is only the pod's (no nodes to narrow to).
         selecting = {
-            project: not namespace_only
-            and bool(ctx.server.backend_for(project).pod_settings().node_selector)
-            for project in {r.project for r in members}
+            p: not namespace_only
+            and bool(ctx.server.backend_for(p, names[p]).pod_settings().node_selector)
+            for p in {r.project for r in members}
         }
         queued: list[QueuedRun] = []
         held_out: list[Wait] = []
@@ -236,6 +244,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 selecting,
                 fit,
                 namespace_only=namespace_only,
+                cluster=names[run.project],
             )
             if namespace_only and isinstance(entry, QueuedRun):
                 facts = cache.facts(run)
@@ -244,9 +253,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 elif facts.instances:
                     entry = Fail(run.id, run.project, _NO_INSTANCES)
             if isinstance(entry, Fail):
-                fails.append(entry)
+                fails += carried([entry])
             elif isinstance(entry, Wait):
-                held_out.append(entry)
+                held_out += carried([entry])
             elif entry is not None:
                 queued.append(entry)
         # After the runs' own reads: an apiserver that did not answer them is not
@@ -254,8 +263,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         rooms = (
             {}
             if fit.unreachable
-            else _namespace_rooms(ctx, cache, view, cluster_key, members, refused or {})
+            else _namespace_rooms(ctx, cache, view, group, members, refused or {})
         )
+        member_ids = {r.id for r in members}
         decided = (
             plan_namespace_only(queued, holdings, rooms=rooms)
             if namespace_only
@@ -266,19 +276,21 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 quotas=quotas,
                 max_reservations=ctx.settings.scheduling.max_reservations,
                 rooms=rooms,
+                elsewhere=[h for h in everywhere if h.run_id not in member_ids],
             )
         )
         for admit in decided.admits:
+            run = runs[admit.run_id]
             outcome = _admit(
-                ctx, writer, runs[admit.run_id], view.jobs[admit.run_id], admit, version
+                ctx, writer, run, view.jobs[admit.run_id], admit, version, names[run.project]
             )
             if outcome == FENCED:
                 return False
             if outcome > 0:
                 version = outcome
-                result.placed.append(runs[admit.run_id].name)
-        fails += decided.fails
-        waits = decided.waits + held_out
+                result.placed.append(run.name)
+        fails += carried(decided.fails)
+        waits = carried(decided.waits) + held_out
         _wait(ctx, cache, writer, runs, view.jobs, waits, now)
         result.waiting += len(waits)
     # A running service's added replica that no node can take fails nothing: the
@@ -307,36 +319,59 @@ _NO_INSTANCES = (
 )
 
 
-def _cluster_and_mode(
-    ctx: WorkerContext, project: str, unanswered: dict[str, str]
-) -> tuple[str, access.Mode]:
-    """The project's cluster and what Berth may do there (see :mod:`shared.policy.access`).
+def _clusters_and_modes(
+    ctx: WorkerContext, unanswered: dict[str, str], project: str
+) -> list[tuple[str, cluster_routes.GroupKey]]:
+    """Each of the project's clusters: its name, its key and what Berth may do there
+    (see :mod:`shared.policy.access`).
 
     A review the apiserver did not answer is noted in ``unanswered`` (cluster key ->
     why), so the pass asks that cluster nothing more: one call per pass, not one per
     read. A kubeconfig that does not load is left to the pass's reads, which hold
     that project's runs with the reason (it is not this run's fault).
     """
-    key = ctx.clusters.key_for(project)
-    try:
-        found = access.access_for(
-            ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
-        )
-    except ConfigError:
-        return key, access.Mode.CLUSTER
-    if found.unanswered is not None:
-        unanswered[key] = found.unanswered
-    return key, found.mode
+    out = []
+    for name in ctx.clusters.names_of(project):
+        key = ctx.clusters.key_for(project, name)
+        try:
+            found = access.access_for(
+                ctx.store,
+                ctx.clusters,
+                project,
+                recheck_s=ctx.settings.kube.access_recheck_s,
+                cluster=name,
+            )
+        except ConfigError:
+            out.append((name, (key, access.Mode.CLUSTER)))
+            continue
+        if found.unanswered is not None:
+            unanswered[key] = found.unanswered
+        out.append((name, (key, found.mode)))
+    return out
 
 
-def _without_access(ctx: WorkerContext, members: list[Run]) -> list[Wait]:
+def _cluster_ranks(ctx: WorkerContext) -> dict[str, int]:
+    """Cluster key -> the order the server config first names it: the order runs try them."""
+    ranks: dict[str, int] = {}
+    for item in ctx.server.projects:
+        for backend in item.backends:
+            for cluster in backend.clusters():
+                ranks.setdefault(cluster.cluster_key(), len(ranks))
+    return ranks
+
+
+def _without_access(ctx: WorkerContext, members: list[Run], names: Mapping[str, str]) -> list[Wait]:
     """Runs of backends where Berth may not even create pods wait, saying why."""
     waits = []
     for run in members:
         if run.status not in QUEUED or run.stop_requested:
             continue
         found = access.access_for(
-            ctx.store, ctx.clusters, run.project, recheck_s=ctx.settings.kube.access_recheck_s
+            ctx.store,
+            ctx.clusters,
+            run.project,
+            recheck_s=ctx.settings.kube.access_recheck_s,
+            cluster=names[run.project],
         )
         cause = f"waiting for access to the cluster: {found.reason}"
         waits.append(Wait(run.id, run.project, cause, position=0, queued=0))
@@ -347,14 +382,14 @@ def _holdings(runs: Iterable[Run], view: View) -> Iterable[Holding]:
     for run in runs:
         for job in view.jobs[run.id]:
             if job.status in HOLDING and job.placement is not None:
-                yield Holding(run.project, job.placement)
+                yield Holding(run.project, job.placement, run.id)
 
 
 def _namespace_rooms(
     ctx: WorkerContext,
     cache: RecordCache,
     view: View,
-    cluster_key: str,
+    group: cluster_routes.Group,
     members: list[Run],
     refused: Mapping[str, float],
 ) -> dict[str, QuotaRoom]:
@@ -364,13 +399,14 @@ def _namespace_rooms(
     for run in members:
         namespace = namespace_of.get(run.project)
         if namespace is None:
-            namespace = namespace_of[run.project] = ctx.server.backend_for(run.project).namespace
+            backend = ctx.server.backend_for(run.project, group.names[run.project])
+            namespace = namespace_of[run.project] = backend.namespace
         by_namespace.setdefault(namespace, []).append(run)
     rooms: dict[str, QuotaRoom] = {}
     for namespace, runs in by_namespace.items():
         if not any(r.status in QUEUED and not r.stop_requested for r in runs):
             continue  # nothing to admit there: no read
-        key = namespace_key(cluster_key, namespace)
+        key = namespace_key(group.cluster_key, namespace)
         holding = [
             (run, job)
             for run in runs
@@ -380,7 +416,7 @@ def _namespace_rooms(
         try:
             read = quota_reader(ctx).read(
                 key,
-                partial(ctx.clusters.for_project, runs[0].project),
+                partial(ctx.clusters.for_project, runs[0].project, group.names[runs[0].project]),
                 counted=frozenset(j.id for _, j in holding if j.pod_name),
                 refused_at=refused.get(key, 0.0),
             )
@@ -424,6 +460,7 @@ def _queued(
     fit: cluster_fit.PassFit,
     *,
     namespace_only: bool = False,
+    cluster: str | None = None,
 ) -> QueuedRun | Fail | Wait | None:
     facts = cache.facts(run)
     if facts.error:
@@ -466,7 +503,7 @@ def _queued(
         request = replace(request, allowed_nodes=pinned if before is None else before & pinned)
     if narrows:
         narrowed = cluster_fit.narrow_request(
-            ctx, run, request, inventory, berth_nodes=volume_nodes, fit=fit
+            ctx, run, request, inventory, berth_nodes=volume_nodes, fit=fit, cluster=cluster
         )
         if isinstance(narrowed, cluster_fit.Blocked):
             # Volumes whose nodes exclude each other never fit; a claim in use elsewhere frees up.
@@ -505,13 +542,22 @@ def _job_requests(facts: RunFacts, request: Request, to_place: list[Job]) -> tup
 
 
 def _admit(
-    ctx: WorkerContext, writer: Writer, run: Run, jobs: list[Job], admit: Admit, version: int
+    ctx: WorkerContext,
+    writer: Writer,
+    run: Run,
+    jobs: list[Job],
+    admit: Admit,
+    version: int,
+    cluster: str,
 ) -> int:
     now = time.time()
     placed: list[Job] = []
     events = []
     to_place = [j for j in jobs if j.status in QUEUED]
-    for job, placement in zip(to_place, admit.placements, strict=True):
+    several = len(ctx.clusters.names_of(run.project)) > 1
+    where = f" in cluster {cluster}" if several else ""
+    for job, placed_at in zip(to_place, admit.placements, strict=True):
+        placement = placed_at.model_copy(update={"cluster": cluster})
         new = job.model_copy(update={"status": RunStatus.PROVISIONING, "placement": placement})
         new.reason = ""
         placed.append(new)
@@ -522,7 +568,7 @@ def _admit(
                 kind="status",
                 status=RunStatus.PROVISIONING,
                 job=job.job_num,
-                message=f"job {job.job_num} placed on {placement.node} ({gpus})",
+                message=f"job {job.job_num} placed on {placement.node}{where} ({gpus})",
             )
         )
     by_id = {j.id: j for j in placed}

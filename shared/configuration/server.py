@@ -30,6 +30,8 @@ from shared.configuration.kube_fields import NodePool, PodSettings
 from shared.errors import ConfigError
 
 # Kubernetes namespace names are DNS-1123 labels.
+DEFAULT_CLUSTER = "default"
+"""The name of a backend's cluster when it lists no context (the kubeconfig's current)."""
 _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # dstack backend types with no Berth counterpart yet. Source: dstack's BackendType
 # (src/dstack/_internal/core/models/backends/base.py).
@@ -214,6 +216,18 @@ class KubernetesBackend(BerthModel):
         """The context Berth connects to: the first listed, else the kubeconfig's current."""
         return self.contexts[0].name if self.contexts else None
 
+    def clusters(self) -> list[KubernetesBackend]:
+        """One backend per cluster, in the order listed: each context alone (dstack maps
+        each context to a region), or this backend when it lists at most one."""
+        if not self.contexts or len(self.contexts) == 1:
+            return [self]
+        return [self.model_copy(update={"contexts": [c]}) for c in self.contexts]
+
+    def cluster_name(self) -> str:
+        """The name runs, offers and events give this cluster: its context's, else
+        ``default`` (the kubeconfig's current context)."""
+        return self.context_name() or DEFAULT_CLUSTER
+
     def cluster_key(self) -> str:
         """A short stable id of the cluster behind this backend (projects may share one)."""
         source = self.kubeconfig.filename or self.kubeconfig.data or ""
@@ -231,11 +245,25 @@ class KubernetesBackend(BerthModel):
 class ProjectConfig(BerthModel):
     name: ResourceName
     backends: list[KubernetesBackend] = Field(default_factory=list)
+    """Its clusters: each backend's contexts (or its current context), in order. Runs
+    go to the first with room; a run stays in the cluster it started in."""
     quotas: dict[str, Annotated[int, Field(ge=0, strict=True)]] | None = None
     """GPU model -> most GPUs of that model the project may hold at once."""
     allow_privileged: bool = False
     """Whether runs of this project may ask for ``privileged: true``. A privileged
     container is root on its node, so it is off unless the operator turns it on."""
+
+    @model_validator(mode="after")
+    def _clusters_named_once(self) -> Self:
+        names = [c.cluster_name() for b in self.backends for c in b.clusters()]
+        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+        if repeated:
+            raise field_error(
+                "backends",
+                f"each cluster of a project needs its own name, repeated: {repeated};"
+                " list the kubeconfig contexts by name (contexts: [{name: ...}])",
+            )
+        return self
 
 
 class ServerConfig(BerthModel):
@@ -248,11 +276,27 @@ class ServerConfig(BerthModel):
     def project_names(self) -> list[str]:
         return [p.name for p in self.projects]
 
-    def backend_for(self, project: str) -> KubernetesBackend:
-        """The first ``type: kubernetes`` backend of ``project``; ConfigError if none."""
+    def backend_for(self, project: str, cluster: str | None = None) -> KubernetesBackend:
+        """The backend of ``project``'s cluster named ``cluster`` (None: its first);
+        ConfigError if the project has none, or none of that name."""
+        found = self.clusters_of(project)
+        if cluster is None:
+            return found[0]
+        for backend in found:
+            if backend.cluster_name() == cluster:
+                return backend
+        raise ConfigError(
+            f"project {project!r} has no cluster {cluster!r} in the server configuration"
+            f" (it has {[b.cluster_name() for b in found]})",
+            field="projects",
+        )
+
+    def clusters_of(self, project: str) -> list[KubernetesBackend]:
+        """Every cluster of ``project``, one backend each, in the order the config lists
+        them; ConfigError if it has none."""
         for item in self.projects:
             if item.name == project and item.backends:
-                return item.backends[0]
+                return [c for backend in item.backends for c in backend.clusters()]
         raise ConfigError(
             f"project {project!r} has no kubernetes backend in the server configuration",
             field="projects",

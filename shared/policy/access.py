@@ -163,9 +163,15 @@ def probe(cluster: Cluster) -> tuple[Mode, str]:
 
 
 def access_for(
-    store: Store, clusters: ClusterRegistry, project: str, *, recheck_s: float | None
+    store: Store,
+    clusters: ClusterRegistry,
+    project: str,
+    *,
+    recheck_s: float | None,
+    cluster: str | None = None,
 ) -> Access:
-    """The project's backend's mode: the stored answer, or a fresh review when it is due.
+    """The mode of the project's cluster ``cluster`` (None: its first): the stored
+    answer, or a fresh review when it is due.
 
     ``recheck_s`` None (the API): any stored answer will do, since the workers keep
     it fresh; a review only when none is stored. One Redis read when fresh. When the
@@ -173,7 +179,7 @@ def access_for(
     ``cluster`` is assumed, since a published inventory or a node LIST will then
     tell), and it is asked again within ``_UNKNOWN_RETRY_S``.
     """
-    key = backend_key(clusters, project)
+    key = backend_key(clusters, project, cluster)
     stored = _load(store, key)
     now = time.time()
     if stored is not None and recheck_s is None and not stored.forgotten:
@@ -184,7 +190,7 @@ def access_for(
         if age < _MIN_PROBE_GAP_S or (age < recheck_s and not stored.forgotten):
             return stored  # a burst of 403s costs one review, not one each
     try:
-        mode, reason = probe(clusters.for_project(project))
+        mode, reason = probe(clusters.for_project(project, cluster))
     except KubeError as e:
         log.warning("cannot ask %s what Berth may do: %s", key, e.message)
         # Only an apiserver that is away spares the pass its other reads; a refused
@@ -206,9 +212,11 @@ def access_for(
     return found
 
 
-def forget(store: Store, clusters: ClusterRegistry, project: str) -> None:
+def forget(
+    store: Store, clusters: ClusterRegistry, project: str, cluster: str | None = None
+) -> None:
     """A read the mode allowed was refused (403): ask again at the next look."""
-    key = backend_key(clusters, project)
+    key = backend_key(clusters, project, cluster)
     stored = _load(store, key)
     if stored is None or stored.forgotten:
         return
@@ -216,8 +224,8 @@ def forget(store: Store, clusters: ClusterRegistry, project: str) -> None:
     store.put_blob(_blob(key), forgotten.model_dump(mode="json"))
 
 
-def backend_key(clusters: ClusterRegistry, project: str) -> str:
-    backend = clusters.server.backend_for(project)
+def backend_key(clusters: ClusterRegistry, project: str, cluster: str | None = None) -> str:
+    backend = clusters.server.backend_for(project, cluster)
     return namespace_key(backend.cluster_key(), backend.namespace)
 
 

@@ -49,6 +49,7 @@ class Holding:
 
     project: str
     placement: Placement
+    run_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -71,13 +71,18 @@ def plan(
     quotas: Quotas | None = None,
     max_reservations: int = 8,
     rooms: Mapping[str, QuotaRoom] | None = None,
+    elsewhere: Iterable[Holding] = (),
 ) -> Plan:
     """Decide every queued run against ``inventory`` minus ``holdings``. Pure.
 
     ``rooms``: project -> what its namespace's ResourceQuotas leave (the same object
     for projects sharing a namespace); a project without one has no namespace quota.
+    ``elsewhere``: placements in the projects' other clusters, which count against
+    their quotas and shares but take nothing from ``inventory``.
     """
-    planner = _Planner(inventory, list(holdings), quotas or {}, max_reservations, rooms or {})
+    planner = _Planner(
+        inventory, list(holdings), quotas or {}, max_reservations, rooms or {}, list(elsewhere)
+    )
     return planner.run(list(queued))
 
 
@@ -101,6 +106,7 @@ class _Planner:
         quotas: Quotas,
         max_reservations: int,
         rooms: Mapping[str, QuotaRoom],
+        elsewhere: list[Holding],
     ) -> None:
         self.inventory = inventory
         self.quotas = quotas
@@ -111,7 +117,9 @@ class _Planner:
         for holding in holdings:
             node = holding.placement.node
             self.reserved[node] = placements.add(self.reserved.get(node), holding.placement)
-        self.ledger = Ledger.of(inventory, ((h.project, h.placement) for h in holdings))
+        self.ledger = Ledger.of(
+            inventory, ((h.project, h.placement) for h in [*holdings, *elsewhere])
+        )
         self.excluded: set[str] = set()
         self.result = Plan()
         # Memos for 10,000 runs of a few shapes: equal requests share one _Shape, found
@@ -409,6 +417,7 @@ def _placement(offer: Offer, request: Request) -> Placement:
     return Placement(
         node=offer.node,
         gpu_resource=offer.group.resource if offer.group else None,
+        gpu_model=group_model(offer.group) if offer.group else None,
         gpus=offer.gpus,
         # With fleet blocks, the job's whole blocks (shared.placement.blocks), which its
         # pod requests.

@@ -82,6 +82,8 @@ class Ledger:
             held[key] = held.get(key, 0) + placement.gpus
 
     def model_of(self, placement: Placement) -> str | None:
+        if placement.gpu_model is not None:
+            return placement.gpu_model
         return gpu_model(self.nodes.get(placement.node), placement.gpu_resource)
 
     def gpus(self, project: str, model: str) -> int:

@@ -40,8 +40,11 @@ def publish_inventory(store: Store, cluster_key: str, inventory: GpuInventory) -
     store.publish_inventory(cluster_key, inventory.to_json(), CHANNEL)
 
 
-def load_inventory(store: Store, clusters: ClusterRegistry, project: str) -> GpuInventory:
-    key = clusters.key_for(project)
+def load_inventory(
+    store: Store, clusters: ClusterRegistry, project: str, cluster: str | None = None
+) -> GpuInventory:
+    """The inventory of ``project``'s cluster ``cluster`` (None: its first)."""
+    key = clusters.key_for(project, cluster)
     seen = _last.setdefault(store, {})
     last = seen.get(key)
     version, raw = store.inventory_if_changed(key, last.version if last else None)
@@ -49,8 +52,7 @@ def load_inventory(store: Store, clusters: ClusterRegistry, project: str) -> Gpu
         return last.inventory  # unchanged since this process last read it
     if raw is not None:
         return _parsed(seen, key, version, raw)
-    cluster = clusters.for_project(project)
-    k = cluster.kube
+    k = clusters.for_project(project, cluster).kube
     nodes = k.call(k.core.list_node).items
     pods = k.call(
         k.core.list_pod_for_all_namespaces,

@@ -57,6 +57,9 @@ class Placement(Stored):
 
     node: str
     gpu_resource: str | None = None
+    gpu_model: str | None = None
+    """The model quotas count it as (``shared.queueing.share.gpu_model``), kept so a
+    placement in another cluster counts without that cluster's nodes; None before."""
     gpus: int = 0
     cpu_milli: int = 0
     memory_bytes: int = 0
@@ -64,6 +67,9 @@ class Placement(Stored):
     """Ephemeral storage, reserved only when the configuration sets ``disk``."""
     joined_at: float | None = None
     """For a placement on an autoscaler pool: when the pool's new node joined."""
+    cluster: str | None = None
+    """The name of the project's cluster holding ``node`` (``shared.clusters``); None: its
+    first (every placement made before a project could have several)."""
 
 
 class Job(Stored):

@@ -61,7 +61,7 @@ def _error(tmp_path: Path, text: str) -> ConfigError:
 
 def test_the_documented_example_loads(tmp_path: Path) -> None:
     config = _load(tmp_path, DOCUMENTED)
-    backend = config.backend_for("main")
+    backend = config.projects[0].backends[0]
     assert config.project_names() == ["main"]
     assert backend.kubeconfig.path() == Path("~/.kube/config")
     assert backend.namespace == "berth"
@@ -72,13 +72,51 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
 
 
 def test_a_context_without_its_own_jump_host_uses_the_backends(tmp_path: Path) -> None:
-    backend = _load(tmp_path, DOCUMENTED).backend_for("main")
-    assert backend.jump_host_for("ctx-a") == ProxyJump(hostname="203.0.113.10", port=32000)
-    assert backend.jump_host_for("ctx-b") == ProxyJump(hostname="10.0.0.5", port=32000)
+    config = _load(tmp_path, DOCUMENTED)
+    a, b = (config.backend_for("main", name) for name in ("ctx-a", "ctx-b"))
+    assert a.jump_host_for("ctx-a") == ProxyJump(hostname="203.0.113.10", port=32000)
+    assert b.jump_host_for("ctx-b") == ProxyJump(hostname="10.0.0.5", port=32000)
 
 
-def test_the_first_listed_context_is_the_one_berth_connects_to(tmp_path: Path) -> None:
-    assert _load(tmp_path, DOCUMENTED).backend_for("main").context_name() == "ctx-a"
+def test_each_listed_context_is_one_cluster_of_the_project_in_order(tmp_path: Path) -> None:
+    config = _load(tmp_path, DOCUMENTED)
+    clusters = config.clusters_of("main")
+    assert [c.cluster_name() for c in clusters] == ["ctx-a", "ctx-b"]
+    assert [c.context_name() for c in clusters] == ["ctx-a", "ctx-b"]
+    # Each is a cluster of its own: its own key, the backend's namespace and settings.
+    assert len({c.cluster_key() for c in clusters}) == 2
+    assert {c.namespace for c in clusters} == {"berth"}
+    # Without a name, the first: where every placement made before clusters had names runs.
+    assert config.backend_for("main").context_name() == "ctx-a"
+
+
+def test_a_cluster_the_project_does_not_have_is_refused_naming_those_it_has(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, DOCUMENTED).backend_for("main", "ctx-c")
+    assert "no cluster 'ctx-c'" in caught.value.message
+    assert "['ctx-a', 'ctx-b']" in caught.value.message
+
+
+def test_two_backends_on_the_current_context_are_refused_as_one_cluster_named_twice() -> None:
+    text = _backend_yaml("type: kubernetes\nkubeconfig: {filename: a.yml}") + (
+        "\n      - type: kubernetes\n        kubeconfig: {filename: b.yml}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        server_config_from_text(text)
+    assert caught.value.field == "projects.0.backends"
+    assert "repeated: ['default']" in caught.value.message
+
+
+def test_two_backends_with_named_contexts_are_two_clusters() -> None:
+    text = _backend_yaml("type: kubernetes\nkubeconfig: {filename: a.yml}\ncontexts: [east]") + (
+        "\n      - type: kubernetes\n        kubeconfig: {filename: b.yml}\n"
+        "        contexts: [west]\n"
+    )
+    config = server_config_from_text(text)
+    assert [c.cluster_name() for c in config.clusters_of("main")] == ["east", "west"]
+    assert config.backend_for("main", "west").kubeconfig.filename == "b.yml"
 
 
 def test_without_contexts_the_kubeconfigs_current_context_is_used() -> None:
