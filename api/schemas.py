@@ -129,6 +129,8 @@ class BackendAccess(BaseModel):
 
     project: str
     namespace: str
+    cluster: str = ""
+    """The project's name for the cluster (its kubeconfig context; ``default``)."""
     mode: str
     """``cluster`` (Berth places from the live inventory), ``namespace`` (the
     kube-scheduler places; the namespace's quota is the capacity) or ``none``."""

@@ -75,6 +75,10 @@ def _print_gpu_groups(offers: list[dict[str, Any]]) -> None:
 def print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
     # Node names are never cut (a user types them); the backend column gives way first.
     table = Table("#", "BACKEND", title=title)
+    # A project with several clusters: each is a region, as dstack shows a context.
+    regions = any(o.get("cluster", "") not in ("", "default") for o in offers)
+    if regions:
+        table.add_column("REGION", no_wrap=True)
     table.add_column("NODE", no_wrap=True, min_width=max([4, *(len(o["node"]) for o in offers)]))
     for header in ("GPU", "MEMORY", "COUNT", "FREE/TOTAL", "PRICE"):
         table.add_column(header)
@@ -82,6 +86,7 @@ def print_offers(offers: list[dict[str, Any]], *, title: str) -> None:
         table.add_row(
             str(i),
             o["backend"],
+            *([o.get("cluster", "")] if regions else []),
             o["node"],
             o["gpu"] or "-",
             o["gpu_memory"] or "-",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared import kube
@@ -20,6 +21,7 @@ from shared.configuration.server import KubernetesBackend, ServerConfig
 from shared.errors import KubeCredentialError
 from shared.kube.credentials import FAILURE_BACKOFF_S
 from shared.settings import KubeSettings
+from shared.state.records import Job
 
 # The settings' default, for callers that predate the field.
 _DEFAULT_EXEC_TIMEOUT_S = KubeSettings().exec_timeout_s
@@ -37,6 +39,18 @@ class Cluster:
     def name(self) -> str:
         """The cluster's name in the project (its context's; ``default`` for the current)."""
         return self.backend.cluster_name()
+
+
+def job_cluster(job: Job) -> str | None:
+    """The name of the cluster ``job`` is placed in; None: its project's first."""
+    return job.placement.cluster if job.placement is not None else None
+
+
+def run_clusters(jobs: Iterable[Job]) -> list[str | None]:
+    """The clusters a run's ``jobs`` were placed in (a run keeps to one; a requeued
+    run's earlier placement was cleared), its project's first when none was."""
+    found = list(dict.fromkeys(job_cluster(j) for j in jobs if j.placement is not None))
+    return found or [None]
 
 
 class ClusterRegistry:
@@ -74,6 +88,14 @@ class ClusterRegistry:
         made = Cluster(kube=self._client(backend), namespace=backend.namespace, backend=backend)
         with self._lock:
             return self._clusters.setdefault((project, cluster), made)
+
+    def for_job(self, job: Job) -> Cluster:
+        """The cluster ``job`` was placed in (its project's first if never placed)."""
+        return self.for_project(job.project, job_cluster(job))
+
+    def name_of(self, job: Job) -> str:
+        """The name of the cluster ``job`` was placed in (its project's first if never)."""
+        return job_cluster(job) or self.names_of(job.project)[0]
 
     def key_for(self, project: str, cluster: str | None = None) -> str:
         """A short stable id of ``project``'s cluster ``cluster`` (projects may share one)."""

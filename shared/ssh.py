@@ -62,6 +62,9 @@ class JumpHostRecord(BaseModel):
     namespace: str
     cluster: str
     projects: list[str]
+    cluster_name: str = ""
+    """The projects' name for the cluster (``shared.clusters``); empty in records
+    published before projects could have several clusters."""
     hostname: str
     port: int | None
     """The NodePort in use: the configured one, or the one Kubernetes picked."""
@@ -172,10 +175,11 @@ def jump_hosts(store: Store) -> dict[str, JumpHostRecord]:
     return {k: JumpHostRecord.model_validate(v) for k, v in raw.items() if isinstance(v, dict)}
 
 
-def jump_host_of(store: Store, project: str) -> JumpHostRecord | None:
-    """The jump host serving ``project``, as last published by the proxy worker."""
+def jump_host_of(store: Store, project: str, cluster: str | None = None) -> JumpHostRecord | None:
+    """The jump host serving ``project`` in its cluster named ``cluster`` (None: any of
+    them), as last published by the proxy worker."""
     for record in jump_hosts(store).values():
-        if project in record.projects:
+        if project in record.projects and cluster in (None, record.cluster_name or cluster):
             return record
     return None
 

@@ -77,15 +77,15 @@ Target = tuple[Run, ssh.JumpHostRecord, Job, str, str]
 
 
 def _target(ctx: WorkerContext, run: Run) -> Target | None:
-    jump = ssh.jump_host_of(ctx.store, run.project)
-    if jump is None or jump.port is None or not jump.host_key:
-        return None
     job = next(
         (j for j in ctx.store.jobs_of(run) if j.status == RunStatus.RUNNING and j.pod_ip), None
     )
     if job is None or not job.pod_name:
         return None
-    cluster = ctx.clusters.for_project(run.project)
+    jump = ssh.jump_host_of(ctx.store, run.project, ctx.clusters.name_of(job))
+    if jump is None or jump.port is None or not jump.host_key:
+        return None
+    cluster = ctx.clusters.for_job(job)
     try:
         host_key = ssh.pod_host_key(cluster.kube, cluster.namespace, job.pod_name)
     except BerthError:

@@ -71,52 +71,65 @@ class BackendWatches:
         for key in [k for k in self._watchers if k not in wanted]:
             log.info("stopping the watch of %s", _show(key))
             self._watchers.pop(key).stop(timeout=_STOP_TIMEOUT_S)
-        for key, project in wanted.items():
+        for key, (project, name) in wanted.items():
             if key not in self._watchers:
                 try:
-                    self._watchers[key] = self._start(key, project)
+                    self._watchers[key] = self._start(key, project, name)
                 except BerthError as e:  # a credential plugin failing: tried at the next refresh
                     log.warning("cannot watch %s: %s", _show(key), e)
 
-    def wanted(self) -> dict[WatchKey, str]:
-        """Each thing to watch, with one project that reaches it."""
-        wanted: dict[WatchKey, str] = {}
+    def wanted(self) -> dict[WatchKey, tuple[str, str]]:
+        """Each thing to watch, with one project that reaches it and its name for the
+        cluster: every cluster of every project."""
+        wanted: dict[WatchKey, tuple[str, str]] = {}
         for project in self._clusters.server.project_names():
             try:
-                cluster = self._clusters.key_for(project)
-                found = access.access_for(
-                    self._store,
-                    self._clusters,
-                    project,
-                    recheck_s=self._settings.kube.access_recheck_s,
-                )
+                names = self._clusters.names_of(project)
             except BerthError as e:
                 log.warning("cannot tell what to watch for project %s: %s", project, e)
                 continue
-            if found.mode == access.Mode.NONE:
-                continue
-            namespace = None
-            if found.mode == access.Mode.NAMESPACE:
-                namespace = self._clusters.server.backend_for(project).namespace
-            wanted.setdefault(WatchKey(cluster, namespace), project)
+            for name in names:
+                key = self._wanted_in(project, name)
+                if key is not None:
+                    wanted.setdefault(key, (project, name))
         return wanted
+
+    def _wanted_in(self, project: str, name: str) -> WatchKey | None:
+        try:
+            cluster = self._clusters.key_for(project, name)
+            found = access.access_for(
+                self._store,
+                self._clusters,
+                project,
+                recheck_s=self._settings.kube.access_recheck_s,
+                cluster=name,
+            )
+        except BerthError as e:
+            log.warning("cannot tell what to watch in cluster %s of %s: %s", name, project, e)
+            return None
+        if found.mode == access.Mode.NONE:
+            return None
+        namespace = None
+        if found.mode == access.Mode.NAMESPACE:
+            namespace = self._clusters.server.backend_for(project, name).namespace
+        return WatchKey(cluster, namespace)
 
     def stop(self) -> None:
         for watcher in self._watchers.values():
             watcher.stop()
         self._watchers.clear()
 
-    def _start(self, key: WatchKey, project: str) -> InventoryWatcher:
+    def _start(self, key: WatchKey, project: str, name: str) -> InventoryWatcher:
         log.info("watching %s", _show(key))
 
         def publish(inventory: GpuInventory) -> None:
             self._publish(key.cluster, inventory)
 
         def on_forbidden(_kind: str) -> None:
-            access.forget(self._store, self._clusters, project)
+            access.forget(self._store, self._clusters, project, name)
 
         watcher = InventoryWatcher(
-            self._clusters.for_project(project).kube,
+            self._clusters.for_project(project, name).kube,
             publish=publish,
             on_berth_pod=self._on_berth_pod,
             settings=WatchSettings(forbidden_retry_s=self._settings.kube.forbidden_retry_s),

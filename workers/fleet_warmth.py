@@ -75,17 +75,19 @@ def keep_fleets_warm(ctx: WorkerContext, *, now: float | None = None) -> None:
     """One pass over every cluster whose projects have fleets with ``idle_duration``."""
     now = time.time() if now is None else now
     by_cluster: dict[str, tuple[Cluster, list[FleetNodes]]] = {}
-    for project in ctx.server.project_names():
+    for project, name in _project_clusters(ctx):
         try:
-            found = access.access_for(ctx.store, ctx.clusters, project, recheck_s=None)
+            found = access.access_for(
+                ctx.store, ctx.clusters, project, recheck_s=None, cluster=name
+            )
             if found.mode != access.Mode.CLUSTER:
                 continue  # fleets need node reads (workers/scheduling.py says so to runs)
-            cluster = ctx.clusters.for_project(project)
+            cluster = ctx.clusters.for_project(project, name)
             fleets = _fleets(ctx, cluster, project)
         except BerthError as e:
-            log.info("cannot keep fleet nodes of %s warm now: %s", project, e)
+            log.info("cannot keep fleet nodes of %s warm in %s now: %s", project, name, e)
             continue
-        key = ctx.clusters.key_for(project)
+        key = cluster.backend.cluster_key()
         by_cluster.setdefault(key, (cluster, []))[1].extend(fleets)
     for key, (cluster, fleets) in by_cluster.items():
         try:
@@ -139,6 +141,17 @@ def decide(
     return keep, clocks
 
 
+def _project_clusters(ctx: WorkerContext) -> list[tuple[str, str]]:
+    """(project, cluster name) of every cluster of every project with a backend."""
+    out = []
+    for project in ctx.server.project_names():
+        try:
+            out += [(project, name) for name in ctx.clusters.names_of(project)]
+        except BerthError:
+            continue  # a project without a backend has no fleets to keep
+    return out
+
+
 def _fleets(ctx: WorkerContext, cluster: Cluster, project: str) -> list[FleetNodes]:
     pools = cluster.backend.node_pools
     wanted = [
@@ -150,7 +163,7 @@ def _fleets(ctx: WorkerContext, cluster: Cluster, project: str) -> list[FleetNod
     if not pools or not wanted:
         return []
     in_pools = frozenset().union(*(selector_nodes(cluster, pool.labels) for pool in pools))
-    inventory = load_inventory(ctx.store, ctx.clusters, project)
+    inventory = load_inventory(ctx.store, ctx.clusters, project, cluster.name)
     found = []
     for name, conf in wanted:
         nodes = tuple(n.name for n in fleet_nodes(inventory, conf) if n.name in in_pools)

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.clusters import run_clusters
 from shared.configuration.parse import configuration_from_stored
 from shared.errors import BerthError
 from shared.kube import Kube
@@ -57,8 +58,10 @@ def check_utilization(ctx: WorkerContext, *, now: float | None = None) -> list[s
     read: dict[str, Utilisation] = {}  # per cluster: one scrape however many runs ask
     for run in runs:
         try:
-            cluster = ctx.clusters.for_project(run.project)
-            key = ctx.clusters.key_for(run.project)
+            # A run keeps to one cluster: its exporter is read there.
+            where = run_clusters(ctx.store.jobs_of(run))[0]
+            cluster = ctx.clusters.for_project(run.project, where)
+            key = cluster.backend.cluster_key()
             if key not in read:
                 read[key] = read_utilization(cluster.kube, metrics)
             if judge_run(ctx, run, cluster.namespace, read[key], now=now):

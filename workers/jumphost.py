@@ -217,7 +217,8 @@ class _Keeper:
         return forbidden
 
     def _reconcile(self, keys: str) -> None:
-        cluster = self.supervisor.clusters.for_project(self.target.projects[0])
+        target = self.target
+        cluster = self.supervisor.clusters.for_project(target.projects[0], target.cluster)
         k = cluster.kube
         if self.host_key is None:
             self.host_key = ssh.jump_host_key(
@@ -261,6 +262,7 @@ class _Keeper:
             name=self.target.name,
             namespace=self.target.namespace,
             cluster=self.target.cluster_key,
+            cluster_name=self.target.cluster,
             projects=list(self.target.projects),
             hostname=self.target.hostname,
             port=self.port if self.port is not None else self.target.port,

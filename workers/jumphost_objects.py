@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import kube, ssh
-from shared.configuration.server import ServerConfig
+from shared.configuration.server import DEFAULT_CLUSTER, ServerConfig
 from shared.policy.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec, stricter
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE
 
@@ -41,6 +41,8 @@ class JumpHostTarget:
     may make it stricter still; see :mod:`workers.jumphost`)."""
     uid: int | None = 1000
     """``pod_security_uid`` of the first backend: the UID a restricted jump pod runs as."""
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster's name in the projects it serves (each context is one cluster)."""
 
 
 @dataclass(frozen=True)
@@ -51,21 +53,22 @@ class JumpObjects:
 
 
 def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
-    """The jump hosts the server config asks for, projects grouped by cluster and port."""
+    """The jump hosts the server config asks for: one per cluster of each project,
+    projects grouped by cluster and port."""
     groups: dict[tuple[str, str, int | None], list[tuple[str, str]]] = {}
     levels: dict[tuple[str, str, int | None], Level] = {}
     uids: dict[tuple[str, str, int | None], int | None] = {}
+    names: dict[str, str] = {}
     for project in server.projects:
-        if not project.backends:
-            continue
-        backend = project.backends[0]
-        proxy_jump = backend.jump_host_for(backend.context_name() or "")
-        if proxy_jump is None:
-            continue  # no jump host configured: no SSH access for this project
-        key = (backend.cluster_key(), backend.namespace, proxy_jump.port)
-        groups.setdefault(key, []).append((project.name, proxy_jump.hostname))
-        levels[key] = stricter(levels.get(key, "privileged"), backend.pod_security)
-        uids.setdefault(key, backend.pod_security_uid)
+        for backend in (c for b in project.backends for c in b.clusters()):
+            proxy_jump = backend.jump_host_for(backend.context_name() or "")
+            if proxy_jump is None:
+                continue  # no jump host configured: no SSH access to this cluster
+            key = (backend.cluster_key(), backend.namespace, proxy_jump.port)
+            groups.setdefault(key, []).append((project.name, proxy_jump.hostname))
+            levels[key] = stricter(levels.get(key, "privileged"), backend.pod_security)
+            uids.setdefault(key, backend.pod_security_uid)
+            names.setdefault(backend.cluster_key(), backend.cluster_name())
     targets = []
     for (cluster_key, namespace, port), members in groups.items():
         name = f"berth-jump-{port or 'auto'}"
@@ -75,6 +78,7 @@ def jump_host_targets(server: ServerConfig) -> list[JumpHostTarget]:
                 name=name,
                 namespace=namespace,
                 cluster_key=cluster_key,
+                cluster=names[cluster_key],
                 projects=tuple(p for p, _ in members),
                 hostname=members[0][1],
                 port=port,

@@ -82,11 +82,12 @@ def _namespaces(ctx: WorkerContext) -> dict[tuple[str, str], tuple[Cluster, set[
     out: dict[tuple[str, str], tuple[Cluster, set[str]]] = {}
     for project in ctx.server.project_names():
         try:
-            cluster = ctx.clusters.for_project(project)
-            key = (ctx.clusters.key_for(project), cluster.namespace)
+            found = [ctx.clusters.for_project(project, n) for n in ctx.clusters.names_of(project)]
         except ConfigError:
             continue  # a project without a backend has no objects
-        out.setdefault(key, (cluster, set()))[1].add(project)
+        for cluster in found:
+            key = (cluster.backend.cluster_key(), cluster.namespace)
+            out.setdefault(key, (cluster, set()))[1].add(project)
     return out
 
 

@@ -62,7 +62,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     if run.stop_requested:
         return  # teardown owns it now
     conf = configuration_from_stored(run.configuration)
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_job(job)
     master_ip = None
     order = getattr(conf, "startup_order", "any")
     if job.jobs_in_run > 1:
@@ -166,7 +166,7 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
     job = _followed(ctx, job_id)
     if job is None:
         return
-    cluster = ctx.clusters.for_project(job.project)
+    cluster = ctx.clusters.for_job(job)
     k = cluster.kube
     try:
         pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
@@ -192,7 +192,7 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
     if deleted:
         pod = None
     run = store.get_run(job.run_id)
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_job(job)
     now = time.time()
     verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=now)
     if pod is not None and job.placement and autoscaling.is_pool_node(job.placement.node):
@@ -358,7 +358,7 @@ def _wait_for_quota(ctx: WorkerContext, cluster: Cluster, job: Job, refusal: str
     the next pass reads the quota afresh instead of placing on the same stale room.
     A gang member sent back sends its whole run back (``gang_not_ready``).
     """
-    key = namespace_key(ctx.clusters.key_for(job.project), cluster.namespace)
+    key = namespace_key(cluster.backend.cluster_key(), cluster.namespace)
     note_refusal(ctx.store, key, at=time.time())
     _finish(ctx, job.id, RunStatus.PENDING, f"pod refused for namespace quota: {refusal}")
 

@@ -63,7 +63,7 @@ def sync_router(ctx: WorkerContext, run: Run) -> tuple[list[str], list[str]] | N
     router = next((j for j in jobs if j.group == group.name and _serving(j) and j.pod_name), None)
     if router is None or router.pod_name is None:
         return None
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_job(router)
     k, namespace, pod, port = cluster.kube, cluster.namespace, router.pod_name, int(conf.port)
     wanted = desired_workers(conf, jobs, router_group_name=str(group.name), port=port)
     add, remove = reconcile(pod_request(k, namespace, pod, port, "GET", "workers"), wanted)

@@ -27,6 +27,7 @@ import time
 import zlib
 
 from shared import tasks
+from shared.clusters import run_clusters
 from shared.errors import BerthError, StoreError
 from shared.placement.autoscaling import find_pool, is_pool_node
 from shared.policy import access
@@ -63,7 +64,7 @@ def sweep(ctx: WorkerContext) -> None:
     activity = keys.timestamps(store, keys.ACTIVITY)
     pending = False
     resends: list[tuple[str, str]] = []
-    no_access: dict[str, str | None] = {}
+    no_access: dict[tuple[str, str | None], str | None] = {}
     following = _following(ctx)
     for run in view.runs:
         jobs = view.jobs[run.id]
@@ -72,7 +73,7 @@ def sweep(ctx: WorkerContext) -> None:
             ctx, run, jobs, admitted.get(run.id), activity.get(run.id), now
         ):
             continue
-        blocked = _no_access(ctx, run.project, no_access)
+        blocked = _no_access(ctx, run.project, run_clusters(jobs)[0], no_access)
         _show_no_access(ctx, run, blocked)
         if blocked is None:
             resends += _resends(run, jobs, now, following=following)
@@ -126,7 +127,8 @@ def _gang_clock(
     since = max([admitted_at, *joined]) if admitted_at is not None else None
     waiting = [p.node for p in placements if is_pool_node(p.node)]
     if waiting:
-        pools = ctx.clusters.for_project(run.project).backend.node_pools
+        where = run_clusters(jobs)[0]
+        pools = ctx.clusters.for_project(run.project, where).backend.node_pools
         timeout += max(
             (p.scale_up_timeout for n in waiting if (p := find_pool(pools, n))), default=0
         )
@@ -136,22 +138,33 @@ def _gang_clock(
 _NO_ACCESS = "cluster access lost: "
 
 
-def _no_access(ctx: WorkerContext, project: str, known: dict[str, str | None]) -> str | None:
-    """Why Berth may not even read the project's pods (access ``none``), or None.
+def _no_access(
+    ctx: WorkerContext,
+    project: str,
+    cluster: str | None,
+    known: dict[tuple[str, str | None], str | None],
+) -> str | None:
+    """Why Berth may not even read the project's pods in the run's cluster (access
+    ``none``), or None.
 
     Then every sync would be one more forbidden call, every few seconds: nothing is
     sent, jobs keep their state until the operator's fix is seen
     (``kube.access_recheck_s``), and the run and ``berth status`` say why.
     """
-    if project not in known:
+    key = (project, cluster)
+    if key not in known:
         try:
             found = access.access_for(
-                ctx.store, ctx.clusters, project, recheck_s=ctx.settings.kube.access_recheck_s
+                ctx.store,
+                ctx.clusters,
+                project,
+                recheck_s=ctx.settings.kube.access_recheck_s,
+                cluster=cluster,
             )
-            known[project] = found.reason if found.mode == access.Mode.NONE else None
+            known[key] = found.reason if found.mode == access.Mode.NONE else None
         except BerthError:
-            known[project] = None  # not known: act as before
-    return known[project]
+            known[key] = None  # not known: act as before
+    return known[key]
 
 
 def _show_no_access(ctx: WorkerContext, run: Run, why: str | None) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import kube
-from shared.clusters import Cluster
+from shared.clusters import Cluster, run_clusters
 from shared.errors import KubeNotFound
 from shared.placement import node_order
 from shared.queueing.wake import wake_scheduler
@@ -30,7 +30,7 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
     if job is None:
         return
     run = store.get_run(job.run_id)
-    cluster = ctx.clusters.for_project(run.project)
+    cluster = ctx.clusters.for_job(job)
     grace = 0 if run.abort else None  # abort skips the pod's termination grace period
     _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=grace)
     for _ in range(_CAS_ATTEMPTS):
@@ -72,10 +72,7 @@ def teardown_pod(ctx: WorkerContext, job_id: str) -> None:
     job = ctx.store.find_job(job_id)
     if job is None:
         return
-    run = ctx.store.get_run(job.run_id)
-    _delete_by_label(
-        ctx.clusters.for_project(run.project), kube.LABEL_JOB, job.id, grace=0, pods_only=True
-    )
+    _delete_by_label(ctx.clusters.for_job(job), kube.LABEL_JOB, job.id, grace=0, pods_only=True)
 
 
 def purge_run(ctx: WorkerContext, run_id: str) -> None:
@@ -85,11 +82,12 @@ def purge_run(ctx: WorkerContext, run_id: str) -> None:
         return
     if not run.status.is_finished:
         return  # the API refuses this; a stray message must not delete live work
-    cluster = ctx.clusters.for_project(run.project)
     # By job id, not run name: a newer run may already reuse the name.
-    for job_id in run.job_ids:
-        _delete_by_label(cluster, kube.LABEL_JOB, job_id, grace=0)
-    _delete_code_secrets(cluster, run)
+    for name in run_clusters(ctx.store.jobs_of(run)):
+        cluster = ctx.clusters.for_project(run.project, name)
+        for job_id in run.job_ids:
+            _delete_by_label(cluster, kube.LABEL_JOB, job_id, grace=0)
+        _delete_code_secrets(cluster, run)
     LogStore(ctx.store, cap_bytes=0).delete(run.job_ids)  # its output goes with it
     ctx.store.delete_run(run)
 

@@ -9,7 +9,7 @@ from shared.errors import BerthError
 from shared.policy import access
 from shared.state import usage
 from shared.state.inventory_store import load_inventory
-from shared.state.records import RunStatus
+from shared.state.records import Job, Run, RunStatus
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -24,20 +24,35 @@ def sample_usage(ctx: WorkerContext, *, now: float | None = None) -> None:
         runs = [r for r in active if r.project == project]
         queued = sum(r.status in (RunStatus.PENDING, RunStatus.SUBMITTED) for r in runs)
         try:
-            key = ctx.clusters.key_for(project)
-            found = access.access_for(ctx.store, ctx.clusters, project, recheck_s=None)
-            if found.mode != access.Mode.CLUSTER:
-                continue
-            inventory = load_inventory(ctx.store, ctx.clusters, project)
+            sums = [
+                _cluster_usage(ctx, project, name, active, jobs)
+                for name in ctx.clusters.names_of(project)
+            ]
         except BerthError as e:
             log.info("no usage sample for %s: %s", project, e)
             continue
-        held = sum(
-            j.placement.gpus
-            for r in active
-            if ctx.clusters.key_for(r.project) == key
-            for j in jobs.get(r.id, [])
-            if j.placement is not None and not j.status.is_finished
-        )
-        used, total = usage.gpu_totals(inventory, held_by_berth=held)
+        counted = [s for s in sums if s is not None]
+        if not counted:
+            continue  # no cluster whose nodes Berth may read
+        used, total = sum(s[0] for s in counted), sum(s[1] for s in counted)
         usage.record(ctx.store, project, at=now, used=used, total=total, queued=queued)
+
+
+def _cluster_usage(
+    ctx: WorkerContext, project: str, name: str, active: list[Run], jobs: dict[str, list[Job]]
+) -> tuple[int, int] | None:
+    """GPUs used and in all of ``project``'s cluster ``name``; None if its nodes cannot be read."""
+    key = ctx.clusters.key_for(project, name)
+    found = access.access_for(ctx.store, ctx.clusters, project, recheck_s=None, cluster=name)
+    if found.mode != access.Mode.CLUSTER:
+        return None
+    inventory = load_inventory(ctx.store, ctx.clusters, project, name)
+    held = sum(
+        j.placement.gpus
+        for r in active
+        for j in jobs.get(r.id, [])
+        if j.placement is not None
+        and not j.status.is_finished
+        and ctx.clusters.key_for(r.project, ctx.clusters.name_of(j)) == key
+    )
+    return usage.gpu_totals(inventory, held_by_berth=held)

@@ -59,10 +59,7 @@ def _project(
     runs = store.active_runs(project)
     jobs = store.jobs_of_runs(runs)
     try:
-        mode = access.access_for(store, clusters, project, recheck_s=None)
-        key = clusters.key_for(project)
-        cluster_mode = mode.mode == access.Mode.CLUSTER
-        inventory = load_inventory(store, clusters, project) if cluster_mode else None
+        seen = [_cluster_view(store, clusters, project, n) for n in clusters.names_of(project)]
     except BerthError as e:
         return {
             "name": project,
@@ -73,15 +70,26 @@ def _project(
             "runs": [],
             "usage": [],
         }
-    holders = placed.get(key, [])
-    nodes = [_node(n, holders, visible) for n in inventory.nodes] if inventory else []
+    # The first cluster's mode and share speak for the project; nodes and pools are every
+    # cluster's, each node with its cluster's name.
+    mode, _, inventory = seen[0]
+    nodes = [
+        _node(n, placed.get(key, []), visible) | {"cluster": name}
+        for name, (_, key, found) in zip(clusters.names_of(project), seen, strict=True)
+        for n in (found.nodes if found else ())
+    ]
+    holders = placed.get(seen[0][1], [])
     finished, _ = store.page_runs(project, limit=_RECENT, keep=lambda r: r.status.is_finished)
     return {
         "name": project,
         "mode": mode.mode,
         "mode_reason": mode.reason,
         "nodes": [n for n in nodes if not is_pool_node(n["name"])],
-        "pools": _pools(clusters, project, holders, visible),
+        "pools": [
+            pool
+            for name, (_, key, _) in zip(clusters.names_of(project), seen, strict=True)
+            for pool in _pools(clusters, project, name, placed.get(key, []), visible)
+        ],
         "standing": _standing(runs, jobs) | {"share": _share(inventory, holders, project)},
         # The operator's per-model caps (server config); a namespace quota a run waits
         # for is named in its reason.
@@ -98,14 +106,26 @@ def _placed_jobs(store: Store, clusters: ClusterRegistry) -> dict[str, list[tupl
     jobs = store.jobs_of_runs(runs)
     out: dict[str, list[tuple[Run, Job]]] = {}
     for run in runs:
-        try:
-            key = clusters.key_for(run.project)
-        except BerthError:
-            continue
         for job in jobs.get(run.id, []):
-            if job.placement is not None and job.placement.gpus and not job.status.is_finished:
-                out.setdefault(key, []).append((run, job))
+            if job.placement is None or not job.placement.gpus or job.status.is_finished:
+                continue
+            try:
+                key = clusters.key_for(run.project, clusters.name_of(job))
+            except BerthError:
+                continue
+            out.setdefault(key, []).append((run, job))
     return out
+
+
+def _cluster_view(
+    store: Store, clusters: ClusterRegistry, project: str, name: str
+) -> tuple[access.Access, str, GpuInventory | None]:
+    """The project's access, the key and the inventory (if readable) of cluster ``name``."""
+    mode = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
+    key = clusters.key_for(project, name)
+    cluster_mode = mode.mode == access.Mode.CLUSTER
+    inventory = load_inventory(store, clusters, project, name) if cluster_mode else None
+    return mode, key, inventory
 
 
 def _node(node: NodeInventory, holders: list[tuple[Run, Job]], visible: set[str]) -> dict[str, Any]:
@@ -139,7 +159,11 @@ def _node(node: NodeInventory, holders: list[tuple[Run, Job]], visible: set[str]
 
 
 def _pools(
-    clusters: ClusterRegistry, project: str, holders: list[tuple[Run, Job]], visible: set[str]
+    clusters: ClusterRegistry,
+    project: str,
+    name: str,
+    holders: list[tuple[Run, Job]],
+    visible: set[str],
 ) -> list[dict[str, Any]]:
     """The autoscaler pools nodes may still come from, apart from the nodes that exist,
     with the runs placed on nodes a pool has yet to add."""
@@ -148,7 +172,7 @@ def _pools(
         if job.placement is not None and is_pool_node(job.placement.node):
             who = run.name if run.project in visible else ANOTHER_PROJECT
             waiting.setdefault(pool_of(job.placement.node) or "?", []).append(who)
-    pools = clusters.for_project(project).backend.node_pools
+    pools = clusters.server.backend_for(project, name).node_pools
     return [
         {
             "pool": pool.name,

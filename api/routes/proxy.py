@@ -34,6 +34,7 @@ from api.services import service_requests
 from api.services.auth import may_see, user_for_token
 from api.services.tunnels import Replica, TunnelPool
 from shared import ssh
+from shared.clusters import job_cluster
 from shared.configuration.fields import RateLimit
 from shared.configuration.groups import stored_router
 from shared.errors import AuthError, NotFoundError, TemporaryError
@@ -167,7 +168,8 @@ def resolve_service(
         if not running and record.status == RunStatus.RUNNING:
             state = "no replica now; scaling adds one for this request"
         raise TemporaryError(f"service {run!r} has no ready replica ({state})", delay=5)
-    jump = ssh.jump_host_of(store, project)
+    # A run keeps to one cluster: the jump host is that cluster's.
+    jump = ssh.jump_host_of(store, project, job_cluster(running[0]))
     if jump is None:
         raise TemporaryError(
             f"project {project!r} has no jump host: set proxy_jump in the server config"

@@ -77,7 +77,10 @@ def get_ssh_access(
 def ssh_access(
     store: Store, clusters: ClusterRegistry, settings: SshSettings, *, project: Project, run: Run
 ) -> SshAccess:
-    jump = ssh.jump_host_of(store, project.name)
+    jobs = [j for j in store.jobs_of(run) if j.status == RunStatus.RUNNING and j.pod_ip]
+    # A run keeps to one cluster: its jump host is that cluster's.
+    where = clusters.name_of(jobs[0]) if jobs else None
+    jump = ssh.jump_host_of(store, project.name, where)
     if jump is None:
         raise ConflictError(
             f"project {project.name!r} has no jump host: an admin must set proxy_jump for its"
@@ -86,13 +89,12 @@ def ssh_access(
         )
     if jump.port is None or not jump.host_key:
         raise TemporaryError(f"the jump host is not ready yet: {jump.reason or jump.status}")
-    jobs = [j for j in store.jobs_of(run) if j.status == RunStatus.RUNNING and j.pod_ip]
     if not jobs:
         raise ConflictError(
             f"run {run.name!r} is {run.status}; berth attach works once it is running",
             field="name",
         )
-    cluster = clusters.for_project(project.name)
+    cluster = clusters.for_job(jobs[0])
     nodes = [
         NodePublic(
             names=_aliases(run.name, job, single=len(jobs) == 1),

@@ -37,13 +37,13 @@ def run_events(
 
 
 def _pod_events(store: Store, clusters: ClusterRegistry, run: Run) -> list[EventPublic]:
-    try:
-        cluster = clusters.for_project(run.project)
-    except ConfigError:
-        return []
-    k = cluster.kube
     found: list[EventPublic] = []
     for job in store.jobs_of(run)[:_MAX_PODS]:
+        try:
+            cluster = clusters.for_job(job)
+        except ConfigError:
+            return found
+        k = cluster.kube
         pod = job_pod_name(job)
         try:
             listed = k.call(

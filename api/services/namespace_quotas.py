@@ -29,15 +29,28 @@ _DEFAULT_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 
 
 def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str, conf: Any) -> None:
-    """ConfigError naming the quota when no placement of the run fits under its hard limits.
+    """ConfigError naming the quota when no placement of the run fits under its hard
+    limits in any cluster of the project (the first cluster's refusal is shown).
 
-    One LIST with the client's timeout. When Berth may not read the quotas, or the
-    apiserver does not answer, nothing is refused here: the scheduler and the
+    One LIST per cluster with the client's timeout. When Berth may not read the quotas,
+    or the apiserver does not answer, nothing is refused here: the scheduler and the
     provisioning workers treat a pod refused for quota as a wait anyway.
     """
-    _check_limit_ranges(store, clusters, project, conf)
+    refusals: list[ConfigError] = []
+    for name in clusters.names_of(project):
+        try:
+            _check_in(store, clusters, project, name, conf)
+        except ConfigError as e:
+            refusals.append(e)
+        else:
+            return
+    raise refusals[0]
+
+
+def _check_in(store: Store, clusters: ClusterRegistry, project: str, name: str, conf: Any) -> None:
+    _check_limit_ranges(store, clusters, project, name, conf)
     try:
-        quotas = resource_quotas.read_quotas(clusters.for_project(project))
+        quotas = resource_quotas.read_quotas(clusters.for_project(project, name))
     except KubeError:
         return
     room = room_for(quotas)
@@ -58,7 +71,7 @@ def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str,
         )
     )
     refusals = []
-    for resource in _gpu_resources(store, clusters, project, request):
+    for resource in _gpu_resources(store, clusters, project, name, request):
         placement = Placement(
             node="",
             gpu_resource=resource,
@@ -75,13 +88,15 @@ def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str,
     raise ConfigError(refusals[0], field="resources")
 
 
-def _check_limit_ranges(store: Store, clusters: ClusterRegistry, project: str, conf: Any) -> None:
+def _check_limit_ranges(
+    store: Store, clusters: ClusterRegistry, project: str, name: str, conf: Any
+) -> None:
     """ConfigError naming the LimitRange the run's container would break (one LIST).
 
     Unreadable LimitRanges (403, apiserver away) refuse nothing: pod creation would.
     """
     try:
-        found = limit_ranges.read_limit_ranges(clusters.for_project(project))
+        found = limit_ranges.read_limit_ranges(clusters.for_project(project, name))
     except KubeError:
         return
     if not found:
@@ -96,7 +111,7 @@ def _check_limit_ranges(store: Store, clusters: ClusterRegistry, project: str, c
     memory_limit = memory_limit_of(conf)
     if memory_limit:
         limits["memory"] = memory_limit
-    for resource in _gpu_resources(store, clusters, project, request):
+    for resource in _gpu_resources(store, clusters, project, name, request):
         if resource:
             requests[resource] = limits[resource] = request.gpu_count
     refusal = limit_ranges.check(found, requests=requests, limits_set=limits)
@@ -105,14 +120,15 @@ def _check_limit_ranges(store: Store, clusters: ClusterRegistry, project: str, c
 
 
 def _gpu_resources(
-    store: Store, clusters: ClusterRegistry, project: str, request: Request
+    store: Store, clusters: ClusterRegistry, project: str, name: str, request: Request
 ) -> list[str | None]:
     """The GPU resources (``nvidia.com/gpu``, a MIG profile) the run's jobs could use."""
     if not request.gpu_count:
         return [None]
-    if access.access_for(store, clusters, project, recheck_s=None).mode != access.Mode.CLUSTER:
+    mode = access.access_for(store, clusters, project, recheck_s=None, cluster=name).mode
+    if mode != access.Mode.CLUSTER:
         return [gpu_resource(request)]  # no nodes to look at: what the pod will request
-    inventory = load_inventory(store, clusters, project)
+    inventory = load_inventory(store, clusters, project, name)
     # Every node as if empty: which could take the run at all, not which can now.
     empty = GpuInventory(
         nodes=tuple(n.model_copy(update={"free": n.allocatable}) for n in inventory.nodes)

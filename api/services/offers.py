@@ -23,11 +23,14 @@ from shared.placement.requests import request_from_resources
 from shared.policy import access, resource_quotas
 from shared.queueing.namespace_quota import describe_quota
 from shared.state.inventory_store import load_inventory
+from shared.state.records import Job
 from shared.state.store import Store
 
 
 class OfferPublic(BaseModel):
     backend: str
+    cluster: str = ""
+    """The project's name for the node's cluster (its kubeconfig context; ``default``)."""
     node: str
     gpu: str | None
     gpu_memory: str | None
@@ -64,41 +67,78 @@ def offers_for(
     project: str,
     request: Request,
 ) -> OffersPublic:
-    found = access.access_for(store, clusters, project, recheck_s=None)
+    """The offers of every cluster of the project, in the order runs try them."""
+    found = [_offers_in(store, clusters, project, n, request) for n in clusters.names_of(project)]
+    if len(found) == 1:
+        return found[0]
+    first = next((o for o in found if o.possible), found[0])
+    return first.model_copy(
+        update={
+            "possible": any(o.possible for o in found),
+            "reason": "; ".join(
+                f"cluster {name}: {o.reason}"
+                for name, o in zip(clusters.names_of(project), found, strict=True)
+                if o.reason
+            ),
+            "offers": [offer for o in found for offer in o.offers],
+            "unidentified": [u for o in found for u in o.unidentified],
+            "quota": [line for o in found for line in o.quota],
+        }
+    )
+
+
+def _offers_in(
+    store: Store, clusters: ClusterRegistry, project: str, name: str, request: Request
+) -> OffersPublic:
+    found = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
     if found.mode != access.Mode.CLUSTER:
-        return _without_node_reads(clusters, project, request, found)
+        return _without_node_reads(clusters, project, name, request, found)
     try:
-        inventory = load_inventory(store, clusters, project)
+        inventory = load_inventory(store, clusters, project, name)
     except KubeForbidden:
-        access.forget(store, clusters, project)  # the mode changed since it was last asked
-        found = access.access_for(store, clusters, project, recheck_s=None)
+        # The mode changed since it was last asked.
+        access.forget(store, clusters, project, name)
+        found = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
         if found.mode == access.Mode.CLUSTER:
             raise
-        return _without_node_reads(clusters, project, request, found)
-    held = placements.reserved(j for _, jobs in placements.active_runs(store) for j in jobs)
+        return _without_node_reads(clusters, project, name, request, found)
+    cluster = clusters.for_project(project, name)
+    key = cluster.backend.cluster_key()
+    # Only this cluster's jobs: node names repeat between clusters.
+    held = placements.reserved(
+        j
+        for run, jobs in placements.active_runs(store)
+        for j in jobs
+        if _cluster_key(clusters, run.project, j) == key
+    )
     # Autoscaling pools offer the nodes they may still add, as the scheduler sees them.
-    cluster = clusters.for_project(project)
     inventory = with_pools(inventory, cluster, held=held)
     request = _within_node_selector(cluster, inventory, request)
     verdict = match(inventory, request, reserved=held)
-    backend = clusters.server.backend_for(project)
     return OffersPublic(
         summary=describe(request),
         possible=verdict.possible,
         reason=verdict.reason,
         nodes=request.nodes,
-        offers=[_public(o, backend) for o in verdict.offers],
+        offers=[_public(o, cluster.backend) for o in verdict.offers],
         unidentified=unidentified_public(inventory),
         pod_requests=pod_requests(request),
         access_reason=found.reason,
     )
 
 
+def _cluster_key(clusters: ClusterRegistry, project: str, job: Job) -> str | None:
+    try:
+        return clusters.key_for(project, clusters.name_of(job))
+    except ConfigError:
+        return None  # a project (or cluster) no longer in the config holds nothing here
+
+
 def _without_node_reads(
-    clusters: ClusterRegistry, project: str, request: Request, found: access.Access
+    clusters: ClusterRegistry, project: str, name: str, request: Request, found: access.Access
 ) -> OffersPublic:
     """Namespace-only: no node is known, so no offer; the quota is what can be said."""
-    cluster = clusters.for_project(project)
+    cluster = clusters.for_project(project, name)
     try:
         quotas = resource_quotas.read_quotas(cluster)
         quota = [line for q in quotas for line in describe_quota(q)] or [
@@ -201,6 +241,7 @@ def _public(offer: Offer, backend: KubernetesBackend) -> OfferPublic:
     pool = pool_of(offer.node)
     return OfferPublic(
         backend=f"kubernetes/{backend.namespace}",
+        cluster=backend.cluster_name(),
         node=f"(autoscaled) pool {pool}" if pool else offer.node,
         gpu=name,
         gpu_memory=memory,

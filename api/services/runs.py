@@ -289,11 +289,15 @@ def _check_privileged(clusters: ClusterRegistry, project: str, conf: Any) -> Non
 
 def _pod_security(clusters: ClusterRegistry, project: str, conf: Any) -> pod_security.LevelDecision:
     """The level the run's pods are built for; ForbiddenError naming the field if the
-    run cannot work at it. One namespace read (with the client's timeout) per call."""
-    cluster = clusters.for_project(project)
-    decision = pod_security.level_for(
-        cluster.kube, cluster.namespace, configured=cluster.backend.pod_security
-    )
+    run cannot work at it. One namespace read (with the client's timeout) per cluster of
+    the project: the strictest level of them, since the run may start in any."""
+    decisions = [
+        pod_security.level_for(
+            cluster.kube, cluster.namespace, configured=cluster.backend.pod_security
+        )
+        for cluster in (clusters.for_project(project, n) for n in clusters.names_of(project))
+    ]
+    decision = max(decisions, key=lambda d: pod_security.LEVELS.index(d.level))
     pod_security.check(conf, decision)
     return decision
 

@@ -67,20 +67,29 @@ def backend_access(store: Store, clusters: ClusterRegistry, user: User) -> list[
         if not user.is_admin and not _member(store, user, project):
             continue
         try:
-            namespace = clusters.server.backend_for(project).namespace
-            known = access.access_for(store, clusters, project, recheck_s=None)
+            names = clusters.names_of(project)
         except BerthError as e:
             found.append(
                 BackendAccess(project=project, namespace="", mode="unknown", reason=e.message)
             )
             continue
-        found.append(
-            BackendAccess(
-                project=project,
-                namespace=namespace,
-                mode=known.mode.value,
-                reason=known.reason,
-                checked_at=known.checked_at,
-            )
-        )
+        found += [_access_in(store, clusters, project, name) for name in names]
     return found
+
+
+def _access_in(store: Store, clusters: ClusterRegistry, project: str, name: str) -> BackendAccess:
+    try:
+        namespace = clusters.server.backend_for(project, name).namespace
+        known = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
+    except BerthError as e:
+        return BackendAccess(
+            project=project, namespace="", cluster=name, mode="unknown", reason=e.message
+        )
+    return BackendAccess(
+        project=project,
+        namespace=namespace,
+        cluster=name,
+        mode=known.mode.value,
+        reason=known.reason,
+        checked_at=known.checked_at,
+    )

@@ -41,7 +41,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
             watch = PodWatch(k, namespace, collector.on_pod_of(k, namespace))
             watch.start()
             watches.append(watch)
-            log.info("collecting output of job pods in %s (project %s)", namespace, project)
+            log.info("collecting output of job pods in %s (%s)", namespace, project)
         flusher = threading.Thread(target=collector.flush_loop, name="logs-flush", daemon=True)
         flusher.start()
         while not stop.wait(LEASE_RENEW_S):
@@ -131,20 +131,29 @@ class _PodHandler:
 
 
 def _backends(projects: list[str], clusters: ClusterRegistry) -> dict[str, tuple[kube.Kube, str]]:
-    """One (client, namespace) per distinct cluster and namespace the projects use."""
-    seen: dict[tuple[str, str], str] = {}
+    """One (client, namespace) per distinct cluster and namespace the projects use, by
+    "project, cluster" (the first project using each)."""
+    seen: set[tuple[str, str]] = set()
     out: dict[str, tuple[kube.Kube, str]] = {}
     for project in projects:
         try:
-            cluster = clusters.for_project(project)
-            key = (clusters.key_for(project), cluster.namespace)
+            names = clusters.names_of(project)
         except ConfigError as e:
-            log.warning(
-                "project %s has no usable cluster; its output is not collected: %s", project, e
-            )
+            log.warning("project %s has no cluster; its output is not collected: %s", project, e)
             continue
-        if key in seen:
-            continue
-        seen[key] = project
-        out[project] = (cluster.kube, cluster.namespace)
+        for name in names:
+            try:
+                cluster = clusters.for_project(project, name)
+            except ConfigError as e:
+                log.warning(
+                    "cluster %s of project %s is not usable; its output is not collected: %s",
+                    name,
+                    project,
+                    e,
+                )
+                continue
+            key = (cluster.backend.cluster_key(), cluster.namespace)
+            if key not in seen:
+                seen.add(key)
+                out[f"project {project}, cluster {name}"] = (cluster.kube, cluster.namespace)
     return out
