@@ -36,6 +36,9 @@ class JobPublic(BaseModel):
     status: RunStatus
     reason: str
     node: str | None
+    cluster: str | None = None
+    """The project's name for the cluster the job was placed in (None: not placed, or
+    placed before projects could have several: their first)."""
     gpus: int
     pod_name: str | None
     pod_ip: str | None
@@ -55,6 +58,7 @@ class JobPublic(BaseModel):
             status=job.status,
             reason=job.reason,
             node=job.placement.node if job.placement else None,
+            cluster=job.placement.cluster if job.placement else None,
             gpus=job.placement.gpus if job.placement else 0,
             pod_name=job.pod_name,
             pod_ip=job.pod_ip,
