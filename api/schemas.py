@@ -140,6 +140,9 @@ class BackendAccess(BaseModel):
     kube-scheduler places; the namespace's quota is the capacity) or ``none``."""
     reason: str
     checked_at: float | None = None
+    unreachable: str | None = None
+    """Why its apiserver does not answer, as the proxy worker last found (None: it does);
+    runs with another cluster to go to are not placed here meanwhile."""
 
 
 class Status(BaseModel):

@@ -335,10 +335,14 @@ def status(
         return
     out.print(f"redis: {found['redis']}")
     for backend in found.get("backends") or []:
+        cluster = backend.get("cluster") or "default"
+        where = "" if cluster == "default" else f"cluster {cluster}, "
         out.print(
-            f"backend of {backend['project']} (namespace {backend['namespace']}):"
+            f"backend of {backend['project']} ({where}namespace {backend['namespace']}):"
             f" {backend['mode']} mode: {backend['reason']}"
         )
+        if backend.get("unreachable"):
+            out.print(f"  [red]its apiserver does not answer: {backend['unreachable']}[/red]")
     if not found["jump_hosts"]:
         out.print("no jump host (set proxy_jump in the server config to reach runs over SSH)")
         return

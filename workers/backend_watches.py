@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError
 from shared.gpu.inventory import GpuInventory
@@ -64,6 +65,8 @@ class BackendWatches:
         self._publish = publish
         self._on_berth_pod = on_berth_pod
         self._watchers: dict[WatchKey, InventoryWatcher] = {}
+        self._clients: dict[str, kube.Kube] = {}
+        """Cluster key -> the client its watches use (``workers.cluster_health`` probes)."""
 
     def refresh(self) -> None:
         """Start what should run, stop what should not; idempotent."""
@@ -114,6 +117,11 @@ class BackendWatches:
             namespace = self._clusters.server.backend_for(project, name).namespace
         return WatchKey(cluster, namespace)
 
+    def clients(self) -> dict[str, kube.Kube]:
+        """Cluster key -> a client, for every cluster watched now."""
+        watched = {key.cluster for key in list(self._watchers)}  # called from another thread
+        return {key: k for key, k in dict(self._clients).items() if key in watched}
+
     def stop(self) -> None:
         for watcher in self._watchers.values():
             watcher.stop()
@@ -128,8 +136,10 @@ class BackendWatches:
         def on_forbidden(_kind: str) -> None:
             access.forget(self._store, self._clusters, project, name)
 
+        client = self._clusters.for_project(project, name).kube
+        self._clients[key.cluster] = client
         watcher = InventoryWatcher(
-            self._clusters.for_project(project, name).kube,
+            client,
             publish=publish,
             on_berth_pod=self._on_berth_pod,
             settings=WatchSettings(forbidden_retry_s=self._settings.kube.forbidden_retry_s),

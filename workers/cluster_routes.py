@@ -53,6 +53,8 @@ class Routes:
     groups: dict[GroupKey, Group] = field(default_factory=dict)
     later: dict[str, list[GroupKey]] = field(default_factory=dict)
     """Run id -> the groups it may still be carried to, in order."""
+    moved: set[str] = field(default_factory=set)
+    """Runs carried at least once this pass (their first cluster could not take them)."""
 
     def in_order(self) -> Iterator[Group]:
         """Every group with members, by rank; carrying only ever adds to later groups."""
@@ -66,6 +68,7 @@ class Routes:
         if not rest:
             return False
         self.groups[rest.pop(0)].members.append(run)
+        self.moved.add(run.id)
         return True
 
     def pinned(self, run_id: str) -> bool:

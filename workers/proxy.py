@@ -27,6 +27,7 @@ from shared.state.inventory_store import CHANNEL
 from shared.state.store import Store
 from shared.tasks import create_celery
 from workers.backend_watches import BackendWatches
+from workers.cluster_health import HealthProbe
 from workers.context import WorkerContext
 from workers.jumphost import JumpHostSupervisor
 from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
@@ -69,6 +70,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
     watches = BackendWatches(
         settings, store, clusters, publish=publish, on_berth_pod=follower.offer
     )
+    health = HealthProbe(store, watches.clients)
     try:
         follower.start()
         watches.refresh()
@@ -76,6 +78,8 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
         # so a slow cluster never delays the renewals below.
         jump_hosts.start()
+        # Which apiservers answer, for the scheduler (its own thread: a probe may wait).
+        health.start()
         while not stop.wait(LEASE_RENEW_S):
             if not lease.renew():
                 log.error("lost the proxy worker lease; back to standby")
@@ -83,6 +87,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
             _say_following(store)
             _refresh(watches)
     finally:
+        health.stop()
         jump_hosts.stop()
         watches.stop()
         follower.stop()

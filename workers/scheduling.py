@@ -55,6 +55,7 @@ from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
 from shared.queueing.share import normalise_quotas
 from shared.queueing.view import RecordCache, RunFacts, View
+from shared.state import cluster_health
 from shared.state.inventory_store import load_inventory
 from shared.state.lifecycle import can_move, run_status_from_jobs
 from shared.state.records import Event, Job, Run, RunStatus
@@ -180,6 +181,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     writer = Writer(ctx.store)
     version = view.capacity_version
     refused: dict[str, float] | None = None
+    down = cluster_health.unreachable(ctx.store, now=now)
     # Project quotas and shares count a project's holdings in every cluster.
     everywhere = list(_holdings(view.runs, view))
 
@@ -199,10 +201,11 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
         holdings = list(_holdings(members, view))
-        fit = cluster_fit.PassFit(unreachable=unanswered.get(group.cluster_key))
-        if fit.unreachable is not None:
-            # Its apiserver is away: runs with another cluster to try go there now.
-            members = [r for r in members if not routes.carry(r)]
+        why = unanswered.get(group.cluster_key) or down.get(group.cluster_key)
+        fit = cluster_fit.PassFit(unreachable=why)
+        shunned: list[Wait] = []
+        if why is not None:
+            members, shunned = _around_unreachable(routes, members, names, why)
         # Namespace-only: no node is known, so none is read (the scheduler places).
         inventory = (
             GpuInventory()
@@ -290,7 +293,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 version = outcome
                 result.placed.append(run.name)
         fails += carried(decided.fails)
-        waits = carried(decided.waits) + held_out
+        waits = carried(decided.waits) + held_out + shunned
         _wait(ctx, cache, writer, runs, view.jobs, waits, now)
         result.waiting += len(waits)
     # A running service's added replica that no node can take fails nothing: the
@@ -348,6 +351,26 @@ def _clusters_and_modes(
             unanswered[key] = found.unanswered
         out.append((name, (key, found.mode)))
     return out
+
+
+def _around_unreachable(
+    routes: cluster_routes.Routes, members: list[Run], names: Mapping[str, str], why: str
+) -> tuple[list[Run], list[Wait]]:
+    """A cluster whose apiserver is away: runs with another cluster to try go there
+    now; runs carried here from a full one wait instead of being placed where they
+    cannot start. The rest (pinned runs, and runs of projects with this one cluster)
+    are planned as always: what is placed starts once the apiserver is back."""
+    kept: list[Run] = []
+    waits: list[Wait] = []
+    for run in members:
+        if routes.carry(run):
+            continue
+        if run.id in routes.moved and run.status in QUEUED:
+            cause = f"waiting for capacity: cluster {names[run.project]} does not answer ({why})"
+            waits.append(Wait(run.id, run.project, cause, position=0, queued=0))
+            continue
+        kept.append(run)
+    return kept, waits
 
 
 def _cluster_ranks(ctx: WorkerContext) -> dict[str, int]:

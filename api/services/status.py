@@ -11,6 +11,7 @@ from shared import ssh
 from shared.clusters import ClusterRegistry
 from shared.errors import BerthError, StoreError
 from shared.policy import access
+from shared.state import cluster_health
 from shared.state.records import User
 from shared.state.store import Store
 
@@ -63,6 +64,7 @@ def backend_access(store: Store, clusters: ClusterRegistry, user: User) -> list[
     the client's timeout); one whose answer cannot be had says why.
     """
     found = []
+    down = cluster_health.unreachable(store)
     for project in clusters.server.project_names():
         if not user.is_admin and not _member(store, user, project):
             continue
@@ -73,13 +75,16 @@ def backend_access(store: Store, clusters: ClusterRegistry, user: User) -> list[
                 BackendAccess(project=project, namespace="", mode="unknown", reason=e.message)
             )
             continue
-        found += [_access_in(store, clusters, project, name) for name in names]
+        found += [_access_in(store, clusters, project, name, down) for name in names]
     return found
 
 
-def _access_in(store: Store, clusters: ClusterRegistry, project: str, name: str) -> BackendAccess:
+def _access_in(
+    store: Store, clusters: ClusterRegistry, project: str, name: str, down: dict[str, str]
+) -> BackendAccess:
     try:
-        namespace = clusters.server.backend_for(project, name).namespace
+        backend = clusters.server.backend_for(project, name)
+        namespace = backend.namespace
         known = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
     except BerthError as e:
         return BackendAccess(
@@ -92,4 +97,5 @@ def _access_in(store: Store, clusters: ClusterRegistry, project: str, name: str)
         mode=known.mode.value,
         reason=known.reason,
         checked_at=known.checked_at,
+        unreachable=down.get(backend.cluster_key()),
     )

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,15 @@ def test_one_apiserver_down_fails_none_of_its_runs_and_the_other_cluster_keeps_s
             lambda: _all_running(two, ["during"]), timeout=OUTAGE_S, what="a run starting in east"
         )
         assert _clusters(during["during"]) == "east"
+        # Once Berth knows west is away (berth status says so)...
+        wait_until(lambda: _unreachable(two, "west"), timeout=30, what="status: west away")
+        assert "does not answer" in two.stack.cli("status").stdout
+        # ...a run that east (full now) cannot take waits for west, saying why, instead of
+        # being placed where no pod can be made.
+        _submit(two, "blocked")
+        blocked = _run_when(two, "blocked", lambda r: "does not answer" in r["reason"], timeout=30)
+        assert blocked["status"] == "pending", blocked
+        assert [j["node"] for j in blocked["jobs"]] == [None], blocked
         assert time.monotonic() - down_at < OUTAGE_S
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         runs = two.runs()
@@ -187,12 +196,39 @@ def test_one_apiserver_down_fails_none_of_its_runs_and_the_other_cluster_keeps_s
     k = kube.connect(kubeconfig=Path(two.states["west"].kubeconfig), timeout=5.0)
     try:
         wait_until(lambda: _answers(k), timeout=120, what="west's apiserver back")
+        wait_until(lambda: not _unreachable(two, "west"), timeout=30, what="status: west back")
+        # West answers: the waiting run starts there.
+        after = wait_until(
+            lambda: _all_running(two, ["blocked"]), timeout=120, what="the waiting run in west"
+        )
+        assert _clusters(after["blocked"]) == "west"
         # Berth follows west again: stopping its run deletes its pod there.
         two.stack.cli("stop", "w-0")
         wait_until(lambda: not _pods(k, "w-0"), timeout=120, what="w-0's pod deleted in west")
     finally:
         k.close()
     assert two.runs()["w-0"]["status"] == "terminated"
+
+
+def _run_when(
+    two: TwoClusters, name: str, check: Callable[[dict[str, Any]], bool], *, timeout: float
+) -> dict[str, Any]:
+    """The run ``name`` once ``check`` holds; on timeout, the failure shows it as last seen."""
+    seen: list[dict[str, Any]] = []
+
+    def found() -> dict[str, Any] | None:
+        seen[:] = [two.runs()[name]]
+        return seen[0] if check(seen[0]) else None
+
+    try:
+        return wait_until(found, timeout=timeout, what=f"{name} as expected")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; {name} last seen: {seen}") from None
+
+
+def _unreachable(two: TwoClusters, cluster: str) -> bool:
+    found = json.loads(two.stack.cli("status", "--json").stdout)
+    return any(b["cluster"] == cluster and b["unreachable"] for b in found["backends"])
 
 
 def _submit(two: TwoClusters, name: str, *, nodes: int = 1) -> None:
