@@ -123,6 +123,42 @@ def test_offers_show_both_clusters_and_the_same_node_name_in_each(two: TwoCluste
     assert "REGION" in table.stdout and "west" in table.stdout, table.stdout
 
 
+def test_each_cluster_has_its_own_jump_host_and_inventory(two: TwoClusters) -> None:
+    def jump_hosts() -> dict[str, dict[str, Any]] | None:
+        found = json.loads(two.stack.cli("status", "--json").stdout)["jump_hosts"]
+        by_cluster = {h["cluster_name"]: h for h in found}
+        return by_cluster if set(by_cluster) == set(CLUSTERS) else None
+
+    hosts = wait_until(jump_hosts, timeout=120, what="a jump host in each cluster")
+    assert hosts["east"]["cluster"] != hosts["west"]["cluster"]
+    for name in CLUSTERS:
+        k = kube.connect(kubeconfig=Path(two.states[name].kubeconfig), timeout=10.0)
+        try:
+            deployment = k.call(k.apps.read_namespaced_deployment, hosts[name]["name"], NAMESPACE)
+            assert deployment.metadata.name == hosts[name]["name"]
+        finally:
+            k.close()
+    # One published inventory per cluster: a node cordoned in west leaves east's offers.
+    k = kube.connect(kubeconfig=Path(two.states["west"].kubeconfig), timeout=10.0)
+    try:
+        k.call(k.core.patch_node, "kwok-a10-0", {"spec": {"unschedulable": True}})
+
+        def offered() -> Counter[tuple[str, str]] | None:
+            offers = json.loads(two.stack.cli("offer", "--gpu", "A10:1", "--json").stdout)
+            found = Counter((o["cluster"], o["node"]) for o in offers["offers"])
+            return found if ("west", "kwok-a10-0") not in found else None
+
+        found = wait_until(offered, timeout=60, what="west's cordoned node gone from offers")
+        assert set(found) == {
+            ("east", "kwok-a10-0"),
+            ("east", "kwok-a10-1"),
+            ("west", "kwok-a10-1"),
+        }
+    finally:
+        k.call(k.core.patch_node, "kwok-a10-0", {"spec": {"unschedulable": False}})
+        k.close()
+
+
 def test_runs_fill_the_first_cluster_then_the_second_and_then_wait(two: TwoClusters) -> None:
     names = [f"fill-{i}" for i in range(5)]
     for name in names[:4]:
