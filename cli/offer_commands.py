@@ -127,6 +127,10 @@ def nodes(
         return
     rows = result["nodes"]
     table = Table(title="nodes (SOURCE: the labels that named the GPU)")
+    # A project with several clusters: node names may repeat, the cluster tells them apart.
+    regions = any(n.get("cluster", "") not in ("", "default") for n in rows)
+    if regions:
+        table.add_column("REGION", no_wrap=True)
     table.add_column("NODE", no_wrap=True, min_width=max([4, *(len(n["name"]) for n in rows)]))
     # CPU and memory are in --json: the GPU columns must fit an 80-column terminal.
     for header in ("GPU", "MEMORY", "SOURCE", "FREE/TOTAL", "STATUS"):
@@ -136,6 +140,7 @@ def nodes(
         gpus = node["gpus"] or [None]
         for gpu in gpus:
             table.add_row(
+                *([node.get("cluster", "")] if regions else []),
                 node["name"],
                 (gpu["name"] or "unidentified") if gpu else "-",
                 (gpu["memory"] or "-") if gpu else "-",

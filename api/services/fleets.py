@@ -11,7 +11,9 @@ from api.services.names import random_run_name
 from shared.clusters import ClusterRegistry
 from shared.configuration.fleets import FleetConfiguration
 from shared.configuration.parse import configuration_from_stored, parse_fleet_configuration
+from shared.configuration.server import KubernetesBackend
 from shared.errors import ConflictError, NotFoundError
+from shared.gpu.inventory import NodeInventory
 from shared.placement import placements
 from shared.placement.fleets import fleet_nodes
 from shared.placement.offers import nominal_memory_mib
@@ -23,6 +25,8 @@ from shared.state.store import Store
 class FleetInstance(BaseModel):
     node: str
     backend: str
+    cluster: str = ""
+    """The project's name for the node's cluster (its kubeconfig context; ``default``)."""
     gpu: str
     price: str
     status: str
@@ -75,39 +79,22 @@ def delete_fleet(store: Store, project: str, name: str) -> None:
 
 
 def describe_fleet(store: Store, clusters: ClusterRegistry, fleet: Fleet) -> FleetPublic:
+    """The fleet's nodes in every cluster of its project, with what runs on each."""
     conf = configuration_from_stored(fleet.configuration)
     assert isinstance(conf, FleetConfiguration)
-    inventory = load_inventory(store, clusters, fleet.project)
-    backend = clusters.server.backend_for(fleet.project)
-    runs_on: dict[str, list[str]] = {}
+    runs_on: dict[tuple[str, str], list[str]] = {}
     for run, jobs in placements.active_runs(store):
         for job in jobs:
             if job.placement is not None and job.status in placements.HOLDING:
-                runs_on.setdefault(job.placement.node, []).append(run.name)
+                where = (clusters.name_of(job), job.placement.node)
+                runs_on.setdefault(where, []).append(run.name)
     instances = []
-    for node in fleet_nodes(inventory, conf):
-        group = node.gpus[0] if node.gpus else None
-        gpu = "-"
-        price = "-"
-        if group is not None:
-            mem = nominal_memory_mib(group)
-            label = group.name or group.product or "?"
-            gpu = f"{label}:{mem // 1024 if mem else '?'}GB:{group.count}"
-            unit = (backend.gpu_prices or {}).get(label)
-            price = f"${unit * group.count:.2f}/h" if unit is not None else "-"
-        busy = sorted(set(runs_on.get(node.name, [])))
-        status = "busy (" + ", ".join(busy) + ")" if busy else "idle"
-        if not node.schedulable:
-            status = "unschedulable: " + "; ".join(node.reasons)
-        instances.append(
-            FleetInstance(
-                node=node.name,
-                backend=f"kubernetes/{backend.namespace}",
-                gpu=gpu,
-                price=price,
-                status=status,
-            )
-        )
+    for name in clusters.names_of(fleet.project):
+        backend = clusters.server.backend_for(fleet.project, name)
+        inventory = load_inventory(store, clusters, fleet.project, name)
+        for node in fleet_nodes(inventory, conf):
+            busy = sorted(set(runs_on.get((name, node.name), [])))
+            instances.append(_instance(node, backend, busy))
     return FleetPublic(
         name=fleet.name,
         project=fleet.project,
@@ -115,4 +102,27 @@ def describe_fleet(store: Store, clusters: ClusterRegistry, fleet: Fleet) -> Fle
         placement=conf.placement,
         created_at=fleet.created_at,
         instances=instances,
+    )
+
+
+def _instance(node: NodeInventory, backend: KubernetesBackend, busy: list[str]) -> FleetInstance:
+    group = node.gpus[0] if node.gpus else None
+    gpu = "-"
+    price = "-"
+    if group is not None:
+        mem = nominal_memory_mib(group)
+        label = group.name or group.product or "?"
+        gpu = f"{label}:{mem // 1024 if mem else '?'}GB:{group.count}"
+        unit = (backend.gpu_prices or {}).get(label)
+        price = f"${unit * group.count:.2f}/h" if unit is not None else "-"
+    status = "busy (" + ", ".join(busy) + ")" if busy else "idle"
+    if not node.schedulable:
+        status = "unschedulable: " + "; ".join(node.reasons)
+    return FleetInstance(
+        node=node.name,
+        backend=f"kubernetes/{backend.namespace}",
+        cluster=backend.cluster_name(),
+        gpu=gpu,
+        price=price,
+        status=status,
     )

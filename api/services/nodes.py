@@ -38,6 +38,8 @@ class NodeGpuPublic(BaseModel):
 
 class NodePublic(BaseModel):
     name: str
+    cluster: str = ""
+    """The project's name for the node's cluster (its kubeconfig context; ``default``)."""
     schedulable: bool
     reasons: list[str]
     gpus: list[NodeGpuPublic]
@@ -66,16 +68,27 @@ class NodesPublic(BaseModel):
 
 
 def list_nodes(store: Store, clusters: ClusterRegistry, project: str) -> NodesPublic:
-    found = access.access_for(store, clusters, project, recheck_s=None)
-    if found.mode != access.Mode.CLUSTER:
+    """The nodes of every cluster of the project whose nodes Berth may read."""
+    readable: list[tuple[str, GpuInventory]] = []
+    refusal = ""
+    for name in clusters.names_of(project):
+        found = access.access_for(store, clusters, project, recheck_s=None, cluster=name)
+        if found.mode == access.Mode.CLUSTER:
+            readable.append((name, load_inventory(store, clusters, project, name)))
+        elif not refusal:
+            refusal = f"{found.mode} mode: {found.reason}"
+    if not readable:
         raise NotSupportedError(
-            f"the nodes are unknown: Berth may not read them here ({found.mode} mode:"
-            f" {found.reason}); berth offer shows what the namespace's quota allows"
+            f"the nodes are unknown: Berth may not read them here ({refusal});"
+            " berth offer shows what the namespace's quota allows"
         )
-    inventory = load_inventory(store, clusters, project)
     return NodesPublic(
-        nodes=[_node(n) for n in inventory.nodes],
-        unidentified=unidentified_public(inventory),
+        nodes=[
+            _node(n).model_copy(update={"cluster": name})
+            for name, inventory in readable
+            for n in inventory.nodes
+        ],
+        unidentified=[u for _, inventory in readable for u in unidentified_public(inventory)],
     )
 
 

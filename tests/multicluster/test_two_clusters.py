@@ -121,6 +121,19 @@ def test_offers_show_both_clusters_and_the_same_node_name_in_each(two: TwoCluste
     assert nodes["east"] == nodes["west"] == {"kwok-a10-0", "kwok-a10-1"}
     table = two.stack.cli("offer", "--gpu", "A10:1")
     assert "REGION" in table.stdout and "west" in table.stdout, table.stdout
+    # berth nodes: every cluster's nodes, each with its cluster.
+    listed = json.loads(two.stack.cli("nodes", "--json").stdout)["nodes"]
+    assert sorted((n["cluster"], n["name"]) for n in listed) == [
+        (c, f"kwok-a10-{i}") for c in CLUSTERS for i in range(2)
+    ]
+    assert "REGION" in two.stack.cli("nodes").stdout
+    # A fleet's nodes are counted in each cluster, and listed with it.
+    fleet = {"type": "fleet", "name": "one-a10", "nodes": "0..1", "resources": {"gpu": "A10"}}
+    with two.stack.client() as http:
+        r = http.post("/api/projects/main/fleets", json={"configuration": fleet})
+        assert r.status_code == 200, r.text
+        assert sorted(i["cluster"] for i in r.json()["instances"]) == list(CLUSTERS)
+        assert http.delete("/api/projects/main/fleets/one-a10").status_code == 204
 
 
 def test_each_cluster_has_its_own_jump_host_and_inventory(two: TwoClusters) -> None:
