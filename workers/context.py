@@ -15,6 +15,7 @@ from celery import Celery
 
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig, load_server_config
+from shared.policy import access
 from shared.settings import Settings, load_settings
 from shared.state.store import Store
 from shared.tasks import create_celery
@@ -27,6 +28,16 @@ class WorkerContext:
     server: ServerConfig
     clusters: ClusterRegistry
     celery: Celery
+
+    def access_in(self, project: str, cluster: str | None = None) -> access.Access:
+        """What Berth may do in ``project``'s cluster ``cluster``, asked again when due."""
+        return access.access_for(
+            self.store,
+            self.clusters,
+            project,
+            recheck_s=self.settings.kube.access_recheck_s,
+            cluster=cluster,
+        )
 
     def close(self) -> None:
         self.clusters.close()

@@ -337,13 +337,7 @@ def _clusters_and_modes(
     for name in ctx.clusters.names_of(project):
         key = ctx.clusters.key_for(project, name)
         try:
-            found = access.access_for(
-                ctx.store,
-                ctx.clusters,
-                project,
-                recheck_s=ctx.settings.kube.access_recheck_s,
-                cluster=name,
-            )
+            found = ctx.access_in(project, name)
         except ConfigError:
             out.append((name, (key, access.Mode.CLUSTER)))
             continue
@@ -389,13 +383,7 @@ def _without_access(ctx: WorkerContext, members: list[Run], names: Mapping[str, 
     for run in members:
         if run.status not in QUEUED or run.stop_requested:
             continue
-        found = access.access_for(
-            ctx.store,
-            ctx.clusters,
-            run.project,
-            recheck_s=ctx.settings.kube.access_recheck_s,
-            cluster=names[run.project],
-        )
+        found = ctx.access_in(run.project, names[run.project])
         cause = f"waiting for access to the cluster: {found.reason}"
         waits.append(Wait(run.id, run.project, cause, position=0, queued=0))
     return waits

@@ -154,13 +154,7 @@ def _no_access(
     key = (project, cluster)
     if key not in known:
         try:
-            found = access.access_for(
-                ctx.store,
-                ctx.clusters,
-                project,
-                recheck_s=ctx.settings.kube.access_recheck_s,
-                cluster=cluster,
-            )
+            found = ctx.access_in(project, cluster)
             known[key] = found.reason if found.mode == access.Mode.NONE else None
         except BerthError:
             known[key] = None  # not known: act as before

@@ -4,7 +4,6 @@ apiserver (the local cluster) beside an address where none listens."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from shared.state.store import Store
 from workers import cluster_health
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(local_cluster: ClusterState, redis_prefix: str) -> Iterator[Store]:
-    s = Store.connect(local_cluster.redis_url, prefix=redis_prefix, timeout_s=10)
-    yield s
-    for key in s.r.scan_iter(f"{redis_prefix}*", count=1000):
-        s.r.delete(key)
-    s.close()
 
 
 def _nowhere(tmp_path: Path) -> kube.Kube:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from api.services.logs import LogRequest, job_logs
-from cli.local.cluster import ClusterState
 from shared.errors import NotFoundError
 from shared.runlogs import store as log_store
 from shared.runlogs.lines import Cursor, Deduper
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.integration
 
 HOLDER = "collector-a"
 BASE_NS = 1_796_000_000 * 10**9
-
-
-@pytest.fixture
-def store(local_cluster: ClusterState, redis_prefix: str) -> Iterator[Store]:
-    s = Store.connect(local_cluster.redis_url, prefix=redis_prefix, timeout_s=10)
-    yield s
-    for key in s.r.scan_iter(f"{redis_prefix}*", count=1000):
-        s.r.delete(key)
-    s.close()
 
 
 @pytest.fixture

@@ -8,26 +8,15 @@ at all: the list read only the 1,000 newest runs and filtered them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from api.services.run_history import list_runs
-from cli.local.cluster import ClusterState
 from shared.errors import ConfigError
 from shared.state.records import Event, Run, RunStatus
 from shared.state.store import Store
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(local_cluster: ClusterState, redis_prefix: str) -> Iterator[Store]:
-    s = Store.connect(local_cluster.redis_url, prefix=redis_prefix, timeout_s=10)
-    yield s
-    for key in s.r.scan_iter(f"{redis_prefix}*", count=1000):
-        s.r.delete(key)
-    s.close()
 
 
 def _record(store: Store, name: str, status: RunStatus, at: float, kind: str = "task") -> Run:
