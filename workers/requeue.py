@@ -87,7 +87,8 @@ def requeue_run(
     else:
         return RequeueOutcome.STALE
     for job in jobs:
-        teardown.teardown_pod(ctx, job.id)
+        # The records read before the write: they still say where each old pod is.
+        teardown.delete_pods(ctx, job)
     writer.write(Change(run=None, run_id=run_id, cleanup_done=True))
     wake_scheduler(ctx.store, ctx.celery, run_id)
     return RequeueOutcome.REQUEUED

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import kube
-from shared.clusters import Cluster, run_clusters
+from shared.clusters import Cluster, job_cluster, run_clusters
 from shared.errors import KubeNotFound
 from shared.placement import node_order
 from shared.queueing.wake import wake_scheduler
 from shared.runlogs.store import LogStore
 from shared.state.jobs import refresh_run
 from shared.state.lifecycle import can_move
-from shared.state.records import Event, Run, RunStatus
+from shared.state.records import Event, Job, Run, RunStatus
 from workers import code_volume
 from workers.context import WorkerContext
 
@@ -70,9 +70,21 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
 def teardown_pod(ctx: WorkerContext, job_id: str) -> None:
     """Delete only the job's pod (it goes back to the queue and will get a new one)."""
     job = ctx.store.find_job(job_id)
-    if job is None:
-        return
-    _delete_by_label(ctx.clusters.for_job(job), kube.LABEL_JOB, job.id, grace=0, pods_only=True)
+    if job is not None:
+        delete_pods(ctx, job)
+
+
+def delete_pods(ctx: WorkerContext, job: Job) -> None:
+    """Delete ``job``'s pods where it is placed. A job sent back to the queue has lost its
+    placement, and with it the name of the cluster its old pod is in: then in every
+    cluster of its project (one LIST each), lest that pod start after all."""
+    if job.placement is not None:
+        names: list[str | None] = [job_cluster(job)]
+    else:
+        names = list(ctx.clusters.names_of(job.project))
+    for name in names:
+        cluster = ctx.clusters.for_project(job.project, name)
+        _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=0, pods_only=True)
 
 
 def purge_run(ctx: WorkerContext, run_id: str) -> None:

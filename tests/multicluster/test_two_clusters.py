@@ -205,6 +205,43 @@ def test_a_multi_node_task_stays_inside_one_cluster(two: TwoClusters) -> None:
     assert {j["node"] for j in jobs} == {"kwok-a10-0", "kwok-a10-1"}
 
 
+def test_a_requeued_run_leaves_no_pod_behind_in_the_cluster_it_left(two: TwoClusters) -> None:
+    # East full: the flaky run's first pod goes to west. East has room again by the time
+    # that pod fails and the run is sent back to the queue, so its second pod is made in
+    # east. The jobs no longer say where the old pod is; Berth must still delete it, in
+    # west, before the run is placed again (the pods of one job share a name, so only a
+    # pod left in another cluster could outlive its attempt).
+    for name in ("hold-0", "hold-1"):
+        _submit(two, name)
+    wait_until(lambda: _all_running(two, ["hold-0", "hold-1"]), timeout=90, what="east full")
+    flaky = {"KWOK_RUN_FOR": "8s", "KWOK_EXIT_CODE": "3"}
+    _submit(two, "flaky", env=flaky, retry={"on_events": ["error"], "duration": "1h"})
+    first = wait_until(lambda: _all_running(two, ["flaky"]), timeout=60, what="flaky running")
+    assert _clusters(first["flaky"]) == "west"
+    two.stack.cli("stop", "hold-0")
+    _run_when(two, "hold-0", lambda r: r["status"] in FINISHED, timeout=30)
+    second = _run_when(
+        two,
+        "flaky",
+        lambda r: r["status"] == "running" and r["jobs"][0]["cluster"] == "east",
+        timeout=90,
+    )
+    assert second["jobs"][0]["node"], second
+    k = kube.connect(kubeconfig=Path(two.states["west"].kubeconfig), timeout=10.0)
+    try:
+        assert _flaky_pods(k) == []
+    finally:
+        k.close()
+
+
+def _flaky_pods(k: kube.Kube) -> list[dict[str, Any]]:
+    listed = k.call(k.core.list_namespaced_pod, NAMESPACE, label_selector=f"{kube.LABEL_RUN}=flaky")
+    return [
+        {"name": p.metadata.name, "attempt": int(p.metadata.labels[kube.LABEL_ATTEMPT])}
+        for p in listed.items
+    ]
+
+
 def test_one_apiserver_down_fails_none_of_its_runs_and_the_other_cluster_keeps_starting(
     two: TwoClusters,
 ) -> None:
@@ -280,12 +317,13 @@ def _unreachable(two: TwoClusters, cluster: str) -> bool:
     return any(b["cluster"] == cluster and b["unreachable"] for b in found["backends"])
 
 
-def _submit(two: TwoClusters, name: str, *, nodes: int = 1) -> None:
+def _submit(two: TwoClusters, name: str, *, nodes: int = 1, **extra: Any) -> None:
     conf: dict[str, Any] = {
         "type": "task",
         "name": name,
         "commands": ["python train.py"],
         "resources": {"gpu": "A10:1"},
+        **extra,
     }
     if nodes > 1:
         conf["nodes"] = nodes
