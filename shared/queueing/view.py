@@ -84,9 +84,11 @@ class RecordCache:
         self._shown: dict[str, tuple[int, str, int, int]] = {}
         self._requests: dict[Request, Request] = {}
         """Equal requests interned to one object, so the planner memoises them by id."""
+        self._primary: str | None = None
 
     def load(self, store: Store) -> View:
         with self._lock, keys.wrapped():
+            self._forget_after_failover(store)
             raw_version = store.r.get(keys.key(store, keys.CAPACITY_VERSION))
             active = store.r.register_script(_ACTIVE)(keys=[store.key("active")])
             ids = sorted(active.decode().split(",")) if active else []
@@ -102,6 +104,24 @@ class RecordCache:
             if len(listed) > 1:
                 listed.sort(key=lambda j: (j.replica_num, j.job_num))
         return View(capacity_version=int(raw_version or 0), runs=runs, jobs=by_run)
+
+    def _forget_after_failover(self, store: Store) -> None:
+        """Drop every cached record when the primary changed since the last load.
+
+        Records are revalidated by version number, and a failover breaks that: the
+        last writes the old primary took can be lost, and a record written again on
+        the new primary can reach the very number the cache holds for the lost write,
+        with other contents. Then the cache would keep the lost contents for good (a
+        job it believes has a pod, whose pod was never recorded), and no pass or sweep
+        would act on the job again. One INFO per load; a failover is rare.
+        """
+        primary = store.primary_id()
+        if primary == self._primary:
+            return
+        if self._primary is not None:
+            for memo in (self._runs, self._jobs, self._facts, self._derived, self._shown):
+                memo.clear()
+        self._primary = primary
 
     def facts(self, run: Run) -> RunFacts:
         facts = self._facts.get(run.id)

@@ -155,6 +155,18 @@ class Store:
         with _wrapped():
             self.r.ping()
 
+    def primary_id(self) -> str:
+        """The replication id of the Redis this store writes to. A failover (a replica
+        promoted) changes it, and may have dropped the last writes the old primary took
+        (those no replica had yet); a cache of records must not trust its versions then.
+        Empty where INFO is not allowed (some managed services)."""
+        try:
+            with _wrapped():
+                info = self.r.info("replication")
+        except StoreError:
+            return ""
+        return str(info.get("master_replid", ""))
+
     def confirm_replicated(self, what: str) -> None:
         """Return once ``min_replica_acks`` replicas hold every write the primary has
         taken so far; raise :class:`ReplicationError` if fewer did within the timeout.
