@@ -33,6 +33,7 @@ from shared.placement.autoscaling import find_pool, is_pool_node
 from shared.policy import access
 from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
+from shared.state.jobs import refresh_run, status_behind
 from shared.state.records import Job, Run, RunStatus
 from workers import requeue
 from workers.celery_app import SWEEP_EVERY_S
@@ -73,6 +74,10 @@ def sweep(ctx: WorkerContext) -> None:
             ctx, run, jobs, admitted.get(run.id), activity.get(run.id), now
         ):
             continue
+        if status_behind(run, jobs) is not None:
+            # Its own write was lost (a failover), or comes in a moment: either way,
+            # nothing else would look at a run whose jobs have all ended.
+            refresh_run(store, run.id)
         blocked = _no_access(ctx, run.project, run_clusters(jobs)[0], no_access)
         _show_no_access(ctx, run, blocked)
         if blocked is None:

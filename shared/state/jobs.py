@@ -47,13 +47,9 @@ def refresh_run(store: Store, run_id: str) -> Run:
     """
     run = store.get_run(run_id)
     for _ in range(_CAS_ATTEMPTS):
-        # Replicas a service scaled down are gone by design: they say nothing of the run.
-        jobs = [j for j in store.jobs_of(run) if not j.retired]
-        if not jobs and not run.stop_requested:
-            return run  # a service scaled to zero replicas is still up, waiting for requests
-        states = [j.status for j in jobs] or [RunStatus.TERMINATED]
-        status = run_status_from_jobs(states, stop_requested=run.stop_requested)
-        if status == run.status or not can_move(run.status, status):
+        jobs = store.jobs_of(run)
+        status = status_behind(run, jobs)
+        if status is None:
             return run
         reason = next((j.reason for j in jobs if j.status == status and j.reason), "")
         run.status = status
@@ -63,6 +59,24 @@ def refresh_run(store: Store, run_id: str) -> Run:
             return run
         run = store.get_run(run_id)
     return run
+
+
+def status_behind(run: Run, jobs: list[Job]) -> RunStatus | None:
+    """The status ``run`` should have by its ``jobs``, if it lags behind them; else None.
+
+    Lagging is normal for a moment (a job is written, then its run), and lasting only
+    if the run's write was lost (a Redis failover drops the last writes the old
+    primary took): beat's sweep calls :func:`refresh_run` for such runs.
+    """
+    # Replicas a service scaled down are gone by design: they say nothing of the run.
+    live = [j for j in jobs if not j.retired]
+    if not live and not run.stop_requested:
+        return None  # a service scaled to zero replicas is still up, waiting for requests
+    states = [j.status for j in live] or [RunStatus.TERMINATED]
+    status = run_status_from_jobs(states, stop_requested=run.stop_requested)
+    if status == run.status or not can_move(run.status, status):
+        return None
+    return status
 
 
 def replica_job(run: Run, replica_num: int, group: str | None = None) -> Job:

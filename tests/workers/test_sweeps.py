@@ -192,3 +192,18 @@ def test_a_gang_waiting_for_a_pool_gets_the_pools_time_not_just_the_gangs(
     late_gang = ctx.store.get_run(on_pool.id)
     assert late_gang.status == RunStatus.PENDING
     assert "gang not ready: job 0 not Running within 1s" in late_gang.reason
+
+
+def test_a_run_whose_own_write_was_lost_follows_its_ended_jobs_at_the_next_sweep(
+    ctx: WorkerContext,
+) -> None:
+    # A failover can drop the run's write and keep its job's (a reliability run left 19
+    # runs "provisioning" with their jobs done): nothing else looks at such a run again.
+    run = submit(ctx, "lost", "A100:2")
+    assert scheduling.run_pass(ctx).placed == ["lost"]
+    job = ctx.store.get_job(run.job_ids[0])
+    job.pod_name, job.status = "berth-main-lost-0-0", RunStatus.DONE
+    assert ctx.store.save_job(job, Event(at=time.time(), kind="status", message="job 0 done"))
+    assert ctx.store.get_run(run.id).status == RunStatus.PROVISIONING  # its run never told
+    sweeps.sweep(ctx)
+    assert ctx.store.get_run(run.id).status == RunStatus.DONE
