@@ -11,6 +11,8 @@ AOF, ``noeviction``). Sentinel timeouts are short so a failover takes seconds:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,3 +241,24 @@ def _client(port: int, password: str | None = None) -> redis.Redis[str]:
         socket_connect_timeout=2,
         decode_responses=True,
     )
+
+
+@contextmanager
+def replica_pair(directory: Path) -> Iterator[tuple[int, int]]:
+    """A primary and one replica in sync on loopback, no Sentinel: (primary, replica)
+    ports. Both are stopped on exit, by PID."""
+    primary, replica = free_port(), free_port()
+    records: list[ProcessRecord] = []
+    try:
+        # No 5 s pause before the replica's first sync (_start_servers says why).
+        argv = [*redis_argv(primary, directory / "p"), "--repl-diskless-sync-delay", "0"]
+        records.append(start_process("primary", argv, log_dir=directory))
+        argv = [*redis_argv(replica, directory / "r"), "--replicaof", "127.0.0.1", str(primary)]
+        records.append(start_process("replica", argv, log_dir=directory))
+        wait_until(
+            lambda: acknowledging_replicas(primary) == 1, timeout=30, what="the replica in sync"
+        )
+        yield primary, replica
+    finally:
+        for record in reversed(records):
+            stop_process(record)

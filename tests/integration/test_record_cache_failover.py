@@ -17,13 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cli.local.cluster import redis_argv
-from cli.local.processes import ProcessRecord, free_port, start_process, stop_process
 from shared.queueing.view import RecordCache
 from shared.state.store import Store
 from tests.factories import one_job_run, submitted
 from tests.polling import wait_until
-from tests.sentinel import acknowledging_replicas
+from tests.sentinel import replica_pair
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +29,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """(primary, replica) ports, the replica in sync."""
-    primary, replica = free_port(), free_port()
-    records: list[ProcessRecord] = []
-    try:
-        argv = [*redis_argv(primary, tmp_path / "p"), "--repl-diskless-sync-delay", "0"]
-        records.append(start_process("primary", argv, log_dir=tmp_path))
-        argv = [*redis_argv(replica, tmp_path / "r"), "--replicaof", "127.0.0.1", str(primary)]
-        records.append(start_process("replica", argv, log_dir=tmp_path))
-        wait_until(
-            lambda: acknowledging_replicas(primary) == 1, timeout=30, what="the replica in sync"
-        )
-        yield primary, replica
-    finally:
-        for record in reversed(records):
-            stop_process(record)
+    with replica_pair(tmp_path) as ports:
+        yield ports
 
 
 def test_a_record_rewritten_to_the_same_version_on_a_new_primary_is_read_afresh(

@@ -15,14 +15,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from cli.local.cluster import redis_argv
-from cli.local.processes import ProcessRecord, free_port, start_process, stop_process
 from shared.errors import NotFoundError, ReplicationError
 from shared.state.records import RunStatus
 from shared.state.store import Store
 from tests.factories import one_job_run, submitted
-from tests.polling import wait_until
-from tests.sentinel import acknowledging_replicas
+from tests.sentinel import replica_pair
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +29,8 @@ _WAIT_MS = 500  # a loopback replica answers in about a millisecond
 @pytest.fixture(scope="module")
 def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     """(primary, replica) ports, the replica in sync."""
-    directory = tmp_path_factory.mktemp("replicas")
-    primary, replica = free_port(), free_port()
-    records: list[ProcessRecord] = []
-    try:
-        # No 5 s pause before the replica's first sync (tests/sentinel.py says why).
-        argv = [*redis_argv(primary, directory / "p"), "--repl-diskless-sync-delay", "0"]
-        records.append(start_process("primary", argv, log_dir=directory))
-        argv = [*redis_argv(replica, directory / "r"), "--replicaof", "127.0.0.1", str(primary)]
-        records.append(start_process("replica", argv, log_dir=directory))
-        wait_until(
-            lambda: acknowledging_replicas(primary) == 1, timeout=30, what="the replica in sync"
-        )
-        yield primary, replica
-    finally:
-        for record in reversed(records):
-            stop_process(record)
+    with replica_pair(tmp_path_factory.mktemp("replicas")) as pair:
+        yield pair
 
 
 def _store(port: int, *, acks: int) -> Store:
