@@ -78,11 +78,11 @@ def match(
     """Every node that fits ``request`` now, with ``reserved`` subtracted from free."""
     reserved = reserved or {}
     now: list[Offer] = []
-    ever = _fit_ever(inventory, request)
+    ever = fit_ever(inventory, request)
     for node, groups in ever:  # free never exceeds allocatable: no other node fits now
         if not node.schedulable:
             continue
-        offer = _offer(node, request, _minus(node.free, reserved.get(node.name)), groups)
+        offer = offer_on(node, request, minus(node.free, reserved.get(node.name)), groups)
         if offer is not None:
             now.append(offer)
     now.sort(key=lambda o: (o.free_gpus - o.gpus, o.node))  # best fit keeps big nodes whole
@@ -106,7 +106,7 @@ _EVER_SHAPES = 1024
 _EVER_LOCK = threading.Lock()
 
 
-def _fit_ever(inventory: GpuInventory, request: Request) -> tuple[_Fit, ...]:
+def fit_ever(inventory: GpuInventory, request: Request) -> tuple[_Fit, ...]:
     """Each node that could take ``request`` if empty, with its groups that match it."""
     with _EVER_LOCK:
         entry = _EVER.get(id(inventory))
@@ -139,7 +139,7 @@ def clear_fit_cache() -> None:
 
 def fits(node: NodeInventory, request: Request, available: Resources) -> bool:
     """Whether ``available`` on ``node`` covers one job of ``request``."""
-    return _offer(node, request, available) is not None
+    return offer_on(node, request, available) is not None
 
 
 def describe(request: Request) -> str:
@@ -184,13 +184,16 @@ def _impossible(inventory: GpuInventory, request: Request) -> str:
     )
 
 
-def _offer(
+def offer_on(
     node: NodeInventory,
     request: Request,
     available: Resources,
     groups: tuple[GpuGroup, ...] | None = None,
 ) -> Offer | None:
-    """``groups``: the node's groups that match the request, when known already."""
+    """The offer ``node`` makes one job of ``request`` out of ``available``, or None.
+
+    ``groups``: the node's groups that match the request, when known already.
+    """
     if request.where is not None and not request.where.allows(node.locality):
         return None
     if request.blocks is not None:
@@ -244,7 +247,7 @@ def _block_offer(node: NodeInventory, request: Request, available: Resources) ->
             memory_bytes=share.memory_bytes,
             blocks=None,
         )
-        offer = _offer(node, rounded, available)
+        offer = offer_on(node, rounded, available)
         if offer is not None and (group is None or offer.group == group):
             return replace(
                 offer, cpu_millicores=share.cpu_millicores, memory_bytes=share.memory_bytes
@@ -292,7 +295,8 @@ def _name_matches(group: GpuGroup, names: frozenset[str]) -> bool:
     return bool(candidates & names)
 
 
-def _minus(free: Resources, reserved: Resources | None) -> Resources:
+def minus(free: Resources, reserved: Resources | None) -> Resources:
+    """``free`` less what ``reserved`` holds (None: nothing held)."""
     if reserved is None:
         return free
     gpus = dict(free.gpus)

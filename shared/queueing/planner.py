@@ -50,11 +50,12 @@ grows. Capacity taken by pods Berth did not create is outside this argument.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from shared.gpu.inventory import GpuInventory, Resources
 from shared.placement import placements
+from shared.placement.free_index import FreeIndex
 from shared.placement.offers import Offer, Request, describe, match
 from shared.queueing.model import Admit, Fail, Holding, Plan, QueuedRun, Wait
 from shared.queueing.namespace_quota import QuotaRoom, demand, total
@@ -112,11 +113,13 @@ class _Planner:
         self.quotas = quotas
         self.rooms = rooms
         self.max_reservations = max_reservations
-        self.all_nodes = frozenset(n.name for n in inventory.nodes)
         self.reserved: dict[str, Resources] = {}
         for holding in holdings:
             node = holding.placement.node
             self.reserved[node] = placements.add(self.reserved.get(node), holding.placement)
+        # Offers are read from here, not by scanning every node (shared.placement.free_index);
+        # every change to ``reserved`` below tells it which node moved.
+        self.index = FreeIndex(inventory, self.reserved)
         self.ledger = Ledger.of(
             inventory, ((h.project, h.placement) for h in [*holdings, *elsewhere])
         )
@@ -199,7 +202,7 @@ class _Planner:
         try:
             for job in range(run.jobs):
                 request = run.request_of(job)
-                offers = self._offers(request, set())
+                offers = self._offers(request, ())
                 offer = self._first_within(run, offers, extra, within_quota=within_quota)
                 if offer is None:
                     return None
@@ -216,32 +219,32 @@ class _Planner:
     def _place_gang(self, run: QueuedRun, *, within_quota: bool) -> _Taken | None:
         """A gang's jobs go to distinct nodes: one scan of the nodes serves them all
         (one per job when its groups ask for different resources)."""
-        offers = self._offers(run.request, set(run.held_nodes))
+        # One pass over the offers serves every job: an offer read once is either taken
+        # (its node is then used) or over quota, which it stays as the run takes more.
+        offers = self._offers(run.request, run.held_nodes)
         taken: _Taken = []
         extra: dict[str, int] = {}
         for job in range(run.jobs):
             request = run.request_of(job)
             if run.job_requests:
-                used = set(run.held_nodes) | {o.node for o, _, _ in taken}
+                used = {*run.held_nodes, *(o.node for o, _, _ in taken)}
                 offers = self._offers(request, used)
             offer = self._first_within(run, offers, extra, within_quota=within_quota)
             if offer is None:
                 return None
-            offers.remove(offer)
             model = self._model(offer)
             taken.append((offer, model, request))
             if model is not None:
                 extra[model] = extra.get(model, 0) + offer.gpus
         return taken
 
-    def _offers(self, request: Request, exclude: set[str]) -> list[Offer]:
-        """Nodes that fit one job of ``request`` now, best fit first (one scan of the nodes)."""
-        allowed = self._allowed(request, exclude=exclude)
-        one = replace(request, nodes=1, allowed_nodes=allowed)
-        return match(self.inventory, one, reserved=self.reserved).offers
+    def _offers(self, request: Request, exclude: Iterable[str]) -> Iterator[Offer]:
+        """Nodes that fit one job of ``request`` now, best fit first, read as needed."""
+        banned = self.excluded.union(exclude) if exclude else self.excluded
+        return self.index.offers(request, exclude=banned)
 
     def _first_within(
-        self, run: QueuedRun, offers: list[Offer], extra: dict[str, int], *, within_quota: bool
+        self, run: QueuedRun, offers: Iterable[Offer], extra: dict[str, int], *, within_quota: bool
     ) -> Offer | None:
         for offer in offers:
             if not within_quota:
@@ -283,6 +286,7 @@ class _Planner:
         for offer, _, request in taken:
             placement = _placement(offer, request)
             self.reserved[offer.node] = placements.add(self.reserved.get(offer.node), placement)
+            self.index.changed(offer.node)
             self.ledger.add(run.project, placement)
             chosen.append(placement)
         self.shares[run.project] = self.ledger.dominant_share(run.project)
@@ -293,10 +297,11 @@ class _Planner:
         """Hold back the nodes ``run`` will start on; () when it cannot reserve."""
         if len(self.result.reservations) >= self.max_reservations or run.job_requests:
             return ()
-        allowed = self._allowed(run.request, exclude=run.held_nodes if run.gang else ())
-        request = replace(run.request, nodes=1, allowed_nodes=allowed)
+        banned = self.excluded.union(run.held_nodes) if run.gang else self.excluded
         # Capacity as if Berth's own jobs there had finished (free counts foreign pods only).
-        shadow = match(self.inventory, request).offers
+        # The request keeps its own node set, so match()'s per-snapshot cache serves it.
+        request = replace(run.request, nodes=1)
+        shadow = [o for o in match(self.inventory, request).offers if o.node not in banned]
         needed = run.jobs if run.gang else min(run.jobs, len(shadow))
         if len(shadow) < needed or needed == 0:
             return ()
@@ -365,13 +370,6 @@ class _Planner:
             if (room := self.ledger.headroom(self.quotas, project, model)) is not None and room < n
         )
 
-    def _allowed(self, request: Request, *, exclude: Iterable[str]) -> frozenset[str] | None:
-        banned = self.excluded.union(exclude)
-        if not banned:
-            return request.allowed_nodes
-        base = request.allowed_nodes if request.allowed_nodes is not None else self.all_nodes
-        return base - banned
-
     def _model(self, offer: Offer) -> str | None:
         return group_model(offer.group) if offer.group is not None else None
 
@@ -395,6 +393,7 @@ class _Planner:
             ephemeral_storage_bytes=current.ephemeral_storage_bytes + sign * placement.disk_bytes,
             gpus=gpus,
         )
+        self.index.changed(offer.node)
 
     def _positions(self, waiting: list[tuple[QueuedRun, str]]) -> None:
         # Each project's runs were taken in its queue order, so ``waiting`` keeps it.
