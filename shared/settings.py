@@ -99,6 +99,11 @@ class KubeSettings(BaseModel):
     """Seconds the proxy worker's inventory watch waits after a 403 before it lists that
     kind again; meanwhile the access review decides whether it should at all. Never a
     loop of forbidden calls: at most one per kind per this."""
+    provision_concurrency: int = Field(default=8, ge=1, le=64)
+    """Jobs of one provisioning message (the jobs one scheduling pass placed) whose
+    objects are created at once. Each job is a few apiserver round trips of waiting,
+    so 8 overlap them without piling more on the apiserver than the 8 threads of a
+    worker process would."""
 
 
 class ApiSettings(BaseModel):

@@ -16,6 +16,7 @@ from shared.state import broker_transport, redis_client
 SCHEDULE_RUN = "berth.scheduling.schedule_run"
 SWEEP = "berth.scheduling.sweep"
 PROVISION_JOB = "berth.provisioning.provision_job"
+PROVISION_JOBS = "berth.provisioning.provision_jobs"
 SYNC_JOB = "berth.provisioning.sync_job"
 TEARDOWN_JOB = "berth.teardown.teardown_job"
 TEARDOWN_POD = "berth.teardown.teardown_pod"
@@ -39,6 +40,7 @@ QUEUE_OF = {
     SYNC_ROUTERS: "provisioning",  # HTTP to routers through the apiserver: I/O
     CHECK_UTILIZATION: "teardown",  # exporters' metrics through the apiserver: I/O
     PROVISION_JOB: "provisioning",
+    PROVISION_JOBS: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",
     TEARDOWN_POD: "teardown",

@@ -70,6 +70,9 @@ _LOCK_WAIT_S = 10  # a second pass waits this long, then its message is retried
 _FENCE_ATTEMPTS = 5  # re-plans after losing a race; each loss means another pass placed
 _CLEANUP_GRACE_S = 60.0  # a requeue that crashed mid-cleanup stops blocking its run after this
 _WRITE_BATCH = 1_000  # waiting-run updates per pipeline
+# Placed jobs per provisioning message: one message per pass instead of one per job, and
+# still several messages (so several workers) for a pass that places hundreds.
+_PROVISION_BATCH = 32
 QUEUED = (RunStatus.SUBMITTED, RunStatus.PENDING)
 
 # One record cache per store (per worker process in production, per context in tests).
@@ -282,16 +285,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 elsewhere=[h for h in everywhere if h.run_id not in member_ids],
             )
         )
-        for admit in decided.admits:
-            run = runs[admit.run_id]
-            outcome = _admit(
-                ctx, writer, run, view.jobs[admit.run_id], admit, version, names[run.project]
-            )
-            if outcome == FENCED:
-                return False
-            if outcome > 0:
-                version = outcome
-                result.placed.append(run.name)
+        version = _admit(ctx, writer, runs, view.jobs, decided.admits, version, names, result)
+        if version == FENCED:
+            return False
         fails += carried(decided.fails)
         waits = carried(decided.waits) + held_out + shunned
         _wait(ctx, cache, writer, runs, view.jobs, waits, now)
@@ -555,12 +551,39 @@ def _job_requests(facts: RunFacts, request: Request, to_place: list[Job]) -> tup
 def _admit(
     ctx: WorkerContext,
     writer: Writer,
-    run: Run,
-    jobs: list[Job],
-    admit: Admit,
+    runs: Mapping[str, Run],
+    jobs: Mapping[str, list[Job]],
+    admits: list[Admit],
     version: int,
-    cluster: str,
+    names: Mapping[str, str],
+    result: PassResult,
 ) -> int:
+    """Write the admissions in one go, fenced in turn, and send their jobs to be
+    provisioned; the capacity version after them, or FENCED."""
+    changes = [
+        _admission(ctx, runs[a.run_id], jobs[a.run_id], a, names[runs[a.run_id].project])
+        for a in admits
+    ]
+    placed: list[str] = []
+    outcomes = writer.write_in_turn(changes, fence=version)
+    for change, outcome in zip(changes, outcomes, strict=True):
+        assert change.run is not None
+        if outcome == CONFLICT:
+            log.info(
+                "run %s changed while being placed; the next pass looks again", change.run.name
+            )
+        elif outcome > 0:
+            version = outcome
+            result.placed.append(change.run.name)
+            placed += [job.id for job in change.jobs]
+    # What was written is provisioned even when a later write was fenced off.
+    for start in range(0, len(placed), _PROVISION_BATCH):
+        tasks.send(ctx.celery, tasks.PROVISION_JOBS, *placed[start : start + _PROVISION_BATCH])
+    return FENCED if FENCED in outcomes else version
+
+
+def _admission(ctx: WorkerContext, run: Run, jobs: list[Job], admit: Admit, cluster: str) -> Change:
+    """The run and its jobs as placed by ``admit``, with their events."""
     now = time.time()
     placed: list[Job] = []
     events = []
@@ -593,14 +616,7 @@ def _admit(
     elif run.status == RunStatus.RUNNING:
         new_run.reason = ""  # a service's added replica is placed: it waits no more
     first = len(placed) == len(jobs)
-    change = Change(run=new_run, jobs=placed, events=events, admitted_at=now if first else None)
-    outcome = writer.write(change, fence=version)
-    if outcome == CONFLICT:
-        log.info("run %s changed while being placed; the next pass looks again", run.name)
-    elif outcome > 0:
-        for job in placed:
-            tasks.send(ctx.celery, tasks.PROVISION_JOB, job.id)
-    return outcome
+    return Change(run=new_run, jobs=placed, events=events, admitted_at=now if first else None)
 
 
 def _wait(

@@ -12,6 +12,7 @@ from workers import (
     fleet_warmth,
     gpu_utilization,
     orphans,
+    provision_batch,
     provisioning,
     retention,
     schedules,
@@ -41,6 +42,12 @@ def provision_job(job_id: str) -> None:
     ctx = context()
     ctx.store.unmark_queued(names.PROVISION_JOB, job_id)
     provisioning.provision_job(ctx, job_id)
+
+
+@berth_task(names.PROVISION_JOBS)
+def provision_jobs(*job_ids: str) -> None:
+    # The jobs one scheduling pass placed (workers/scheduling.py), provisioned together.
+    provision_batch.provision_jobs(context(), list(job_ids))
 
 
 @berth_task(names.SYNC_JOB)

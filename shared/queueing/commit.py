@@ -28,36 +28,67 @@ from shared.state.store import Store
 
 OK, CONFLICT, FENCED = 1, 0, -1
 
-# KEYS: capacity version, events, active set, admitted, attempts, cleanup, then n records.
-# ARGV: fence ('' = none), run id, finished ('1' = leave the active set), admitted at ('' = keep,
-# '-' = forget), attempts increment, cleanup at ('' = keep, '-' = clear), n,
+# One change. K: capacity version, events, active set, admitted, attempts, cleanup, then n
+# records. A: fence ('' = none), run id, finished ('1' = leave the active set), admitted at
+# ('' = keep, '-' = forget), attempts increment, cleanup at ('' = keep, '-' = clear), n,
 # then (expected v, new v, data) per record, then events.
-_WRITE = """
-local n = tonumber(ARGV[7])
-if ARGV[1] ~= '' then
-  local cur = redis.call('GET', KEYS[1]) or '0'
-  if cur ~= ARGV[1] then return -1 end
+_WRITE_ONE = """
+local function write_one(K, A)
+  local n = tonumber(A[7])
+  if A[1] ~= '' then
+    local cur = redis.call('GET', K[1]) or '0'
+    if cur ~= A[1] then return -1 end
+  end
+  for i = 1, n do
+    local cur = redis.call('HGET', K[6 + i], 'v')
+    if (cur or '-1') ~= A[7 + (i - 1) * 3 + 1] then return 0 end
+  end
+  for i = 1, n do
+    local b = 7 + (i - 1) * 3
+    redis.call('HSET', K[6 + i], 'v', A[b + 2], 'd', A[b + 3])
+  end
+  for j = 8 + n * 3, #A do
+    redis.call('XADD', K[2], 'MAXLEN', '~', '10000', '*', 'e', A[j])
+  end
+  if A[3] == '1' then redis.call('SREM', K[3], A[2]) end
+  if A[4] == '-' then redis.call('HDEL', K[4], A[2])
+  elseif A[4] ~= '' then redis.call('HSET', K[4], A[2], A[4]) end
+  if A[5] ~= '0' then redis.call('HINCRBY', K[5], A[2], A[5]) end
+  if A[6] == '-' then redis.call('HDEL', K[6], A[2])
+  elseif A[6] ~= '' then redis.call('HSET', K[6], A[2], A[6]) end
+  if A[1] ~= '' then return redis.call('INCR', K[1]) end
+  return 1
 end
-for i = 1, n do
-  local cur = redis.call('HGET', KEYS[6 + i], 'v')
-  if (cur or '-1') ~= ARGV[7 + (i - 1) * 3 + 1] then return 0 end
-end
-for i = 1, n do
-  local b = 7 + (i - 1) * 3
-  redis.call('HSET', KEYS[6 + i], 'v', ARGV[b + 2], 'd', ARGV[b + 3])
-end
-for j = 8 + n * 3, #ARGV do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'e', ARGV[j])
-end
-if ARGV[3] == '1' then redis.call('SREM', KEYS[3], ARGV[2]) end
-if ARGV[4] == '-' then redis.call('HDEL', KEYS[4], ARGV[2])
-elseif ARGV[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[2], ARGV[4]) end
-if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[5], ARGV[2], ARGV[5]) end
-if ARGV[6] == '-' then redis.call('HDEL', KEYS[6], ARGV[2])
-elseif ARGV[6] ~= '' then redis.call('HSET', KEYS[6], ARGV[2], ARGV[6]) end
-if ARGV[1] ~= '' then return redis.call('INCR', KEYS[1]) end
-return 1
 """
+_WRITE = _WRITE_ONE + "return write_one(KEYS, ARGV)"
+# Several fenced changes in turn, in one script run (nothing comes between them): ARGV is
+# the first fence, the count c, then each change's key and argument counts, then their
+# arguments in order (each change's own fence argument is replaced by the running one).
+_WRITE_IN_TURN = (
+    _WRITE_ONE
+    + """
+local c = tonumber(ARGV[2])
+local fence = ARGV[1]
+local out = {}
+local k, a = 0, 2 + 2 * c
+for i = 1, c do
+  local nk, na = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local K, A = {}, {}
+  for x = 1, nk do K[x] = KEYS[k + x] end
+  for x = 1, na do A[x] = ARGV[a + x] end
+  k, a = k + nk, a + na
+  A[1] = fence
+  local r = write_one(K, A)
+  out[i] = r
+  if r == -1 then
+    for rest = i + 1, c do out[rest] = -1 end
+    return out
+  end
+  if r > 0 then fence = tostring(r) end
+end
+return out
+"""
+)
 
 
 @dataclass
@@ -85,6 +116,7 @@ class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._script = store.r.register_script(_WRITE)
+        self._in_turn = store.r.register_script(_WRITE_IN_TURN)
 
     def write(self, change: Change, *, fence: int | None = None) -> int:
         """Apply ``change``: :data:`OK` (or the new capacity version when fenced),
@@ -94,6 +126,29 @@ class Writer:
             result = int(self._script(keys=record_keys, args=args))
         self._settle(records, ok=result > 0)
         return result
+
+    def write_in_turn(self, changes: list[Change], *, fence: int) -> list[int]:
+        """Fenced changes, as ``write`` called for each in turn with the version the one
+        before returned, in one script run: each result as ``write``'s; after the first
+        :data:`FENCED` nothing more is written (FENCED too)."""
+        if not changes:
+            return []
+        prepared = [self._prepare(c, fence) for c in changes]
+        all_keys: list[str] = []
+        counts: list[str] = []
+        all_args: list[str] = []
+        for record_keys, args, _ in prepared:
+            all_keys += record_keys
+            all_args += args
+            counts += [str(len(record_keys)), str(len(args))]
+        with keys.wrapped():
+            raw = self._in_turn(
+                keys=all_keys, args=[str(fence), str(len(changes)), *counts, *all_args]
+            )
+        results = [int(r) for r in raw]
+        for (_, _, records), result in zip(prepared, results, strict=True):
+            self._settle(records, ok=result > 0)
+        return results
 
     def write_many(self, changes: list[Change]) -> list[int]:
         """Unfenced changes in one pipeline (queue reasons for thousands of runs)."""

@@ -319,7 +319,10 @@ def test_secrets_never_leak_into_responses_events_logs_task_args_or_metrics(
         wait_until(
             lambda: (
                 any(run_id in str(e.get("args")) for e in flower.events)
-                or any(e.get("name", "").endswith("provision_job") for e in flower.events)
+                or any(
+                    e.get("name", "").endswith(("provision_job", "provision_jobs"))
+                    for e in flower.events
+                )
             ),
             timeout=30,
             what="task events",

@@ -9,7 +9,9 @@ messages the pass sends).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,8 +21,11 @@ import pytest
 import yaml
 
 from cli.local.cluster import ClusterState
+from shared import tasks
 from shared.errors import TemporaryError
 from shared.placement import placements
+from shared.queueing import keys
+from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
 from shared.settings import RedisSettings, Settings
 from shared.state.inventory_store import CHANNEL
 from tests.workers.worlds import NODES, forget_prefix, submit, two_a100_nodes
@@ -137,3 +142,64 @@ def test_passes_racing_without_the_lock_never_promise_a_gpu_twice(settings: Sett
         forget_prefix(contexts[0], settings.redis.key_prefix)
         for ctx in contexts:
             ctx.close()
+
+
+def _messages(ctx: WorkerContext, queue: str) -> list[tuple[str, list[str]]]:
+    """(task name, arguments) of each message waiting in ``queue``, oldest first."""
+    key = f"{ctx.settings.redis.key_prefix}:celery:{queue}"
+    out = []
+    for raw in reversed(ctx.store.r.lrange(key, 0, -1)):  # kombu pushes on the left
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        out.append((message["headers"]["task"], args))
+    return out
+
+
+def test_a_pass_that_places_several_runs_sends_their_jobs_in_one_provisioning_message(
+    ctx: WorkerContext,
+) -> None:
+    runs = [submit(ctx, f"b{i}", "A100:1", project="other") for i in range(5)]
+
+    assert scheduling.run_pass(ctx).placed == [f"b{i}" for i in range(5)]
+
+    jobs = [job_id for run in runs for job_id in run.job_ids]
+    assert _messages(ctx, "provisioning") == [(tasks.PROVISION_JOBS, jobs)]
+    for job_id in jobs:
+        assert ctx.store.get_job(job_id).status == "provisioning"
+
+
+def test_admissions_written_in_turn_keep_the_fence_and_skip_only_a_run_that_moved(
+    ctx: WorkerContext,
+) -> None:
+    store = ctx.store
+    runs = [submit(ctx, f"t{i}", "A100:1") for i in range(3)]
+    writer = Writer(store)
+    version = int(store.r.get(keys.key(store, keys.CAPACITY_VERSION)) or 0)
+    changes = []
+    for run in runs:
+        moved = store.get_run(run.id).model_copy(update={"reason": "placed"})
+        changes.append(Change(run=moved))
+    # The middle run is written by someone else after the pass read it: a conflict.
+    other = store.get_run(runs[1].id)
+    assert store.save_run(other.model_copy(update={"reason": "stopped meanwhile"}))
+
+    outcomes = writer.write_in_turn(changes, fence=version)
+
+    assert outcomes == [version + 1, CONFLICT, version + 2]
+    assert [store.get_run(r.id).reason for r in runs] == ["placed", "stopped meanwhile", "placed"]
+    assert int(store.r.get(keys.key(store, keys.CAPACITY_VERSION))) == version + 2
+
+
+def test_admissions_written_in_turn_after_capacity_moved_write_nothing(
+    ctx: WorkerContext,
+) -> None:
+    store = ctx.store
+    runs = [submit(ctx, f"f{i}", "A100:1") for i in range(2)]
+    writer = Writer(store)
+    version = int(store.r.get(keys.key(store, keys.CAPACITY_VERSION)) or 0)
+    # Another pass placed something after this one read capacity.
+    assert writer.write(Change(run=None, run_id="elsewhere"), fence=version) == version + 1
+    changes = [Change(run=store.get_run(r.id).model_copy(update={"reason": "x"})) for r in runs]
+
+    assert writer.write_in_turn(changes, fence=version) == [FENCED, FENCED]
+    assert [store.get_run(r.id).reason for r in runs] == ["", ""]
