@@ -104,6 +104,9 @@ def route(
         if isinstance(found, ConfigError):
             refused[run.id] = found
             continue
+        if len(found) == 1:  # one cluster (the usual case): nothing to choose
+            routes.groups[found[0][1]].members.append(run)
+            continue
         candidates = _candidates(run, view.jobs[run.id], found)
         candidates.sort(key=lambda item: ranks.get(item[1][0], len(ranks)))
         routes.groups[candidates[0][1]].members.append(run)

@@ -187,6 +187,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     down = cluster_health.unreachable(ctx.store, now=now)
     # Project quotas and shares count a project's holdings in every cluster.
     everywhere = list(_holdings(view.runs, view))
+    held_by: dict[str, list[Holding]] = {}
+    for holding in everywhere:
+        held_by.setdefault(holding.run_id, []).append(holding)
 
     def carried(entries: list[_E]) -> list[_E]:
         """The entries whose run has no other cluster to try (the rest move on)."""
@@ -203,7 +206,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         namespace_only = group.mode == access.Mode.NAMESPACE
         if refused is None and any(r.status in QUEUED for r in members):
             refused = refusals(ctx.store)
-        holdings = list(_holdings(members, view))
+        holdings = [h for run in members for h in held_by.get(run.id, ())]
         why = unanswered.get(group.cluster_key) or down.get(group.cluster_key)
         fit = cluster_fit.PassFit(unreachable=why)
         shunned: list[Wait] = []

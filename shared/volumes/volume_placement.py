@@ -60,9 +60,12 @@ def mounted_volumes(configuration: Mapping[str, Any]) -> list[str]:
 
     A name with ``${{ dstack.node_rank }}`` stands for one volume per node of the task.
     """
+    volumes = configuration.get("volumes")
+    if not volumes:
+        return []  # most runs: a scheduling pass asks this of every waiting run, every pass
     nodes = configuration.get("nodes") if configuration.get("type") == "task" else 1
     names: list[str] = []
-    for item in configuration.get("volumes") or []:
+    for item in volumes:
         name = item.get("name") if isinstance(item, Mapping) else None
         if not isinstance(name, str):
             continue
