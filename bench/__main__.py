@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import burst, credentials, placement, projection, teardown
+from bench import burst, credentials, placement, projection, targets, teardown
 from bench import dstack as dstack_bench
 from bench import kueue as peers_bench
 from bench.common import (
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds=time.time() - started,
         sections=[
             ("Berth against dstack", dstack_bench.summary(figs, notes, SCENARIOS["dstack"])),
+            (targets.TITLE, targets.rows(figs)),
             ("The slowest stage in Berth's path", burst.slowest_stage(figs, SCENARIOS["burst"])),
             ("Notes", [f"- {scenario}: {text}" for scenario, text in notes]),
             (peers_bench.TITLE, peers),
