@@ -173,8 +173,7 @@ def test_admissions_written_in_turn_keep_the_fence_and_skip_only_a_run_that_move
 ) -> None:
     store = ctx.store
     runs = [submit(ctx, f"t{i}", "A100:1") for i in range(3)]
-    writer = Writer(store)
-    version = int(store.r.get(keys.key(store, keys.CAPACITY_VERSION)) or 0)
+    writer, version = Writer(store), _capacity_version(ctx)
     changes = []
     for run in runs:
         moved = store.get_run(run.id).model_copy(update={"reason": "placed"})
@@ -187,7 +186,7 @@ def test_admissions_written_in_turn_keep_the_fence_and_skip_only_a_run_that_move
 
     assert outcomes == [version + 1, CONFLICT, version + 2]
     assert [store.get_run(r.id).reason for r in runs] == ["placed", "stopped meanwhile", "placed"]
-    assert int(store.r.get(keys.key(store, keys.CAPACITY_VERSION)) or 0) == version + 2
+    assert _capacity_version(ctx) == version + 2
 
 
 def test_admissions_written_in_turn_after_capacity_moved_write_nothing(
@@ -195,11 +194,14 @@ def test_admissions_written_in_turn_after_capacity_moved_write_nothing(
 ) -> None:
     store = ctx.store
     runs = [submit(ctx, f"f{i}", "A100:1") for i in range(2)]
-    writer = Writer(store)
-    version = int(store.r.get(keys.key(store, keys.CAPACITY_VERSION)) or 0)
+    writer, version = Writer(store), _capacity_version(ctx)
     # Another pass placed something after this one read capacity.
     assert writer.write(Change(run=None, run_id="elsewhere"), fence=version) == version + 1
     changes = [Change(run=store.get_run(r.id).model_copy(update={"reason": "x"})) for r in runs]
 
     assert writer.write_in_turn(changes, fence=version) == [FENCED, FENCED]
     assert [store.get_run(r.id).reason for r in runs] == ["", ""]
+
+
+def _capacity_version(ctx: WorkerContext) -> int:
+    return int(ctx.store.r.get(keys.key(ctx.store, keys.CAPACITY_VERSION)) or 0)
