@@ -2,10 +2,11 @@
 
 Run by hand: ``.venv/bin/python -m bench.inventory``.
 
-1. Pure: 1,000 synthetic nodes and 10,000 pods as ``V1Node``/``V1Pod``
-   objects. A full :func:`build_inventory`, then the incremental
-   :class:`InventoryBuilder`: one pod event, one ``snapshot()``, its JSON, and
-   the deserialization of one watch line (what the watch thread pays per event).
+1. Pure: 1,000 synthetic nodes and 10,000 pods as the apiserver's JSON. A full
+   :func:`build_inventory`, then the incremental :class:`InventoryBuilder`: one
+   pod event, one ``snapshot()``, its JSON, and the reading of one watch line
+   (what the watch thread pays per event), beside what turning that line into
+   a ``V1Pod`` cost before the watch read raw JSON.
 2. Live, when a local cluster runs at ``$BERTH_HOME/local`` (``berth local up``):
    an :class:`InventoryWatcher` on the real apiserver, and the latency from a
    pod DELETE to the published snapshot that gives its GPU back, over 50 pods.
@@ -32,7 +33,14 @@ from kubernetes import client
 from cli.local import cluster
 from shared import kube
 from shared.errors import KubeNotFound
-from shared.gpu.inventory import GpuInventory, InventoryBuilder, NodeInventory, build_inventory
+from shared.gpu.inventory import (
+    GpuInventory,
+    InventoryBuilder,
+    NodeInventory,
+    build_inventory,
+    pod_record,
+)
+from shared.kube.raw import as_raw
 from shared.settings import load_settings
 from workers.inventory_watch import InventoryWatcher
 
@@ -67,32 +75,36 @@ def bench_pure() -> list[Row]:
     nodes = [_node(i, rng) for i in range(NODES)]
     gpus_of = {n.metadata.name: int(n.status.allocatable.get(GPU, "0")) for n in nodes}
     names = list(gpus_of)
-    pods = [_pod(f"p{i}", rng.choice(names), gpus_of, rng) for i in range(PODS)]
+    # As the watch reads them: JSON, never client objects (kept as such only for the
+    # before/after row of one event below).
+    nodes_raw = [as_raw(n) for n in nodes]
+    pods_raw = [as_raw(_pod(f"p{i}", rng.choice(names), gpus_of, rng)) for i in range(PODS)]
 
-    full = [_seconds(partial(build_inventory, nodes, pods)) for _ in range(5)]
+    full = [_seconds(partial(build_inventory, nodes_raw, pods_raw)) for _ in range(5)]
     builder = InventoryBuilder()
-    reset_s = _seconds(partial(builder.reset, nodes, pods))
+    reset_s = _seconds(partial(builder.reset, nodes_raw, pods_raw))
     cold = []  # every node's NodeInventory rebuilt, as after a relist
     for _ in range(5):
-        builder.replace_nodes(nodes)
+        builder.replace_nodes(nodes_raw)
         cold.append(_seconds(builder.snapshot))
 
     api = client.ApiClient()
-    line = json.dumps(api.sanitize_for_serialization(pods[0]))
+    line = json.dumps({"type": "MODIFIED", "object": pods_raw[0]})
     deserialize = [
         _seconds(lambda: api.deserialize(line, "V1Pod", "application/json")) for _ in range(EVENTS)
     ]
     api.close()
+    read = [_seconds(lambda: pod_record(json.loads(line)["object"])) for _ in range(EVENTS)]
 
-    placed = [(p.metadata.name, p.spec.node_name) for p in pods]
-    # The watcher keeps no V1 objects, only the builder's sums; holding 10,000 V1Pods
+    placed = [(p["metadata"]["name"], p["spec"]["nodeName"]) for p in pods_raw]
+    # The watcher keeps only records and the builder's sums; holding 10,000 pods
     # here would make the measurements below pay for garbage-collecting them.
-    del nodes, pods
+    del nodes, nodes_raw, pods_raw
     gc.collect()
     changed, unchanged, snapshots = [], [], []
     for i in range(EVENTS):
         name, node = placed[rng.randrange(PODS)]
-        new = _pod(name, node, gpus_of, rng)
+        new = pod_record(as_raw(_pod(name, node, gpus_of, rng)))
         changed.append(_seconds(partial(builder.upsert_pod, new)))
         unchanged.append(_seconds(partial(builder.upsert_pod, new)))
         if i % (EVENTS // SNAPSHOTS) == 0:
@@ -107,10 +119,16 @@ def bench_pure() -> list[Row]:
         (f"build_inventory, {NODES} nodes + {PODS} pods", _ms(build), "", "median of 5"),
         ("InventoryBuilder.reset (same input)", _ms(reset_s), "", "once"),
         (
-            "deserialize one watch event (V1Pod)",
+            "read one watch event (JSON -> PodRecord)",
+            _us(_p(read, 50)),
+            _us(_p(read, 99)),
+            "what the watch thread pays per pod event",
+        ),
+        (
+            "the same event as a V1Pod (before)",
             _us(_p(deserialize, 50)),
             _us(_p(deserialize, 99)),
-            "",
+            "the client's model objects, read until the tenth session",
         ),
         ("upsert_pod that changes requests", _us(_p(changed, 50)), _us(_p(changed, 99)), ""),
         ("upsert_pod that changes nothing", _us(_p(unchanged, 50)), _us(_p(unchanged, 99)), ""),

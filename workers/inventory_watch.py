@@ -12,8 +12,17 @@ Runs inside the proxy worker. Design decisions:
   leads to a relist. ``kubernetes_asyncio`` is not available, so the threads
   use the sync client; ``Watch.stop()`` shuts the socket, which is how
   :meth:`InventoryWatcher.stop` interrupts a blocked read.
+* **Raw JSON, compact records.** LIST pages and watch events are read as the
+  apiserver's JSON, never as client model objects (about a millisecond and
+  several KiB each per pod: at 10,000 pods that was most of the first
+  inventory's 21 s and of the process's 600 MiB). The watch threads turn each
+  object into the little the inventory keeps (a
+  :class:`~shared.gpu.inventory.PodRecord` or
+  :class:`~shared.gpu.inventory.NodeRecord`) before queueing it, page by page,
+  so a relist never holds the whole list. Only Berth's own job pods become
+  ``V1Pod`` objects, for ``on_berth_pod``.
 * **One owner for the builder.** :class:`~shared.gpu.inventory.InventoryBuilder`
-  is not thread-safe, so the watch threads only deserialize and enqueue; one
+  is not thread-safe, so the watch threads only convert and enqueue; one
   consumer thread applies everything in arrival order. One producer per kind
   and a FIFO queue keep each kind's events in the order the apiserver sent them.
 * **Coalesced publishing.** The first unpublished change is published at once
@@ -47,14 +56,15 @@ Runs inside the proxy worker. Design decisions:
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import watch
@@ -62,8 +72,17 @@ from kubernetes.client.exceptions import ApiException
 
 from shared import kube
 from shared.errors import BerthError, KubeError, KubeForbidden, KubeTemporaryError
-from shared.gpu.inventory import GpuInventory, InventoryBuilder
-from shared.state.inventory_store import is_foreign_pod
+from shared.gpu.inventory import (
+    GpuInventory,
+    InventoryBuilder,
+    NodeRecord,
+    PodRecord,
+    node_record,
+    pod_record,
+)
+from shared.gpu.pod_view import PodView, decode_pod, decode_pod_list, pod_view
+from shared.kube.raw import Raw, dig
+from shared.state.inventory_store import is_foreign
 
 __all__ = ["NODES", "PODS", "InventoryWatcher", "WatchSettings", "WatcherHealth"]
 
@@ -125,6 +144,7 @@ class InventoryWatcher:
             kind: _KindWatch(
                 kind,
                 list_fn,
+                reader,
                 kube_client=kube_client,
                 inbox=self._inbox,
                 settings=self._settings,
@@ -133,7 +153,7 @@ class InventoryWatcher:
                 watch_factory=watch_factory,
                 on_forbidden=on_forbidden,
             )
-            for kind, list_fn in _lists(kube_client, namespace)
+            for kind, list_fn, reader in _lists(kube_client, namespace)
         }
         self._consumer = _Consumer(
             publish=self._publish_snapshot,
@@ -310,17 +330,31 @@ _MAX_DRAIN = 10_000  # bounds one publish's delay even if events arrive faster t
 _QUICK_END_S = 1.0  # a watch that ends sooner, with no event, is treated like an error
 
 
+@dataclass(frozen=True, slots=True)
+class _PodSeen:
+    """A pod as the consumer needs it: its record, and for a Berth job's pod the job and V1Pod."""
+
+    record: PodRecord
+    job: str | None = None
+    """Set for Berth's job pods only (:func:`is_foreign_pod` is false)."""
+    pod: Any = None
+    """The ``V1Pod``, for ``on_berth_pod``; set with ``job``."""
+
+
+_Seen = NodeRecord | _PodSeen
+
+
 @dataclass(frozen=True)
 class _Listed:
     kind: str
-    items: list[Any]
+    items: list[_Seen]
 
 
 @dataclass(frozen=True)
 class _Changed:
     kind: str
     type: str
-    obj: Any
+    obj: _Seen
 
 
 class _Stop:
@@ -347,23 +381,105 @@ class _Stats:
             self.last_error, self.last_error_at = text, time.time()
 
 
-def _lists(kube_client: kube.Kube, namespace: str | None) -> list[tuple[str, Any]]:
-    """The kinds to watch, with their LIST method: all nodes and pods, or one namespace's pods."""
+def _lists(kube_client: kube.Kube, namespace: str | None) -> list[tuple[str, Any, _Reader]]:
+    """The kinds to watch, with their LIST method and reader: all nodes and pods, or
+    one namespace's pods."""
+    pods = _PodReader(kube_client)
     if namespace is None:
         return [
-            (NODES, kube_client.core.list_node),
-            (PODS, kube_client.core.list_pod_for_all_namespaces),
+            (NODES, _undeclared(kube_client.core.list_node), _NodeReader()),
+            (PODS, _undeclared(kube_client.core.list_pod_for_all_namespaces), pods),
         ]
-    list_namespaced_pod = kube_client.core.list_namespaced_pod
+    return [(PODS, _undeclared(kube_client.core.list_namespaced_pod, namespace), pods)]
 
-    # Watch.stream deserializes events into the type ``inspect.signature`` finds
-    # (the return annotation, then the docstring); ``wraps`` lends it the client's
-    # own (V1PodList), else events would come as dicts.
-    @functools.wraps(list_namespaced_pod)
-    def list_pods_here(**kwargs: Any) -> Any:
-        return list_namespaced_pod(namespace, **kwargs)
 
-    return [(PODS, list_pods_here)]
+_Page = tuple[list[_Seen], str | None, str | None]
+"""A LIST page read: its items, the continue token and the list's resourceVersion."""
+
+
+class _Reader(Protocol):
+    """Turns one kind's LIST pages and watch events into what the consumer keeps."""
+
+    def page(self, body: bytes) -> _Page: ...
+
+    def event(self, raw: Raw) -> _Seen | None: ...
+
+
+class _NodeReader:
+    def page(self, body: bytes) -> _Page:
+        try:
+            page = json.loads(body)
+        except ValueError as e:
+            raise KubeTemporaryError(f"the node list is not JSON: {e}") from e
+        items: list[_Seen] = [seen for raw in page.get("items") or () if (seen := self.event(raw))]
+        meta = page.get("metadata") or {}
+        return items, meta.get("continue"), meta.get("resourceVersion")
+
+    def event(self, raw: Raw) -> NodeRecord | None:
+        return node_record(raw)
+
+
+def _text(item: Any) -> str:
+    return bytes(item).decode()
+
+
+class _PodReader:
+    """Pods as records; Berth's job pods also as the ``V1Pod`` that ``on_berth_pod`` takes.
+
+    A LIST page is decoded into :class:`~shared.gpu.pod_view.PodView`s, its items
+    kept as raw JSON until then, so only Berth's own pods are ever read whole.
+    """
+
+    def __init__(self, kube_client: kube.Kube) -> None:
+        self._api = kube_client.api
+
+    def page(self, body: bytes) -> _Page:
+        try:
+            page = decode_pod_list(body)
+            items: list[_Seen] = [
+                seen
+                for item in page.items or ()
+                if (seen := self._seen(decode_pod(item), partial(_text, item)))
+            ]
+        except ValueError as e:
+            raise KubeTemporaryError(f"the pod list is not what the API sends: {e}") from e
+        return items, page.next_page, page.resource_version
+
+    def event(self, raw: Raw) -> _PodSeen | None:
+        try:
+            view = pod_view(raw)
+        except ValueError as e:
+            log.warning("ignoring a pod event that is not a pod: %s", e)
+            return None
+        return self._seen(view, lambda: json.dumps(raw))
+
+    def _seen(self, view: PodView, text: Callable[[], str]) -> _PodSeen | None:
+        record = pod_record(view)
+        if record is None:
+            return None
+        labels = view.labels
+        if is_foreign(labels):
+            return _PodSeen(record)
+        job = labels.get(kube.LABEL_JOB)
+        if not job:
+            return None  # labelled as a job's but with no job to sync: neither counted nor told
+        pod = self._api.deserialize(text(), "V1Pod", "application/json")
+        return _PodSeen(record, job=job, pod=pod)
+
+
+def _undeclared(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+    """``fn`` without the return type its docstring declares.
+
+    ``Watch.stream`` turns events into the type it finds on the function (its
+    return annotation, then its docstring); finding none, it leaves them as the
+    apiserver's JSON, which is what the watch wants. The name is kept for logs.
+    """
+
+    def call(**kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    return call
 
 
 def _guarded(
@@ -419,6 +535,7 @@ class _KindWatch:
         self,
         kind: str,
         list_fn: Callable[..., Any],
+        reader: _Reader,
         *,
         kube_client: kube.Kube,
         inbox: queue.SimpleQueue[_Message],
@@ -431,6 +548,7 @@ class _KindWatch:
         self.kind = kind
         self._on_forbidden = on_forbidden
         self._list_fn = list_fn
+        self._reader = reader
         self._kube = kube_client
         self._inbox = inbox
         self._settings = settings
@@ -506,18 +624,19 @@ class _KindWatch:
         return requested
 
     def _list(self) -> None:
-        items: list[Any] = []
+        items: list[_Seen] = []
         token: str | None = None
         while True:
-            page = self._kube.call(
+            body = self._kube.call_bytes(
                 self._list_fn, limit=self._settings.list_page_size, _continue=token
             )
-            items.extend(page.items or [])
-            token = getattr(page.metadata, "_continue", None)
+            # Read page by page: only the compact records outlive the page.
+            seen, token, version = self._reader.page(body)
+            items.extend(seen)
             if not token:
                 break
         self._inbox.put(_Listed(self.kind, items))
-        self._resource_version = page.metadata.resource_version
+        self._resource_version = version
         with self._stats.lock:
             self._stats.lists[self.kind] = self._stats.lists.get(self.kind, 0) + 1
 
@@ -542,10 +661,15 @@ class _KindWatch:
                 if self._stopping.is_set() or self._relist_requested:
                     break  # an interrupt that raced the request's start; bookmarks end up here
                 events += 1
-                # Watch tracks the version of every object event and of bookmarks.
-                self._resource_version = current.resource_version or self._resource_version
-                if event["type"] in (ADDED, MODIFIED, DELETED):
-                    self._inbox.put(_Changed(self.kind, event["type"], event["object"]))
+                raw = event.get("object")
+                # Object events and bookmarks alike move the version to resume from.
+                self._resource_version = (
+                    dig(raw, "metadata", "resourceVersion") or self._resource_version
+                )
+                if event["type"] in (ADDED, MODIFIED, DELETED) and isinstance(raw, dict):
+                    seen = self._reader.event(raw)
+                    if seen is not None:
+                        self._inbox.put(_Changed(self.kind, event["type"], seen))
                     with self._stats.lock:
                         self._stats.events_seen += 1
         finally:
@@ -591,7 +715,7 @@ class _Consumer:
     def apply(self, message: _Listed | _Changed) -> None:
         if isinstance(message, _Listed):
             changed = self._apply_list(message)
-        elif message.kind == NODES:
+        elif isinstance(message.obj, NodeRecord):
             changed = (
                 self._builder.delete_node(message.obj)
                 if message.type == DELETED
@@ -636,49 +760,31 @@ class _Consumer:
         if message.kind == NODES:
             self._builder.replace_nodes(message.items)
             return True
-        foreign = [pod for pod in message.items if is_foreign_pod(pod)]
-        self._builder.replace_pods(foreign)
-        present = {
-            key: (job, pod)
-            for pod in message.items
-            if not is_foreign_pod(pod) and (key := _pod_key(pod)) and (job := _job_of(pod))
-        }
+        pods = [seen for seen in message.items if isinstance(seen, _PodSeen)]
+        self._builder.replace_pods(seen.record for seen in pods if seen.job is None)
+        present = {seen.record.key: seen for seen in pods if seen.job is not None}
         for key, job in self._berth_jobs.items():
             if key not in present:
                 self._tell(job, DELETED, None)
-        for job, pod in present.values():
-            self._tell(job, ADDED, pod)
-        self._berth_jobs = {key: job for key, (job, _) in present.items()}
+        for seen in present.values():
+            assert seen.job is not None
+            self._tell(seen.job, ADDED, seen.pod)
+        self._berth_jobs = {key: str(seen.job) for key, seen in present.items()}
         return True
 
-    def _apply_pod_event(self, event_type: str, pod: Any) -> bool:
-        if is_foreign_pod(pod):
+    def _apply_pod_event(self, event_type: str, seen: _PodSeen) -> bool:
+        key, job = seen.record.key, seen.job
+        if job is None:
             if event_type == DELETED:
-                return self._builder.delete_pod(pod)
-            return self._builder.upsert_pod(pod)
-        key, job = _pod_key(pod), _job_of(pod)
-        if key is None or job is None:
-            return False  # nameless or jobless: nothing to sync (jobless pods are foreign)
+                return self._builder.delete_pod(seen.record)
+            return self._builder.upsert_pod(seen.record)
         if event_type == DELETED:
             self._berth_jobs.pop(key, None)
         else:
             self._berth_jobs[key] = job
-        self._tell(job, event_type, pod)
+        self._tell(job, event_type, seen.pod)
         return False
 
     def _tell(self, job: str, event_type: str, pod: Any) -> None:
         if self._notify is not None:
             self._notify((job, event_type, pod))
-
-
-def _pod_key(pod: Any) -> str | None:
-    meta = pod.metadata
-    if meta is None or not meta.name:
-        return None
-    return f"{meta.namespace or ''}/{meta.name}"
-
-
-def _job_of(pod: Any) -> str | None:
-    labels = (pod.metadata.labels if pod.metadata else None) or {}
-    job = labels.get(kube.LABEL_JOB)
-    return str(job) if job else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -126,16 +125,7 @@ def _delete_by_label(
 def _names(k: kube.Kube, list_fn: Callable[..., Any], namespace: str, selector: str) -> list[str]:
     """The names of the objects a LIST finds, read from its JSON: turning every pod of
     the list into client models (to read one field) was most of a teardown's CPU."""
-    response: Any = k.call(
-        list_fn,
-        namespace,
-        label_selector=selector,
-        _preload_content=False,
-    )
-    try:
-        body = json.loads(response.data)
-    finally:
-        response.release_conn()
+    body = k.call_json(list_fn, namespace, label_selector=selector)
     return [item["metadata"]["name"] for item in body.get("items") or []]
 
 

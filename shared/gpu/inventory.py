@@ -17,6 +17,12 @@ or NoExecute taint that is not a GPU taint) stay in the inventory with
 ``schedulable=False`` and the reasons, so reports can say why capacity is not
 offered. GPUs the catalogue does not know are kept and listed in
 ``GpuInventory.unknown_products``.
+
+Objects are read as the API's JSON, never as client model objects: nodes as
+mappings (:mod:`shared.kube.raw`), pods as a :class:`~shared.gpu.pod_view.PodView`
+of the few fields counted here. Each pod is kept as a :class:`PodRecord` (its
+key, node and rounded requests, nothing else), so the builder's memory is a
+few hundred bytes per pod, not the whole object.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.labels import GPU_TAINT_KEYS, GpuGroup, is_gpu_resource, node_gpus
+from shared.gpu.pod_view import PodView, ResourcesView, pod_view
+from shared.kube.raw import Raw, as_raw, dig
 from shared.placement.locality import Locality, node_locality
 from shared.quantity import QuantityError, parse_quantity
 
@@ -39,9 +47,13 @@ __all__ = [
     "GpuInventory",
     "InventoryBuilder",
     "NodeInventory",
+    "NodeRecord",
+    "PodRecord",
     "Resources",
     "UnknownProduct",
     "build_inventory",
+    "node_record",
+    "pod_record",
     "pod_requests",
     "unschedulable_reasons",
 ]
@@ -131,14 +143,37 @@ class GpuInventory(BaseModel):
 
 
 def build_inventory(nodes: Iterable[Any], pods: Iterable[Any]) -> GpuInventory:
-    """The inventory of ``V1Node`` objects given the ``V1Pod`` objects of the cluster."""
+    """The inventory of these nodes given the cluster's pods (raw JSON or client objects)."""
     requested: dict[str, dict[str, int]] = {}
     for pod in pods:
-        node_name = _bound_node(pod)
-        if node_name is not None:
-            _add_into(requested.setdefault(node_name, {}), pod_requests(pod))
-    statics = {s.name: s for s in map(_node_static, nodes) if s is not None}
+        record = pod if isinstance(pod, PodRecord) else pod_record(pod)
+        if record is not None and record.node is not None:
+            _add_into(requested.setdefault(record.node, {}), record.requests)
+    records = (n if isinstance(n, NodeRecord) else node_record(n) for n in nodes)
+    statics = {s.name: s for s in records if s is not None}
     return _assemble(_node_inventory(s, requested.get(s.name, {})) for s in statics.values())
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """What the inventory keeps of a pod: where it is and what it requests."""
+
+    key: str
+    """``namespace/name``."""
+    node: str | None
+    """The node it occupies; None while unscheduled and once finished (it frees its requests)."""
+    requests: Mapping[str, int]
+    """Its effective requests (:func:`pod_requests`)."""
+
+
+def pod_record(pod: Any) -> PodRecord | None:
+    """The record of a pod (a view, raw JSON or a client object); None for a nameless one."""
+    view = pod_view(pod)
+    key = _pod_key(view)
+    if key is None:
+        return None
+    node = _bound_node(view)
+    return PodRecord(key=key, node=node, requests=_requests(view) if node is not None else {})
 
 
 class InventoryBuilder:
@@ -150,8 +185,8 @@ class InventoryBuilder:
     """
 
     def __init__(self) -> None:
-        self._nodes: dict[str, _NodeStatic] = {}
-        self._pods: dict[str, tuple[str, dict[str, int]]] = {}
+        self._nodes: dict[str, NodeRecord] = {}
+        self._pods: dict[str, tuple[str, Mapping[str, int]]] = {}
         self._requested: dict[str, dict[str, int]] = {}
         # Each node's NodeInventory, dropped when the node or its pods change, so a
         # snapshot rebuilds only those: 1,000 nodes cost ~20 ms rebuilt, ~1 ms cached.
@@ -182,7 +217,8 @@ class InventoryBuilder:
     # heartbeats, a pod becoming Ready, label edits on a CPU-only pod).
 
     def upsert_node(self, node: Any) -> bool:
-        static = _node_static(node)
+        """Add or update a node: a :class:`NodeRecord`, raw JSON or a client object."""
+        static = node if isinstance(node, NodeRecord) else node_record(node)
         if static is None or self._nodes.get(static.name) == static:
             return False
         self._nodes[static.name] = static
@@ -191,20 +227,25 @@ class InventoryBuilder:
 
     def delete_node(self, node: Any) -> bool:
         """Forget a node, given the object or its name; its pods' requests stay until they go."""
-        name = node if isinstance(node, str) else getattr(node.metadata, "name", None)
+        if isinstance(node, str):
+            name: str | None = node
+        elif isinstance(node, NodeRecord):
+            name = node.name
+        else:
+            name = dig(as_raw(node), "metadata", "name")
         if name is None:
             return False
         self._built.pop(name, None)
         return self._nodes.pop(name, None) is not None
 
     def upsert_pod(self, pod: Any) -> bool:
-        key = _pod_key(pod)
-        if key is None:
+        """Add or update a pod: a :class:`PodRecord`, raw JSON or a client object."""
+        record = pod if isinstance(pod, PodRecord) else pod_record(pod)
+        if record is None:
             return False
-        node_name = _bound_node(pod)
+        key, node_name, requests = record.key, record.node, record.requests
         if node_name is None:
             return self._forget_pod(key)
-        requests = pod_requests(pod)
         if self._pods.get(key) == (node_name, requests):
             return False
         self._forget_pod(key)
@@ -214,8 +255,13 @@ class InventoryBuilder:
         return True
 
     def delete_pod(self, pod: Any) -> bool:
-        """Forget a pod, given the object or its ``namespace/name`` key."""
-        key = pod if isinstance(pod, str) else _pod_key(pod)
+        """Forget a pod, given its ``namespace/name`` key, its record or the object."""
+        if isinstance(pod, str):
+            key: str | None = pod
+        elif isinstance(pod, PodRecord):
+            key = pod.key
+        else:
+            key = _pod_key(pod_view(pod))
         return key is not None and self._forget_pod(key)
 
     def snapshot(self) -> GpuInventory:
@@ -252,17 +298,21 @@ class InventoryBuilder:
 
 def pod_requests(pod: Any) -> dict[str, int]:
     """A pod's effective requests as kube-scheduler sums them; CPU in millicores, rest in units."""
+    return _requests(pod_view(pod))
+
+
+def _requests(pod: PodView) -> dict[str, int]:
     spec = pod.spec
     if spec is None:
         return {}
     total: dict[str, Fraction] = {}
-    for container in spec.containers or []:
-        _add_into(total, _container_requests(container))
+    for container in spec.containers or ():
+        _add_into(total, _requests_of(container.resources))
     sidecars: dict[str, Fraction] = {}
     init_peak: dict[str, Fraction] = {}
-    for container in spec.init_containers or []:
-        step = _container_requests(container)
-        if container.restart_policy == "Always":
+    for container in spec.initContainers or ():
+        step = _requests_of(container.resources)
+        if container.restartPolicy == "Always":
             # A sidecar keeps running next to the app containers and the later init steps.
             _add_into(total, step)
             _add_into(sidecars, step)
@@ -283,27 +333,31 @@ def pod_requests(pod: Any) -> dict[str, int]:
 
 def unschedulable_reasons(node: Any) -> tuple[str, ...]:
     """Why kube-scheduler would place no new pod here; empty when it would."""
-    spec, status, meta = node.spec, node.status, node.metadata
+    return _unschedulable_reasons(as_raw(node))
+
+
+def _unschedulable_reasons(node: Raw) -> tuple[str, ...]:
     reasons: list[str] = []
-    if meta is not None and meta.deletion_timestamp is not None:
+    if dig(node, "metadata", "deletionTimestamp") is not None:
         reasons.append("being deleted")
-    if spec is not None and spec.unschedulable:
+    if dig(node, "spec", "unschedulable"):
         reasons.append(_CORDONED)
-    conditions = (status.conditions if status is not None else None) or []
-    ready = next((c for c in conditions if c.type == "Ready"), None)
+    conditions = dig(node, "status", "conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     if ready is None:
         reasons.append(f"{_NOT_READY}: no Ready condition reported")
-    elif ready.status != "True":
-        why = f" ({ready.reason})" if ready.reason else ""
-        reasons.append(f"{_NOT_READY}: Ready={ready.status}{why}")
-    for taint in (spec.taints if spec is not None else None) or []:
-        if taint.effect not in ("NoSchedule", "NoExecute") or taint.key in GPU_TAINT_KEYS:
+    elif ready.get("status") != "True":
+        why = f" ({ready['reason']})" if ready.get("reason") else ""
+        reasons.append(f"{_NOT_READY}: Ready={ready.get('status')}{why}")
+    for taint in dig(node, "spec", "taints") or []:
+        key, effect = taint.get("key"), taint.get("effect")
+        if effect not in ("NoSchedule", "NoExecute") or key in GPU_TAINT_KEYS:
             continue
-        covered_by = _TAINTS_COVERED_BY.get(taint.key)
+        covered_by = _TAINTS_COVERED_BY.get(key)
         if covered_by is not None and any(r.startswith(covered_by) for r in reasons):
             continue
-        value = f"={taint.value}" if taint.value else ""
-        reasons.append(f"taint {taint.key}{value}:{taint.effect}")
+        value = f"={taint['value']}" if taint.get("value") else ""
+        reasons.append(f"taint {key}{value}:{effect}")
     return tuple(reasons)
 
 
@@ -321,7 +375,7 @@ _N = TypeVar("_N", int, Fraction)
 
 
 @dataclass(frozen=True)
-class _NodeStatic:
+class NodeRecord:
     """What a node event tells us; combined with the pod sums at snapshot time."""
 
     name: str
@@ -352,22 +406,22 @@ def node_pool(labels: Mapping[str, str]) -> str | None:
     return next((labels[key] for key in POOL_LABELS if labels.get(key)), None)
 
 
-def _node_static(node: Any) -> _NodeStatic | None:
-    name = getattr(node.metadata, "name", None)
+def node_record(node: Any) -> NodeRecord | None:
+    """The record of a node (raw JSON or a client object); None for a nameless one."""
+    raw_node = as_raw(node)
+    name = dig(raw_node, "metadata", "name")
     if name is None:
         return None
-    status = node.status
-    labels: Mapping[str, str] = getattr(node.metadata, "labels", None) or {}
-    raw: Mapping[str, str] = (status.allocatable if status is not None else None) or {}
-    node_info = status.node_info if status is not None else None
-    return _NodeStatic(
+    labels: Mapping[str, str] = dig(raw_node, "metadata", "labels") or {}
+    raw: Mapping[str, str] = dig(raw_node, "status", "allocatable") or {}
+    return NodeRecord(
         name=name,
-        reasons=unschedulable_reasons(node),
-        arch=getattr(node_info, "architecture", None),
+        reasons=_unschedulable_reasons(raw_node),
+        arch=dig(raw_node, "status", "nodeInfo", "architecture"),
         gpus=node_gpus(labels, raw).groups,
         pool=node_pool(labels),
-        locality=node_locality(labels, getattr(node.spec, "provider_id", None)),
-        addresses=_addresses(labels, status),
+        locality=node_locality(labels, dig(raw_node, "spec", "providerID")),
+        addresses=_addresses(labels, dig(raw_node, "status", "addresses")),
         allocatable={
             r: math.ceil(q * 1000) if r == CPU else math.ceil(q)
             for r, q in _parse_list(raw).items()
@@ -375,9 +429,9 @@ def _node_static(node: Any) -> _NodeStatic | None:
     )
 
 
-def _addresses(labels: Mapping[str, str], status: Any) -> tuple[str, ...]:
+def _addresses(labels: Mapping[str, str], addresses: Any) -> tuple[str, ...]:
     found = [labels.get("kubernetes.io/hostname", "")]
-    found += [a.address for a in (getattr(status, "addresses", None) or ())]
+    found += [a.get("address", "") for a in (addresses or ())]
     return tuple(dict.fromkeys(a for a in found if a))
 
 
@@ -399,7 +453,7 @@ def _assemble(node_inventories: Iterable[NodeInventory]) -> GpuInventory:
     )
 
 
-def _node_inventory(static: _NodeStatic, requested: Mapping[str, int]) -> NodeInventory:
+def _node_inventory(static: NodeRecord, requested: Mapping[str, int]) -> NodeInventory:
     alloc = static.allocatable
     free = {r: max(0, amount - requested.get(r, 0)) for r, amount in alloc.items()}
     return NodeInventory(
@@ -428,28 +482,22 @@ def _resources(amounts: Mapping[str, int]) -> Resources:
     )
 
 
-def _bound_node(pod: Any) -> str | None:
+def _bound_node(pod: PodView) -> str | None:
     """The node a pod occupies, or ``None`` if unscheduled or finished (it frees its requests)."""
-    spec, status = pod.spec, pod.status
-    if spec is None or not spec.node_name:
+    node_name = pod.spec.nodeName if pod.spec else None
+    if not node_name or (pod.status and pod.status.phase in _FINISHED_PHASES):
         return None
-    if status is not None and status.phase in _FINISHED_PHASES:
-        return None
-    return str(spec.node_name)
+    return node_name
 
 
-def _pod_key(pod: Any) -> str | None:
+def _pod_key(pod: PodView) -> str | None:
     meta = pod.metadata
     if meta is None or not meta.name:
         return None
     return f"{meta.namespace or ''}/{meta.name}"
 
 
-def _container_requests(container: Any) -> dict[str, Fraction]:
-    return _requests_of(container.resources)
-
-
-def _requests_of(resources: Any) -> dict[str, Fraction]:
+def _requests_of(resources: ResourcesView | None) -> dict[str, Fraction]:
     if resources is None:
         return {}
     # The apiserver copies a limit into the request when the request is absent.

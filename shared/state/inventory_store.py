@@ -13,12 +13,14 @@ before their pods exist.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.gpu.inventory import GpuInventory, build_inventory
+from shared.kube.raw import as_raw, dig
 from shared.state.store import Store
 
 CHANNEL = "inventory-changed"
@@ -32,7 +34,11 @@ def is_foreign_pod(pod: Any) -> bool:
     host's, have no placement and count like anyone else's: on a two-core real
     node the jump pod's 10m is what decides whether a one-CPU run still fits.
     """
-    labels = (pod.metadata.labels if pod.metadata else None) or {}
+    return is_foreign(dig(as_raw(pod), "metadata", "labels") or {})
+
+
+def is_foreign(labels: Mapping[str, str]) -> bool:
+    """:func:`is_foreign_pod` given the pod's labels."""
     return labels.get(kube.LABEL_MANAGED) != kube.MANAGED_BY or kube.LABEL_JOB not in labels
 
 
@@ -53,11 +59,14 @@ def load_inventory(
     if raw is not None:
         return _parsed(seen, key, version, raw)
     k = clusters.for_project(project, cluster).kube
-    nodes = k.call(k.core.list_node).items
-    pods = k.call(
-        k.core.list_pod_for_all_namespaces,
-        field_selector="status.phase!=Succeeded,status.phase!=Failed",
-    ).items
+    nodes = k.call_json(k.core.list_node).get("items") or []
+    pods = (
+        k.call_json(
+            k.core.list_pod_for_all_namespaces,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        ).get("items")
+        or []
+    )
     return build_inventory(nodes, [p for p in pods if is_foreign_pod(p)])
 
 

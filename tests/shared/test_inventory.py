@@ -1,7 +1,9 @@
-"""GPU inventory from V1Node/V1Pod objects: free resources, schedulability, the builder."""
+"""GPU inventory from nodes and pods (JSON or client objects): free resources,
+schedulability, the builder."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,9 +34,12 @@ from shared.gpu.inventory import (
     UnknownProduct,
     build_inventory,
     node_pool,
+    pod_record,
     pod_requests,
     unschedulable_reasons,
 )
+from shared.gpu.pod_view import PodMetaView, decode_pod, decode_pod_list
+from shared.kube.raw import as_raw
 
 GI = 1024**3
 
@@ -526,6 +531,44 @@ def test_the_incremental_builder_always_equals_a_rebuild_from_scratch(
             builder.delete_node(item)
             nodes.pop(item, None)
         assert builder.snapshot() == build_inventory(nodes.values(), pods.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(_pods())
+def test_a_pod_reads_the_same_from_its_json_bytes_a_mapping_and_the_client_object(
+    pod: V1Pod,
+) -> None:
+    """The watch decodes LIST pages into views, watch events from mappings; tests and
+    one-off reads pass client objects. All three must count a pod alike."""
+    raw = as_raw(pod)
+    from_object = pod_record(pod)
+    assert from_object is not None
+    assert pod_record(raw) == from_object
+    assert pod_record(decode_pod(json.dumps(raw).encode())) == from_object
+    assert from_object.requests == (pod_requests(pod) if from_object.node else {})
+
+
+def test_a_pod_list_page_keeps_its_items_raw_and_says_where_to_go_on() -> None:
+    pods = [as_raw(make_pod(f"p{i}")) for i in range(3)]
+    body = {"metadata": {"resourceVersion": "42", "continue": "tok"}, "items": pods}
+    page = decode_pod_list(json.dumps(body).encode())
+    assert (page.next_page, page.resource_version) == ("tok", "42")
+    assert [json.loads(bytes(item)) for item in page.items or ()] == pods
+    assert [decode_pod(item).metadata for item in page.items or ()] == [
+        PodMetaView(name=f"p{i}", namespace="default") for i in range(3)
+    ]
+    last = decode_pod_list(b'{"metadata": {"resourceVersion": "43"}, "items": []}')
+    assert (last.next_page, last.resource_version, last.items) == (None, "43", [])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b'{"items": [{"spec": {"nodeName": 7}}]}', b'{"items": 3}'],
+)
+def test_a_page_or_pod_that_is_not_what_the_api_sends_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not a pod"):
+        for item in decode_pod_list(data).items or ():
+            decode_pod(item)
 
 
 def test_berths_job_pods_are_accounted_by_placement_but_its_jump_pod_counts_like_any_pod() -> None:

@@ -119,8 +119,8 @@ def test_a_namespace_watch_reports_berth_pods_as_pod_objects_from_its_watch_even
     local_cluster: ClusterState, kube_admin: kube.Kube, namespace: str
 ) -> None:
     """Namespace-only mode's pod watch (no node reads): events reach ``on_berth_pod`` as
-    ``V1Pod``s, as in cluster mode. Its list function is a wrapper of the client's, and
-    the watch deserializes events by that function's declared return type."""
+    ``V1Pod``s, as in cluster mode. The watch reads raw JSON (its list function declares
+    no return type) and turns only Berth's job pods into ``V1Pod``s."""
     berth_pods = BerthPodEvents()
     own = kube.connect(kubeconfig=Path(local_cluster.kubeconfig), timeout=10.0)
     watcher = InventoryWatcher(
