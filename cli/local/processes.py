@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -97,17 +98,30 @@ def free_port() -> int:
     down by a client's own connection to it (TCP self-connect: the kernel may give the
     connecting socket that very port as its source), and the restarted server then
     fails with "Address already in use" (seen: a Redis killed and restarted under its
-    clients' reconnect attempts). Outside the range no connect ever takes it."""
+    clients' reconnect attempts). Outside the range no connect ever takes it.
+
+    A port is handed out once per process: callers pick several before starting any
+    server, and two picks of the same still-free port once gave kube-scheduler and
+    kube-controller-manager one port (the second died on "address already in use"
+    while the first answered its health check)."""
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randrange(_PORTS_FROM, low)  # a port, not a secret
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+        with _HANDED_OUT_LOCK:
+            if port in _HANDED_OUT:
                 continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
             return port
     raise LocalClusterError(f"no free loopback port from {_PORTS_FROM} to {low}")
+
+
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
 
 
 _PORTS_FROM = 10000  # below: well-known and registered services a host may run

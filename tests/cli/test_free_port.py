@@ -6,6 +6,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
+from cli.local import processes
 from cli.local.processes import free_port
 
 
@@ -15,3 +18,15 @@ def test_a_free_port_is_below_the_kernels_ephemeral_range_and_bindable() -> None
     assert all(10000 <= p < low for p in ports), sorted(ports)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", ports.pop()))
+
+
+def test_a_port_is_never_handed_out_twice_even_while_it_is_still_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers pick several ports before starting any server: a port still free at the
+    second pick must not be given again (two control-plane components once got one)."""
+    first = free_port()
+    picks = iter([first, first, *range(first + 1, first + 100)])
+    monkeypatch.setattr(processes.random, "randrange", lambda *_: next(picks))
+    second = free_port()
+    assert first < second < first + 100
