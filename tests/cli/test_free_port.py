@@ -3,12 +3,12 @@ own connection could take them while the server is down."""
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
-from cli.local import processes
 from cli.local.processes import free_port
 
 
@@ -27,6 +27,6 @@ def test_a_port_is_never_handed_out_twice_even_while_it_is_still_free(
     second pick must not be given again (two control-plane components once got one)."""
     first = free_port()
     picks = iter([first, first, *range(first + 1, first + 100)])
-    monkeypatch.setattr(processes.random, "randrange", lambda *_: next(picks))
+    monkeypatch.setattr(random, "randrange", lambda *_: next(picks))
     second = free_port()
     assert first < second < first + 100
