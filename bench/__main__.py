@@ -226,7 +226,14 @@ def _side_by_side(
         if "teardown" in chosen:
             with _guarded(figs, SCENARIOS["teardown"]):
                 _say(f"teardown of {sizes.teardown_runs} runs")
-                teardown.run(figs, k, stack, n=sizes.teardown_runs, repeats=sizes.repeats)
+                teardown.run(
+                    figs,
+                    k,
+                    stack,
+                    n=sizes.teardown_runs,
+                    repeats=sizes.repeats,
+                    cluster_pids={name: r.pid for name, r in state.processes.items()},
+                )
         _record_rss(figs, stack, "burst/teardown stack", notes)
         if server is not None:
             figs.add(
@@ -312,7 +319,10 @@ def _cpu_per_run(
     rate is the CPU all of them spend per run: the ceiling is cores / (CPU per run).
     """
     berth = {f"berth {r.name}": r.pid for r in stack.processes}
-    plane = {f"cluster {name}": r.pid for name, r in state.processes.items()}
+    # Redis is Berth's store: its CPU is Berth's, though the local cluster starts it.
+    owned = {teardown.owner(name): r.pid for name, r in state.processes.items()}
+    berth.update({name: pid for name, pid in owned.items() if name.startswith("berth ")})
+    plane = {name: pid for name, pid in owned.items() if name.startswith("cluster ")}
     before = {name: cpu_seconds(pid) for name, pid in {**berth, **plane}.items()}
     yield
     used = {name: cpu_seconds(pid) - before[name] for name, pid in {**berth, **plane}.items()}

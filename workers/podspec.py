@@ -136,6 +136,12 @@ class PodContext:
     """The image with dockerd that ``docker: true`` runs in (the settings')."""
 
 
+def run_has_services(run: Run, job: Job) -> bool:
+    """Whether a run with this job has Services (a service's, or a multi-node run's
+    headless one), as :func:`build_job_objects` makes them: teardown lists them only then."""
+    return run.configuration_type == "service" or job.jobs_in_run > 1
+
+
 def headless_service_name(run: Run) -> str:
     return object_name(run.project, run.name, "nodes")
 

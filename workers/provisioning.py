@@ -28,6 +28,7 @@ from shared.errors import (
     TemporaryError,
 )
 from shared.kube.names import job_pod_name
+from shared.kube.raw import uid_of
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.placement import autoscaling, node_order
 from shared.policy.pod_security import stricter
@@ -132,14 +133,18 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         scheduler_affinity=affinity,
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
+    created: dict[str, str | None] = {}  # this job's own objects, for teardown
     try:
         for secret in code_secrets:  # one set per run, shared by its jobs
             _create_or_adopt(ctx, cluster, "secret", secret, job, per_run=True)
         if objects.secret is not None:
-            _create_or_adopt(ctx, cluster, "secret", objects.secret, job)
+            uid = _create_or_adopt(ctx, cluster, "secret", objects.secret, job)
+            created[f"secret/{objects.secret['metadata']['name']}"] = uid
         for service in objects.services:
             _create_or_adopt(ctx, cluster, "service", service, job, per_run=True)
-        _create_or_adopt(ctx, cluster, "pod", objects.pod, job)
+        created[f"pod/{objects.pod['metadata']['name']}"] = _create_or_adopt(
+            ctx, cluster, "pod", objects.pod, job
+        )
     except TemporaryError:
         raise  # the apiserver is away: Celery retries with backoff
     except KubeForbidden as e:
@@ -153,7 +158,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         # Admission refused the spec, or a foreign object holds the name: retrying won't help.
         _finish(ctx, job_id, RunStatus.FAILED, f"Kubernetes refused the job's objects: {e.message}")
         return
-    _record_pod(ctx, job_id, objects.pod["metadata"]["name"])
+    _record_pod(ctx, job_id, objects.pod["metadata"]["name"], created, job.attempt)
     if store.get_run(run.id).stop_requested:
         tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)  # stopped while we were creating
     # No sync of its own: the proxy worker's pod watch applies the pod's states as they
@@ -418,17 +423,15 @@ def _create_or_adopt(
     job: Job,
     *,
     per_run: bool = False,
-) -> None:
+) -> str | None:
+    """Create the object, or adopt the one of that name if it is this job's; its uid."""
     k = cluster.kube
     create, read, delete = _verbs(k, kind)
     try:
-        # The created object is not read back: skipping the client's model
-        # deserialisation (a V1Pod is ms of CPU under the GIL) is most of the
-        # provisioning thread's work in a burst (bench scenario 2).
-        response = k.call(create, cluster.namespace, body, _preload_content=False)
-        response.read()  # drained, so the connection goes back to the pool for reuse
-        response.release_conn()
-        return
+        # The created object is not read into client models: their deserialisation
+        # (a V1Pod is ms of CPU under the GIL) was most of the provisioning thread's
+        # work in a burst (bench scenario 2). Only its uid is read.
+        return uid_of(k.call_bytes(create, cluster.namespace, body))
     except KubeConflict:
         pass
     name = body["metadata"]["name"]
@@ -442,7 +445,7 @@ def _create_or_adopt(
     owner_key, owner = (kube.LABEL_RUN, job.run_name) if per_run else (kube.LABEL_JOB, job.id)
     ours = labels.get(owner_key) == owner and labels.get(kube.LABEL_PROJECT) == job.project
     if ours and not (kind == "pod" and _older_attempt(labels, job)):
-        return
+        return str(existing.metadata.uid) if existing.metadata.uid else None
     leftover = _leftover_of(ctx, labels, job, kind)
     if leftover is None:
         raise KubeError(f"{kind} {name} exists but was not created by Berth for this job")
@@ -525,12 +528,23 @@ def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) ->
         return True
 
 
-def _record_pod(ctx: WorkerContext, job_id: str, pod_name: str) -> None:
+def _record_pod(
+    ctx: WorkerContext, job_id: str, pod_name: str, created: dict[str, str | None], attempt: int
+) -> None:
+    """Record the job's pod, and the uids of what was made for it when all are known."""
+    known = {key: uid for key, uid in created.items() if uid}
     for _ in range(_CAS_ATTEMPTS):
         job = ctx.store.get_job(job_id)
-        if job.pod_name == pod_name:
+        if job.attempt != attempt:
+            record = job.created, job.created_attempt  # a later attempt's: left as it is
+        elif len(known) != len(created):
+            record = {}, 0  # a uid unknown: teardown lists by label instead
+        else:
+            record = known, attempt
+        if job.pod_name == pod_name and (job.created, job.created_attempt) == record:
             return
         job.pod_name = pod_name
+        job.created, job.created_attempt = record
         if ctx.store.save_job(
             job,
             Event(at=time.time(), kind="info", job=job.job_num, message=f"pod {pod_name} created"),

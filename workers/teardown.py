@@ -9,7 +9,7 @@ from typing import Any
 
 from shared import kube
 from shared.clusters import Cluster, job_cluster, run_clusters
-from shared.errors import KubeNotFound
+from shared.errors import KubeConflict, KubeNotFound
 from shared.placement import node_order
 from shared.queueing.wake import wake_scheduler
 from shared.runlogs.store import LogStore
@@ -18,6 +18,7 @@ from shared.state.lifecycle import can_move
 from shared.state.records import Event, Job, Run, RunStatus
 from workers import code_volume
 from workers.context import WorkerContext
+from workers.podspec import run_has_services
 
 _CAS_ATTEMPTS = 10
 
@@ -31,7 +32,8 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
     run = store.get_run(job.run_id)
     cluster = ctx.clusters.for_job(job)
     grace = 0 if run.abort else None  # abort skips the pod's termination grace period
-    _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=grace)
+    if not _delete_created(cluster, job, grace=grace):
+        _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=grace)
     for _ in range(_CAS_ATTEMPTS):
         job = store.get_job(job_id)
         if job.status.is_finished:
@@ -62,7 +64,8 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
             break
     run = refresh_run(store, run.id)
     if run.status.is_finished:
-        _delete_run_services(cluster, run)
+        if run_has_services(run, job):
+            _delete_run_services(cluster, run)
         _delete_code_secrets(cluster, run)
 
 
@@ -101,6 +104,31 @@ def purge_run(ctx: WorkerContext, run_id: str) -> None:
         _delete_code_secrets(cluster, run)
     LogStore(ctx.store, cap_bytes=0).delete(run.job_ids)  # its output goes with it
     ctx.store.delete_run(run)
+
+
+def _delete_created(cluster: Cluster, job: Job, *, grace: int | None) -> bool:
+    """Delete the objects provisioning recorded for the job's current attempt, by name
+    with their uids as preconditions; False when it recorded none (then list by label).
+
+    A name is the run's (shared/kube/names.py), so a later run of that name may hold
+    it by now: the uid makes the apiserver refuse (409) to delete anything but ours.
+    Without the LISTs, stopping a run costs the apiserver one request per object
+    instead of three, and no scan of the namespace.
+    """
+    if job.created_attempt != job.attempt or not job.created:
+        return False
+    k = cluster.kube
+    deletes = {"pod": k.core.delete_namespaced_pod, "secret": k.core.delete_namespaced_secret}
+    objects = [(*key.split("/", 1), uid) for key, uid in job.created.items()]
+    if any(kind not in deletes for kind, _, _ in objects):
+        return False  # written by a newer Berth: the label knows better
+    for kind, name, uid in sorted(objects, key=lambda o: o[0] != "pod"):  # the pod first
+        options: dict[str, object] = {"preconditions": {"uid": uid}}
+        if kind == "pod" and grace is not None:
+            options["gracePeriodSeconds"] = grace
+        with contextlib.suppress(KubeNotFound, KubeConflict):  # gone, or not ours
+            k.call(deletes[kind], name, cluster.namespace, body=options)
+    return True
 
 
 def _delete_by_label(

@@ -13,7 +13,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Raw", "as_raw", "dig"]
+import msgspec
+
+__all__ = ["Raw", "as_raw", "dig", "uid_of"]
 
 Raw = Mapping[str, Any]
 """One object as the API's JSON has it (``metadata``, ``spec``, ``status``...)."""
@@ -35,6 +37,25 @@ def dig(obj: Raw | None, *path: str) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+def uid_of(data: bytes) -> str | None:
+    """``metadata.uid`` of one object's JSON (an answer to a create), without reading the rest."""
+    try:
+        return _UID.decode(data).metadata.uid
+    except msgspec.DecodeError:
+        return None
+
+
+class _Meta(msgspec.Struct, frozen=True):
+    uid: str | None = None
+
+
+class _Object(msgspec.Struct, frozen=True):
+    metadata: _Meta = _Meta()
+
+
+_UID = msgspec.json.Decoder(_Object)
 
 
 def _convert(value: Any) -> Any:

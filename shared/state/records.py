@@ -100,6 +100,12 @@ class Job(Stored):
     """Which pod of the job this is: 1, then one more each time the job goes back to the
     queue (a ``retry``, a pod lost before it started). Its pod carries it as a label, so
     the log collector keeps each attempt's output apart."""
+    created: dict[str, str] = {}
+    """The objects provisioning made for attempt ``created_attempt`` of the job alone (not
+    the run's shared ones): ``"<kind>/<name>"`` -> uid. Teardown deletes exactly these,
+    by name with the uid as precondition, instead of listing by label."""
+    created_attempt: int = 0
+    """The attempt ``created`` belongs to; 0 (records older than the field): unknown."""
     version: int = 0
     submitted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -208,3 +208,68 @@ def test_beats_reaper_passes_run_one_at_a_time(calm_world: World) -> None:
     assert reaped is not None and any(name in r for r in reaped), reaped
     assert name not in [s.metadata.name for s in k.call(k.core.list_namespaced_secret, ns).items]
     assert not store.held(key)  # the pass let go of it
+
+
+def test_teardown_deletes_the_recorded_objects_by_uid_and_never_a_later_holder_of_the_name(
+    calm_world: World,
+) -> None:
+    """Teardown deletes what provisioning recorded, by name with the uid as precondition.
+    Delivered again after the name went to another pod, it must leave that pod alone."""
+    world = calm_world
+    k, ns = world.kube, world.namespace
+    run = _submit(world, "td-uid")
+    wait_until(_status(world, run, S.RUNNING), timeout=60, what="td-uid running")
+    job = world.ctx.store.get_job(run.job_ids[0])
+    pod = k.call(k.core.read_namespaced_pod, job.pod_name, ns)
+    assert job.created_attempt == job.attempt == 1
+    assert job.created[f"pod/{job.pod_name}"] == pod.metadata.uid
+    for key, uid in job.created.items():
+        kind, name = key.split("/", 1)
+        read = {"pod": k.core.read_namespaced_pod, "secret": k.core.read_namespaced_secret}[kind]
+        assert k.call(read, name, ns).metadata.uid == uid, key
+
+    with world.stack.client() as http:
+        assert http.post("/api/projects/main/runs/td-uid/stop", json={}).status_code == 200
+    wait_until(_status(world, run, S.TERMINATED), timeout=60, what="td-uid terminated")
+    wait_until(lambda: not _pods(world, "td-uid"), timeout=60, what="td-uid's pod gone")
+    assert not any_objects_of(world, job.id)
+
+    holder = {
+        "metadata": {"name": job.pod_name, "labels": {"test": "later-holder"}},
+        "spec": {"nodeName": "kwok-cpu-0", "containers": [{"name": "c", "image": "busybox"}]},
+    }
+    later = k.call(k.core.create_namespaced_pod, ns, holder)
+    try:
+        teardown.teardown_job(world.ctx, job.id)  # a late second delivery
+        assert k.call(k.core.read_namespaced_pod, job.pod_name, ns).metadata.uid == (
+            later.metadata.uid
+        )
+    finally:
+        k.call(k.core.delete_namespaced_pod, job.pod_name, ns, grace_period_seconds=0)
+
+
+def test_a_job_recorded_without_its_objects_is_torn_down_by_label(calm_world: World) -> None:
+    """Records written before provisioning noted uids (or with one unknown) still stop clean."""
+    world = calm_world
+    run = _submit(world, "td-label")
+    wait_until(_status(world, run, S.RUNNING), timeout=60, what="td-label running")
+    store = world.ctx.store
+    for _ in range(10):
+        job = store.get_job(run.job_ids[0])
+        job.created, job.created_attempt = {}, 0
+        if store.save_job(job, Event(at=time.time(), kind="info", message="as recorded before")):
+            break
+    assert store.get_job(job.id).created_attempt == 0
+
+    with world.stack.client() as http:
+        assert http.post("/api/projects/main/runs/td-label/stop", json={}).status_code == 200
+    wait_until(_status(world, run, S.TERMINATED), timeout=60, what="td-label terminated")
+    wait_until(lambda: not any_objects_of(world, job.id), timeout=60, what="td-label's objects")
+
+
+def any_objects_of(world: World, job_id: str) -> bool:
+    k, selector = world.kube, f"{kube.LABEL_JOB}={job_id}"
+    return any(
+        k.call(lister, world.namespace, label_selector=selector).items
+        for lister in (k.core.list_namespaced_pod, k.core.list_namespaced_secret)
+    )
