@@ -12,7 +12,7 @@ from shared.state.jobs import jobs_for
 from shared.state.records import Placement, Run
 from workers.podspec import PodContext, build_job_objects, run_has_services
 
-CONFIGURATIONS = {
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "one-node task": {"type": "task", "name": "one", "commands": ["true"]},
     "two-node task": {"type": "task", "name": "two", "nodes": 2, "commands": ["true"]},
     "task with ports": {"type": "task", "name": "ported", "commands": ["true"], "ports": [8080]},
