@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             server,
             request_timeout_s=settings.kube.request_timeout_s,
             exec_timeout_s=settings.kube.exec_timeout_s,
+            namespace_read_ttl_s=settings.kube.namespace_read_ttl_s,
         )
         admin = settings.api.admin_token
         token = bootstrap(

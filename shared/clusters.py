@@ -14,12 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared import kube
 from shared.configuration.server import KubernetesBackend, ServerConfig
 from shared.errors import KubeCredentialError
 from shared.kube.credentials import FAILURE_BACKOFF_S
+from shared.kube.recent import RecentReads
 from shared.settings import KubeSettings
 from shared.state.records import Job
 
@@ -34,6 +35,8 @@ class Cluster:
     kube: kube.Kube
     namespace: str
     backend: KubernetesBackend
+    recent: RecentReads = field(default_factory=lambda: RecentReads(0.0))
+    """The namespace's slow-changing reads, kept ``kube.namespace_read_ttl_s`` (the API's)."""
 
     @property
     def name(self) -> str:
@@ -60,8 +63,10 @@ class ClusterRegistry:
         *,
         request_timeout_s: float,
         exec_timeout_s: float = _DEFAULT_EXEC_TIMEOUT_S,
+        namespace_read_ttl_s: float = 0.0,
     ) -> None:
         self.server = server
+        self._namespace_read_ttl_s = namespace_read_ttl_s
         self._timeout = request_timeout_s
         self._exec_timeout = exec_timeout_s
         self._lock = threading.Lock()
@@ -85,7 +90,12 @@ class ClusterRegistry:
         if found is not None:
             return found
         backend = self.server.backend_for(project, cluster)
-        made = Cluster(kube=self._client(backend), namespace=backend.namespace, backend=backend)
+        made = Cluster(
+            kube=self._client(backend),
+            namespace=backend.namespace,
+            backend=backend,
+            recent=RecentReads(self._namespace_read_ttl_s),
+        )
         with self._lock:
             return self._clusters.setdefault((project, cluster), made)
 

@@ -99,6 +99,11 @@ class KubeSettings(BaseModel):
     """Seconds the proxy worker's inventory watch waits after a 403 before it lists that
     kind again; meanwhile the access review decides whether it should at all. Never a
     loop of forbidden calls: at most one per kind per this."""
+    namespace_read_ttl_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    """Seconds the API keeps a read of a runs namespace's Pod Security label,
+    LimitRanges and ResourceQuotas (``shared/kube/recent.py``): an operator's edit is
+    seen by submissions within this; a burst reads each a few times, not once per run.
+    0 reads every time."""
     provision_concurrency: int = Field(default=8, ge=1, le=64)
     """Jobs of one provisioning message (the jobs one scheduling pass placed) whose
     objects are created at once. Each job is a few apiserver round trips of waiting,

@@ -9,6 +9,7 @@ for ``berth apply`` (both plan and submission) to show.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from shared.clusters import ClusterRegistry
@@ -50,7 +51,8 @@ def check_namespace_quota(store: Store, clusters: ClusterRegistry, project: str,
 def _check_in(store: Store, clusters: ClusterRegistry, project: str, name: str, conf: Any) -> None:
     _check_limit_ranges(store, clusters, project, name, conf)
     try:
-        quotas = resource_quotas.read_quotas(clusters.for_project(project, name))
+        cluster = clusters.for_project(project, name)
+        quotas = cluster.recent.get("resourcequotas", partial(resource_quotas.read_quotas, cluster))
     except KubeError:
         return
     room = room_for(quotas)
@@ -96,7 +98,8 @@ def _check_limit_ranges(
     Unreadable LimitRanges (403, apiserver away) refuse nothing: pod creation would.
     """
     try:
-        found = limit_ranges.read_limit_ranges(clusters.for_project(project, name))
+        cluster = clusters.for_project(project, name)
+        found = cluster.recent.get("limitranges", partial(limit_ranges.read_limit_ranges, cluster))
     except KubeError:
         return
     if not found:

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import kombu.exceptions
@@ -293,7 +294,15 @@ def _pod_security(clusters: ClusterRegistry, project: str, conf: Any) -> pod_sec
     the project: the strictest level of them, since the run may start in any."""
     decisions = [
         pod_security.level_for(
-            cluster.kube, cluster.namespace, configured=cluster.backend.pod_security
+            cluster.kube,
+            cluster.namespace,
+            configured=cluster.backend.pod_security,
+            # The label as read in the last few seconds (a failed read is not kept).
+            read_label=partial(
+                cluster.recent.get,
+                "pod-security-label",
+                partial(pod_security.namespace_level, cluster.kube, cluster.namespace),
+            ),
         )
         for cluster in (clusters.for_project(project, n) for n in clusters.names_of(project))
     ]

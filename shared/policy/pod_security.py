@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,11 +59,18 @@ def stricter(a: Level, b: Level) -> Level:
     return a if LEVELS.index(a) >= LEVELS.index(b) else b
 
 
-def level_for(k: kube.Kube, namespace: str, *, configured: Level) -> LevelDecision:
+def level_for(
+    k: kube.Kube,
+    namespace: str,
+    *,
+    configured: Level,
+    read_label: Callable[[], Level | None] | None = None,
+) -> LevelDecision:
     """The stricter of ``configured`` and the namespace's enforce label (read with
-    the client's timeout); the configured level alone if the label cannot be read."""
+    the client's timeout, or by ``read_label``); the configured level alone if the
+    label cannot be read."""
     try:
-        label = namespace_level(k, namespace)
+        label = read_label() if read_label is not None else namespace_level(k, namespace)
     except KubeError as e:
         why = "no permission to read it" if isinstance(e, KubeForbidden) else e.message
         return LevelDecision(configured, f"server config (namespace label not readable: {why})")

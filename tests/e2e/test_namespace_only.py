@@ -55,7 +55,13 @@ def team_stack(
         directory,
         namespace=NAMESPACE,
         kubeconfig=kubeconfig,
-        env={"BERTH_KUBE__ACCESS_RECHECK_S": str(RECHECK_S)},
+        # NAMESPACE_READ_TTL_S: tests here edit the quota and LimitRanges and submit at
+        # once, so the API reads them on every submission (tests/integration/
+        # test_namespace_reads.py tests keeping reads a while).
+        env={
+            "BERTH_KUBE__ACCESS_RECHECK_S": str(RECHECK_S),
+            "BERTH_KUBE__NAMESPACE_READ_TTL_S": "0",
+        },
     )
     try:
         yield stack

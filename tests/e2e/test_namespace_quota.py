@@ -45,7 +45,15 @@ def quota_stack(
     k.call(k.core.create_namespace, {"metadata": {"name": NAMESPACE}})
     directory = tmp_path_factory.mktemp("quota-stack")
     kubeconfig = berth_kubeconfig(k, local_cluster, namespace=NAMESPACE, directory=directory)
-    stack = start_stack(local_cluster, directory, namespace=NAMESPACE, kubeconfig=kubeconfig)
+    # These tests edit the quota and submit at once: the API reads it on every submission
+    # (keeping reads a while is tested in tests/integration/test_namespace_reads.py).
+    stack = start_stack(
+        local_cluster,
+        directory,
+        namespace=NAMESPACE,
+        kubeconfig=kubeconfig,
+        env={"BERTH_KUBE__NAMESPACE_READ_TTL_S": "0"},
+    )
     try:
         yield stack
     finally:
