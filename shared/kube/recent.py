@@ -8,8 +8,11 @@ submissions the three reads were 545 of the API's 650 ms (p50, bench scenario 2)
 ``ttl_s`` here, a burst makes a few reads per namespace instead. A change is seen
 within ``ttl_s``; until then a run is judged on the previous answer, which is no
 worse than a change made just after it was submitted: the scheduler and
-provisioning meet the namespace as it is (a quota refusal waits, a LimitRange or
-Pod Security refusal fails the job with the apiserver's reason).
+provisioning meet the namespace as it is. A run past a quota's hard limit is
+failed by the scheduler's next pass with the same message the API would have
+given (``impossible: namespace quota ... allows at most ...``); a LimitRange or
+Pod Security refusal fails the job with the apiserver's reason. Only the form of
+the answer differs (a failed run, not a 422).
 
 Failures are not kept: a failed read is tried again by the next caller.
 """
