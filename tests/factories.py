@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
+from shared.configuration import configuration_from_mapping
 from shared.state.records import Event, Job, Run, RunStatus
 
 
@@ -22,6 +24,21 @@ def one_job_run(name: str | None = None, *, user: str = "alice") -> tuple[Run, l
     job = Job(id=uuid.uuid4().hex, run_id=run.id, project="main", run_name=run.name)
     run.job_ids = [job.id]
     return run, [job]
+
+
+def run_of(data: dict[str, Any]) -> tuple[Run, Any]:
+    """The run a configuration mapping makes (id ``r1``, project ``main``) and its parsed
+    configuration, for building its jobs' objects."""
+    conf = configuration_from_mapping(data)
+    run = Run(
+        id="r1",
+        project="main",
+        name=str(data["name"]),
+        user="u",
+        configuration=conf.model_dump(mode="json"),
+        configuration_type=conf.type,
+    )
+    return run, conf
 
 
 def submitted() -> Event:

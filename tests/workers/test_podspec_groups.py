@@ -11,6 +11,7 @@ from typing import Any
 from shared.configuration import configuration_from_mapping
 from shared.state.jobs import jobs_for
 from shared.state.records import Job, Placement, Run
+from tests.factories import run_of
 from workers.podspec import LABEL_GROUP, ClaimMount, PodContext, build_job_objects
 
 TASK = {
@@ -29,15 +30,7 @@ TASK = {
 
 
 def _pods(data: dict[str, Any], **ctx: Any) -> list[dict[str, Any]]:
-    conf = configuration_from_mapping(data)
-    run = Run(
-        id="r1",
-        project="main",
-        name=str(data["name"]),
-        user="u",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type=conf.type,
-    )
+    run, conf = run_of(data)
     context = PodContext(default_image="berth.local/run:x", **ctx)
     pods = []
     for job in jobs_for(run, conf):

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.configuration import configuration_from_mapping
 from shared.state.jobs import jobs_for
-from shared.state.records import Placement, Run
+from shared.state.records import Placement
+from tests.factories import run_of
 from workers.podspec import PodContext, build_job_objects, run_has_services
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -24,15 +24,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_services_rule_matches_what_each_job_gets(name: str) -> None:
     data: dict[str, Any] = CONFIGURATIONS[name]
-    conf = configuration_from_mapping(data)
-    run = Run(
-        id="r1",
-        project="main",
-        name=str(data["name"]),
-        user="u",
-        configuration=conf.model_dump(mode="json"),
-        configuration_type=conf.type,
-    )
+    run, conf = run_of(data)
     context = PodContext(default_image="berth.local/run:x")
     for job in jobs_for(run, conf):
         placed = job.model_copy(update={"placement": Placement(node=f"n{job.job_num}")})
