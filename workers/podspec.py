@@ -136,6 +136,31 @@ class PodContext:
     """The image with dockerd that ``docker: true`` runs in (the settings')."""
 
 
+OBJECT_KINDS = ("pod", "secret", "service")
+"""The kinds of object :func:`build_job_objects` makes."""
+
+
+def object_verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
+    """The client's create, read and delete of a namespaced ``kind`` (of OBJECT_KINDS)."""
+    return {
+        "pod": (
+            k.core.create_namespaced_pod,
+            k.core.read_namespaced_pod,
+            k.core.delete_namespaced_pod,
+        ),
+        "secret": (
+            k.core.create_namespaced_secret,
+            k.core.read_namespaced_secret,
+            k.core.delete_namespaced_secret,
+        ),
+        "service": (
+            k.core.create_namespaced_service,
+            k.core.read_namespaced_service,
+            k.core.delete_namespaced_service,
+        ),
+    }[kind]
+
+
 def run_has_services(run: Run, job: Job) -> bool:
     """Whether a run with this job has Services (a service's, or a multi-node run's
     headless one), as :func:`build_job_objects` makes them: teardown lists them only then."""

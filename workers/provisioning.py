@@ -46,7 +46,7 @@ from shared.volumes.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
-from workers.podspec import PodContext, build_job_objects
+from workers.podspec import PodContext, build_job_objects, object_verbs
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def _create_or_adopt(
 ) -> str | None:
     """Create the object, or adopt the one of that name if it is this job's; its uid."""
     k = cluster.kube
-    create, read, delete = _verbs(k, kind)
+    create, read, delete = object_verbs(k, kind)
     try:
         # The created object is not read into client models: their deserialisation
         # (a V1Pod is ms of CPU under the GIL) was most of the provisioning thread's
@@ -453,27 +453,6 @@ def _create_or_adopt(
         with contextlib.suppress(KubeNotFound):
             k.call(delete, name, cluster.namespace, grace_period_seconds=0)
     raise TemporaryError(f"waiting for {leftover}'s {kind} {name} to be deleted", delay=1)
-
-
-def _verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
-    """The client's create, read and delete of a namespaced ``kind``."""
-    return {
-        "pod": (
-            k.core.create_namespaced_pod,
-            k.core.read_namespaced_pod,
-            k.core.delete_namespaced_pod,
-        ),
-        "secret": (
-            k.core.create_namespaced_secret,
-            k.core.read_namespaced_secret,
-            k.core.delete_namespaced_secret,
-        ),
-        "service": (
-            k.core.create_namespaced_service,
-            k.core.read_namespaced_service,
-            k.core.delete_namespaced_service,
-        ),
-    }[kind]
 
 
 def _leftover_of(ctx: WorkerContext, labels: dict[str, str], job: Job, kind: str) -> str | None:

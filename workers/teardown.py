@@ -18,7 +18,7 @@ from shared.state.lifecycle import can_move
 from shared.state.records import Event, Job, Run, RunStatus
 from workers import code_volume
 from workers.context import WorkerContext
-from workers.podspec import run_has_services
+from workers.podspec import OBJECT_KINDS, object_verbs, run_has_services
 
 _CAS_ATTEMPTS = 10
 
@@ -118,16 +118,16 @@ def _delete_created(cluster: Cluster, job: Job, *, grace: int | None) -> bool:
     if job.created_attempt != job.attempt or not job.created:
         return False
     k = cluster.kube
-    deletes = {"pod": k.core.delete_namespaced_pod, "secret": k.core.delete_namespaced_secret}
     objects = [(*key.split("/", 1), uid) for key, uid in job.created.items()]
-    if any(kind not in deletes for kind, _, _ in objects):
+    if any(kind not in OBJECT_KINDS for kind, _, _ in objects):
         return False  # written by a newer Berth: the label knows better
     for kind, name, uid in sorted(objects, key=lambda o: o[0] != "pod"):  # the pod first
         options: dict[str, object] = {"preconditions": {"uid": uid}}
         if kind == "pod" and grace is not None:
             options["gracePeriodSeconds"] = grace
         with contextlib.suppress(KubeNotFound, KubeConflict):  # gone, or not ours
-            k.call(deletes[kind], name, cluster.namespace, body=options)
+            _, _, delete = object_verbs(k, kind)
+            k.call(delete, name, cluster.namespace, body=options)
     return True
 
 
