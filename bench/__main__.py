@@ -289,7 +289,7 @@ def _one_repeat(
         pairs = burst.measure_limit(k, n, with_secret=True, threads=(best_threads,))
         figs.add(
             scenario,
-            "pod + Secret pairs (what Berth creates per job)",
+            "pod + Secret pairs (what Berth created per job before the eleventh session)",
             pairs[best_threads],
             "/s",
             note=f"at {best_threads} threads",

@@ -38,6 +38,7 @@ from shared.ssh import new_host_key, public_key_text
 from shared.state.jobs import jobs_for
 from shared.state.records import Placement, Run
 from tests.stack import Stack
+from workers import ssh_secret
 from workers.podspec import PodContext, build_job_objects
 
 CLIENT_THREADS = 32  # submissions in flight at once, for Berth and dstack alike
@@ -91,7 +92,8 @@ def measure_limit(
     """Objects per second the apiserver accepts from the Python client, per concurrency.
 
     Each concurrency gets a fresh namespace with ``n`` of Berth's pods (and,
-    ``with_secret``, their Secrets), deleted and waited for before the next.
+    ``with_secret``, a Secret of an SSH Secret's size beside each, as Berth made per job
+    until the eleventh session), deleted and waited for before the next.
     """
     rates: dict[int, float] = {}
     for count in threads:
@@ -101,8 +103,8 @@ def measure_limit(
 
         def create(objects: tuple[dict[str, Any], dict[str, Any] | None], ns: str = ns) -> None:
             pod, secret = objects
-            if with_secret and secret is not None:
-                k.call(k.core.create_namespaced_secret, ns, secret)
+            if with_secret:
+                k.call(k.core.create_namespaced_secret, ns, secret or per_job_secret(pod))
             k.call(k.core.create_namespaced_pod, ns, pod)
 
         start = time.monotonic()
@@ -113,7 +115,8 @@ def measure_limit(
 
 
 def berth_objects(name: str, node: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The Pod and Secret Berth's provisioning creates for a one-GPU task on ``node``."""
+    """The Pod and the job's own Secret (None for this task: it names no project secret
+    and no registry) Berth's provisioning creates for a one-GPU task on ``node``."""
     conf = parse_run_configuration(json.dumps({"name": name, **TASK}))  # JSON is YAML
     run = Run(
         id=secrets.token_hex(16),
@@ -134,10 +137,18 @@ def berth_objects(name: str, node: str) -> tuple[dict[str, Any], dict[str, Any] 
         PodContext(
             default_image=load_settings().default_image,
             ssh_public_keys=(public_key_text(_host_key()),),
-            ssh_host_key=_host_key(),
         ),
     )
     return objects.pod, objects.secret
+
+
+def per_job_secret(pod: dict[str, Any]) -> dict[str, Any]:
+    """A Secret like the SSH Secret, named and labelled like ``pod``: what Berth made
+    beside each pod until the eleventh session, for the pairs row."""
+    body = ssh_secret.secret("main", (public_key_text(_host_key()),), host_key=_host_key())
+    body["metadata"] = {"name": pod["metadata"]["name"], "labels": pod["metadata"]["labels"]}
+    body.pop("immutable")
+    return body
 
 
 @cache

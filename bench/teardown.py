@@ -10,7 +10,8 @@ a ``berth.dev/run`` label is left in the namespace. The clock starts before
 the first stop request is sent. The CPU each process spent meanwhile is read
 from ``/proc``.
 
-Beside it, the raw delete limit: the same pods and Secrets created straight
+Beside it, the raw delete limit: the same pods (and Secrets, if Berth makes a
+job Secret of its own for these runs: since the eleventh session it does not) created straight
 on the apiserver, left until Running, then deleted by name from
 :data:`RAW_THREADS` client threads, with the same grace period as a stop;
 timed to the same "none left". What Berth adds to a delete is the difference.
@@ -68,9 +69,11 @@ def run(
         figs.add(SCENARIO, "objects deleted per second", objects / seconds, "/s")
         _cpu_rows(figs, used, n)
         raw = raw_delete_limit(k, n)
+        own = berth_objects("raw-0", f"{GPU_NODE}0")[1] is not None
         figs.add(
             SCENARIO,
-            f"raw: delete {n} Running pods + {n} Secrets straight on the apiserver",
+            f"raw: delete {n} Running pods{f' + {n} Secrets' if own else ''} straight on the"
+            " apiserver",
             raw,
             "s",
             note=f"{RAW_THREADS} client threads, by name, default grace; none left",
@@ -84,7 +87,8 @@ def owner(process: str) -> str:
 
 
 def raw_delete_limit(k: kube.Kube, n: int) -> float:
-    """Seconds to delete ``n`` Running pods and their Secrets by name, until none is left."""
+    """Seconds to delete ``n`` Running pods (and their own Secrets, if Berth makes them)
+    by name, until none is left."""
     ns = f"bench-delete-{secrets.token_hex(3)}"
     ensure_namespace(k, ns)
     try:
@@ -98,14 +102,15 @@ def raw_delete_limit(k: kube.Kube, n: int) -> float:
 
         concurrently(create, bodies, RAW_THREADS)
         poll(lambda: _running(k, ns) >= n, timeout=max(120.0, 0.5 * n), interval=0.5)
-        names = [pod["metadata"]["name"] for pod, _ in bodies]
 
-        def delete(name: str) -> None:
-            k.call(k.core.delete_namespaced_pod, name, ns)
-            k.call(k.core.delete_namespaced_secret, name, ns)
+        def delete(objects: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
+            pod, secret = objects
+            k.call(k.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
+            if secret is not None:
+                k.call(k.core.delete_namespaced_secret, secret["metadata"]["name"], ns)
 
         start = time.monotonic()
-        concurrently(delete, names, RAW_THREADS)
+        concurrently(delete, bodies, RAW_THREADS)
         done = poll(
             lambda: not any_objects(k, ns, kube.LABEL_RUN), timeout=max(120.0, n), interval=0.1
         )

@@ -327,12 +327,13 @@ def _redis() -> Iterator[None]:
         raise StoreError(f"Redis failed: {e}") from e
 
 
-def pod_host_key(k: kube.Kube, namespace: str, pod_name: str | None) -> str | None:
-    """The public host key Berth made for a run pod's sshd (in the pod's Secret), or None."""
-    if not pod_name:
+def pod_host_key(k: kube.Kube, namespace: str, secret_name: str | None) -> str | None:
+    """The public host key Berth made for a run pod's sshd, from the Secret the job
+    records (``Job.ssh_secret``, else its pod's name for older records), or None."""
+    if not secret_name:
         return None
     try:
-        secret = k.call(k.core.read_namespaced_secret, pod_name, namespace)
+        secret = k.call(k.core.read_namespaced_secret, secret_name, namespace)
     except KubeNotFound:
         return None
     raw = (secret.data or {}).get(HOST_KEY_PUB_FILE)

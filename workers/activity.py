@@ -87,7 +87,7 @@ def _target(ctx: WorkerContext, run: Run) -> Target | None:
         return None
     cluster = ctx.clusters.for_job(job)
     try:
-        host_key = ssh.pod_host_key(cluster.kube, cluster.namespace, job.pod_name)
+        host_key = ssh.pod_host_key(cluster.kube, cluster.namespace, job.ssh_secret or job.pod_name)
     except BerthError:
         return None
     if host_key is None:

@@ -12,7 +12,9 @@ deletes
   (phase Pending or Running);
 - a secret whose job is gone or finished: registry credentials and host keys
   must not outlive the job;
-- a run's service when no unfinished run of that name exists.
+- a run's service when no unfinished run of that name exists;
+- a project's SSH Secret that no Berth pod in the namespace has named for two
+  passes some minutes apart (``workers/ssh_secret.py`` says why two).
 
 An ended pod of a known job is kept: the log collector may not have read all of
 its output yet (after a restart it reads again from the pod), and its status is
@@ -43,6 +45,7 @@ from shared.clusters import Cluster
 from shared.errors import ConfigError, KubeConflict, KubeNotFound, NotFoundError
 from shared.state.records import Job
 from shared.state.store import Store
+from workers import ssh_secret
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -94,18 +97,22 @@ def _namespaces(ctx: WorkerContext) -> dict[tuple[str, str], tuple[Cluster, set[
 def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
     k = cluster.kube
     ns = cluster.namespace
-    listed: dict[str, list[Any]] = {
-        kind: [
-            obj
-            for obj in k.call(lister, ns, label_selector=_SELECTOR).items
-            if (obj.metadata.labels or {}).get(kube.LABEL_PROJECT) in projects
-            and obj.metadata.deletion_timestamp is None
-        ]
+    every = {
+        kind: k.call(lister, ns, label_selector=_SELECTOR).items
         for kind, lister in (
             ("pod", k.core.list_namespaced_pod),
             ("secret", k.core.list_namespaced_secret),
             ("service", k.core.list_namespaced_service),
         )
+    }
+    listed: dict[str, list[Any]] = {
+        kind: [
+            obj
+            for obj in objects
+            if (obj.metadata.labels or {}).get(kube.LABEL_PROJECT) in projects
+            and obj.metadata.deletion_timestamp is None
+        ]
+        for kind, objects in every.items()
     }
     job_ids = sorted(
         {
@@ -129,7 +136,7 @@ def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
         if not _run_is_live(store, obj):  # read now, just before deleting
             _delete(k, k.core.delete_namespaced_service, obj, ns)
             reaped.append(f"service/{obj.metadata.name}")
-    return reaped
+    return reaped + ssh_secret.reap(store, cluster, projects, every["pod"])
 
 
 def _pod_is_orphan(pod: Any, jobs: dict[str, Job]) -> bool:

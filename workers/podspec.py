@@ -31,15 +31,12 @@ from shared.policy.pod_customisation import customise_pod
 from shared.policy.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
 from shared.ssh import (
     HOST_KEY_FILE,
-    HOST_KEY_PUB_FILE,
     INIT_DONE_FILE,
     RUN_SSH_PORT,
-    new_host_key,
-    public_key_text,
 )
 from shared.state import secrets
 from shared.state.records import Job, Run
-from workers import code_volume, dind, service_probe
+from workers import code_volume, dind, service_probe, ssh_secret
 
 SSH_PORT = RUN_SSH_PORT
 LABEL_GROUP = "berth.dev/group"
@@ -77,9 +74,13 @@ RUNTIME_DIR = "/run/berth"
 class JobObjects:
     pod: dict[str, Any]
     secret: dict[str, Any] | None
-    """Registry credentials and SSH keys the pod mounts; None when it needs neither."""
+    """The job's own Secret: registry credentials and env values naming project
+    secrets; None when it needs neither."""
     services: list[dict[str, Any]]
     """Headless service for multi-node DNS, and a ClusterIP service for ``type: service``."""
+    ssh_secret: str | None = None
+    """The name of the SSH Secret the pod mounts (``workers/ssh_secret.py``), which
+    provisioning makes sure exists; None: the pod runs no sshd."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,8 @@ class PodContext:
     master_ip: str | None = None
     """Rank 0's pod IP, known before any other rank is created."""
     ssh_public_keys: tuple[str, ...] = ()
-    ssh_host_key: str = field(default_factory=new_host_key, repr=False)
-    """The pod sshd's private host key. Berth makes it, so the public half (in the
-    same Secret) is pinned before the pod starts; a second delivery adopts the first
-    Secret, so the pod never sees two keys."""
+    """Who may log in to the pod's sshd; its host key is in the project's SSH Secret
+    for these keys (``workers/ssh_secret.py``)."""
     pod_settings: PodSettings | None = None
     """The backend's (and context's) pod customisation; None leaves the pod as Berth built it."""
     claims: Mapping[str, ClaimMount] = field(default_factory=dict)
@@ -194,7 +193,11 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         if secrets.referenced([v])
     }
     secret = _secret(run, job, conf, ctx, name, labels, secret_env)
-    ssh = secret is not None and "authorized_keys" in secret["data"]
+    ssh = conf.type == "dev-environment" or bool(ctx.ssh_public_keys)
+    ssh_name = ssh_secret.name_for(run.project, ctx.ssh_public_keys) if ssh else None
+    pod_labels = dict(labels)
+    if ssh:  # what the reaper reads to keep the SSH Secret while a pod names it
+        pod_labels[ssh_secret.LABEL_SSH_KEYS] = ssh_secret.digest(run.project, ctx.ssh_public_keys)
     tools = ssh and ctx.ssh_init_image is not None
     restricted = ctx.pod_security == "restricted"
     if restricted:
@@ -227,7 +230,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         for volume, path in (("berth-home", RESTRICTED_HOME), ("berth-run", RUNTIME_DIR)):
             volumes.append({"name": volume, "emptyDir": {}})
             container["volumeMounts"].append({"name": volume, "mountPath": path})
-    if secret is not None and "authorized_keys" in secret["data"]:
+    if ssh_name is not None:
         container["volumeMounts"].append(
             {"name": "berth", "mountPath": SECRET_MOUNT, "readOnly": True}
         )
@@ -235,8 +238,8 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
             {
                 "name": "berth",
                 "secret": {
-                    "secretName": name,
-                    # Not the pull secret: registry credentials stay out of the container.
+                    "secretName": ssh_name,
+                    # The host key's public half is the client's, not the pod's.
                     "items": [{"key": k, "path": k} for k in ("authorized_keys", HOST_KEY_FILE)],
                 },
             }
@@ -278,7 +281,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": pod_labels},
         "spec": spec,
     }
     if ctx.pod_settings is not None:
@@ -291,7 +294,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         services.append(_headless_service(run, headless))
     if conf.type == "service":
         services.append(_service(run, conf))
-    return JobObjects(pod=pod, secret=secret, services=services)
+    return JobObjects(pod=pod, secret=secret, services=services, ssh_secret=ssh_name)
 
 
 def run_image(conf: Any, ctx: PodContext) -> str:
@@ -700,14 +703,10 @@ def _secret(
             interpolate_env(_plain(auth.password), env), ctx.secret_values
         )
         data[".dockerconfigjson"] = _b64(_docker_config(image, username, password))
-    if conf.type == "dev-environment" or ctx.ssh_public_keys:
-        data["authorized_keys"] = _b64("\n".join(ctx.ssh_public_keys) + "\n")
-        data[HOST_KEY_FILE] = _b64(ctx.ssh_host_key)
-        data[HOST_KEY_PUB_FILE] = _b64(public_key_text(ctx.ssh_host_key) + "\n")
     if not data:
         return None
     kind = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
-    if kind != "Opaque" and "authorized_keys" in data:
+    if kind != "Opaque" and len(data) > 1:
         kind = "Opaque"  # one secret for both; pull secrets only need the key
     return {
         "apiVersion": "v1",

@@ -43,7 +43,7 @@ from shared.state.jobs import refresh_run
 from shared.state.lifecycle import can_move
 from shared.state.records import Event, Job, Run, RunStatus
 from shared.volumes.volume_placement import host_volume_refusal
-from workers import code_volume, node_pools, requeue, scheduler_placement, volumes
+from workers import code_volume, node_pools, requeue, scheduler_placement, ssh_secret, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
 from workers.podspec import PodContext, build_job_objects, object_verbs
@@ -135,6 +135,8 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
     objects = build_job_objects(run, job, conf, pod_ctx)
     created: dict[str, str | None] = {}  # this job's own objects, for teardown
     try:
+        if objects.ssh_secret is not None:  # one per project and key set
+            ssh_secret.ensure(cluster, run.project, pod_ctx.ssh_public_keys)
         for secret in code_secrets:  # one set per run, shared by its jobs
             _create_or_adopt(ctx, cluster, "secret", secret, job, per_run=True)
         if objects.secret is not None:
@@ -158,7 +160,9 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         # Admission refused the spec, or a foreign object holds the name: retrying won't help.
         _finish(ctx, job_id, RunStatus.FAILED, f"Kubernetes refused the job's objects: {e.message}")
         return
-    _record_pod(ctx, job_id, objects.pod["metadata"]["name"], created, job.attempt)
+    _record_pod(
+        ctx, job_id, objects.pod["metadata"]["name"], created, job.attempt, objects.ssh_secret
+    )
     if store.get_run(run.id).stop_requested:
         tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id)  # stopped while we were creating
     # No sync of its own: the proxy worker's pod watch applies the pod's states as they
@@ -508,9 +512,15 @@ def _output_collected(ctx: WorkerContext, other: Job, labels: dict[str, str]) ->
 
 
 def _record_pod(
-    ctx: WorkerContext, job_id: str, pod_name: str, created: dict[str, str | None], attempt: int
+    ctx: WorkerContext,
+    job_id: str,
+    pod_name: str,
+    created: dict[str, str | None],
+    attempt: int,
+    ssh_secret_name: str | None,
 ) -> None:
-    """Record the job's pod, and the uids of what was made for it when all are known."""
+    """Record the job's pod, its SSH Secret, and the uids of what was made for it when
+    all are known."""
     known = {key: uid for key, uid in created.items() if uid}
     for _ in range(_CAS_ATTEMPTS):
         job = ctx.store.get_job(job_id)
@@ -520,9 +530,14 @@ def _record_pod(
             record = {}, 0  # a uid unknown: teardown lists by label instead
         else:
             record = known, attempt
-        if job.pod_name == pod_name and (job.created, job.created_attempt) == record:
+        if (
+            job.pod_name == pod_name
+            and job.ssh_secret == ssh_secret_name
+            and (job.created, job.created_attempt) == record
+        ):
             return
         job.pod_name = pod_name
+        job.ssh_secret = ssh_secret_name
         job.created, job.created_attempt = record
         if ctx.store.save_job(
             job,

@@ -95,6 +95,11 @@ def ssh_access(
             field="name",
         )
     cluster = clusters.for_job(jobs[0])
+    # The run's pods share one SSH Secret (workers/ssh_secret.py): one read, not one per node.
+    host_keys = {
+        name: ssh.pod_host_key(cluster.kube, cluster.namespace, name)
+        for name in {job.ssh_secret or job.pod_name for job in jobs}
+    }
     nodes = [
         NodePublic(
             names=_aliases(run.name, job, single=len(jobs) == 1),
@@ -104,7 +109,7 @@ def ssh_access(
             port=ssh.RUN_SSH_PORT,
             # A restricted pod's sshd runs as (and logs in) its own non-root user.
             user=RESTRICTED_SSH_USER if run.pod_security == "restricted" else settings.run_user,
-            host_key=ssh.pod_host_key(cluster.kube, cluster.namespace, job.pod_name),
+            host_key=host_keys[job.ssh_secret or job.pod_name],
         )
         for job in sorted(jobs, key=lambda j: (j.replica_num, j.job_num))
     ]

@@ -88,6 +88,10 @@ class Job(Stored):
     reason: str = ""
     placement: Placement | None = None
     pod_name: str | None = None
+    ssh_secret: str | None = None
+    """The Secret holding the pod's sshd host key (shared by the project's pods with the
+    same keys, ``workers/ssh_secret.py``); None: the pod's own, named like it (records
+    older than the field), or no sshd."""
     pod_ip: str | None = None
     exit_code: int | None = None
     ready: bool | None = None

@@ -266,12 +266,14 @@ def test_a_dev_environment_runs_with_the_users_key(
     assert running["ssh_target"] == "my-ide"
     assert running["ide_url"] == "vscode://vscode-remote/ssh-remote+my-ide/workflow"
     pod = _pods(kube_admin, stack, "my-ide")[0]
-    secret = kube_admin.call(
-        kube_admin.core.read_namespaced_secret, pod.metadata.name, stack.namespace
-    )
+    # The keys come from the project's SSH Secret for this key set (workers/ssh_secret.py).
+    (mounted,) = [v.secret.secret_name for v in pod.spec.volumes if v.name == "berth"]
+    assert mounted.startswith("berth-ssh-")
+    secret = kube_admin.call(kube_admin.core.read_namespaced_secret, mounted, stack.namespace)
     import base64
 
     assert key in base64.b64decode(secret.data["authorized_keys"]).decode()
+    assert secret.immutable is True
     assert "sshd" in pod.spec.containers[0].command[-1]
     assert any(p.container_port == 10022 for p in pod.spec.containers[0].ports)
     assert stack.cli("stop", "my-ide", "--abort").returncode == 0

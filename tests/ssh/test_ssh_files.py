@@ -12,6 +12,7 @@ from shared import ssh
 from shared.configuration.parse import parse_run_configuration
 from shared.configuration.server import server_config_from_text
 from shared.state.records import Job, Placement, Run
+from workers import ssh_secret
 from workers.jumphost_objects import (
     ANNOTATION_CONFIG,
     JumpHostTarget,
@@ -86,7 +87,7 @@ def test_new_keys_change_only_the_secret_while_a_new_host_key_rolls_the_jump_pod
     assert volume == {"secretName": "berth-jump-30022", "defaultMode": 0o400}
 
 
-def test_a_run_pods_secret_holds_a_host_key_whose_public_half_is_next_to_it() -> None:
+def test_a_run_pod_mounts_its_projects_ssh_secret_whose_host_key_halves_match() -> None:
     conf = parse_run_configuration("type: dev-environment\nide: vscode\n")
     run = Run(
         id="r", project="p", name="ide", user="u", configuration={}, configuration_type=conf.type
@@ -95,13 +96,40 @@ def test_a_run_pods_secret_holds_a_host_key_whose_public_half_is_next_to_it() ->
     objects = build_job_objects(
         run, job, conf, PodContext(default_image="img", ssh_public_keys=("k",))
     )
-    assert objects.secret is not None
-    data = {k: base64.b64decode(v).decode() for k, v in objects.secret["data"].items()}
+    assert objects.secret is None  # nothing of the job's own: no env secrets, no registry
+    assert objects.ssh_secret == ssh_secret.name_for("p", ("k",))
+    body = ssh_secret.secret("p", ("k",))
+    assert body["metadata"]["name"] == objects.ssh_secret  # type: ignore[index]
+    assert body["immutable"] is True
+    data = {k: base64.b64decode(v).decode() for k, v in body["data"].items()}  # type: ignore[attr-defined]
+    assert data["authorized_keys"] == "k\n"
     assert data[ssh.HOST_KEY_PUB_FILE].strip() == _public(data[ssh.HOST_KEY_FILE])
-    mounted = objects.pod["spec"]["volumes"][-1]["secret"]["items"]
-    assert {i["key"] for i in mounted} == {"authorized_keys", ssh.HOST_KEY_FILE}
+    volume = objects.pod["spec"]["volumes"][-1]["secret"]
+    assert volume["secretName"] == objects.ssh_secret
+    assert {i["key"] for i in volume["items"]} == {"authorized_keys", ssh.HOST_KEY_FILE}
+    labels = objects.pod["metadata"]["labels"]
+    assert labels[ssh_secret.LABEL_SSH_KEYS] == ssh_secret.digest("p", ("k",))
     script = objects.pod["spec"]["containers"][0]["command"][-1]
     assert "-h /run/berth/ssh_host_ed25519_key -p 10022" in script
+
+
+def test_the_ssh_secret_is_one_per_project_and_key_set() -> None:
+    name = ssh_secret.name_for
+    assert name("p", ("a", "b")) == name("p", ("a", "b"))
+    assert (
+        len({name("p", ("a", "b")), name("q", ("a", "b")), name("p", ("a",)), name("p", ())}) == 4
+    )
+    assert name("p", ("a", "b")) != name("p", ("b", "a"))  # order is the file's line order
+
+
+def test_a_task_without_keys_gets_no_sshd_and_no_ssh_secret() -> None:
+    conf = parse_run_configuration('type: task\ncommands: ["true"]\n')
+    run = Run(id="r", project="p", name="t", user="u", configuration={}, configuration_type="task")
+    job = Job(id="j", run_id="r", project="p", run_name="t", placement=Placement(node="n"))
+    objects = build_job_objects(run, job, conf, PodContext(default_image="img"))
+    assert objects.ssh_secret is None and objects.secret is None
+    assert ssh_secret.LABEL_SSH_KEYS not in objects.pod["metadata"]["labels"]
+    assert all("secret" not in v for v in objects.pod["spec"]["volumes"])
 
 
 def _access(*, node_key: str | None) -> SshAccess:

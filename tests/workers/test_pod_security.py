@@ -78,7 +78,6 @@ def _pod(
         default_image="berth.local/run:x",
         master_ip="10.244.0.5" if job_num else None,
         ssh_public_keys=("ssh-ed25519 AAAA user",),
-        ssh_host_key=HOST_KEY,
         claims={"team": ClaimMount(claim="team-data")},
         pod_security=level,
         **ctx,
