@@ -19,8 +19,9 @@ Runs inside the proxy worker. Design decisions:
   object into the little the inventory keeps (a
   :class:`~shared.gpu.inventory.PodRecord` or
   :class:`~shared.gpu.inventory.NodeRecord`) before queueing it, page by page,
-  so a relist never holds the whole list. Only Berth's own job pods become
-  ``V1Pod`` objects, for ``on_berth_pod``.
+  so a relist never holds the whole list. Only Berth's own job pods go to
+  ``on_berth_pod``, as a :class:`WatchedPod` that becomes a ``V1Pod`` only if
+  its reader asks.
 * **One owner for the builder.** :class:`~shared.gpu.inventory.InventoryBuilder`
   is not thread-safe, so the watch threads only convert and enqueue; one
   consumer thread applies everything in arrival order. One producer per kind
@@ -81,7 +82,7 @@ from shared.gpu.inventory import (
     pod_record,
 )
 from shared.gpu.pod_view import PodView, decode_pod, decode_pod_list, pod_view
-from shared.kube.raw import Raw, dig
+from shared.kube.raw import Raw, dig, undeclared
 from shared.state.inventory_store import is_foreign
 
 __all__ = ["NODES", "PODS", "InventoryWatcher", "WatchSettings", "WatcherHealth"]
@@ -96,7 +97,7 @@ ForbiddenCallback = Callable[[str], None]
 """Called with the kind whose LIST or WATCH the apiserver refused (403)."""
 BerthPodCallback = Callable[[str, str, Any], None]
 """Called with (value of the pod's ``berth.dev/job`` label, ``ADDED|MODIFIED|DELETED``, the
-V1Pod as watched: None for a pod a relist no longer finds)."""
+:class:`WatchedPod` as watched: None for a pod a relist no longer finds)."""
 WatchFactory = Callable[[], Any]
 """Makes a ``kubernetes.watch.Watch``; tests pass one that injects apiserver answers."""
 
@@ -332,13 +333,34 @@ _QUICK_END_S = 1.0  # a watch that ends sooner, with no event, is treated like a
 
 @dataclass(frozen=True, slots=True)
 class _PodSeen:
-    """A pod as the consumer needs it: its record, and for a Berth job's pod the job and V1Pod."""
+    """A pod as the consumer needs it: its record, and for a Berth job's pod the job and pod."""
 
     record: PodRecord
     job: str | None = None
     """Set for Berth's job pods only (:func:`is_foreign_pod` is false)."""
-    pod: Any = None
-    """The ``V1Pod``, for ``on_berth_pod``; set with ``job``."""
+    pod: WatchedPod | None = None
+    """The pod for ``on_berth_pod``; set with ``job``."""
+
+
+class WatchedPod:
+    """A Berth job pod as a watch saw it, read into a ``V1Pod`` only when asked (once).
+
+    Most of a job pod's events need no model object: the follower keeps only each
+    job's latest event, and a stopping run's pod sends its last events after its
+    job has finished, when nothing reads them. Building one cost about a millisecond.
+    """
+
+    __slots__ = ("_api", "_pod", "_text")
+
+    def __init__(self, api: Any, text: Callable[[], str]) -> None:
+        self._api, self._text = api, text
+        self._pod: Any = None
+
+    def v1(self) -> Any:
+        """The ``V1Pod``."""
+        if self._pod is None:
+            self._pod = self._api.deserialize(self._text(), "V1Pod", "application/json")
+        return self._pod
 
 
 _Seen = NodeRecord | _PodSeen
@@ -387,10 +409,10 @@ def _lists(kube_client: kube.Kube, namespace: str | None) -> list[tuple[str, Any
     pods = _PodReader(kube_client)
     if namespace is None:
         return [
-            (NODES, _undeclared(kube_client.core.list_node), _NodeReader()),
-            (PODS, _undeclared(kube_client.core.list_pod_for_all_namespaces), pods),
+            (NODES, undeclared(kube_client.core.list_node), _NodeReader()),
+            (PODS, undeclared(kube_client.core.list_pod_for_all_namespaces), pods),
         ]
-    return [(PODS, _undeclared(kube_client.core.list_namespaced_pod, namespace), pods)]
+    return [(PODS, undeclared(kube_client.core.list_namespaced_pod, namespace), pods)]
 
 
 _Page = tuple[list[_Seen], str | None, str | None]
@@ -424,7 +446,7 @@ def _text(item: Any) -> str:
 
 
 class _PodReader:
-    """Pods as records; Berth's job pods also as the ``V1Pod`` that ``on_berth_pod`` takes.
+    """Pods as records; Berth's job pods also as the :class:`WatchedPod` ``on_berth_pod`` takes.
 
     A LIST page is decoded into :class:`~shared.gpu.pod_view.PodView`s, its items
     kept as raw JSON until then, so only Berth's own pods are ever read whole.
@@ -463,23 +485,7 @@ class _PodReader:
         job = labels.get(kube.LABEL_JOB)
         if not job:
             return None  # labelled as a job's but with no job to sync: neither counted nor told
-        pod = self._api.deserialize(text(), "V1Pod", "application/json")
-        return _PodSeen(record, job=job, pod=pod)
-
-
-def _undeclared(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
-    """``fn`` without the return type its docstring declares.
-
-    ``Watch.stream`` turns events into the type it finds on the function (its
-    return annotation, then its docstring); finding none, it leaves them as the
-    apiserver's JSON, which is what the watch wants. The name is kept for logs.
-    """
-
-    def call(**kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = fn.__name__
-    return call
+        return _PodSeen(record, job=job, pod=WatchedPod(self._api, text))
 
 
 def _guarded(
@@ -785,6 +791,6 @@ class _Consumer:
         self._tell(job, event_type, seen.pod)
         return False
 
-    def _tell(self, job: str, event_type: str, pod: Any) -> None:
+    def _tell(self, job: str, event_type: str, pod: WatchedPod | None) -> None:
         if self._notify is not None:
             self._notify((job, event_type, pod))

@@ -32,6 +32,7 @@ from shared.errors import BerthError
 from shared.state.store import Store, wrapped
 from workers import provisioning
 from workers.context import WorkerContext
+from workers.inventory_watch import WatchedPod
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,10 @@ class PodFollower:
 
 
 def _apply_pod(ctx: WorkerContext, job_id: str, pod: Any, deleted: bool) -> None:
-    provisioning.apply_pod(ctx, job_id, pod, deleted=deleted)
+    if isinstance(pod, WatchedPod):  # read whole only if the job still follows a pod
+        provisioning.apply_watched_pod(ctx, job_id, pod.v1, deleted=deleted)
+    else:
+        provisioning.apply_pod(ctx, job_id, pod, deleted=deleted)
 
 
 FOLLOWING_TTL_S = 10

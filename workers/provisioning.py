@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared import kube, logs, tasks
@@ -186,11 +187,20 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
 
 def apply_pod(ctx: WorkerContext, job_id: str, pod: Any, *, deleted: bool = False) -> None:
     """Move the job to the state ``pod`` (a V1Pod; None or ``deleted`` when it is gone)
-    shows, and send what follows from it. The proxy worker calls it with each pod its
-    watch sees, so a job follows its pod without a task or a read per pod event."""
+    shows, and send what follows from it."""
+    apply_watched_pod(ctx, job_id, lambda: pod, deleted=deleted)
+
+
+def apply_watched_pod(
+    ctx: WorkerContext, job_id: str, load: Callable[[], Any], *, deleted: bool = False
+) -> None:
+    """:func:`apply_pod` with the pod read by ``load`` only if the job still follows one.
+    The proxy worker calls it with each pod its watch sees, so a job follows its pod
+    without a task or a read per pod event; a finished job's (a stopped run's pod being
+    deleted) costs one Redis read and no V1Pod."""
     job = _followed(ctx, job_id)
     if job is not None:
-        _follow_pod(ctx, job, pod, deleted=deleted)
+        _follow_pod(ctx, job, load(), deleted=deleted)
 
 
 def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False) -> None:

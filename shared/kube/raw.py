@@ -10,12 +10,12 @@ one reader serves both.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-__all__ = ["Raw", "as_raw", "dig", "uid_of"]
+__all__ = ["Raw", "as_raw", "dig", "uid_of", "undeclared"]
 
 Raw = Mapping[str, Any]
 """One object as the API's JSON has it (``metadata``, ``spec``, ``status``...)."""
@@ -37,6 +37,22 @@ def dig(obj: Raw | None, *path: str) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+def undeclared(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+    """``fn`` without the return type its docstring declares.
+
+    ``kubernetes.watch.Watch.stream`` turns events into the type it finds on the
+    function (its return annotation, then its docstring); finding none, it leaves
+    them as the apiserver's JSON, which is what a hot watch wants. The name is kept
+    for logs.
+    """
+
+    def call(**kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    return call
 
 
 def uid_of(data: bytes) -> str | None:

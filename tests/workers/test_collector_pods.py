@@ -62,3 +62,19 @@ def test_a_bookmark_left_as_a_plain_dict_still_moves_the_watch_on() -> None:
     # kubernetes.watch does not deserialize BOOKMARK objects into V1Pod: a dict arrives.
     assert _bookmark_version({"kind": "Pod", "metadata": {"resourceVersion": "42"}}) == "42"
     assert _bookmark_version(_pod(JOB, None)) is None
+
+
+def test_the_watchs_json_reads_as_the_client_object_does() -> None:
+    # The watch hands the collector the apiserver's JSON; tests build client objects.
+    api = client.ApiClient()
+    for state in (
+        None,
+        client.V1ContainerState(waiting=client.V1ContainerStateWaiting()),
+        client.V1ContainerState(running=client.V1ContainerStateRunning()),
+        client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=3)),
+    ):
+        for phase in ("Pending", "Running", "Failed"):
+            pod = _pod(JOB, state, phase)
+            raw = api.sanitize_for_serialization(pod)
+            assert isinstance(raw["metadata"]["labels"], dict)  # camelCase JSON, not the object
+            assert pod_view(raw) == pod_view(pod) is not None

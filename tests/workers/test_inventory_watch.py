@@ -30,7 +30,7 @@ from shared import kube
 from shared.gpu.inventory import GpuInventory, build_inventory
 from shared.state.inventory_store import is_foreign_pod
 from tests.polling import wait_until
-from workers.inventory_watch import ADDED, DELETED, InventoryWatcher, WatchSettings
+from workers.inventory_watch import ADDED, DELETED, InventoryWatcher, WatchedPod, WatchSettings
 
 pytestmark = pytest.mark.integration
 
@@ -144,8 +144,10 @@ def test_a_namespace_watch_reports_berth_pods_as_pod_objects_from_its_watch_even
         )
         wait_until(lambda: berth_pods.seen(job, DELETED), timeout=WAIT_S, what="DELETED")
         for event_type in (ADDED, DELETED):
-            [pod] = berth_pods.pods(job, event_type)
-            assert isinstance(pod, client.V1Pod), (event_type, pod)
+            [watched] = berth_pods.pods(job, event_type)
+            assert isinstance(watched, WatchedPod), (event_type, watched)
+            pod = watched.v1()
+            assert isinstance(pod, client.V1Pod) and watched.v1() is pod  # read once
             assert pod.metadata.name == "berth"
         assert watcher.health().restarts == 0, watcher.health()
     finally:

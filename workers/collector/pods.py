@@ -6,6 +6,10 @@ and any Kubernetes error backs off (doubling to a minute) before trying
 again, so a forbidden or unreachable cluster costs one call a minute, not a
 loop. After every (re)list each pod present is reported again: the gap may
 have hidden its events, and reporting twice is harmless.
+
+Pods are read as the apiserver's JSON (``shared/kube/raw.py``), never as client
+model objects: the collector sees every event of every job pod, and building a
+``V1Pod`` for each (to read six fields) was most of its CPU in a burst.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from shared import kube
 from shared.errors import KubeError, KubeTemporaryError
+from shared.kube.raw import as_raw, dig, undeclared
 from workers.collector.follow import CONTAINER
 
 log = logging.getLogger(__name__)
@@ -46,9 +51,10 @@ class PodView:
 
 
 def pod_view(pod: Any) -> PodView | None:
-    """The collector's view of a V1Pod; None for a pod that is not a job's."""
-    meta = pod.metadata
-    labels = meta.labels or {}
+    """The collector's view of a pod (its JSON, or a client object); None for a pod that
+    is not a job's."""
+    raw = as_raw(pod)
+    labels = dig(raw, "metadata", "labels") or {}
     job_id = labels.get(kube.LABEL_JOB)
     if not job_id:
         return None
@@ -56,15 +62,21 @@ def pod_view(pod: Any) -> PodView | None:
     if attempt is None:
         attempt = 1  # a garbled label reads as the first attempt
     started = ended = False
-    for status in (pod.status.container_statuses or []) if pod.status else []:
-        if status.name != CONTAINER or status.state is None:
+    for status in dig(raw, "status", "containerStatuses") or ():
+        state = dig(status, "state")
+        if dig(status, "name") != CONTAINER or not state:
             continue
-        ended = status.state.terminated is not None
-        started = ended or status.state.running is not None
-    if started and pod.status.phase in ("Succeeded", "Failed"):
+        ended = state.get("terminated") is not None
+        started = ended or state.get("running") is not None
+    if started and dig(raw, "status", "phase") in ("Succeeded", "Failed"):
         ended = True  # a finished pod's containers all ended, whatever their states say
     return PodView(
-        name=meta.name, uid=meta.uid, job_id=job_id, attempt=attempt, started=started, ended=ended
+        name=str(dig(raw, "metadata", "name")),
+        uid=str(dig(raw, "metadata", "uid")),
+        job_id=job_id,
+        attempt=attempt,
+        started=started,
+        ended=ended,
     )
 
 
@@ -121,20 +133,19 @@ class PodWatch:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     def _list(self) -> str:
-        pods = self.k.call(
+        pods = self.k.call_json(
             self.k.core.list_namespaced_pod, self.namespace, label_selector=_SELECTOR
         )
-        for pod in pods.items:
+        for pod in pods.get("items") or ():
             self._report(pod, deleted=False)
-        return str(pods.metadata.resource_version)
+        return str(dig(pods, "metadata", "resourceVersion"))
 
     def _watch_from(self, version: str) -> str:
         w = watch.Watch()
         self._watch = w
         try:
             for event in w.stream(
-                self.k.core.list_namespaced_pod,
-                self.namespace,
+                undeclared(self.k.core.list_namespaced_pod, self.namespace),
                 label_selector=_SELECTOR,
                 resource_version=version,
                 allow_watch_bookmarks=True,
@@ -152,7 +163,7 @@ class PodWatch:
                 if kind == "BOOKMARK":  # only a newer version to resume from
                     version = _bookmark_version(obj) or version
                     continue
-                version = str(obj.metadata.resource_version or version)
+                version = str(dig(obj, "metadata", "resourceVersion") or version)
                 self._report(obj, deleted=kind == "DELETED")
         except ApiException as e:  # watch raises ERROR events as ApiException, 410 included
             if e.status == 410:
@@ -173,11 +184,9 @@ class PodWatch:
 
 
 def _bookmark_version(obj: Any) -> str | None:
-    """A BOOKMARK carries only metadata; the client may leave it a plain dict."""
-    if isinstance(obj, dict):
-        return (obj.get("metadata") or {}).get("resourceVersion")
-    meta = getattr(obj, "metadata", None)
-    return getattr(meta, "resource_version", None)
+    """A BOOKMARK carries only metadata."""
+    version = dig(as_raw(obj), "metadata", "resourceVersion")
+    return str(version) if version else None
 
 
 class _Gone(Exception):
