@@ -7,11 +7,18 @@ stale object.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
 from celery import Celery
 from kombu import Queue
 
+from shared.errors import StoreError
 from shared.settings import Settings
 from shared.state import broker_transport, redis_client
+
+if TYPE_CHECKING:
+    from shared.state.store import Store
 
 SCHEDULE_RUN = "berth.scheduling.schedule_run"
 SWEEP = "berth.scheduling.sweep"
@@ -100,3 +107,32 @@ def send(app: Celery, name: str, *ids: str, countdown: float | None = None) -> N
     if countdown is not None and countdown >= VISIBILITY_TIMEOUT_S:
         raise ValueError("countdown must stay below the broker's visibility timeout")
     app.send_task(name, args=list(ids), queue=QUEUE_OF[name], countdown=countdown)
+
+
+RESEND_HOLD_S = 60
+"""How long a message marked queued (:func:`send_unqueued`) hides another like it: one
+still queued after this is presumed lost (a broker restart), and beat sends it again."""
+
+
+def send_unqueued(
+    app: Celery, store: Store, wanted: list[tuple[str, str]], *, hold_s: int = RESEND_HOLD_S
+) -> None:
+    """Send each (task, id) unless one like it still waits in the queue
+    (``Store.mark_queued``; the task unmarks it when it starts).
+
+    Every sender of a message beat's sweep may also send goes through here: a stop of
+    1,000 runs sent each job's teardown from the API, and the sweeps of the next half
+    minute, seeing those jobs still terminating, sent each again (2,190 teardowns for
+    1,000 jobs, each one more DELETE)."""
+    wanted = list(dict.fromkeys(wanted))
+    fresh = store.mark_queued(wanted, ttl_s=hold_s)
+    to_send = [item for item, needed in zip(wanted, fresh, strict=True) if needed]
+    for i, (name, ident) in enumerate(to_send):
+        try:
+            send(app, name, ident)
+        except Exception:
+            # The broker refused: what was not sent must not look queued until its hold ends.
+            for unsent_name, unsent_id in to_send[i:]:
+                with contextlib.suppress(StoreError):
+                    store.unmark_queued(unsent_name, unsent_id)
+            raise

@@ -21,7 +21,6 @@ cache, so 10,000 waiting runs cost a version check each, not a parse):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import zlib
@@ -43,13 +42,13 @@ from workers.scheduling import record_cache
 
 log = logging.getLogger(__name__)
 
-FOLLOWED_SYNC_EVERY_S = 60.0
+FOLLOWED_SYNC_EVERY_S = 300.0
 """How often each placed job is re-read while the proxy worker follows pods, seconds: a
-safety net only (the watch relists after any gap and reports every pod again)."""
+safety net only (the watch relists after any gap and reports every pod again, and an
+application that fails sends its own ``sync_job``). Each is a GET of the pod: at 60 s,
+1,000 running jobs cost 17 reads a second for ever (bench scenario 7's worker log)."""
 _FOLLOWED_SYNC_SLOTS = int(FOLLOWED_SYNC_EVERY_S // SWEEP_EVERY_S)
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
-# A resend still queued after this is presumed lost (a broker restart): send again.
-RESEND_HOLD_S = 60
 # The sweep's own wake-up of the scheduler: other senders (submissions, the
 # inventory) do not coalesce, so a lost one may only delay a pass this long.
 WAKE_HOLD_S = 15
@@ -82,9 +81,11 @@ def sweep(ctx: WorkerContext) -> None:
         _show_no_access(ctx, run, blocked)
         if blocked is None:
             resends += _resends(run, jobs, now, following=following)
-    _send_unqueued(ctx, resends, hold_s=RESEND_HOLD_S)
+    tasks.send_unqueued(ctx.celery, ctx.store, resends, hold_s=tasks.RESEND_HOLD_S)
     if pending:
-        _send_unqueued(ctx, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S)
+        tasks.send_unqueued(
+            ctx.celery, ctx.store, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S
+        )
     keys.forget(store, keys.known_runs(store) - set(ids))
 
 
@@ -212,19 +213,3 @@ def _sync_due(job_id: str, now: float) -> bool:
     once per ``FOLLOWED_SYNC_EVERY_S``, spread by its id so they do not all come at once."""
     slot = int(now // SWEEP_EVERY_S) % _FOLLOWED_SYNC_SLOTS
     return zlib.crc32(job_id.encode()) % _FOLLOWED_SYNC_SLOTS == slot
-
-
-def _send_unqueued(ctx: WorkerContext, wanted: list[tuple[str, str]], *, hold_s: int) -> None:
-    """Send each message unless one like it still waits in the queue (see ``mark_queued``)."""
-    wanted = list(dict.fromkeys(wanted))
-    fresh = ctx.store.mark_queued(wanted, ttl_s=hold_s)
-    to_send = [item for item, needed in zip(wanted, fresh, strict=True) if needed]
-    for i, (name, ident) in enumerate(to_send):
-        try:
-            tasks.send(ctx.celery, name, ident)
-        except Exception:
-            # The broker refused: what was not sent must not look queued until its hold ends.
-            for unsent_name, unsent_id in to_send[i:]:
-                with contextlib.suppress(StoreError):
-                    ctx.store.unmark_queued(unsent_name, unsent_id)
-            raise

@@ -258,8 +258,8 @@ def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
         run = store.get_run(run.id)
         if run.status.is_finished:
             return run
-    for job_id in run.job_ids:
-        tasks.send(celery, tasks.TEARDOWN_JOB, job_id)
+    # Marked queued, so beat's sweep does not send each again while it waits its turn.
+    tasks.send_unqueued(celery, store, [(tasks.TEARDOWN_JOB, job_id) for job_id in run.job_ids])
     return run
 
 

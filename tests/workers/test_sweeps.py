@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import pytest
 
+from api.services.runs import stop_run
 from cli.local.cluster import ClusterState
 from shared import tasks
 from shared.placement.autoscaling import is_pool_node
@@ -60,6 +61,21 @@ def test_sweeps_queue_one_sync_per_running_job_until_a_worker_starts_it(
     assert _queued(ctx, "provisioning") == [tasks.SYNC_JOB, tasks.SYNC_JOB]
 
 
+def test_a_stops_teardowns_are_not_sent_again_by_sweeps_while_they_wait(
+    ctx: WorkerContext,
+) -> None:
+    run = submit(ctx, "r-stop", "A100:2")
+    scheduling.run_pass(ctx)
+    for queue in ("provisioning", "teardown"):
+        ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:{queue}")
+    stop_run(ctx.store, ctx.celery, ctx.store.get_run(run.id), abort=False)
+    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_JOB]
+
+    for _ in range(3):  # the worker is busy elsewhere: the message waits
+        sweeps.sweep(ctx)
+    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_JOB]
+
+
 def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext) -> None:
     run = submit(ctx, "r1", "A100:2")
     scheduling.run_pass(ctx)
@@ -70,7 +86,7 @@ def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext)
 
     sweeps.sweep(ctx)
     marker = ctx.store.key("queued", tasks.SYNC_JOB, job.id)
-    assert 0 < ctx.store.r.ttl(marker) <= sweeps.RESEND_HOLD_S
+    assert 0 < ctx.store.r.ttl(marker) <= tasks.RESEND_HOLD_S
     ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:provisioning")  # lost
     ctx.store.r.delete(marker)  # what its TTL does after RESEND_HOLD_S
 
