@@ -169,6 +169,10 @@ def quota_reader(ctx: WorkerContext) -> QuotaReader:
 
 def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResult) -> bool:
     """Plan over ``view`` and write the plan; False when a placement was fenced off."""
+    if not any(_wants_placement(run, view.jobs[run.id]) for run in view.runs):
+        # Nothing waits (every finished job wakes a pass, and a stop of 1,000 runs
+        # finishes 1,000): no cluster to route to, inventory to read or plan to write.
+        return True
     now = time.time()
     runs = {run.id: run for run in view.runs}
     cleaning = keys.timestamps(ctx.store, keys.CLEANUP)

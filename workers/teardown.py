@@ -34,8 +34,9 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
     grace = 0 if run.abort else None  # abort skips the pod's termination grace period
     if not _delete_created(cluster, job, grace=grace):
         _delete_by_label(cluster, kube.LABEL_JOB, job.id, grace=grace)
-    for _ in range(_CAS_ATTEMPTS):
-        job = store.get_job(job_id)
+    for attempt in range(_CAS_ATTEMPTS):
+        if attempt:  # the first try writes the job as read above; a lost race reads it again
+            job = store.get_job(job_id)
         if job.status.is_finished:
             break
         # A replica scaling retired was stopped on purpose: terminated, never failed.

@@ -420,8 +420,8 @@ class Store:
         return job
 
     def jobs_of(self, run: Run) -> list[Job]:
-        jobs = (self.find_job(j) for j in run.job_ids)
-        return [j for j in jobs if j is not None]
+        """The run's jobs (one round trip), in its order; missing ones are left out."""
+        return self.find_jobs(run.job_ids)
 
     def save_run(self, run: Run, event: Event | None = None) -> bool:
         """Compare-and-set: write ``run`` if the stored version is still ``run.version``.
@@ -659,8 +659,9 @@ class Store:
         return obj
 
     def _load_many(self, model: type[M], keys: list[str]) -> list[M]:
-        if not keys:
-            return []
+        if len(keys) <= 1:  # a pipeline's bookkeeping costs more than it saves for one
+            found = self._load(model, keys[0]) if keys else None
+            return [found] if found is not None else []
         with _wrapped():
             pipe = self.r.pipeline(transaction=False)
             for key in keys:
