@@ -10,8 +10,8 @@ deletes
 
 - a pod whose job is gone, or finished while the pod still holds its node
   (phase Pending or Running);
-- a secret whose job is gone or finished: registry credentials and host keys
-  must not outlive the job;
+- a secret whose job is gone or finished: registry credentials and env values
+  naming project secrets must not outlive the job;
 - a run's service when no unfinished run of that name exists;
 - a project's SSH Secret that no Berth pod in the namespace has named for two
   passes some minutes apart (``workers/ssh_secret.py`` says why two).

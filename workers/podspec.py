@@ -13,6 +13,7 @@ import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from shared import kube
@@ -140,20 +141,21 @@ OBJECT_KINDS = ("pod", "secret", "service")
 
 
 def object_verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
-    """The client's create, read and delete of a namespaced ``kind`` (of OBJECT_KINDS)."""
+    """The create, read and delete of a namespaced ``kind`` (of OBJECT_KINDS). The create
+    takes the body as a dict (:meth:`shared.kube.Kube.post`), for :meth:`call_bytes`."""
     return {
         "pod": (
-            k.core.create_namespaced_pod,
+            partial(k.post, "pods"),
             k.core.read_namespaced_pod,
             k.core.delete_namespaced_pod,
         ),
         "secret": (
-            k.core.create_namespaced_secret,
+            partial(k.post, "secrets"),
             k.core.read_namespaced_secret,
             k.core.delete_namespaced_secret,
         ),
         "service": (
-            k.core.create_namespaced_service,
+            partial(k.post, "services"),
             k.core.read_namespaced_service,
             k.core.delete_namespaced_service,
         ),
