@@ -3,8 +3,8 @@
 The jump host's address and pinned host key come from the proxy worker's
 ``jump-hosts`` record; each running job's pod IP from its record, and its host
 key from the SSH Secret the job records, where provisioning put the key Berth
-generated for the project's pods with those keys. Nothing here is learned by connecting, so nothing can be spoofed
-on first use.
+generated for the project's pods with those keys. Nothing here is learned by
+connecting, so nothing can be spoofed on first use.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ follow one grammar: ``<action>_namespaced_<kind>`` inside a namespace,
 cluster-scoped kinds. So the verbs, resources and scopes Berth needs can be
 derived from the code itself, and compared with the Role and ClusterRole in
 ``deploy/k8s``. A module that imports ``kubernetes.watch`` also watches what
-it lists (that is how ``Watch.stream`` is used). The one call made around the
-typed clients, :func:`shared.kube.pod_proxy.pod_request`, needs ``pods/proxy``
-with the verb of the HTTP method each call site names.
+it lists (that is how ``Watch.stream`` is used). Two calls are made around the
+typed clients: :func:`shared.kube.pod_proxy.pod_request` needs ``pods/proxy``
+with the verb of the HTTP method each call site names, and
+:meth:`shared.kube.Kube.post` needs ``create`` on the collection each call site
+names (``k.post("pods", ...)`` or ``partial(k.post, "pods")``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _NAMESPACED = re.compile(rf"({_ACTION})_namespaced_(\w+?)(_log|_status|_exec)?$"
 _ALL_NAMESPACES = re.compile(rf"({_ACTION})_(\w+)_for_all_namespaces$")
 _CLUSTER = re.compile(rf"({_ACTION})_(\w+)$")
 POD_REQUEST = "pod_request"
+KUBE_POST = "post"
 SCRAPE_POD = "scrape_pod"  # a GET on a pod of any namespace: the ClusterRole's
 _HTTP_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
@@ -72,6 +75,10 @@ def accesses_in_code() -> dict[Access, list[str]]:
                 if proxied is not None:
                     access = Access(NAMESPACE, "", "pods/proxy", proxied)
                     found.setdefault(access, []).append(where)
+                posted = _posted_collection(node)
+                if posted is not None:
+                    access = Access(NAMESPACE, "", posted, "create")
+                    found.setdefault(access, []).append(where)
                 if _calls(node, SCRAPE_POD):
                     access = Access(CLUSTER, "", "pods/proxy", "get")
                     found.setdefault(access, []).append(where)
@@ -88,6 +95,25 @@ def _calls(node: ast.AST, name: str) -> bool:
         return False
     func = node.func
     return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) == name
+
+
+def _posted_collection(node: ast.AST) -> str | None:
+    """The collection of a ``<kube>.post("pods", ...)`` or ``partial(<kube>.post, "pods")``."""
+    if not isinstance(node, ast.Call):
+        return None
+    if isinstance(node.func, ast.Attribute) and node.func.attr == KUBE_POST:
+        first = node.args[0] if node.args else None
+    elif _calls(node, "partial") and len(node.args) > 1:
+        target = node.args[0]
+        if not (isinstance(target, ast.Attribute) and target.attr == KUBE_POST):
+            return None
+        first = node.args[1]
+    else:
+        return None
+    # An HTTP client's post("/api/...") names a URL, not a collection.
+    if isinstance(first, ast.Constant) and re.fullmatch(r"[a-z]+", str(first.value)):
+        return str(first.value)
+    return None
 
 
 def _pod_request_verb(node: ast.AST) -> str | None:
