@@ -235,7 +235,7 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         _follow_node_order(ctx, job_id, verdict.status)
     refreshed = refresh_run(store, run.id)
     if verdict.status.is_finished:
-        wake_scheduler(ctx.store, ctx.celery, run.id)  # its GPUs go to the queue now
+        wake_scheduler(ctx.store, ctx.celery, run.id, freed=True)  # its GPUs, to the queue
     if refreshed.status.is_finished:
         _release_siblings(ctx, refreshed.job_ids)
 

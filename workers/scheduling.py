@@ -91,6 +91,8 @@ class PassResult:
     failed: list[str] = field(default_factory=list)
     fenced: int = 0
     """Times this pass lost a race to another and planned again."""
+    idle: bool = False
+    """Nothing waited: no run wanted placement (``shared.queueing.wake.note_idle``)."""
 
 
 def schedule_pass(ctx: WorkerContext) -> PassResult:
@@ -170,8 +172,8 @@ def quota_reader(ctx: WorkerContext) -> QuotaReader:
 def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResult) -> bool:
     """Plan over ``view`` and write the plan; False when a placement was fenced off."""
     if not any(_wants_placement(run, view.jobs[run.id]) for run in view.runs):
-        # Nothing waits (every finished job wakes a pass, and a stop of 1,000 runs
-        # finishes 1,000): no cluster to route to, inventory to read or plan to write.
+        # Nothing waits: no cluster to route to, inventory to read or plan to write.
+        result.idle = True
         return True
     now = time.time()
     runs = {run.id: run for run in view.runs}

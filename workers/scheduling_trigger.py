@@ -40,7 +40,10 @@ def request_pass(store: Store, run_pass: Callable[[], object]) -> int:
                 seen = store.counter(generation)
                 store.claim(runner, me, ttl_s=_RUNNER_TTL_S, renew=True)
                 started = time.monotonic()
-                run_pass()
+                wake.forget_idle(store)
+                outcome = run_pass()
+                if getattr(outcome, "idle", False):
+                    wake.note_idle(store, seen)
                 passes += 1
                 if store.counter(generation) == seen:
                     break

@@ -61,7 +61,7 @@ def teardown_job(ctx: WorkerContext, job_id: str) -> None:
             message=f"job {job.job_num} {target}",
         )
         if store.save_job(job, event):
-            wake_scheduler(ctx.store, ctx.celery, job.run_id)  # its GPUs are free now
+            wake_scheduler(ctx.store, ctx.celery, job.run_id, freed=True)  # its GPUs
             break
     run = refresh_run(store, run.id)
     if run.status.is_finished:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.queueing.wake import GENERATION, RUNNER, wake_scheduler
+from shared.queueing.wake import (
+    GENERATION,
+    IDLE,
+    RUNNER,
+    forget_idle,
+    note_idle,
+    wake_scheduler,
+)
 from workers.context import WorkerContext
 from workers.scheduling_trigger import request_pass
 
@@ -52,3 +59,59 @@ def test_requests_during_a_pass_get_one_more_pass_and_no_task(ctx: WorkerContext
     assert not ctx.store.held(ctx.store.key(*RUNNER))
     wake_scheduler(ctx.store, ctx.celery, "after")  # the runner is gone: a task again
     assert _queued(ctx) == 1
+
+
+class _Outcome:
+    def __init__(self, idle: bool) -> None:
+        self.idle = idle
+
+
+def test_after_a_pass_that_found_nothing_waiting_freed_capacity_asks_for_no_pass(
+    ctx: WorkerContext,
+) -> None:
+    store = ctx.store
+    assert request_pass(store, lambda: _Outcome(idle=True)) == 1
+    before = store.counter(store.key(*GENERATION))
+    for n in range(5):  # five jobs end: nothing waits for their GPUs
+        wake_scheduler(store, ctx.celery, f"run-{n}", freed=True)
+    assert _queued(ctx) == 0
+    assert store.counter(store.key(*GENERATION)) == before
+    wake_scheduler(store, ctx.celery, "a submission")  # anything else still asks
+    assert _queued(ctx) == 1
+
+
+def test_a_request_during_an_idle_pass_keeps_freed_capacity_asking(ctx: WorkerContext) -> None:
+    store = ctx.store
+
+    passes: list[bool] = []
+
+    def one_pass() -> _Outcome:
+        passes.append(store.held(store.key(*IDLE)))
+        if len(passes) == 1:
+            wake_scheduler(store, ctx.celery, "a submission while the pass ran")
+        return _Outcome(idle=True)
+
+    # The request came after the pass began: it is not noted idle, so a second pass
+    # runs for that request, and only that one (which saw no new request) notes it.
+    assert request_pass(store, one_pass) == 2
+    assert store.held(store.key(*IDLE))
+    # What kept the first pass from writing it: a request since the generation it began at.
+    started = store.counter(store.key(*GENERATION))
+    forget_idle(store)
+    wake_scheduler(store, ctx.celery, "another submission")
+    assert not note_idle(store, started)
+    assert not store.held(store.key(*IDLE))
+    assert note_idle(store, store.counter(store.key(*GENERATION)))
+    store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:scheduling")
+    assert request_pass(store, lambda: _Outcome(idle=False)) == 1
+    assert not store.held(store.key(*IDLE))  # something waits: freed capacity counts
+    wake_scheduler(store, ctx.celery, "a job ended", freed=True)
+    assert _queued(ctx) == 1
+
+
+def test_a_pass_drops_the_note_before_it_reads_the_queue(ctx: WorkerContext) -> None:
+    store = ctx.store
+    request_pass(store, lambda: _Outcome(idle=True))
+    seen: list[bool] = []
+    request_pass(store, lambda: seen.append(store.held(store.key(*IDLE))))
+    assert seen == [False]
