@@ -215,7 +215,8 @@ def plan_run(
 
 
 def _same_submission(store: Store, run: Run) -> tuple[Run, list[Job]] | None:
-    """The active run ``run`` repeats (same name, user, configuration and code), if any.
+    """The run ``run`` repeats (same name, user, configuration and code), if any: an
+    active one, or one answered 503 but kept, which may have finished since.
 
     A client that retries after a 503 cannot know whether its first request was
     recorded (Redis may have applied it just before it went away): sending the same
@@ -225,8 +226,10 @@ def _same_submission(store: Store, run: Run) -> tuple[Run, list[Job]] | None:
         existing = store.run_by_name(run.project, run.name)
     except NotFoundError:
         return None
-    if existing.status.is_finished or existing.user != run.user:
+    if existing.user != run.user:
         return None
+    if existing.status.is_finished and not store.refused_but_kept(existing):
+        return None  # a finished run's name is free for a new run
     if (existing.configuration, existing.code) != (run.configuration, run.code):
         return None
     # The first attempt may have been left on the primary unacknowledged: this 202 is

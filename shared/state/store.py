@@ -67,6 +67,8 @@ if version == ARGV[1] and version ~= '0' then return {version} end
 return {version, redis.call('GET', KEYS[2])}
 """
 _EVENTS_MAX = 10_000  # per run; a chatty run keeps its newest events
+# How long a run refused (503) but kept is the one a retry of it gets, finished or not.
+_REFUSED_KEPT_S = 3600
 
 
 def token_sha256(token: str) -> str:
@@ -270,11 +272,24 @@ class Store:
         try:
             self.confirm_replicated("new run")
         except ReplicationError:
-            self._withdraw(run, jobs)
+            if not self._withdraw(run, jobs):
+                # Kept, and refused all the same: the client's retry must get this run
+                # back even if it has finished by then, never start it a second time.
+                with contextlib.suppress(redis.RedisError):
+                    self.r.set(self._refused_key(run), run.id, ex=_REFUSED_KEPT_S)
             raise
 
-    def _withdraw(self, run: Run, jobs: list[Job]) -> None:
-        """Delete a just-created run whose record no one has changed yet (best effort)."""
+    def refused_but_kept(self, run: Run) -> bool:
+        """Whether ``run`` was answered 503 yet kept (a pass had acted on it first)."""
+        with _wrapped():
+            return self.r.get(self._refused_key(run)) == run.id.encode()
+
+    def _refused_key(self, run: Run) -> str:
+        return self.key("refused-kept", run.project, run.name)
+
+    def _withdraw(self, run: Run, jobs: list[Job]) -> bool:
+        """Delete a just-created run whose record no one has changed yet (best effort);
+        whether it was deleted."""
         name_key = self.key("runname", run.project, run.name)
         keys = [self.key("run", run.id), *(self.key("job", j.id) for j in jobs)]
         versions = [str(run.version).encode(), *(str(j.version).encode() for j in jobs)]
@@ -282,11 +297,13 @@ class Store:
             pipe.watch(name_key, *keys)
             untouched = [self.r.hget(k, "v") for k in keys] == versions  # watched from here
             if not untouched or self.r.get(name_key) != run.id.encode():
-                return  # a scheduler already acted on it: it stays, and a retry finds it
+                return False  # a scheduler already acted on it: it stays, a retry finds it
             pipe.multi()
             self._delete_run_in(pipe, run)
             pipe.delete(name_key)
             pipe.execute()
+            return True
+        return False
 
     def find_run(self, run_id: str) -> Run | None:
         return self._load(Run, self.key("run", run_id))

@@ -21,7 +21,7 @@ import pytest
 from shared import kube, tasks
 from shared.state.records import Event, Job, Placement, Run, RunStatus
 from tests.polling import wait_until
-from tests.reliability.world import World, orphans
+from tests.reliability.world import World, orphans, submit_task
 from workers import orphans as reaper
 from workers import provisioning, scheduling, sweeps, teardown
 from workers.scheduling_trigger import request_pass
@@ -50,14 +50,6 @@ def _deliveries(world: World, job: Job) -> list[tuple[str, Callable[[], object]]
     ]
 
 
-def _submit(world: World, name: str) -> Run:
-    conf = {"type": "task", "name": name, "commands": ["train"], "resources": {"gpu": 1}}
-    with world.stack.client() as http:
-        r = http.post("/api/projects/main/runs", json={"configuration": conf})
-    assert r.status_code == 202, r.text
-    return world.ctx.store.get_run(r.json()["id"])
-
-
 def _status(world: World, run: Run, status: RunStatus) -> Callable[[], bool]:
     return lambda: world.ctx.store.get_run(run.id).status == status
 
@@ -79,7 +71,7 @@ def _assert_never_backwards(world: World, run: Run) -> None:
 
 def test_duplicates_while_running_keep_one_pod_and_the_state(calm_world: World) -> None:
     world = calm_world
-    run = _submit(world, "dup-running")
+    run = submit_task(world, "dup-running")
     wait_until(_status(world, run, S.RUNNING), timeout=60, what="dup-running running")
     job = world.ctx.store.get_job(run.job_ids[0])
     first_pod = world.ledger.pods_of(job.id)
@@ -99,7 +91,7 @@ def test_late_and_reordered_deliveries_after_a_stop_change_nothing_and_create_no
     calm_world: World,
 ) -> None:
     world = calm_world
-    run = _submit(world, "dup-late")
+    run = submit_task(world, "dup-late")
     wait_until(_status(world, run, S.RUNNING), timeout=60, what="dup-late running")
     job = world.ctx.store.get_job(run.job_ids[0])
     with world.stack.client() as http:
@@ -217,7 +209,7 @@ def test_teardown_deletes_the_recorded_objects_by_uid_and_never_a_later_holder_o
     Delivered again after the name went to another pod, it must leave that pod alone."""
     world = calm_world
     k, ns = world.kube, world.namespace
-    run = _submit(world, "td-uid")
+    run = submit_task(world, "td-uid")
     wait_until(_status(world, run, S.RUNNING), timeout=60, what="td-uid running")
     job = world.ctx.store.get_job(run.job_ids[0])
     pod = k.call(k.core.read_namespaced_pod, job.pod_name, ns)
@@ -251,7 +243,7 @@ def test_teardown_deletes_the_recorded_objects_by_uid_and_never_a_later_holder_o
 def test_a_job_recorded_without_its_objects_is_torn_down_by_label(calm_world: World) -> None:
     """Records written before provisioning noted uids (or with one unknown) still stop clean."""
     world = calm_world
-    run = _submit(world, "td-label")
+    run = submit_task(world, "td-label")
     wait_until(_status(world, run, S.RUNNING), timeout=60, what="td-label running")
     store = world.ctx.store
     for _ in range(10):

@@ -12,19 +12,11 @@ import pytest
 from shared import kube, ssh
 from shared.state.records import Run, RunStatus
 from tests.polling import wait_until
-from tests.reliability.world import World
+from tests.reliability.world import World, submit_task
 from workers import orphans as reaper
 from workers import ssh_secret
 
 pytestmark = pytest.mark.integration
-
-
-def _submit(world: World, name: str) -> Run:
-    conf = {"type": "task", "name": name, "commands": ["train"], "resources": {"gpu": 1}}
-    with world.stack.client() as http:
-        r = http.post("/api/projects/main/runs", json={"configuration": conf})
-    assert r.status_code == 202, r.text
-    return world.ctx.store.get_run(r.json()["id"])
 
 
 def _running(world: World, run: Run) -> Callable[[], bool]:
@@ -46,7 +38,7 @@ def test_a_users_runs_share_one_ssh_secret_the_reaper_keeps_while_a_pod_names_it
     user_key = ssh.public_key_text(ssh.new_host_key()) + " me@laptop"
     with world.stack.client() as http:
         assert http.put("/api/users/me/ssh-key", json={"public_key": user_key}).status_code == 204
-    runs = [_submit(world, f"ssh-share-{i}") for i in range(2)]
+    runs = [submit_task(world, f"ssh-share-{i}") for i in range(2)]
     for run in runs:
         wait_until(_running(world, run), timeout=60, what=f"{run.name} running")
     jobs = [store.get_job(run.job_ids[0]) for run in runs]

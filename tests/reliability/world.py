@@ -38,7 +38,7 @@ from cli.local import nodes as node_pools
 from cli.local.processes import ProcessRecord, is_running, start_process
 from shared import kube
 from shared.errors import BerthError, KubeNotFound, NotFoundError
-from shared.state.records import RunStatus
+from shared.state.records import Run, RunStatus
 from tests.polling import wait_until
 from tests.sentinel import SentinelGroup, start_sentinel_group
 from tests.stack import Stack, start_stack
@@ -370,6 +370,15 @@ class Burst:
                 self.accepted[spec.name] = r.json()["id"]
             elif r.status_code >= 500 and r.status_code != 503:
                 self.server_errors.append(f"{spec.name}: {r.status_code} {r.text[:300]}")
+
+
+def submit_task(world: World, name: str) -> Run:
+    """A one-GPU task named ``name``, through the API as a user sends it; its record."""
+    conf = {"type": "task", "name": name, "commands": ["train"], "resources": {"gpu": 1}}
+    with world.stack.client() as http:
+        r = http.post("/api/projects/main/runs", json={"configuration": conf})
+    assert r.status_code == 202, r.text
+    return world.ctx.store.get_run(r.json()["id"])
 
 
 def stop_runs(stack: Stack, names: Iterable[str], *, timeout: float = 60) -> None:
