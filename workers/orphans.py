@@ -136,7 +136,10 @@ def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
         if not _run_is_live(store, obj):  # read now, just before deleting
             _delete(k, k.core.delete_namespaced_service, obj, ns)
             reaped.append(f"service/{obj.metadata.name}")
-    return reaped + ssh_secret.reap(store, cluster, projects, every["pod"])
+    for obj in ssh_secret.unused(store, cluster, projects, every["pod"]):
+        _delete(k, k.core.delete_namespaced_secret, obj, ns)
+        reaped.append(f"secret/{obj.metadata.name}")
+    return reaped
 
 
 def _pod_is_orphan(pod: Any, jobs: dict[str, Job]) -> bool:

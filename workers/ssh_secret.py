@@ -47,7 +47,7 @@ from typing import Any
 
 from shared import kube
 from shared.clusters import Cluster
-from shared.errors import KubeConflict, KubeNotFound
+from shared.errors import KubeConflict
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, new_host_key, public_key_text
 from shared.state.store import Store
 
@@ -130,15 +130,15 @@ def secret(project: str, keys: tuple[str, ...], host_key: str | None = None) -> 
     }
 
 
-def reap(store: Store, cluster: Cluster, projects: set[str], pods: list[Any]) -> list[str]:
-    """Delete ``projects``' SSH Secrets in the cluster's namespace that no pod of ``pods``
-    (all of Berth's there, any phase, any project) names, if the previous passes saw
-    them unnamed :data:`UNUSED_FOR_S` ago; what was deleted."""
+def unused(store: Store, cluster: Cluster, projects: set[str], pods: list[Any]) -> list[Any]:
+    """``projects``' SSH Secrets in the cluster's namespace that no pod of ``pods`` (all of
+    Berth's there, any phase, any project) names, and that earlier passes already saw
+    unnamed :data:`UNUSED_FOR_S` ago: the reaper's to delete (by uid)."""
     k, ns = cluster.kube, cluster.namespace
     named = {(p.metadata.labels or {}).get(LABEL_SSH_KEYS) for p in pods}
     selector = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{LABEL_SSH_KEYS}"
     now = time.time()
-    reaped = []
+    due = []
     for obj in k.call(k.core.list_namespaced_secret, ns, label_selector=selector).items:
         labels = obj.metadata.labels or {}
         if labels.get(kube.LABEL_PROJECT) not in projects:
@@ -157,12 +157,9 @@ def reap(store: Store, cluster: Cluster, projects: set[str], pods: list[Any]) ->
         if k.call(k.core.list_namespaced_pod, ns, label_selector=again, limit=1).items:
             store.r.delete(mark)
             continue
-        body = {"preconditions": {"uid": obj.metadata.uid}}
-        with contextlib.suppress(KubeNotFound, KubeConflict):
-            k.call(k.core.delete_namespaced_secret, obj.metadata.name, ns, body=body)
-        store.r.delete(mark)
-        reaped.append(f"secret/{obj.metadata.name}")
-    return reaped
+        store.r.delete(mark)  # a Secret made again under the name starts unmarked
+        due.append(obj)
+    return due
 
 
 def forget() -> None:
