@@ -16,12 +16,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/berth
 WORKDIR /src
 # Only what the package needs (see .dockerignore): never tests, .env or a kubeconfig.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY shared ./shared
 COPY api ./api
 COPY workers ./workers
 COPY cli ./cli
-RUN /opt/berth/bin/pip install --no-compile . \
+RUN /opt/berth/bin/pip install --no-compile -c constraints.txt . \
  && /opt/berth/bin/pip uninstall --yes pip setuptools
 
 # Stage 2: the interpreter, the virtualenv and nothing else.

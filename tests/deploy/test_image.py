@@ -101,6 +101,7 @@ def test_the_build_context_holds_only_what_the_image_installs() -> None:
     context = build_context_files()
     assert "shared/settings.py" in context
     assert "cli/local/node-pools.yaml" in context  # package data
+    assert "constraints.txt" in context  # the image installs the tested versions
     for never in (".env", ".env.example", "tests/conftest.py", "Dockerfile"):
         assert never not in context, never
     assert not any(p.startswith((".venv/", ".git/", "deploy/")) for p in context)
