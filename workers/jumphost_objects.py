@@ -8,7 +8,6 @@ and its ``authorized_keys`` holds all their members. Everything is named
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -162,10 +161,10 @@ def jump_objects(
         "metadata": {"name": target.name, "labels": labels},
         "type": "Opaque",
         "data": {
-            "authorized_keys": _b64(keys),
-            HOST_KEY_FILE: _b64(host_key),
-            HOST_KEY_PUB_FILE: _b64(host_public + "\n"),
-            "sshd_config": _b64(config),
+            "authorized_keys": kube.secret_data(keys),
+            HOST_KEY_FILE: kube.secret_data(host_key),
+            HOST_KEY_PUB_FILE: kube.secret_data(host_public + "\n"),
+            "sshd_config": kube.secret_data(config),
         },
     }
     port: dict[str, Any] = {"name": "ssh", "port": 22, "targetPort": "ssh", "protocol": "TCP"}
@@ -244,7 +243,3 @@ def _restricted_start() -> str:
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]  # 64 bits: a change detector
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()

@@ -694,7 +694,9 @@ def _secret(
     labels: dict[str, str],
     secret_env: Mapping[str, str],
 ) -> dict[str, Any] | None:
-    data: dict[str, str] = {f"{_ENV_SECRET_PREFIX}{k}": _b64(v) for k, v in secret_env.items()}
+    data: dict[str, str] = {
+        f"{_ENV_SECRET_PREFIX}{k}": kube.secret_data(v) for k, v in secret_env.items()
+    }
     auth = getattr(conf, "registry_auth", None)
     if auth is not None:
         image = run_image(conf, ctx)
@@ -704,7 +706,7 @@ def _secret(
         password = secrets.interpolate(
             interpolate_env(_plain(auth.password), env), ctx.secret_values
         )
-        data[".dockerconfigjson"] = _b64(_docker_config(image, username, password))
+        data[".dockerconfigjson"] = kube.secret_data(_docker_config(image, username, password))
     if not data:
         return None
     kind = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
@@ -733,10 +735,6 @@ def _docker_config(image: str, username: str, password: str) -> str:
 def _plain(secret: Any) -> str:
     get = getattr(secret, "get_secret_value", None)
     return str(get() if get else secret)
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def _headless_service(run: Run, name: str) -> dict[str, Any]:

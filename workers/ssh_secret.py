@@ -37,7 +37,6 @@ again agree; the kubelet mounts it then.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import threading
@@ -49,7 +48,7 @@ from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeConflict
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, new_host_key, public_key_text
-from shared.state.store import Store
+from shared.state.store import Store, wrapped
 
 LABEL_SSH_KEYS = "berth.dev/ssh-keys"
 """On the SSH Secret and on every pod that mounts it: the digest naming the Secret."""
@@ -123,9 +122,9 @@ def secret(project: str, keys: tuple[str, ...], host_key: str | None = None) -> 
         "type": "Opaque",
         "immutable": True,
         "data": {
-            "authorized_keys": _b64("\n".join(keys) + "\n"),
-            HOST_KEY_FILE: _b64(host_key),
-            HOST_KEY_PUB_FILE: _b64(public_key_text(host_key) + "\n"),
+            "authorized_keys": kube.secret_data("\n".join(keys) + "\n"),
+            HOST_KEY_FILE: kube.secret_data(host_key),
+            HOST_KEY_PUB_FILE: kube.secret_data(public_key_text(host_key) + "\n"),
         },
     }
 
@@ -146,18 +145,19 @@ def unused(store: Store, cluster: Cluster, projects: set[str], pods: list[Any]) 
         digest_ = labels.get(LABEL_SSH_KEYS, "")
         mark = store.key("ssh-unused", cluster.backend.cluster_key(), ns, obj.metadata.name)
         if digest_ in named:
-            store.r.delete(mark)
+            _unmark(store, mark)
             continue
-        store.r.set(mark, str(now), nx=True, ex=_MARK_TTL_S)
-        since = float(store.r.get(mark) or now)
+        with wrapped():
+            store.r.set(mark, str(now), nx=True, ex=_MARK_TTL_S)
+            since = float(store.r.get(mark) or now)
         if now - since < UNUSED_FOR_S:
             continue
         # Read once more right before the delete: a pod may have been made with it since.
         again = f"{LABEL_SSH_KEYS}={digest_}"
         if k.call(k.core.list_namespaced_pod, ns, label_selector=again, limit=1).items:
-            store.r.delete(mark)
+            _unmark(store, mark)
             continue
-        store.r.delete(mark)  # a Secret made again under the name starts unmarked
+        _unmark(store, mark)  # a Secret made again under the name starts unmarked
         due.append(obj)
     return due
 
@@ -168,5 +168,6 @@ def forget() -> None:
         _known.clear()
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def _unmark(store: Store, mark: str) -> None:
+    with wrapped():
+        store.r.delete(mark)

@@ -286,6 +286,11 @@ def _status_message(e: ApiException) -> tuple[str, str]:
     return str(body.get("message", e.reason or "")), str(body.get("reason", ""))
 
 
+def secret_data(text: str) -> str:
+    """``text`` as a Secret's ``data`` value (base64 of its UTF-8)."""
+    return base64.b64encode(text.encode()).decode()
+
+
 def berth_labels(project: str, run: str, job: str | None = None) -> dict[str, str]:
     labels = {LABEL_MANAGED: MANAGED_BY, LABEL_PROJECT: project, LABEL_RUN: run}
     if job is not None:
