@@ -38,9 +38,8 @@ def record_ssh_activity(ctx: WorkerContext) -> list[str]:
     """Record activity for every watched dev environment with a user's session; their names."""
     watched = [
         run
-        for run in ctx.store.find_runs(ctx.store.active_run_ids())
-        if run.configuration_type == "dev-environment"
-        and run.status == RunStatus.RUNNING
+        for run in ctx.store.active_runs_of("dev-environment")
+        if run.status == RunStatus.RUNNING
         and run.configuration.get("inactivity_duration") not in (None, False, "off")
     ]
     if not watched:

@@ -40,8 +40,8 @@ _BOOTSTRAP = re.compile(r"--disaggregation-bootstrap-port[= ]+(\d+)\b")
 
 def sync_routers(ctx: WorkerContext) -> None:
     """Bring every running service's SGLang router up to date with its workers."""
-    for run in ctx.store.find_runs(ctx.store.active_run_ids()):
-        found = stored_router(run.configuration) if run.configuration_type == "service" else None
+    for run in ctx.store.active_runs_of("service"):
+        found = stored_router(run.configuration)
         if found is None or found[1] != "sglang" or run.stop_requested:
             continue
         try:

@@ -43,7 +43,7 @@ def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str,
     """Scale every running service that has ``scaling``; run name -> its new replica count."""
     now = time.time() if now is None else now
     moved: dict[str, int] = {}
-    for run in ctx.store.find_runs(ctx.store.active_run_ids()):
+    for run in ctx.store.active_runs_of("service"):
         if run.configuration_type != "service" or not _scales(run.configuration):
             continue
         try:

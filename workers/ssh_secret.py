@@ -42,11 +42,11 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeConflict
+from shared.kube.raw import Raw, dig
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, new_host_key, public_key_text
 from shared.state.store import Store, wrapped
 
@@ -129,21 +129,23 @@ def secret(project: str, keys: tuple[str, ...], host_key: str | None = None) -> 
     }
 
 
-def unused(store: Store, cluster: Cluster, projects: set[str], pods: list[Any]) -> list[Any]:
+def unused(store: Store, cluster: Cluster, projects: set[str], pods: list[Raw]) -> list[Raw]:
     """``projects``' SSH Secrets in the cluster's namespace that no pod of ``pods`` (all of
-    Berth's there, any phase, any project) names, and that earlier passes already saw
-    unnamed :data:`UNUSED_FOR_S` ago: the reaper's to delete (by uid)."""
+    Berth's there, any phase, any project; the apiserver's JSON) names, and that earlier
+    passes already saw unnamed :data:`UNUSED_FOR_S` ago: the reaper's to delete (by uid)."""
     k, ns = cluster.kube, cluster.namespace
-    named = {(p.metadata.labels or {}).get(LABEL_SSH_KEYS) for p in pods}
+    named = {(dig(p, "metadata", "labels") or {}).get(LABEL_SSH_KEYS) for p in pods}
     selector = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{LABEL_SSH_KEYS}"
     now = time.time()
     due = []
-    for obj in k.call(k.core.list_namespaced_secret, ns, label_selector=selector).items:
-        labels = obj.metadata.labels or {}
+    listed = k.call_json(k.core.list_namespaced_secret, ns, label_selector=selector)
+    for obj in listed.get("items") or ():
+        labels = dig(obj, "metadata", "labels") or {}
         if labels.get(kube.LABEL_PROJECT) not in projects:
             continue
         digest_ = labels.get(LABEL_SSH_KEYS, "")
-        mark = store.key("ssh-unused", cluster.backend.cluster_key(), ns, obj.metadata.name)
+        name = str(dig(obj, "metadata", "name"))
+        mark = store.key("ssh-unused", cluster.backend.cluster_key(), ns, name)
         if digest_ in named:
             _unmark(store, mark)
             continue

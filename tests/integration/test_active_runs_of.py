@@ -1,0 +1,49 @@
+"""``Store.active_runs_of`` against a real Redis: beat's service and dev-environment
+tasks read only the active runs of their type, each whole and at its version."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared.state.records import Event, Run, RunStatus
+from shared.state.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def _record(store: Store, name: str, kind: str, status: RunStatus, **conf: object) -> Run:
+    run = Run(
+        id=f"id-{name}",
+        project="main",
+        name=name,
+        user="alice",
+        configuration={"type": kind, **conf},
+        configuration_type=kind,
+        status=status,
+    )
+    store.create_run(run, [], Event(at=time.time(), kind="status", message="submitted"))
+    if status.is_finished:
+        store.save_run(run)  # leaves the set of active runs, as a finished run does
+    return run
+
+
+def test_only_active_runs_of_the_type_are_returned_whole(store: Store) -> None:
+    _record(store, "web", "service", RunStatus.RUNNING, port=8000)
+    _record(store, "web-old", "service", RunStatus.DONE, port=8000)
+    _record(store, "ide", "dev-environment", RunStatus.RUNNING, ide="vscode")
+    # A task whose configuration names "service" below the top level is still a task.
+    _record(store, "train", "task", RunStatus.PENDING, env={"type": "service"})
+    waiting = _record(store, "api", "service", RunStatus.PENDING, port=80)
+    waiting.reason = "waiting for a GPU"
+    assert store.save_run(waiting)
+
+    services = {r.name: r for r in store.active_runs_of("service")}
+    assert sorted(services) == ["api", "web"]
+    assert services["web"].configuration == {"type": "service", "port": 8000}
+    assert services["api"].reason == "waiting for a GPU"
+    assert services["api"].version == store.get_run(waiting.id).version
+    assert [r.name for r in store.active_runs_of("dev-environment")] == ["ide"]
+    assert [r.name for r in store.active_runs_of("task")] == ["train"]
+    assert store.active_runs_of("fleet") == []
