@@ -26,6 +26,28 @@ def one_job_run(name: str | None = None, *, user: str = "alice") -> tuple[Run, l
     return run, [job]
 
 
+def run_record(
+    name: str,
+    status: RunStatus = RunStatus.SUBMITTED,
+    *,
+    kind: str = "task",
+    conf: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Run:
+    """A run of project ``main`` by alice with id ``id-<name>``: a ``kind`` configuration
+    holding ``conf``, and any other of the record's ``fields``."""
+    return Run(
+        id=f"id-{name}",
+        project="main",
+        name=name,
+        user="alice",
+        configuration={"type": kind, **(conf or {})},
+        configuration_type=kind,
+        status=status,
+        **fields,
+    )
+
+
 def run_of(data: dict[str, Any]) -> tuple[Run, Any]:
     """The run a configuration mapping makes (id ``r1``, project ``main``) and its parsed
     configuration, for building its jobs' objects."""

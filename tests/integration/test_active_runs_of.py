@@ -9,20 +9,13 @@ import pytest
 
 from shared.state.records import Event, Run, RunStatus
 from shared.state.store import Store
+from tests.factories import run_record
 
 pytestmark = pytest.mark.integration
 
 
 def _record(store: Store, name: str, kind: str, status: RunStatus, **conf: object) -> Run:
-    run = Run(
-        id=f"id-{name}",
-        project="main",
-        name=name,
-        user="alice",
-        configuration={"type": kind, **conf},
-        configuration_type=kind,
-        status=status,
-    )
+    run = run_record(name, status, kind=kind, conf=conf)
     store.create_run(run, [], Event(at=time.time(), kind="status", message="submitted"))
     if status.is_finished:
         store.save_run(run)  # leaves the set of active runs, as a finished run does

@@ -15,21 +15,13 @@ from api.services.run_history import list_runs
 from shared.errors import ConfigError
 from shared.state.records import Event, Run, RunStatus
 from shared.state.store import Store
+from tests.factories import run_record
 
 pytestmark = pytest.mark.integration
 
 
 def _record(store: Store, name: str, status: RunStatus, at: float, kind: str = "task") -> Run:
-    run = Run(
-        id=f"id-{name}",
-        project="main",
-        name=name,
-        user="alice",
-        configuration={"type": kind},
-        configuration_type=kind,
-        status=status,
-        submitted_at=at,
-    )
+    run = run_record(name, status, kind=kind, submitted_at=at)
     store.create_run(run, [], Event(at=at, kind="status", message="submitted"))
     if status.is_finished:
         store.save_run(run)  # leaving the set of active runs, as a finished run does

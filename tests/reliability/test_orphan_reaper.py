@@ -17,8 +17,9 @@ import pytest
 
 from shared import kube
 from shared.errors import KubeNotFound
-from shared.state.records import Job, Run, RunStatus
+from shared.state.records import Job, RunStatus
 from shared.state.store import Store
+from tests.factories import run_record
 from tests.reliability.world import World
 from workers import orphans as reaper
 
@@ -59,15 +60,7 @@ def test_one_pass_deletes_exactly_the_orphans(calm_world: World) -> None:
 
 
 def _record_run(store: Store, name: str, status: RunStatus) -> None:
-    run = Run(
-        id=f"id-{name}",
-        project="main",
-        name=name,
-        user="alice",
-        configuration={"type": "task"},
-        configuration_type="task",
-        status=status,
-    )
+    run = run_record(name, status)
     store.r.hset(store.key("run", run.id), mapping={"v": 0, "d": run.model_dump_json()})
     store.r.set(store.key("runname", run.project, run.name), run.id)
 

@@ -11,6 +11,7 @@ from shared.errors import NotFoundError
 from shared.runlogs.lines import Cursor
 from shared.runlogs.store import LogStore
 from shared.state.records import Event, Job, Run, RunStatus
+from tests.factories import run_record
 from workers.context import WorkerContext
 from workers.retention import expire_runs
 
@@ -21,17 +22,7 @@ DAY_S = 86400.0
 
 def _run(ctx: WorkerContext, name: str, status: RunStatus, *, ended_days_ago: float) -> Run:
     at = time.time() - ended_days_ago * DAY_S
-    run = Run(
-        id=f"id-{name}",
-        project="main",
-        name=name,
-        user="alice",
-        configuration={"type": "task"},
-        configuration_type="task",
-        status=status,
-        submitted_at=at - 60,
-        updated_at=at,
-    )
+    run = run_record(name, status, submitted_at=at - 60, updated_at=at)
     job = Job(id=f"job-{name}", run_id=run.id, project="main", run_name=name, status=status)
     run.job_ids = [job.id]
     ctx.store.create_run(run, [job], Event(at=at, kind="status", message="submitted"))
