@@ -43,7 +43,7 @@ from typing import Any
 from shared import kube
 from shared.clusters import Cluster
 from shared.errors import ConfigError, KubeConflict, KubeNotFound, NotFoundError
-from shared.kube.raw import Raw, dig
+from shared.kube.raw import Raw, dig, labels_of
 from shared.state.records import Job
 from shared.state.store import Store
 from workers import ssh_secret
@@ -113,17 +113,17 @@ def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
         kind: [
             obj
             for obj in objects
-            if _labels(obj).get(kube.LABEL_PROJECT) in projects
+            if labels_of(obj).get(kube.LABEL_PROJECT) in projects
             and dig(obj, "metadata", "deletionTimestamp") is None
         ]
         for kind, objects in every.items()
     }
     job_ids = sorted(
         {
-            _labels(obj)[kube.LABEL_JOB]
+            labels_of(obj)[kube.LABEL_JOB]
             for kind in ("pod", "secret")
             for obj in listed[kind]
-            if kube.LABEL_JOB in _labels(obj)
+            if kube.LABEL_JOB in labels_of(obj)
         }
     )
     jobs = {job.id: job for job in store.find_jobs(job_ids)}
@@ -146,17 +146,12 @@ def _reap(store: Store, cluster: Cluster, projects: set[str]) -> list[str]:
     return reaped
 
 
-def _labels(obj: Raw) -> dict[str, str]:
-    """An object's labels (its JSON); empty when it has none."""
-    return dig(obj, "metadata", "labels") or {}
-
-
 def _name(obj: Raw) -> str:
     return str(dig(obj, "metadata", "name"))
 
 
 def _pod_is_orphan(pod: Raw, jobs: dict[str, Job]) -> bool:
-    job_id = _labels(pod).get(kube.LABEL_JOB)
+    job_id = labels_of(pod).get(kube.LABEL_JOB)
     if job_id is None:
         return False  # not a job's pod
     job = jobs.get(job_id)
@@ -166,7 +161,7 @@ def _pod_is_orphan(pod: Raw, jobs: dict[str, Job]) -> bool:
 
 
 def _job_is_gone(obj: Raw, jobs: dict[str, Job]) -> bool:
-    job_id = _labels(obj).get(kube.LABEL_JOB)
+    job_id = labels_of(obj).get(kube.LABEL_JOB)
     if job_id is None:
         return False
     job = jobs.get(job_id)
@@ -174,7 +169,7 @@ def _job_is_gone(obj: Raw, jobs: dict[str, Job]) -> bool:
 
 
 def _run_is_live(store: Store, obj: Raw) -> bool:
-    labels = _labels(obj)
+    labels = labels_of(obj)
     try:
         run = store.run_by_name(labels[kube.LABEL_PROJECT], labels[kube.LABEL_RUN])
     except NotFoundError:

@@ -44,7 +44,7 @@ def scale_services(ctx: WorkerContext, *, now: float | None = None) -> dict[str,
     now = time.time() if now is None else now
     moved: dict[str, int] = {}
     for run in ctx.store.active_runs_of("service"):
-        if run.configuration_type != "service" or not _scales(run.configuration):
+        if not _scales(run.configuration):
             continue
         try:
             count = scale_service(ctx, run.id, now=now)

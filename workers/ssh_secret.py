@@ -46,7 +46,7 @@ from collections.abc import Callable
 from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeConflict
-from shared.kube.raw import Raw, dig
+from shared.kube.raw import Raw, dig, labels_of
 from shared.ssh import HOST_KEY_FILE, HOST_KEY_PUB_FILE, new_host_key, public_key_text
 from shared.state.store import Store, wrapped
 
@@ -134,13 +134,13 @@ def unused(store: Store, cluster: Cluster, projects: set[str], pods: list[Raw]) 
     Berth's there, any phase, any project; the apiserver's JSON) names, and that earlier
     passes already saw unnamed :data:`UNUSED_FOR_S` ago: the reaper's to delete (by uid)."""
     k, ns = cluster.kube, cluster.namespace
-    named = {(dig(p, "metadata", "labels") or {}).get(LABEL_SSH_KEYS) for p in pods}
+    named = {labels_of(p).get(LABEL_SSH_KEYS) for p in pods}
     selector = f"{kube.LABEL_MANAGED}={kube.MANAGED_BY},{LABEL_SSH_KEYS}"
     now = time.time()
     due = []
     listed = k.call_json(k.core.list_namespaced_secret, ns, label_selector=selector)
     for obj in listed.get("items") or ():
-        labels = dig(obj, "metadata", "labels") or {}
+        labels = labels_of(obj)
         if labels.get(kube.LABEL_PROJECT) not in projects:
             continue
         digest_ = labels.get(LABEL_SSH_KEYS, "")

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.gpu.catalogue import GpuVendor
 from shared.gpu.labels import GPU_TAINT_KEYS, GpuGroup, is_gpu_resource, node_gpus
 from shared.gpu.pod_view import PodView, ResourcesView, pod_view
-from shared.kube.raw import Raw, as_raw, dig
+from shared.kube.raw import Raw, as_raw, dig, labels_of
 from shared.placement.locality import Locality, node_locality
 from shared.quantity import QuantityError, parse_quantity
 
@@ -412,7 +412,7 @@ def node_record(node: Any) -> NodeRecord | None:
     name = dig(raw_node, "metadata", "name")
     if name is None:
         return None
-    labels: Mapping[str, str] = dig(raw_node, "metadata", "labels") or {}
+    labels = labels_of(raw_node)
     raw: Mapping[str, str] = dig(raw_node, "status", "allocatable") or {}
     return NodeRecord(
         name=name,

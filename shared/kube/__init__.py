@@ -51,7 +51,7 @@ LABEL_ATTEMPT = "berth.dev/attempt"
 """Which attempt of its job a pod is (``Job.attempt``): the log collector keeps each apart."""
 
 
-def attempt_of(labels: dict[str, str]) -> int | None:
+def attempt_of(labels: Mapping[str, str]) -> int | None:
     """The attempt a pod's labels name (1 when unlabelled); None when the label is garbled."""
     try:
         return int(labels.get(LABEL_ATTEMPT, "1"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Raw", "as_raw", "dig", "uid_of", "undeclared"]
+__all__ = ["Raw", "as_raw", "dig", "labels_of", "uid_of", "undeclared"]
 
 Raw = Mapping[str, Any]
 """One object as the API's JSON has it (``metadata``, ``spec``, ``status``...)."""
@@ -37,6 +37,11 @@ def dig(obj: Raw | None, *path: str) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+def labels_of(obj: Raw | None) -> Mapping[str, str]:
+    """An object's labels; empty when it has none."""
+    return dig(obj, "metadata", "labels") or {}
 
 
 def undeclared(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.gpu.inventory import GpuInventory, build_inventory
-from shared.kube.raw import as_raw, dig
+from shared.kube.raw import as_raw, labels_of
 from shared.state.store import Store
 
 CHANNEL = "inventory-changed"
@@ -34,7 +34,7 @@ def is_foreign_pod(pod: Any) -> bool:
     host's, have no placement and count like anyone else's: on a two-core real
     node the jump pod's 10m is what decides whether a one-CPU run still fits.
     """
-    return is_foreign(dig(as_raw(pod), "metadata", "labels") or {})
+    return is_foreign(labels_of(as_raw(pod)))
 
 
 def is_foreign(labels: Mapping[str, str]) -> bool:

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from shared import kube
 from shared.errors import KubeError, KubeTemporaryError
-from shared.kube.raw import as_raw, dig, undeclared
+from shared.kube.raw import as_raw, dig, labels_of, undeclared
 from workers.collector.follow import CONTAINER
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def pod_view(pod: Any) -> PodView | None:
     """The collector's view of a pod (its JSON, or a client object); None for a pod that
     is not a job's."""
     raw = as_raw(pod)
-    labels = dig(raw, "metadata", "labels") or {}
+    labels = labels_of(raw)
     job_id = labels.get(kube.LABEL_JOB)
     if not job_id:
         return None
