@@ -60,7 +60,7 @@ from shared.state.inventory_store import load_inventory
 from shared.state.lifecycle import can_move, run_status_from_jobs
 from shared.state.records import Event, Job, Run, RunStatus
 from shared.state.store import Store
-from shared.volumes.volume_placement import berth_volume_nodes, mounted_volumes
+from shared.volumes.volume_placement import berth_volume_nodes
 from workers import cluster_fit, cluster_routes
 from workers.context import WorkerContext
 
@@ -199,6 +199,8 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
 
     def carried(entries: list[_E]) -> list[_E]:
         """The entries whose run has no other cluster to try (the rest move on)."""
+        if not routes.later:  # every project has one cluster (the usual case)
+            return entries
         return [e for e in entries if not routes.carry(runs[e.run_id])]
 
     for group in routes.in_order():
@@ -231,7 +233,9 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
                 cluster=name,
             )
         )
-        volume_nodes = berth_volume_nodes((r, view.jobs[r.id]) for r in members)
+        volume_nodes = berth_volume_nodes(
+            (r, view.jobs[r.id]) for r in members if cache.facts(r).mounts
+        )
         # From the server config: a pass connects to a cluster only to read what it needs.
         # Namespace-only, the node selector is only the pod's (no nodes to narrow to).
         selecting = {
@@ -278,7 +282,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         rooms = (
             {}
             if fit.unreachable
-            else _namespace_rooms(ctx, cache, view, group, members, refused or {})
+            else _namespace_rooms(ctx, cache, view, group, members, held_by, refused or {})
         )
         member_ids = {r.id for r in members}
         decided = (
@@ -407,6 +411,7 @@ def _namespace_rooms(
     view: View,
     group: cluster_routes.Group,
     members: list[Run],
+    held_by: Mapping[str, list[Holding]],
     refused: Mapping[str, float],
 ) -> dict[str, QuotaRoom]:
     """Project -> what its namespace's quotas leave; read only where runs wait."""
@@ -426,6 +431,7 @@ def _namespace_rooms(
         holding = [
             (run, job)
             for run in runs
+            if run.id in held_by  # a few hundred running of 10,000 waiting
             for job in view.jobs[run.id]
             if job.status in HOLDING and job.placement is not None
         ]
@@ -487,13 +493,15 @@ def _queued(
         if too_long:
             return Fail(run.id, run.project, too_long)
     # Most runs wait unchanged from pass to pass: reuse what they meant last time.
-    stamp = (run.version, *(j.version for j in jobs))
+    stamp = (
+        (run.version, jobs[0].version)
+        if len(jobs) == 1
+        else (run.version, *[j.version for j in jobs])
+    )
     # Fleets, volumes and the node selector depend on more than the run's own
     # records (other runs' placements, claims, node labels): decided afresh.
     # Namespace-only: no node to narrow to; the kube-scheduler follows claims and selectors.
-    narrows = not namespace_only and (
-        selecting[run.project] or bool(mounted_volumes(run.configuration))
-    )
+    narrows = not namespace_only and (selecting[run.project] or bool(facts.mounts))
     if not facts.fleets and not facts.instances and not narrows:
         known = cache.derived(run.id, stamp)
         if isinstance(known, QueuedRun):
@@ -649,13 +657,13 @@ def _wait(
         if run.status == RunStatus.PENDING and _stored_cause(cache, run, wait):
             if cache.shown(run) == (wait.cause, wait.position, wait.queued):
                 continue  # nothing moved (the usual case deep in a long queue)
-            if run.reason == wait.reason:
-                cache.show(run, wait.cause, wait.position, wait.queued)
-                continue
             if wait.position > settings.exact_positions:
                 age = now - run.updated_at
                 if age < settings.position_refresh_s * _spread(run.id):
-                    continue
+                    continue  # checked first: most of a long queue, and no reason to format
+            if run.reason == wait.reason:
+                cache.show(run, wait.cause, wait.position, wait.queued)
+                continue
         new_jobs = [
             job.model_copy(update={"status": RunStatus.PENDING, "reason": wait.cause})
             for job in jobs[run.id]

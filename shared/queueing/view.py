@@ -28,6 +28,7 @@ from shared.queueing.limits import Limits, limits_of
 from shared.queueing.namespace_quota import memory_limit_of
 from shared.state.records import Job, Run
 from shared.state.store import Store
+from shared.volumes.volume_placement import mounted_volumes
 
 # Versions of many records as one comma-joined string: one bulk reply parses far faster
 # than thousands of array elements in redis-py's pure-Python reader. Keys are built from
@@ -61,6 +62,8 @@ class RunFacts:
     """dstack's ``instances``: the only nodes it may use."""
     group_requests: Mapping[str, Request] = field(default_factory=dict)
     """Group name -> its jobs' request, when the run's groups ask for different resources."""
+    mounts: tuple[str, ...] = ()
+    """The project volumes it mounts (``mounted_volumes``; read once, not every pass)."""
 
 
 @dataclass
@@ -136,6 +139,7 @@ class RecordCache:
                     memory_limit_bytes=memory_limit_of(conf),
                     instances=tuple(getattr(conf, "instances", None) or ()),
                     group_requests=group_requests(conf),
+                    mounts=tuple(mounted_volumes(run.configuration)),
                 )
             except ConfigError as e:
                 facts = RunFacts(request=Request(), fleets=(), limits=Limits(), error=str(e))
