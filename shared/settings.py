@@ -228,6 +228,14 @@ class SchedulingSettings(BaseModel):
     position_refresh_s: float = 30.0
     """Seconds, on average, between rewrites of a deep queue position that keeps
     shifting: 10,000 waiting runs then cost ~330 writes a second, not one per pass each."""
+    pass_share: float = Field(default=0.5, gt=0, le=1)
+    """The most of one core that passes take while requests keep coming (a finished
+    job or a submission each ask for one): after a pass of ``t`` seconds the next
+    waits ``t * (1 / pass_share - 1)``, at most ``gather_max_s``, gathering the
+    requests meanwhile. Lower leaves more of the machine to the workers that start
+    pods and to the cluster, and admits more runs per pass; each request waits longer."""
+    gather_max_s: float = Field(default=1.0, ge=0)
+    """The longest wait between passes, whatever a pass costs: the latency bound."""
     max_reservations: int = 8
     """Blocked runs per pass that reserve the nodes they will start on (backfill). Each
     costs one scan of the nodes; 1 would be EASY backfill, more protects big runs of

@@ -34,7 +34,13 @@ def schedule_run(run_id: str) -> None:
     ctx = context()
     if run_id == "sweep":  # only beat's wake-ups coalesce (workers/sweeps.py)
         ctx.store.unmark_queued(names.SCHEDULE_RUN, run_id)
-    request_pass(ctx.store, lambda: scheduling.schedule_pass(ctx))
+    settings = ctx.settings.scheduling
+    request_pass(
+        ctx.store,
+        lambda: scheduling.schedule_pass(ctx),
+        share=settings.pass_share,
+        gather_max_s=settings.gather_max_s,
+    )
 
 
 @berth_task(names.PROVISION_JOB)

@@ -6,6 +6,8 @@ ones a worker would receive.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.queueing.wake import (
@@ -115,3 +117,33 @@ def test_a_pass_drops_the_note_before_it_reads_the_queue(ctx: WorkerContext) -> 
     seen: list[bool] = []
     request_pass(store, lambda: seen.append(store.held(store.key(*IDLE))))
     assert seen == [False]
+
+
+def _gaps(ctx: WorkerContext, *, pass_s: float, share: float, gather_max_s: float) -> list[float]:
+    """Idle time between three passes that each saw a new request while running."""
+    spans: list[tuple[float, float]] = []
+
+    def one_pass() -> None:
+        started = time.monotonic()
+        if len(spans) < 2:
+            wake_scheduler(ctx.store, ctx.celery, f"during pass {len(spans)}")
+        time.sleep(pass_s)
+        spans.append((started, time.monotonic()))
+
+    passes = request_pass(ctx.store, one_pass, share=share, gather_max_s=gather_max_s)
+    assert passes == 3
+    return [spans[i + 1][0] - spans[i][1] for i in range(2)]
+
+
+def test_passes_run_back_to_back_take_at_most_their_share_of_a_core(ctx: WorkerContext) -> None:
+    """A runner kept busy by requests waits in proportion to its passes before the next:
+    with share 0.25, three times as long as the pass took."""
+    for gap in _gaps(ctx, pass_s=0.1, share=0.25, gather_max_s=5.0):
+        assert gap >= 0.3
+
+
+def test_the_wait_between_passes_is_capped(ctx: WorkerContext) -> None:
+    """However costly the pass, a request waits at most ``gather_max_s`` for the next
+    one (uncapped, share 0.05 would wait 19 times the pass: 1.9 s here)."""
+    for gap in _gaps(ctx, pass_s=0.1, share=0.05, gather_max_s=0.2):
+        assert 0.2 <= gap < 1.5
