@@ -58,6 +58,7 @@ from cli.local.cluster import ClusterState
 from cli.local.processes import ProcessRecord, free_port, is_running, log_tail, start_process
 from cli.local.processes import stop_process as _stop_process
 from shared import kube
+from tests.stack import SHARED_CLIENT_LIMITS
 
 VERSION = "0.22.5"
 VENV = Path.home() / ".cache" / "berth" / "dstack-venv"
@@ -94,7 +95,10 @@ class DstackServer:
 
     def client(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=120,
+            limits=SHARED_CLIENT_LIMITS,  # shared by CLIENT_THREADS threads, as Berth's
         )
 
     def log(self, lines: int = 40) -> str:

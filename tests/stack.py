@@ -33,6 +33,13 @@ from shared.settings import RedisSettings, Settings
 from tests.polling import wait_until
 
 BERTH = str(Path(sys.executable).parent / "berth")  # the venv's console script
+SHARED_CLIENT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+"""For a client shared by many threads (the benches send 32 requests at once): as many
+connections kept as may be open. With httpx's default of 20 kept, httpcore 1.0.9's pool
+closes "surplus idle" connections whenever more than 20 are open, and a connection just
+handed to a thread that has not sent on it yet counts as idle: that thread then reads a
+closed socket (``ReadError('[Errno 9] Bad file descriptor')``, seen twice in 10,000-run
+submissions, the request never reaching the API)."""
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Stack:
             base_url=self.url,
             headers={"Authorization": f"Bearer {token or self.admin_token}"},
             timeout=30,
+            limits=SHARED_CLIENT_LIMITS,
         )
 
     def settings(self) -> Settings:
