@@ -185,6 +185,12 @@ class LogSettings(BaseModel):
     """After the container ended, its stream gets this long to end by itself before the
     collector cuts it and reads the rest without following, seconds (KWOK's streams
     never end)."""
+    follow_quiet_s: float = Field(default=20.0, gt=0)
+    """Seconds a follow waits for its first bytes, or for more, before it is ended and
+    opened again from the stored cursor. A kubelet sends a log stream's headers with its
+    first bytes, so following a container that prints nothing waits in the request, and
+    the container's end cannot cut a stream that has not begun: this bounds how long a
+    silent job's output waits to be marked complete, at one request per quiet spell."""
     retention_days: float = 30.0
     """Finished runs, their events and output are deleted this long after they ended,
     days; a deleted run's name answers "expired" for as long again."""

@@ -129,6 +129,60 @@ class Kube:
             request, {}, None, _preload_content, _request_timeout, True
         )
 
+    def follow_log(
+        self,
+        pod: str,
+        namespace: str,
+        *,
+        container: str,
+        since_seconds: int | None,
+        quiet_s: float,
+    ) -> Any:
+        """Open a follow of ``pod``'s ``container`` log (with timestamps), unread.
+
+        Unlike the generated ``read_namespaced_pod_log``, this waits at most ``quiet_s``
+        for the answer's headers and between its chunks (urllib3's ``ReadTimeoutError``),
+        and is never sent again by urllib3. A kubelet (and KWOK) sends a log stream's
+        headers with its first bytes, so a follow of a container that has printed
+        nothing hangs in the request; with the client's 300 s read timeout and its three
+        silent retries, the caller could not end it when the container ended."""
+        query: list[tuple[str, Any]] = [
+            ("container", container),
+            ("follow", "true"),
+            ("timestamps", "true"),
+        ]
+        if since_seconds is not None:
+            query.append(("sinceSeconds", since_seconds))
+        method, url, headers, _, _ = self.api.param_serialize(
+            method="GET",
+            resource_path="/api/v1/namespaces/{namespace}/pods/{name}/log",
+            path_params={"namespace": namespace, "name": pod},
+            query_params=query,
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                method,
+                url,
+                headers=headers,
+                preload_content=False,
+                retries=False,
+                timeout=urllib3.Timeout(connect=self.timeout, read=quiet_s),
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise KubeTemporaryError(f"Kubernetes API unreachable: {e}") from e
+        if response.status >= 400:
+            body = response.data
+            response.release_conn()
+            if response.status == 401 and self.auth is not None:
+                self.auth.refused()  # the next follow asks the plugin again
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = body.decode(errors="replace") if isinstance(body, bytes) else body
+            KUBE_ERRORS.labels(str(response.status)).inc()
+            raise wrap_api_exception(error)
+        return response
+
     def call_json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call like :meth:`call` and return the answer as the apiserver's JSON."""
         data = self.call_bytes(fn, *args, **kwargs)

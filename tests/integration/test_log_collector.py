@@ -185,3 +185,70 @@ def test_a_follower_is_let_go_once_its_output_is_complete(
         collector.halt()
         flusher.join(10)
         store.close()
+
+
+def test_a_silent_job_is_complete_soon_after_it_ends_and_lines_after_a_quiet_spell_are_kept(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """A follow of a container that has printed nothing gets no headers (KWOK, like a
+    kubelet, sends them with the first bytes), so the container's end cannot cut it: it
+    waited for the 300 s read timeout, three times over. Now it is opened again after
+    ``follow_quiet_s``, from the stored cursor: nothing is stored twice."""
+    url, _ = own_redis
+    store = Store.connect(url, prefix="collector", timeout_s=2)
+    logs = LogStore(store, cap_bytes=1 << 30)
+    store.r.set(logs.lease_key(), "this-test")
+    collector = Collector(logs, LogSettings(drain_s=0.2, follow_quiet_s=1.0), holder="this-test")
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+
+    def seen(*, ended: bool) -> None:
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
+        collector.on_pod(kube_admin, namespace, view, False)
+
+    flusher = threading.Thread(target=collector.flush_loop, daemon=True)
+    flusher.start()
+    try:
+        seen(ended=False)
+        threading.Event().wait(2.5)  # silent: more than two quiet spells
+        pod_logs.write_log_lines(job_pod, [f"line {i}" for i in range(5)])
+        wait_until(lambda: _stored(logs) >= 5, timeout=30, what="the first lines stored")
+        threading.Event().wait(2.5)  # quiet again, after output
+        pod_logs.write_log_lines(job_pod, [f"line {i}" for i in range(5, 10)])
+        wait_until(lambda: _stored(logs) >= 10, timeout=30, what="the later lines stored")
+        seen(ended=True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="the output complete")
+        assert _lines_if(logs, 10) == [f"line {i}" for i in range(10)]
+    finally:
+        collector.halt()
+        flusher.join(10)
+        store.close()
+
+
+def test_a_job_that_printed_nothing_is_complete_soon_after_it_ends(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    url, _ = own_redis
+    store = Store.connect(url, prefix="collector", timeout_s=2)
+    logs = LogStore(store, cap_bytes=1 << 30)
+    store.r.set(logs.lease_key(), "this-test")
+    collector = Collector(logs, LogSettings(drain_s=0.2, follow_quiet_s=1.0), holder="this-test")
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    try:
+        for ended in (False, True):
+            view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
+            collector.on_pod(kube_admin, namespace, view, False)
+            if not ended:
+                threading.Event().wait(0.5)  # the follow is open, waiting for headers
+        # Before: the follow waited for its 300 s read timeout (and was sent again).
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="the output complete")
+        assert _stored(logs) == 0
+        wait_until(lambda: collector.live_followers() == [], timeout=10, what="the follower let go")
+    finally:
+        collector.halt()
+        store.close()

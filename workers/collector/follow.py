@@ -47,6 +47,7 @@ _EOF_PAUSE_S = 1.0  # a follow stream ended but the watch has not said the conta
 class _Outcome(Enum):
     EOF = "eof"  # the stream reached the end of the output the kubelet had
     CUT = "cut"  # the collector cut a follow stream after the container ended
+    QUIET = "quiet"  # a follow brought nothing for follow_quiet_s: open it again
     GONE = "gone"  # the pod does not exist
     MOVED = "moved"  # the stored cursor moved under us: read it again
     LOST = "lost"  # the collector lease went to another process
@@ -176,20 +177,12 @@ class Follower:
                 since,
             )
         try:
-            resp = t.kube.call(
-                t.kube.core.read_namespaced_pod_log,
-                t.pod,
-                t.namespace,
-                container=CONTAINER,
-                follow=not plain,
-                timestamps=True,
-                since_seconds=since,
-                _preload_content=False,
-                _request_timeout=(t.kube.timeout, self.settings.read_timeout_s),
-            )
+            resp = self._open(since, plain=plain)
         except KubeNotFound:
             return _Outcome.GONE, False
         except KubeError as e:
+            if not plain and isinstance(e.__cause__, urllib3.exceptions.ReadTimeoutError):
+                return _Outcome.QUIET, False  # nothing printed yet: no headers came
             log.info("cannot read the output of %s yet: %s", t.pod, e)
             return _Outcome.ERROR, False
         batch = _Batch(self, meta.cursor)
@@ -213,6 +206,27 @@ class Follower:
             self._resp, self._following = None, False
             resp.release_conn()
         return outcome, plain and outcome == _Outcome.EOF
+
+    def _open(self, since: int | None, *, plain: bool) -> Any:
+        t = self.target
+        if not plain:
+            return t.kube.follow_log(
+                t.pod,
+                t.namespace,
+                container=CONTAINER,
+                since_seconds=since,
+                quiet_s=self.settings.follow_quiet_s,
+            )
+        return t.kube.call(
+            t.kube.core.read_namespaced_pod_log,
+            t.pod,
+            t.namespace,
+            container=CONTAINER,
+            timestamps=True,
+            since_seconds=since,
+            _preload_content=False,
+            _request_timeout=(t.kube.timeout, self.settings.read_timeout_s),
+        )
 
     def _consume(self, resp: Any, batch: _Batch, *, plain: bool) -> _Outcome:
         dedupe = Deduper(batch.stored)
@@ -251,6 +265,10 @@ class Follower:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             if self.stop.is_set():
                 return _Outcome.STOPPED
+            if not plain and isinstance(e, urllib3.exceptions.ReadTimeoutError):
+                with self._batch_lock:  # quiet for follow_quiet_s: keep what came
+                    batch.flush()
+                return batch.failed or _Outcome.QUIET
             if not self._cut:
                 log.info("output stream of %s broke: %s", self.target.pod, e)
                 return _Outcome.ERROR
