@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -160,15 +160,8 @@ def test_a_follower_is_let_go_once_its_output_is_complete(
     flusher walks only live ones, and a long-lived collector does not keep one per
     attempt ever run."""
     url, _ = own_redis
-    store = Store.connect(url, prefix="collector", timeout_s=2)
-    logs = LogStore(store, cap_bytes=1 << 30)
-    store.r.set(logs.lease_key(), "this-test")  # the collector's lease, as its leader holds it
-    collector = Collector(logs, LogSettings(drain_s=0.2), holder="this-test")
-    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
-
-    def seen(*, ended: bool) -> None:
-        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
-        collector.on_pod(kube_admin, namespace, view, False)
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2))
+    seen = _watch(collector, kube_admin, namespace)
 
     flusher = threading.Thread(target=collector.flush_loop, daemon=True)
     flusher.start()
@@ -198,15 +191,8 @@ def test_a_silent_job_is_complete_soon_after_it_ends_and_lines_after_a_quiet_spe
     waited for the 300 s read timeout, three times over. Now it is opened again after
     ``follow_quiet_s``, from the stored cursor: nothing is stored twice."""
     url, _ = own_redis
-    store = Store.connect(url, prefix="collector", timeout_s=2)
-    logs = LogStore(store, cap_bytes=1 << 30)
-    store.r.set(logs.lease_key(), "this-test")
-    collector = Collector(logs, LogSettings(drain_s=0.2, follow_quiet_s=1.0), holder="this-test")
-    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
-
-    def seen(*, ended: bool) -> None:
-        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
-        collector.on_pod(kube_admin, namespace, view, False)
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2, follow_quiet_s=1.0))
+    seen = _watch(collector, kube_admin, namespace)
 
     flusher = threading.Thread(target=collector.flush_loop, daemon=True)
     flusher.start()
@@ -234,17 +220,12 @@ def test_a_job_that_printed_nothing_is_complete_soon_after_it_ends(
     namespace: str,
 ) -> None:
     url, _ = own_redis
-    store = Store.connect(url, prefix="collector", timeout_s=2)
-    logs = LogStore(store, cap_bytes=1 << 30)
-    store.r.set(logs.lease_key(), "this-test")
-    collector = Collector(logs, LogSettings(drain_s=0.2, follow_quiet_s=1.0), holder="this-test")
-    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2, follow_quiet_s=1.0))
+    seen = _watch(collector, kube_admin, namespace)
     try:
-        for ended in (False, True):
-            view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
-            collector.on_pod(kube_admin, namespace, view, False)
-            if not ended:
-                threading.Event().wait(0.5)  # the follow is open, waiting for headers
+        seen(ended=False)
+        threading.Event().wait(0.5)  # the follow is open, waiting for headers
+        seen(ended=True)
         # Before: the follow waited for its 300 s read timeout (and was sent again).
         wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="the output complete")
         assert _stored(logs) == 0
@@ -252,3 +233,22 @@ def test_a_job_that_printed_nothing_is_complete_soon_after_it_ends(
     finally:
         collector.halt()
         store.close()
+
+
+def _collecting(url: str, settings: LogSettings) -> tuple[Store, LogStore, Collector]:
+    """A collector in this process, holding the lease as its leader would."""
+    store = Store.connect(url, prefix="collector", timeout_s=2)
+    logs = LogStore(store, cap_bytes=1 << 30)
+    store.r.set(logs.lease_key(), "this-test")
+    return store, logs, Collector(logs, settings, holder="this-test")
+
+
+def _watch(collector: Collector, k: kube.Kube, namespace: str) -> Callable[..., None]:
+    """What the pod watch tells the collector about the job pod: started, or ended."""
+    pod = k.call(k.core.read_namespaced_pod, POD, namespace)
+
+    def seen(*, ended: bool) -> None:
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=ended)
+        collector.on_pod(k, namespace, view, False)
+
+    return seen
