@@ -173,12 +173,10 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise KubeTemporaryError(f"Kubernetes API unreachable: {e}") from e
         if response.status >= 400:
-            body = response.data
+            error = ApiException(http_resp=response)  # reads the body, as the client does
             response.release_conn()
             if response.status == 401 and self.auth is not None:
                 self.auth.refused()  # the next follow asks the plugin again
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body = body.decode(errors="replace") if isinstance(body, bytes) else body
             KUBE_ERRORS.labels(str(response.status)).inc()
             raise wrap_api_exception(error)
         return response

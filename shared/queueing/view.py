@@ -129,6 +129,9 @@ class RecordCache:
     def facts(self, run: Run) -> RunFacts:
         facts = self._facts.get(run.id)
         if facts is None:
+            # From the stored dict, so known even when the configuration no longer parses:
+            # a running run's claims still bind the nodes it holds.
+            mounts = tuple(mounted_volumes(run.configuration))
             try:
                 conf = configuration_from_stored(run.configuration)
                 request = request_for(conf)
@@ -139,10 +142,12 @@ class RecordCache:
                     memory_limit_bytes=memory_limit_of(conf),
                     instances=tuple(getattr(conf, "instances", None) or ()),
                     group_requests=group_requests(conf),
-                    mounts=tuple(mounted_volumes(run.configuration)),
+                    mounts=mounts,
                 )
             except ConfigError as e:
-                facts = RunFacts(request=Request(), fleets=(), limits=Limits(), error=str(e))
+                facts = RunFacts(
+                    request=Request(), fleets=(), limits=Limits(), error=str(e), mounts=mounts
+                )
             self._facts[run.id] = facts
         return facts
 

@@ -24,7 +24,7 @@ import yaml
 from cli.local import cluster, pod_logs
 from cli.local.processes import ProcessRecord, free_port, is_running, start_process
 from shared import kube
-from shared.errors import StoreError
+from shared.errors import KubeNotFound, StoreError
 from shared.runlogs.lines import strip_timestamp
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, RedisSettings, Settings
@@ -252,3 +252,13 @@ def _watch(collector: Collector, k: kube.Kube, namespace: str) -> Callable[..., 
         collector.on_pod(k, namespace, view, False)
 
     return seen
+
+
+def test_a_follow_of_a_pod_that_does_not_exist_says_so(
+    kube_admin: kube.Kube, namespace: str, local_cluster: cluster.ClusterState
+) -> None:
+    """The follower's "gone" rests on this: the apiserver's 404 is KubeNotFound."""
+    with pytest.raises(KubeNotFound):
+        kube_admin.follow_log(
+            "no-such-pod", namespace, container="main", since_seconds=None, quiet_s=5
+        )
