@@ -261,6 +261,10 @@ def connect(
         cfg.refresh_api_key_hook = auth
     # Enough concurrent connections for a worker's thread pool; urllib3 defaults to 4.
     cfg.connection_pool_maxsize = 32
+    # urllib3's default sends a GET that timed out up to three more times, so a call's
+    # timeout was really four of them. Berth's callers own retrying (task backoff, the
+    # watch's reconnect, the next pass), so a call is sent once and ends in its timeout.
+    cfg.retries = False
     api = client.ApiClient(cfg)
     return Kube(
         api=api,
