@@ -11,6 +11,7 @@ from shared.state import usage
 from shared.state.inventory_store import load_inventory
 from shared.state.records import Job, Run, RunStatus
 from workers.context import WorkerContext
+from workers.scheduling import record_cache
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 def sample_usage(ctx: WorkerContext, *, now: float | None = None) -> None:
     """One sample per project; a project whose cluster cannot be read is skipped."""
     now = time.time() if now is None else now
-    active = ctx.store.find_runs(ctx.store.active_run_ids())
-    jobs = ctx.store.jobs_of_runs(active)
+    # The scheduler's record cache: a version check per active record, not a parse of
+    # each (10,000 waiting runs read whole each sample were a worker's steady load).
+    view = record_cache(ctx.store).load(ctx.store)
+    active, jobs = view.runs, view.jobs
     for project in ctx.server.project_names():
         runs = [r for r in active if r.project == project]
         queued = sum(r.status in (RunStatus.PENDING, RunStatus.SUBMITTED) for r in runs)

@@ -1,5 +1,6 @@
-"""``Store.active_runs_of`` against a real Redis: beat's service and dev-environment
-tasks read only the active runs of their type, each whole and at its version."""
+"""``Store.active_runs_of`` and ``Store.job_states`` against a real Redis: beat's
+service and dev-environment tasks read only the active runs of their type, each whole
+and at its version; the orphan reaper reads only each job's status."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from shared.state.records import Event, Run, RunStatus
+from shared.state.records import Event, Job, Run, RunStatus
 from shared.state.store import Store
 from tests.factories import run_record
 
@@ -40,3 +41,34 @@ def test_only_active_runs_of_the_type_are_returned_whole(store: Store) -> None:
     assert [r.name for r in store.active_runs_of("dev-environment")] == ["ide"]
     assert [r.name for r in store.active_runs_of("task")] == ["train"]
     assert store.active_runs_of("fleet") == []
+
+
+def test_types_read_once_still_follow_runs_that_start_change_and_end(store: Store) -> None:
+    web = _record(store, "web", "service", RunStatus.RUNNING, port=8000)
+    _record(store, "train", "task", RunStatus.PENDING)
+    assert [r.name for r in store.active_runs_of("service")] == ["web"]  # types now known
+
+    web.reason = "scaling up"
+    assert store.save_run(web)  # a change after the type was read: returned as it is now
+    _record(store, "api", "service", RunStatus.PENDING, port=80)  # new since the last call
+    services = {r.name: r for r in store.active_runs_of("service")}
+    assert sorted(services) == ["api", "web"]
+    assert services["web"].reason == "scaling up"
+    assert services["web"].version == web.version
+
+    web.status = RunStatus.DONE
+    assert store.save_run(web)  # ended: no longer active
+    assert [r.name for r in store.active_runs_of("service")] == ["api"]
+    assert [r.name for r in store.active_runs_of("task")] == ["train"]
+
+
+def test_job_states_name_each_existing_jobs_status(store: Store) -> None:
+    run = run_record("train", RunStatus.RUNNING)
+    jobs = [
+        Job(id=f"job-{s}", run_id=run.id, project="main", run_name="train", status=s)
+        for s in (RunStatus.RUNNING, RunStatus.DONE)
+    ]
+    store.create_run(run, jobs, Event(at=time.time(), kind="status", message="submitted"))
+    states = store.job_states(["job-running", "job-done", "job-missing"])
+    assert states == {"job-running": RunStatus.RUNNING, "job-done": RunStatus.DONE}
+    assert states["job-done"].is_finished and not states["job-running"].is_finished
