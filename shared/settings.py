@@ -190,9 +190,7 @@ class LogSettings(BaseModel):
     opened again from the stored cursor. A kubelet sends a log stream's headers with its
     first bytes, so following a container that prints nothing waits in the request, and
     the container's end cannot cut a stream that has not begun: this bounds how long a
-    silent job's output waits to be marked complete, at one request per quiet spell.
-    Until a container prints, its follows wait 2 s, then twice as long each time, up to
-    this."""
+    silent job's output waits to be marked complete, at one request per quiet spell."""
     retention_days: float = 30.0
     """Finished runs, their events and output are deleted this long after they ended,
     days; a deleted run's name answers "expired" for as long again."""

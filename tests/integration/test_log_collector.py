@@ -235,31 +235,6 @@ def test_a_job_that_printed_nothing_is_complete_soon_after_it_ends(
         store.close()
 
 
-def test_with_the_default_wait_a_silent_short_job_is_complete_well_before_it(
-    own_redis: tuple[str, list[ProcessRecord]],
-    job_pod: Path,
-    kube_admin: kube.Kube,
-    namespace: str,
-) -> None:
-    """Until a container prints, its follows wait 2 s, 4 s, ... up to ``follow_quiet_s``
-    (20 s): a one-second job that printed nothing held its follow, a thread and a
-    connection for the whole 20 s, and ~400 of them at once in a 10,000-job drain."""
-    url, _ = own_redis
-    settings = LogSettings(drain_s=0.2)
-    assert settings.follow_quiet_s == 20.0
-    store, logs, collector = _collecting(url, settings)
-    seen = _watch(collector, kube_admin, namespace)
-    try:
-        seen(ended=False)
-        threading.Event().wait(0.5)  # the follow is open, waiting for headers
-        seen(ended=True)
-        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=10, what="the output complete")
-        assert _stored(logs) == 0
-    finally:
-        collector.halt()
-        store.close()
-
-
 def _collecting(url: str, settings: LogSettings) -> tuple[Store, LogStore, Collector]:
     """A collector in this process, holding the lease as its leader would."""
     store = Store.connect(url, prefix="collector", timeout_s=2)

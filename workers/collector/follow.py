@@ -42,12 +42,6 @@ _READ_CHUNK = 64 * 1024
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _EOF_PAUSE_S = 1.0  # a follow stream ended but the watch has not said the container ended yet
-# A container that has printed nothing is first waited for this long, then twice as long
-# each time, up to logs.follow_quiet_s. A follow that got no headers cannot be cut when the
-# container ends, so with a flat 20 s every silent one-second job held a thread and a
-# connection for 20 s: ~400 at once at 20 jobs/s, and a third of the jobs opened a new TLS
-# connection that the full pool then discarded (3,271 in a 10,000-job drain).
-_FIRST_QUIET_S = 2.0
 
 
 class _Outcome(Enum):
@@ -94,10 +88,6 @@ class Follower:
         self._cut = False
         self._last_data = 0.0
         """When the current stream last delivered bytes (monotonic)."""
-        self._printed = False
-        """The container's output has begun, so a follow's headers come at once."""
-        self._silent_opens = 0
-        """Follows that got no headers before their wait ran out."""
         self._thread = threading.Thread(
             target=self._run, name=f"logs-{target.pod}-{target.attempt}", daemon=True
         )
@@ -177,7 +167,6 @@ class Follower:
             return _Outcome.STOPPED, True
         plain = self.ended.is_set()
         self._cut = False
-        self._printed = self._printed or meta.cursor.ts_ns != 0
         since = _since_seconds(meta.cursor, self.settings.resume_margin_s)
         if since is not None:
             log.info(
@@ -193,7 +182,6 @@ class Follower:
             return _Outcome.GONE, False
         except KubeError as e:
             if not plain and isinstance(e.__cause__, urllib3.exceptions.ReadTimeoutError):
-                self._silent_opens += 1
                 return _Outcome.QUIET, False  # nothing printed yet: no headers came
             log.info("cannot read the output of %s yet: %s", t.pod, e)
             return _Outcome.ERROR, False
@@ -227,7 +215,7 @@ class Follower:
                 t.namespace,
                 container=CONTAINER,
                 since_seconds=since,
-                quiet_s=self._quiet_s(),
+                quiet_s=self.settings.follow_quiet_s,
             )
         return t.kube.call(
             t.kube.core.read_namespaced_pod_log,
@@ -240,14 +228,6 @@ class Follower:
             _request_timeout=(t.kube.timeout, self.settings.read_timeout_s),
         )
 
-    def _quiet_s(self) -> float:
-        """How long a follow waits for bytes: from ``_FIRST_QUIET_S``, doubling, while the
-        container has printed nothing; ``follow_quiet_s`` once it has."""
-        most = self.settings.follow_quiet_s
-        if self._printed:
-            return most
-        return min(most, _FIRST_QUIET_S * 2.0 ** min(self._silent_opens, 16))
-
     def _consume(self, resp: Any, batch: _Batch, *, plain: bool) -> _Outcome:
         dedupe = Deduper(batch.stored)
         pending = bytearray()
@@ -256,7 +236,6 @@ class Follower:
         try:
             for chunk in resp.stream(_READ_CHUNK, decode_content=True):
                 self._last_data = time.monotonic()
-                self._printed = True
                 pending += chunk
                 while True:
                     nl = pending.find(b"\n")
