@@ -433,15 +433,9 @@ class Store:
         with self._run_types_lock:
             types = self._run_types
             unknown = [i for i in ids if i not in types]
-            if unknown:
-                with _wrapped():
-                    pipe = self.r.pipeline(transaction=False)
-                    for i in unknown:
-                        pipe.hget(self.key("run", i), "d")
-                    rows = pipe.execute()
-                for i, data in zip(unknown, rows, strict=True):
-                    if data is not None:
-                        types[i] = _RUN_TYPE.decode(data).configuration_type
+            for i, data in zip(unknown, self._stored_data("run", unknown), strict=True):
+                if data is not None:
+                    types[i] = _RUN_TYPE.decode(data).configuration_type
             for ended in types.keys() - set(ids):
                 del types[ended]
             matching = [i for i in ids if types.get(i) == configuration_type]
@@ -462,16 +456,23 @@ class Store:
     def job_states(self, job_ids: list[str]) -> dict[str, RunStatus]:
         """Job id -> its status, for jobs that exist; each record's status alone is decoded
         (the orphan reaper asks about every ended pod's job, thousands every pass)."""
-        with _wrapped():
-            pipe = self.r.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hget(self.key("job", job_id), "d")
-            rows = pipe.execute()
         return {
             job_id: RunStatus(_JOB_STATUS.decode(data).status)
-            for job_id, data in zip(job_ids, rows, strict=True)
+            for job_id, data in zip(job_ids, self._stored_data("job", job_ids), strict=True)
             if data is not None
         }
+
+    def _stored_data(self, kind: str, ids: list[str]) -> list[bytes | None]:
+        """Each record's stored JSON (None where it is missing), in one round trip, for
+        callers that decode only a field of it."""
+        if not ids:
+            return []
+        with _wrapped():
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hget(self.key(kind, i), "d")
+            rows: list[bytes | None] = pipe.execute()
+        return rows
 
     def find_job(self, job_id: str) -> Job | None:
         return self._load(Job, self.key("job", job_id))
