@@ -226,15 +226,14 @@ def _same_submission(store: Store, run: Run) -> tuple[Run, list[Job]] | None:
         existing = store.run_by_name(run.project, run.name)
     except NotFoundError:
         return None
-    if existing.user != run.user:
+    if not run.repeats(existing):
         return None
     if existing.status.is_finished and not store.refused_but_kept(existing):
         return None  # a finished run's name is free for a new run
-    if (existing.configuration, existing.code) != (run.configuration, run.code):
-        return None
     # The first attempt may have been left on the primary unacknowledged: this 202 is
     # the first promise for it, so it waits for the replicas as a new run's does.
     store.confirm_replicated("run")
+    store.forget_refusal(existing)
     return existing, store.jobs_of(existing)
 
 

@@ -141,6 +141,14 @@ class Run(Stored):
     code: str | None = None
     """sha256 of the run's code archive (``repos``, ``files``), kept by :mod:`shared.state.code`."""
 
+    def repeats(self, other: Run) -> bool:
+        """Whether this is ``other`` submitted again: same user, configuration and code."""
+        return (self.user, self.configuration, self.code) == (
+            other.user,
+            other.configuration,
+            other.code,
+        )
+
 
 class Fleet(Stored):
     name: str

@@ -254,6 +254,12 @@ class Store:
                         f"run {run.name!r} is still {old.status}; stop it or pick another name",
                         field="name",
                     )
+                if old is not None and run.repeats(old) and self.refused_but_kept(old):
+                    # The retry of a submission answered 503 yet kept, which has finished
+                    # since: it must get that run back, not start the work a second time.
+                    raise ConflictError(
+                        f"run {run.name!r} was kept after a refused submission", field="name"
+                    )
             pipe = self.r.pipeline(transaction=True)
             pipe.set(name_key, run.id)
             pipe.delete(self.key("expired", run.project, run.name))  # the name lives again
@@ -288,6 +294,12 @@ class Store:
         """Whether ``run`` was answered 503 yet kept (a pass had acted on it first)."""
         with _wrapped():
             return self.r.get(self._refused_key(run)) == run.id.encode()
+
+    def forget_refusal(self, run: Run) -> None:
+        """The retry of ``run``'s refused submission got it back: the name is free again
+        once ``run`` finishes, even for the same configuration."""
+        with _wrapped():
+            self.r.delete(self._refused_key(run))
 
     def _refused_key(self, run: Run) -> str:
         return self.key("refused-kept", run.project, run.name)

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared.errors import NotFoundError, ReplicationError
-from shared.state.records import RunStatus
+from shared.errors import ConflictError, NotFoundError, ReplicationError
+from shared.state.records import Run, RunStatus
 from shared.state.store import Store
 from tests.factories import one_job_run, submitted
 from tests.sentinel import replica_pair
@@ -83,6 +83,61 @@ def test_a_new_run_a_worker_already_changed_is_left_for_the_retry_to_find(
 ) -> None:
     primary, _ = ports
     store = _store(primary, acks=2)
+    run = _refused_but_kept(store)
+    kept = store.find_run(run.id)
+    assert kept is not None and kept.status == RunStatus.PENDING
+    assert store.refused_but_kept(kept)
+    store.close()
+
+
+def test_the_retry_of_a_kept_run_that_finished_since_gets_it_back_not_a_second_run(
+    ports: tuple[int, int],
+) -> None:
+    # The retry may come after the kept run has run to its end: a finished run's name
+    # is free, but not for this retry, which would start the same work a second time.
+    primary, _ = ports
+    store = _store(primary, acks=2)
+    run = _refused_but_kept(store)
+    store.min_replica_acks = 1  # a replica answers again
+    kept = store.get_run(run.id)
+    kept.status = RunStatus.DONE
+    assert store.save_run(kept)
+
+    retry, retry_jobs = one_job_run(name=run.name)
+    with pytest.raises(ConflictError) as refused:
+        store.create_run(retry, retry_jobs, submitted())
+    assert refused.value.field == "name"
+    assert store.find_run(retry.id) is None
+    assert store.run_by_name(run.project, run.name).id == run.id
+
+    # Another configuration under the name is a new run, as after any finished run.
+    other, other_jobs = one_job_run(name=run.name)
+    other.configuration = {"type": "task", "commands": ["eval"]}
+    store.create_run(other, other_jobs, submitted())
+    assert store.run_by_name(run.project, run.name).id == other.id
+    store.close()
+
+
+def test_once_the_retry_got_the_kept_run_the_same_submission_later_is_a_new_run(
+    ports: tuple[int, int],
+) -> None:
+    primary, _ = ports
+    store = _store(primary, acks=2)
+    run = _refused_but_kept(store)
+    store.min_replica_acks = 1
+    store.forget_refusal(store.get_run(run.id))  # what the API does when it answers the retry
+    kept = store.get_run(run.id)
+    kept.status = RunStatus.DONE
+    assert store.save_run(kept)
+    again, again_jobs = one_job_run(name=run.name)
+    store.create_run(again, again_jobs, submitted())
+    assert store.run_by_name(run.project, run.name).id == again.id
+    store.close()
+
+
+def _refused_but_kept(store: Store) -> Run:
+    """A run whose submission was refused (too few replicas) after a scheduling pass
+    had already moved it, so it was kept."""
     run, jobs = one_job_run()
     # A scheduling pass moving the run while the API still waits for the replicas.
     worker = Store(store.r, prefix=store.p)
@@ -106,9 +161,7 @@ def test_a_new_run_a_worker_already_changed_is_left_for_the_retry_to_find(
     finally:
         thread.join()
     assert moved.is_set()
-    kept = store.find_run(run.id)
-    assert kept is not None and kept.status == RunStatus.PENDING
-    store.close()
+    return run
 
 
 def test_a_state_change_too_few_replicas_acknowledged_raises_and_is_not_undone(

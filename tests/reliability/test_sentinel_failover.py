@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from cli.local.processes import is_running, stop_process
+from shared.state.records import RunStatus
 from tests.polling import wait_until
 from tests.reliability.faults import kill_primary_mid_burst
 from tests.reliability.world import (
@@ -23,6 +24,7 @@ from tests.reliability.world import (
     burst_specs,
     judge,
     open_sentinel_world,
+    statuses,
     wait_settled,
 )
 from tests.sentinel import SentinelGroup
@@ -102,7 +104,15 @@ def test_without_a_replica_to_acknowledge_a_submission_is_refused_and_nothing_is
     wait_until(lambda: group.replicas_of_primary() >= 1, timeout=60, what="a replica back")
 
     # The client's retry, once a replica is back, is taken: the same run if it was
-    # kept, never a second one; and it runs.
+    # kept, never a second one; and it runs. A kept run is let finish first: a
+    # finished run's name is free, but not for this retry.
+    if seen.status_code == 200:
+        kept = {"unacked": seen.json()["id"]}
+        wait_until(
+            lambda: (statuses(world, kept)["unacked"] or RunStatus.SUBMITTED).is_finished,
+            timeout=120,
+            what="the kept run finished",
+        )
     retry = Burst(world.stack, [spec], threads=1)
     retry.run()
     assert retry.answers == {"202": 1}, retry.server_errors
