@@ -229,11 +229,14 @@ class SchedulingSettings(BaseModel):
     selector), so only a crashed pass ever lets it expire (and writes stay fenced
     after that)."""
     exact_positions: int = 50
-    """Queue positions up to this one are rewritten on every change; deeper ones at most
-    every ``position_refresh_s``, so 10,000 waiting runs do not cost 10,000 writes a pass."""
-    position_refresh_s: float = 30.0
-    """Seconds, on average, between rewrites of a deep queue position that keeps
-    shifting: 10,000 waiting runs then cost ~330 writes a second, not one per pass each."""
+    """Queue positions up to this one are written into the run's reason on every change;
+    deeper ones, which shift on nearly every admission, are published apart
+    (``shared.queueing.positions``), so 10,000 waiting runs cost no record writes for
+    their places."""
+    position_refresh_s: float = Field(default=5.0, gt=0)
+    """Seconds between two publications of the deep positions (by each worker process):
+    the most a deep place shown can lag. One publication of 10,000 places is one
+    Redis write of ~200 KB."""
     pass_share: float = Field(default=0.5, gt=0, le=1)
     """The most of one core that passes take while requests keep coming (a finished
     job or a submission each ask for one): after a pass of ``t`` seconds the next

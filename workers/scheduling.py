@@ -31,7 +31,6 @@ import gc
 import logging
 import time
 import weakref
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,7 @@ from shared.placement.offers import Request
 from shared.placement.placements import HOLDING
 from shared.policy import access
 from shared.policy.resource_quotas import QuotaReader, namespace_key, refusals
-from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan
+from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan, positions
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
 from shared.queueing.namespace_only import plan_namespace_only
@@ -81,6 +80,8 @@ _E = TypeVar("_E", Fail, Wait)
 _caches: weakref.WeakKeyDictionary[Store, RecordCache] = weakref.WeakKeyDictionary()
 # Likewise each namespace's last ResourceQuota read.
 _quota_readers: weakref.WeakKeyDictionary[Store, QuotaReader] = weakref.WeakKeyDictionary()
+# When this process last published the deep queue places (_publish_positions).
+_published: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -193,6 +194,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
     down = cluster_health.unreachable(ctx.store, now=now)
     # Project quotas and shares count a project's holdings in every cluster.
     everywhere = list(_holdings(view.runs, view))
+    deep: dict[str, tuple[int, int]] = {}  # run id -> its place, past exact_positions
     held_by: dict[str, list[Holding]] = {}
     for holding in everywhere:
         held_by.setdefault(holding.run_id, []).append(holding)
@@ -208,7 +210,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         project, name = members[0].project, names[members[0].project]
         if group.mode == access.Mode.NONE:
             no_access = carried(_without_access(ctx, members, names))
-            _wait(ctx, cache, writer, runs, view.jobs, no_access, now)
+            _wait(ctx, writer, runs, view.jobs, no_access, now, deep)
             result.waiting += len(no_access)
             continue
         namespace_only = group.mode == access.Mode.NAMESPACE
@@ -303,17 +305,18 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             return False
         fails += carried(decided.fails)
         waits = carried(decided.waits) + held_out + shunned
-        _wait(ctx, cache, writer, runs, view.jobs, waits, now)
+        _wait(ctx, writer, runs, view.jobs, waits, now, deep)
         result.waiting += len(waits)
     # A running service's added replica that no node can take fails nothing: the
     # service keeps serving on the replicas it has, and says why it cannot grow.
     growing = [f for f in fails if runs[f.run_id].status == RunStatus.RUNNING]
-    _wait(ctx, cache, writer, runs, view.jobs, [_cannot_grow(f) for f in growing], now)
+    _wait(ctx, writer, runs, view.jobs, [_cannot_grow(f) for f in growing], now, deep)
     for fail in fails:
         if fail in growing:
             continue
         _fail(writer, runs[fail.run_id], view.jobs[fail.run_id], fail.reason)
         result.failed.append(runs[fail.run_id].name)
+    _publish_positions(ctx, deep, now)
     return True
 
 
@@ -638,40 +641,39 @@ def _admission(ctx: WorkerContext, run: Run, jobs: list[Job], admit: Admit, clus
 
 def _wait(
     ctx: WorkerContext,
-    cache: RecordCache,
     writer: Writer,
     runs: dict[str, Run],
     jobs: dict[str, list[Job]],
     waits: list[Wait],
     now: float,
+    deep: dict[str, tuple[int, int]],
 ) -> None:
     """Record why each run waits and where it stands, writing only what moved.
 
-    Deep in a long queue most positions shift every pass; those past
-    ``exact_positions`` are rewritten at most every ``position_refresh_s``.
+    A place past ``exact_positions`` is not written into the run's reason (it shifts
+    on nearly every admission); it goes into ``deep``, which the pass publishes
+    (:mod:`shared.queueing.positions`).
     """
-    settings = ctx.settings.scheduling
-    changes: list[tuple[Change, Wait]] = []
+    exact = ctx.settings.scheduling.exact_positions
+    changes: list[Change] = []
     for wait in waits:
         run = runs[wait.run_id]
-        if run.status == RunStatus.PENDING and _stored_cause(cache, run, wait):
-            if cache.shown(run) == (wait.cause, wait.position, wait.queued):
-                continue  # nothing moved (the usual case deep in a long queue)
-            if wait.position > settings.exact_positions:
-                age = now - run.updated_at
-                if age < settings.position_refresh_s * _spread(run.id):
-                    continue  # checked first: most of a long queue, and no reason to format
-            if run.reason == wait.reason:
-                cache.show(run, wait.cause, wait.position, wait.queued)
-                continue
+        waiting = run.status in (RunStatus.PENDING, RunStatus.SUBMITTED)
+        if waiting and wait.position > exact:
+            deep[run.id] = (wait.position, wait.queued)
+            reason = wait.cause
+        else:
+            reason = wait.reason
+        if run.status == RunStatus.PENDING and run.reason == reason:
+            continue  # nothing moved (the usual case deep in a long queue)
         new_jobs = [
             job.model_copy(update={"status": RunStatus.PENDING, "reason": wait.cause})
             for job in jobs[run.id]
             if job.status in QUEUED and (job.status, job.reason) != (RunStatus.PENDING, wait.cause)
         ]
-        if run.status == RunStatus.RUNNING and run.reason == wait.reason and not new_jobs:
+        if run.status == RunStatus.RUNNING and run.reason == reason and not new_jobs:
             continue  # a service's added replica still waits, for the same reason
-        new_run = run.model_copy(update={"reason": wait.reason})
+        new_run = run.model_copy(update={"reason": reason})
         events = []
         if run.status == RunStatus.SUBMITTED:
             new_run.status = RunStatus.PENDING
@@ -683,24 +685,19 @@ def _wait(
                     message=f"pending: {wait.cause}",
                 )
             )
-        changes.append((Change(run=new_run, jobs=new_jobs, events=events), wait))
+        changes.append(Change(run=new_run, jobs=new_jobs, events=events))
     for start in range(0, len(changes), _WRITE_BATCH):
-        batch = changes[start : start + _WRITE_BATCH]
-        results = writer.write_many([change for change, _ in batch])
-        for (change, wait), result in zip(batch, results, strict=True):
-            if result > 0 and change.run is not None:
-                cache.show(change.run, wait.cause, wait.position, wait.queued)
+        writer.write_many(changes[start : start + _WRITE_BATCH])
 
 
-def _stored_cause(cache: RecordCache, run: Run, wait: Wait) -> bool:
-    """Whether the run's stored reason already names ``wait.cause``."""
-    shown = cache.shown(run)
-    if shown is not None:
-        return shown[0] == wait.cause
-    cause = wait.cause
-    if run.reason == cause:
-        return True
-    return run.reason.startswith(cause) and run.reason[len(cause) : len(cause) + 1] == ";"
+def _publish_positions(ctx: WorkerContext, deep: dict[str, tuple[int, int]], now: float) -> None:
+    """Publish the deep places of this pass, at most every ``position_refresh_s`` per
+    process: between two, a place shown may be that many seconds old."""
+    every = ctx.settings.scheduling.position_refresh_s
+    if now - _published.get(ctx.store, float("-inf")) < every:
+        return
+    positions.publish(ctx.store, deep, every_s=every)
+    _published[ctx.store] = now
 
 
 def _fail(writer: Writer, run: Run, jobs: list[Job], reason: str) -> None:
@@ -716,9 +713,3 @@ def _fail(writer: Writer, run: Run, jobs: list[Job], reason: str) -> None:
         new_run.status = RunStatus.FAILED
         events.append(Event(at=now, kind="status", status=RunStatus.FAILED, message=reason))
     writer.write(Change(run=new_run, jobs=failed, events=events, forget_admission=True))
-
-
-def _spread(run_id: str) -> float:
-    """0.5..1.5, fixed per run: deep positions written in one pass fall due over a span
-    of ``position_refresh_s`` instead of all together."""
-    return 0.5 + zlib.crc32(run_id.encode()) / 0xFFFFFFFF

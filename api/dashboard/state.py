@@ -18,6 +18,7 @@ from shared.errors import BerthError
 from shared.gpu.inventory import GpuInventory, NodeInventory
 from shared.placement.autoscaling import is_pool_node, pool_of
 from shared.policy import access
+from shared.queueing import positions
 from shared.queueing.share import Ledger
 from shared.state import usage
 from shared.state.inventory_store import load_inventory
@@ -56,7 +57,7 @@ def _project(
     placed: dict[str, list[tuple[Run, Job]]],
     now: float,
 ) -> dict[str, Any]:
-    runs = store.active_runs(project)
+    runs = positions.shown(store, store.active_runs(project))
     jobs = store.jobs_of_runs(runs)
     try:
         seen = [_cluster_view(store, clusters, project, n) for n in clusters.names_of(project)]

@@ -23,6 +23,7 @@ from api.services import logs as log_service
 from api.services import run_history
 from api.services import runs as run_service
 from api.services import schedules as schedule_service
+from shared.queueing import positions
 from shared.state.records import RunStatus
 from shared.state.schedules import ScheduledRun
 
@@ -100,6 +101,7 @@ def list_runs(
     )
     if next_cursor is not None:
         response.headers[run_history.NEXT_CURSOR_HEADER] = next_cursor
+    runs = positions.shown(store, runs)
     jobs = store.jobs_of_runs(runs)
     idle = run_history.idle_stop_in(store, runs, now=time.time())
     return [
@@ -110,7 +112,7 @@ def list_runs(
 
 @router.get("/{name}")
 def get_run(name: str, project: CurrentProject, store: StoreDep) -> RunPublic:
-    run = store.run_by_name(project.name, name)
+    (run,) = positions.shown(store, [store.run_by_name(project.name, name)])
     return RunPublic.of(run, store.jobs_of(run))
 
 

@@ -75,9 +75,14 @@ class Wait:
 
     @property
     def reason(self) -> str:
-        if self.position == 0:  # held outside the queue (its volumes are in use elsewhere)
-            return self.cause
-        return f"{self.cause}; position {self.position} of {self.queued} in {self.project}'s queue"
+        return queue_reason(self.cause, self.position, self.queued, self.project)
+
+
+def queue_reason(cause: str, position: int, queued: int, project: str) -> str:
+    """What a waiting run's reason says: the cause, then its place in the queue."""
+    if position == 0:  # held outside the queue (its volumes are in use elsewhere)
+        return cause
+    return f"{cause}; position {position} of {queued} in {project}'s queue"
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,6 @@ class RecordCache:
         self._jobs: dict[str, Job] = {}
         self._facts: dict[str, RunFacts] = {}
         self._derived: dict[str, tuple[object, object]] = {}
-        self._shown: dict[str, tuple[int, str, int, int]] = {}
         self._requests: dict[Request, Request] = {}
         """Equal requests interned to one object, so the planner memoises them by id."""
         self._primary: str | None = None
@@ -99,7 +98,7 @@ class RecordCache:
             job_ids = [j for run in runs for j in run.job_ids]
             jobs = {j.id: j for j in self._refresh(store, Job, self._jobs, "job", job_ids)}
             active = set(ids)
-            for memo in (self._facts, self._derived, self._shown):
+            for memo in (self._facts, self._derived):
                 for gone in memo.keys() - active:
                     del memo[gone]
         by_run = {run.id: [jobs[j] for j in run.job_ids if j in jobs] for run in runs}
@@ -122,7 +121,7 @@ class RecordCache:
         if primary == self._primary:
             return
         if self._primary is not None:
-            for memo in (self._runs, self._jobs, self._facts, self._derived, self._shown):
+            for memo in (self._runs, self._jobs, self._facts, self._derived):
                 memo.clear()
         self._primary = primary
 
@@ -158,14 +157,6 @@ class RecordCache:
 
     def remember(self, run_id: str, stamp: object, value: object) -> None:
         self._derived[run_id] = (stamp, value)
-
-    def shown(self, run: Run) -> tuple[str, int, int] | None:
-        """(cause, position, queue length) that ``run``'s stored reason says, if known."""
-        found = self._shown.get(run.id)
-        return found[1:] if found is not None and found[0] == run.version else None
-
-    def show(self, run: Run, cause: str, position: int, queued: int) -> None:
-        self._shown[run.id] = (run.version, cause, position, queued)
 
     def _refresh(
         self, store: Store, model: Any, cache: dict[str, Any], kind: str, ids: list[str]

@@ -23,7 +23,16 @@ def stack(
     kubeconfig = berth_kubeconfig(
         kube_admin, local_cluster, namespace=namespace, directory=directory
     )
-    s = start_stack(local_cluster, directory, namespace=namespace, workers=2, kubeconfig=kubeconfig)
+    s = start_stack(
+        local_cluster,
+        directory,
+        namespace=namespace,
+        workers=2,
+        kubeconfig=kubeconfig,
+        # Queue places past 8 are published apart from the records (50 by default), so
+        # the tests here read both kinds through the API (test_queue's 20 waiting runs).
+        env={"BERTH_SCHEDULING__EXACT_POSITIONS": "8"},
+    )
     try:
         yield s
     finally:
