@@ -191,6 +191,11 @@ class LogSettings(BaseModel):
     first bytes, so following a container that prints nothing waits in the request, and
     the container's end cannot cut a stream that has not begun: this bounds how long a
     silent job's output waits to be marked complete, at one request per quiet spell."""
+    connections: int = Field(default=256, ge=1)
+    """Connections to each cluster's apiserver the collector keeps open for reuse. Each
+    follow holds one while its container runs, so hundreds are in use at 20 jobs a
+    second; past this many a follow opens a connection (a TLS handshake on both sides)
+    and closes it after."""
     retention_days: float = 30.0
     """Finished runs, their events and output are deleted this long after they ended,
     days; a deleted run's name answers "expired" for as long again."""
@@ -233,10 +238,10 @@ class SchedulingSettings(BaseModel):
     deeper ones, which shift on nearly every admission, are published apart
     (``shared.queueing.positions``), so 10,000 waiting runs cost no record writes for
     their places."""
-    position_refresh_s: float = Field(default=5.0, gt=0)
+    position_refresh_s: float = Field(default=2.0, gt=0)
     """Seconds between two publications of the deep positions (by each worker process):
-    the most a deep place shown can lag. One publication of 10,000 places is one
-    Redis write of ~200 KB."""
+    the most a deep place shown can lag. A publication of 10,000 places is one Redis
+    ``SET`` of ~450 KB."""
     pass_share: float = Field(default=0.5, gt=0, le=1)
     """The most of one core that passes take while requests keep coming (a finished
     job or a submission each ask for one): after a pass of ``t`` seconds the next

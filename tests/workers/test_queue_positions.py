@@ -137,10 +137,25 @@ def test_places_are_published_at_most_every_position_refresh_s(
 def test_a_publication_replaces_the_last_one_whole_and_expires_on_its_own(
     ctx: WorkerContext,
 ) -> None:
-    positions.publish(ctx.store, {"a": (60, 70), "b": (61, 70)}, every_s=5)
-    positions.publish(ctx.store, {"b": (60, 69)}, every_s=5)
-    key = ctx.store.key("queue", positions.POSITIONS)
-    assert ctx.store.r.hgetall(key) == {b"b": b"60 69"}
-    assert 0 < ctx.store.r.ttl(key) <= 60
-    positions.publish(ctx.store, {}, every_s=5)
-    assert not ctx.store.r.exists(key)
+    waiting = [
+        Run(
+            id=i,
+            project="main",
+            name=i,
+            user="u",
+            configuration={},
+            configuration_type="task",
+            status=RunStatus.PENDING,
+            reason="waiting",
+        )
+        for i in ("a", "ab", "b")
+    ]
+    positions.publish(ctx.store, {"ab": (60, 70), "b": (61, 70), "a": (62, 70)}, every_s=5)
+    positions.publish(ctx.store, {"b": (60, 69), "ab": (61, 69)}, every_s=5)
+    # "a" left the deep queue: no place, not the one of the run whose id it begins.
+    assert [r.reason for r in positions.shown(ctx.store, waiting)] == [
+        "waiting",
+        "waiting; position 61 of 69 in main's queue",
+        "waiting; position 60 of 69 in main's queue",
+    ]
+    assert 0 < ctx.store.r.ttl(ctx.store.key("queue", positions.POSITIONS)) <= 60
