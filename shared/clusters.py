@@ -64,8 +64,10 @@ class ClusterRegistry:
         request_timeout_s: float,
         exec_timeout_s: float = _DEFAULT_EXEC_TIMEOUT_S,
         namespace_read_ttl_s: float = 0.0,
+        connections: int = 32,
     ) -> None:
         self.server = server
+        self._connections = connections
         self._namespace_read_ttl_s = namespace_read_ttl_s
         self._timeout = request_timeout_s
         self._exec_timeout = exec_timeout_s
@@ -143,6 +145,7 @@ class ClusterRegistry:
                     context=backend.context_name(),
                     timeout=self._timeout,
                     exec_timeout_s=self._exec_timeout,
+                    connections=self._connections,
                 )
             except KubeCredentialError as e:
                 self._failed[key] = (time.monotonic() + FAILURE_BACKOFF_S, e)

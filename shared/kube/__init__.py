@@ -231,13 +231,16 @@ def connect(
     context: str | None = None,
     timeout: float = 10.0,
     exec_timeout_s: float = 30.0,
+    connections: int = 32,
 ) -> Kube:
     """Build clients the way kubectl would: ``~``, ``KUBECONFIG``, current-context, exec auth.
 
     ``kubeconfig`` may list several files (``a:b``), merged as kubectl merges them.
     An ``exec`` plugin runs here once, within ``exec_timeout_s`` (a client
     certificate must be in place before the first connection), then again only
-    shortly before each credential expires.
+    shortly before each credential expires. Up to ``connections`` connections are
+    kept open for reuse; past that, a call opens one (a TLS handshake on both
+    sides) and closes it after.
     """
     paths = str(kubeconfig) if kubeconfig else config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     resolved = resolve(paths=paths, data=kubeconfig_data, context=context)
@@ -260,7 +263,7 @@ def connect(
         cfg.api_key["BearerToken"] = f"Bearer {first.token}"
         cfg.refresh_api_key_hook = auth
     # Enough concurrent connections for a worker's thread pool; urllib3 defaults to 4.
-    cfg.connection_pool_maxsize = 32
+    cfg.connection_pool_maxsize = connections
     # urllib3's default sends a GET that timed out up to three more times, so a call's
     # timeout was really four of them. Berth's callers own retrying (task backoff, the
     # watch's reconnect, the next pass), so a call is sent once and ends in its timeout.

@@ -32,6 +32,7 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         server,
         request_timeout_s=settings.kube.request_timeout_s,
         exec_timeout_s=settings.kube.exec_timeout_s,
+        connections=settings.logs.connections,
     )
     cap = int(settings.logs.max_mib_per_attempt * 1024 * 1024)
     collector = Collector(LogStore(store, cap_bytes=cap), settings.logs, holder=lease.holder)
