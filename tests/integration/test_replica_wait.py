@@ -99,9 +99,7 @@ def test_the_retry_of_a_kept_run_that_finished_since_gets_it_back_not_a_second_r
     store = _store(primary, acks=2)
     run = _refused_but_kept(store)
     store.min_replica_acks = 1  # a replica answers again
-    kept = store.get_run(run.id)
-    kept.status = RunStatus.DONE
-    assert store.save_run(kept)
+    _finish(store, run)
 
     retry, retry_jobs = one_job_run(name=run.name)
     with pytest.raises(ConflictError) as refused:
@@ -126,13 +124,17 @@ def test_once_the_retry_got_the_kept_run_the_same_submission_later_is_a_new_run(
     run = _refused_but_kept(store)
     store.min_replica_acks = 1
     store.forget_refusal(store.get_run(run.id))  # what the API does when it answers the retry
-    kept = store.get_run(run.id)
-    kept.status = RunStatus.DONE
-    assert store.save_run(kept)
+    _finish(store, run)
     again, again_jobs = one_job_run(name=run.name)
     store.create_run(again, again_jobs, submitted())
     assert store.run_by_name(run.project, run.name).id == again.id
     store.close()
+
+
+def _finish(store: Store, run: Run) -> None:
+    kept = store.get_run(run.id)
+    kept.status = RunStatus.DONE
+    assert store.save_run(kept)
 
 
 def _refused_but_kept(store: Store) -> Run:
