@@ -10,6 +10,8 @@ runs sent to its API.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -80,10 +82,20 @@ def kueue_drain(
             notes=notes,
         )
         drain.notes.append(_urgent_workload(k))
+        if not drain.finished:
+            drain.notes.append(_keep_log(mgr))
         return drain
     finally:
         _clean_namespace(k, KUEUE_NS)  # first: Kueue's finalizers need the manager running
         kueue.stop(k, mgr)
+
+
+def _keep_log(mgr: kueue.KueueManager) -> str:
+    """Copy the manager's log out of the bench's scratch directory (deleted at the end),
+    so a drain that did not finish can be looked into; where it went."""
+    kept = Path(tempfile.gettempdir()) / time.strftime("berth-kueue-manager-%Y%m%d-%H%M%S.log")
+    shutil.copyfile(mgr.record.log, kept)
+    return f"kueue: the manager's log is kept in {kept}"
 
 
 def check_kueue_webhooks(k: kube.Kube, state: ClusterState) -> str:
