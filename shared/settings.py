@@ -186,11 +186,12 @@ class LogSettings(BaseModel):
     collector cuts it and reads the rest without following, seconds (KWOK's streams
     never end)."""
     follow_quiet_s: float = Field(default=20.0, gt=0)
-    """Seconds a follow waits for its first bytes, or for more, before it is ended and
-    opened again from the stored cursor. A kubelet sends a log stream's headers with its
-    first bytes, so following a container that prints nothing waits in the request, and
-    the container's end cannot cut a stream that has not begun: this bounds how long a
-    silent job's output waits to be marked complete, at one request per quiet spell."""
+    """Seconds a follow first waits for its first bytes, or for more, before it is ended
+    and opened again from the stored cursor; each further quiet spell of a running
+    container doubles the wait, up to ``read_timeout_s``, and bytes bring it back. A
+    kubelet sends a log stream's headers with its first bytes, so following a container
+    that prints nothing waits in the request; when such a container ends, the waiting
+    follow is left to lapse and its output read plainly at once."""
     connections: int = Field(default=256, ge=1)
     """Connections to each cluster's apiserver the collector keeps open for reuse. Each
     follow holds one while its container runs, so hundreds are in use at 20 jobs a

@@ -14,8 +14,11 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -233,6 +236,52 @@ def test_a_job_that_printed_nothing_is_complete_soon_after_it_ends(
     finally:
         collector.halt()
         store.close()
+
+
+def test_a_long_silent_job_is_asked_less_and_less_often_and_complete_as_soon_as_it_ends(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """A running container that prints nothing: each follow waits twice as long as the
+    last (at a fixed wait, 1,000 such jobs cost 50 requests a second for as long as they
+    ran). A follow that waits for a silent container's first bytes cannot be cut when it
+    ends: the output is read plainly at once instead of when that wait runs out."""
+    url, _ = own_redis
+    settings = LogSettings(drain_s=0.2, follow_quiet_s=0.5, read_timeout_s=60)
+    store, logs, collector = _collecting(url, settings)
+    follows = _CountingKube(**{f.name: getattr(kube_admin, f.name) for f in fields(kube_admin)})
+    seen = _watch(collector, follows, namespace)
+    try:
+        seen(ended=False)
+        threading.Event().wait(8)  # silent
+        # Waits of 0.5, 1, 2 and 4 s, then one of 8 s from ~7.5 s: five follows, not 16.
+        assert 3 <= follows.count <= 6, follows.count
+        ended_at = time.monotonic()
+        seen(ended=True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="the output complete")
+        # The follow open when it ended waits until ~15.5 s: it was not waited for.
+        assert time.monotonic() - ended_at < 5
+        assert _stored(logs) == 0
+    finally:
+        collector.halt()
+        store.close()
+
+
+@dataclass(frozen=True)
+class _CountingKube(kube.Kube):
+    """The test's real client, counting the follows the collector opens through it."""
+
+    calls: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def follow_log(self, pod: str, namespace: str, **kwargs: Any) -> Any:
+        self.calls.append(pod)
+        return super().follow_log(pod, namespace, **kwargs)
 
 
 def _collecting(url: str, settings: LogSettings) -> tuple[Store, LogStore, Collector]:

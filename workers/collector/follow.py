@@ -88,6 +88,11 @@ class Follower:
         self._cut = False
         self._last_data = 0.0
         """When the current stream last delivered bytes (monotonic)."""
+        self._quiet_s = settings.follow_quiet_s
+        """How long the next follow waits for bytes: doubled after each quiet spell of a
+        running container, back to ``follow_quiet_s`` once bytes come."""
+        self._awaiting_headers = False
+        """A follow is open and its answer has not begun (a silent container's)."""
         self._thread = threading.Thread(
             target=self._run, name=f"logs-{target.pod}-{target.attempt}", daemon=True
         )
@@ -103,6 +108,11 @@ class Follower:
             return
         self.ended.set()
         self._arm_cut(self.settings.drain_s)
+
+    def awaiting_headers(self) -> bool:
+        """Whether this follower waits in a follow whose answer has not begun: such a
+        request cannot be cut, and (on KWOK) outlives the container until its wait ends."""
+        return self._awaiting_headers
 
     def halt(self) -> None:
         self.stop.set()
@@ -140,6 +150,10 @@ class Follower:
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
                     continue
                 backoff = _BACKOFF_INITIAL_S
+                if outcome == _Outcome.QUIET:
+                    # A long silent job would otherwise cost a request every quiet spell
+                    # for as long as it runs (1,000 of them: 50 a second).
+                    self._quiet_s = min(self._quiet_s * 2, self._longest_quiet_s())
                 if outcome == _Outcome.EOF:
                     self.ended.wait(_EOF_PAUSE_S)  # the container likely ended; the watch says soon
         finally:
@@ -207,16 +221,23 @@ class Follower:
             resp.release_conn()
         return outcome, plain and outcome == _Outcome.EOF
 
+    def _longest_quiet_s(self) -> float:
+        return max(self.settings.follow_quiet_s, self.settings.read_timeout_s)
+
     def _open(self, since: int | None, *, plain: bool) -> Any:
         t = self.target
         if not plain:
-            return t.kube.follow_log(
-                t.pod,
-                t.namespace,
-                container=CONTAINER,
-                since_seconds=since,
-                quiet_s=self.settings.follow_quiet_s,
-            )
+            self._awaiting_headers = True
+            try:
+                return t.kube.follow_log(
+                    t.pod,
+                    t.namespace,
+                    container=CONTAINER,
+                    since_seconds=since,
+                    quiet_s=self._quiet_s,
+                )
+            finally:
+                self._awaiting_headers = False
         return t.kube.call(
             t.kube.core.read_namespaced_pod_log,
             t.pod,
@@ -236,6 +257,7 @@ class Follower:
         try:
             for chunk in resp.stream(_READ_CHUNK, decode_content=True):
                 self._last_data = time.monotonic()
+                self._quiet_s = self.settings.follow_quiet_s
                 pending += chunk
                 while True:
                     nl = pending.find(b"\n")

@@ -80,9 +80,16 @@ class Collector:
                 del self._followers[key]
                 follower = None
             if follower is not None:
-                if view.ended or deleted:
+                if not (view.ended or deleted):
+                    return
+                if not follower.awaiting_headers():
                     follower.container_ended()
-                return
+                    return
+                # Its follow waits for a silent container's first bytes and cannot be
+                # cut: let it lapse, and read the ended container plainly in a new one,
+                # so the output is complete now, not when that wait runs out.
+                follower.halt()
+                del self._followers[key]
             if not view.started or self._stopped.is_set():
                 return
             target = Target(
