@@ -269,6 +269,29 @@ def test_a_long_silent_job_is_asked_less_and_less_often_and_complete_as_soon_as_
         store.close()
 
 
+def test_a_silent_job_whose_pod_is_deleted_is_complete_whatever_its_last_state_says(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """The deletion's pod may show no container state at all (not started, not ended):
+    the follower waiting for the first bytes is still replaced and the output read."""
+    url, _ = own_redis
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2, follow_quiet_s=60))
+    seen = _watch(collector, kube_admin, namespace)
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    try:
+        seen(ended=False)
+        threading.Event().wait(0.5)  # the follow is open, waiting for headers
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=False, ended=False)
+        collector.on_pod(kube_admin, namespace, view, True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=20, what="the output complete")
+    finally:
+        collector.halt()
+        store.close()
+
+
 @dataclass(frozen=True)
 class _CountingKube(kube.Kube):
     """The test's real client, counting the follows the collector opens through it."""

@@ -74,6 +74,7 @@ class Collector:
     def on_pod(self, k: kube.Kube, namespace: str, view: PodView, deleted: bool) -> None:
         """A job pod changed: start following its container, or tell its follower it ended."""
         key = (view.job_id, view.attempt)
+        replacing = False
         with self._lock:
             follower = self._followers.get(key)
             if follower is not None and follower.finished.is_set():
@@ -90,7 +91,8 @@ class Collector:
                 # so the output is complete now, not when that wait runs out.
                 follower.halt()
                 del self._followers[key]
-            if not view.started or self._stopped.is_set():
+                replacing = True  # the container started: the old follower saw it
+            if not (view.started or replacing) or self._stopped.is_set():
                 return
             target = Target(
                 kube=k,
