@@ -95,6 +95,8 @@ class Kube:
         try:
             return bytes(response.data)
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            # Half read: never hand this connection to another request (see let_go).
+            response.close()
             raise KubeTemporaryError(f"Kubernetes API answer broke off: {e}") from e
         finally:
             response.release_conn()
@@ -192,6 +194,16 @@ class Kube:
 
     def close(self) -> None:
         self.api.close()
+
+
+def let_go(response: Any, *, read_whole: bool) -> None:
+    """Give a streamed answer's connection back to the pool, closed first unless the
+    answer was read to its end. A connection put back with unread bytes (a watch or a
+    log follow cut short) hands them to the next request on it as its status line
+    ("BadStatusLine('1194\\r\\n')"): with urllib3's retries off, that request fails."""
+    if not read_whole:
+        response.close()
+    response.release_conn()
 
 
 class BearerAuth:

@@ -109,7 +109,8 @@ def test_the_berth_token_can_read_and_watch_the_whole_clusters_nodes_and_pods(
     assert k.call(k.core.list_node).items
     k.call(k.core.list_pod_for_all_namespaces, limit=1)
     for watch_list in (k.core.list_node, k.core.list_pod_for_all_namespaces):
-        k.call(watch_list, watch=True, timeout_seconds=1, _preload_content=False).release_conn()
+        stream = k.call(watch_list, watch=True, timeout_seconds=1, _preload_content=False)
+        kube.let_go(stream, read_whole=False)
 
 
 def _outside_berths_needs(namespace: str) -> dict[str, Callable[[kube.Kube], Any]]:

@@ -205,20 +205,21 @@ class Follower:
         self._resp, self._following = resp, not plain
         self._last_data = time.monotonic()
         if self.stop.is_set():  # halted before the stream existed to be cut
-            resp.release_conn()
+            kube.let_go(resp, read_whole=False)
             return _Outcome.STOPPED, False
         if not plain and self.ended.is_set():
             # The container ended while this follow was being opened: the cut the watch
             # asked for found no stream yet, and a stream that never ends (KWOK's) would
             # then be held until its read timeout. Give it the same drain from now.
             self._arm_cut(self.settings.drain_s)
+        outcome = _Outcome.ERROR
         try:
             outcome = self._consume(resp, batch, plain=plain)
         finally:
             with self._batch_lock:
                 self._batch = None
             self._resp, self._following = None, False
-            resp.release_conn()
+            kube.let_go(resp, read_whole=outcome == _Outcome.EOF)
         return outcome, plain and outcome == _Outcome.EOF
 
     def _longest_quiet_s(self) -> float:
