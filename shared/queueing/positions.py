@@ -7,8 +7,8 @@ on every admission: written into the records, 10,000 waiting runs cost hundreds
 of record writes a second, and every process that caches records (each
 worker's scheduling passes and sweeps) read them all back. So past
 ``scheduling.exact_positions`` the record holds only the cause, and the
-scheduler publishes every deep place in one hash, replaced whole at most every
-``scheduling.position_refresh_s``; whoever shows a run (the API, the dashboard)
+scheduler publishes every deep place in one Redis string, replaced whole at most
+every ``scheduling.position_refresh_s``; whoever shows a run (the API, the dashboard)
 joins the two with :func:`shown`.
 
     P:queue:positions   one string: a line "<run id> <position> <queued>" per deep run
