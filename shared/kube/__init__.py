@@ -39,6 +39,7 @@ from shared.errors import (
 from shared.kube.credentials import Credential, CredentialCache, read_token_file
 from shared.kube.exec_plugin import KILL_WAIT_S
 from shared.kube.kubeconfig import ResolvedKubeconfig, resolve
+from shared.kube.tls import TlsFiles, share_context
 from shared.metrics import KUBE_ERRORS
 
 T = TypeVar("T")
@@ -74,6 +75,9 @@ class Kube:
     timeout: float
     auth: BearerAuth | None = None
     """The refreshing credential (exec plugin or tokenFile); None for a static one."""
+    tls: TlsFiles | None = None
+    """The TLS context every new connection shares (:mod:`shared.kube.tls`); None
+    through a proxy."""
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -281,6 +285,7 @@ def connect(
     # watch's reconnect, the next pass), so a call is sent once and ends in its timeout.
     cfg.retries = False
     api = client.ApiClient(cfg)
+    tls = share_context(api)
     return Kube(
         api=api,
         core=client.CoreV1Api(api),
@@ -288,6 +293,7 @@ def connect(
         rbac=client.RbacAuthorizationV1Api(api),
         timeout=timeout,
         auth=auth,
+        tls=tls,
     )
 
 

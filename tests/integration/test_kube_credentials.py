@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from cli.local import cluster
+from cli.local.pki import ensure_pki, issue_serving_pair
 from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import server_config_from_text
-from shared.errors import KubeCredentialError, KubeUnauthorized
+from shared.errors import KubeCredentialError, KubeForbidden, KubeUnauthorized
 from tests.credential_plugins import exec_kubeconfig, plugin_calls, write_plugin
 
 pytestmark = pytest.mark.integration
@@ -325,3 +326,47 @@ def test_a_plugin_failing_at_connect_is_not_run_again_by_every_caller(tmp_path: 
         registry.close()
 
     assert len(plugin_calls(log)) == 1
+
+
+def test_new_connections_share_one_tls_context_until_a_certificate_file_is_rewritten(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    """The client certificate is loaded once, not per connection (shared/kube/tls.py);
+    a pair rewritten on disk (rotated by an agent) is what the next connection presents."""
+    pki = ensure_pki(Path(local_cluster.directory) / "pki")
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    shutil.copyfile(pki.kubelet_client_cert, cert)  # group system:masters
+    shutil.copyfile(pki.kubelet_client_key, key)
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": local_cluster.apiserver_url,
+                    "certificate-authority": str(pki.ca_cert),
+                },
+            }
+        ],
+        "users": [{"name": "u", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    k = kube.connect(kubeconfig=_kubeconfig_file(tmp_path / "config", doc), timeout=10.0)
+    pool = k.api.rest_client.pool_manager
+    try:
+        assert k.tls is not None
+        for _ in range(3):
+            pool.clear()  # every call on a new connection: a new TLS handshake
+            assert _list_namespaces(k) > 0
+        assert k.tls.builds == 1
+
+        # An identity the cluster grants nothing: its own name, the same CA.
+        issue_serving_pair(pki, "berth-test-nobody", [], cert, key)
+        pool.clear()
+        with pytest.raises(KubeForbidden, match="berth-test-nobody"):
+            _list_namespaces(k)
+        assert k.tls.builds == 2
+    finally:
+        k.close()
