@@ -230,7 +230,11 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         event, reason = verdict.retry_event, verdict.reason
         if requeue.retry_failed_job(ctx, job, event=event, reason=reason):
             return
-    _apply(ctx, job_id, verdict)
+    if not _apply(ctx, job_id, verdict, read=job):
+        # Nothing to write (most pod events: created, bound, a status change that is
+        # not the job's) or another process wrote it first and follows it up itself;
+        # a run left behind by a lost write is beat's sweep's (refresh_run).
+        return
     if job.jobs_in_run > 1:
         _follow_node_order(ctx, job_id, verdict.status)
     refreshed = refresh_run(store, run.id)
@@ -260,20 +264,24 @@ def _followed(ctx: WorkerContext, job_id: str) -> Job | None:
     return job
 
 
-def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
-    for _ in range(_CAS_ATTEMPTS):
-        job = ctx.store.get_job(job_id)
+def _apply(
+    ctx: WorkerContext, job_id: str, verdict: PodVerdict, *, read: Job | None = None
+) -> bool:
+    """Move the job to ``verdict``; True when this call wrote it. ``read`` is the job as
+    just read, used for the first compare-and-set instead of reading it again."""
+    for attempt in range(_CAS_ATTEMPTS):
+        job = read if attempt == 0 and read is not None else ctx.store.get_job(job_id)
         ready = verdict.ready if verdict.status == RunStatus.RUNNING else None
         if (
             job.status == verdict.status
             and job.pod_ip == (verdict.pod_ip or job.pod_ip)
             and job.ready == ready
         ):
-            return
+            return False
         if job.status in (RunStatus.SUBMITTED, RunStatus.PENDING):
-            return  # requeued since the pod was read: the verdict is about an old pod
+            return False  # requeued since the pod was read: the verdict is about an old pod
         if job.status != verdict.status and not can_move(job.status, verdict.status):
-            return
+            return False
         changed = job.status != verdict.status
         # A job stopped for a reason (max_duration, inactivity) keeps it when its pod goes.
         keep = (
@@ -310,7 +318,8 @@ def _apply(ctx: WorkerContext, job_id: str, verdict: PodVerdict) -> None:
             if verdict.status == RunStatus.PENDING:
                 tasks.send(ctx.celery, tasks.TEARDOWN_POD, job_id)
                 wake_scheduler(ctx.store, ctx.celery, job.run_id)
-            return
+            return True
+    return False
 
 
 def _readiness_event(job: Job, ready: bool | None) -> Event | None:
