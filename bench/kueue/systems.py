@@ -25,7 +25,14 @@ from kubernetes import client
 from bench.burst import concurrently
 from bench.common import cpu_seconds, ensure_namespace, peak_rss_mib, poll
 from bench.kueue import manager as kueue
-from bench.kueue.drain import Drain, Watches, apiserver_requests, node_models, wait_for
+from bench.kueue.drain import (
+    Drain,
+    Watches,
+    apiserver_requests,
+    first_finish_s,
+    node_models,
+    wait_for,
+)
 from cli.local.cluster import ClusterState
 from shared import kube
 from shared.errors import KubeError
@@ -400,6 +407,7 @@ def _drain(
                 lambda: watches.count("done", everyone) == len(everyone),
                 timeout=max(600.0, n * 1.0),
                 stall=lambda: watches.count("done", everyone),
+                stall_s=first_finish_s(n),
             )
         after = apiserver_requests(*metrics)
         requests = {

@@ -33,6 +33,18 @@ def _kubeconfig_file(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+def _kubeconfig_doc(server: str, ca: str, user: dict[str, Any]) -> dict[str, Any]:
+    """One cluster, one user, one context: a kubeconfig as a dict."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": ca}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+
+
 def _exec_client(local_cluster: cluster.ClusterState, plugin: Path, **kwargs: Any) -> kube.Kube:
     data = exec_kubeconfig(
         server=local_cluster.apiserver_url,
@@ -182,22 +194,9 @@ def test_a_rotated_token_file_is_read_again_when_the_old_token_is_refused(
     token = tmp_path / "sa" / "token"
     token.parent.mkdir()
     token.write_text("expired-projected-token\n")
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": local_cluster.apiserver_url,
-                    "certificate-authority": local_cluster.ca_file,
-                },
-            }
-        ],
-        "users": [{"name": "u", "user": {"tokenFile": "sa/token"}}],  # relative to the file
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    }
+    doc = _kubeconfig_doc(  # the token file relative to the kubeconfig
+        local_cluster.apiserver_url, local_cluster.ca_file, {"tokenFile": "sa/token"}
+    )
     path = _kubeconfig_file(tmp_path / "kubeconfig", doc)
     k = kube.connect(kubeconfig=path, timeout=10.0)
     try:
@@ -216,30 +215,11 @@ def test_certificate_files_are_found_relative_to_the_kubeconfig(
     (home / "certs").mkdir(parents=True)
     for name in ("ca.crt", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"):
         shutil.copyfile(pki / name, home / "certs" / name)
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": local_cluster.apiserver_url,
-                    "certificate-authority": "certs/ca.crt",
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": "u",
-                "user": {
-                    "client-certificate": "certs/apiserver-kubelet-client.crt",
-                    "client-key": "certs/apiserver-kubelet-client.key",
-                },
-            }
-        ],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
+    user = {
+        "client-certificate": "certs/apiserver-kubelet-client.crt",
+        "client-key": "certs/apiserver-kubelet-client.key",
     }
+    doc = _kubeconfig_doc(local_cluster.apiserver_url, "certs/ca.crt", user)
     path = _kubeconfig_file(home / "config", doc)
 
     k = kube.connect(kubeconfig=path, timeout=10.0)  # from a different working directory
@@ -337,22 +317,8 @@ def test_new_connections_share_one_tls_context_until_a_certificate_file_is_rewri
     cert, key = tmp_path / "client.crt", tmp_path / "client.key"
     shutil.copyfile(pki.kubelet_client_cert, cert)  # group system:masters
     shutil.copyfile(pki.kubelet_client_key, key)
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": local_cluster.apiserver_url,
-                    "certificate-authority": str(pki.ca_cert),
-                },
-            }
-        ],
-        "users": [{"name": "u", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    }
+    user = {"client-certificate": str(cert), "client-key": str(key)}
+    doc = _kubeconfig_doc(local_cluster.apiserver_url, str(pki.ca_cert), user)
     k = kube.connect(kubeconfig=_kubeconfig_file(tmp_path / "config", doc), timeout=10.0)
     pool = k.api.rest_client.pool_manager
     try:
