@@ -98,8 +98,10 @@ def share_context(api: client.ApiClient) -> TlsFiles | None:
     if isinstance(manager, urllib3.ProxyManager):
         return None
     kw: dict[str, Any] = manager.connection_pool_kw
+    cert_reqs = kw.get("cert_reqs")
     files = TlsFiles(
-        cert_reqs=kw.get("cert_reqs") or ssl.CERT_REQUIRED,
+        # CERT_NONE is 0: insecure-skip-tls-verify must not read as "unset".
+        cert_reqs=ssl.CERT_REQUIRED if cert_reqs is None else cert_reqs,
         # Taken out of what each connection is given, or urllib3 would load them into
         # the shared context again for every connection.
         ca_file=kw.pop("ca_certs", None),

@@ -8,6 +8,7 @@ call; the apiserver accepts the static tokens they print, and the short
 from __future__ import annotations
 
 import shutil
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -15,13 +16,19 @@ from typing import Any
 
 import pytest
 import yaml
+from urllib3.exceptions import InsecureRequestWarning
 
 from cli.local import cluster
 from cli.local.pki import ensure_pki, issue_serving_pair
 from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import server_config_from_text
-from shared.errors import KubeCredentialError, KubeForbidden, KubeUnauthorized
+from shared.errors import (
+    KubeCredentialError,
+    KubeForbidden,
+    KubeTemporaryError,
+    KubeUnauthorized,
+)
 from tests.credential_plugins import exec_kubeconfig, plugin_calls, write_plugin
 
 pytestmark = pytest.mark.integration
@@ -334,5 +341,38 @@ def test_new_connections_share_one_tls_context_until_a_certificate_file_is_rewri
         with pytest.raises(KubeForbidden, match="berth-test-nobody"):
             _list_namespaces(k)
         assert k.tls.builds == 2
+    finally:
+        k.close()
+
+
+def test_insecure_skip_tls_verify_still_connects_without_a_ca(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    """With one shared TLS context the kubeconfig's ``insecure-skip-tls-verify`` must
+    still mean no verification (CERT_NONE is 0, easy to take for "unset")."""
+    doc = _kubeconfig_doc(local_cluster.apiserver_url, "", {"token": local_cluster.admin_token})
+    cluster_entry = doc["clusters"][0]["cluster"]
+    del cluster_entry["certificate-authority"]
+    cluster_entry["insecure-skip-tls-verify"] = True
+    k = kube.connect(kubeconfig=_kubeconfig_file(tmp_path / "config", doc), timeout=10.0)
+    try:
+        with pytest.warns(InsecureRequestWarning):  # urllib3 warns, as it should
+            assert _list_namespaces(k) > 0
+        assert k.tls is not None and k.tls.context().verify_mode == ssl.CERT_NONE
+    finally:
+        k.close()
+
+
+def test_a_ca_that_did_not_sign_the_apiserver_is_refused(
+    local_cluster: cluster.ClusterState, tmp_path: Path
+) -> None:
+    other = ensure_pki(tmp_path / "other-pki")  # a CA of its own
+    doc = _kubeconfig_doc(
+        local_cluster.apiserver_url, str(other.ca_cert), {"token": local_cluster.admin_token}
+    )
+    k = kube.connect(kubeconfig=_kubeconfig_file(tmp_path / "config", doc), timeout=10.0)
+    try:
+        with pytest.raises(KubeTemporaryError, match="CERTIFICATE_VERIFY_FAILED"):
+            _list_namespaces(k)
     finally:
         k.close()
