@@ -7,9 +7,11 @@ import ssl
 from pathlib import Path
 
 import pytest
+import urllib3
+from kubernetes import client
 
 from cli.local.pki import Pki, ensure_pki, issue_serving_pair
-from shared.kube.tls import TlsFiles
+from shared.kube.tls import TlsFiles, share_context
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,34 @@ def test_a_missing_file_fails_the_connection_that_needs_it(pki: Pki, tmp_path: P
 def test_without_verification_no_ca_is_needed(tmp_path: Path) -> None:
     files = TlsFiles(cert_reqs=ssl.CERT_NONE)
     assert files.context().verify_mode == ssl.CERT_NONE
+
+
+def test_a_client_behind_a_proxy_keeps_urllib3s_own_tls() -> None:
+    cfg = client.Configuration()
+    cfg.host = "https://203.0.113.9:6443"
+    cfg.proxy = "http://127.0.0.1:3128"
+    api = client.ApiClient(cfg)
+    try:
+        assert share_context(api) is None
+        manager = api.rest_client.pool_manager
+        assert isinstance(manager, urllib3.ProxyManager)
+        assert "https" not in manager.pool_classes_by_scheme or (
+            manager.pool_classes_by_scheme["https"] is urllib3.HTTPSConnectionPool
+        )
+    finally:
+        api.close()
+
+
+def test_a_direct_client_loads_its_ca_once_not_per_connection(pki: Pki) -> None:
+    cfg = client.Configuration()
+    cfg.ssl_ca_cert = str(pki.ca_cert)
+    api = client.ApiClient(cfg)
+    try:
+        files = share_context(api)
+        assert files is not None and files.ca_file == str(pki.ca_cert)
+        pool = api.rest_client.pool_manager.connection_from_url("https://203.0.113.9:6443")
+        assert pool.ca_certs is None  # urllib3 would load it into the context per connection
+        assert issubclass(pool.ConnectionCls, urllib3.connection.HTTPSConnection)
+        assert pool.ConnectionCls is not urllib3.connection.HTTPSConnection
+    finally:
+        api.close()
