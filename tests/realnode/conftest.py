@@ -121,6 +121,10 @@ def real_env(state: cluster.ClusterState) -> dict[str, str]:
         # utilization_policy reads a DCGM exporter here (tests/realnode/test_utilization.py
         # runs a stand-in: the nodes' GPUs are the device plugin's, with no DCGM behind them).
         "BERTH_GPU_METRICS__EXPORTER_NAMESPACE": DCGM_NAMESPACE,
+        # ...with a clock of its own: a look of beat's (the real clock) before the test's
+        # first would start the idle clock an hour before the test's, and the test's first
+        # look would stop the run (seen once in CI). Beat never looks within a day.
+        "BERTH_GPU_METRICS__CHECK_INTERVAL_S": "86400",
         # Sessions of dev environments with inactivity_duration counted every 3 s, not
         # every minute, so test_inactivity.py takes seconds; no other run is watched.
         "BERTH_SSH__ACTIVITY_INTERVAL_S": "3",

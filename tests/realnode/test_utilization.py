@@ -126,7 +126,8 @@ def test_a_run_whose_gpus_idle_for_its_window_stops_and_a_busy_one_keeps_running
             update={"gpu_metrics": GpuMetricsSettings(exporter_namespace=exporter_namespace)}
         )
         ctx = build_context(settings)
-        start = time.time() + 3600  # ahead of beat's own looks, which use the real clock
+        # Beat does not look during the tests (real_env): this clock is the only one.
+        start = time.time() + 3600
         assert check_utilization(ctx, now=start) == []  # first look: the clocks start
         assert check_utilization(ctx, now=start + WINDOW_S - 1) == []
         last = check_utilization(ctx, now=start + WINDOW_S)
