@@ -16,6 +16,7 @@ import pytest
 import urllib3
 
 from shared import kube
+from tests.loopback_http import requests_on
 
 _STREAM_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
 _LATE_CHUNK = b"6\r\nsecond\r\n"
@@ -33,23 +34,13 @@ def _serve(listener: socket.socket) -> None:
 
 def _answer(conn: socket.socket) -> None:
     streaming = False
-    data = b""
     with conn:
-        while True:
-            try:
-                chunk = conn.recv(4096)
-            except OSError:
-                return
-            if not chunk:
-                return
-            data += chunk
-            while b"\r\n\r\n" in data:
-                request, _, data = data.partition(b"\r\n\r\n")
-                if request.startswith(b"GET /stream"):
-                    conn.sendall(_STREAM_HEAD)
-                    streaming = True
-                else:
-                    conn.sendall((_LATE_CHUNK if streaming else b"") + _PLAIN)
+        for request in requests_on(conn):
+            if request.startswith(b"GET /stream"):
+                conn.sendall(_STREAM_HEAD)
+                streaming = True
+            else:
+                conn.sendall((_LATE_CHUNK if streaming else b"") + _PLAIN)
 
 
 @pytest.fixture
