@@ -23,16 +23,20 @@ import time
 from dataclasses import dataclass, field
 
 from shared.queueing import keys
+from shared.state import changes
 from shared.state.records import Event, Job, Run
 from shared.state.store import Store
 
 OK, CONFLICT, FENCED = 1, 0, -1
 
-# One change. K: capacity version, events, active set, admitted, attempts, cleanup, then n
-# records. A: fence ('' = none), run id, finished ('1' = leave the active set), admitted at
-# ('' = keep, '-' = forget), attempts increment, cleanup at ('' = keep, '-' = clear), n,
-# then (expected v, new v, data) per record, then events.
-_WRITE_ONE = """
+# One change. K: capacity version, events, active set, admitted, attempts, cleanup, the
+# change log's counter and log (shared.state.changes), then n records. A: fence ('' =
+# none), run id, finished ('1' = leave the active set), admitted at ('' = keep, '-' =
+# forget), attempts increment, cleanup at ('' = keep, '-' = clear), n, then (expected v,
+# new v, data) per record, then events.
+_WRITE_ONE = (
+    changes.NOTE_LUA
+    + """
 local function write_one(K, A)
   local n = tonumber(A[7])
   if A[1] ~= '' then
@@ -40,12 +44,13 @@ local function write_one(K, A)
     if cur ~= A[1] then return -1 end
   end
   for i = 1, n do
-    local cur = redis.call('HGET', K[6 + i], 'v')
+    local cur = redis.call('HGET', K[8 + i], 'v')
     if (cur or '-1') ~= A[7 + (i - 1) * 3 + 1] then return 0 end
   end
   for i = 1, n do
     local b = 7 + (i - 1) * 3
-    redis.call('HSET', K[6 + i], 'v', A[b + 2], 'd', A[b + 3])
+    redis.call('HSET', K[8 + i], 'v', A[b + 2], 'd', A[b + 3])
+    note(K[7], K[8], K[8 + i])
   end
   for j = 8 + n * 3, #A do
     redis.call('XADD', K[2], 'MAXLEN', '~', '10000', '*', 'e', A[j])
@@ -60,6 +65,7 @@ local function write_one(K, A)
   return 1
 end
 """
+)
 _WRITE = _WRITE_ONE + "return write_one(KEYS, ARGV)"
 # Several fenced changes in turn, in one script run (nothing comes between them): ARGV is
 # the first fence, the count c, then each change's key and argument counts, then their
@@ -178,6 +184,7 @@ class Writer:
             keys.key(s, keys.ADMITTED),
             keys.key(s, keys.ATTEMPTS),
             keys.key(s, keys.CLEANUP),
+            *changes.log_keys(s.p),
         ]
         finished = change.run is not None and change.run.status.is_finished
         admitted = "-" if change.forget_admission else _stamp(change.admitted_at)

@@ -40,19 +40,24 @@ from shared.errors import (
     StoreError,
 )
 from shared.settings import RedisSettings
-from shared.state import redis_client
+from shared.state import changes, redis_client
 from shared.state.records import Event, Fleet, Job, Project, Run, RunStatus, User, Volume
 
 M = TypeVar("M", Run, Job)
 
-# KEYS[1] record, KEYS[2] event stream; ARGV: expected version, new version, data, event.
-_CAS = """
+# KEYS[1] record, KEYS[2] event stream, KEYS[3..4] the change log (shared.state.changes);
+# ARGV: expected version, new version, data, event.
+_CAS = (
+    changes.NOTE_LUA
+    + """
 local cur = redis.call('HGET', KEYS[1], 'v')
 if (cur or '-1') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+note(KEYS[3], KEYS[4], KEYS[1])
 if ARGV[4] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[4]) end
 return 1
 """
+)
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -275,6 +280,7 @@ class Store:
             pipe.xadd(
                 self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX
             )
+            changes.note_in(pipe, self.p, self._record_keys(run, jobs))
             pipe.execute()
         # The API answers 202 only for a run a failover cannot lose. Unacknowledged, the
         # run is withdrawn if nobody has acted on it yet, so the 503 means "not taken"
@@ -508,7 +514,7 @@ class Store:
         ok = self._save(self.key("run", run.id), run, run.id, event)
         if ok and run.status.is_finished:
             with _wrapped():
-                self.r.srem(self.key("active"), run.id)
+                changes.leave_active(self.r, self.p, run.id)
         return ok
 
     def save_job(self, job: Job, event: Event | None = None) -> bool:
@@ -543,6 +549,7 @@ class Store:
                         {"e": event.model_dump_json()},
                         maxlen=_EVENTS_MAX,
                     )
+                changes.note_in(pipe, self.p, self._record_keys(run, jobs))
                 pipe.execute()
             except redis.WatchError:
                 return False
@@ -566,6 +573,12 @@ class Store:
             pipe.delete(self.key("job", job_id))
         pipe.zrem(self.key("runs", run.project), run.id)
         pipe.srem(self.key("active"), run.id)
+        changes.note_in(
+            pipe, self.p, [self.key("run", run.id), *(self.key("job", j) for j in run.job_ids)]
+        )
+
+    def _record_keys(self, run: Run, jobs: list[Job]) -> list[str]:
+        return [self.key("run", run.id), *(self.key("job", j.id) for j in jobs)]
 
     # -- events --------------------------------------------------------------
 
@@ -760,7 +773,7 @@ class Store:
         obj.updated_at = time.time()
         with _wrapped():
             ok = self._cas(
-                keys=[key, self.key("events", run_id)],
+                keys=[key, self.key("events", run_id), *changes.log_keys(self.p)],
                 args=[
                     str(expected),
                     str(obj.version),

@@ -23,7 +23,11 @@ from tests.sentinel import replica_pair
 
 pytestmark = pytest.mark.integration
 
-_WAIT_MS = 500  # a loopback replica answers in about a millisecond
+# A wait that cannot be met lasts this long. One that can returns as soon as the replica
+# acknowledges (about a millisecond on loopback), so it gets a long timeout: a suite
+# loading both cores once held a met wait past 500 ms and failed it.
+_WAIT_MS = 500
+_MET_WAIT_MS = 10_000
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,8 @@ def _store(port: int, *, acks: int) -> Store:
     store = Store.connect(
         f"redis://127.0.0.1:{port}/0", prefix=f"t{uuid.uuid4().hex[:8]}", timeout_s=5
     )
-    store.min_replica_acks, store.replica_ack_timeout_ms = acks, _WAIT_MS
+    store.min_replica_acks = acks
+    store.replica_ack_timeout_ms = _MET_WAIT_MS if acks <= 1 else _WAIT_MS
     return store
 
 
@@ -173,7 +178,7 @@ def test_a_state_change_too_few_replicas_acknowledged_raises_and_is_not_undone(
     store = _store(primary, acks=1)
     run, jobs = one_job_run()
     store.create_run(run, jobs, submitted())
-    store.min_replica_acks = 2
+    store.min_replica_acks, store.replica_ack_timeout_ms = 2, _WAIT_MS
     run.status = RunStatus.PENDING
     # The caller (a worker's task) fails before acting, and retries from what is stored.
     with pytest.raises(ReplicationError, match="state change"):
