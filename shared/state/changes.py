@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 50_000
 """Entries kept: one per record written since, so a reader falls behind only past
 this many distinct records written between two of its reads."""
 
