@@ -184,7 +184,7 @@ class Writer:
             keys.key(s, keys.ADMITTED),
             keys.key(s, keys.ATTEMPTS),
             keys.key(s, keys.CLEANUP),
-            *changes.log_keys(s.p),
+            *changes.log_keys(s.key),
         ]
         finished = change.run is not None and change.run.status.is_finished
         admitted = "-" if change.forget_admission else _stamp(change.admitted_at)

@@ -159,9 +159,8 @@ class RecordCache:
             reply = store.r.register_script(_CHANGES)(
                 keys=[
                     keys.key(store, keys.CAPACITY_VERSION),
-                    *changes.log_keys(store.p),
-                    store.key("changes-floor"),
-                    store.key("changes-epoch"),
+                    *changes.log_keys(store.key),
+                    *changes.reader_keys(store.key),
                     store.key("active"),
                 ],
                 args=[

@@ -22,7 +22,11 @@ every record write is a compare-and-set on the record's version, only delayed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+Key = Callable[..., str]
+"""A store's key builder (``Store.key``): every name below is the store's, with its prefix."""
 
 MAX_ENTRIES = 50_000
 """Entries kept: one per record written since, so a reader falls behind only past
@@ -46,17 +50,22 @@ return 1
 )
 
 
-def log_keys(prefix: str) -> list[str]:
-    """The sequence counter and the log of the store whose keys start with ``prefix``."""
-    return [f"{prefix}:changes-seq", f"{prefix}:changes"]
+def log_keys(key: Key) -> list[str]:
+    """The sequence counter and the log, which every writer names."""
+    return [key("changes-seq"), key("changes")]
 
 
-def note_in(pipe: Any, prefix: str, record_keys: list[str]) -> None:
+def reader_keys(key: Key) -> list[str]:
+    """The highest number trimmed (``changes-floor``) and the log's epoch, which readers keep."""
+    return [key("changes-floor"), key("changes-epoch")]
+
+
+def note_in(pipe: Any, key: Key, record_keys: list[str]) -> None:
     """File ``record_keys`` as changed, inside the transaction ``pipe`` that writes them."""
     if record_keys:
-        pipe.eval(_NOTE, 2 + len(record_keys), *log_keys(prefix), *record_keys)
+        pipe.eval(_NOTE, 2 + len(record_keys), *log_keys(key), *record_keys)
 
 
-def leave_active(client: Any, prefix: str, run_id: str) -> None:
+def leave_active(client: Any, key: Key, run_id: str) -> None:
     """Take ``run_id`` out of the active set, filing its record as changed."""
-    client.eval(_LEAVE, 4, f"{prefix}:active", *log_keys(prefix), f"{prefix}:run:{run_id}", run_id)
+    client.eval(_LEAVE, 4, key("active"), *log_keys(key), key("run", run_id), run_id)

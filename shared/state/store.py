@@ -280,7 +280,7 @@ class Store:
             pipe.xadd(
                 self.key("events", run.id), {"e": event.model_dump_json()}, maxlen=_EVENTS_MAX
             )
-            changes.note_in(pipe, self.p, self._record_keys(run, jobs))
+            changes.note_in(pipe, self.key, self._record_keys(run.id, [j.id for j in jobs]))
             pipe.execute()
         # The API answers 202 only for a run a failover cannot lose. Unacknowledged, the
         # run is withdrawn if nobody has acted on it yet, so the 503 means "not taken"
@@ -514,7 +514,7 @@ class Store:
         ok = self._save(self.key("run", run.id), run, run.id, event)
         if ok and run.status.is_finished:
             with _wrapped():
-                changes.leave_active(self.r, self.p, run.id)
+                changes.leave_active(self.r, self.key, run.id)
         return ok
 
     def save_job(self, job: Job, event: Event | None = None) -> bool:
@@ -549,7 +549,7 @@ class Store:
                         {"e": event.model_dump_json()},
                         maxlen=_EVENTS_MAX,
                     )
-                changes.note_in(pipe, self.p, self._record_keys(run, jobs))
+                changes.note_in(pipe, self.key, self._record_keys(run.id, [j.id for j in jobs]))
                 pipe.execute()
             except redis.WatchError:
                 return False
@@ -573,12 +573,10 @@ class Store:
             pipe.delete(self.key("job", job_id))
         pipe.zrem(self.key("runs", run.project), run.id)
         pipe.srem(self.key("active"), run.id)
-        changes.note_in(
-            pipe, self.p, [self.key("run", run.id), *(self.key("job", j) for j in run.job_ids)]
-        )
+        changes.note_in(pipe, self.key, self._record_keys(run.id, run.job_ids))
 
-    def _record_keys(self, run: Run, jobs: list[Job]) -> list[str]:
-        return [self.key("run", run.id), *(self.key("job", j.id) for j in jobs)]
+    def _record_keys(self, run_id: str, job_ids: list[str]) -> list[str]:
+        return [self.key("run", run_id), *(self.key("job", j) for j in job_ids)]
 
     # -- events --------------------------------------------------------------
 
@@ -773,7 +771,7 @@ class Store:
         obj.updated_at = time.time()
         with _wrapped():
             ok = self._cas(
-                keys=[key, self.key("events", run_id), *changes.log_keys(self.p)],
+                keys=[key, self.key("events", run_id), *changes.log_keys(self.key)],
                 args=[
                     str(expected),
                     str(obj.version),

@@ -134,7 +134,7 @@ def test_a_reader_behind_the_trimmed_log_reads_in_full(
         more, more_jobs = one_job_run()
         store.create_run(more, more_jobs, submitted())
     current.load(store)  # a reader trims the log to 3 entries
-    assert store.r.zcard(changes.log_keys(store.p)[1]) == 3
+    assert store.r.zcard(changes.log_keys(store.key)[1]) == 3
     reads = behind.full_reads
     assert len(_same_as_full_read(behind, store).runs) == 4
     assert behind.full_reads == reads + 1
@@ -173,7 +173,7 @@ def test_a_run_read_between_its_last_write_and_leaving_the_active_set_leaves_the
         done.status = RunStatus.DONE
         assert store.save_run(done)
     assert [r.id for r in cache.load(store).runs] == [run.id]  # read in between
-    leave(store.r, store.p, run.id)
+    leave(store.r, store.key, run.id)
     reads = cache.full_reads
     assert _same_as_full_read(cache, store).runs == []
     assert cache.full_reads == reads
