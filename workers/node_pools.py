@@ -15,11 +15,11 @@ pod goes back to the queue after a minute) does not apply to it. Instead:
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
 from shared.clusters import Cluster
+from shared.kube.raw import as_raw, dig, timestamp_of
 from shared.placement.autoscaling import find_pool, scale_up_timed_out, waiting_reason
 from shared.queueing.limits import NO_CAPACITY
 from shared.state.records import Event, Job, RunStatus
@@ -44,14 +44,14 @@ def judge_pool_wait(
     pool = find_pool(cluster.backend.node_pools, job.placement.node)
     if pool is None:
         return verdict  # the pool left the configuration: the usual rules apply
-    node = pod.spec.node_name if pod.spec is not None else None
+    raw = as_raw(pod)
+    node = dig(raw, "spec", "nodeName")
     if node:
         _record_node(ctx, job.id, job.placement.node, node)
         return verdict
     if verdict is not None and verdict.status != RunStatus.PENDING:
         return verdict  # failed before it was ever bound
-    created = pod.metadata.creation_timestamp
-    since = created.timestamp() if isinstance(created, dt.datetime) else now
+    since = timestamp_of(dig(raw, "metadata", "creationTimestamp")) or now
     timed_out = scale_up_timed_out(pool, since=since, now=now)
     if timed_out is not None:
         return PodVerdict(RunStatus.FAILED, timed_out, retry_event=NO_CAPACITY)

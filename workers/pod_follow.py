@@ -121,7 +121,7 @@ class PodFollower:
 
 def _apply_pod(ctx: WorkerContext, job_id: str, pod: Any, deleted: bool) -> None:
     if isinstance(pod, WatchedPod):  # read whole only if the job still follows a pod
-        provisioning.apply_watched_pod(ctx, job_id, pod.v1, deleted=deleted)
+        provisioning.apply_watched_pod(ctx, job_id, pod.raw, deleted=deleted)
     else:
         provisioning.apply_pod(ctx, job_id, pod, deleted=deleted)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared import kube, logs, tasks
@@ -29,7 +29,7 @@ from shared.errors import (
     TemporaryError,
 )
 from shared.kube.names import job_pod_name
-from shared.kube.raw import uid_of
+from shared.kube.raw import Raw, as_raw, dig, labels_of, uid_of
 from shared.metrics import SUBMIT_TO_RUNNING
 from shared.placement import autoscaling, node_order
 from shared.policy.pod_security import stricter
@@ -179,15 +179,17 @@ def sync_job(ctx: WorkerContext, job_id: str) -> None:
     cluster = ctx.clusters.for_job(job)
     k = cluster.kube
     try:
-        pod = k.call(k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace)
+        pod: Raw | None = k.call_json(
+            k.core.read_namespaced_pod, job_pod_name(job), cluster.namespace
+        )
     except KubeNotFound:
         pod = None
     _follow_pod(ctx, job, pod)
 
 
 def apply_pod(ctx: WorkerContext, job_id: str, pod: Any, *, deleted: bool = False) -> None:
-    """Move the job to the state ``pod`` (a V1Pod; None or ``deleted`` when it is gone)
-    shows, and send what follows from it."""
+    """Move the job to the state ``pod`` (its JSON or a ``V1Pod``; None or ``deleted``
+    when it is gone) shows, and send what follows from it."""
     apply_watched_pod(ctx, job_id, lambda: pod, deleted=deleted)
 
 
@@ -197,7 +199,7 @@ def apply_watched_pod(
     """:func:`apply_pod` with the pod read by ``load`` only if the job still follows one.
     The proxy worker calls it with each pod its watch sees, so a job follows its pod
     without a task or a read per pod event; a finished job's (a stopped run's pod being
-    deleted) costs one Redis read and no V1Pod."""
+    deleted) costs one Redis read and no reading of the pod."""
     job = _followed(ctx, job_id)
     if job is not None:
         _follow_pod(ctx, job, load(), deleted=deleted)
@@ -206,6 +208,7 @@ def apply_watched_pod(
 def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False) -> None:
     store = ctx.store
     job_id = job.id
+    pod = None if pod is None else as_raw(pod)
     if pod is not None and not _current_pod(job, pod):
         return  # an earlier attempt's pod, or not the job's: its news is not the job's
     if deleted:
@@ -244,11 +247,10 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         _release_siblings(ctx, refreshed.job_ids)
 
 
-def _current_pod(job: Job, pod: Any) -> bool:
-    meta = pod.metadata
-    if meta is None or meta.name != job_pod_name(job):
+def _current_pod(job: Job, pod: Raw) -> bool:
+    if dig(pod, "metadata", "name") != job_pod_name(job):
         return False
-    labels = meta.labels or {}
+    labels = labels_of(pod)
     return labels.get(kube.LABEL_JOB) == job.id and not _older_attempt(labels, job)
 
 
@@ -502,7 +504,7 @@ def _leftover_of(ctx: WorkerContext, labels: dict[str, str], job: Job, kind: str
     return f"the previous run named {job.run_name!r}"
 
 
-def _older_attempt(labels: dict[str, str], job: Job) -> bool:
+def _older_attempt(labels: Mapping[str, str], job: Job) -> bool:
     attempt = kube.attempt_of(labels)
     return attempt is not None and attempt < job.attempt
 

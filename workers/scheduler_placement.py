@@ -26,6 +26,7 @@ from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeError
 from shared.gpu.affinity import gpu_node_affinity
+from shared.kube.raw import Raw, as_raw, dig
 from shared.placement.locality import Where
 from shared.placement.requests import request_for
 from shared.state.records import Event, Job, Run, RunStatus
@@ -84,24 +85,24 @@ def judge_scheduler_wait(
     now: float,
 ) -> PodVerdict | None:
     """The verdict for a job whose pod the kube-scheduler places (``verdict``: the usual)."""
-    node = pod.spec.node_name if pod.spec is not None else None
+    raw = as_raw(pod)
+    node = dig(raw, "spec", "nodeName")
     if node:
         _record_node(ctx, job.id, node)
         return verdict
     if verdict is not None and verdict.status != RunStatus.PENDING:
         return verdict  # failed before it was ever bound (image, admission)
-    message = _scheduler_message(cluster, pod) or _condition_message(pod)
+    message = _scheduler_message(cluster, raw) or _condition_message(raw)
     reason = f"{_WAITING}: {message}" if message else _WAITING
     wait_reasons.record_waiting(ctx, job.id, reason, replaces=_ours)
     return None
 
 
-def _scheduler_message(cluster: Cluster, pod: Any) -> str | None:
+def _scheduler_message(cluster: Cluster, raw: Raw) -> str | None:
     """The pod's latest FailedScheduling event, the scheduler's own words."""
     k = cluster.kube
-    selector = (
-        f"involvedObject.name={pod.metadata.name},involvedObject.kind=Pod,reason=FailedScheduling"
-    )
+    name = dig(raw, "metadata", "name")
+    selector = f"involvedObject.name={name},involvedObject.kind=Pod,reason=FailedScheduling"
     try:
         events = k.call(k.core.list_namespaced_event, cluster.namespace, field_selector=selector)
     except KubeError:
@@ -114,10 +115,11 @@ def _scheduler_message(cluster: Cluster, pod: Any) -> str | None:
     return str(latest.message).strip() if latest is not None and latest.message else None
 
 
-def _condition_message(pod: Any) -> str | None:
-    for cond in (pod.status.conditions if pod.status else None) or []:
-        if cond.type == "PodScheduled" and cond.status == "False" and cond.message:
-            return str(cond.message)
+def _condition_message(raw: Raw) -> str | None:
+    for cond in dig(raw, "status", "conditions") or ():
+        scheduled = cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+        if scheduled and cond.get("message"):
+            return str(cond["message"])
     return None
 
 

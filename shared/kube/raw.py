@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Raw", "as_raw", "dig", "labels_of", "uid_of", "undeclared"]
+__all__ = ["Raw", "as_raw", "dig", "labels_of", "timestamp_of", "uid_of", "undeclared"]
 
 Raw = Mapping[str, Any]
 """One object as the API's JSON has it (``metadata``, ``spec``, ``status``...)."""
@@ -42,6 +42,19 @@ def dig(obj: Raw | None, *path: str) -> Any:
 def labels_of(obj: Raw | None) -> Mapping[str, str]:
     """An object's labels; empty when it has none."""
     return dig(obj, "metadata", "labels") or {}
+
+
+def timestamp_of(value: Any) -> float | None:
+    """Seconds since the epoch of an API time (RFC 3339 text, as the JSON has it, or a
+    ``datetime``); None when there is none or it cannot be read."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def undeclared(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:

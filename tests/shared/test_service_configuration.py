@@ -3,7 +3,6 @@ the proxy's pure rules make of them."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -94,13 +93,16 @@ def test_a_probe_with_a_body_is_refused_by_name() -> None:
     assert "not supported by Berth yet: probes.0.body" in error.message
 
 
-def _pod(*, probed: bool, ready: str | None) -> Any:
-    conditions = [] if ready is None else [SimpleNamespace(type="Ready", status=ready)]
-    main = SimpleNamespace(name="main", readiness_probe={"httpGet": {}} if probed else None)
-    return SimpleNamespace(
-        spec=SimpleNamespace(containers=[main]),
-        status=SimpleNamespace(phase="Running", pod_ip="10.0.0.5", conditions=conditions),
-    )
+def _pod(*, probed: bool, ready: str | None) -> dict[str, Any]:
+    """A running pod as the apiserver's JSON has it."""
+    conditions = [] if ready is None else [{"type": "Ready", "status": ready}]
+    main: dict[str, Any] = {"name": "main"}
+    if probed:
+        main["readinessProbe"] = {"httpGet": {}}
+    return {
+        "spec": {"containers": [main]},
+        "status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": conditions},
+    }
 
 
 @pytest.mark.parametrize(
