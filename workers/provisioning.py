@@ -213,13 +213,16 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         return  # an earlier attempt's pod, or not the job's: its news is not the job's
     if deleted:
         pod = None
-    run = store.get_run(job.run_id)
-    cluster = ctx.clusters.for_job(job)
     now = time.time()
-    verdict = judge_pod(pod, job=job, stop_requested=run.stop_requested, now=now)
+    # The run is read only when the verdict needs it: most pod events (created, bound)
+    # change nothing, and a run's record (its configuration) is the larger read.
+    stop_requested = pod is None and store.get_run(job.run_id).stop_requested
+    verdict = judge_pod(pod, job=job, stop_requested=stop_requested, now=now)
     if pod is not None and job.placement and autoscaling.is_pool_node(job.placement.node):
+        cluster = ctx.clusters.for_job(job)
         verdict = node_pools.judge_pool_wait(ctx, cluster, job, pod, verdict, now=now)
     elif pod is not None and job.placement and is_scheduler_node(job.placement.node):
+        cluster = ctx.clusters.for_job(job)
         verdict = scheduler_placement.judge_scheduler_wait(ctx, cluster, job, pod, verdict, now=now)
     if verdict is None:
         return
@@ -229,7 +232,7 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
     if job.retired and verdict.status.is_finished:
         # Scaled down: however its pod ended (SIGTERM's exit code), it was stopped on purpose.
         verdict = PodVerdict(RunStatus.TERMINATED, job.reason, pod_ip=verdict.pod_ip)
-    if verdict.retry_event and not run.stop_requested:
+    if verdict.retry_event and not store.get_run(job.run_id).stop_requested:
         event, reason = verdict.retry_event, verdict.reason
         if requeue.retry_failed_job(ctx, job, event=event, reason=reason):
             return
@@ -240,9 +243,9 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         return
     if job.jobs_in_run > 1:
         _follow_node_order(ctx, job_id, verdict.status)
-    refreshed = refresh_run(store, run.id)
+    refreshed = refresh_run(store, job.run_id)
     if verdict.status.is_finished:
-        wake_scheduler(ctx.store, ctx.celery, run.id, freed=True)  # its GPUs, to the queue
+        wake_scheduler(ctx.store, ctx.celery, job.run_id, freed=True)  # its GPUs, to the queue
     if refreshed.status.is_finished:
         _release_siblings(ctx, refreshed.job_ids)
 
