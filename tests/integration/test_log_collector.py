@@ -33,6 +33,7 @@ from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, RedisSettings, Settings
 from shared.state.store import Store
 from tests.polling import wait_until
+from workers.collector.follow import GONE_NOTE
 from workers.collector.pods import PodView
 from workers.collector.process import Collector, run_log_collector
 
@@ -276,7 +277,8 @@ def test_a_silent_job_whose_pod_is_deleted_is_complete_whatever_its_last_state_s
     namespace: str,
 ) -> None:
     """The deletion's pod may show no container state at all (not started, not ended):
-    the follower waiting for the first bytes is still replaced and the output read."""
+    the follower waiting for the first bytes is still let go, and the attempt completed
+    at once, saying why (a deleted pod's output cannot be read)."""
     url, _ = own_redis
     store, logs, collector = _collecting(url, LogSettings(drain_s=0.2, follow_quiet_s=60))
     seen = _watch(collector, kube_admin, namespace)
@@ -287,6 +289,33 @@ def test_a_silent_job_whose_pod_is_deleted_is_complete_whatever_its_last_state_s
         view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=False, ended=False)
         collector.on_pod(kube_admin, namespace, view, True)
         wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=20, what="the output complete")
+        assert logs.meta(JOB_ID, 1).note == GONE_NOTE
+    finally:
+        collector.halt()
+        store.close()
+
+
+def test_a_pod_deleted_before_its_follower_began_is_not_read(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """Once the watch says a pod was deleted, a read by its name finds nothing (404) or a
+    newer pod of that name: here the name still answers, with lines, as a successor's
+    would. The attempt is marked complete, with why, and nothing is read or stored."""
+    url, _ = own_redis
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2))
+    counting = _CountingKube(**{f.name: getattr(kube_admin, f.name) for f in fields(kube_admin)})
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    try:
+        pod_logs.write_log_lines(job_pod, ["a successor's line"])
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=False)
+        collector.on_pod(counting, namespace, view, True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=20, what="the output complete")
+        assert logs.meta(JOB_ID, 1).note == GONE_NOTE
+        assert _stored(logs) == 0
+        assert counting.calls == [] and counting.reads == []
     finally:
         collector.halt()
         store.close()
@@ -302,9 +331,17 @@ class _CountingKube(kube.Kube):
     def count(self) -> int:
         return len(self.calls)
 
+    reads: list[str] = field(default_factory=list)
+    """Plain log reads."""
+
     def follow_log(self, pod: str, namespace: str, **kwargs: Any) -> Any:
         self.calls.append(pod)
         return super().follow_log(pod, namespace, **kwargs)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__name__", "") == "read_namespaced_pod_log":
+            self.reads.append(str(args[0]))
+        return super().call(fn, *args, **kwargs)
 
 
 def _collecting(url: str, settings: LogSettings) -> tuple[Store, LogStore, Collector]:

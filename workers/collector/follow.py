@@ -11,7 +11,8 @@ buffer: nothing is lost while the pod exists, and nothing is stored twice.
 
 Its end: the container ended (the pod watch says so) and a read reached the
 end of its output, then the attempt is marked ``done``; or the pod is gone
-(404), then ``done`` with a note if the end was never seen.
+(404, or the watch saw it deleted before a follower began), then ``done`` with a
+note if the end was never seen.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _READ_CHUNK = 64 * 1024
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _EOF_PAUSE_S = 1.0  # a follow stream ended but the watch has not said the container ended yet
+GONE_NOTE = "the pod was deleted before its output was read"
 
 
 class _Outcome(Enum):
@@ -71,9 +73,18 @@ class Follower:
     """Copies one attempt's output until it is complete (or the collector stops)."""
 
     def __init__(
-        self, target: Target, *, logs: LogStore, settings: LogSettings, holder: str
+        self,
+        target: Target,
+        *,
+        logs: LogStore,
+        settings: LogSettings,
+        holder: str,
+        gone: bool = False,
     ) -> None:
         self.target = target
+        self.gone = gone
+        """The watch saw the pod deleted before this follower began: there is nothing to
+        read (the apiserver answers 404, or a newer pod of the same name's output)."""
         self.logs = logs
         self.settings = settings
         self.holder = holder
@@ -134,12 +145,15 @@ class Follower:
             while not self.stop.is_set() and not self._register():
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            if self.gone and not self.stop.is_set():
+                self._finish(GONE_NOTE)
+                return
             while not self.stop.is_set():
                 outcome, saw_end = self._read_once()
                 if outcome in (_Outcome.LOST, _Outcome.STOPPED):
                     return
                 if outcome == _Outcome.GONE:
-                    note = "" if saw_end else "the pod was deleted before its output was read"
+                    note = "" if saw_end else GONE_NOTE
                     self._finish(note)
                     return
                 if outcome == _Outcome.EOF and self.ended.is_set() and saw_end:

@@ -102,7 +102,12 @@ class Collector:
                 job_id=view.job_id,
                 attempt=view.attempt,
             )
-            follower = Follower(target, logs=self.logs, settings=self.settings, holder=self.holder)
+            # A deleted pod's output cannot be read any more: by name, the apiserver
+            # answers 404, or with a newer pod's of that name. In a stop of 1,000 runs
+            # that read cost a request (and often a connection) per job for nothing.
+            follower = Follower(
+                target, logs=self.logs, settings=self.settings, holder=self.holder, gone=deleted
+            )
             if view.ended or deleted:
                 follower.ended.set()  # read it plainly from the start
             self._followers[key] = follower
