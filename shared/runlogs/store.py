@@ -59,6 +59,7 @@ return 1
 
 _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'done', '1', 'note', ARGV[2])
 return 1
 """
@@ -162,7 +163,10 @@ class LogStore:
             return int(self._append(keys=keys, args=args))
 
     def finish(self, job_id: str, attempt: int, *, holder: str, note: str = "") -> bool:
-        """Mark the attempt read to its end (``note`` says why, if not by the container's exit)."""
+        """Mark the attempt read to its end (``note`` says why, if not by the container's exit).
+        False if the lease is not the caller's, or the attempt was already marked: the
+        first mark stands, so a late one (the pod deleted after its output was read) does
+        not rewrite why it ended."""
         keys = [self._meta_key(job_id, attempt), self.lease_key()]
         with wrapped():
             return int(self._finish(keys=keys, args=[holder, note])) == 1

@@ -321,6 +321,33 @@ def test_a_pod_deleted_before_its_follower_began_is_not_read(
         store.close()
 
 
+def test_a_pod_deleted_after_its_output_was_read_keeps_it_complete_as_it_was(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """Pods are deleted after they end (a stop, a retry, Berth's cleanup): the deletion of a
+    pod whose output was read to its end changes nothing about that output."""
+    url, _ = own_redis
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2))
+    seen = _watch(collector, kube_admin, namespace)
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    try:
+        pod_logs.write_log_lines(job_pod, ["the last line"])
+        seen(ended=True)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="the output complete")
+        wait_until(lambda: collector.live_followers() == [], timeout=10, what="the follower let go")
+        view = PodView(POD, pod.metadata.uid, JOB_ID, 1, started=True, ended=True)
+        collector.on_pod(kube_admin, namespace, view, True)
+        wait_until(lambda: collector.live_followers() == [], timeout=10, what="nothing to follow")
+        meta = logs.meta(JOB_ID, 1)
+        assert (meta.done, meta.note, meta.lines) == (True, "", 1)
+    finally:
+        collector.halt()
+        store.close()
+
+
 @dataclass(frozen=True)
 class _CountingKube(kube.Kube):
     """The test's real client, counting the follows the collector opens through it."""

@@ -91,6 +91,9 @@ def test_a_collector_without_the_lease_or_with_a_stale_cursor_cannot_append(
     assert logs.finish("job-1", 1, holder=HOLDER)
     assert _append(logs, 1, [_stamped(2)]) == log_store.FINISHED
     assert logs.meta("job-1", 1).lines == 1
+    # A later mark (the pod deleted after its output was read) does not rewrite why it ended.
+    assert not logs.finish("job-1", 1, holder=HOLDER, note="the pod was deleted")
+    assert logs.meta("job-1", 1).note == ""
 
 
 def test_a_cut_line_is_kept_in_the_cursor_until_its_end_is_read_which_adds_no_entry(

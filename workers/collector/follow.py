@@ -146,7 +146,7 @@ class Follower:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
             if self.gone and not self.stop.is_set():
-                self._finish(GONE_NOTE)
+                self._finish(GONE_NOTE)  # kept only if the output was not complete already
                 return
             while not self.stop.is_set():
                 outcome, saw_end = self._read_once()
