@@ -26,7 +26,7 @@ from shared import kube
 from shared.clusters import Cluster
 from shared.errors import KubeError
 from shared.gpu.affinity import gpu_node_affinity
-from shared.kube.raw import Raw, as_raw, dig
+from shared.kube.raw import Raw, as_raw, dig, timestamp_of
 from shared.placement.locality import Where
 from shared.placement.requests import request_for
 from shared.state.records import Event, Job, Run, RunStatus
@@ -109,7 +109,9 @@ def _scheduler_message(cluster: Cluster, raw: Raw) -> str | None:
         return None  # may not list events: the pod's condition says much the same
     latest = max(
         events.items or [],
-        key=lambda e: _ts(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+        key=lambda e: (
+            timestamp_of(e.last_timestamp or e.event_time or e.metadata.creation_timestamp) or 0.0
+        ),
         default=None,
     )
     return str(latest.message).strip() if latest is not None and latest.message else None
@@ -121,10 +123,6 @@ def _condition_message(raw: Raw) -> str | None:
         if scheduled and cond.get("message"):
             return str(cond["message"])
     return None
-
-
-def _ts(value: Any) -> float:
-    return value.timestamp() if hasattr(value, "timestamp") else 0.0
 
 
 def _record_node(ctx: WorkerContext, job_id: str, node: str) -> None:
