@@ -5,8 +5,8 @@ every job pod event it applies, and building a ``V1Pod`` for each cost it about
 0.75 ms. A client object (a test's, a one-off read) is converted first.
 
 Reasons are the ones a user can act on: image pull errors, OOMKilled, exit
-codes, evictions, node loss, and "unschedulable" (the job goes back to the
-queue instead of failing).
+codes, evictions, node loss, and "unschedulable" or refused by the node's
+kubelet (the job goes back to the queue instead of failing).
 """
 
 from __future__ import annotations
@@ -33,6 +33,22 @@ _IMAGE_ERRORS = frozenset(
 )
 
 
+_ADMISSION_REFUSALS = frozenset(
+    {
+        # The kubelet's admission, for a pod bound to its node that it cannot start
+        # there (OutOf<resource> besides): what it judged, all before any container.
+        "NodeAffinity",
+        "NodeName",
+        "NodePorts",
+        "TaintToleration",
+        "InvalidNodeInfo",
+        "UnexpectedAdmissionError",  # a device plugin could not allocate (GPUs gone)
+        "TopologyAffinityError",
+        "NodeShutdown",
+    }
+)
+
+
 @dataclass(frozen=True)
 class PodVerdict:
     status: RunStatus
@@ -45,6 +61,9 @@ class PodVerdict:
     retry_event: str | None = None
     """For a failure, the ``retry.on_events`` kind it is: ``error`` (non-zero exit) or
     ``interruption`` (pod gone, evicted, node lost); None when retrying cannot help."""
+    refused: bool = False
+    """The node's kubelet refused the pod before starting it (its admission): the job
+    goes back to the queue, and the kube-scheduler binds its next pod."""
 
 
 def judge_pod(pod: Any, *, job: Job, stop_requested: bool, now: float) -> PodVerdict | None:
@@ -90,6 +109,10 @@ def _failed(raw: Raw) -> PodVerdict:
         )
     why = status.get("reason") or "Failed"
     message = f": {status['message']}" if status.get("message") else ""
+    if why.startswith("OutOf") or why in _ADMISSION_REFUSALS:
+        return PodVerdict(
+            RunStatus.PENDING, f"the node's kubelet refused the pod ({why}){message}", refused=True
+        )
     label = {"Evicted": "evicted", "NodeLost": "node lost", "Shutdown": "node shut down"}.get(
         why, why
     )

@@ -291,12 +291,35 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         pod = customise_pod(pod, ctx.pod_settings, tags=getattr(conf, "tags", None) or {})
     if restricted:
         pod["spec"] = restrict_pod_spec(pod["spec"], uid=ctx.pod_uid)
+    if binds_itself(pod["spec"], job, ctx):
+        # Berth chose the node: binding it here saves the kube-scheduler's binding and
+        # event writes and its queue. The affinity stays, and the kubelet checks it.
+        pod["spec"]["nodeName"] = job.placement.node
     services = []
     if multinode:
         services.append(_headless_service(run, headless))
     if conf.type == "service":
         services.append(_service(run, conf))
     return JobObjects(pod=pod, secret=secret, services=services, ssh_secret=ssh_name)
+
+
+def binds_itself(spec: Mapping[str, Any], job: Job, ctx: PodContext) -> bool:
+    """Whether Berth binds the pod to its chosen node itself (``spec.nodeName``).
+
+    Not when the kube-scheduler must choose or check: a job it places (namespace-only
+    mode), a node an autoscaler has yet to make, claims (a WaitForFirstConsumer volume
+    is bound to the node the scheduler picks), a runtime class or a scheduler named by
+    the operator, or a job a kubelet has refused before (``Job.scheduler_binds``).
+    """
+    assert job.placement is not None
+    if ctx.scheduler_affinity is not None or job.scheduler_binds:
+        return False
+    if ctx.node_pool is not None and autoscaling.is_pool_node(job.placement.node):
+        return False
+    if spec.get("runtimeClassName") or spec.get("schedulerName"):
+        return False
+    volumes = spec.get("volumes") or ()
+    return not any("persistentVolumeClaim" in v or "ephemeral" in v for v in volumes)
 
 
 def run_image(conf: Any, ctx: PodContext) -> str:

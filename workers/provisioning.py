@@ -302,6 +302,7 @@ def _apply(
         job.ready = ready
         if verdict.status == RunStatus.PENDING:
             job.placement = None  # back to the queue: the scheduler places it afresh
+            job.scheduler_binds = job.scheduler_binds or verdict.refused
             job.pod_name = None
             job.attempt += 1  # its next pod is a new attempt, with output of its own
         event = None

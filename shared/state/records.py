@@ -110,6 +110,11 @@ class Job(Stored):
     by name with the uid as precondition, instead of listing by label."""
     created_attempt: int = 0
     """The attempt ``created`` belongs to; 0 (records older than the field): unknown."""
+    scheduler_binds: bool = False
+    """Set once a node's kubelet refused a pod of the job: its later pods are bound by
+    the kube-scheduler, which sees the node as the kubelet does, not by Berth
+    (``workers/podspec.py``), so a node Berth's inventory misjudges is not tried again
+    and again."""
     version: int = 0
     submitted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

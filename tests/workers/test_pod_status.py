@@ -113,6 +113,41 @@ CASES = [
         PodVerdict(RunStatus.FAILED, "evicted: low on memory", retry_event="interruption"),
     ),
     (
+        # What a kubelet answers a pod Berth bound to it (spec.nodeName) that it cannot
+        # start: the job goes back to the queue, not to failed.
+        "refused: out of GPUs",
+        _pod(
+            {
+                "phase": "Failed",
+                "reason": "OutOfnvidia.com/gpu",
+                "message": "Pod was rejected: Node didn't have enough resource: nvidia.com/gpu,"
+                " requested: 1, used: 8, capacity: 8",
+            }
+        ),
+        PodVerdict(
+            RunStatus.PENDING,
+            "the node's kubelet refused the pod (OutOfnvidia.com/gpu): Pod was rejected: Node"
+            " didn't have enough resource: nvidia.com/gpu, requested: 1, used: 8, capacity: 8",
+            refused=True,
+        ),
+    ),
+    (
+        "refused: a device plugin could not allocate",
+        _pod({"phase": "Failed", "reason": "UnexpectedAdmissionError", "message": "no devices"}),
+        PodVerdict(
+            RunStatus.PENDING,
+            "the node's kubelet refused the pod (UnexpectedAdmissionError): no devices",
+            refused=True,
+        ),
+    ),
+    (
+        "refused: a taint it does not tolerate",
+        _pod({"phase": "Failed", "reason": "TaintToleration"}),
+        PodVerdict(
+            RunStatus.PENDING, "the node's kubelet refused the pod (TaintToleration)", refused=True
+        ),
+    ),
+    (
         "image pull",
         _pod(
             {
