@@ -307,7 +307,8 @@ def test_a_gang_whose_pods_do_not_all_run_goes_back_to_the_queue(
         "type: task\nname: stuck-gang\nnodes: 2\ncommands: [train]\nresources: {gpu: A10:1}\n"
     )
     # Placed by hand where the kube-scheduler can never bind it (GPU pods on CPU nodes),
-    # as if the inventory had been wrong: the pods stay Pending.
+    # as if the inventory had been wrong, and left to the scheduler (as after a kubelet's
+    # refusal: KWOK has no admission to refuse a pod bound to it): the pods stay Pending.
     run = Run(
         id="stuckgang" + str(int(time.time())),
         project="main",
@@ -322,6 +323,7 @@ def test_a_gang_whose_pods_do_not_all_run_goes_back_to_the_queue(
     for job, node in zip(jobs, ("kwok-cpu-0", "kwok-cpu-1"), strict=True):
         job.status = RunStatus.PROVISIONING
         job.placement = Placement(node=node, gpu_resource="nvidia.com/gpu", gpus=1)
+        job.scheduler_binds = True
     ctx.store.create_run(run, jobs, Event(at=time.time(), kind="status", message="by hand"))
     queue.started.append(("main", "stuck-gang"))
     ctx.store.r.hset(keys.key(ctx.store, keys.ADMITTED), run.id, repr(time.time() - 60))
