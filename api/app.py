@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -52,6 +53,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             exec_timeout_s=settings.kube.exec_timeout_s,
             namespace_read_ttl_s=settings.kube.namespace_read_ttl_s,
         )
+        # Off the request path, and off start-up's: a credential plugin may take seconds.
+        threading.Thread(
+            target=app.state.clusters.connect_all, name="connect-clusters", daemon=True
+        ).start()
         admin = settings.api.admin_token
         token = bootstrap(
             app.state.store,

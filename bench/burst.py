@@ -307,14 +307,15 @@ STAGE_REMEDIES = {
     "Berth's queue, scheduling pass and provisioning (202 -> pod created)": (
         "A pass admits everything that fits, writes the admissions in one script run and "
         "sends their jobs in messages of up to 32; a worker provisions each message's jobs "
-        "8 at a time (the job's Secret, then its Pod). Passes run one at a time under a "
-        "Redis lock. More worker processes shorten it; the pod+Secret limit row shows the "
-        "ceiling that path can reach."
+        "8 at a time (the job's Pod; the project's SSH Secret once). Passes run one at a "
+        "time under a Redis lock. More worker processes shorten it, on cores the cluster "
+        "does not need."
     ),
-    "kube-scheduler and KWOK (pod created -> Running)": (
-        "Outside Berth: Berth already pins every pod to its node with a matchFields node "
-        "affinity, so kube-scheduler only confirms the fit; setting spec.nodeName would skip "
-        "it, at the price of the scheduler's admission checks."
+    "the node (pod created -> Running)": (
+        "Outside Berth: Berth binds each pod to the node it chose (spec.nodeName), so no "
+        "kube-scheduler stands between; what is left is KWOK's own Pending -> Running "
+        "status write for each pod, queued behind the burst's other writes on the "
+        "apiserver."
     ),
 }
 

@@ -11,6 +11,7 @@ many projects and threads use it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 
 from shared import kube
 from shared.configuration.server import KubernetesBackend, ServerConfig
-from shared.errors import KubeCredentialError
+from shared.errors import BerthError, KubeCredentialError
 from shared.kube.credentials import FAILURE_BACKOFF_S
 from shared.kube.recent import RecentReads
 from shared.settings import KubeSettings
 from shared.state.records import Job
+
+log = logging.getLogger(__name__)
 
 # The settings' default, for callers that predate the field.
 _DEFAULT_EXEC_TIMEOUT_S = KubeSettings().exec_timeout_s
@@ -112,6 +115,18 @@ class ClusterRegistry:
     def key_for(self, project: str, cluster: str | None = None) -> str:
         """A short stable id of ``project``'s cluster ``cluster`` (projects may share one)."""
         return self.server.backend_for(project, cluster).cluster_key()
+
+    def connect_all(self) -> None:
+        """Build every project's cluster clients now, and with them load the Kubernetes
+        client's modules (~1.5 s of CPU in the API's first submission, in the middle of
+        the burst that brought it), so no request pays for them. A cluster that cannot be
+        reached now is left to its first use, which reports it."""
+        for project in self.server.project_names():
+            for name in (None, *self.names_of(project)):
+                try:
+                    self.for_project(project, name)
+                except BerthError as e:
+                    log.warning("cluster %s of project %s: not connected yet: %s", name, project, e)
 
     def names_of(self, project: str) -> list[str]:
         """The names of ``project``'s clusters, in the order runs try them."""

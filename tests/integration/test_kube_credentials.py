@@ -376,3 +376,44 @@ def test_a_ca_that_did_not_sign_the_apiserver_is_refused(
             _list_namespaces(k)
     finally:
         k.close()
+
+
+def test_connect_all_builds_each_cluster_once_and_leaves_a_broken_one_to_its_first_use(
+    local_cluster: cluster.ClusterState, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API calls it at start, so its first submission does not build a client.
+    good_log, bad_log = tmp_path / "good.log", tmp_path / "bad.log"
+    good = write_plugin(
+        tmp_path / "good", log=good_log, tokens=[local_cluster.admin_token], lifetime_s=3600
+    )
+    bad = write_plugin(tmp_path / "bad", log=bad_log, exit_code=1, stderr="signed out")
+    backends = {}
+    for name, plugin in (("good", good), ("bad", bad)):
+        doc = exec_kubeconfig(
+            server=local_cluster.apiserver_url, ca_file=local_cluster.ca_file, command=str(plugin)
+        )
+        path = _kubeconfig_file(tmp_path / f"{name}-kube" / "config", doc)
+        backends[name] = {"type": "kubernetes", "kubeconfig": {"filename": str(path)}}
+    server = server_config_from_text(
+        yaml.safe_dump(
+            {
+                "projects": [
+                    {"name": "alpha", "backends": [backends["good"] | {"namespace": "a"}]},
+                    {"name": "beta", "backends": [backends["good"] | {"namespace": "b"}]},
+                    {"name": "gamma", "backends": [backends["bad"]]},
+                ]
+            }
+        )
+    )
+    registry = ClusterRegistry(server, request_timeout_s=10.0, exec_timeout_s=10.0)
+    try:
+        registry.connect_all()
+        assert len(plugin_calls(good_log)) == 1  # one client for both projects, built now
+        assert len(plugin_calls(bad_log)) == 1
+        assert "signed out" in caplog.text
+        assert _list_namespaces(registry.for_project("beta").kube) > 0
+        assert len(plugin_calls(good_log)) == 1  # the request used the client built before
+        with pytest.raises(KubeCredentialError, match="signed out"):
+            registry.for_project("gamma")
+    finally:
+        registry.close()
