@@ -26,7 +26,7 @@ from cli.local.cluster import ClusterState
 from shared import kube
 from shared.errors import KubeNotFound
 from tests.polling import wait_until
-from tests.realnode.world import SMALL, START_S, apply, logs, run, wait_status
+from tests.realnode.world import SMALL, START_S, apply, events, logs, run, wait_status
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
@@ -61,12 +61,12 @@ def test_a_pod_the_kubelet_refuses_goes_back_to_the_queue_and_then_runs(
         # Beat's sweep reads the refused pod while the proxy worker cannot.
         try:
             wait_until(
-                lambda: any(_refused(e["message"]) for e in _events(real_stack, name)),
+                lambda: any(_refused(e["message"]) for e in events(real_stack, name)),
                 timeout=START_S,
                 what="the kubelet's refusal in the run's events",
             )
         except AssertionError as e:
-            seen = [x["message"] for x in _events(real_stack, name)]
+            seen = [x["message"] for x in events(real_stack, name)]
             raise AssertionError(f"{e}\n{run(real_stack, name)}\n{seen}") from None
     # Room again: the job's next pod, bound by the kube-scheduler, runs.
     wait_status(real_stack, name, "done", timeout=2 * START_S)
@@ -153,14 +153,6 @@ def _gpus_in_use(k: kube.Kube, node: str) -> int:
         for c in p.spec.containers
         if c.resources is not None
     )
-
-
-def _events(stack: Stack, name: str) -> list[dict[str, Any]]:
-    with stack.client() as c:
-        r = c.get(f"/api/projects/main/runs/{name}/events")
-    assert r.status_code == 200, r.text
-    events: list[dict[str, Any]] = r.json()
-    return events
 
 
 def _scheduled_events(k: kube.Kube, namespace: str, pod: str) -> list[Any]:

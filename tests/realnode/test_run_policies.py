@@ -12,18 +12,10 @@ from typing import Any
 import pytest
 
 from shared.placement.node_order import MASTER_DONE_REASON
-from tests.realnode.world import SMALL, START_S, apply, wait_status
+from tests.realnode.world import SMALL, START_S, apply, events, wait_status
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
-
-
-def _events(stack: Stack, name: str) -> list[dict[str, Any]]:
-    with stack.client() as c:
-        r = c.get(f"/api/projects/main/runs/{name}/events")
-    assert r.status_code == 200, r.text
-    events: list[dict[str, Any]] = r.json()
-    return events
 
 
 def _first(events: list[dict[str, Any]], job: int, starts: str) -> float:
@@ -62,7 +54,7 @@ def test_startup_order_creates_the_waiting_nodes_pod_only_once_the_others_run_an
     jobs = {j["job_num"]: j for j in final["jobs"]}
     assert jobs[0]["status"] == "done" and jobs[0]["exit_code"] == 0, jobs
     assert jobs[1]["status"] == "done" and jobs[1]["reason"] == MASTER_DONE_REASON, jobs
-    events = _events(real_stack, name)
-    ran = _first(events, first, f"job {first} running")
-    created = _first(events, then, "pod ")
-    assert ran <= created, (order, events)
+    seen = events(real_stack, name)
+    ran = _first(seen, first, f"job {first} running")
+    created = _first(seen, then, "pod ")
+    assert ran <= created, (order, seen)

@@ -69,6 +69,15 @@ def run(stack: Stack, name: str, *, project: str = "main") -> dict[str, Any]:
     return data
 
 
+def events(stack: Stack, name: str, *, project: str = "main") -> list[dict[str, Any]]:
+    """The run's own events (Berth's, with their times), oldest first."""
+    with stack.client() as c:
+        r = c.get(f"/api/projects/{project}/runs/{name}/events")
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()
+    return found
+
+
 def wait_status(
     stack: Stack, name: str, *statuses: str, timeout: float = START_S, project: str = "main"
 ) -> dict[str, Any]:
