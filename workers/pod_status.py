@@ -87,13 +87,15 @@ def judge_pod(pod: Any, *, job: Job, stop_requested: bool, now: float) -> PodVer
     if phase == "Succeeded":
         return PodVerdict(RunStatus.DONE, "", pod_ip=status.get("podIP"), exit_code=0)
     if phase == "Failed":
-        return _failed(raw)
+        # Only a pod not yet seen running can have been refused: a running job cannot go
+        # back to the queue (its failure is an interruption, retried as such).
+        return _failed(raw, placed=job.status == RunStatus.PROVISIONING)
     if phase == "Pending":
         return _pending(raw, now)
     return None
 
 
-def _failed(raw: Raw) -> PodVerdict:
+def _failed(raw: Raw, *, placed: bool) -> PodVerdict:
     status = dig(raw, "status") or {}
     pod_ip = status.get("podIP")
     term = _terminated(raw)
@@ -109,7 +111,7 @@ def _failed(raw: Raw) -> PodVerdict:
         )
     why = status.get("reason") or "Failed"
     message = f": {status['message']}" if status.get("message") else ""
-    if why.startswith("OutOf") or why in _ADMISSION_REFUSALS:
+    if placed and (why.startswith("OutOf") or why in _ADMISSION_REFUSALS):
         return PodVerdict(
             RunStatus.PENDING, f"the node's kubelet refused the pod ({why}){message}", refused=True
         )

@@ -17,8 +17,9 @@ from workers.pod_status import UNSCHEDULABLE_GRACE_S, PodVerdict, judge_pod
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC).timestamp()
 
 
-def _job() -> Job:
-    return Job(id="j1", run_id="r1", project="p", run_name="r", pod_name="berth-r-0")
+def _job(status: RunStatus = RunStatus.PROVISIONING) -> Job:
+    """A job whose pod is created, not yet seen running (unless ``status`` says so)."""
+    return Job(id="j1", run_id="r1", project="p", run_name="r", pod_name="berth-r-0", status=status)
 
 
 def _pod(status: dict[str, Any], *, probed: bool = False) -> dict[str, Any]:
@@ -186,6 +187,16 @@ def test_a_client_object_is_judged_as_its_json(
     obj = api.deserialize(json.dumps(pod), "V1Pod", "application/json")  # the client's parse
     assert isinstance(obj, client.V1Pod)
     assert judge_pod(obj, job=_job(), stop_requested=False, now=NOW) == verdict
+
+
+def test_a_running_jobs_pod_failing_for_its_node_is_an_interruption_not_a_refusal() -> None:
+    # A running job cannot go back to the queue; a node shutting down under it is retried
+    # as an interruption, as before Berth bound pods itself.
+    pod = _pod({"phase": "Failed", "reason": "NodeShutdown", "message": "node shutting down"})
+    verdict = judge_pod(pod, job=_job(RunStatus.RUNNING), stop_requested=False, now=NOW)
+    assert verdict == PodVerdict(
+        RunStatus.FAILED, "NodeShutdown: node shutting down", retry_event="interruption"
+    )
 
 
 def test_a_gone_pod_is_stopped_or_lost() -> None:
