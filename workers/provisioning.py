@@ -236,7 +236,8 @@ def _follow_pod(ctx: WorkerContext, job: Job, pod: Any, *, deleted: bool = False
         event, reason = verdict.retry_event, verdict.reason
         if requeue.retry_failed_job(ctx, job, event=event, reason=reason):
             return
-    if not _apply(ctx, job_id, verdict, read=job):
+    name = dig(pod, "metadata", "name") if pod is not None else None
+    if not _apply(ctx, job_id, verdict, read=job, pod_name=name):
         # Nothing to write (most pod events: created, bound, a status change that is
         # not the job's) or another process wrote it first and follows it up itself;
         # a run left behind by a lost write is beat's sweep's (refresh_run).
@@ -270,10 +271,17 @@ def _followed(ctx: WorkerContext, job_id: str) -> Job | None:
 
 
 def _apply(
-    ctx: WorkerContext, job_id: str, verdict: PodVerdict, *, read: Job | None = None
+    ctx: WorkerContext,
+    job_id: str,
+    verdict: PodVerdict,
+    *,
+    read: Job | None = None,
+    pod_name: str | None = None,
 ) -> bool:
     """Move the job to ``verdict``; True when this call wrote it. ``read`` is the job as
-    just read, used for the first compare-and-set instead of reading it again."""
+    just read, used for the first compare-and-set instead of reading it again;
+    ``pod_name``: the pod the verdict is about, recorded if provisioning has not yet (a
+    pod Berth binds itself can run before its creator writes its name)."""
     for attempt in range(_CAS_ATTEMPTS):
         job = read if attempt == 0 and read is not None else ctx.store.get_job(job_id)
         ready = verdict.ready if verdict.status == RunStatus.RUNNING else None
@@ -297,6 +305,7 @@ def _apply(
         job.status = verdict.status
         job.reason = job.reason if keep else verdict.reason
         job.pod_ip = verdict.pod_ip or job.pod_ip
+        job.pod_name = job.pod_name or pod_name
         job.exit_code = verdict.exit_code if verdict.exit_code is not None else job.exit_code
         readiness = _readiness_event(job, ready) if not changed else None
         job.ready = ready
