@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from cli.local.cluster import ClusterState
+from cli.local.realnode.configs import GPU_COUNT
 from shared import kube
 from shared.errors import KubeNotFound
 from tests.polling import wait_until
@@ -95,7 +96,7 @@ def _gpus_taken(k: kube.Kube, namespace: str, nodes: list[str], image: str) -> I
     names = []
     try:
         for node in nodes:
-            free = 8 - _gpus_in_use(k, node)
+            free = GPU_COUNT - _gpus_in_use(k, node)
             if free <= 0:
                 continue
             name = f"tenant-gpus-{node}"
