@@ -251,6 +251,18 @@ class SchedulingSettings(BaseModel):
     pods and to the cluster, and admits more runs per pass; each request waits longer."""
     gather_max_s: float = Field(default=1.0, ge=0)
     """The longest wait between passes, whatever a pass costs: the latency bound."""
+    head_runs: int = Field(default=200, ge=1)
+    """Queued runs per project a quick pass decides (``shared.queueing.heads``): with more
+    waiting, passes between two full ones look only at each project's first ``head_runs``
+    in queue order (never fewer than ``exact_positions``), so a GPU freed at a depth of
+    10,000 is handed over as fast as at 100."""
+    full_pass_every_s: float = Field(default=5.0, gt=0)
+    """Seconds between full passes (each worker process counts its own) while the
+    queues are deeper than ``head_runs``: the longest a run past the heads waits to be
+    backfilled or failed, and how often the deep positions can move."""
+    first_decision_s: float = Field(default=1.0, ge=0)
+    """Seconds a run no pass has seen yet (``submitted``) waits, past the heads, for the
+    full pass that decides it (pending with its reason, or failed if impossible)."""
     max_reservations: int = 8
     """Blocked runs per pass that reserve the nodes they will start on (backfill). Each
     costs one scan of the nodes; 1 would be EASY backfill, more protects big runs of

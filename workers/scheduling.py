@@ -49,6 +49,7 @@ from shared.policy import access
 from shared.policy.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan, positions
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
+from shared.queueing.heads import QUEUED, Heads, counted_whole, full_pass_due, heads
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
 from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
@@ -72,7 +73,6 @@ _WRITE_BATCH = 1_000  # waiting-run updates per pipeline
 # Placed jobs per provisioning message: one message per pass instead of one per job, and
 # still several messages (so several workers) for a pass that places hundreds.
 _PROVISION_BATCH = 32
-QUEUED = (RunStatus.SUBMITTED, RunStatus.PENDING)
 
 # One record cache per store (per worker process in production, per context in tests).
 _E = TypeVar("_E", Fail, Wait)
@@ -82,6 +82,8 @@ _caches: weakref.WeakKeyDictionary[Store, RecordCache] = weakref.WeakKeyDictiona
 _quota_readers: weakref.WeakKeyDictionary[Store, QuotaReader] = weakref.WeakKeyDictionary()
 # When this process last published the deep queue places (_publish_positions).
 _published: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
+# When this process's last full pass ended (monotonic; shared.queueing.heads).
+_full_at: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -94,6 +96,9 @@ class PassResult:
     """Times this pass lost a race to another and planned again."""
     idle: bool = False
     """Nothing waited: no run wanted placement (``shared.queueing.wake.note_idle``)."""
+    left_out: int = 0
+    """Queued runs this pass did not decide: a quick pass (:mod:`shared.queueing.heads`)
+    decides only the heads of the queues; 0 for a full pass."""
 
 
 def schedule_pass(ctx: WorkerContext) -> PassResult:
@@ -123,8 +128,12 @@ def run_pass(ctx: WorkerContext) -> PassResult:
     result = PassResult()
     with _collector_paused():
         for _ in range(_FENCE_ATTEMPTS):
-            view = cache.load(ctx.store)
-            if _apply(ctx, cache, view, result):
+            part = _part(ctx, cache.load(ctx.store))
+            result.left_out = sum(part.cut.values())
+            if _apply(ctx, cache, part.view, result, cut=part.cut):
+                if not part.cut:
+                    _full_at[ctx.store] = time.monotonic()
+                result.waiting += result.left_out
                 return result
             result.fenced += 1
             result.waiting, result.failed = 0, []
@@ -150,6 +159,20 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _part(ctx: WorkerContext, view: View) -> Heads:
+    """The whole view, or only the heads of its queues when a full pass is not due."""
+    settings = ctx.settings.scheduling
+    part = heads(view, max(settings.head_runs, settings.exact_positions), _queue_order)
+    due = full_pass_due(
+        part,
+        last_full_at=_full_at.get(ctx.store, float("-inf")),
+        now=time.monotonic(),
+        every_s=settings.full_pass_every_s,
+        first_decision_s=settings.first_decision_s,
+    )
+    return Heads(view, {}, unseen=False) if due else part
+
+
 def record_cache(store: Store) -> RecordCache:
     cache = _caches.get(store)
     if cache is None:
@@ -170,8 +193,18 @@ def quota_reader(ctx: WorkerContext) -> QuotaReader:
 # -- one decision ---------------------------------------------------------------------
 
 
-def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResult) -> bool:
-    """Plan over ``view`` and write the plan; False when a placement was fenced off."""
+def _apply(
+    ctx: WorkerContext,
+    cache: RecordCache,
+    view: View,
+    result: PassResult,
+    *,
+    cut: Mapping[str, int],
+) -> bool:
+    """Plan over ``view`` and write the plan; False when a placement was fenced off.
+
+    ``cut``: project -> its queued runs a quick pass left out of ``view``.
+    """
     if not any(_wants_placement(run, view.jobs[run.id]) for run in view.runs):
         # Nothing waits: no cluster to route to, inventory to read or plan to write.
         result.idle = True
@@ -304,7 +337,7 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
         if version == FENCED:
             return False
         fails += carried(decided.fails)
-        waits = carried(decided.waits) + held_out + shunned
+        waits = counted_whole(carried(decided.waits), cut) + held_out + shunned
         _wait(ctx, writer, runs, view.jobs, waits, now, deep)
         result.waiting += len(waits)
     # A running service's added replica that no node can take fails nothing: the
@@ -316,7 +349,8 @@ def _apply(ctx: WorkerContext, cache: RecordCache, view: View, result: PassResul
             continue
         _fail(writer, runs[fail.run_id], view.jobs[fail.run_id], fail.reason)
         result.failed.append(runs[fail.run_id].name)
-    _publish_positions(ctx, deep, now)
+    if not cut:  # a quick pass knows only the heads' places
+        _publish_positions(ctx, deep, now)
     return True
 
 
