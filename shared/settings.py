@@ -235,13 +235,16 @@ class SchedulingSettings(BaseModel):
     selector), so only a crashed pass ever lets it expire (and writes stay fenced
     after that)."""
     exact_positions: int = 50
-    """Queue positions up to this one are written into the run's reason on every change;
-    deeper ones, which shift on nearly every admission, are published apart
+    """Queue positions up to this one are written into the run's reason (at most every
+    ``position_refresh_s``, and whenever what the run waits for changes); deeper ones,
+    which shift on nearly every admission, are published apart
     (``shared.queueing.positions``), so 10,000 waiting runs cost no record writes for
     their places."""
     position_refresh_s: float = Field(default=2.0, gt=0)
-    """Seconds between two publications of the deep positions (by each worker process):
-    the most a deep place shown can lag. A publication of 10,000 places is one Redis
+    """Seconds between two writes of the places near the front into the reasons, and
+    between two publications of the deep positions (by each worker process; the deep
+    ones only by full passes, so at most ``full_pass_every_s`` apart while quick passes
+    run): the most a place shown can lag. A publication of 10,000 places is one Redis
     ``SET`` of ~450 KB."""
     pass_share: float = Field(default=0.5, gt=0, le=1)
     """The most of one core that passes take while requests keep coming (a finished

@@ -82,6 +82,8 @@ _caches: weakref.WeakKeyDictionary[Store, RecordCache] = weakref.WeakKeyDictiona
 _quota_readers: weakref.WeakKeyDictionary[Store, QuotaReader] = weakref.WeakKeyDictionary()
 # When this process last published the deep queue places (_publish_positions).
 _published: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
+# When this process last wrote the places near the front into the reasons (monotonic).
+_places_at: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 # When this process's last full pass ended (monotonic; shared.queueing.heads).
 _full_at: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 
@@ -228,6 +230,9 @@ def _apply(
     # Project quotas and shares count a project's holdings in every cluster.
     everywhere = list(_holdings(view.runs, view))
     deep: dict[str, tuple[int, int]] = {}  # run id -> its place, past exact_positions
+    # Places near the front are written into the reasons at most every position_refresh_s.
+    refresh_s = ctx.settings.scheduling.position_refresh_s
+    places = time.monotonic() - _places_at.get(ctx.store, float("-inf")) >= refresh_s
     held_by: dict[str, list[Holding]] = {}
     for holding in everywhere:
         held_by.setdefault(holding.run_id, []).append(holding)
@@ -243,7 +248,7 @@ def _apply(
         project, name = members[0].project, names[members[0].project]
         if group.mode == access.Mode.NONE:
             no_access = carried(_without_access(ctx, members, names))
-            _wait(ctx, writer, runs, view.jobs, no_access, now, deep)
+            _wait(ctx, writer, runs, view.jobs, no_access, now, deep, places=places)
             result.waiting += len(no_access)
             continue
         namespace_only = group.mode == access.Mode.NAMESPACE
@@ -338,12 +343,14 @@ def _apply(
             return False
         fails += carried(decided.fails)
         waits = counted_whole(carried(decided.waits), cut) + held_out + shunned
-        _wait(ctx, writer, runs, view.jobs, waits, now, deep)
+        _wait(ctx, writer, runs, view.jobs, waits, now, deep, places=places)
         result.waiting += len(waits)
     # A running service's added replica that no node can take fails nothing: the
     # service keeps serving on the replicas it has, and says why it cannot grow.
     growing = [f for f in fails if runs[f.run_id].status == RunStatus.RUNNING]
-    _wait(ctx, writer, runs, view.jobs, [_cannot_grow(f) for f in growing], now, deep)
+    _wait(
+        ctx, writer, runs, view.jobs, [_cannot_grow(f) for f in growing], now, deep, places=places
+    )
     for fail in fails:
         if fail in growing:
             continue
@@ -351,6 +358,8 @@ def _apply(
         result.failed.append(runs[fail.run_id].name)
     if not cut:  # a quick pass knows only the heads' places
         _publish_positions(ctx, deep, now)
+    if places:
+        _places_at[ctx.store] = time.monotonic()
     return True
 
 
@@ -681,12 +690,16 @@ def _wait(
     waits: list[Wait],
     now: float,
     deep: dict[str, tuple[int, int]],
+    *,
+    places: bool,
 ) -> None:
     """Record why each run waits and where it stands, writing only what moved.
 
     A place past ``exact_positions`` is not written into the run's reason (it shifts
     on nearly every admission); it goes into ``deep``, which the pass publishes
-    (:mod:`shared.queueing.positions`).
+    (:mod:`shared.queueing.positions`). A place near the front is written when
+    ``places`` (at most every ``position_refresh_s``) or with a new cause: at depth
+    passes come many times a second, and each admission moves every place.
     """
     exact = ctx.settings.scheduling.exact_positions
     changes: list[Change] = []
@@ -698,8 +711,10 @@ def _wait(
             reason = wait.cause
         else:
             reason = wait.reason
-        if run.status == RunStatus.PENDING and run.reason == reason:
-            continue  # nothing moved (the usual case deep in a long queue)
+        if run.status == RunStatus.PENDING and (
+            run.reason == reason or (not places and _same_cause(run.reason, wait.cause))
+        ):
+            continue  # nothing moved (the usual case deep in a long queue), or only its place
         new_jobs = [
             job.model_copy(update={"status": RunStatus.PENDING, "reason": wait.cause})
             for job in jobs[run.id]
@@ -722,6 +737,11 @@ def _wait(
         changes.append(Change(run=new_run, jobs=new_jobs, events=events))
     for start in range(0, len(changes), _WRITE_BATCH):
         writer.write_many(changes[start : start + _WRITE_BATCH])
+
+
+def _same_cause(stored: str, cause: str) -> bool:
+    """Whether a stored reason says ``cause``, with or without a place after it."""
+    return stored == cause or stored.startswith(f"{cause}; position ")
 
 
 def _publish_positions(ctx: WorkerContext, deep: dict[str, tuple[int, int]], now: float) -> None:

@@ -2,7 +2,8 @@
 
 A run's reason names its place in its project's queue ("...; position 812 of
 10000 in main's queue"). Near the front that place is written into the run's
-record, so it is exact at once. Deep in a long queue almost every place shifts
+record (at most every ``scheduling.position_refresh_s``: at depth passes come many
+times a second, each moving every place). Deep in a long queue almost every place shifts
 on every admission: written into the records, 10,000 waiting runs cost hundreds
 of record writes a second, and every process that caches records (each
 worker's scheduling passes and sweeps) read them all back. So past

@@ -134,6 +134,34 @@ def test_places_are_published_at_most_every_position_refresh_s(
         ctx.close()
 
 
+def test_places_near_the_front_are_written_at_most_every_position_refresh_s(
+    local_cluster: ClusterState, redis_prefix: str, tmp_path: Path
+) -> None:
+    """At depth passes come many times a second and each admission moves every place:
+    rewriting the front's reasons each time cost a record write per run per pass."""
+    ctx = _context(local_cluster, redis_prefix, tmp_path, refresh_s=3600)
+    try:
+        cause = _queue(ctx)  # the first pass of a process writes the places
+        w1 = ctx.store.run_by_name("main", "w1")
+        assert w1.reason == f"{cause}; position 2 of 5 in main's queue"
+        head = ctx.store.run_by_name("main", "w0")
+        head.status = RunStatus.TERMINATED
+        assert ctx.store.save_run(head)
+        submit(ctx, "late", "A100:8")
+
+        scheduling.run_pass(ctx)
+
+        # w1 is now first, but its place is not due for a write: the record is untouched.
+        again = ctx.store.run_by_name("main", "w1")
+        assert again.version == w1.version and again.reason == w1.reason
+        # A run whose state moves is written at once (submitted -> pending, with its cause).
+        late = ctx.store.run_by_name("main", "late")
+        assert late.status == RunStatus.PENDING and late.reason == cause
+    finally:
+        forget_prefix(ctx, redis_prefix)
+        ctx.close()
+
+
 def test_a_publication_replaces_the_last_one_whole_and_expires_on_its_own(
     ctx: WorkerContext,
 ) -> None:
