@@ -101,6 +101,14 @@ class PassResult:
     left_out: int = 0
     """Queued runs this pass did not decide: a quick pass (:mod:`shared.queueing.heads`)
     decides only the heads of the queues; 0 for a full pass."""
+    heads_drained: bool = False
+    """A quick pass left no head of some project waiting (all admitted or failed): runs
+    it left out may start now too."""
+    again_in_s: float | None = None
+    """Run another pass within this many seconds even if nothing asks for one
+    (:mod:`workers.scheduling_trigger`): after a quick pass that drained a project's
+    heads (0), or that left out a run no pass has decided yet (when the full pass that
+    decides it is due). None: only when asked."""
 
 
 def schedule_pass(ctx: WorkerContext) -> PassResult:
@@ -136,6 +144,7 @@ def run_pass(ctx: WorkerContext) -> PassResult:
                 if not part.cut:
                     _full_at[ctx.store] = time.monotonic()
                 result.waiting += result.left_out
+                result.again_in_s = _again_in(ctx, part, result)
                 return result
             result.fenced += 1
             result.waiting, result.failed = 0, []
@@ -173,6 +182,17 @@ def _part(ctx: WorkerContext, view: View) -> Heads:
         first_decision_s=settings.first_decision_s,
     )
     return Heads(view, {}, unseen=False) if due else part
+
+
+def _again_in(ctx: WorkerContext, part: Heads, result: PassResult) -> float | None:
+    if not part.cut:
+        return None  # a full pass decided every run: the next request brings the next
+    if result.heads_drained and (result.placed or result.failed):
+        return 0.0  # the next heads may fit as well (a burst deeper than head_runs)
+    if part.unseen:
+        since = time.monotonic() - _full_at.get(ctx.store, float("-inf"))
+        return max(0.0, ctx.settings.scheduling.first_decision_s - since)
+    return None
 
 
 def record_cache(store: Store) -> RecordCache:
@@ -230,6 +250,7 @@ def _apply(
     # Project quotas and shares count a project's holdings in every cluster.
     everywhere = list(_holdings(view.runs, view))
     deep: dict[str, tuple[int, int]] = {}  # run id -> its place, past exact_positions
+    waiting_in: set[str] = set()  # projects with a run left waiting by this pass
     # Places near the front are written into the reasons at most every position_refresh_s.
     refresh_s = ctx.settings.scheduling.position_refresh_s
     places = time.monotonic() - _places_at.get(ctx.store, float("-inf")) >= refresh_s
@@ -250,6 +271,7 @@ def _apply(
             no_access = carried(_without_access(ctx, members, names))
             _wait(ctx, writer, runs, view.jobs, no_access, now, deep, places=places)
             result.waiting += len(no_access)
+            waiting_in.update(w.project for w in no_access)
             continue
         namespace_only = group.mode == access.Mode.NAMESPACE
         if refused is None and any(r.status in QUEUED for r in members):
@@ -345,6 +367,7 @@ def _apply(
         waits = counted_whole(carried(decided.waits), cut) + held_out + shunned
         _wait(ctx, writer, runs, view.jobs, waits, now, deep, places=places)
         result.waiting += len(waits)
+        waiting_in.update(w.project for w in waits)
     # A running service's added replica that no node can take fails nothing: the
     # service keeps serving on the replicas it has, and says why it cannot grow.
     growing = [f for f in fails if runs[f.run_id].status == RunStatus.RUNNING]
@@ -356,6 +379,7 @@ def _apply(
             continue
         _fail(writer, runs[fail.run_id], view.jobs[fail.run_id], fail.reason)
         result.failed.append(runs[fail.run_id].name)
+    result.heads_drained = any(project not in waiting_in for project in cut)
     if not cut:  # a quick pass knows only the heads' places
         _publish_positions(ctx, deep, now)
     if places:

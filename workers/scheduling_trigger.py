@@ -58,12 +58,15 @@ def request_pass(
                 if getattr(outcome, "idle", False):
                     wake.note_idle(store, seen)
                 passes += 1
-                if store.counter(generation) == seen:
+                again_in_s: float | None = getattr(outcome, "again_in_s", None)
+                if store.counter(generation) == seen and again_in_s is None:
                     break
                 # More requests came during the pass: gather before the next, so a
                 # stream of requests is served by passes at most ``share`` of the
-                # time, not by one pass per arrival.
-                time.sleep(min((time.monotonic() - started) * gather, gather_max_s))
+                # time, not by one pass per arrival. A quick pass that wants a next
+                # one (its pass result says when) gets it even if nobody asks.
+                gathering = min((time.monotonic() - started) * gather, gather_max_s)
+                time.sleep(max(gathering, again_in_s or 0.0))
         finally:
             store.release(runner, me)
         # A request that came between our last check and the release found the

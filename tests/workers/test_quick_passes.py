@@ -161,3 +161,39 @@ def test_a_queue_no_deeper_than_the_heads_always_gets_full_passes(make: object) 
     result = scheduling.run_pass(ctx)  # only "huge" waits: within the heads, so full
 
     assert result.left_out == 0 and result.failed == ["huge"]
+
+
+def test_a_quick_pass_that_starts_all_its_heads_asks_for_the_next_at_once(
+    make: object,
+) -> None:
+    """A burst deeper than the heads onto free capacity: each quick pass starts its
+    heads and asks for another (``again_in_s`` 0), so the runs past them do not wait
+    for a full pass or a request."""
+    ctx = make()  # type: ignore[operator]
+    submit(ctx, "held0", "A100:8")
+    assert scheduling.run_pass(ctx).placed == ["held0"]  # the process's full pass
+    for i in range(5):
+        submit(ctx, f"s{i}", "A100:1")  # a0 is free: all five fit
+
+    first = scheduling.run_pass(ctx)
+    assert first.placed == ["s0", "s1"] and first.left_out == 3 and first.again_in_s == 0.0
+    second = scheduling.run_pass(ctx)
+    assert second.placed == ["s2", "s3"] and second.again_in_s == 0.0
+    last = scheduling.run_pass(ctx)  # one left: within the heads, a full pass
+    assert last.placed == ["s4"] and last.left_out == 0 and last.again_in_s is None
+
+
+def test_a_quick_pass_that_left_out_an_undecided_run_asks_for_the_full_pass(
+    make: object,
+) -> None:
+    ctx = make(first_decision_s=30.0)  # type: ignore[operator]
+    _queue(ctx)
+    submit(ctx, "late", "A100:8")
+
+    quick = scheduling.run_pass(ctx)  # the heads wait: nothing drained
+
+    assert quick.left_out == 5 and quick.placed == []
+    assert quick.again_in_s is not None and 25.0 < quick.again_in_s <= 30.0
+    blocked = make()  # type: ignore[operator]
+    scheduling.run_pass(blocked)  # its own first (full) pass
+    assert scheduling.run_pass(blocked).again_in_s is None  # nothing undecided left out

@@ -147,3 +147,23 @@ def test_the_wait_between_passes_is_capped(ctx: WorkerContext) -> None:
     one (uncapped, share 0.05 would wait 19 times the pass: 1.9 s here)."""
     for gap in _gaps(ctx, pass_s=0.1, share=0.05, gather_max_s=0.2):
         assert 0.2 <= gap < 1.5
+
+
+class _Again:
+    def __init__(self, again_in_s: float | None) -> None:
+        self.again_in_s = again_in_s
+
+
+def test_a_pass_that_asks_for_another_gets_it_with_no_request(ctx: WorkerContext) -> None:
+    """A quick pass that drained a project's heads (or left out a run no pass decided)
+    says when the next pass must come; nobody else may ask for it."""
+    outcomes = [_Again(0.0), _Again(0.15), _Again(None)]
+    times: list[float] = []
+
+    def one_pass() -> _Again:
+        times.append(time.monotonic())
+        return outcomes[len(times) - 1]
+
+    assert request_pass(ctx.store, one_pass) == 3
+    assert times[2] - times[1] >= 0.15  # waited as long as the pass asked
+    assert _queued(ctx) == 0
