@@ -35,6 +35,13 @@ SUBMIT_TO_RUNNING = Histogram(
     "From the API accepting a run to its job's pod Running.",
     buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
 )
+SCHEDULING_PASSES = Histogram(
+    "berth_scheduling_pass_seconds",
+    "Scheduling passes and their wall time, by kind: quick (the heads of deep queues"
+    " only) or full (every waiting run).",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 TASKS = Counter(
     "berth_tasks_total",
     "Celery tasks run by Berth workers, by task and outcome.",

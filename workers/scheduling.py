@@ -42,6 +42,7 @@ import redis
 from shared import tasks
 from shared.errors import ConfigError, TemporaryError
 from shared.gpu.inventory import GpuInventory
+from shared.metrics import SCHEDULING_PASSES
 from shared.placement.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.placement.offers import Request
 from shared.placement.placements import HOLDING
@@ -136,6 +137,7 @@ def run_pass(ctx: WorkerContext) -> PassResult:
     """One pass without the lock: correct beside any other pass, only wasteful."""
     cache = record_cache(ctx.store)
     result = PassResult()
+    started = time.monotonic()
     with _collector_paused():
         for _ in range(_FENCE_ATTEMPTS):
             part = _part(ctx, cache.load(ctx.store))
@@ -145,6 +147,8 @@ def run_pass(ctx: WorkerContext) -> PassResult:
                     _full_at[ctx.store] = time.monotonic()
                 result.waiting += result.left_out
                 result.again_in_s = _again_in(ctx, part, result)
+                kind = "quick" if part.cut else "full"
+                SCHEDULING_PASSES.labels(kind).observe(time.monotonic() - started)
                 return result
             result.fenced += 1
             result.waiting, result.failed = 0, []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from cli.local.cluster import ClusterState
 from shared.queueing import positions
@@ -108,14 +109,22 @@ def test_a_quick_pass_hands_freed_gpus_to_the_head_and_leaves_the_rest_untouched
     assert positions.shown(ctx.store, [after["w5"]])[0].reason == shown_before
 
 
+def _passes(kind: str) -> float:
+    return REGISTRY.get_sample_value("berth_scheduling_pass_seconds_count", {"kind": kind}) or 0
+
+
 def test_the_next_full_pass_decides_every_run_again(make: object) -> None:
     ctx = make(every_s=0.2)  # type: ignore[operator]
     cause = _queue(ctx)
     _end(ctx, "held0")
+    quick_before, full_before = _passes("quick"), _passes("full")
     assert scheduling.run_pass(ctx).left_out == 4  # within every_s of the first pass
     time.sleep(0.3)
 
     full = scheduling.run_pass(ctx)
+
+    # Each pass is counted by its kind (berth_scheduling_pass_seconds, for operators).
+    assert (_passes("quick"), _passes("full")) == (quick_before + 1, full_before + 1)
 
     assert full.left_out == 0 and full.waiting == 5 and full.placed == []
     w5 = ctx.store.run_by_name("main", "w5")
