@@ -50,7 +50,7 @@ from shared.policy import access
 from shared.policy.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan, positions
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
-from shared.queueing.heads import QUEUED, Heads, counted_whole, full_pass_due, heads
+from shared.queueing.heads import QUEUED, counted_whole, full_pass_due, queue_order
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
 from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
@@ -140,7 +140,7 @@ def run_pass(ctx: WorkerContext) -> PassResult:
     started = time.monotonic()
     with _collector_paused():
         for _ in range(_FENCE_ATTEMPTS):
-            part = _part(ctx, cache.load(ctx.store))
+            part = _part(ctx, cache.load(ctx.store, heads=_heads(ctx)))
             result.left_out = sum(part.cut.values())
             if _apply(ctx, cache, part.view, result, cut=part.cut):
                 if not part.cut:
@@ -174,21 +174,40 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _part(ctx: WorkerContext, view: View) -> Heads:
+@dataclass(frozen=True)
+class _Part:
+    view: View
+    """What this pass decides: the whole view, or the heads of its queues only."""
+    cut: Mapping[str, int]
+    """Project -> its queued runs left out (empty for a full pass)."""
+    unseen: bool
+    """A run left out was never decided by a pass."""
+
+
+def _heads(ctx: WorkerContext) -> int:
+    settings = ctx.settings.scheduling
+    return max(settings.head_runs, settings.exact_positions)
+
+
+def _part(ctx: WorkerContext, view: View) -> _Part:
     """The whole view, or only the heads of its queues when a full pass is not due."""
     settings = ctx.settings.scheduling
-    part = heads(view, max(settings.head_runs, settings.exact_positions), _queue_order)
+    queue = view.queue
     due = full_pass_due(
-        part,
+        queue,
         last_full_at=_full_at.get(ctx.store, float("-inf")),
         now=time.monotonic(),
         every_s=settings.full_pass_every_s,
         first_decision_s=settings.first_decision_s,
     )
-    return Heads(view, {}, unseen=False) if due else part
+    if due or queue is None:
+        return _Part(view, {}, unseen=False)
+    kept = [run for run in view.runs if run.id not in queue.left_out]
+    heads_only = View(view.capacity_version, kept, {run.id: view.jobs[run.id] for run in kept})
+    return _Part(heads_only, queue.cut, unseen=queue.unseen)
 
 
-def _again_in(ctx: WorkerContext, part: Heads, result: PassResult) -> float | None:
+def _again_in(ctx: WorkerContext, part: _Part, result: PassResult) -> float | None:
     if not part.cut:
         return None  # a full pass decided every run: the next request brings the next
     if result.heads_drained and (result.placed or result.failed):
@@ -312,7 +331,7 @@ def _apply(
         queued: list[QueuedRun] = []
         held_out: list[Wait] = []
         # With volumes about, the queue's head must get an unused claim first (PassFit).
-        in_order = sorted(members, key=_queue_order) if volume_nodes else members
+        in_order = sorted(members, key=queue_order) if volume_nodes else members
         for run in in_order:
             if not _wants_placement(run, view.jobs[run.id]):
                 continue
@@ -538,10 +557,6 @@ def _wants_placement(run: Run, jobs: list[Job]) -> bool:
     if run.status in QUEUED:
         return True
     return run.status == RunStatus.RUNNING and any(j.status in QUEUED for j in jobs)
-
-
-def _queue_order(run: Run) -> tuple[int, float, str]:
-    return (-run.priority, run.submitted_at, run.id)  # as shared.queueing.order
 
 
 def _queued(

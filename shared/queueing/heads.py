@@ -7,8 +7,12 @@ cluster is full a pass admits only what was just freed, and what it can admit
 is found at the head of the queues: the planner takes each project's runs in
 queue order and stops admitting a shape once none fits. So between two full
 passes a pass may look only at each project's first ``per_project`` queued
-runs (queue order: priority, then submission), which costs the same at 100 and
-at 100,000 waiting runs.
+runs (queue order: priority, then submission).
+
+Finding those heads must not cost a visit to every run either (sorting 10,000
+runs each pass was a third of the workers' CPU in a deep drain), so the record
+cache keeps a :class:`QueueIndex`: each project's queued runs in queue order,
+updated only for the runs whose records changed (:mod:`shared.queueing.view`).
 
 What a quick pass leaves to the next full one (at most
 ``scheduling.full_pass_every_s`` later, see :func:`full_pass_due`): runs past
@@ -23,81 +27,101 @@ Running runs (a service's added replica) are always in.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Mapping
+from bisect import bisect_left, insort
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from shared.placement.placements import HOLDING
 from shared.queueing.model import Wait
-from shared.queueing.view import View
 from shared.state.records import Job, Run, RunStatus
 
 QUEUED = (RunStatus.SUBMITTED, RunStatus.PENDING)
 
+QueueKey = tuple[int, float, str]
+
+
+def queue_order(run: Run) -> QueueKey:
+    """Priority first, then submission, then id (as :mod:`shared.queueing.order`)."""
+    return (-run.priority, run.submitted_at, run.id)
+
 
 @dataclass(frozen=True)
-class Heads:
-    view: View
-    """The view with only the heads of the queues (and every run not queued)."""
+class QueueHeads:
+    """What a quick pass decides and what it leaves out, read at one instant."""
+
+    left_out: frozenset[str]
+    """Queued runs past the heads."""
     cut: Mapping[str, int]
     """Project -> its queued runs left out."""
     unseen: bool
     """Some run left out was never decided by a pass (``submitted``)."""
 
 
-def heads(view: View, per_project: int, order: Callable[[Run], tuple[int, float, str]]) -> Heads:
-    """``view`` with each project's first ``per_project`` queued runs in ``order``.
+class QueueIndex:
+    """Each project's queued runs in queue order, kept current run by run.
 
-    Every run that is not queued (running, held, finishing) stays, with all jobs, and
-    so does a queued one with a job still holding its place (a gang sent back to the
-    queue while a pod of it is deleted): the capacity it holds must count.
+    A run is in while it is queued (``submitted`` or ``pending``) and none of its jobs
+    holds a placement (a gang sent back to the queue while a pod of it is deleted):
+    the capacity such a run holds must count in every pass, so it is never left out.
     """
-    queued: dict[str, list[Run]] = {}
-    submitted: dict[str, int] = {}
-    kept: list[Run] = []
-    jobs = view.jobs
-    for run in view.runs:
-        status = run.status
-        if status in QUEUED and not _holds(jobs[run.id]):
-            queued.setdefault(run.project, []).append(run)
-            if status == RunStatus.SUBMITTED:
-                submitted[run.project] = submitted.get(run.project, 0) + 1
-        else:
-            kept.append(run)
-    cut: dict[str, int] = {}
-    unseen = False
-    for project, runs in queued.items():
-        if len(runs) <= per_project:
-            kept += runs
-            continue
-        head = heapq.nsmallest(per_project, runs, key=order)
-        kept += head
-        cut[project] = len(runs) - len(head)
-        among = sum(1 for run in head if run.status == RunStatus.SUBMITTED)
-        unseen = unseen or submitted.get(project, 0) > among
-    if not cut:
-        return Heads(view, {}, unseen=False)
-    return Heads(
-        View(view.capacity_version, kept, {run.id: jobs[run.id] for run in kept}),
-        cut,
-        unseen=unseen,
-    )
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, QueueKey, bool]] = {}
+        """Run id -> (project, queue key, submitted)."""
+        self._order: dict[str, list[QueueKey]] = {}
+        """Project -> the queue keys of its queued runs, sorted (the key ends in the id)."""
+        self._submitted: dict[str, int] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._order.clear()
+        self._submitted.clear()
+
+    def update(self, run_id: str, run: Run | None, jobs: Sequence[Job]) -> None:
+        """Take in a run's current records (``run`` None: it is no longer active)."""
+        old = self._entries.pop(run_id, None)
+        if old is not None:
+            project, key, submitted = old
+            keys = self._order[project]
+            del keys[bisect_left(keys, key)]
+            self._submitted[project] -= submitted
+        if run is None or run.status not in QUEUED or _holds(jobs):
+            return
+        key = queue_order(run)
+        submitted = run.status == RunStatus.SUBMITTED
+        self._entries[run_id] = (run.project, key, submitted)
+        insort(self._order.setdefault(run.project, []), key)
+        self._submitted[run.project] = self._submitted.get(run.project, 0) + submitted
+
+    def heads(self, per_project: int) -> QueueHeads:
+        """Each project's first ``per_project`` queued runs are the heads."""
+        left_out: list[str] = []
+        cut: dict[str, int] = {}
+        unseen = False
+        for project, keys in self._order.items():
+            if len(keys) <= per_project:
+                continue
+            cut[project] = len(keys) - per_project
+            left_out += [key[2] for key in keys[per_project:]]
+            among = sum(self._entries[key[2]][2] for key in keys[:per_project])
+            unseen = unseen or self._submitted[project] > among
+        return QueueHeads(frozenset(left_out), cut, unseen)
 
 
-def _holds(jobs: list[Job]) -> bool:
-    # A loop, placement first: called for every queued run of every pass (10,000 at depth),
-    # whose jobs almost never have a placement.
-    for job in jobs:  # noqa: SIM110 (any() over a generator costs twice as much here)
-        if job.placement is not None and job.status in HOLDING:
-            return True
-    return False
+def _holds(jobs: Sequence[Job]) -> bool:
+    return any(job.placement is not None and job.status in HOLDING for job in jobs)
 
 
 def full_pass_due(
-    heads: Heads, *, last_full_at: float, now: float, every_s: float, first_decision_s: float
+    heads: QueueHeads | None,
+    *,
+    last_full_at: float,
+    now: float,
+    every_s: float,
+    first_decision_s: float,
 ) -> bool:
     """Whether this pass must decide every run rather than the heads only."""
-    if not heads.cut:
+    if heads is None or not heads.cut:
         return True  # nothing would be left out: the quick pass is the full one
     since = now - last_full_at
     return since >= every_s or (heads.unseen and since >= first_decision_s)

@@ -33,6 +33,7 @@ from shared.errors import ConfigError
 from shared.placement.offers import Request
 from shared.placement.requests import group_requests, request_for
 from shared.queueing import keys
+from shared.queueing.heads import QueueHeads, QueueIndex
 from shared.queueing.limits import Limits, limits_of
 from shared.queueing.namespace_quota import memory_limit_of
 from shared.state import changes
@@ -129,6 +130,9 @@ class View:
     runs: list[Run]
     jobs: dict[str, list[Job]]
     """Run id -> its jobs in (replica, rank) order."""
+    queue: QueueHeads | None = None
+    """The heads of the queues and the runs past them (when :meth:`RecordCache.load`
+    was asked for heads)."""
 
 
 class RecordCache:
@@ -144,6 +148,8 @@ class RecordCache:
         """Active run id -> its jobs in (replica, rank) order."""
         self._facts: dict[str, RunFacts] = {}
         self._derived: dict[str, tuple[object, object]] = {}
+        self._queue = QueueIndex()
+        """Each project's queued runs in queue order, for quick passes."""
         self._requests: dict[Request, Request] = {}
         """Equal requests interned to one object, so the planner memoises them by id."""
         self._primary: str | None = None
@@ -153,7 +159,9 @@ class RecordCache:
         self.full_reads = 0
         """Loads that read everything (the log could not tell, or FULL_EVERY_S passed)."""
 
-    def load(self, store: Store) -> View:
+    def load(self, store: Store, *, heads: int | None = None) -> View:
+        """Every active run and job; with ``heads``, also each project's first ``heads``
+        queued runs and the runs past them (:mod:`shared.queueing.heads`)."""
         with self._lock, keys.wrapped():
             self._forget_after_failover(store)
             reply = store.r.register_script(_CHANGES)(
@@ -188,7 +196,8 @@ class RecordCache:
             self._seen, self._epoch = seen, epoch
             runs = [self._runs[i] for i in sorted(self._runs)]
             by_run = dict(self._by_run)
-        return View(capacity_version=capacity, runs=runs, jobs=by_run)
+            queue = self._queue.heads(heads) if heads is not None else None
+        return View(capacity_version=capacity, runs=runs, jobs=by_run, queue=queue)
 
     def _forget_after_failover(self, store: Store) -> None:
         """Drop every cached record when the primary changed since the last load.
@@ -207,6 +216,7 @@ class RecordCache:
         if self._primary is not None:
             for memo in (self._runs, self._jobs, self._by_run, self._facts, self._derived):
                 memo.clear()
+            self._queue.clear()
             self._seen = -1
         self._primary = primary
 
@@ -218,6 +228,9 @@ class RecordCache:
         job_ids = [j for run in runs for j in run.job_ids]
         _refresh(store, Job, self._jobs, "job", job_ids, prune=True)
         self._by_run = {run.id: self._jobs_of(run) for run in runs}
+        self._queue.clear()
+        for run in runs:
+            self._queue.update(run.id, run, self._by_run[run.id])
         self._forget_inactive()
 
     def _apply_log(self, store: Store, entries: list[Any]) -> None:
@@ -252,7 +265,9 @@ class RecordCache:
             run = self._runs.get(run_id)
             if run is not None:
                 self._by_run[run_id] = self._jobs_of(run)
+                self._queue.update(run_id, run, self._by_run[run_id])
             else:
+                self._queue.update(run_id, None, ())
                 for job in self._by_run.pop(run_id, ()):
                     self._jobs.pop(job.id, None)
                 self._facts.pop(run_id, None)

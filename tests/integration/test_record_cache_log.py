@@ -35,10 +35,12 @@ def _summary(view: View) -> dict[str, tuple[int, RunStatus, str, list[_JobSummar
 
 
 def _same_as_full_read(cache: RecordCache, store: Store) -> View:
-    view = cache.load(store)
-    fresh = RecordCache().load(store)
+    view = cache.load(store, heads=1)
+    fresh = RecordCache().load(store, heads=1)
     assert _summary(view) == _summary(fresh)
     assert view.capacity_version == fresh.capacity_version
+    # The queue's index, kept run by run from the log, says what a fresh one says.
+    assert view.queue == fresh.queue
     return view
 
 
@@ -53,6 +55,8 @@ def test_every_writer_is_seen_through_the_log(store: Store) -> None:
     second, second_jobs = one_job_run()  # created
     store.create_run(second, second_jobs, submitted())
     assert second.id in _summary(_same_as_full_read(cache, store))
+    queue = _same_as_full_read(cache, store).queue
+    assert queue is not None and len(queue.left_out) == 1  # two queued, one head
 
     run = store.get_run(first.id)  # compare-and-set of a run
     run.reason = "waiting for capacity"

@@ -6,9 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.queueing import Wait, plan
-from shared.queueing.heads import counted_whole, full_pass_due, heads
+from shared.queueing.heads import QueueIndex, counted_whole, full_pass_due
 from shared.queueing.order import queue_key
-from shared.queueing.view import View
 from shared.state.records import Job, Placement, Run, RunStatus
 from tests.shared.test_queue import MODELS, _nodes, _scenario
 
@@ -34,54 +33,68 @@ def _run(
     )
 
 
-def _order(run: Run) -> tuple[int, float, str]:
-    return (-run.priority, run.submitted_at, run.id)
+def _index(runs: list[Run], jobs: dict[str, list[Job]] | None = None) -> QueueIndex:
+    index = QueueIndex()
+    for run in runs:
+        index.update(run.id, run, (jobs or {}).get(run.id, []))
+    return index
 
 
-def _view(runs: list[Run]) -> View:
-    return View(capacity_version=7, runs=runs, jobs={r.id: [] for r in runs})
-
-
-def test_each_projects_first_runs_in_queue_order_are_kept_with_every_run_not_queued() -> None:
+def test_each_projects_first_runs_in_queue_order_are_the_heads() -> None:
     main = [_run(f"m{i}", at=float(10 - i)) for i in range(6)]  # m5 is the oldest
     urgent = _run("urgent", priority=50, at=99.0)
     other = [_run(f"o{i}", "other", at=float(i)) for i in range(2)]
     running = _run("serving", status=RunStatus.RUNNING, at=0.5)
-    part = heads(_view([*main, urgent, *other, running]), 3, _order)
 
-    kept = [r.name for r in part.view.runs]
-    assert sorted(kept) == sorted(["urgent", "m5", "m4", "o0", "o1", "serving"])
-    assert part.cut == {"main": 4}  # "other" has 2, within its 3
-    assert set(part.view.jobs) == {r.id for r in part.view.runs}
-    assert part.view.capacity_version == 7
-    assert not part.unseen  # every run left out was decided by a pass before
+    heads = _index([*main, urgent, *other, running]).heads(3)
+
+    # Priority first, then the oldest: urgent, m5, m4 are main's heads.
+    assert heads.left_out == {"id-m3", "id-m2", "id-m1", "id-m0"}
+    assert heads.cut == {"main": 4}  # "other" has 2, within its 3; running runs are not queued
+    assert not heads.unseen  # every run left out was decided by a pass before
+
+
+def test_the_index_follows_each_runs_changes() -> None:
+    runs = [_run(f"m{i}", at=float(i)) for i in range(4)]
+    index = _index(runs)
+    assert index.heads(2).left_out == {"id-m2", "id-m3"}
+    # m0 is admitted, m1 is stopped and gone, m3 is raised to the front.
+    index.update("id-m0", runs[0].model_copy(update={"status": RunStatus.PROVISIONING}), [])
+    index.update("id-m1", None, ())
+    index.update("id-m3", runs[3].model_copy(update={"priority": 9}), [])
+    index.update("id-m3", runs[3].model_copy(update={"priority": 9}), [])  # twice: no harm
+
+    heads = index.heads(1)
+    assert heads.left_out == {"id-m2"} and heads.cut == {"main": 1}
+    index.clear()
+    assert index.heads(1).cut == {}
 
 
 def test_a_run_left_out_that_no_pass_has_seen_is_flagged() -> None:
     runs = [_run(f"m{i}", at=float(i)) for i in range(4)]
     runs.append(_run("new", status=RunStatus.SUBMITTED, at=9.0))
-    assert heads(_view(runs), 2, _order).unseen
+    assert _index(runs).heads(2).unseen
     # The same run among the heads is decided by the quick pass itself.
     runs[-1] = _run("new", status=RunStatus.SUBMITTED, at=-1.0)
-    assert not heads(_view(runs), 2, _order).unseen
+    assert not _index(runs).heads(2).unseen
 
 
 def test_a_queue_no_deeper_than_the_heads_is_decided_whole() -> None:
-    view = _view([_run(f"m{i}") for i in range(3)])
-    part = heads(view, 3, _order)
-    assert part.view is view and part.cut == {}
+    heads = _index([_run(f"m{i}") for i in range(3)]).heads(3)
+    assert heads.cut == {} and heads.left_out == frozenset()
     # Then the pass is a full one, whenever the last full pass was.
-    assert full_pass_due(part, last_full_at=100.0, now=100.0, every_s=5, first_decision_s=1)
+    assert full_pass_due(heads, last_full_at=100.0, now=100.0, every_s=5, first_decision_s=1)
+    assert full_pass_due(None, last_full_at=100.0, now=100.0, every_s=5, first_decision_s=1)
 
 
 def test_a_full_pass_is_due_every_full_pass_every_s_and_sooner_for_an_unseen_run() -> None:
-    deep = heads(_view([_run(f"m{i}", at=float(i)) for i in range(5)]), 2, _order)
+    deep = _index([_run(f"m{i}", at=float(i)) for i in range(5)]).heads(2)
     assert not full_pass_due(deep, last_full_at=100.0, now=104.9, every_s=5, first_decision_s=1)
     assert full_pass_due(deep, last_full_at=100.0, now=105.0, every_s=5, first_decision_s=1)
     assert full_pass_due(deep, last_full_at=float("-inf"), now=0.0, every_s=5, first_decision_s=1)
     runs = [_run(f"m{i}", at=float(i)) for i in range(5)]
     runs.append(_run("new", status=RunStatus.SUBMITTED, at=9.0))
-    unseen = heads(_view(runs), 2, _order)
+    unseen = _index(runs).heads(2)
     assert not full_pass_due(unseen, last_full_at=100.0, now=100.5, every_s=5, first_decision_s=1)
     assert full_pass_due(unseen, last_full_at=100.0, now=101.0, every_s=5, first_decision_s=1)
 
@@ -142,17 +155,14 @@ def test_a_queued_run_whose_job_still_holds_a_node_is_never_left_out() -> None:
     """A gang sent back to the queue while one of its pods is deleted: the node that
     job holds must count in every pass, or a quick pass could promise it twice."""
     runs = [_run(f"m{i}", at=float(i)) for i in range(4)]
-    view = _view(runs)
-    view.jobs["id-m3"] = [
-        Job(
-            id="j",
-            run_id="id-m3",
-            project="main",
-            run_name="m3",
-            status=RunStatus.TERMINATING,
-            placement=Placement(node="a0", gpu_resource="nvidia.com/gpu", gpus=8),
-        )
-    ]
-    part = heads(view, 2, _order)
-    assert sorted(r.name for r in part.view.runs) == ["m0", "m1", "m3"]
-    assert part.cut == {"main": 1}
+    holding = Job(
+        id="j",
+        run_id="id-m3",
+        project="main",
+        run_name="m3",
+        status=RunStatus.TERMINATING,
+        placement=Placement(node="a0", gpu_resource="nvidia.com/gpu", gpus=8),
+    )
+    heads = _index(runs, {"id-m3": [holding]}).heads(2)
+    assert heads.left_out == {"id-m2"}  # m3 is not in the queue's index: always decided
+    assert heads.cut == {"main": 1}
