@@ -50,7 +50,7 @@ from shared.policy import access
 from shared.policy.resource_quotas import QuotaReader, namespace_key, refusals
 from shared.queueing import Admit, Fail, Holding, QueuedRun, Wait, keys, plan, positions
 from shared.queueing.commit import CONFLICT, FENCED, Change, Writer
-from shared.queueing.heads import QUEUED, counted_whole, full_pass_due, queue_order
+from shared.queueing.heads import QUEUED, QueueHeads, counted_whole, full_pass_due, queue_order
 from shared.queueing.limits import NO_CAPACITY, waited_too_long
 from shared.queueing.namespace_only import plan_namespace_only
 from shared.queueing.namespace_quota import QuotaRoom, demand, room_for
@@ -140,7 +140,7 @@ def run_pass(ctx: WorkerContext) -> PassResult:
     started = time.monotonic()
     with _collector_paused():
         for _ in range(_FENCE_ATTEMPTS):
-            part = _part(ctx, cache.load(ctx.store, heads=_heads(ctx)))
+            part = _part(cache.load(ctx.store, heads=_heads(ctx), whole=partial(_full_due, ctx)))
             result.left_out = sum(part.cut.values())
             if _apply(ctx, cache, part.view, result, cut=part.cut):
                 if not part.cut:
@@ -189,22 +189,22 @@ def _heads(ctx: WorkerContext) -> int:
     return max(settings.head_runs, settings.exact_positions)
 
 
-def _part(ctx: WorkerContext, view: View) -> _Part:
-    """The whole view, or only the heads of its queues when a full pass is not due."""
+def _full_due(ctx: WorkerContext, queue: QueueHeads) -> bool:
     settings = ctx.settings.scheduling
-    queue = view.queue
-    due = full_pass_due(
+    return full_pass_due(
         queue,
         last_full_at=_full_at.get(ctx.store, float("-inf")),
         now=time.monotonic(),
         every_s=settings.full_pass_every_s,
         first_decision_s=settings.first_decision_s,
     )
-    if due or queue is None:
+
+
+def _part(view: View) -> _Part:
+    """What the pass decides: the whole view, or the heads of its queues only."""
+    if view.whole or view.queue is None:
         return _Part(view, {}, unseen=False)
-    kept = [run for run in view.runs if run.id not in queue.left_out]
-    heads_only = View(view.capacity_version, kept, {run.id: view.jobs[run.id] for run in kept})
-    return _Part(heads_only, queue.cut, unseen=queue.unseen)
+    return _Part(view, view.queue.cut, unseen=view.queue.unseen)
 
 
 def _again_in(ctx: WorkerContext, part: _Part, result: PassResult) -> float | None:

@@ -28,7 +28,7 @@ Running runs (a service's added replica) are always in.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import KeysView, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from shared.placement.placements import HOLDING
@@ -49,8 +49,8 @@ def queue_order(run: Run) -> QueueKey:
 class QueueHeads:
     """What a quick pass decides and what it leaves out, read at one instant."""
 
-    left_out: frozenset[str]
-    """Queued runs past the heads."""
+    heads: frozenset[str]
+    """The queued runs a quick pass decides: each project's first ``per_project``."""
     cut: Mapping[str, int]
     """Project -> its queued runs left out."""
     unseen: bool
@@ -93,19 +93,25 @@ class QueueIndex:
         insort(self._order.setdefault(run.project, []), key)
         self._submitted[run.project] = self._submitted.get(run.project, 0) + submitted
 
+    def queued(self) -> KeysView[str]:
+        """Every queued run's id (a live view: read it under the owner's lock)."""
+        return self._entries.keys()
+
     def heads(self, per_project: int) -> QueueHeads:
-        """Each project's first ``per_project`` queued runs are the heads."""
-        left_out: list[str] = []
+        """Each project's first ``per_project`` queued runs are the heads. Costs the
+        heads, not the queue: no run past them is visited."""
+        heads: list[str] = []
         cut: dict[str, int] = {}
         unseen = False
         for project, keys in self._order.items():
+            head = keys[:per_project]
+            heads += [key[2] for key in head]
             if len(keys) <= per_project:
                 continue
             cut[project] = len(keys) - per_project
-            left_out += [key[2] for key in keys[per_project:]]
-            among = sum(self._entries[key[2]][2] for key in keys[:per_project])
+            among = sum(self._entries[key[2]][2] for key in head)
             unseen = unseen or self._submitted[project] > among
-        return QueueHeads(frozenset(left_out), cut, unseen)
+        return QueueHeads(frozenset(heads), cut, unseen)
 
 
 def _holds(jobs: Sequence[Job]) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,8 +131,10 @@ class View:
     jobs: dict[str, list[Job]]
     """Run id -> its jobs in (replica, rank) order."""
     queue: QueueHeads | None = None
-    """The heads of the queues and the runs past them (when :meth:`RecordCache.load`
-    was asked for heads)."""
+    """The heads of the queues (when :meth:`RecordCache.load` was asked for them)."""
+    whole: bool = True
+    """Every active run is in ``runs``; False: the queued runs past the heads are not
+    (a quick pass's view, :mod:`shared.queueing.heads`)."""
 
 
 class RecordCache:
@@ -159,9 +161,16 @@ class RecordCache:
         self.full_reads = 0
         """Loads that read everything (the log could not tell, or FULL_EVERY_S passed)."""
 
-    def load(self, store: Store, *, heads: int | None = None) -> View:
-        """Every active run and job; with ``heads``, also each project's first ``heads``
-        queued runs and the runs past them (:mod:`shared.queueing.heads`)."""
+    def load(
+        self,
+        store: Store,
+        *,
+        heads: int | None = None,
+        whole: Callable[[QueueHeads], bool] | None = None,
+    ) -> View:
+        """Every active run and job. With ``heads``, also each project's first ``heads``
+        queued runs (:mod:`shared.queueing.heads`); then, unless ``whole`` says the pass
+        must see every run, the view holds only those of the queued runs."""
         with self._lock, keys.wrapped():
             self._forget_after_failover(store)
             reply = store.r.register_script(_CHANGES)(
@@ -194,10 +203,19 @@ class RecordCache:
                 self._full_at = now
                 self.full_reads += 1
             self._seen, self._epoch = seen, epoch
-            runs = [self._runs[i] for i in sorted(self._runs)]
-            by_run = dict(self._by_run)
             queue = self._queue.heads(heads) if heads is not None else None
-        return View(capacity_version=capacity, runs=runs, jobs=by_run, queue=queue)
+            if queue is not None and queue.cut and whole is not None and not whole(queue):
+                # The runs not queued and the heads: nothing past the heads is visited.
+                kept = (self._runs.keys() - self._queue.queued()) | queue.heads
+                ids = sorted(kept)
+                by_run = {i: self._by_run[i] for i in ids}
+                every = False
+            else:
+                ids = sorted(self._runs)
+                by_run = dict(self._by_run)
+                every = True
+            runs = [self._runs[i] for i in ids]
+        return View(capacity, runs, by_run, queue=queue, whole=every)
 
     def _forget_after_failover(self, store: Store) -> None:
         """Drop every cached record when the primary changed since the last load.

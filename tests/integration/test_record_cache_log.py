@@ -56,7 +56,7 @@ def test_every_writer_is_seen_through_the_log(store: Store) -> None:
     store.create_run(second, second_jobs, submitted())
     assert second.id in _summary(_same_as_full_read(cache, store))
     queue = _same_as_full_read(cache, store).queue
-    assert queue is not None and len(queue.left_out) == 1  # two queued, one head
+    assert queue is not None and queue.cut == {"main": 1}  # two queued, one head
 
     run = store.get_run(first.id)  # compare-and-set of a run
     run.reason = "waiting for capacity"
@@ -181,3 +181,28 @@ def test_a_run_read_between_its_last_write_and_leaving_the_active_set_leaves_the
     reads = cache.full_reads
     assert _same_as_full_read(cache, store).runs == []
     assert cache.full_reads == reads
+
+
+def test_a_quick_pass_view_holds_the_heads_and_every_run_not_queued(store: Store) -> None:
+    created = []
+    for _ in range(3):
+        run, jobs = one_job_run()
+        store.create_run(run, jobs, submitted())
+        created.append(run)
+    placed = store.get_run(created[2].id)  # admitted: not queued, in every view
+    assert store.save_run(placed.model_copy(update={"status": RunStatus.PROVISIONING}))
+    cache = RecordCache()
+    asked: list[object] = []
+
+    def quick(queue: object) -> bool:
+        asked.append(queue)
+        return False
+
+    view = cache.load(store, heads=1, whole=quick)
+
+    oldest = min(created[:2], key=lambda r: (r.submitted_at, r.id))
+    assert not view.whole and len(asked) == 1
+    assert sorted(r.id for r in view.runs) == sorted([oldest.id, created[2].id])
+    assert set(view.jobs) == {r.id for r in view.runs}
+    assert cache.load(store, heads=1, whole=lambda queue: True).whole
+    assert len(cache.load(store, heads=1, whole=lambda queue: True).runs) == 3

@@ -49,7 +49,7 @@ def test_each_projects_first_runs_in_queue_order_are_the_heads() -> None:
     heads = _index([*main, urgent, *other, running]).heads(3)
 
     # Priority first, then the oldest: urgent, m5, m4 are main's heads.
-    assert heads.left_out == {"id-m3", "id-m2", "id-m1", "id-m0"}
+    assert heads.heads == {"id-urgent", "id-m5", "id-m4", "id-o0", "id-o1"}
     assert heads.cut == {"main": 4}  # "other" has 2, within its 3; running runs are not queued
     assert not heads.unseen  # every run left out was decided by a pass before
 
@@ -57,7 +57,8 @@ def test_each_projects_first_runs_in_queue_order_are_the_heads() -> None:
 def test_the_index_follows_each_runs_changes() -> None:
     runs = [_run(f"m{i}", at=float(i)) for i in range(4)]
     index = _index(runs)
-    assert index.heads(2).left_out == {"id-m2", "id-m3"}
+    assert index.heads(2).heads == {"id-m0", "id-m1"}
+    assert set(index.queued()) == {"id-m0", "id-m1", "id-m2", "id-m3"}
     # m0 is admitted, m1 is stopped and gone, m3 is raised to the front.
     index.update("id-m0", runs[0].model_copy(update={"status": RunStatus.PROVISIONING}), [])
     index.update("id-m1", None, ())
@@ -65,7 +66,8 @@ def test_the_index_follows_each_runs_changes() -> None:
     index.update("id-m3", runs[3].model_copy(update={"priority": 9}), [])  # twice: no harm
 
     heads = index.heads(1)
-    assert heads.left_out == {"id-m2"} and heads.cut == {"main": 1}
+    assert heads.heads == {"id-m3"} and heads.cut == {"main": 1}
+    assert set(index.queued()) == {"id-m2", "id-m3"}
     index.clear()
     assert index.heads(1).cut == {}
 
@@ -81,7 +83,7 @@ def test_a_run_left_out_that_no_pass_has_seen_is_flagged() -> None:
 
 def test_a_queue_no_deeper_than_the_heads_is_decided_whole() -> None:
     heads = _index([_run(f"m{i}") for i in range(3)]).heads(3)
-    assert heads.cut == {} and heads.left_out == frozenset()
+    assert heads.cut == {} and heads.heads == {"id-m0", "id-m1", "id-m2"}
     # Then the pass is a full one, whenever the last full pass was.
     assert full_pass_due(heads, last_full_at=100.0, now=100.0, every_s=5, first_decision_s=1)
     assert full_pass_due(None, last_full_at=100.0, now=100.0, every_s=5, first_decision_s=1)
@@ -163,6 +165,6 @@ def test_a_queued_run_whose_job_still_holds_a_node_is_never_left_out() -> None:
         status=RunStatus.TERMINATING,
         placement=Placement(node="a0", gpu_resource="nvidia.com/gpu", gpus=8),
     )
-    heads = _index(runs, {"id-m3": [holding]}).heads(2)
-    assert heads.left_out == {"id-m2"}  # m3 is not in the queue's index: always decided
-    assert heads.cut == {"main": 1}
+    index = _index(runs, {"id-m3": [holding]})
+    assert index.heads(2).heads == {"id-m0", "id-m1"} and index.heads(2).cut == {"main": 1}
+    assert "id-m3" not in index.queued()  # so it is in every view, quick passes' too
