@@ -33,7 +33,7 @@ def request_pass(
     store: Store,
     run_pass: Callable[[], object],
     *,
-    share: float = 0.5,
+    share: float = 0.25,
     gather_max_s: float = 1.0,
 ) -> int:
     """Record a request, and run passes if nobody else is; returns the passes run here.
