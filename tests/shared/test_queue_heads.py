@@ -9,7 +9,7 @@ from shared.queueing import Wait, plan
 from shared.queueing.heads import QueueIndex, counted_whole, full_pass_due
 from shared.queueing.order import queue_key
 from shared.state.records import Job, Placement, Run, RunStatus
-from tests.shared.test_queue import MODELS, _nodes, _scenario
+from tests.shared.test_queue import _nodes, _runs, _scenario
 
 
 def _run(
@@ -115,17 +115,8 @@ def test_a_head_runs_place_counts_the_runs_left_out() -> None:
     assert counted_whole(waits, {}) is waits
 
 
-_one_project = st.lists(
-    st.tuples(
-        st.just("main"),
-        st.integers(0, 3),  # priority
-        st.integers(0, 50),  # submitted at
-        st.sampled_from([1, 1, 1, 2, 4, 8]),  # GPUs per job
-        st.sampled_from(MODELS),
-        st.sampled_from([1, 1, 1, 2, 3]),  # nodes
-    ),
-    max_size=30,
-)
+# test_queue's runs, all in one project (across projects the fair share interleaves them).
+_one_project = _runs.map(lambda specs: [("main", *spec[1:]) for spec in specs])
 
 
 @settings(max_examples=200, deadline=None)
