@@ -140,14 +140,15 @@ def run_pass(ctx: WorkerContext) -> PassResult:
     started = time.monotonic()
     with _collector_paused():
         for _ in range(_FENCE_ATTEMPTS):
-            part = _part(cache.load(ctx.store, heads=_heads(ctx), whole=partial(_full_due, ctx)))
-            result.left_out = sum(part.cut.values())
-            if _apply(ctx, cache, part.view, result, cut=part.cut):
-                if not part.cut:
+            view = cache.load(ctx.store, heads=_heads(ctx), whole=partial(_full_due, ctx))
+            cut = _cut(view)
+            result.left_out = sum(cut.values())
+            if _apply(ctx, cache, view, result, cut=cut):
+                if not cut:
                     _full_at[ctx.store] = time.monotonic()
                 result.waiting += result.left_out
-                result.again_in_s = _again_in(ctx, part, result)
-                kind = "quick" if part.cut else "full"
+                result.again_in_s = _again_in(ctx, view, result)
+                kind = "quick" if cut else "full"
                 SCHEDULING_PASSES.labels(kind).observe(time.monotonic() - started)
                 return result
             result.fenced += 1
@@ -174,16 +175,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass(frozen=True)
-class _Part:
-    view: View
-    """What this pass decides: the whole view, or the heads of its queues only."""
-    cut: Mapping[str, int]
-    """Project -> its queued runs left out (empty for a full pass)."""
-    unseen: bool
-    """A run left out was never decided by a pass."""
-
-
 def _heads(ctx: WorkerContext) -> int:
     settings = ctx.settings.scheduling
     return max(settings.head_runs, settings.exact_positions)
@@ -200,19 +191,17 @@ def _full_due(ctx: WorkerContext, queue: QueueHeads) -> bool:
     )
 
 
-def _part(view: View) -> _Part:
-    """What the pass decides: the whole view, or the heads of its queues only."""
+def _cut(view: View) -> Mapping[str, int]:
+    """Project -> its queued runs left out of ``view`` (empty: the view holds every run)."""
+    return {} if view.whole or view.queue is None else view.queue.cut
+
+
+def _again_in(ctx: WorkerContext, view: View, result: PassResult) -> float | None:
     if view.whole or view.queue is None:
-        return _Part(view, {}, unseen=False)
-    return _Part(view, view.queue.cut, unseen=view.queue.unseen)
-
-
-def _again_in(ctx: WorkerContext, part: _Part, result: PassResult) -> float | None:
-    if not part.cut:
         return None  # a full pass decided every run: the next request brings the next
     if result.heads_drained and (result.placed or result.failed):
         return 0.0  # the next heads may fit as well (a burst deeper than head_runs)
-    if part.unseen:
+    if view.queue.unseen:
         since = time.monotonic() - _full_at.get(ctx.store, float("-inf"))
         return max(0.0, ctx.settings.scheduling.first_decision_s - since)
     return None
