@@ -167,3 +167,26 @@ def test_a_pass_that_asks_for_another_gets_it_with_no_request(ctx: WorkerContext
     assert request_pass(ctx.store, one_pass) == 3
     assert times[2] - times[1] >= 0.15  # waited as long as the pass asked
     assert _queued(ctx) == 0
+
+
+class _Placed:
+    def __init__(self, placed: int) -> None:
+        self.placed = [f"run-{n}" for n in range(placed)]
+
+
+def test_a_pass_that_placed_runs_waits_only_its_cost_per_placed_run(ctx: WorkerContext) -> None:
+    """Placing is work each run costs once: a pass that placed 20 burst arrivals in
+    0.2 s is followed after 3 x 10 ms (share 0.25), not 3 x 0.2 s."""
+    spans: list[tuple[float, float]] = []
+
+    def one_pass() -> _Placed:
+        started = time.monotonic()
+        if not spans:
+            wake_scheduler(ctx.store, ctx.celery, "a burst arrival during the pass")
+        time.sleep(0.2)
+        spans.append((started, time.monotonic()))
+        return _Placed(20 if len(spans) == 1 else 0)
+
+    assert request_pass(ctx.store, one_pass, share=0.25, gather_max_s=5.0) == 2
+    gap = spans[1][0] - spans[0][1]
+    assert 0.03 <= gap < 0.3
