@@ -18,28 +18,34 @@ from shared.state.store import Store
 
 _bearer = HTTPBearer(auto_error=False)
 
+# The dependencies that only read app.state are coroutines: FastAPI runs a plain
+# function dependency in its thread pool, and in a 500-run burst those hand-offs
+# (four per request, each a round through anyio's worker threads) cost the API more
+# CPU than the submission's own checks and Redis writes. The ones that read Redis
+# (the user, the project) stay plain functions, off the event loop.
 
-def _store(request: Request) -> Store:
+
+async def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def _celery(request: Request) -> Celery:
+async def _celery(request: Request) -> Celery:
     app: Celery = request.app.state.celery
     return app
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _clusters(request: Request) -> ClusterRegistry:
+async def _clusters(request: Request) -> ClusterRegistry:
     clusters: ClusterRegistry = request.app.state.clusters
     return clusters
 
 
-def _log_store(request: Request) -> LogStore:
+async def _log_store(request: Request) -> LogStore:
     state = request.app.state
     logs: LogStore | None = getattr(state, "log_store", None)
     if logs is None:  # one per app: it holds the registered scripts

@@ -62,7 +62,7 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-def _tunnels(request: Request) -> TunnelPool:
+async def _tunnels(request: Request) -> TunnelPool:
     tunnels: TunnelPool = request.app.state.tunnels
     return tunnels
 
