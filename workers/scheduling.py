@@ -111,6 +111,16 @@ class PassResult:
     heads (0), or that left out a run no pass has decided yet (when the full pass that
     decides it is due). None: only when asked."""
 
+    @property
+    def repeat_share(self) -> float:
+        """The part of the runs this pass decided that it left waiting (1 when it decided
+        none): what :mod:`workers.scheduling_trigger` counts against the passes' share.
+        Deciding a run for the first time and placing it is work each run costs once;
+        deciding again that a run waits is what a stream of passes repeats."""
+        stayed = self.waiting - self.left_out
+        decided = stayed + len(self.placed) + len(self.failed)
+        return stayed / decided if decided else 1.0
+
 
 def schedule_pass(ctx: WorkerContext) -> PassResult:
     """One pass under the scheduling lock."""

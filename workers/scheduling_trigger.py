@@ -8,13 +8,13 @@ and requests that arrive while a pass runs need exactly one more pass, not one
 each. A generation counter records requests; one worker at a time runs passes
 until the counter stops moving, and everyone else returns at once instead of
 blocking a worker thread on a lock that provisioning work needs. When requests
-keep coming, the runner waits in proportion to its last pass (per run it placed)
-before the next (``scheduling.pass_share``, capped by ``scheduling.gather_max_s``),
-so passes take a bounded share of a core however long the queue. A fixed wait did not: a pass
-over 10,000 waiting runs takes ~0.3 s, and with each finished job asking for one
-they ran back to back, taking a core from the cluster and from the workers that
-start the pods. The wait is what a request's latency pays, and it shrinks with
-the pass.
+keep coming, the runner waits in proportion to its last pass (the part of it that
+decided again that runs wait) before the next (``scheduling.pass_share``, capped by
+``scheduling.gather_max_s``), so passes take a bounded share of a core however long
+the queue. A fixed wait did not: a pass over 10,000 waiting runs takes ~0.3 s, and
+with each finished job asking for one they ran back to back, taking a core from the
+cluster and from the workers that start the pods. The wait is what a request's latency
+pays, and it shrinks with the pass.
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def request_pass(
 
 
 def _overhead(outcome: object, took_s: float) -> float:
-    """What the pass cost per run it placed (all of it when it placed none).
+    """The part of the pass's time the share bounds: the runs it decided to leave where
+    they were (``PassResult.repeat_share``; all of it when the outcome does not say).
 
-    The share bounds the passes' overhead: deciding runs that stay where they are.
-    Placing a run is work the run costs once whichever pass does it, and waiting after
-    a pass that placed 80 burst arrivals in 0.3 s only held the next 80 back a second
-    (a 500-run burst: the passes were 1.3 s apart, most of submit -> pod created)."""
-    placed = len(getattr(outcome, "placed", None) or ())
-    return took_s / max(1, placed)
+    Placing a run is work the run costs once whichever pass does it: waiting three times
+    a burst's pass that placed 80 arrivals in 0.3 s only held the next 80 back a
+    second (a 500-run burst: passes 1.3 s apart, most of submit -> pod created). At
+    depth a quick pass decides 200 heads to place one or two, and waits as before."""
+    share = getattr(outcome, "repeat_share", None)
+    return took_s * (1.0 if share is None else share)

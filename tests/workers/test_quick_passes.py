@@ -97,6 +97,7 @@ def test_a_quick_pass_hands_freed_gpus_to_the_head_and_leaves_the_rest_untouched
 
     assert quick.placed == ["w0"]
     assert quick.left_out == 4 and quick.waiting == 5  # w0, w1 decided; w2-w5 left out
+    assert quick.repeat_share == 0.5  # of the two it decided, w1 waits again
     after = {n: ctx.store.run_by_name("main", n) for n in WAITING}
     assert after["w0"].status == RunStatus.PROVISIONING
     # The head's place counts the whole queue, as a full pass writes it.
@@ -127,6 +128,7 @@ def test_the_next_full_pass_decides_every_run_again(make: object) -> None:
     assert (_passes("quick"), _passes("full")) == (quick_before + 1, full_before + 1)
 
     assert full.left_out == 0 and full.waiting == 5 and full.placed == []
+    assert full.repeat_share == 1.0  # all its time went on runs that wait again
     w5 = ctx.store.run_by_name("main", "w5")
     assert positions.shown(ctx.store, [w5])[0].reason == (
         f"{cause}; position 5 of 5 in main's queue"
@@ -186,6 +188,8 @@ def test_a_quick_pass_that_starts_all_its_heads_asks_for_the_next_at_once(
 
     first = scheduling.run_pass(ctx)
     assert first.placed == ["s0", "s1"] and first.left_out == 3 and first.again_in_s == 0.0
+    # Every run it decided, it started: none of its time counts against the share.
+    assert first.repeat_share == 0.0
     second = scheduling.run_pass(ctx)
     assert second.placed == ["s2", "s3"] and second.again_in_s == 0.0
     last = scheduling.run_pass(ctx)  # one left: within the heads, a full pass

@@ -169,24 +169,30 @@ def test_a_pass_that_asks_for_another_gets_it_with_no_request(ctx: WorkerContext
     assert _queued(ctx) == 0
 
 
-class _Placed:
-    def __init__(self, placed: int) -> None:
-        self.placed = [f"run-{n}" for n in range(placed)]
+class _Decided:
+    def __init__(self, repeat_share: float) -> None:
+        self.repeat_share = repeat_share
 
 
-def test_a_pass_that_placed_runs_waits_only_its_cost_per_placed_run(ctx: WorkerContext) -> None:
-    """Placing is work each run costs once: a pass that placed 20 burst arrivals in
-    0.2 s is followed after 3 x 10 ms (share 0.25), not 3 x 0.2 s."""
+def _gap_after(ctx: WorkerContext, repeat_share: float) -> float:
+    """Idle time after a 0.2 s pass (share 0.25) that saw a request while it ran."""
     spans: list[tuple[float, float]] = []
 
-    def one_pass() -> _Placed:
+    def one_pass() -> _Decided:
         started = time.monotonic()
         if not spans:
             wake_scheduler(ctx.store, ctx.celery, "a burst arrival during the pass")
         time.sleep(0.2)
         spans.append((started, time.monotonic()))
-        return _Placed(20 if len(spans) == 1 else 0)
+        return _Decided(repeat_share)
 
     assert request_pass(ctx.store, one_pass, share=0.25, gather_max_s=5.0) == 2
-    gap = spans[1][0] - spans[0][1]
-    assert 0.03 <= gap < 0.3
+    return spans[1][0] - spans[0][1]
+
+
+def test_a_pass_that_placed_what_it_decided_is_followed_at_once(ctx: WorkerContext) -> None:
+    """Placing is work each run costs once: after a pass that placed every run it
+    decided (burst arrivals), the next comes at once, not 3 x 0.2 s later; one that left
+    a quarter of them waiting waits 3 x 0.05 s."""
+    assert _gap_after(ctx, 0.0) < 0.1
+    assert 0.15 <= _gap_after(ctx, 0.25) < 0.4
