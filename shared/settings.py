@@ -250,8 +250,10 @@ class SchedulingSettings(BaseModel):
     """The most of one core that passes take while requests keep coming (a finished
     job or a submission each ask for one): after a pass of ``t`` seconds the next
     waits ``t * (1 / pass_share - 1)``, at most ``gather_max_s``, gathering the
-    requests meanwhile. Lower leaves more of the machine to the workers that start
-    pods and to the cluster, and admits more runs per pass; each request waits longer.
+    requests meanwhile; ``t`` counts only the part of the pass that decided again that
+    runs wait (a pass that placed every run it decided, a burst's, is followed at
+    once). Lower leaves more of the machine to the workers that start pods and to the
+    cluster, and admits more runs per pass; each request waits longer.
     With quick passes (~10-30 ms at any depth) 0.25 waits 30-90 ms: in a 10,000-job
     drain on 2 cores it took a fifth of the workers' CPU off against 0.5 (passes were
     ~60% of it), with the freed GPU -> next pod p99 unchanged (0.14 s)."""

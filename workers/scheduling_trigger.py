@@ -82,8 +82,8 @@ def _overhead(outcome: object, took_s: float) -> float:
     they were (``PassResult.repeat_share``; all of it when the outcome does not say).
 
     Placing a run is work the run costs once whichever pass does it: waiting three times
-    a burst's pass that placed 80 arrivals in 0.3 s only held the next 80 back a
-    second (a 500-run burst: passes 1.3 s apart, most of submit -> pod created). At
-    depth a quick pass decides 200 heads to place one or two, and waits as before."""
+    a burst's pass that placed 80 arrivals in 0.3 s only held the next arrivals back a
+    second (a 500-run burst: passes 1.3 s apart). At depth a quick pass decides 200
+    heads to place one or two, and waits as before."""
     share = getattr(outcome, "repeat_share", None)
     return took_s * (1.0 if share is None else share)
