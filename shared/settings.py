@@ -109,6 +109,10 @@ class KubeSettings(BaseModel):
     objects are created at once. Each job is a few apiserver round trips of waiting,
     so 8 overlap them without piling more on the apiserver than the 8 threads of a
     worker process would."""
+    teardown_concurrency: int = Field(default=8, ge=1, le=64)
+    """Jobs a teardown drainer (``workers/teardown_drain.py``) deletes at once: as many
+    as the 8 worker threads that each ran a job's teardown task before stops were
+    drained in batches."""
 
 
 class ApiSettings(BaseModel):

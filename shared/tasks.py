@@ -26,6 +26,7 @@ PROVISION_JOB = "berth.provisioning.provision_job"
 PROVISION_JOBS = "berth.provisioning.provision_jobs"
 SYNC_JOB = "berth.provisioning.sync_job"
 TEARDOWN_JOB = "berth.teardown.teardown_job"
+TEARDOWN_PENDING = "berth.teardown.teardown_pending"
 TEARDOWN_POD = "berth.teardown.teardown_pod"
 PURGE_RUN = "berth.teardown.purge_run"
 REAP_ORPHANS = "berth.teardown.reap_orphans"
@@ -50,6 +51,7 @@ QUEUE_OF = {
     PROVISION_JOBS: "provisioning",
     SYNC_JOB: "provisioning",
     TEARDOWN_JOB: "teardown",
+    TEARDOWN_PENDING: "teardown",
     TEARDOWN_POD: "teardown",
     PURGE_RUN: "teardown",
     REAP_ORPHANS: "teardown",

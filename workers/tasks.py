@@ -21,6 +21,7 @@ from workers import (
     service_scaling,
     sweeps,
     teardown,
+    teardown_drain,
     usage,
 )
 from workers.celery_app import berth_task
@@ -68,6 +69,14 @@ def teardown_job(job_id: str) -> None:
     ctx = context()
     ctx.store.unmark_queued(names.TEARDOWN_JOB, job_id)
     teardown.teardown_job(ctx, job_id)
+
+
+@berth_task(names.TEARDOWN_PENDING)
+def teardown_pending() -> None:
+    # The jobs stops asked to tear down (shared/queueing/teardowns.py), in batches.
+    ctx = context()
+    ctx.store.unmark_queued(names.TEARDOWN_PENDING, "")
+    teardown_drain.drain(ctx)
 
 
 @berth_task(names.TEARDOWN_POD)

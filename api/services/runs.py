@@ -26,6 +26,7 @@ from shared.errors import ConfigError, ConflictError, ForbiddenError, NotFoundEr
 from shared.placement.fleets import allowed_nodes, fleet_blocks, instance_nodes
 from shared.placement.requests import request_for
 from shared.policy import access, pod_security
+from shared.queueing import teardowns
 from shared.queueing.wake import wake_scheduler
 from shared.server_features import check_server_features
 from shared.settings import Settings
@@ -260,8 +261,9 @@ def stop_run(store: Store, celery: Celery, run: Run, *, abort: bool) -> Run:
         run = store.get_run(run.id)
         if run.status.is_finished:
             return run
-    # Marked queued, so beat's sweep does not send each again while it waits its turn.
-    tasks.send_unqueued(celery, store, [(tasks.TEARDOWN_JOB, job_id) for job_id in run.job_ids])
+    # Drained in batches; marked queued, so beat's sweep does not send each again while
+    # it waits its turn.
+    teardowns.request_teardown(store, celery, run.job_ids)
     return run
 
 

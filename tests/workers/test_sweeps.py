@@ -69,11 +69,11 @@ def test_a_stops_teardowns_are_not_sent_again_by_sweeps_while_they_wait(
     for queue in ("provisioning", "teardown"):
         ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:{queue}")
     stop_run(ctx.store, ctx.celery, ctx.store.get_run(run.id), abort=False)
-    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_JOB]
+    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_PENDING]  # the drainer's
 
-    for _ in range(3):  # the worker is busy elsewhere: the message waits
+    for _ in range(3):  # the worker is busy elsewhere: the job waits in the set
         sweeps.sweep(ctx)
-    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_JOB]
+    assert _queued(ctx, "teardown") == [tasks.TEARDOWN_PENDING]
 
 
 def test_a_resend_presumed_lost_is_sent_again_after_its_hold(ctx: WorkerContext) -> None:
