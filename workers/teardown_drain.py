@@ -4,27 +4,21 @@ One drainer at a time holds the claim and takes the waiting job ids ``BATCH`` at
 time, tearing each down as a ``teardown_job`` task would
 (:func:`workers.teardown.teardown_job`), ``kube.teardown_concurrency`` at once: a
 job's teardown is a DELETE and a few Redis writes of mostly waiting. Errors keep their
-per-job meaning: a :class:`TemporaryError` sends that job on alone as a
-``teardown_job`` task after the delay it asks for; anything else is logged and left
-to beat's sweep, which sends a teardown for every job still terminating. A drainer
-killed mid-batch loses the ids it took; they stay marked queued until the hold ends,
-and the sweep sends them then (its Celery message, acknowledged late, also comes back
-and drains the rest).
+per-job meaning (:mod:`workers.job_batch`); beat's sweep sends a teardown for every
+job still terminating. A drainer killed mid-batch loses the ids it took; they stay
+marked queued until the hold ends, and the sweep sends them then (its Celery message,
+acknowledged late, also comes back and drains the rest).
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 
-from shared import logs, tasks
-from shared.errors import TemporaryError
+from shared import tasks
 from shared.queueing import teardowns
 from workers import teardown
 from workers.context import WorkerContext
-
-log = logging.getLogger(__name__)
+from workers.job_batch import each_job
 
 BATCH = 64
 _CLAIM_TTL_S = 60  # renewed before every batch; a killed drainer's claim lapses
@@ -57,19 +51,16 @@ def drain(ctx: WorkerContext) -> int:
 
 
 def _tear_down(ctx: WorkerContext, job_ids: list[str]) -> None:
-    workers = min(len(job_ids), ctx.settings.kube.teardown_concurrency)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teardown") as pool:
-        list(pool.map(lambda job_id: _one(ctx, job_id), job_ids))
+    each_job(
+        ctx,
+        job_ids,
+        _one,
+        concurrency=ctx.settings.kube.teardown_concurrency,
+        retry_task=tasks.TEARDOWN_JOB,
+        doing="teardown",
+    )
 
 
 def _one(ctx: WorkerContext, job_id: str) -> None:
-    with logs.context(job=job_id):
-        try:
-            ctx.store.unmark_queued(tasks.TEARDOWN_JOB, job_id)
-            teardown.teardown_job(ctx, job_id)
-        except TemporaryError as e:
-            log.info("tearing down job %s waits %.0f s: %s", job_id, e.delay, e.message)
-            tasks.send(ctx.celery, tasks.TEARDOWN_JOB, job_id, countdown=e.delay)
-        except Exception:
-            # Beat's sweep sends a teardown for every job still terminating.
-            log.exception("tearing down job %s failed", job_id)
+    ctx.store.unmark_queued(tasks.TEARDOWN_JOB, job_id)  # started: the sweep may send again
+    teardown.teardown_job(ctx, job_id)
