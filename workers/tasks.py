@@ -72,10 +72,10 @@ def teardown_job(job_id: str) -> None:
 
 
 @berth_task(names.TEARDOWN_PENDING)
-def teardown_pending() -> None:
+def teardown_pending(reason: str) -> None:
     # The jobs stops asked to tear down (shared/queueing/teardowns.py), in batches.
     ctx = context()
-    ctx.store.unmark_queued(names.TEARDOWN_PENDING, "")
+    ctx.store.unmark_queued(names.TEARDOWN_PENDING, reason)
     teardown_drain.drain(ctx)
 
 

@@ -34,9 +34,8 @@ PENDING = ("teardown", "pending")
 """Job ids waiting for a drainer."""
 RUNNER = ("teardown", "drainer")
 """Held (with a TTL) by the worker draining :data:`PENDING`."""
-HOLD_S = tasks.RESEND_HOLD_S
-"""How long a drainer message marked queued hides another: one lost (a broker restart)
-delays the stops after it by at most this, as any lost message does."""
+DRAINER_REASON = "stops"
+"""The drainer message's one argument: as marked queued, so one waiting is enough."""
 
 
 def request_teardown(store: Store, celery: Celery, job_ids: list[str]) -> None:
@@ -46,22 +45,19 @@ def request_teardown(store: Store, celery: Celery, job_ids: list[str]) -> None:
     added = [job_id for (_, job_id), needed in zip(wanted, fresh, strict=True) if needed]
     if not added:
         return
-    drainer = [(tasks.TEARDOWN_PENDING, "")]
-    sent = False
     try:
         with keys.wrapped():
             store.r.sadd(store.key(*PENDING), *added)
-        # One drainer message waiting is enough (its drainer takes what comes before it
-        # starts); the task unmarks it when it starts.
-        if not store.held(store.key(*RUNNER)) and store.mark_queued(drainer, ttl_s=HOLD_S)[0]:
-            sent = True
-            tasks.send(celery, tasks.TEARDOWN_PENDING)
+        if not store.held(store.key(*RUNNER)):
+            # One drainer message waiting is enough (its drainer takes what comes before
+            # it starts); the task unmarks it when it starts.
+            tasks.send_unqueued(celery, store, [(tasks.TEARDOWN_PENDING, DRAINER_REASON)])
     except Exception:
         # Neither the set nor a task may have taken them: unmarked, beat's sweep sends
         # each as a teardown_job at its next look instead of after the hold.
-        for name, ident in [(tasks.TEARDOWN_JOB, job_id) for job_id in added] + drainer * sent:
+        for job_id in added:
             with contextlib.suppress(StoreError):
-                store.unmark_queued(name, ident)
+                store.unmark_queued(tasks.TEARDOWN_JOB, job_id)
         raise
 
 

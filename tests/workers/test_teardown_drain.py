@@ -57,8 +57,11 @@ def test_many_stops_send_one_task_and_one_drain_tears_every_job_down(
     assert teardowns.waiting(ctx.store) == 5
 
     monkeypatch.setattr(worker_tasks, "context", lambda: ctx)
-    cast(Any, worker_tasks.teardown_pending).run()  # the task's body, as a worker runs it
-    assert not ctx.store.r.exists(ctx.store.key("queued", tasks.TEARDOWN_PENDING, ""))
+    # The task's body, as a worker runs the message a stop sent.
+    cast(Any, worker_tasks.teardown_pending).run(teardowns.DRAINER_REASON)
+    assert not ctx.store.r.exists(
+        ctx.store.key("queued", tasks.TEARDOWN_PENDING, teardowns.DRAINER_REASON)
+    )
     assert [_status(ctx, run) for run in runs] == [RunStatus.TERMINATED] * 5
     assert teardowns.waiting(ctx.store) == 0
     assert not ctx.store.held(ctx.store.key(*teardowns.RUNNER))
@@ -73,7 +76,7 @@ def test_a_stop_during_a_drain_is_drained_by_it_with_no_task(
     first, late = _placed(ctx, ["early", "late"])
     _stop(ctx, first)
     ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:teardown")  # taken, and
-    ctx.store.unmark_queued(tasks.TEARDOWN_PENDING, "")  # started: only the claim is left
+    ctx.store.unmark_queued(tasks.TEARDOWN_PENDING, teardowns.DRAINER_REASON)  # started
     real = teardown.teardown_job
     stopped: list[str] = []
 
