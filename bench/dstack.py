@@ -71,6 +71,12 @@ PROJECT = "main"
 PROXY_JUMP = {"hostname": "127.0.0.1", "port": 32023}
 JOB_SELECTOR = "app.kubernetes.io/name=dstack-job"  # dstack's build_base_labels(component="job")
 JOB_NAME_LABEL = "k8s.dstack.ai/name"  # "<run>-<job_num>-<replica_num>"
+HELD_BACK = {"sentry-sdk": 3}
+"""Packages kept below a major version in dstack's venv. dstack 0.22.5 asks for
+``sentry-sdk>=2.27`` with no upper bound, and sentry-sdk 3.0 dropped
+``start_transaction``, which dstack's background pipelines call for every batch they
+fetch: on a machine that installed 3.0, no dstack run ever got a pod (the invocation of
+2026-12-07 05:07 UTC, every pipeline failing with that AttributeError)."""
 INSTALL_TIMEOUT_S = 1800  # a cold install resolves ~150 packages on a loaded 2-core machine
 # dstack places about one run every 2 s here (20 runs in ~40 s on a loaded 2-core
 # machine); a burst gets this long per run before the pods still missing are counted
@@ -135,8 +141,11 @@ def ensure_installed(version: str = VERSION) -> tuple[Path, str, list[str]]:
     notes: list[str] = []
     dstack_bin = VENV / "bin" / "dstack"
     installed = _installed_version()
-    if installed == version:
+    past = _past_held_back() if installed is not None else []
+    if installed == version and not past:
         return dstack_bin, installed, notes
+    if past:
+        notes.append(f"installed again to hold back {', '.join(past)} (bench/dstack.py HELD_BACK)")
     if not (VENV / "bin" / "python").exists():
         _run(["python3", "-m", "venv", str(VENV)], timeout=300)
     error = _pip_install(version)
@@ -336,6 +345,26 @@ def _installed_version() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def _past_held_back() -> list[str]:
+    """The packages of :data:`HELD_BACK` installed at or past their major version."""
+    script = (
+        "import importlib.metadata as m, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        print(name, m.version(name))\n"
+        "    except m.PackageNotFoundError:\n"
+        "        pass\n"
+    )
+    proc = _run([str(VENV / "bin" / "python"), "-c", script, *HELD_BACK], timeout=120)
+    past = []
+    for line in proc.stdout.splitlines():
+        name, _, found = line.partition(" ")
+        major = re.match(r"\d+", found)
+        if major is not None and int(major.group()) >= HELD_BACK.get(name, 1 << 30):
+            past.append(f"{name} {found}")
+    return past
+
+
 def _pip_install(version: str) -> str:
     """Install; pip's error output on failure, "" on success."""
     proc = _run(
@@ -345,6 +374,7 @@ def _pip_install(version: str) -> str:
             "--quiet",
             "--disable-pip-version-check",
             f"dstack[server,kubernetes]=={version}",
+            *(f"{name}<{major}" for name, major in HELD_BACK.items()),
         ],
         timeout=INSTALL_TIMEOUT_S,
     )
