@@ -30,7 +30,7 @@ from shared.clusters import run_clusters
 from shared.errors import BerthError, StoreError
 from shared.placement.autoscaling import find_pool, is_pool_node
 from shared.policy import access
-from shared.queueing import keys, wake
+from shared.queueing import keys
 from shared.queueing.limits import gang_not_ready, time_is_up
 from shared.state.jobs import refresh_run, status_behind
 from shared.state.records import Job, Run, RunStatus
@@ -49,9 +49,9 @@ application that fails sends its own ``sync_job``). Each is a GET of the pod: at
 1,000 running jobs cost 17 reads a second for ever (bench scenario 7's worker log)."""
 _FOLLOWED_SYNC_SLOTS = int(FOLLOWED_SYNC_EVERY_S // SWEEP_EVERY_S)
 PROVISION_STUCK_S = 30.0  # a placed job with no pod after this gets its message again
-# The sweep's own wake-up of the scheduler, marked apart from the other senders' one
-# (shared/queueing/wake.py): a lost one of either may only delay a pass this long.
-WAKE_HOLD_S = wake.WAKE_HOLD_S
+# The sweep's own wake-up of the scheduler: other senders (submissions, the
+# inventory) do not coalesce, so a lost one may only delay a pass this long.
+WAKE_HOLD_S = 15
 
 
 def sweep(ctx: WorkerContext) -> None:
@@ -84,7 +84,7 @@ def sweep(ctx: WorkerContext) -> None:
     tasks.send_unqueued(ctx.celery, ctx.store, resends, hold_s=tasks.RESEND_HOLD_S)
     if pending:
         tasks.send_unqueued(
-            ctx.celery, ctx.store, [(tasks.SCHEDULE_RUN, wake.SWEEP_ID)], hold_s=WAKE_HOLD_S
+            ctx.celery, ctx.store, [(tasks.SCHEDULE_RUN, "sweep")], hold_s=WAKE_HOLD_S
         )
     keys.forget(store, keys.known_runs(store) - set(ids))
 

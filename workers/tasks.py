@@ -7,7 +7,6 @@ messages already queued). Arguments are ids only.
 from __future__ import annotations
 
 from shared import tasks as names
-from shared.queueing import wake
 from workers import (
     activity,
     fleet_warmth,
@@ -34,7 +33,8 @@ from workers.scheduling_trigger import request_pass
 def schedule_run(run_id: str) -> None:
     # A pass covers every pending run; run_id only says why it was woken.
     ctx = context()
-    wake.taken(ctx.store, run_id)  # one such message waits at a time (shared/queueing/wake.py)
+    if run_id == "sweep":  # only beat's wake-ups coalesce (workers/sweeps.py)
+        ctx.store.unmark_queued(names.SCHEDULE_RUN, run_id)
     settings = ctx.settings.scheduling
     request_pass(
         ctx.store,

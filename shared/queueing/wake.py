@@ -22,25 +22,13 @@ before it reads the queue, and writes it afterwards only if no request at all
 came since it started (one script, so no request slips between the check and
 the write). A run that comes to wait has asked for a pass itself, and that pass
 reads the queue after every capacity freed before it.
-
-Between runners (before the first pass of a burst, after a runner lets go) every
-request used to send its own task: 144 of them in a 500-run burst, each a message,
-an ack and three events for a worker that found the claim taken. Now at most one
-waits: the request that sends it marks it queued (``Store.mark_queued``'s key,
-dropped when the task starts), and requests that find the mark only bump the
-counter, which that task's pass reads. The bump, the looks at the claim and the
-mark, and the mark itself are one script: one Redis round trip per request,
-where the counter and the claim were two.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 from celery import Celery
 
 from shared import tasks
-from shared.errors import StoreError
 from shared.queueing import keys
 from shared.state.store import Store
 
@@ -51,10 +39,6 @@ RUNNER = ("scheduling", "runner")
 IDLE = ("scheduling", "idle")
 """Set while the last pass found nothing waiting and no request came since."""
 IDLE_TTL_S = 60  # beat's sweep asks for passes anyway; a lost drop must not last
-WAKE_ID = "wake"
-"""The id the one queued wake-up message is marked by, whatever its reason."""
-SWEEP_ID = "sweep"
-"""The reason (and mark id) of beat's sweep's wake-ups (workers/sweeps.py)."""
 
 _NOTE_IDLE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -65,55 +49,14 @@ return 0
 """
 
 
-WAKE_HOLD_S = 15
-"""How long a wake-up's message, marked queued, stands in for the next ones: one not
-started by then is presumed lost (a broker restart), and the next request sends again.
-Beat's sweep asks for a pass anyway while runs wait."""
-
-_WAKE = """
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
-    return 0
-end
-redis.call('INCR', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-    return 0
-end
-if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[2]) then
-    return 1
-end
-return 0
-"""
-
-
 def wake_scheduler(store: Store, celery: Celery, reason: str, *, freed: bool = False) -> None:
     """Ask for a pass because of ``reason`` (a run id, or what changed); ``freed``: only
     because capacity was freed, which no pass can use while nothing waits."""
-    with keys.wrapped():
-        script = store.r.register_script(_WAKE)
-        send = script(
-            keys=[
-                store.key(*GENERATION),
-                store.key(*RUNNER),
-                store.key(*IDLE),
-                store.key("queued", tasks.SCHEDULE_RUN, WAKE_ID),
-            ],
-            args=["1" if freed else "0", str(WAKE_HOLD_S)],
-        )
-    if not send:
+    if freed and store.held(store.key(*IDLE)):
         return
-    try:
+    store.incr(store.key(*GENERATION))
+    if not store.held(store.key(*RUNNER)):
         tasks.send(celery, tasks.SCHEDULE_RUN, reason)
-    except Exception:
-        # Refused: the mark must not stand in for a message that was never sent.
-        with contextlib.suppress(StoreError):
-            store.unmark_queued(tasks.SCHEDULE_RUN, WAKE_ID)
-        raise
-
-
-def taken(store: Store, reason: str) -> None:
-    """A ``schedule_run`` task for ``reason`` started: the next request sends a task again
-    (beat's own wake-ups are marked by theirs, ``"sweep"``)."""
-    store.unmark_queued(tasks.SCHEDULE_RUN, reason if reason == SWEEP_ID else WAKE_ID)
 
 
 def forget_idle(store: Store) -> None:

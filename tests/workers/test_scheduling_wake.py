@@ -7,26 +7,17 @@ ones a worker would receive.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
 
-import kombu.exceptions
 import pytest
-from celery import Celery
 
-from shared import tasks
 from shared.queueing.wake import (
     GENERATION,
     IDLE,
     RUNNER,
-    SWEEP_ID,
-    WAKE_HOLD_S,
-    WAKE_ID,
     forget_idle,
     note_idle,
-    taken,
     wake_scheduler,
 )
-from workers import tasks as worker_tasks
 from workers.context import WorkerContext
 from workers.scheduling_trigger import request_pass
 
@@ -37,12 +28,6 @@ def _queued(ctx: WorkerContext) -> int:
     """Messages waiting on the broker's scheduling queue (kombu's Redis list)."""
     prefix = ctx.settings.redis.key_prefix
     return int(ctx.store.r.llen(f"{prefix}:celery:scheduling"))
-
-
-def _deliver(ctx: WorkerContext) -> None:
-    """The waiting wake-up messages were taken by a worker, whose task has started."""
-    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:scheduling")
-    taken(ctx.store, "a run")
 
 
 def test_with_no_runner_a_request_is_a_task(ctx: WorkerContext) -> None:
@@ -119,7 +104,7 @@ def test_a_request_during_an_idle_pass_keeps_freed_capacity_asking(ctx: WorkerCo
     assert not note_idle(store, started)
     assert not store.held(store.key(*IDLE))
     assert note_idle(store, store.counter(store.key(*GENERATION)))
-    _deliver(ctx)
+    store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:scheduling")
     assert request_pass(store, lambda: _Outcome(idle=False)) == 1
     assert not store.held(store.key(*IDLE))  # something waits: freed capacity counts
     wake_scheduler(store, ctx.celery, "a job ended", freed=True)
@@ -211,65 +196,3 @@ def test_a_pass_that_placed_what_it_decided_is_followed_at_once(ctx: WorkerConte
     a quarter of them waiting waits 3 x 0.05 s."""
     assert _gap_after(ctx, 0.0) < 0.1
     assert 0.15 <= _gap_after(ctx, 0.25) < 0.4
-
-
-def test_with_no_runner_requests_share_one_waiting_task(ctx: WorkerContext) -> None:
-    """Requests between runners (a burst's first arrivals) send one task, not one each;
-    once it starts, the next request sends again."""
-    before = ctx.store.counter(ctx.store.key(*GENERATION))
-    for n in range(5):
-        wake_scheduler(ctx.store, ctx.celery, f"run-{n}")
-    assert _queued(ctx) == 1
-    assert ctx.store.counter(ctx.store.key(*GENERATION)) == before + 5
-    taken(ctx.store, "run-0")  # what the task does first, whatever reason it carries
-    wake_scheduler(ctx.store, ctx.celery, "run-5")
-    assert _queued(ctx) == 2
-
-
-def test_the_sweeps_wake_up_and_the_others_are_marked_apart(ctx: WorkerContext) -> None:
-    wake_scheduler(ctx.store, ctx.celery, "run-1")
-    taken(ctx.store, SWEEP_ID)  # beat's task starting frees only its own mark
-    wake_scheduler(ctx.store, ctx.celery, "run-2")
-    assert _queued(ctx) == 1
-
-
-def test_a_lost_wake_up_stands_in_for_others_only_until_its_hold_ends(
-    ctx: WorkerContext,
-) -> None:
-    wake_scheduler(ctx.store, ctx.celery, "run-1")
-    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:scheduling")  # a broker loss
-    mark = ctx.store.key("queued", tasks.SCHEDULE_RUN, WAKE_ID)
-    assert 0 < ctx.store.r.ttl(mark) <= WAKE_HOLD_S
-    ctx.store.r.expire(mark, 1)
-    time.sleep(1.2)
-    wake_scheduler(ctx.store, ctx.celery, "run-2")
-    assert _queued(ctx) == 1
-
-
-def test_a_refused_send_leaves_no_mark(ctx: WorkerContext) -> None:
-    """A wake-up the broker refused must not hide the next one for the hold."""
-    dead = Celery("dead", broker="redis://127.0.0.1:1/0")  # nothing listens on loopback :1
-    dead.conf.broker_connection_timeout = 0.5
-    dead.conf.broker_connection_retry = False
-    dead.conf.task_publish_retry = False
-    try:
-        with pytest.raises(kombu.exceptions.OperationalError):
-            wake_scheduler(ctx.store, dead, "run-1")
-    finally:
-        dead.close()
-    assert not ctx.store.held(ctx.store.key("queued", tasks.SCHEDULE_RUN, WAKE_ID))
-    wake_scheduler(ctx.store, ctx.celery, "run-2")
-    assert _queued(ctx) == 1
-
-
-def test_the_task_frees_the_mark_before_its_pass(
-    ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The task's body, as a worker runs it: the mark is gone once it has started."""
-    wake_scheduler(ctx.store, ctx.celery, "run-1")
-    ctx.store.r.delete(f"{ctx.settings.redis.key_prefix}:celery:scheduling")  # "delivered"
-    monkeypatch.setattr(worker_tasks, "context", lambda: ctx)
-    cast(Any, worker_tasks.schedule_run).run("run-1")
-    assert not ctx.store.held(ctx.store.key("queued", tasks.SCHEDULE_RUN, WAKE_ID))
-    wake_scheduler(ctx.store, ctx.celery, "run-2")
-    assert _queued(ctx) == 1
