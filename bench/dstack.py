@@ -141,7 +141,7 @@ def ensure_installed(version: str = VERSION) -> tuple[Path, str, list[str]]:
     notes: list[str] = []
     dstack_bin = VENV / "bin" / "dstack"
     installed = _installed_version()
-    past = _past_held_back() if installed is not None else []
+    past = _past_held_back() if installed == version else []  # else installed anew anyway
     if installed == version and not past:
         return dstack_bin, installed, notes
     if past:

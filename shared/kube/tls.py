@@ -104,19 +104,19 @@ class TlsFiles:
 class ResumingContext(ssl.SSLContext):
     """A client context whose new connections resume the session last kept for their server."""
 
-    _sessions: dict[str, ssl.SSLSession]
-    _count_lock: threading.Lock
-    handshakes: int
-    """Connections opened with this context (for tests and measurements)."""
-    resumed: int
-    """Of those, the ones the server let resume a session (no certificate signature)."""
+    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+        # ssl.SSLContext is made in __new__ (from ``protocol``); this only adds our state.
+        self._sessions: dict[str, ssl.SSLSession] = {}
+        self._count_lock = threading.Lock()
+        self.handshakes = 0
+        """Connections opened with this context (for tests and measurements)."""
+        self.resumed = 0
+        """Of those, the ones the server let resume a session (no certificate signature)."""
 
     @classmethod
     def like(cls, reference: ssl.SSLContext) -> ResumingContext:
         """A context set up as ``reference`` is, but asking for session tickets."""
         context = cls(ssl.PROTOCOL_TLS_CLIENT)
-        context._sessions, context._count_lock = {}, threading.Lock()
-        context.handshakes = context.resumed = 0
         context.minimum_version = reference.minimum_version
         context.maximum_version = reference.maximum_version
         context.options = reference.options & ~ssl.OP_NO_TICKET
