@@ -11,16 +11,20 @@ import contextlib
 import os
 import signal
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from cli.local import cluster
 from cli.local.processes import is_running
+from cli.local.realnode.configs import NodePaths
 from shared import kube
 from shared.errors import KubeNotFound
 from tests.polling import wait_until
+from tests.realnode.rotation import KubeletLostLines, RotatedFiles, kubelet_losses
 from tests.realnode.world import SMALL, START_S, apply, logs, run, running, wait_status
 from tests.stack import BERTH, Stack
 
@@ -30,28 +34,52 @@ LINES = 200_000
 
 
 def test_200000_lines_past_the_kubelets_log_rotation_are_all_kept_in_order_once(
-    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+    real_stack: Stack, real_cluster: cluster.ClusterState, real_kube: kube.Kube, tmp_path: Path
 ) -> None:
     # 10,000 lines a second for twenty seconds: ~10 MiB of CRI log, rotated at 1 MiB.
     # The kubelet's follow reopens the newest file after a rotation, so a reader more
     # than one rotation behind would skip a file: ~0.5 MiB/s keeps a busy 2-core host
     # (seen: 20,000 lines/s lost lines at a load average of 4) well inside that.
-    name = apply(
-        real_stack,
-        tmp_path,
-        f"""
-        type: task
-        name: chatty
-        commands:
-          - export N=10000
-          - for b in $(seq 0 19); do seq -f "line %06g" $((b*N)) $((b*N + N-1)); sleep 1; done
-        {SMALL}
-        """,
-    )
-    done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
+    name = "chatty"
+    with RotatedFiles(
+        _pod_log_roots(real_cluster),
+        real_stack.namespace,
+        lambda: _pod_name(real_stack, name),
+        tmp_path / "rotated",
+    ) as rotated:
+        assert name == apply(
+            real_stack,
+            tmp_path,
+            f"""
+            type: task
+            name: {name}
+            commands:
+              - export N=10000
+              - for b in $(seq 0 19); do seq -f "line %06g" $((b*N)) $((b*N + N-1)); sleep 1; done
+            {SMALL}
+            """,
+        )
+        done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
     assert done["status"] == "done", done
+    assert rotated.found is not None, "the container's log directory was never seen"
+    assert rotated.files(), "no rotated file kept: the kubelet did not rotate, or unseen"
     expected = [f"line {i:06d}" for i in range(LINES)]
-    _assert_all_stored(real_stack, name, expected)
+    stored = _complete_output(real_stack, name).splitlines()
+    try:
+        lost = kubelet_losses(expected, stored, rotated.files())
+    except AssertionError as e:
+        raise AssertionError(
+            f"{len(stored)} of {len(expected)} lines stored: {e}\n"
+            f"{_store_view(real_stack, expected[0].encode())}\n"
+            f"--- log-collector\n{_collector_log(real_stack)}"
+        ) from None
+    if lost:  # all Berth could not keep; in the warnings summary, so a run shows how many
+        warnings.warn(
+            f"{lost} of {LINES} lines never served by the kubelet (the ends of rotated"
+            f" files it moved on from; {len(rotated.files())} rotated)",
+            KubeletLostLines,
+            stacklevel=1,
+        )
     # The kubelet rotated: its own log API no longer has the start of the output.
     k = real_kube
     pod = run(real_stack, name)["jobs"][0]["pod_name"]
@@ -268,6 +296,28 @@ def _collector_leads(stack: Stack) -> bool:
 
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return stack.cli(*args, timeout=120)
+
+
+def _pod_log_roots(state: cluster.ClusterState) -> list[Path]:
+    """Each real node's ``podLogsDir``."""
+    assert state.real_nodes is not None
+    base = Path(state.directory) / "realnode"
+    return [NodePaths(base / f"node-{i}").pod_logs for i in range(state.real_nodes.count)]
+
+
+def _pod_name(stack: Stack, name: str) -> str | None:
+    with stack.client() as c:
+        r = c.get(f"/api/projects/main/runs/{name}")
+    jobs = r.json()["jobs"] if r.status_code == 200 else []
+    return str(jobs[0]["pod_name"]) if jobs and jobs[0].get("pod_name") else None
+
+
+def _complete_output(stack: Stack, name: str) -> str:
+    """The run's whole output once the collector has finished it (``logs -f`` of an
+    ended run returns then)."""
+    result = stack.cli("logs", "-f", name, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def _all_lines(stack: Stack, name: str, count: int) -> list[str] | None:
