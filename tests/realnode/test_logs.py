@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -306,8 +307,12 @@ def _pod_log_roots(state: cluster.ClusterState) -> list[Path]:
 
 
 def _pod_name(stack: Stack, name: str) -> str | None:
-    with stack.client() as c:
-        r = c.get(f"/api/projects/main/runs/{name}")
+    """The run's pod once it has one (asked from a thread: an API hiccup is a retry)."""
+    try:
+        with stack.client() as c:
+            r = c.get(f"/api/projects/main/runs/{name}")
+    except httpx.HTTPError:
+        return None
     jobs = r.json()["jobs"] if r.status_code == 200 else []
     return str(jobs[0]["pod_name"]) if jobs and jobs[0].get("pod_name") else None
 
