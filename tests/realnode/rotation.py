@@ -16,6 +16,7 @@ import gzip
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -153,10 +154,5 @@ def _cri_lines(path: Path) -> list[str]:
 
 
 def _doubled(stored: list[str]) -> str:
-    seen: set[str] = set()
-    twice = []
-    for line in stored:
-        if line in seen:
-            twice.append(line)
-        seen.add(line)
+    twice = [line for line, n in Counter(stored).items() if n > 1]
     return f"{len(twice)} lines stored twice: {twice[:3]}"

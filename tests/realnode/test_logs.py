@@ -63,11 +63,13 @@ def test_200000_lines_past_the_kubelets_log_rotation_are_all_kept_in_order_once(
         done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
     assert done["status"] == "done", done
     assert rotated.found is not None, "the container's log directory was never seen"
-    assert rotated.files(), "no rotated file kept: the kubelet did not rotate, or unseen"
+    kept = rotated.files()
+    assert kept, "no rotated file kept: the kubelet did not rotate, or unseen"
     expected = [f"line {i:06d}" for i in range(LINES)]
-    stored = _complete_output(real_stack, name).splitlines()
+    # ``logs -f`` of an ended run returns once the collector has finished its output.
+    stored = logs(real_stack, name, "-f").splitlines()
     try:
-        lost = kubelet_losses(expected, stored, rotated.files())
+        lost = kubelet_losses(expected, stored, kept)
     except AssertionError as e:
         raise AssertionError(
             f"{len(stored)} of {len(expected)} lines stored: {e}\n"
@@ -77,7 +79,7 @@ def test_200000_lines_past_the_kubelets_log_rotation_are_all_kept_in_order_once(
     if lost:  # all Berth could not keep; in the warnings summary, so a run shows how many
         warnings.warn(
             f"{lost} of {LINES} lines never served by the kubelet (the ends of rotated"
-            f" files it moved on from; {len(rotated.files())} rotated)",
+            f" files it moved on from; {len(kept)} rotated)",
             KubeletLostLines,
             stacklevel=1,
         )
@@ -302,8 +304,8 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def _pod_log_roots(state: cluster.ClusterState) -> list[Path]:
     """Each real node's ``podLogsDir``."""
     assert state.real_nodes is not None
-    base = Path(state.directory) / "realnode"
-    return [NodePaths(base / f"node-{i}").pod_logs for i in range(state.real_nodes.count)]
+    directory = Path(state.directory)
+    return [NodePaths.of(directory, i).pod_logs for i in range(state.real_nodes.count)]
 
 
 def _pod_name(stack: Stack, name: str) -> str | None:
@@ -315,14 +317,6 @@ def _pod_name(stack: Stack, name: str) -> str | None:
         return None
     jobs = r.json()["jobs"] if r.status_code == 200 else []
     return str(jobs[0]["pod_name"]) if jobs and jobs[0].get("pod_name") else None
-
-
-def _complete_output(stack: Stack, name: str) -> str:
-    """The run's whole output once the collector has finished it (``logs -f`` of an
-    ended run returns then)."""
-    result = stack.cli("logs", "-f", name, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _all_lines(stack: Stack, name: str, count: int) -> list[str] | None:

@@ -10,6 +10,7 @@ import pytest
 
 from cli.local.cluster import ClusterState
 from cli.local.processes import start_process, stop_process
+from cli.local.realnode.configs import NodePaths
 from tests.polling import wait_until
 from tests.realnode.world import apply_and_follow
 from tests.stack import Stack
@@ -91,7 +92,7 @@ def test_pod_traffic_to_unknown_addresses_and_outside_names_never_leaves_the_mac
 
 
 def _kubelet_port(state: ClusterState) -> int:
-    config = Path(state.directory) / "realnode" / "node-0" / "kubelet.yaml"
+    config = NodePaths.of(Path(state.directory), 0).kubelet_config
     for line in config.read_text().splitlines():
         if line.startswith("port:"):
             return int(line.split(":")[1])

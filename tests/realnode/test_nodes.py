@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cli.local.cluster import ClusterState
+from cli.local.realnode.configs import NodePaths
 from tests.realnode.world import SMALL, apply, run, running
 from tests.stack import Stack
 
@@ -42,10 +43,10 @@ def test_a_pods_output_is_kept_in_its_own_nodes_log_directory(
     running(real_stack, name)
     job = run(real_stack, name)["jobs"][0]
     index = int(job["node"].rsplit("-", 1)[1])
-    nodes = Path(real_cluster.directory) / "realnode"
+    directory = Path(real_cluster.directory)
     prefix = f"{real_stack.namespace}_{job['pod_name']}_"
-    mine = [d.name for d in (nodes / f"node-{index}" / "pod-logs").iterdir()]
-    other = [d.name for d in (nodes / f"node-{1 - index}" / "pod-logs").iterdir()]
+    mine = [d.name for d in NodePaths.of(directory, index).pod_logs.iterdir()]
+    other = [d.name for d in NodePaths.of(directory, 1 - index).pod_logs.iterdir()]
     assert any(d.startswith(prefix) for d in mine), mine
     assert not any(d.startswith(prefix) for d in other), other
     shared = Path("/var/log/pods")

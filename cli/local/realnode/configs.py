@@ -30,6 +30,11 @@ class NodePaths:
 
     base: Path
 
+    @classmethod
+    def of(cls, cluster_directory: Path, index: int) -> NodePaths:
+        """Node ``index``'s paths in the local cluster at ``cluster_directory``."""
+        return cls(cluster_directory / "realnode" / f"node-{index}")
+
     @property
     def containerd_socket(self) -> Path:
         return self.base / "containerd.sock"

@@ -104,7 +104,7 @@ def start(
     resolv = base / "resolv.conf"
     base.mkdir(parents=True, exist_ok=True)
     resolv.write_text("# pods resolve only the cluster domain (see cli/local/realnode)\n")
-    all_paths = [NodePaths(base / f"node-{net.index}") for net in nets]
+    all_paths = [NodePaths.of(directory, net.index) for net in nets]
     for net, paths in zip(nets, all_paths, strict=True):
         _write_node_files(paths, net, pki=pki, pause_image=refs["pause"], resolv=resolv)
         _make_cgroup(configs.cgroup_root(net.index))
