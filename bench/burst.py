@@ -33,6 +33,7 @@ import httpx
 from bench.common import Figures, PodTimes, any_objects, ensure_namespace, pct, poll
 from shared import kube
 from shared.configuration.parse import parse_run_configuration
+from shared.kube.raw import labels_of
 from shared.settings import load_settings
 from shared.ssh import new_host_key, public_key_text
 from shared.state.jobs import jobs_for
@@ -178,7 +179,7 @@ def delete_namespace(k: kube.Kube, ns: str, timeout: float = 120) -> None:
 
 def berth_burst(k: kube.Kube, stack: Stack, n: int, prefix: str) -> BurstResult:
     """Submit ``n`` tasks named ``<prefix>-<i>`` at once; time them on the apiserver."""
-    pods = PodTimes(k, stack.namespace, lambda pod: (pod.metadata.labels or {}).get(kube.LABEL_RUN))
+    pods = PodTimes(k, stack.namespace, lambda pod: labels_of(pod).get(kube.LABEL_RUN))
     pods.start()
     names = [f"{prefix}-{i}" for i in range(n)]
     with stack.client() as http:

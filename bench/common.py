@@ -33,6 +33,7 @@ from cli.local import cluster
 from cli.local.processes import free_port, start_process, stop_process
 from shared import kube
 from shared.errors import KubeConflict, KubeNotFound
+from shared.kube.raw import dig, undeclared
 
 
 @dataclass
@@ -213,11 +214,13 @@ def machine() -> dict[str, str]:
 
 
 class PodTimes:
-    """A watch on one namespace: when each pod (keyed by ``key_of``) was first seen
-    created and first seen Running, in ``time.monotonic()`` seconds.
+    """A watch on one namespace: when each pod (keyed by ``key_of``, given the pod's
+    JSON) was first seen created and first seen Running, in ``time.monotonic()`` seconds.
 
     It lists first and watches from that list's resourceVersion, so no pod
-    created after :meth:`start` returns is missed.
+    created after :meth:`start` returns is missed. Events stay the apiserver's JSON:
+    with a client ``V1Pod`` built for each, the benchmark took 3.86 ms of CPU per run
+    in a 500-run burst, with JSON 2.78 ms, on the cores the measured processes share.
     """
 
     def __init__(self, k: kube.Kube, namespace: str, key_of: Callable[[Any], str | None]) -> None:
@@ -232,8 +235,8 @@ class PodTimes:
         self._rv = ""
 
     def start(self) -> None:
-        listed = self._k.call(self._k.core.list_namespaced_pod, self._ns)
-        self._rv = listed.metadata.resource_version
+        listed = self._k.call_json(self._k.core.list_namespaced_pod, self._ns)
+        self._rv = str(dig(listed, "metadata", "resourceVersion") or "")
         self._thread.start()
 
     def stop(self) -> None:
@@ -265,8 +268,7 @@ class PodTimes:
         while not self._stop.is_set():
             try:
                 for event in w.stream(
-                    self._k.core.list_namespaced_pod,
-                    self._ns,
+                    undeclared(self._k.core.list_namespaced_pod, self._ns),
                     resource_version=self._rv,
                     timeout_seconds=5,  # short, so stop() is noticed within seconds
                     _request_timeout=15,
@@ -285,15 +287,15 @@ class PodTimes:
     def _seen(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         pod = event["object"]
-        if event["type"] == "ERROR" or not hasattr(pod, "metadata"):
+        if event["type"] in ("ERROR", "BOOKMARK") or not isinstance(pod, dict):
             return
-        self._rv = pod.metadata.resource_version or self._rv
+        self._rv = dig(pod, "metadata", "resourceVersion") or self._rv
         key = self._key_of(pod)
         if key is None or event["type"] == "DELETED":
             return
         with self._cond:
             self.created.setdefault(key, now)
-            if pod.status is not None and pod.status.phase == "Running":
+            if dig(pod, "status", "phase") == "Running":
                 self.running.setdefault(key, now)
             self._cond.notify_all()
 

@@ -58,6 +58,7 @@ from cli.local.cluster import ClusterState
 from cli.local.processes import ProcessRecord, free_port, is_running, log_tail, start_process
 from cli.local.processes import stop_process as _stop_process
 from shared import kube
+from shared.kube.raw import labels_of
 from tests.stack import SHARED_CLIENT_LIMITS
 
 VERSION = "0.22.5"
@@ -285,7 +286,7 @@ def run_spec(name: str) -> dict[str, Any]:
 
 
 def run_of_pod(pod: Any) -> str | None:
-    labels = pod.metadata.labels or {}
+    labels = labels_of(pod)
     job = labels.get(JOB_NAME_LABEL)
     if labels.get("app.kubernetes.io/name") != "dstack-job" or job is None:
         return None
