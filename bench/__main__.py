@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import shutil
 import sys
@@ -40,7 +39,6 @@ from bench.common import (
     Figures,
     add_rows,
     children_of,
-    cpu_seconds,
     ensure_namespace,
     environ,
     machine,
@@ -48,6 +46,7 @@ from bench.common import (
     poll,
     results_markdown,
 )
+from bench.cpu import BurstCpu
 from cli.local import cluster
 from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
 from shared import kube
@@ -300,57 +299,15 @@ def _one_repeat(
     for who in order:
         if who == "berth" and chosen & {"burst", "dstack"}:
             _say(f"Berth burst of {n}")
-            with _cpu_per_run(figs, stack, state, n):
-                results["berth"] = _berth_repeat(rep, k, stack, n, best, figs, notes)
+            cpu = BurstCpu(stack, state)
+            cpu.start()
+            results["berth"] = _berth_repeat(rep, k, stack, n, best, figs, notes, cpu)
+            cpu.done(figs, SCENARIOS["burst"], n)
         if who == "dstack" and server is not None:
             _say(f"dstack burst of {n}")
             results["dstack"] = _dstack_repeat(rep, k, server, n, best, figs, notes)
     if "berth" in results and "dstack" in results:
         dstack_bench.add_ratios(results["berth"], results["dstack"], figs, SCENARIOS["dstack"])
-
-
-@contextmanager
-def _cpu_per_run(
-    figs: Figures, stack: Stack, state: cluster.ClusterState, n: int
-) -> Iterator[None]:
-    """CPU milliseconds per run, per process, over a Berth burst (its stop included).
-
-    On this machine every process shares the same cores, so what bounds the end-to-end
-    rate is the CPU all of them spend per run: the ceiling is cores / (CPU per run).
-    """
-    berth = {f"berth {r.name}": r.pid for r in stack.processes}
-    # Redis is Berth's store: its CPU is Berth's, though the local cluster starts it.
-    owned = {teardown.owner(name): r.pid for name, r in state.processes.items()}
-    berth.update({name: pid for name, pid in owned.items() if name.startswith("berth ")})
-    plane = {name: pid for name, pid in owned.items() if name.startswith("cluster ")}
-    before = {name: cpu_seconds(pid) for name, pid in {**berth, **plane}.items()}
-    bench_before = cpu_seconds(os.getpid())
-    yield
-    used = {name: cpu_seconds(pid) - before[name] for name, pid in {**berth, **plane}.items()}
-    scenario = SCENARIOS["burst"]
-    # The instrument shares the cores too (its submitting threads and its pod watch):
-    # shown so its weight is known, counted in neither Berth's total nor the cluster's.
-    figs.add(
-        scenario,
-        "CPU per run: this benchmark (submits, stops, its pod watch)",
-        (cpu_seconds(os.getpid()) - bench_before) / n * 1000,
-        "ms",
-    )
-    for name, seconds in sorted(used.items()):
-        if seconds > 0:
-            figs.add(scenario, f"CPU per run: {name}", seconds / n * 1000, "ms")
-    total_berth = sum(used[name] for name in berth) / n * 1000
-    total_plane = sum(used[name] for name in plane) / n * 1000
-    figs.add(scenario, "CPU per run: all of Berth's processes", total_berth, "ms")
-    figs.add(scenario, "CPU per run: the cluster (apiserver, etcd, KWOK, ...)", total_plane, "ms")
-    cores = os.cpu_count() or 1
-    figs.add(
-        scenario,
-        "ceiling from CPU per run (cores / CPU per run)",
-        cores * 1000 / (total_berth + total_plane),
-        "/s",
-        note=f"{cores} cores; submit, run and stop all counted",
-    )
 
 
 def _berth_repeat(
@@ -361,9 +318,11 @@ def _berth_repeat(
     limit: float,
     figs: Figures,
     notes: list[tuple[str, str]],
+    cpu: BurstCpu,
 ) -> burst.BurstResult:
     scenario = SCENARIOS["burst"]
     result = burst.berth_burst(k, stack, n, prefix=f"b{rep}")
+    cpu.running()
     burst.add_figures(figs, scenario, result, limit, accepted="submit->202")
     for error in result.errors[:3]:
         notes.append((scenario, f"repeat {rep + 1}: {error}"))
