@@ -24,6 +24,7 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import lru_cache
 
 from shared.errors import ConfigError
 
@@ -78,7 +79,10 @@ def _from_number(value: float | Decimal) -> Fraction:
     return Fraction(Decimal(repr(value)) if isinstance(value, float) else value)
 
 
+@lru_cache(maxsize=4096)
 def _from_text(text: str) -> Fraction:
+    # Cached: the proxy worker reads every pod's requests on every event of it, and a
+    # cluster's pods ask for a few dozen distinct quantities; a Fraction is immutable.
     match = _QUANTITY.fullmatch(text)
     if match is None:
         raise QuantityError(
