@@ -113,6 +113,12 @@ class KubeSettings(BaseModel):
     """Jobs a teardown drainer (``workers/teardown_drain.py``) deletes at once: as many
     as the 8 worker threads that each ran a job's teardown task before stops were
     drained in batches."""
+    worker_connections: int = Field(default=80, ge=1)
+    """Connections to each cluster's apiserver a worker process keeps for reuse. Its
+    threads (8 by default) each create up to ``provision_concurrency`` jobs' objects at
+    once, and a teardown drainer deletes ``teardown_concurrency``: 8 x 8 + 8 = 72 with
+    the defaults. A request beyond the pool opens a connection (a TLS handshake on
+    both sides) and drops it after: with 32, 93 times in one 500-run burst."""
 
 
 class ApiSettings(BaseModel):

@@ -60,6 +60,7 @@ def build_context(settings: Settings) -> WorkerContext:
             server,
             request_timeout_s=settings.kube.request_timeout_s,
             exec_timeout_s=settings.kube.exec_timeout_s,
+            connections=settings.kube.worker_connections,
         ),
         celery=create_celery(settings),
     )
