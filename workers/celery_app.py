@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from shared import logs
 from shared.errors import TemporaryError
@@ -34,6 +35,7 @@ from shared.tasks import (
     SYNC_ROUTERS,
     create_celery,
 )
+from workers.context import warm_up
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +107,14 @@ app.conf.beat_schedule = {
         "options": {"queue": QUEUE_OF[CHECK_ACTIVITY]},
     },
 }
+
+
+def _warm_up(**_: Any) -> None:
+    """A worker (never beat) connects its clusters as it starts, not in its first pass."""
+    warm_up()
+
+
+worker_ready.connect(_warm_up, weak=False)
 
 
 def berth_task(name: str) -> Callable[[F], F]:
