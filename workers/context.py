@@ -45,9 +45,17 @@ class WorkerContext:
         self.store.close()
 
 
-@cache
+_building = threading.RLock()
+
+
 def context() -> WorkerContext:
     """The process-wide context; built on first use, after Celery forks its pool."""
+    with _building:  # once: the warm-up and the first tasks may ask at the same moment
+        return _context()
+
+
+@cache
+def _context() -> WorkerContext:
     return build_context(load_settings())
 
 
