@@ -237,7 +237,9 @@ class _BerthLoader(yaml.SafeLoader):
             if key_node.tag == _MERGE_TAG:  # `<<: *base` may legitimately repeat keys
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if not isinstance(key, str | int | float | bool):
+                continue  # a mapping or list as a key: PyYAML's own "unhashable key" below
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",
                     node.start_mark,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.configuration import (
@@ -93,6 +93,7 @@ def test_any_resources_text_gives_resources_or_a_config_error(
 
 @_FUZZ
 @given(st.lists(st.sampled_from(["&a ", "*a", "[", "]", "{", "}", ", ", "x", ": ", "\n", "- "])))
+@example(["{", "{", "}", "}"])  # a mapping as a key (CI, 2026-12-07: TypeError, not ConfigError)
 def test_any_anchor_and_bracket_soup_gives_a_config_error_at_worst(parts: list[str]) -> None:
     text = "type: task\ncommands: " + "".join(parts)
     _only_config_errors(lambda: parse_run_configuration(text))

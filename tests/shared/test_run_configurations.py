@@ -673,6 +673,14 @@ def test_a_duplicate_key_is_an_error_at_its_line() -> None:
     assert error.message == "invalid YAML at line 3, column 1: duplicate key 'image'"
 
 
+@pytest.mark.parametrize(("value", "column"), [("{{}}", 12), ("[{[]: 1}]", 13)])
+def test_a_mapping_or_list_as_a_key_is_an_error_at_its_place(value: str, column: int) -> None:
+    # Found by the parser fuzz (CI, 2026-12-07): the duplicate-key check hashed every
+    # key, and a mapping or list as a key raised TypeError instead of a ConfigError.
+    error = _error(f"type: task\ncommands: {value}\n")
+    assert error.message == f"invalid YAML at line 2, column {column}: found unhashable key"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [("", "the configuration is empty"), ("- a\n- b\n", "expected a mapping of fields")],
