@@ -63,7 +63,7 @@ class BurstCpu:
         )
         if self._running is None:
             return
-        window = self._ms_per_run(self._running, n, since=self._start)
+        window = self._ms_per_run(self._running, n)
         berth, plane = self._totals(window)
         bench = window[_BENCH]
         figs.add(scenario, "burst window CPU per run: all of Berth's processes", berth, "ms")
@@ -87,11 +87,9 @@ class BurstCpu:
     def _now(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
-    def _ms_per_run(
-        self, at: dict[str, float], n: int, *, since: dict[str, float] | None = None
-    ) -> dict[str, float]:
-        base = self._start if since is None else since
-        return {name: (at[name] - base[name]) / n * 1000 for name in self.pids}
+    def _ms_per_run(self, at: dict[str, float], n: int) -> dict[str, float]:
+        """Milliseconds of CPU per run from :meth:`start` to ``at``, per process."""
+        return {name: (at[name] - self._start[name]) / n * 1000 for name in self.pids}
 
     def _totals(self, per_run: dict[str, float]) -> tuple[float, float]:
         return (
