@@ -8,6 +8,10 @@ still land in the old file: those lines are served to no reader of the log API,
 ``kubectl logs -f`` or Berth. A test that expects every line keeps each rotated file
 (a hard link made as it appears, so later writes and the kubelet's deletion do not
 matter) and tells that loss apart from anything else: :func:`kubelet_losses`.
+
+A line can also be torn at a rotation (seen once in 200,000 lines): the old file ends
+with a partial CRI record (``P``) holding the line's start, and the new file begins with
+its rest. A follow that moved on early serves that rest alone, as a line of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 POLL_S = 0.02  # a rotated file lives until the next rotation (>= 3 s on the real nodes)
@@ -28,6 +33,16 @@ ROTATED = re.compile(r"\d+\.log\.\d{8}-\d{6}(\.gz)?")
 class KubeletLostLines(UserWarning):
     """Lines a test expected that the kubelet never served: listed in pytest's warnings
     summary, so a run that met the loss says how many."""
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """One rotated file's output: its whole lines, then the start of a line torn at the
+    rotation (``torn``) and, when the next file was kept too, that line's rest."""
+
+    lines: list[str]
+    torn: str | None = None
+    rest: str | None = None
 
 
 class RotatedFiles:
@@ -61,9 +76,9 @@ class RotatedFiles:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def files(self) -> list[list[str]]:
-        """The kept files' lines (the log's own text, CRI prefix removed), oldest first."""
-        return [_cri_lines(self._kept[name]) for name in sorted(self._kept)]
+    def files(self) -> list[Rotated]:
+        """The kept files' output (the log's own text, CRI prefix removed), oldest first."""
+        return joined([_cri_records(self._kept[name]) for name in sorted(self._kept)])
 
     def _loop(self) -> None:
         pod = None
@@ -101,56 +116,125 @@ class RotatedFiles:
             self._kept[base] = link
 
 
-def kubelet_losses(expected: list[str], stored: list[str], rotated: list[list[str]]) -> int:
+def kubelet_losses(expected: list[str], stored: list[str], rotated: list[Rotated]) -> int:
     """How many of ``expected`` the kubelet never served, after checking that everything
     else is Berth's to answer for: the stored lines are ``expected`` in order, each
     once; and each run of missing lines is the end of one rotated file whose first line
-    was stored (the follow was reading that file and moved on before its end). A
-    missing line anywhere else, a whole rotated file missing (a reader more than one
-    rotation behind) or a line out of order or twice fails with what was seen.
+    was stored (the follow was reading that file and moved on before its end). When that
+    file ends with a torn line, the run ends with the whole line and the follow's next
+    stored line is exactly the line's rest (what the new file began with). A missing line
+    anywhere else, a whole rotated file missing (a reader more than one rotation behind),
+    a line out of order or twice, or any other line the job did not print fails with
+    what was seen.
     """
+    assert len(set(stored)) == len(stored), _doubled(stored)
+    printed = set(expected)
     stored_set = set(stored)
-    assert len(stored_set) == len(stored), _doubled(stored)
     in_order = [line for line in expected if line in stored_set]
-    assert stored == in_order, "stored lines out of order, or not printed by the job"
-    where = {line: (i, at) for i, lines in enumerate(rotated) for at, line in enumerate(lines)}
+    assert [line for line in stored if line in printed] == in_order, "stored lines out of order"
+    at = {line: i for i, line in enumerate(stored)}
+    fragments: set[int] = set()  # where in ``stored`` a torn line's rest was served alone
     lost = 0
-    for run in _missing_runs(expected, stored_set):
-        found = where.get(run[0])
-        assert found is not None, (
-            f"{len(run)} lines missing ({run[0]!r} .. {run[-1]!r}), not in any of"
-            f" the {len(rotated)} rotated files kept"
-        )
-        first, tail = rotated[found[0]][0], rotated[found[0]][found[1] :]
-        assert tail == run, (
-            f"{len(run)} lines missing ({run[0]!r} .. {run[-1]!r}), not the whole rest of"
-            f" their rotated file ({len(tail)} lines from there to its end)"
-        )
-        assert first in stored_set, f"a whole rotated file missing, from {first!r}"
+    for before, run in _missing_runs(expected, stored_set):
+        file, tail = _losing_file(rotated, run, before)
+        assert file.lines[0] in stored_set, f"a whole rotated file missing, from {file.lines[0]!r}"
+        if file.torn is None:
+            assert tail == run, _not_the_rest(run, tail)
+        else:
+            whole = run[-1]
+            rest = whole[len(file.torn) :]
+            assert tail == run[:-1] and whole.startswith(file.torn) and rest, _not_the_rest(
+                run, [*tail, f"{file.torn}... (torn)"]
+            )
+            assert file.rest in (None, rest), f"{whole!r} torn as {file.torn!r} + {file.rest!r}"
+            served = at[before] + 1 if before is not None else 0
+            assert stored[served : served + 1] == [rest], (
+                f"{whole!r} torn at a rotation: its rest {rest!r} not served after"
+                f" {before!r} (served: {stored[served : served + 1]})"
+            )
+            fragments.add(served)
         lost += len(run)
+    others = [line for i, line in enumerate(stored) if line not in printed and i not in fragments]
+    assert not others, f"{len(others)} stored lines not printed by the job: {others[:3]}"
     return lost
 
 
-def _missing_runs(expected: list[str], stored: set[str]) -> list[list[str]]:
-    runs: list[list[str]] = []
+def joined(files: list[list[tuple[bool, str]]]) -> list[Rotated]:
+    """Consecutive rotated files' CRI records (partial or not, text) as their output: a
+    partial record's text runs on into the next record, in the same file or the next."""
+    out: list[Rotated] = []
+    carried: str | None = None  # the previous file's torn line
+    for records in files:
+        lines: list[str] = []
+        partial = ""
+        for i, (is_partial, text) in enumerate(records):
+            if i == 0 and carried is not None:
+                # Never seen: fail loudly rather than guess how such a line was served.
+                assert not is_partial, f"a torn line runs on past a whole file: {carried!r}"
+                out[-1] = Rotated(out[-1].lines, carried, text)
+                continue
+            if is_partial:
+                partial += text
+            else:
+                lines.append(partial + text)
+                partial = ""
+        torn = partial if records and records[-1][0] else None
+        out.append(Rotated(lines, torn))
+        carried = torn
+    return out
+
+
+def _losing_file(
+    rotated: list[Rotated], run: list[str], before: str | None
+) -> tuple[Rotated, list[str]]:
+    """The rotated file whose end ``run`` is, and its lines from ``run``'s start: found by
+    ``run``'s first line, or, when that is a torn line, by the line ``before`` it."""
+    for file in rotated:
+        if run[0] in file.lines:
+            return file, file.lines[file.lines.index(run[0]) :]
+    for file in rotated:
+        if file.torn is not None and file.lines and file.lines[-1] == before:
+            return file, []
+    raise AssertionError(
+        f"{len(run)} lines missing ({run[0]!r} .. {run[-1]!r}), not in any of"
+        f" the {len(rotated)} rotated files kept"
+    )
+
+
+def _not_the_rest(run: list[str], tail: list[str]) -> str:
+    return (
+        f"{len(run)} lines missing ({run[0]!r} .. {run[-1]!r}), not the whole rest of"
+        f" their rotated file ({len(tail)} lines from there to its end)"
+    )
+
+
+def _missing_runs(expected: list[str], stored: set[str]) -> list[tuple[str | None, list[str]]]:
+    """Each run of ``expected`` lines not stored, with the stored line before it."""
+    runs: list[tuple[str | None, list[str]]] = []
+    before: str | None = None
     current: list[str] = []
     for line in expected:
         if line in stored:
             if current:
-                runs.append(current)
+                runs.append((before, current))
                 current = []
+            before = line
         else:
             current.append(line)
     if current:
-        runs.append(current)
+        runs.append((before, current))
     return runs
 
 
-def _cri_lines(path: Path) -> list[str]:
-    """Each CRI log line's text (``<time> <stream> <F|P> <text>``); the tests' lines are
-    short, so every one is whole (``F``)."""
+def _cri_records(path: Path) -> list[tuple[bool, str]]:
+    """Each CRI log record (``<time> <stream> <P|F>[:...] <text>``) as (partial, text)."""
     raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    return [line.split(" ", 3)[3] for line in raw.decode().splitlines() if line.count(" ") >= 3]
+    records = []
+    for line in raw.decode().splitlines():
+        fields = line.split(" ", 3)
+        if len(fields) == 4:
+            records.append((fields[2].split(":")[0] == "P", fields[3]))
+    return records
 
 
 def _doubled(stored: list[str]) -> str:
