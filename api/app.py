@@ -32,6 +32,7 @@ from api.routes.metrics import store_registry
 from api.services.auth import bootstrap
 from api.services.tunnels import TunnelPool
 from shared import ssh as ssh_keys
+from shared import startup_heap
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.metrics import StoreCollector
@@ -40,7 +41,12 @@ from shared.state.store import Store
 from shared.tasks import create_celery
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, store: Store | None = None, freeze_heap: bool = False
+) -> FastAPI:
+    """The API; ``freeze_heap`` (the ``berth server`` process, not a test's) keeps what
+    start-up built out of later garbage collections (shared/startup_heap.py)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -55,7 +61,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         )
         # Off the request path, and off start-up's: a credential plugin may take seconds.
         threading.Thread(
-            target=app.state.clusters.connect_all, name="connect-clusters", daemon=True
+            target=_connect_all,
+            args=(app.state.clusters, freeze_heap),
+            name="connect-clusters",
+            daemon=True,
         ).start()
         admin = settings.api.admin_token
         token = bootstrap(
@@ -73,6 +82,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         ssh_keys.berth_key(app.state.store, settings.ssh.key_file)
         app.state.tunnels = TunnelPool(app.state.store, settings.ssh)
         build_routes(app)
+        if freeze_heap:
+            startup_heap.freeze("the API's start")
         yield
         await app.state.tunnels.close()
         app.state.clusters.close()
@@ -102,6 +113,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(dashboard_routes.router)
     return app
+
+
+def _connect_all(clusters: ClusterRegistry, freeze_heap: bool) -> None:
+    clusters.connect_all()
+    if freeze_heap:  # the Kubernetes client, loaded by connecting, is kept for good too
+        startup_heap.freeze("connecting the API's clusters")
 
 
 def build_routes(app: FastAPI) -> None:

@@ -28,9 +28,10 @@ def server(
     settings = load_settings()
     _observe(settings, metrics=False)  # the API serves /metrics on its own port
     host, port = host or settings.api.host, port or settings.api.port
+    app = create_app(settings, freeze_heap=True)  # a long-lived process, not a test's
     if not settings.api.reuse_port:
         uvicorn.run(
-            create_app(settings),
+            app,
             host=host,
             port=port,
             log_level="info",
@@ -38,7 +39,7 @@ def server(
         )
         return
     # uvicorn has no SO_REUSEPORT option: bind the socket here and hand it over.
-    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port, backlog=config.backlog)])
 
 
@@ -48,9 +49,10 @@ def worker(
     name: Annotated[str, typer.Option(help="Celery node name.")] = "worker@%h",
 ) -> None:
     """Run a Celery worker for the scheduling, provisioning and teardown queues."""
-    from workers.celery_app import app
+    from workers.celery_app import FREEZE_HEAP, app
 
     _observe(load_settings())
+    app.conf[FREEZE_HEAP] = True
     # Threads, not prefork: tasks wait on the network, and threads share one
     # Kubernetes connection pool per process.
     app.worker_main(
@@ -85,7 +87,7 @@ def proxy_worker() -> None:
 
     settings = load_settings()
     _observe(settings)
-    run_proxy_worker(settings)
+    run_proxy_worker(settings, freeze_heap=True)
 
 
 def log_collector() -> None:
@@ -94,7 +96,7 @@ def log_collector() -> None:
 
     settings = load_settings()
     _observe(settings)
-    run_log_collector(settings)
+    run_log_collector(settings, freeze_heap=True)
 
 
 def flower(

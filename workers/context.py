@@ -14,6 +14,7 @@ from functools import cache
 
 from celery import Celery
 
+from shared import startup_heap
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import ServerConfig, load_server_config
 from shared.policy import access
@@ -59,17 +60,23 @@ def _context() -> WorkerContext:
     return build_context(load_settings())
 
 
-def warm_up() -> threading.Thread:
+def warm_up(*, freeze_heap: bool = False) -> threading.Thread:
     """Build the context and connect every cluster now, in a thread of its own.
 
     The first use of a cluster loads the Kubernetes client's modules: ~1.5 s of CPU
     on 2 cores, which the first scheduling pass after a start used to pay while holding
     the scheduling lock (the first run of a fresh worker: pod created 1.1-2.4 s after
     its submission, the next 0.05-0.15 s). Connecting is ``connect_all``'s, as the API
-    does at start; a task that comes meanwhile waits on the same import, no longer."""
-    thread = threading.Thread(
-        target=lambda: context().clusters.connect_all(), name="connect-clusters", daemon=True
-    )
+    does at start; a task that comes meanwhile waits on the same import, no longer.
+    With ``freeze_heap`` (a ``berth worker`` process) what that built is then kept out
+    of later garbage collections (shared/startup_heap.py)."""
+
+    def connect() -> None:
+        context().clusters.connect_all()
+        if freeze_heap:
+            startup_heap.freeze("the worker's warm-up")
+
+    thread = threading.Thread(target=connect, name="connect-clusters", daemon=True)
     thread.start()
     return thread
 

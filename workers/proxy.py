@@ -10,6 +10,7 @@ event. The SSH jump host lives here too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 
@@ -17,6 +18,7 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
+from shared import startup_heap
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import BerthError, TemporaryError
@@ -36,17 +38,30 @@ from workers.pod_follow import PodFollower, mark_following, stop_following
 log = logging.getLogger(__name__)
 
 
-def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
+def run_proxy_worker(
+    settings: Settings, *, stop: threading.Event | None = None, freeze_heap: bool = False
+) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set): standby, leader, and back.
 
     A leader that cannot renew its lease (Redis away longer than the TTL) stops
     leading and goes back to standby instead of exiting, so a lone proxy worker
-    recovers by itself once Redis is back, and two never lead at once.
+    recovers by itself once Redis is back, and two never lead at once. ``freeze_heap``
+    (the ``berth proxy-worker`` process) keeps what its start built out of later
+    garbage collections (shared/startup_heap.py).
     """
-    run_as_leader(settings, "proxy-worker", _lead, stop=stop)
+    run_as_leader(
+        settings, "proxy-worker", functools.partial(_lead, freeze_heap=freeze_heap), stop=stop
+    )
 
 
-def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
+def _lead(
+    settings: Settings,
+    store: Store,
+    lease: Lease,
+    stop: threading.Event,
+    *,
+    freeze_heap: bool = False,
+) -> None:
     """Watch, publish and keep the jump hosts while the lease holds."""
     server = load_server_config(settings.server_config_path)
     clusters = ClusterRegistry(
@@ -75,6 +90,8 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
         follower.start()
         watches.refresh()
         _say_following(store)
+        if freeze_heap:
+            startup_heap.freeze("the proxy worker's start")
         # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
         # so a slow cluster never delays the renewals below.
         jump_hosts.start()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
-from shared import kube
+from shared import kube, startup_heap
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import ConfigError, StoreError
@@ -21,12 +22,25 @@ log = logging.getLogger(__name__)
 _JOIN_S = 5.0
 
 
-def run_log_collector(settings: Settings, *, stop: threading.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back."""
-    run_as_leader(settings, "log-collector", _lead, stop=stop)
+def run_log_collector(
+    settings: Settings, *, stop: threading.Event | None = None, freeze_heap: bool = False
+) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back. ``freeze_heap``
+    (the ``berth log-collector`` process) keeps what its start built out of later
+    garbage collections (shared/startup_heap.py)."""
+    run_as_leader(
+        settings, "log-collector", functools.partial(_lead, freeze_heap=freeze_heap), stop=stop
+    )
 
 
-def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event) -> None:
+def _lead(
+    settings: Settings,
+    store: Store,
+    lease: Lease,
+    stop: threading.Event,
+    *,
+    freeze_heap: bool = False,
+) -> None:
     server = load_server_config(settings.server_config_path)
     clusters = ClusterRegistry(
         server,
@@ -45,6 +59,8 @@ def _lead(settings: Settings, store: Store, lease: Lease, stop: threading.Event)
             log.info("collecting output of job pods in %s (%s)", namespace, project)
         flusher = threading.Thread(target=collector.flush_loop, name="logs-flush", daemon=True)
         flusher.start()
+        if freeze_heap:
+            startup_heap.freeze("the log collector's start")
         while not stop.wait(LEASE_RENEW_S):
             if not lease.renew():
                 log.error("lost the log collector lease; back to standby")
