@@ -15,9 +15,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
+from shared import startup_heap
 from shared.settings import Settings
 from shared.state.store import Store
 
@@ -88,12 +90,32 @@ class Lease:
             log.warning("lease release failed: %s", e)
 
 
+@dataclass(frozen=True)
+class Term:
+    """One term of leadership: what ``run_as_leader`` gives its ``lead``."""
+
+    name: str
+    settings: Settings
+    store: Store
+    lease: Lease
+    stop: threading.Event
+    freeze_heap: bool = False
+
+    def started(self) -> None:
+        """The leader has built what it keeps: with ``freeze_heap`` (a ``berth``
+        process, not a test's) that is kept out of later garbage collections
+        (shared/startup_heap.py), at the first term only."""
+        if self.freeze_heap:
+            startup_heap.freeze(f"the {self.name.replace('-', ' ')}'s start")
+
+
 def run_as_leader(
     settings: Settings,
     name: str,
-    lead: Callable[[Settings, Store, Lease, threading.Event], None],
+    lead: Callable[[Term], None],
     *,
     stop: threading.Event | None = None,
+    freeze_heap: bool = False,
 ) -> None:
     """Stand by, lead while holding lease ``name`` (``lead`` returns when it is lost),
     and back, until SIGTERM/SIGINT (or ``stop``). A leader that cannot renew goes back
@@ -106,7 +128,7 @@ def run_as_leader(
         while not stop.is_set():
             if lease.acquire():
                 log.info("%s is the leader (%s)", name.replace("-", " "), holder)
-                lead(settings, store, lease, stop)
+                lead(Term(name, settings, store, lease, stop, freeze_heap))
             else:
                 stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
     finally:

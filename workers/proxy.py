@@ -10,7 +10,6 @@ event. The SSH jump host lives here too.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 
@@ -18,7 +17,6 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
-from shared import startup_heap
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import BerthError, TemporaryError
@@ -32,7 +30,7 @@ from workers.backend_watches import BackendWatches
 from workers.cluster_health import HealthProbe
 from workers.context import WorkerContext
 from workers.jumphost import JumpHostSupervisor
-from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
+from workers.lease import LEASE_RENEW_S, Term, run_as_leader
 from workers.pod_follow import PodFollower, mark_following, stop_following
 
 log = logging.getLogger(__name__)
@@ -49,20 +47,12 @@ def run_proxy_worker(
     (the ``berth proxy-worker`` process) keeps what its start built out of later
     garbage collections (shared/startup_heap.py).
     """
-    run_as_leader(
-        settings, "proxy-worker", functools.partial(_lead, freeze_heap=freeze_heap), stop=stop
-    )
+    run_as_leader(settings, "proxy-worker", _lead, stop=stop, freeze_heap=freeze_heap)
 
 
-def _lead(
-    settings: Settings,
-    store: Store,
-    lease: Lease,
-    stop: threading.Event,
-    *,
-    freeze_heap: bool = False,
-) -> None:
+def _lead(term: Term) -> None:
     """Watch, publish and keep the jump hosts while the lease holds."""
+    settings, store, lease, stop = term.settings, term.store, term.lease, term.stop
     server = load_server_config(settings.server_config_path)
     clusters = ClusterRegistry(
         server,
@@ -90,8 +80,7 @@ def _lead(
         follower.start()
         watches.refresh()
         _say_following(store)
-        if freeze_heap:
-            startup_heap.freeze("the proxy worker's start")
+        term.started()
         # The SSH jump hosts: their own thread and asyncio loop (workers/jumphost.py),
         # so a slow cluster never delays the renewals below.
         jump_hosts.start()

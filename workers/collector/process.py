@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 
-from shared import kube, startup_heap
+from shared import kube
 from shared.clusters import ClusterRegistry
 from shared.configuration.server import load_server_config
 from shared.errors import ConfigError, StoreError
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, Settings
-from shared.state.store import Store
 from workers.collector.follow import Follower, Target
 from workers.collector.pods import PodView, PodWatch
-from workers.lease import LEASE_RENEW_S, Lease, run_as_leader
+from workers.lease import LEASE_RENEW_S, Term, run_as_leader
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +26,11 @@ def run_log_collector(
     """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back. ``freeze_heap``
     (the ``berth log-collector`` process) keeps what its start built out of later
     garbage collections (shared/startup_heap.py)."""
-    run_as_leader(
-        settings, "log-collector", functools.partial(_lead, freeze_heap=freeze_heap), stop=stop
-    )
+    run_as_leader(settings, "log-collector", _lead, stop=stop, freeze_heap=freeze_heap)
 
 
-def _lead(
-    settings: Settings,
-    store: Store,
-    lease: Lease,
-    stop: threading.Event,
-    *,
-    freeze_heap: bool = False,
-) -> None:
+def _lead(term: Term) -> None:
+    settings, store, lease, stop = term.settings, term.store, term.lease, term.stop
     server = load_server_config(settings.server_config_path)
     clusters = ClusterRegistry(
         server,
@@ -59,8 +49,7 @@ def _lead(
             log.info("collecting output of job pods in %s (%s)", namespace, project)
         flusher = threading.Thread(target=collector.flush_loop, name="logs-flush", daemon=True)
         flusher.start()
-        if freeze_heap:
-            startup_heap.freeze("the log collector's start")
+        term.started()
         while not stop.wait(LEASE_RENEW_S):
             if not lease.renew():
                 log.error("lost the log collector lease; back to standby")
