@@ -41,12 +41,7 @@ from shared.state.store import Store
 from shared.tasks import create_celery
 
 
-def create_app(
-    settings: Settings, *, store: Store | None = None, freeze_heap: bool = False
-) -> FastAPI:
-    """The API; ``freeze_heap`` (the ``berth server`` process, not a test's) keeps what
-    start-up built out of later garbage collections (shared/startup_heap.py)."""
-
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -61,10 +56,7 @@ def create_app(
         )
         # Off the request path, and off start-up's: a credential plugin may take seconds.
         threading.Thread(
-            target=_connect_all,
-            args=(app.state.clusters, freeze_heap),
-            name="connect-clusters",
-            daemon=True,
+            target=_connect_all, args=(app.state.clusters,), name="connect-clusters", daemon=True
         ).start()
         admin = settings.api.admin_token
         token = bootstrap(
@@ -82,8 +74,7 @@ def create_app(
         ssh_keys.berth_key(app.state.store, settings.ssh.key_file)
         app.state.tunnels = TunnelPool(app.state.store, settings.ssh)
         build_routes(app)
-        if freeze_heap:
-            startup_heap.freeze("the API's start")
+        startup_heap.freeze("the API's start")  # in ``berth server`` only
         yield
         await app.state.tunnels.close()
         app.state.clusters.close()
@@ -115,10 +106,10 @@ def create_app(
     return app
 
 
-def _connect_all(clusters: ClusterRegistry, freeze_heap: bool) -> None:
+def _connect_all(clusters: ClusterRegistry) -> None:
     clusters.connect_all()
-    if freeze_heap:  # the Kubernetes client, loaded by connecting, is kept for good too
-        startup_heap.freeze("connecting the API's clusters")
+    # The Kubernetes client, loaded by connecting, is kept for good too.
+    startup_heap.freeze("connecting the API's clusters")
 
 
 def build_routes(app: FastAPI) -> None:

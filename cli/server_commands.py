@@ -26,12 +26,11 @@ def server(
     from api.app import create_app
 
     settings = load_settings()
-    _observe(settings, metrics=False)  # the API serves /metrics on its own port
+    _long_lived(settings, metrics=False)  # the API serves /metrics on its own port
     host, port = host or settings.api.host, port or settings.api.port
-    app = create_app(settings, freeze_heap=True)  # a long-lived process, not a test's
     if not settings.api.reuse_port:
         uvicorn.run(
-            app,
+            create_app(settings),
             host=host,
             port=port,
             log_level="info",
@@ -39,7 +38,7 @@ def server(
         )
         return
     # uvicorn has no SO_REUSEPORT option: bind the socket here and hand it over.
-    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port, backlog=config.backlog)])
 
 
@@ -49,10 +48,9 @@ def worker(
     name: Annotated[str, typer.Option(help="Celery node name.")] = "worker@%h",
 ) -> None:
     """Run a Celery worker for the scheduling, provisioning and teardown queues."""
-    from workers.celery_app import FREEZE_HEAP, app
+    from workers.celery_app import app
 
-    _observe(load_settings())
-    app.conf[FREEZE_HEAP] = True
+    _long_lived(load_settings())
     # Threads, not prefork: tasks wait on the network, and threads share one
     # Kubernetes connection pool per process.
     app.worker_main(
@@ -86,8 +84,8 @@ def proxy_worker() -> None:
     from workers.proxy import run_proxy_worker
 
     settings = load_settings()
-    _observe(settings)
-    run_proxy_worker(settings, freeze_heap=True)
+    _long_lived(settings)
+    run_proxy_worker(settings)
 
 
 def log_collector() -> None:
@@ -95,8 +93,8 @@ def log_collector() -> None:
     from workers.collector.process import run_log_collector
 
     settings = load_settings()
-    _observe(settings)
-    run_log_collector(settings, freeze_heap=True)
+    _long_lived(settings)
+    run_log_collector(settings)
 
 
 def flower(
@@ -153,10 +151,13 @@ def _is_loopback(address: str) -> bool:
         return False  # a host name other than localhost: assume it is reachable
 
 
-def _observe(settings: Settings, *, metrics: bool = True) -> None:
-    from shared import logs
+def _long_lived(settings: Settings, *, metrics: bool = True) -> None:
+    """What every long-lived ``berth`` process sets up first: its logs, its metrics, and
+    its start-up objects frozen once built (shared/startup_heap.py)."""
+    from shared import logs, startup_heap
     from shared.metrics import serve
 
+    startup_heap.enable()
     obs = settings.observability
     logs.configure(json_lines=obs.log_json, level=obs.log_level)
     if metrics:

@@ -7,6 +7,9 @@ in a running process re-reads all of them: 98-148 ms on these machines, measured
 a 500-run burst as one pause of the API's event loop (with 32 submissions in flight)
 and one of the worker's threads. Frozen (:func:`gc.freeze`), they are left out of
 every later collection; what the process builds afterwards is collected as before.
+
+Only a long-lived ``berth`` process freezes: its command calls :func:`enable` first,
+and :func:`freeze` does nothing elsewhere (a test's in-process app or worker).
 """
 
 from __future__ import annotations
@@ -18,19 +21,27 @@ import time
 
 log = logging.getLogger(__name__)
 
+_enabled = False
 _frozen: set[str] = set()
 _lock = threading.Lock()
 
 
+def enable() -> None:
+    """This process lives long: its :func:`freeze` calls take effect."""
+    global _enabled
+    _enabled = True
+
+
 def freeze(what: str) -> int | None:
     """Collect start-up's garbage, then freeze everything left; ``what`` names the
-    moment in the log. Returns how many objects are frozen, or None when ``what`` was
-    frozen before in this process. Call it again after a later warm-up (a cluster's
-    client loaded in a thread): each call adds what is new. Each moment counts once:
-    a second leader term (after a lost lease) rebuilds clients and drops the first
-    term's, and freezing at every term would keep each term's for good."""
+    moment in the log. Returns how many objects are frozen, or None when the process
+    did not :func:`enable` it or ``what`` was frozen before in this process. Call it
+    again after a later warm-up (a cluster's client loaded in a thread): each call
+    adds what is new. Each moment counts once: a second leader term (after a lost
+    lease) rebuilds clients and drops the first term's, and freezing at every term
+    would keep each term's for good."""
     with _lock:
-        if what in _frozen:
+        if not _enabled or what in _frozen:
             return None
         _frozen.add(what)
     started = time.perf_counter()

@@ -109,14 +109,9 @@ app.conf.beat_schedule = {
 }
 
 
-FREEZE_HEAP = "berth_freeze_heap"
-"""Set in this app's configuration by ``berth worker`` (not by a test's worker): the
-warm-up then keeps what start-up built out of later garbage collections."""
-
-
 def _warm_up(**_: Any) -> None:
     """A worker (never beat) connects its clusters as it starts, not in its first pass."""
-    warm_up(freeze_heap=bool(app.conf.get(FREEZE_HEAP, False)))
+    warm_up()
 
 
 worker_ready.connect(_warm_up, weak=False)

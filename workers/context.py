@@ -60,7 +60,7 @@ def _context() -> WorkerContext:
     return build_context(load_settings())
 
 
-def warm_up(*, freeze_heap: bool = False) -> threading.Thread:
+def warm_up() -> threading.Thread:
     """Build the context and connect every cluster now, in a thread of its own.
 
     The first use of a cluster loads the Kubernetes client's modules: ~1.5 s of CPU
@@ -68,13 +68,12 @@ def warm_up(*, freeze_heap: bool = False) -> threading.Thread:
     the scheduling lock (the first run of a fresh worker: pod created 1.1-2.4 s after
     its submission, the next 0.05-0.15 s). Connecting is ``connect_all``'s, as the API
     does at start; a task that comes meanwhile waits on the same import, no longer.
-    With ``freeze_heap`` (a ``berth worker`` process) what that built is then kept out
-    of later garbage collections (shared/startup_heap.py)."""
+    In a ``berth worker`` process what that built is then kept out of later garbage
+    collections (shared/startup_heap.py)."""
 
     def connect() -> None:
         context().clusters.connect_all()
-        if freeze_heap:
-            startup_heap.freeze("the worker's warm-up")
+        startup_heap.freeze("the worker's warm-up")
 
     thread = threading.Thread(target=connect, name="connect-clusters", daemon=True)
     thread.start()

@@ -99,14 +99,12 @@ class Term:
     store: Store
     lease: Lease
     stop: threading.Event
-    freeze_heap: bool = False
 
     def started(self) -> None:
-        """The leader has built what it keeps: with ``freeze_heap`` (a ``berth``
-        process, not a test's) that is kept out of later garbage collections
-        (shared/startup_heap.py), at the first term only."""
-        if self.freeze_heap:
-            startup_heap.freeze(f"the {self.name.replace('-', ' ')}'s start")
+        """The leader has built what it keeps: in a ``berth`` process (not a test's)
+        that is kept out of later garbage collections (shared/startup_heap.py), at the
+        first term only."""
+        startup_heap.freeze(f"the {self.name.replace('-', ' ')}'s start")
 
 
 def run_as_leader(
@@ -115,7 +113,6 @@ def run_as_leader(
     lead: Callable[[Term], None],
     *,
     stop: threading.Event | None = None,
-    freeze_heap: bool = False,
 ) -> None:
     """Stand by, lead while holding lease ``name`` (``lead`` returns when it is lost),
     and back, until SIGTERM/SIGINT (or ``stop``). A leader that cannot renew goes back
@@ -128,7 +125,7 @@ def run_as_leader(
         while not stop.is_set():
             if lease.acquire():
                 log.info("%s is the leader (%s)", name.replace("-", " "), holder)
-                lead(Term(name, settings, store, lease, stop, freeze_heap))
+                lead(Term(name, settings, store, lease, stop))
             else:
                 stop.wait(LEASE_RENEW_S)  # standby: take over when the leader's lease expires
     finally:

@@ -36,18 +36,14 @@ from workers.pod_follow import PodFollower, mark_following, stop_following
 log = logging.getLogger(__name__)
 
 
-def run_proxy_worker(
-    settings: Settings, *, stop: threading.Event | None = None, freeze_heap: bool = False
-) -> None:
+def run_proxy_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set): standby, leader, and back.
 
     A leader that cannot renew its lease (Redis away longer than the TTL) stops
     leading and goes back to standby instead of exiting, so a lone proxy worker
-    recovers by itself once Redis is back, and two never lead at once. ``freeze_heap``
-    (the ``berth proxy-worker`` process) keeps what its start built out of later
-    garbage collections (shared/startup_heap.py).
+    recovers by itself once Redis is back, and two never lead at once.
     """
-    run_as_leader(settings, "proxy-worker", _lead, stop=stop, freeze_heap=freeze_heap)
+    run_as_leader(settings, "proxy-worker", _lead, stop=stop)
 
 
 def _lead(term: Term) -> None:

@@ -133,10 +133,11 @@ def kubelet_losses(expected: list[str], stored: list[str], rotated: list[Rotated
     in_order = [line for line in expected if line in stored_set]
     assert [line for line in stored if line in printed] == in_order, "stored lines out of order"
     at = {line: i for i, line in enumerate(stored)}
+    where = {line: (f, i) for f, file in enumerate(rotated) for i, line in enumerate(file.lines)}
     fragments: set[int] = set()  # where in ``stored`` a torn line's rest was served alone
     lost = 0
     for before, run in _missing_runs(expected, stored_set):
-        file, tail = _losing_file(rotated, run, before)
+        file, tail = _losing_file(rotated, where, run, before)
         assert file.lines[0] in stored_set, f"a whole rotated file missing, from {file.lines[0]!r}"
         if file.torn is None:
             assert tail == run, _not_the_rest(run, tail)
@@ -185,16 +186,21 @@ def joined(files: list[list[tuple[bool, str]]]) -> list[Rotated]:
 
 
 def _losing_file(
-    rotated: list[Rotated], run: list[str], before: str | None
+    rotated: list[Rotated],
+    where: dict[str, tuple[int, int]],
+    run: list[str],
+    before: str | None,
 ) -> tuple[Rotated, list[str]]:
     """The rotated file whose end ``run`` is, and its lines from ``run``'s start: found by
-    ``run``'s first line, or, when that is a torn line, by the line ``before`` it."""
-    for file in rotated:
-        if run[0] in file.lines:
-            return file, file.lines[file.lines.index(run[0]) :]
-    for file in rotated:
-        if file.torn is not None and file.lines and file.lines[-1] == before:
-            return file, []
+    ``run``'s first line (``where``: each kept line's file and place), or, when that is a
+    torn line, by the line ``before`` it, the last whole line of a torn file."""
+    if run[0] in where:
+        f, i = where[run[0]]
+        return rotated[f], rotated[f].lines[i:]
+    if before in where:
+        f, i = where[before]
+        if rotated[f].torn is not None and i == len(rotated[f].lines) - 1:
+            return rotated[f], []
     raise AssertionError(
         f"{len(run)} lines missing ({run[0]!r} .. {run[-1]!r}), not in any of"
         f" the {len(rotated)} rotated files kept"

@@ -17,7 +17,11 @@ class _Node:
 
 
 @pytest.fixture
-def unfrozen() -> Iterator[None]:
+def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A long-lived process for the test: ``enable`` as its command does."""
+    monkeypatch.setattr(startup_heap, "_enabled", False)
+    monkeypatch.setattr(startup_heap, "_frozen", set())
+    startup_heap.enable()
     yield
     gc.unfreeze()  # this test process keeps collecting as before
 
@@ -43,3 +47,10 @@ def test_a_moment_is_frozen_once_per_process() -> None:
     dropped_later = _Node()
     assert startup_heap.freeze("a leader's start") is None  # a second term's clients
     assert any(o is dropped_later for o in gc.get_objects())  # still collectable
+
+
+def test_a_process_that_did_not_enable_it_never_freezes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(startup_heap, "_enabled", False)  # a test's in-process app or worker
+    before = gc.get_freeze_count()
+    assert startup_heap.freeze("an in-process app's start") is None
+    assert gc.get_freeze_count() == before

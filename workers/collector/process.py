@@ -20,13 +20,9 @@ log = logging.getLogger(__name__)
 _JOIN_S = 5.0
 
 
-def run_log_collector(
-    settings: Settings, *, stop: threading.Event | None = None, freeze_heap: bool = False
-) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back. ``freeze_heap``
-    (the ``berth log-collector`` process) keeps what its start built out of later
-    garbage collections (shared/startup_heap.py)."""
-    run_as_leader(settings, "log-collector", _lead, stop=stop, freeze_heap=freeze_heap)
+def run_log_collector(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``): standby, leader, and back."""
+    run_as_leader(settings, "log-collector", _lead, stop=stop)
 
 
 def _lead(term: Term) -> None:
