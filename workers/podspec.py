@@ -37,7 +37,7 @@ from shared.ssh import (
 )
 from shared.state import secrets
 from shared.state.records import Job, Run
-from workers import code_volume, dind, service_probe, ssh_secret
+from workers import code_volume, dind, service_probe, ssh_secret, supervisor
 
 SSH_PORT = RUN_SSH_PORT
 LABEL_GROUP = "berth.dev/group"
@@ -380,7 +380,7 @@ def _script(
     tools: bool = False,
     restricted: bool = False,
 ) -> str:
-    lines = ["set -e", *code_volume.unpack_lines(conf)]
+    lines = list(code_volume.unpack_lines(conf))
     if ssh:
         lines += _restricted_sshd_lines(tools=tools) if restricted else _sshd_lines(tools=tools)
     if multinode:
@@ -422,39 +422,7 @@ def _script(
         if conf.type == "task":
             sizes = node_group_sizes(conf)
             body = [with_node_ip_variables(command, sizes) for command in body]
-    return "\n".join(lines + _supervised(body))
-
-
-def _supervised(body: list[str]) -> list[str]:
-    """The user's commands in a child of PID 1, which passes SIGTERM on and waits.
-
-    A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs a trap
-    only once its foreground command ends: with the commands run directly, the
-    kubelet's SIGTERM reached nobody, every stop took the full grace period (30 s
-    by default) and the commands never got to shut down cleanly. Here PID 1 waits
-    on them in the background (``wait`` returns at once on a trapped signal),
-    passes TERM to every other process of the container, waits again for the
-    commands to finish, and exits with their status.
-    """
-    return [
-        # As PID 1 (a container's own PID namespace), -1 is every process in the
-        # container but itself; anywhere else, only the commands' shell. ``--``:
-        # dash reads a bare -1 as an option.
-        "berth_term() { berth_stopping=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
-        ' then kill -s TERM -- -1; else kill -s TERM "$berth_pid"; fi 2>/dev/null; true; }',
-        "berth_stopping=",
-        "trap berth_term TERM INT",
-        "{",
-        *body,
-        "} &",
-        "berth_pid=$!",
-        "berth_rc=0",
-        'wait "$berth_pid" || berth_rc=$?',
-        # Cut short by the trap: wait for the commands to wind down.
-        'while [ -n "$berth_stopping" ] && kill -0 "$berth_pid" 2>/dev/null; do',
-        '  wait "$berth_pid" || berth_rc=$?; done',
-        'exit "$berth_rc"',
-    ]
+    return supervisor.script(lines, body)
 
 
 def _sshd_lines(*, tools: bool = False) -> list[str]:

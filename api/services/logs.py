@@ -5,7 +5,9 @@ the store as it is printed, so this module never reads a pod: what has ended
 and what still runs come from one place, and a follower (``follow``) reads the
 stored lines and then waits on the same stream for new ones. No gap and no
 duplicate at the joint, and the output outlives the pod, its node and the
-kubelet's rotation. Each pod of a job is an *attempt* (a ``retry`` makes a new
+kubelet's rotation. Lines the kubelet never served cannot be here; when the
+container counted its output, the reader's last line says how many are missing.
+Each pod of a job is an *attempt* (a ``retry`` makes a new
 one); readers number the attempts that have output 1, 2, ... and get the last
 unless they ask.
 """
@@ -84,6 +86,7 @@ def _serve(
     if not request.follow:
         if index:
             yield from _stored_with_last(logs, job.id, labels[index - 1], request.tail, fmt)
+            yield from _missing_note(logs, job.id, labels[index - 1])
         return
     label = labels[index - 1] if index else None
     pinned = request.attempt is not None
@@ -94,6 +97,7 @@ def _serve(
                 return
         last = yield from _stored_with_last(logs, job.id, label, request.tail, fmt)
         yield from _live(store, logs, job, label, last, fmt)
+        yield from _missing_note(logs, job.id, label)
         if pinned:
             return
         following = _wait_for_attempt(store, logs, job, after=label)
@@ -128,6 +132,18 @@ def _stored_with_last(
             if out:
                 yield out
         after = page[-1].id
+
+
+def _missing_note(logs: LogStore, job_id: str, label: int) -> Iterator[bytes]:
+    """A last line saying how many printed lines the store never got, if any: the
+    container counted its output (workers/supervisor.py), the collector compared."""
+    meta = logs.meta(job_id, label)
+    if meta.done and meta.missing and meta.printed is not None:
+        why = meta.note or "the kubelet's log API never served them (its log rotation)"
+        yield (
+            f"[berth] {meta.missing:,} of the {meta.printed:,} lines this job printed are"
+            f" missing: {why}\n"
+        ).encode()
 
 
 def _tail_entries(logs: LogStore, job_id: str, label: int, tail: int) -> tuple[list[Entry], str]:

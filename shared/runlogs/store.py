@@ -8,9 +8,11 @@ share a Redis Cluster slot):
 * ``{p}:logs:{job}:{a}``: a stream; each entry holds ``d`` (raw timestamped
   lines, whole lines only) and ``n`` (how many).
 * ``{p}:logs:{job}:{a}:meta``: hash; ``ts``/``n``/``cut`` the resume cursor
-  (:class:`~shared.runlogs.lines.Cursor`), ``bytes``/``lines`` kept,
-  ``dropped`` lines trimmed for the cap, ``done`` once the container's output
-  was read to its end, ``note`` why it ended early.
+  (:class:`~shared.runlogs.lines.Cursor`), ``bytes``/``lines`` kept (``unended``
+  of them ended by the collector, having no newline), ``dropped`` lines trimmed
+  for the cap, ``done`` once the container's output was read to its end,
+  ``note`` why it ended early, ``printed`` the lines the container counted and
+  ``missing`` how many of them were never served to the collector.
 
 **Exactly once.** An append is one Lua script: it checks that the caller still
 holds the collector lease (a collector that lost it cannot write) and that the
@@ -39,6 +41,7 @@ if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return -2 end
 if ARGV[5] ~= '0' then redis.call('XADD', KEYS[1], '*', 'd', ARGV[4], 'n', ARGV[5]) end
 redis.call('HSET', KEYS[2], 'ts', ARGV[6], 'n', ARGV[7], 'cut', ARGV[9])
 redis.call('HINCRBY', KEYS[2], 'lines', ARGV[5])
+if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[2], 'unended', ARGV[10]) end
 local total = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[4]))
 local cap = tonumber(ARGV[8])
 while total > cap do
@@ -61,6 +64,7 @@ _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'done', '1', 'note', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'printed', ARGV[3], 'missing', ARGV[4]) end
 return 1
 """
 
@@ -83,6 +87,13 @@ class AttemptMeta:
     dropped: int = 0
     done: bool = False
     note: str = ""
+    unended: int = 0
+    """Of ``lines``, those that had no newline (the collector ended them): the container,
+    counting newlines, did not count them."""
+    printed: int | None = None
+    """Lines the container said it printed, once its output is complete (None: unsaid)."""
+    missing: int = 0
+    """Of ``printed``, how many the store never got (the kubelet never served them)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,9 @@ class LogStore:
             dropped=int(got.get("dropped", 0)),
             done=got.get("done") == "1",
             note=got.get("note", ""),
+            unended=int(got.get("unended", 0)),
+            printed=int(got["printed"]) if "printed" in got else None,
+            missing=int(got.get("missing", 0)),
         )
 
     def append(
@@ -137,9 +151,11 @@ class LogStore:
         before: Cursor,
         after: Cursor,
         holder: str,
+        unended: int = 0,
     ) -> int:
         """Add whole lines if ``holder`` leads and the stored cursor is ``before``
-        (no lines: only move the cursor, as when a cut line's end was read).
+        (no lines: only move the cursor, as when a cut line's end was read); ``unended``
+        of the lines had no newline of their own.
 
         Returns :data:`APPENDED`, :data:`LOST_LEASE`, :data:`MOVED` or :data:`FINISHED`.
         """
@@ -158,18 +174,30 @@ class LogStore:
             str(after.n),
             self.cap_bytes,
             "1" if after.cut else "0",
+            unended,
         ]
         with wrapped():
             return int(self._append(keys=keys, args=args))
 
-    def finish(self, job_id: str, attempt: int, *, holder: str, note: str = "") -> bool:
-        """Mark the attempt read to its end (``note`` says why, if not by the container's exit).
-        False if the lease is not the caller's, or the attempt was already marked: the
-        first mark stands, so a late one (the pod deleted after its output was read) does
-        not rewrite why it ended."""
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        holder: str,
+        note: str = "",
+        printed: int | None = None,
+        missing: int = 0,
+    ) -> bool:
+        """Mark the attempt read to its end (``note`` says why, if not by the container's
+        exit; ``printed`` and ``missing``: the container's own count and what the store
+        lacks of it). False if the lease is not the caller's, or the attempt was already
+        marked: the first mark stands, so a late one (the pod deleted after its output was
+        read) does not rewrite why it ended."""
         keys = [self._meta_key(job_id, attempt), self.lease_key()]
+        counted = "" if printed is None else str(printed)
         with wrapped():
-            return int(self._finish(keys=keys, args=[holder, note])) == 1
+            return int(self._finish(keys=keys, args=[holder, note, counted, missing])) == 1
 
     def entries(self, job_id: str, attempt: int, *, after: str, count: int) -> list[Entry]:
         """Up to ``count`` entries after the entry id ``after`` (``-`` from the start)."""

@@ -398,3 +398,36 @@ def test_a_follow_of_a_pod_that_does_not_exist_says_so(
         kube_admin.follow_log(
             "no-such-pod", namespace, container="main", since_seconds=None, quiet_s=5
         )
+
+
+def test_the_collector_checks_the_stored_lines_against_the_containers_own_count(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """The container counts its output's lines (workers/supervisor.py) and says so when
+    it ends: the collector stores how many of them it never got. Read twice, as two
+    attempts: one counted 10 (all there), one 13. (A last line with no newline, stored
+    but never counted, is the real node's test: KWOK serves no partial CRI record.)"""
+    url, _ = own_redis
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2))
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    try:
+        pod_logs.write_log_lines(job_pod, [f"line {i}" for i in range(10)])
+        for attempt, printed in ((1, 10), (2, 13)):
+            view = PodView(
+                POD, pod.metadata.uid, JOB_ID, attempt, started=True, ended=True, printed=printed
+            )
+            collector.on_pod(kube_admin, namespace, view, False)
+            wait_until(
+                lambda a=attempt: logs.meta(JOB_ID, a).done,  # type: ignore[misc]
+                timeout=30,
+                what=f"attempt {attempt} complete",
+            )
+            meta = logs.meta(JOB_ID, attempt)
+            assert (meta.lines, meta.unended) == (10, 0)
+            assert (meta.printed, meta.missing) == (printed, printed - 10)
+    finally:
+        collector.halt()
+        store.close()

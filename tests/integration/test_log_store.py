@@ -186,3 +186,59 @@ def test_two_followers_see_the_same_lines_live_and_end_when_the_output_is_comple
     expected = ["line 0"] + [f"line {b * 10 + i}" for b in range(1, 6) for i in range(10)]
     assert seen[0].decode().splitlines() == expected
     assert seen[1] == seen[0]
+
+
+def test_readers_are_told_how_many_printed_lines_never_reached_the_store(
+    store: Store, logs: LogStore
+) -> None:
+    """The container's own count against what was stored: the reader's last line says
+    how many are missing, after the lines it asked for, followed or not."""
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    before = logs.meta("job-1", 1).cursor
+    d = Deduper(before)
+    lines = [_stamped(i) for i in range(5)]
+    assert all(d.keep(line) for line in lines)
+    stored = logs.append(
+        "job-1",
+        1,
+        b"".join(lines),
+        lines=5,
+        before=before,
+        after=d.cursor,
+        holder=HOLDER,
+        unended=1,
+    )
+    assert stored == log_store.APPENDED
+    assert logs.finish("job-1", 1, holder=HOLDER, printed=7, missing=3)
+    meta = logs.meta("job-1", 1)
+    assert (meta.lines, meta.unended, meta.printed, meta.missing) == (5, 1, 7, 3)
+    note = (
+        "[berth] 3 of the 7 lines this job printed are missing: the kubelet's log API"
+        " never served them (its log rotation)"
+    )
+    expected = [f"line {i}" for i in range(5)] + [note]
+    assert _read(store, logs, run).decode().splitlines() == expected
+    assert _read(store, logs, run, tail=2).decode().splitlines() == expected[-3:]
+    job = store.get_job("job-1")
+    job.status = RunStatus.DONE
+    store.save_job(job)
+    assert _read(store, logs, run, follow=True).decode().splitlines() == expected
+
+
+def test_a_complete_output_with_nothing_missing_or_uncounted_gets_no_note(
+    store: Store, logs: LogStore
+) -> None:
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    _append(logs, 1, [_stamped(i) for i in range(3)])
+    assert logs.finish("job-1", 1, holder=HOLDER, printed=3, missing=0)
+    assert logs.meta("job-1", 1).printed == 3
+    assert _read(store, logs, run).decode().splitlines() == ["line 0", "line 1", "line 2"]
+    logs.register_attempt("job-1", 2, "uid-2")
+    _append(logs, 2, [_stamped(9)])
+    assert logs.finish(
+        "job-1", 2, holder=HOLDER, note="the pod was deleted before its output was read"
+    )
+    assert logs.meta("job-1", 2).printed is None  # the container never said
+    assert _read(store, logs, run).decode().splitlines() == ["line 9"]

@@ -7,6 +7,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from shared import kube
+from shared.runlogs.store import AttemptMeta, LogStore
+from shared.state.store import Store
 from tests.polling import wait_until
 from tests.stack import BERTH, Stack
 
@@ -114,6 +117,18 @@ def logs(stack: Stack, name: str, *args: str) -> str:
     result = stack.cli("logs", name, *args, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def log_meta(stack: Stack, k: kube.Kube, name: str) -> AttemptMeta:
+    """The log store's record of the run's first attempt (its job id is on its pod)."""
+    pod_name = run(stack, name)["jobs"][0]["pod_name"]
+    pod = k.call(k.core.read_namespaced_pod, pod_name, stack.namespace)
+    settings = stack.settings()
+    store = Store.connect(settings.redis.url, prefix=settings.redis.key_prefix, timeout_s=5)
+    try:
+        return LogStore(store, cap_bytes=1).meta(pod.metadata.labels[kube.LABEL_JOB], 1)
+    finally:
+        store.close()
 
 
 def stop(stack: Stack, name: str) -> None:

@@ -78,3 +78,17 @@ def test_the_watchs_json_reads_as_the_client_object_does() -> None:
             raw = api.sanitize_for_serialization(pod)
             assert isinstance(raw["metadata"]["labels"], dict)  # camelCase JSON, not the object
             assert pod_view(raw) == pod_view(pod) is not None
+
+
+def test_an_ended_container_says_how_many_lines_it_printed_in_its_termination_message() -> None:
+    def ended(message: str | None) -> client.V1ContainerState:
+        term = client.V1ContainerStateTerminated(exit_code=0, message=message)
+        return client.V1ContainerState(terminated=term)
+
+    counted = pod_view(_pod(JOB, ended("berth-output-lines 200000\n")))
+    assert counted is not None and counted.printed == 200_000
+    for message in (None, "", "a job's own message"):
+        view = pod_view(_pod(JOB, ended(message)))
+        assert view is not None and view.ended and view.printed is None
+    running = pod_view(_pod(JOB, client.V1ContainerState(running=client.V1ContainerStateRunning())))
+    assert running is not None and running.printed is None

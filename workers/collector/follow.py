@@ -7,7 +7,10 @@ them to the store in batches (:class:`_Batch`: one Redis write per
 ``flush_interval_s`` or ``chunk_bytes``). Whatever goes wrong (the apiserver,
 the kubelet, Redis), it drops what it has not stored and reads again from the
 stored cursor, so the store is the only state and the kubelet's file the
-buffer: nothing is lost while the pod exists, and nothing is stored twice.
+buffer: nothing it serves is lost while the pod exists, and nothing is stored twice.
+What it never serves (the end of a file its follow left at a rotation, files rotated
+away while no collector ran) is counted instead: the container's PID 1 reports how
+many lines it printed, and the finish stores how many of them never came.
 
 Its end: the container ended (the pod watch says so) and a read reached the
 end of its output, then the attempt is marked ``done``; or the pod is gone
@@ -80,8 +83,12 @@ class Follower:
         settings: LogSettings,
         holder: str,
         gone: bool = False,
+        printed: int | None = None,
     ) -> None:
         self.target = target
+        self.printed = printed
+        """Lines the container printed, by its own count (``workers/supervisor.py``):
+        what the stored lines are checked against when the output is complete."""
         self.gone = gone
         """The watch saw the pod deleted before this follower began: there is nothing to
         read (the apiserver answers 404, or a newer pod of the same name's output)."""
@@ -111,10 +118,12 @@ class Follower:
     def start(self) -> None:
         self._thread.start()
 
-    def container_ended(self) -> None:
-        """The watch saw the container terminate: a follow stream that does not end by
-        itself (KWOK's never do) is cut once quiet for ``drain_s`` (:meth:`_cut_follow`)
-        and the rest read plainly."""
+    def container_ended(self, printed: int | None = None) -> None:
+        """The watch saw the container terminate (``printed``: the lines it counted): a
+        follow stream that does not end by itself (KWOK's never do) is cut once quiet for
+        ``drain_s`` (:meth:`_cut_follow`) and the rest read plainly."""
+        if printed is not None:
+            self.printed = printed  # before ``ended``: the follower finishes only after it
         if self.ended.is_set():
             return
         self.ended.set()
@@ -314,15 +323,25 @@ class Follower:
                 batch.flush()
             return batch.failed or _Outcome.CUT
         if pending and plain and not cutting:
-            self._keep(dedupe, batch, bytes(pending) + b"\n")  # a last line with no newline
+            self._keep(dedupe, batch, bytes(pending) + b"\n", unended=True)  # no newline
         with self._batch_lock:
             batch.flush()
         return batch.failed or _Outcome.EOF
 
-    def _keep(self, dedupe: Deduper, batch: _Batch, line: bytes, *, cut: bool = False) -> None:
+    def _keep(
+        self,
+        dedupe: Deduper,
+        batch: _Batch,
+        line: bytes,
+        *,
+        cut: bool = False,
+        unended: bool = False,
+    ) -> None:
         if dedupe.keep(line, cut=cut):
             with self._batch_lock:
-                batch.add(line, dedupe.cursor, chunk_bytes=self.settings.chunk_bytes)
+                batch.add(
+                    line, dedupe.cursor, chunk_bytes=self.settings.chunk_bytes, unended=unended
+                )
         else:
             self._keep_cursor(dedupe, batch)  # a dropped rest of a cut line ends it
 
@@ -362,12 +381,32 @@ class Follower:
     def _finish(self, note: str) -> None:
         t = self.target
         try:
-            if self.logs.finish(t.job_id, t.attempt, holder=self.holder, note=note):
+            printed, missing = self._missing()
+            if self.logs.finish(
+                t.job_id, t.attempt, holder=self.holder, note=note, printed=printed, missing=missing
+            ):
                 log.info("output of %s attempt %d complete", t.pod, t.attempt)
+                if missing:
+                    log.warning(
+                        "%d of the %d lines %s attempt %d printed were never served by the kubelet",
+                        missing,
+                        printed,
+                        t.pod,
+                        t.attempt,
+                    )
         except StoreError as e:
             # Not marked done: the next collector pass (or leader) reads it again from the
             # cursor, finds nothing new and marks it then.
             log.warning("cannot mark the output of %s complete: %s", t.pod, e)
+
+    def _missing(self) -> tuple[int | None, int]:
+        """The lines the container printed (None if it did not say) and how many of them
+        the store lacks. A line the collector ended itself (the output's last, with no
+        newline) was never counted by the container's ``wc -l``."""
+        if self.printed is None:
+            return None, 0
+        meta = self.logs.meta(self.target.job_id, self.target.attempt)
+        return self.printed, max(0, self.printed - (meta.lines - meta.unended))
 
 
 class _Batch:
@@ -378,18 +417,21 @@ class _Batch:
         self.stored = stored
         self.after = stored
         self.lines: list[bytes] = []
+        self.unended = 0
+        """Of ``lines``, those whose newline the collector added (see ``AttemptMeta``)."""
         self.size = 0
         self.first_at = 0.0
         self.failed: _Outcome | None = None
         self.moved = False
         """The cursor moved with no line to add (see :meth:`move`)."""
 
-    def add(self, line: bytes, after: Cursor, *, chunk_bytes: int) -> None:
+    def add(self, line: bytes, after: Cursor, *, chunk_bytes: int, unended: bool = False) -> None:
         if self.failed is not None:
             return
         if not self.lines:
             self.first_at = time.monotonic()
         self.lines.append(line)
+        self.unended += unended
         self.size += len(line)
         self.after = after
         if self.size >= chunk_bytes:
@@ -417,6 +459,7 @@ class _Batch:
                 t.attempt,
                 b"".join(self.lines),
                 lines=len(self.lines),
+                unended=self.unended,
                 before=self.stored,
                 after=self.after,
                 holder=f.holder,
@@ -427,7 +470,7 @@ class _Batch:
             return
         if result == log_store.APPENDED:
             self.stored = self.after
-            self.lines, self.size, self.moved = [], 0, False
+            self.lines, self.unended, self.size, self.moved = [], 0, 0, False
         elif result == log_store.LOST_LEASE:
             self.failed = _Outcome.LOST
         elif result == log_store.FINISHED:

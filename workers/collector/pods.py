@@ -28,6 +28,7 @@ from shared import kube
 from shared.errors import KubeError, KubeTemporaryError
 from shared.kube.raw import as_raw, dig, labels_of, undeclared
 from workers.collector.follow import CONTAINER
+from workers.supervisor import printed_lines
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class PodView:
     started: bool
     """The run's container has started (running or ended): its output can be read."""
     ended: bool
+    printed: int | None = None
+    """Lines the container said it printed (its termination message), once it ended."""
 
 
 def pod_view(pod: Any) -> PodView | None:
@@ -62,12 +65,16 @@ def pod_view(pod: Any) -> PodView | None:
     if attempt is None:
         attempt = 1  # a garbled label reads as the first attempt
     started = ended = False
+    printed = None
     for status in dig(raw, "status", "containerStatuses") or ():
         state = dig(status, "state")
         if dig(status, "name") != CONTAINER or not state:
             continue
-        ended = state.get("terminated") is not None
+        terminated = state.get("terminated")
+        ended = terminated is not None
         started = ended or state.get("running") is not None
+        if terminated:
+            printed = printed_lines(terminated.get("message"))
     if started and dig(raw, "status", "phase") in ("Succeeded", "Failed"):
         ended = True  # a finished pod's containers all ended, whatever their states say
     return PodView(
@@ -77,6 +84,7 @@ def pod_view(pod: Any) -> PodView | None:
         attempt=attempt,
         started=started,
         ended=ended,
+        printed=printed,
     )
 
 

@@ -85,7 +85,7 @@ class Collector:
                 if not (view.ended or deleted):
                     return
                 if not follower.awaiting_headers():
-                    follower.container_ended()
+                    follower.container_ended(view.printed)
                     return
                 # Its follow waits for a silent container's first bytes and cannot be
                 # cut: let it lapse, and read the ended container plainly in a new one,
@@ -107,7 +107,12 @@ class Collector:
             # answers 404, or with a newer pod's of that name. In a stop of 1,000 runs
             # that read cost a request (and often a connection) per job for nothing.
             follower = Follower(
-                target, logs=self.logs, settings=self.settings, holder=self.holder, gone=deleted
+                target,
+                logs=self.logs,
+                settings=self.settings,
+                holder=self.holder,
+                gone=deleted,
+                printed=view.printed,
             )
             if view.ended or deleted:
                 follower.ended.set()  # read it plainly from the start

@@ -1,0 +1,197 @@
+"""The run container's PID 1 script, run here by the shells run images have (dash, bash).
+
+Its output counting must not change what a run does: every byte, in the order written
+(stdout and stderr merged into the container's stdout, so one stream keeps that order),
+the commands' exit status, a stop that reaches the commands. What it adds is one line
+in the termination message, ``berth-output-lines N``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.supervisor import printed_lines, script
+
+SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
+
+
+def _run(
+    tmp_path: Path, shell: str, body: list[str], *, path: str | None = None
+) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    env = {"PATH": path or os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    text = script(["echo from the preamble"], body, termination_log=str(log))
+    done = subprocess.run(
+        [shutil.which(shell) or shell, "-c", text], env=env, capture_output=True, timeout=30
+    )
+    return done, log.read_text()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_every_line_passes_in_the_order_written_and_the_total_is_the_termination_message(
+    tmp_path: Path, shell: str
+) -> None:
+    body = ["seq 1 1000", "echo oops >&2", "seq 1001 1002", "printf 'no newline'", "exit 3"]
+    done, message = _run(tmp_path, shell, body)
+    assert done.returncode == 3
+    lines = "\n".join(str(i) for i in range(1, 1001))
+    expected = f"from the preamble\n{lines}\noops\n1001\n1002\nno newline"
+    assert done.stdout == expected.encode()
+    assert done.stderr == b""
+    # Newlines, as the collector counts stored lines that had one: 1 + 1,000 + 1 + 2.
+    assert message == "berth-output-lines 1004\n"
+    assert printed_lines(message) == 1004
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_command_that_fails_under_set_e_still_ends_the_run_with_its_status(
+    tmp_path: Path, shell: str
+) -> None:
+    done, message = _run(tmp_path, shell, ["echo before", "false", "echo never"])
+    assert done.returncode == 1
+    assert done.stdout == b"from the preamble\nbefore\n"
+    assert printed_lines(message) == 2
+
+
+def test_a_stopped_run_reports_the_lines_printed_while_it_wound_down(tmp_path: Path) -> None:
+    """Not PID 1 here: the TERM goes to the commands' shell, whose trap prints and exits."""
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    ready = tmp_path / "ready"
+    body = [
+        "trap 'echo winding down; exit 0' TERM",
+        "echo started",
+        f": > {ready}",
+        "while :; do sleep 0.05; done",
+    ]
+    text = script([], body, termination_log=str(log))
+    proc = subprocess.Popen(
+        ["dash", "-c", text],
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(ready)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    # Every line, the shell's own "Terminated" for a killed sleep too (dash says it).
+    assert out.replace(b"Terminated\n", b"") == b"started\nwinding down\n"
+    assert printed_lines(log.read_text()) == out.count(b"\n")
+
+
+needs_pid_1 = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) to be PID 1 of a new PID namespace",
+)
+
+
+@needs_pid_1
+def test_as_pid_1_a_stop_reaches_every_process_but_the_counters(tmp_path: Path) -> None:
+    """As a container's PID 1, the stop is ``kill -TERM -1``: every process but PID 1,
+    the counters included, which ignore it so the commands' last words are counted."""
+    ready = tmp_path / "ready"
+    body = [
+        "trap 'echo winding down; exit 0' TERM",
+        "(trap 'exit 0' TERM; sleep 600 & wait; echo never) &",  # stopped too
+        "echo started",
+        f": > {ready}",
+        "while :; do sleep 0.05; done",
+    ]
+    with _as_pid_1(tmp_path, body) as (proc, log):
+        _wait_for(ready)
+        os.kill(_only_child(proc.pid), signal.SIGTERM)  # PID 1, as the kubelet signals it
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    # Every line, the shell's own "Terminated" for a killed sleep too (dash says it).
+    assert out.replace(b"Terminated\n", b"") == b"started\nwinding down\n"
+    assert printed_lines(log.read_text()) == out.count(b"\n")
+
+
+@needs_pid_1
+def test_a_background_process_holding_the_output_leaves_the_run_uncounted_not_stuck(
+    tmp_path: Path,
+) -> None:
+    with _as_pid_1(tmp_path, ["sleep 600 &", "echo left a sleeper", "exit 5"]) as (proc, log):
+        out, err = proc.communicate(timeout=30)  # not 600 s: PID 1 gives up on the count
+    assert proc.returncode == 5, err
+    assert out == b"left a sleeper\n"
+    assert log.read_text() == ""  # still held open: no count rather than a wrong one
+
+
+def test_an_image_without_tee_runs_as_before_uncounted(tmp_path: Path) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("dash", "wc", "mkfifo", "mktemp", "cat", "sleep", "seq"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    done, message = _run(tmp_path, "dash", ["seq 1 3", "exit 4"], path=str(tools))
+    assert done.returncode == 4
+    assert done.stdout == b"from the preamble\n1\n2\n3\n"
+    assert message == ""
+
+
+def test_the_count_is_read_from_the_last_berth_line_whatever_the_job_wrote_before() -> None:
+    assert printed_lines("berth-output-lines 12\n") == 12
+    assert printed_lines("my own message\nberth-output-lines 7\n") == 7
+    assert printed_lines("berth-output-lines 1\nberth-output-lines 2") == 2
+    assert printed_lines("") is None
+    assert printed_lines(None) is None
+    assert printed_lines("berth-output-lines twelve") is None
+    assert printed_lines("not berth-output-lines 5") is None
+
+
+@contextlib.contextmanager
+def _as_pid_1(tmp_path: Path, body: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The script as PID 1 of a PID namespace of its own, as in a container: when it
+    exits, the kernel ends every process left in it (the sleepers above)."""
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    unshare = shutil.which("unshare")
+    assert unshare is not None
+    proc = subprocess.Popen(
+        [
+            unshare,
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "dash",
+            "-c",
+            script([], body, termination_log=str(log)),
+        ],
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc, log
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _only_child(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])

@@ -1,0 +1,118 @@
+"""The shell that is every run container's PID 1: it counts the output and supervises the commands.
+
+**Counting.** The kubelet's log API can lose lines: its follow moves to the new file at
+a rotation before the old one's last lines are read, and a reader that fell more than
+one file behind (a collector down for a while) can never read the rotated files at all.
+Only the container knows how much it printed, so PID 1 sends its own and its commands'
+stdout and stderr, merged in the order written, through ``tee`` (to the container's
+stdout) and ``wc -l``, and once the commands are done writes the total to the termination message
+(``berth-output-lines N``). The collector compares that with the lines it stored and
+tells the reader how many are missing (:func:`printed_lines`). Counting is best effort:
+an image without ``tee``, ``wc``, ``mkfifo`` or a writable temp directory runs as
+before, uncounted; so does a run whose background processes still hold the output
+open ``REPORT_WAIT_S`` after its commands ended. The counters ignore SIGTERM, so a stop
+still counts the commands' last words.
+
+**Supervision.** A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs
+a trap only once its foreground command ends: with the commands run directly, the
+kubelet's SIGTERM reached nobody, every stop took the full grace period (30 s by
+default) and the commands never got to shut down cleanly. Here PID 1 waits on them in
+the background (``wait`` returns at once on a trapped signal), passes TERM to every
+other process of the container, waits again for the commands to finish, and exits with
+their status.
+"""
+
+from __future__ import annotations
+
+import re
+
+TERMINATION_LOG = "/dev/termination-log"
+"""Where the kubelet takes a container's termination message from (its default path)."""
+REPORT_WAIT_S = 2
+"""How long PID 1 waits, once the commands ended, for the counters to see the output end."""
+_PRINTED = re.compile(r"^berth-output-lines (\d+)$", re.MULTILINE)
+
+
+def script(preamble: list[str], body: list[str], *, termination_log: str = TERMINATION_LOG) -> str:
+    """The whole container script: ``preamble`` (Berth's own setup: sshd, peers, dockerd)
+    and the user's ``body``, both counted; the body supervised."""
+    lines = ["set -e", *_counting_lines(), *preamble, *_supervised(body)]
+    return "\n".join(lines + _report_lines(termination_log))
+
+
+def printed_lines(message: str | None) -> int | None:
+    """How many lines the container printed, from its termination message; None if it
+    did not say (uncounted, killed, or not a Berth container)."""
+    found = _PRINTED.findall(message or "")
+    return int(found[-1]) if found else None
+
+
+def _counting_lines() -> list[str]:
+    # One FIFO for both streams: with a counter per stream, lines written to stdout
+    # then stderr came out of the two ``tee``s in either order (seen: a stderr line
+    # before the 100 stdout lines printed ahead of it); one pipe keeps the order they
+    # were written in. tee copies it to the container's stdout and to a second FIFO
+    # that wc reads. PID 1 keeps the container's streams on fds 8 and 9 to put back
+    # before it reports (the counter sees the end of output only once every writer,
+    # PID 1 included, has closed its end). A failed check returns before anything
+    # starts: the run goes on uncounted. ``exec`` cannot fail here (the FIFOs are ours,
+    # and their readers were started first).
+    return [
+        "berth_counts=",
+        "berth_count() {",
+        "  for t in tee wc mkfifo mktemp; do command -v $t >/dev/null || return 1; done",
+        '  d=$(mktemp -d "${TMPDIR:-/tmp}/.berth-output.XXXXXX" 2>/dev/null) || return 1',
+        '  mkfifo "$d/out" "$d/copy" 2>/dev/null || return 1',
+        '  (trap \'\' TERM INT; exec wc -l < "$d/copy" > "$d/lines") &',
+        '  (trap \'\' TERM INT; exec tee "$d/copy" < "$d/out") &',
+        '  exec 8>&1 9>&2 >"$d/out" 2>&1',
+        "  berth_counts=$d",
+        "}",
+        # Never a redirection on these calls: the shell would put the redirected fds
+        # back after the call, undoing the function's exec.
+        "berth_count || true",
+    ]
+
+
+def _supervised(body: list[str]) -> list[str]:
+    return [
+        # As PID 1 (a container's own PID namespace), -1 is every process in the
+        # container but itself; anywhere else, only the commands' shell. ``--``:
+        # dash reads a bare -1 as an option.
+        "berth_term() { berth_stopping=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
+        ' then kill -s TERM -- -1; else kill -s TERM "$berth_pid"; fi 2>/dev/null; true; }',
+        "berth_stopping=",
+        "trap berth_term TERM INT",
+        "{",
+        *body,
+        # The commands do not inherit the container's own streams (PID 1's fds 8 and 9).
+        "} 8>&- 9>&- &",
+        "berth_pid=$!",
+        "berth_rc=0",
+        'wait "$berth_pid" || berth_rc=$?',
+        # Cut short by the trap (its status 128 + TERM, not theirs): wait for the
+        # commands to wind down. A second wait of the same pid returns its status even
+        # once reaped (dash and bash both keep it), so a TERM just after they ended is
+        # harmless; the trap ignores any later signal, so this waits once more at most.
+        'while [ -n "$berth_stopping" ]; do',
+        '  berth_stopping=; berth_rc=0; wait "$berth_pid" || berth_rc=$?; done',
+    ]
+
+
+def _report_lines(termination_log: str) -> list[str]:
+    tries = REPORT_WAIT_S * 10
+    return [
+        "berth_report() {",
+        '  [ -n "$berth_counts" ] || return 0',
+        "  exec 1>&8 2>&9 8>&- 9>&-",
+        "  i=0",
+        '  until [ -s "$berth_counts/lines" ]; do',
+        f'    i=$((i+1)); [ "$i" -le {tries} ] || return 0',
+        "    sleep 0.1 2>/dev/null || sleep 1",
+        "  done",
+        '  n=$(( $(cat "$berth_counts/lines") ))',
+        f"  echo \"berth-output-lines $n\" 2>/dev/null >> '{termination_log}'",
+        "}",
+        "berth_report || true",
+        'exit "$berth_rc"',
+    ]
