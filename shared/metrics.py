@@ -47,6 +47,11 @@ TASKS = Counter(
     "Celery tasks run by Berth workers, by task and outcome.",
     ["task", "outcome"],
 )
+LOG_LINES_MISSING = Counter(
+    "berth_log_lines_missing_total",
+    "Lines run containers counted in their output that the kubelet never served to the"
+    " log collector (lost at a log rotation, or rotated away before it read them).",
+)
 
 
 def serve(port: int) -> None:

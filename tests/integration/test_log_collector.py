@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from prometheus_client import REGISTRY
 
 from cli.local import cluster, pod_logs
 from cli.local.processes import ProcessRecord, free_port, is_running, start_process
@@ -415,6 +416,7 @@ def test_the_collector_checks_the_stored_lines_against_the_containers_own_count(
     pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
     try:
         pod_logs.write_log_lines(job_pod, [f"line {i}" for i in range(10)])
+        counted = REGISTRY.get_sample_value("berth_log_lines_missing_total") or 0.0
         for attempt, printed in ((1, 10), (2, 13)):
             view = PodView(
                 POD, pod.metadata.uid, JOB_ID, attempt, started=True, ended=True, printed=printed
@@ -428,6 +430,7 @@ def test_the_collector_checks_the_stored_lines_against_the_containers_own_count(
             meta = logs.meta(JOB_ID, attempt)
             assert (meta.lines, meta.unended) == (10, 0)
             assert (meta.printed, meta.missing) == (printed, printed - 10)
+        assert REGISTRY.get_sample_value("berth_log_lines_missing_total") == counted + 3
     finally:
         collector.halt()
         store.close()

@@ -31,7 +31,7 @@ from typing import Any
 
 import urllib3
 
-from shared import kube
+from shared import kube, metrics
 from shared.errors import KubeError, KubeNotFound, StoreError
 from shared.runlogs import store as log_store
 from shared.runlogs.lines import Cursor, Deduper
@@ -387,6 +387,7 @@ class Follower:
             ):
                 log.info("output of %s attempt %d complete", t.pod, t.attempt)
                 if missing:
+                    metrics.LOG_LINES_MISSING.inc(missing)
                     log.warning(
                         "%d of the %d lines %s attempt %d printed were never served by the kubelet",
                         missing,
