@@ -2,7 +2,8 @@
 # Installs everything Berth needs on a fresh Debian machine, idempotently:
 # Debian packages (Redis, OpenSSH, Chromium and docker-compose for the deploy
 # tests; containerd, runc, CNI plugins, iptables, mmdebstrap and gcc for the
-# local real node and its images), a Python venv with Berth in it, and the
+# local real node and its images; busybox, to run a run container's PID 1 script
+# as an Alpine image would), a Python venv with Berth in it, and the
 # Go-built local cluster (cached under ~/.cache/berth).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need_apt=()
 for pkg in redis-server openssh-server openssh-client chromium docker-compose \
            containerd runc containernetworking-plugins iptables conntrack iproute2 \
-           mmdebstrap gcc libc6-dev tcpdump; do
+           mmdebstrap gcc libc6-dev tcpdump busybox; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

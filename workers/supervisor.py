@@ -77,10 +77,12 @@ def _counting_lines() -> list[str]:
 def _supervised(body: list[str]) -> list[str]:
     return [
         # As PID 1 (a container's own PID namespace), -1 is every process in the
-        # container but itself; anywhere else, only the commands' shell. ``--``:
-        # dash reads a bare -1 as an option.
+        # container but itself; anywhere else, only the commands' shell. ``-TERM -1``
+        # is the one spelling dash, bash and busybox all take (dash reads the -1 of
+        # ``-s TERM -1`` as an option; busybox refused ``-s TERM -- -1``, so an Alpine
+        # image's stop reached nobody and took the whole grace period).
         "berth_term() { berth_stopping=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
-        ' then kill -s TERM -- -1; else kill -s TERM "$berth_pid"; fi 2>/dev/null; true; }',
+        ' then kill -TERM -1; else kill -TERM "$berth_pid"; fi 2>/dev/null; true; }',
         "berth_stopping=",
         "trap berth_term TERM INT",
         "{",

@@ -21,7 +21,15 @@ import pytest
 
 from workers.supervisor import printed_lines, script
 
-SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
+# Debian's and Ubuntu's sh, bash, and an Alpine-like image: busybox's sh and applets only.
+SHELLS = [
+    pytest.param(
+        shell,
+        marks=pytest.mark.skipif(shutil.which(shell) is None, reason=f"no {shell} here"),
+    )
+    for shell in ("dash", "bash", "busybox")
+]
+_APPLETS = ("sh", "tee", "wc", "mkfifo", "mktemp", "cat", "sleep", "seq")
 
 
 def _run(
@@ -29,12 +37,25 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess[bytes], str]:
     log = tmp_path / "termination-log"
     log.write_text("")
-    env = {"PATH": path or os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    sh, found = _shell(tmp_path, shell)
+    env = {"PATH": path or found, "TMPDIR": str(tmp_path)}
     text = script(["echo from the preamble"], body, termination_log=str(log))
-    done = subprocess.run(
-        [shutil.which(shell) or shell, "-c", text], env=env, capture_output=True, timeout=30
-    )
+    done = subprocess.run([sh, "-c", text], env=env, capture_output=True, timeout=30)
     return done, log.read_text()
+
+
+def _shell(tmp_path: Path, shell: str) -> tuple[str, str]:
+    """The shell's path and the PATH to run it with: for busybox, a directory of its
+    applets alone, as in an Alpine image."""
+    binary = shutil.which(shell) or shell
+    if shell != "busybox":
+        return binary, os.environ["PATH"]
+    applets = tmp_path / "applets"
+    applets.mkdir(exist_ok=True)
+    for name in _APPLETS:
+        if not (applets / name).exists():
+            (applets / name).symlink_to(binary)
+    return str(applets / "sh"), str(applets)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -88,7 +109,7 @@ def test_a_stopped_run_reports_the_lines_printed_while_it_wound_down(tmp_path: P
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    # Every line, the shell's own "Terminated" for a killed sleep too (dash says it).
+    # Every line, the shell's own "Terminated" for a killed sleep too (if it says it).
     assert out.replace(b"Terminated\n", b"") == b"started\nwinding down\n"
     assert printed_lines(log.read_text()) == out.count(b"\n")
 
@@ -100,7 +121,8 @@ needs_pid_1 = pytest.mark.skipif(
 
 
 @needs_pid_1
-def test_as_pid_1_a_stop_reaches_every_process_but_the_counters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_pid_1_a_stop_reaches_every_process_but_the_counters(tmp_path: Path, shell: str) -> None:
     """As a container's PID 1, the stop is ``kill -TERM -1``: every process but PID 1,
     the counters included, which ignore it so the commands' last words are counted."""
     ready = tmp_path / "ready"
@@ -111,12 +133,12 @@ def test_as_pid_1_a_stop_reaches_every_process_but_the_counters(tmp_path: Path) 
         f": > {ready}",
         "while :; do sleep 0.05; done",
     ]
-    with _as_pid_1(tmp_path, body) as (proc, log):
+    with _as_pid_1(tmp_path, body, shell) as (proc, log):
         _wait_for(ready)
         os.kill(_only_child(proc.pid), signal.SIGTERM)  # PID 1, as the kubelet signals it
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    # Every line, the shell's own "Terminated" for a killed sleep too (dash says it).
+    # Every line, the shell's own "Terminated" for a killed sleep too (if it says it).
     assert out.replace(b"Terminated\n", b"") == b"started\nwinding down\n"
     assert printed_lines(log.read_text()) == out.count(b"\n")
 
@@ -156,24 +178,20 @@ def test_the_count_is_read_from_the_last_berth_line_whatever_the_job_wrote_befor
 
 
 @contextlib.contextmanager
-def _as_pid_1(tmp_path: Path, body: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def _as_pid_1(
+    tmp_path: Path, body: list[str], shell: str = "dash"
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """The script as PID 1 of a PID namespace of its own, as in a container: when it
     exits, the kernel ends every process left in it (the sleepers above)."""
     log = tmp_path / "termination-log"
     log.write_text("")
     unshare = shutil.which("unshare")
     assert unshare is not None
+    sh, path = _shell(tmp_path, shell)
+    text = script([], body, termination_log=str(log))
     proc = subprocess.Popen(
-        [
-            unshare,
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "dash",
-            "-c",
-            script([], body, termination_log=str(log)),
-        ],
-        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)},
+        [unshare, "--pid", "--fork", "--kill-child", sh, "-c", text],
+        env={"PATH": path, "TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
