@@ -176,7 +176,7 @@ def test_env_values_with_newlines_and_shell_text_reach_the_pod_verbatim_as_data(
     shell, flag, script = container.command
     assert (shell, flag) == (DEFAULT_SHELL, "-c")
     # The user's command as written, its own line of the block PID 1 supervises.
-    assert "\n{\n" + command + "\n} &\n" in script
+    assert "\n{\n" + command + "\n} 8>&- 9>&- &\n" in script
     assert value not in script  # the value travels only in env
     with world.stack.client() as http:
         assert http.post("/api/projects/main/runs/hostile-env/stop", json={}).status_code == 200
