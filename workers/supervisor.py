@@ -10,8 +10,10 @@ stdout) and ``wc -l``, and once the commands are done writes the total to the te
 tells the reader how many are missing (:func:`printed_lines`). Counting is best effort:
 an image without ``tee``, ``wc``, ``mkfifo`` or a writable temp directory runs as
 before, uncounted; so does a run whose background processes still hold the output
-open ``REPORT_WAIT_S`` after its commands ended. The counters ignore SIGTERM, so a stop
-still counts the commands' last words.
+open (``tee`` making no progress for ``REPORT_IDLE_S`` after PID 1 got to its end). The
+report is PID 1's EXIT trap, so it runs however PID 1 ends, and PID 1 does not exit while
+``tee`` still passes on output (as PID 1, anything still in the pipe would die with it).
+The counters ignore SIGTERM, so a stop still counts the commands' last words.
 
 **Supervision.** A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs
 a trap only once its foreground command ends: with the commands run directly, the
@@ -28,16 +30,19 @@ import re
 
 TERMINATION_LOG = "/dev/termination-log"
 """Where the kubelet takes a container's termination message from (its default path)."""
-REPORT_WAIT_S = 2
-"""How long PID 1 waits, once the commands ended, for the counters to see the output end."""
+REPORT_IDLE_S = 5
+"""How long PID 1, on its way out, waits for the counters while ``tee`` makes no progress:
+a background process still holding the output keeps them from ever ending (the run is
+then left uncounted), and a stalled reader of the container's stdout keeps ``tee`` from
+passing on the last lines (lost if PID 1 gave up sooner: they die with the container)."""
 _PRINTED = re.compile(r"^berth-output-lines (\d+)$", re.MULTILINE)
 
 
 def script(preamble: list[str], body: list[str], *, termination_log: str = TERMINATION_LOG) -> str:
     """The whole container script: ``preamble`` (Berth's own setup: sshd, peers, dockerd)
     and the user's ``body``, both counted; the body supervised."""
-    lines = ["set -e", *_counting_lines(), *preamble, *_supervised(body)]
-    return "\n".join(lines + _report_lines(termination_log))
+    lines = ["set -e", *_report_lines(termination_log), *_counting_lines(), *preamble]
+    return "\n".join([*lines, *_supervised(body), 'exit "$berth_rc"'])
 
 
 def printed_lines(message: str | None) -> int | None:
@@ -53,23 +58,29 @@ def _counting_lines() -> list[str]:
     # before the 100 stdout lines printed ahead of it); one pipe keeps the order they
     # were written in. tee copies it to the container's stdout and to a second FIFO
     # that wc reads. PID 1 keeps the container's streams on fds 8 and 9 to put back
-    # before it reports (the counter sees the end of output only once every writer,
-    # PID 1 included, has closed its end). A failed check returns before anything
-    # starts: the run goes on uncounted. ``exec`` cannot fail here (the FIFOs are ours,
-    # and their readers were started first).
+    # when it exits (the counter sees the end of output only once every writer, PID 1
+    # included, has closed its end). A failed check returns before anything starts:
+    # the run goes on uncounted. ``exec`` cannot fail here (the FIFOs are ours, and
+    # their readers were started first). The report is an EXIT trap, so every way out
+    # passes through it: the end, a ``set -e`` failure or an ``exit 1`` in Berth's
+    # setup, a syntax error in the commands (the shell stops parsing them); PID 1 gone
+    # before tee, whatever tee had not passed on yet would die with it.
     return [
         "berth_counts=",
         "berth_count() {",
-        "  for t in tee wc mkfifo mktemp; do command -v $t >/dev/null || return 1; done",
-        '  d=$(mktemp -d "${TMPDIR:-/tmp}/.berth-output.XXXXXX" 2>/dev/null) || return 1',
-        '  mkfifo "$d/out" "$d/copy" 2>/dev/null || return 1',
-        '  (trap \'\' TERM INT; exec wc -l < "$d/copy" > "$d/lines") &',
-        '  (trap \'\' TERM INT; exec tee "$d/copy" < "$d/out") &',
-        '  exec 8>&1 9>&2 >"$d/out" 2>&1',
-        "  berth_counts=$d",
+        "  for berth_t in tee wc mkfifo mktemp; do",
+        "    command -v $berth_t >/dev/null || return 1; done",
+        '  berth_d=$(mktemp -d "${TMPDIR:-/tmp}/.berth-output.XXXXXX" 2>/dev/null) || return 1',
+        '  mkfifo "$berth_d/out" "$berth_d/copy" 2>/dev/null || return 1',
+        '  (trap \'\' TERM INT; exec wc -l < "$berth_d/copy" > "$berth_d/lines") &',
+        '  (trap \'\' TERM INT; exec tee "$berth_d/copy" < "$berth_d/out") &',
+        "  berth_tee=$!",
+        '  exec 8>&1 9>&2 >"$berth_d/out" 2>&1',
+        "  berth_counts=$berth_d",
+        "  trap berth_report EXIT",
         "}",
-        # Never a redirection on these calls: the shell would put the redirected fds
-        # back after the call, undoing the function's exec.
+        # Never a redirection on this call: the shell would put the redirected fds back
+        # after the call, undoing the function's exec.
         "berth_count || true",
     ]
 
@@ -102,19 +113,29 @@ def _supervised(body: list[str]) -> list[str]:
 
 
 def _report_lines(termination_log: str) -> list[str]:
-    tries = REPORT_WAIT_S * 10
+    # ``set +e``: a failed write must not change the exit status. Progress is tee's
+    # written bytes (/proc/PID/io wchar, read by the shell itself: no process started
+    # while waiting); where that file cannot be read, the wait is REPORT_IDLE_S in all.
+    idle = REPORT_IDLE_S * 10
     return [
         "berth_report() {",
-        '  [ -n "$berth_counts" ] || return 0',
+        "  berth_status=$?; set +e",
         "  exec 1>&8 2>&9 8>&- 9>&-",
-        "  i=0",
+        "  berth_idle=0; berth_seen=",
         '  until [ -s "$berth_counts/lines" ]; do',
-        f'    i=$((i+1)); [ "$i" -le {tries} ] || return 0',
-        "    sleep 0.1 2>/dev/null || sleep 1",
+        "    berth_now=",
+        '    while read -r berth_k berth_v; do [ "$berth_k" = wchar: ] && berth_now=$berth_v;'
+        ' done 2>/dev/null < "/proc/$berth_tee/io"',
+        '    if [ -n "$berth_now" ] && [ "$berth_now" != "$berth_seen" ]; then',
+        "      berth_idle=0; berth_seen=$berth_now",
+        f'    else berth_idle=$((berth_idle+1)); [ "$berth_idle" -le {idle} ] || break; fi',
+        "    sleep 0.1 2>/dev/null || { sleep 1; berth_idle=$((berth_idle+9)); }",
         "  done",
-        '  n=$(( $(cat "$berth_counts/lines") ))',
-        f"  echo \"berth-output-lines $n\" 2>/dev/null >> '{termination_log}'",
+        '  if [ -s "$berth_counts/lines" ]; then',
+        '    berth_n=$(cat "$berth_counts/lines")',
+        f"    echo \"berth-output-lines $((berth_n))\" 2>/dev/null >> '{termination_log}'",
+        '    rm -rf "$berth_counts" 2>/dev/null',
+        "  fi",
+        '  exit "$berth_status"',
         "}",
-        "berth_report || true",
-        'exit "$berth_rc"',
     ]
