@@ -10,7 +10,8 @@ stdout) and ``wc -l``, and once the commands are done writes the total to the te
 tells the reader how many are missing (:func:`printed_lines`). Counting is best effort:
 an image without ``tee``, ``wc``, ``mkfifo`` or a writable temp directory runs as
 before, uncounted; so does a run whose background processes still hold the output
-open (``tee`` making no progress for ``REPORT_IDLE_S`` after PID 1 got to its end). The
+open after PID 1 sent them TERM at its end (``tee`` making no progress for
+``REPORT_IDLE_S``, or ``REPORT_MAX_S`` in all). The
 report is PID 1's EXIT trap, so it runs however PID 1 ends, and PID 1 does not exit while
 ``tee`` still passes on output (as PID 1, anything still in the pipe would die with it).
 The counters ignore SIGTERM, so a stop still counts the commands' last words.
@@ -35,6 +36,8 @@ REPORT_IDLE_S = 5
 a background process still holding the output keeps them from ever ending (the run is
 then left uncounted), and a stalled reader of the container's stdout keeps ``tee`` from
 passing on the last lines (lost if PID 1 gave up sooner: they die with the container)."""
+REPORT_MAX_S = 30
+"""The longest PID 1 waits for the counters in all (a reader that keeps reading slowly)."""
 _PRINTED = re.compile(r"^berth-output-lines (\d+)$", re.MULTILINE)
 
 
@@ -72,9 +75,14 @@ def _counting_lines() -> list[str]:
         "    command -v $berth_t >/dev/null || return 1; done",
         '  berth_d=$(mktemp -d "${TMPDIR:-/tmp}/.berth-output.XXXXXX" 2>/dev/null) || return 1',
         '  mkfifo "$berth_d/out" "$berth_d/copy" 2>/dev/null || return 1',
-        '  (trap \'\' TERM INT; exec wc -l < "$berth_d/copy" > "$berth_d/lines") &',
-        '  (trap \'\' TERM INT; exec tee "$berth_d/copy" < "$berth_d/out") &',
+        # Born ignoring TERM (and INT): set in a subshell, a stop or the end's
+        # ``kill -TERM -1`` could come first (seen under load: a run that failed at once
+        # lost wc, then all its output, with tee waiting for a reader forever).
+        "  trap '' TERM INT",
+        '  (exec wc -l < "$berth_d/copy" > "$berth_d/lines") &',
+        '  (exec tee "$berth_d/copy" < "$berth_d/out") &',
         "  berth_tee=$!",
+        "  trap - TERM INT",
         '  exec 8>&1 9>&2 >"$berth_d/out" 2>&1',
         "  berth_counts=$berth_d",
         "  trap berth_report EXIT",
@@ -113,15 +121,21 @@ def _supervised(body: list[str]) -> list[str]:
 
 
 def _report_lines(termination_log: str) -> list[str]:
-    # ``set +e``: a failed write must not change the exit status. Progress is tee's
-    # written bytes (/proc/PID/io wchar, read by the shell itself: no process started
-    # while waiting); where that file cannot be read, the wait is REPORT_IDLE_S in all.
-    idle = REPORT_IDLE_S * 10
+    # ``set +e``: a failed write must not change the exit status. As PID 1, it first
+    # sends TERM to whatever the commands left running (tee and wc ignore it): such a
+    # process holds the output open, and one still printing kept PID 1 waiting for
+    # good; the container would end it with SIGKILL once PID 1 exits anyway. Progress
+    # is tee's written bytes (/proc/PID/io wchar, read by the shell itself: no process
+    # started while waiting); where that file cannot be read, the wait is
+    # REPORT_IDLE_S in all, and REPORT_MAX_S at most whatever happens. ``read``, not
+    # ``cat``: an image without cat got a count of 0.
+    idle, most = REPORT_IDLE_S * 10, REPORT_MAX_S * 10
     return [
         "berth_report() {",
         "  berth_status=$?; set +e",
         "  exec 1>&8 2>&9 8>&- 9>&-",
-        "  berth_idle=0; berth_seen=",
+        "  if [ \"$$\" = 1 ]; then trap '' TERM INT; kill -TERM -1 2>/dev/null; fi",
+        "  berth_idle=0; berth_seen=; berth_waited=0",
         '  until [ -s "$berth_counts/lines" ]; do',
         "    berth_now=",
         '    while read -r berth_k berth_v; do [ "$berth_k" = wchar: ] && berth_now=$berth_v;'
@@ -129,10 +143,11 @@ def _report_lines(termination_log: str) -> list[str]:
         '    if [ -n "$berth_now" ] && [ "$berth_now" != "$berth_seen" ]; then',
         "      berth_idle=0; berth_seen=$berth_now",
         f'    else berth_idle=$((berth_idle+1)); [ "$berth_idle" -le {idle} ] || break; fi',
-        "    sleep 0.1 2>/dev/null || { sleep 1; berth_idle=$((berth_idle+9)); }",
+        f'    berth_waited=$((berth_waited+1)); [ "$berth_waited" -le {most} ] || break',
+        "    sleep 0.1 2>/dev/null ||"
+        " { sleep 1; berth_idle=$((berth_idle+9)); berth_waited=$((berth_waited+9)); }",
         "  done",
-        '  if [ -s "$berth_counts/lines" ]; then',
-        '    berth_n=$(cat "$berth_counts/lines")',
+        '  if [ -s "$berth_counts/lines" ] && read -r berth_n < "$berth_counts/lines"; then',
         f"    echo \"berth-output-lines $((berth_n))\" 2>/dev/null >> '{termination_log}'",
         '    rm -rf "$berth_counts" 2>/dev/null',
         "  fi",

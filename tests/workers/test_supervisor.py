@@ -29,7 +29,7 @@ SHELLS = [
     )
     for shell in ("dash", "bash", "busybox")
 ]
-_APPLETS = ("sh", "tee", "wc", "mkfifo", "mktemp", "cat", "sleep", "seq", "rm")
+_APPLETS = ("sh", "tee", "wc", "mkfifo", "mktemp", "sleep", "seq", "rm")  # no cat: not needed
 
 
 def _run(
@@ -144,10 +144,28 @@ def test_as_pid_1_a_stop_reaches_every_process_but_the_counters(tmp_path: Path, 
 
 
 @needs_pid_1
-def test_a_background_process_holding_the_output_leaves_the_run_uncounted_not_stuck(
+@pytest.mark.parametrize("shell", SHELLS)
+def test_what_the_commands_left_running_is_stopped_at_the_end_and_the_output_counted(
+    tmp_path: Path, shell: str
+) -> None:
+    """Background processes hold the output open: PID 1 sends them TERM once the
+    commands are done (the container would SIGKILL them as PID 1 exits anyway); one that
+    kept printing kept PID 1 waiting for good."""
+    body = ["sleep 600 &", "(while :; do echo tick; sleep 0.2; done) &", "echo done", "exit 5"]
+    with _as_pid_1(tmp_path, body, shell) as (proc, log):
+        out, err = proc.communicate(timeout=60)  # not 600 s, nor forever
+    assert proc.returncode == 5, err
+    assert b"done\n" in out and set(out.decode().splitlines()) <= {"done", "tick", "Terminated"}
+    assert printed_lines(log.read_text()) == out.count(b"\n")
+
+
+@needs_pid_1
+def test_a_background_process_that_ignores_term_leaves_the_run_uncounted_not_stuck(
     tmp_path: Path,
 ) -> None:
-    with _as_pid_1(tmp_path, ["sleep 600 &", "echo left a sleeper", "exit 5"]) as (proc, log):
+    # Forked while TERM is ignored, so it ignores it from its first instant.
+    body = ["trap '' TERM", "sleep 600 &", "trap - TERM", "echo left a sleeper", "exit 5"]
+    with _as_pid_1(tmp_path, body) as (proc, log):
         out, err = proc.communicate(timeout=60)  # not 600 s: PID 1 gives up on the count
     assert proc.returncode == 5, err
     assert out == b"left a sleeper\n"
@@ -233,7 +251,8 @@ def _as_pid_1(
     sh, path = _shell(tmp_path, shell)
     text = script(list(preamble), body, termination_log=str(log))
     proc = subprocess.Popen(
-        [unshare, "--pid", "--fork", "--kill-child", sh, "-c", text],
+        # --mount-proc: /proc is the namespace's, as in a container (tee's io is read there).
+        [unshare, "--pid", "--fork", "--mount-proc", "--kill-child", sh, "-c", text],
         env={"PATH": path, "TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
