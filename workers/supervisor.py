@@ -147,8 +147,13 @@ def _report_lines(termination_log: str) -> list[str]:
         "    sleep 0.1 2>/dev/null ||"
         " { sleep 1; berth_idle=$((berth_idle+9)); berth_waited=$((berth_waited+9)); }",
         "  done",
+        # A count that is not all digits is not written (nor risked in arithmetic: an
+        # error there would end PID 1 with another status).
         '  if [ -s "$berth_counts/lines" ] && read -r berth_n < "$berth_counts/lines"; then',
-        f"    echo \"berth-output-lines $((berth_n))\" 2>/dev/null >> '{termination_log}'",
+        "    case $berth_n in",
+        "      ''|*[!0-9]*) ;;",
+        f"      *) echo \"berth-output-lines $berth_n\" 2>/dev/null >> '{termination_log}' ;;",
+        "    esac",
         '    rm -rf "$berth_counts" 2>/dev/null',
         "  fi",
         '  exit "$berth_status"',
