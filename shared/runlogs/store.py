@@ -11,8 +11,8 @@ share a Redis Cluster slot):
   (:class:`~shared.runlogs.lines.Cursor`), ``bytes``/``lines`` kept (``unended``
   of them ended by the collector, having no newline), ``dropped`` lines trimmed
   for the cap, ``done`` once the container's output was read to its end,
-  ``note`` why it ended early, ``printed`` the lines the container counted and
-  ``missing`` how many of them were never served to the collector.
+  ``note`` why it ended early, ``printed`` the lines the container counted (how
+  many of them the store lacks follows: :attr:`AttemptMeta.missing`).
 
 **Exactly once.** An append is one Lua script: it checks that the caller still
 holds the collector lease (a collector that lost it cannot write) and that the
@@ -64,7 +64,7 @@ _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'done', '1', 'note', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'printed', ARGV[3], 'missing', ARGV[4]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'printed', ARGV[3]) end
 return 1
 """
 
@@ -92,8 +92,15 @@ class AttemptMeta:
     counting newlines, did not count them."""
     printed: int | None = None
     """Lines the container said it printed, once its output is complete (None: unsaid)."""
-    missing: int = 0
-    """Of ``printed``, how many the store never got (the kubelet never served them)."""
+
+    @property
+    def missing(self) -> int:
+        """Of ``printed``, how many the store never got (the kubelet never served them):
+        fixed once ``done``, since no append is taken after. A line the collector ended
+        itself (the output's last, with no newline) was never counted by ``wc -l``."""
+        if self.printed is None:
+            return 0
+        return max(0, self.printed - (self.lines - self.unended))
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,6 @@ class LogStore:
             note=got.get("note", ""),
             unended=int(got.get("unended", 0)),
             printed=int(got["printed"]) if "printed" in got else None,
-            missing=int(got.get("missing", 0)),
         )
 
     def append(
@@ -187,17 +193,16 @@ class LogStore:
         holder: str,
         note: str = "",
         printed: int | None = None,
-        missing: int = 0,
     ) -> bool:
         """Mark the attempt read to its end (``note`` says why, if not by the container's
-        exit; ``printed`` and ``missing``: the container's own count and what the store
-        lacks of it). False if the lease is not the caller's, or the attempt was already
-        marked: the first mark stands, so a late one (the pod deleted after its output was
-        read) does not rewrite why it ended."""
+        exit; ``printed``: the container's own count of its lines). False if the lease
+        is not the caller's, or the attempt was already marked: the first mark stands, so
+        a late one (the pod deleted after its output was read) does not rewrite why it
+        ended."""
         keys = [self._meta_key(job_id, attempt), self.lease_key()]
         counted = "" if printed is None else str(printed)
         with wrapped():
-            return int(self._finish(keys=keys, args=[holder, note, counted, missing])) == 1
+            return int(self._finish(keys=keys, args=[holder, note, counted])) == 1
 
     def entries(self, job_id: str, attempt: int, *, after: str, count: int) -> list[Entry]:
         """Up to ``count`` entries after the entry id ``after`` (``-`` from the start)."""

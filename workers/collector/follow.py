@@ -381,33 +381,30 @@ class Follower:
     def _finish(self, note: str) -> None:
         t = self.target
         try:
-            printed, missing = self._missing()
             if self.logs.finish(
-                t.job_id, t.attempt, holder=self.holder, note=note, printed=printed, missing=missing
+                t.job_id, t.attempt, holder=self.holder, note=note, printed=self.printed
             ):
                 log.info("output of %s attempt %d complete", t.pod, t.attempt)
-                if missing:
-                    metrics.LOG_LINES_MISSING.inc(missing)
-                    log.warning(
-                        "%d of the %d lines %s attempt %d printed were never served by the kubelet",
-                        missing,
-                        printed,
-                        t.pod,
-                        t.attempt,
-                    )
+                if self.printed is not None:
+                    self._count_missing()
         except StoreError as e:
             # Not marked done: the next collector pass (or leader) reads it again from the
             # cursor, finds nothing new and marks it then.
             log.warning("cannot mark the output of %s complete: %s", t.pod, e)
 
-    def _missing(self) -> tuple[int | None, int]:
-        """The lines the container printed (None if it did not say) and how many of them
-        the store lacks. A line the collector ended itself (the output's last, with no
-        newline) was never counted by the container's ``wc -l``."""
-        if self.printed is None:
-            return None, 0
-        meta = self.logs.meta(self.target.job_id, self.target.attempt)
-        return self.printed, max(0, self.printed - (meta.lines - meta.unended))
+    def _count_missing(self) -> None:
+        """Count and log the lines the container printed that the store never got."""
+        t = self.target
+        missing = self.logs.meta(t.job_id, t.attempt).missing
+        if missing:
+            metrics.LOG_LINES_MISSING.inc(missing)
+            log.warning(
+                "%d of the %d lines %s attempt %d printed were never served by the kubelet",
+                missing,
+                self.printed,
+                t.pod,
+                t.attempt,
+            )
 
 
 class _Batch:
