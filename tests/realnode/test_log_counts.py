@@ -9,17 +9,14 @@ only the newest: what a collector does not read in time is gone, and now said.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.local.processes import is_running
 from shared import kube
 from tests.polling import wait_until
-from tests.realnode.world import SMALL, START_S, apply, log_meta, logs, wait_status
+from tests.realnode.world import SMALL, START_S, apply, log_meta, logs, sigkill, wait_status
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
@@ -95,10 +92,7 @@ def test_output_the_kubelet_rotated_away_while_the_collector_was_down_is_said_mi
 
 @contextlib.contextmanager
 def _collector_down(stack: Stack) -> Iterator[None]:
-    record = next(p for p in stack.processes if p.name == "log-collector")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
-    wait_until(lambda: not is_running(record), timeout=10, what="the log collector killed")
+    sigkill(stack, "log-collector")
     try:
         yield
     finally:

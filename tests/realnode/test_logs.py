@@ -7,9 +7,6 @@ that comes from Berth's own copy.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -20,7 +17,6 @@ import pytest
 import redis
 
 from cli.local import cluster
-from cli.local.processes import is_running
 from cli.local.realnode.configs import NodePaths
 from shared import kube
 from shared.errors import KubeNotFound
@@ -34,6 +30,7 @@ from tests.realnode.world import (
     logs,
     run,
     running,
+    sigkill,
     wait_status,
 )
 from tests.stack import BERTH, Stack
@@ -176,7 +173,7 @@ def test_no_line_is_lost_or_doubled_when_the_collector_is_killed_twice(
         # Each kill hits the collector that leads (not a standby still waiting).
         wait_until(lambda: _collector_leads(real_stack), timeout=60, what="the collector leading")
         before = _stored_lines(real_stack, name)
-        _sigkill(real_stack, "log-collector")
+        sigkill(real_stack, "log-collector")
         real_stack.restart("log-collector")
         # The new leader takes the lease once the dead one's lapses, then resumes.
         wait_until(
@@ -347,13 +344,6 @@ def _all_lines(stack: Stack, name: str, count: int) -> list[str] | None:
 
 def _stored_lines(stack: Stack, name: str) -> int:
     return len(logs(stack, name).splitlines())
-
-
-def _sigkill(stack: Stack, name: str) -> None:
-    record = next(p for p in stack.processes if p.name == name)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
-    wait_until(lambda: not is_running(record), timeout=10, what=f"{name} killed")
 
 
 def _pod_exists(k: kube.Kube, namespace: str, pod: str) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
+from cli.local.processes import is_running
 from shared import kube
 from shared.runlogs.store import AttemptMeta, LogStore
 from shared.state.store import Store
@@ -129,6 +133,14 @@ def log_meta(stack: Stack, k: kube.Kube, name: str) -> AttemptMeta:
         return LogStore(store, cap_bytes=1).meta(pod.metadata.labels[kube.LABEL_JOB], 1)
     finally:
         store.close()
+
+
+def sigkill(stack: Stack, name: str) -> None:
+    """SIGKILL the stack's process ``name`` (by its recorded PID) and wait until it is gone."""
+    record = next(p for p in stack.processes if p.name == name)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    wait_until(lambda: not is_running(record), timeout=10, what=f"{name} killed")
 
 
 def stop(stack: Stack, name: str) -> None:
