@@ -52,6 +52,11 @@ LOG_LINES_MISSING = Counter(
     "Lines run containers counted in their output that the kubelet never served to the"
     " log collector (lost at a log rotation, or rotated away before it read them).",
 )
+LOG_LINES_RECOVERED = Counter(
+    "berth_log_lines_recovered_total",
+    "Lines the kubelet never served that the log collector put back in place from the"
+    " container's own copy, while it held on at its end (workers/collector/recovery.py).",
+)
 
 
 def serve(port: int) -> None:

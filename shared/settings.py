@@ -207,6 +207,14 @@ class LogSettings(BaseModel):
     follow holds one while its container runs, so hundreds are in use at 20 jobs a
     second; past this many a follow opens a connection (a TLS handshake on both sides)
     and closes it after."""
+    hold_s: int = Field(default=30, ge=0)
+    """How long a container whose output could have met a log rotation holds on at its
+    end for the collector to put back what the kubelet never served, seconds (it reads
+    the container's own copy through ``exec``, which needs ``pods/exec``; usually done in
+    a second). 0: containers keep no copy and never wait; missing lines are only counted."""
+    node_log_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    """The nodes' kubelet ``containerLogMaxSize``, bytes (its default, 10 MiB): only a
+    container whose log file reached it can have lost lines, so only such a one holds on."""
     retention_days: float = 30.0
     """Finished runs, their events and output are deleted this long after they ended,
     days; a deleted run's name answers "expired" for as long again."""

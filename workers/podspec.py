@@ -30,6 +30,7 @@ from shared.placement import autoscaling
 from shared.placement.requests import request_for
 from shared.policy.pod_customisation import customise_pod
 from shared.policy.pod_security import RESTRICTED_SSH_USER, Level, restrict_pod_spec
+from shared.settings import LogSettings
 from shared.ssh import (
     HOST_KEY_FILE,
     INIT_DONE_FILE,
@@ -134,6 +135,13 @@ class PodContext:
     """A ``router: dynamo`` service's router pod address, for its workers' environment."""
     dind_image: str | None = None
     """The image with dockerd that ``docker: true`` runs in (the settings')."""
+    output_keep_bytes: int = 0
+    """The container keeps a copy of up to this much output, and ``output_hold_s`` holds
+    on at its end if its log file reached ``node_log_max_bytes`` (a rotation), for the
+    collector to put back what the kubelet never served; 0: neither
+    (``workers/supervisor.py``)."""
+    output_hold_s: int = 0
+    node_log_max_bytes: int = 0
 
 
 OBJECT_KINDS = ("pod", "secret", "service")
@@ -160,6 +168,16 @@ def object_verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
             k.core.delete_namespaced_service,
         ),
     }[kind]
+
+
+def output_keeping(logs: LogSettings) -> dict[str, int]:
+    """PodContext's output keeping from the settings: a copy up to what the log store
+    keeps per attempt (more could not be stored anyway)."""
+    return {
+        "output_keep_bytes": int(logs.max_mib_per_attempt * 1024 * 1024) if logs.hold_s else 0,
+        "output_hold_s": logs.hold_s,
+        "node_log_max_bytes": logs.node_log_max_bytes,
+    }
 
 
 def run_has_services(run: Run, job: Job) -> bool:
@@ -204,12 +222,17 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
     restricted = ctx.pod_security == "restricted"
     if restricted:
         env.setdefault("HOME", RESTRICTED_HOME)
-    script = _script(run, conf, multinode, ssh=ssh, tools=tools, restricted=restricted)
+    script = _script(run, conf, multinode, ctx, ssh=ssh, tools=tools, restricted=restricted)
+    env_vars = [_env_var(k, v, secret=name if k in secret_env else None) for k, v in env.items()]
+    if ctx.output_hold_s and ctx.output_keep_bytes:  # what PID 1 marks its end line with
+        env_vars.append(
+            {"name": "BERTH_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
+        )
     container: dict[str, Any] = {
         "name": "main",
         "image": run_image(conf, ctx),
         "command": [_shell(conf), "-c", script],
-        "env": [_env_var(k, v, secret=name if k in secret_env else None) for k, v in env.items()],
+        "env": env_vars,
         "resources": _resources(job, conf),
         "ports": _ports(conf),
         "volumeMounts": [{"name": "shm", "mountPath": SHM_MOUNT}],
@@ -375,6 +398,7 @@ def _script(
     run: Run,
     conf: Any,
     multinode: bool,
+    ctx: PodContext,
     *,
     ssh: bool,
     tools: bool = False,
@@ -422,7 +446,13 @@ def _script(
         if conf.type == "task":
             sizes = node_group_sizes(conf)
             body = [with_node_ip_variables(command, sizes) for command in body]
-    return supervisor.script(lines, body)
+    return supervisor.script(
+        lines,
+        body,
+        keep_bytes=ctx.output_keep_bytes,
+        rotate_bytes=ctx.node_log_max_bytes,
+        hold_s=ctx.output_hold_s,
+    )
 
 
 def _sshd_lines(*, tools: bool = False) -> list[str]:

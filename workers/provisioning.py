@@ -47,7 +47,7 @@ from shared.volumes.volume_placement import host_volume_refusal
 from workers import code_volume, node_pools, requeue, scheduler_placement, ssh_secret, volumes
 from workers.context import WorkerContext
 from workers.pod_status import PodVerdict, judge_pod
-from workers.podspec import PodContext, build_job_objects, object_verbs
+from workers.podspec import PodContext, build_job_objects, object_verbs, output_keeping
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         code_parts=len(code_secrets),
         secret_values=secret_values,
         scheduler_affinity=affinity,
+        **output_keeping(ctx.settings.logs),
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     created: dict[str, str | None] = {}  # this job's own objects, for teardown

@@ -5,16 +5,31 @@ a rotation before the old one's last lines are read, and a reader that fell more
 one file behind (a collector down for a while) can never read the rotated files at all.
 Only the container knows how much it printed, so PID 1 sends its own and its commands'
 stdout and stderr, merged in the order written, through ``tee`` (to the container's
-stdout) and ``wc -l``, and once the commands are done writes the total to the termination message
-(``berth-output-lines N``). The collector compares that with the lines it stored and
-tells the reader how many are missing (:func:`printed_lines`). Counting is best effort:
-an image without ``tee``, ``wc``, ``mkfifo`` or a writable temp directory runs as
-before, uncounted; so does a run whose background processes still hold the output
-open after PID 1 sent them TERM at its end (``tee`` making no progress for
-``REPORT_IDLE_S``, or ``REPORT_MAX_S`` in all). The
-report is PID 1's EXIT trap, so it runs however PID 1 ends, and PID 1 does not exit while
-``tee`` still passes on output (as PID 1, anything still in the pipe would die with it).
+stdout) and ``wc -lc``, and once the commands are done writes the line count to the
+termination message (``berth-output-lines N``). The collector compares that with the
+lines it stored and tells the reader how many are missing (:func:`printed_lines`).
+Counting is best effort: an image without ``tee``, ``wc``, ``mkfifo`` or a writable temp
+directory runs as before, uncounted; so does a run whose background processes still
+hold the output open after PID 1 sent them TERM at its end (``tee`` making no progress
+for ``REPORT_IDLE_S``, or ``REPORT_MAX_S`` in all). The report is PID 1's EXIT trap, so
+it runs however PID 1 ends, and PID 1 does not exit while ``tee`` still passes on
+output (as PID 1, anything still in the pipe would die with it).
 The counters ignore SIGTERM, so a stop still counts the commands' last words.
+
+**The copy and the hold.** A count says how many lines were lost; a copy gives them
+back. The kubelet's follow loses the end of a file at a rotation, only the container
+has every byte, and a container that has exited cannot be read. So with ``keep_bytes``
+``tee`` also feeds a keeper that stores the output's first ``keep_bytes`` bytes in
+``kept`` (and drains the rest: ``tee`` never waits on it), and with ``hold_s`` PID 1,
+once the count is written, prints ``berth-output-end UID N B DIR`` on the container's
+stderr (:func:`output_end`) and waits up to ``hold_s`` seconds while ``DIR/hold``
+exists. The collector reads ``kept`` through ``exec`` and removes ``hold``
+(:func:`read_kept_command`, :func:`release_command`); a stop (TERM) ends the hold too.
+PID 1 holds only for a run whose log file (each line with the kubelet's prefix) reaches
+``rotate_bytes``, so could have met a rotation. Bounded (``keep_bytes`` on disk,
+``hold_s`` at the end) and best effort: an image without ``head`` or ``cat``, no pod
+uid (``BERTH_POD_UID``, from the downward API) or more output than ``keep_bytes`` (an
+incomplete copy) and the container ends as before, counted.
 
 **Supervision.** A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs
 a trap only once its foreground command ends: with the commands run directly, the
@@ -28,6 +43,7 @@ their status.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 TERMINATION_LOG = "/dev/termination-log"
 """Where the kubelet takes a container's termination message from (its default path)."""
@@ -41,10 +57,22 @@ REPORT_MAX_S = 30
 _PRINTED = re.compile(r"^berth-output-lines (\d+)$", re.MULTILINE)
 
 
-def script(preamble: list[str], body: list[str], *, termination_log: str = TERMINATION_LOG) -> str:
+def script(
+    preamble: list[str],
+    body: list[str],
+    *,
+    termination_log: str = TERMINATION_LOG,
+    keep_bytes: int = 0,
+    rotate_bytes: int = 0,
+    hold_s: int = 0,
+) -> str:
     """The whole container script: ``preamble`` (Berth's own setup: sshd, peers, dockerd)
-    and the user's ``body``, both counted; the body supervised."""
-    lines = ["set -e", *_report_lines(termination_log), *_counting_lines(), *preamble]
+    and the user's ``body``, both counted; the body supervised. ``keep_bytes`` > 0 keeps a
+    copy of the output's first bytes; ``hold_s`` > 0 holds the container that long at
+    most for the collector to read it, if the output made ``rotate_bytes`` of log file."""
+    hold = _hold_lines(keep_bytes, rotate_bytes, hold_s) if keep_bytes > 0 and hold_s > 0 else []
+    lines = ["set -e", *hold, *_report_lines(termination_log, hold=bool(hold))]
+    lines += [*_counting_lines(keep_bytes), *preamble]
     return "\n".join([*lines, *_supervised(body), 'exit "$berth_rc"'])
 
 
@@ -55,15 +83,65 @@ def printed_lines(message: str | None) -> int | None:
     return int(found[-1]) if found else None
 
 
-def _counting_lines() -> list[str]:
+END_MARKER = "berth-output-end"
+"""The first word of the line PID 1 prints on the container's stderr when it holds."""
+# Greedy prefix: the end line is the last thing on its line, after anything glued to it.
+_END = re.compile(
+    rb"(?P<prefix>.*)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z "
+    + re.escape(END_MARKER.encode())
+    + rb" (?P<uid>\S+) (?P<lines>\d+) (?P<bytes>\d+) (?P<dir>/[!-~]*)\n?",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class OutputEnd:
+    """What the end line says: the container's count and where its copy is."""
+
+    lines: int
+    bytes: int
+    directory: str
+
+
+def output_end(line: bytes, uid: str) -> tuple[bytes, OutputEnd] | None:
+    """``line`` is one raw line from the log API with timestamps=true (e.g.
+    b"2026-12-07T21:00:00.123456789Z berth-output-end <uid> 12 345 /tmp/.berth-output.AbC123\\n").
+    If it is this pod's end line, return (prefix, end): ``prefix`` is whatever the log API
+    glued in front of the end line's own timestamp (the output's last line when it had no
+    newline, itself starting with its timestamp, e.g. b"2026-...Z abc"), b"" normally.
+    None otherwise (also for another uid, a line not ending with the end line, or
+    malformed numbers)."""
+    # Called on every line: the regex only runs on the rare line that has both words.
+    marker = f" {END_MARKER} {uid} ".encode()
+    if not uid or marker not in line:
+        return None
+    found = _END.fullmatch(line)
+    if found is None or found["uid"] != uid.encode():
+        return None
+    end = OutputEnd(int(found["lines"]), int(found["bytes"]), found["dir"].decode("ascii"))
+    return found["prefix"], end
+
+
+def read_kept_command(directory: str) -> list[str]:
+    """The ``exec`` command that prints the container's copy and lets PID 1 end."""
+    return ["/bin/sh", "-c", 'cat "$1/kept" && rm -f "$1/hold"', "sh", directory]
+
+
+def release_command(directory: str) -> list[str]:
+    """The ``exec`` command that lets PID 1 end without reading the copy."""
+    return ["/bin/sh", "-c", 'rm -f "$1/hold"', "sh", directory]
+
+
+def _counting_lines(keep_bytes: int) -> list[str]:
     # One FIFO for both streams: with a counter per stream, lines written to stdout
     # then stderr came out of the two ``tee``s in either order (seen: a stderr line
     # before the 100 stdout lines printed ahead of it); one pipe keeps the order they
     # were written in. tee copies it to the container's stdout and to a second FIFO
-    # that wc reads. PID 1 keeps the container's streams on fds 8 and 9 to put back
-    # when it exits (the counter sees the end of output only once every writer, PID 1
-    # included, has closed its end). A failed check returns before anything starts:
-    # the run goes on uncounted. ``exec`` cannot fail here (the FIFOs are ours, and
+    # that wc reads (lines, then bytes: GNU and busybox both print them in that order).
+    # PID 1 keeps the container's streams on fds 8 and 9 to put back when it exits
+    # (the counter sees the end of output only once every writer, PID 1 included, has
+    # closed its end). A failed check returns before anything starts: the run goes on
+    # uncounted. ``exec`` cannot fail here (the FIFOs are ours, and
     # their readers were started first). The report is an EXIT trap, so every way out
     # passes through it: the end, a ``set -e`` failure or an ``exit 1`` in Berth's
     # setup, a syntax error in the commands (the shell stops parsing them); PID 1 gone
@@ -78,9 +156,10 @@ def _counting_lines() -> list[str]:
         # Born ignoring TERM (and INT): set in a subshell, a stop or the end's
         # ``kill -TERM -1`` could come first (seen under load: a run that failed at once
         # lost wc, then all its output, with tee waiting for a reader forever).
-        "  trap '' TERM INT",
-        '  (exec wc -l < "$berth_d/copy" > "$berth_d/lines") &',
-        '  (exec tee "$berth_d/copy" < "$berth_d/out") &',
+        "  trap '' TERM INT; berth_keeps=",
+        '  (exec wc -lc < "$berth_d/copy" > "$berth_d/lines") &',
+        *(_keeper_lines(keep_bytes) if keep_bytes > 0 else []),
+        '  (exec tee "$berth_d/copy" ${berth_keeps:+"$berth_keeps"} < "$berth_d/out") &',
         "  berth_tee=$!",
         "  trap - TERM INT",
         '  exec 8>&1 9>&2 >"$berth_d/out" 2>&1',
@@ -90,6 +169,23 @@ def _counting_lines() -> list[str]:
         # Never a redirection on this call: the shell would put the redirected fds back
         # after the call, undoing the function's exec.
         "berth_count || true",
+    ]
+
+
+def _keeper_lines(keep_bytes: int) -> list[str]:
+    # A third FIFO for the copy: ``head`` stores its first bytes, then ``cat`` drains
+    # the rest, so tee never waits on it nor gets EPIPE (its SIGPIPE would end the
+    # output). Forked while TERM is ignored, like the counter. ``head -c`` is not POSIX,
+    # but GNU, busybox and BSD all have it.
+    return [
+        "  berth_keeper=",
+        "  if command -v head >/dev/null && command -v cat >/dev/null &&",
+        '    mkfifo "$berth_d/keep" 2>/dev/null; then',
+        "    berth_keeps=$berth_d/keep",
+        f'    (head -c {keep_bytes} > "$berth_d/kept" || :; exec cat > /dev/null)'
+        ' < "$berth_keeps" &',
+        "    berth_keeper=$!",
+        "  fi",
     ]
 
 
@@ -120,7 +216,7 @@ def _supervised(body: list[str]) -> list[str]:
     ]
 
 
-def _report_lines(termination_log: str) -> list[str]:
+def _report_lines(termination_log: str, *, hold: bool) -> list[str]:
     # ``set +e``: a failed write must not change the exit status. As PID 1, it first
     # sends TERM to whatever the commands left running (tee and wc ignore it): such a
     # process holds the output open, and one still printing kept PID 1 waiting for
@@ -149,13 +245,48 @@ def _report_lines(termination_log: str) -> list[str]:
         "  done",
         # A count that is not all digits is not written (nor risked in arithmetic: an
         # error there would end PID 1 with another status).
-        '  if [ -s "$berth_counts/lines" ] && read -r berth_n < "$berth_counts/lines"; then',
+        '  if [ -s "$berth_counts/lines" ] &&'
+        ' read -r berth_n berth_b < "$berth_counts/lines"; then',
         "    case $berth_n in",
         "      ''|*[!0-9]*) ;;",
-        f"      *) echo \"berth-output-lines $berth_n\" 2>/dev/null >> '{termination_log}' ;;",
+        f"      *) echo \"berth-output-lines $berth_n\" 2>/dev/null >> '{termination_log}'"
+        f"{'; berth_hold' if hold else ''} ;;",
         "    esac",
         '    rm -rf "$berth_counts" 2>/dev/null',
         "  fi",
         '  exit "$berth_status"',
+        "}",
+    ]
+
+
+def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
+    # Run by the report once the count is written. The report ignores TERM and INT (as
+    # PID 1); here either ends the hold at once: a stop must not wait for the collector.
+    # N <= B (every line counted ends in a newline), so with B <= KEEP checked first the
+    # arithmetic cannot overflow (an error there would end PID 1 with another status).
+    # Each line in the kubelet's log file gets a prefix like
+    # "2026-12-07T21:00:00.123456789Z stdout F " (40 bytes at most; 41 errs towards a
+    # hold): a run whose lines make less than ``rotate_bytes`` of file met no rotation.
+    # The keeper ends right after tee, whose end the count saw; waiting for it makes
+    # ``kept`` whole. The end line carries the directory as one word (no blanks).
+    return [
+        "berth_uid=${BERTH_POD_UID:-}",
+        "berth_hold() {",
+        '  [ -n "$berth_keeper" ] && [ -n "$berth_uid" ] || return 0',
+        "  case $berth_b in ''|*[!0-9]*) return 0 ;; esac",
+        "  case $berth_uid$berth_counts in *[[:space:]]*) return 0 ;; esac",
+        "  case $berth_counts in /*) ;; *) return 0 ;; esac",
+        f'  [ "$berth_b" -le {keep_bytes} ] || return 0',
+        f"  [ $((berth_b + 41 * berth_n)) -ge {rotate_bytes} ] || return 0",
+        '  wait "$berth_keeper"',
+        # Not ``:``: a failed redirection on a special built-in would end the shell.
+        '  true 2>/dev/null > "$berth_counts/hold" || return 0',
+        "  trap 'rm -f \"$berth_counts/hold\"' TERM INT",
+        f'  echo "{END_MARKER} $berth_uid $berth_n $berth_b $berth_counts" >&2',
+        "  berth_held=0",
+        f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {hold_s * 10} ]; do',
+        "    berth_held=$((berth_held+1))",
+        "    sleep 0.1 2>/dev/null || { sleep 1; berth_held=$((berth_held+9)); }",
+        "  done",
         "}",
     ]

@@ -5,8 +5,10 @@ the store as it is printed, so this module never reads a pod: what has ended
 and what still runs come from one place, and a follower (``follow``) reads the
 stored lines and then waits on the same stream for new ones. No gap and no
 duplicate at the joint, and the output outlives the pod, its node and the
-kubelet's rotation. Lines the kubelet never served cannot be here; when the
-container counted its output, the reader's last line says how many are missing.
+kubelet's rotation. Lines the kubelet never served are put back from the
+container's own copy when it could keep one (``workers/collector/recovery.py``);
+otherwise, when the container counted its output, the reader's last line says how
+many are missing.
 Each pod of a job is an *attempt* (a ``retry`` makes a new
 one); readers number the attempts that have output 1, 2, ... and get the last
 unless they ask.
@@ -85,8 +87,10 @@ def _serve(
     fmt = _Format(since_ns=request.since_ns, timestamps=request.timestamps)
     if not request.follow:
         if index:
-            yield from _stored_with_last(logs, job.id, labels[index - 1], request.tail, fmt)
-            yield from _missing_note(logs, job.id, labels[index - 1])
+            served = labels[index - 1]
+            recovered = logs.meta(job.id, served).recovered
+            yield from _stored_with_last(logs, job.id, served, request.tail, fmt)
+            yield from _missing_note(logs, job.id, served, recovered_before=recovered)
         return
     label = labels[index - 1] if index else None
     pinned = request.attempt is not None
@@ -95,9 +99,10 @@ def _serve(
             label = _wait_for_attempt(store, logs, job, after=0)
             if label is None:
                 return
+        recovered = logs.meta(job.id, label).recovered
         last = yield from _stored_with_last(logs, job.id, label, request.tail, fmt)
         yield from _live(store, logs, job, label, last, fmt)
-        yield from _missing_note(logs, job.id, label)
+        yield from _missing_note(logs, job.id, label, recovered_before=recovered)
         if pinned:
             return
         following = _wait_for_attempt(store, logs, job, after=label)
@@ -134,10 +139,21 @@ def _stored_with_last(
         after = page[-1].id
 
 
-def _missing_note(logs: LogStore, job_id: str, label: int) -> Iterator[bytes]:
+def _missing_note(
+    logs: LogStore, job_id: str, label: int, *, recovered_before: int
+) -> Iterator[bytes]:
     """A last line saying how many printed lines the store never got, if any: the
-    container counted its output (workers/supervisor.py), the collector compared."""
+    container counted its output (workers/supervisor.py), the collector compared. Or,
+    when the collector put missing lines back in place while this reader was reading
+    (``recovered_before`` is what it had put back when the reader began), that some came
+    before where this reader was: a new read has them."""
     meta = logs.meta(job_id, label)
+    if meta.recovered > recovered_before:
+        yield (
+            f"[berth] {meta.recovered - recovered_before:,} lines the kubelet never served"
+            " were put back from the container's copy while this was read; some may be"
+            " above: read the logs again for the whole output in order\n"
+        ).encode()
     if meta.done and meta.missing and meta.printed is not None:
         why = meta.note or "the kubelet's log API never served them (its log rotation)"
         yield (

@@ -34,7 +34,7 @@ from cli.client import ClientConfig, save_client_config
 from cli.local import team
 from cli.local.processes import ProcessRecord, is_running, log_tail, start_process
 from cli.local.realnode import RealNodes
-from cli.local.realnode.configs import REAL_NODE_LABEL
+from cli.local.realnode.configs import CONTAINER_LOG_MAX_BYTES, REAL_NODE_LABEL
 from shared import kube
 from shared.errors import KubeConflict, LocalClusterError
 
@@ -113,6 +113,7 @@ def start(
             "BERTH_DEFAULT_IMAGE": real_nodes.images["run"],
             "BERTH_SSH__JUMP_IMAGE": real_nodes.images["jump"],
             "BERTH_DIND_IMAGE": real_nodes.images["dind"],  # docker: true (workers/dind.py)
+            "BERTH_LOGS__NODE_LOG_MAX_BYTES": str(CONTAINER_LOG_MAX_BYTES),
         }
     berth = str(Path(sys.executable).with_name("berth"))
     if not Path(berth).exists():

@@ -12,7 +12,9 @@ share a Redis Cluster slot):
   of them ended by the collector, having no newline), ``dropped`` lines trimmed
   for the cap, ``done`` once the container's output was read to its end,
   ``note`` why it ended early, ``printed`` the lines the container counted (how
-  many of them the store lacks follows: :attr:`AttemptMeta.missing`).
+  many of them the store lacks follows: :attr:`AttemptMeta.missing`),
+  ``recovered`` lines put back in place from the container's own copy
+  (:meth:`LogStore.rewrite`).
 
 **Exactly once.** An append is one Lua script: it checks that the caller still
 holds the collector lease (a collector that lost it cannot write) and that the
@@ -68,6 +70,25 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'printed', ARGV[3]) end
 return 1
 """
 
+_REWRITE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+local cur = redis.call('HMGET', KEYS[2], 'ts', 'n', 'done', 'dropped')
+if cur[3] then return -3 end
+if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return -2 end
+if (cur[4] or '0') ~= '0' then return -2 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last_id = ''
+if #last > 0 then last_id = last[1][1] end
+if last_id ~= ARGV[7] then return -2 end
+if redis.call('EXISTS', KEYS[4]) == 0 then return -2 end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('RENAME', KEYS[4], KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+redis.call('HSET', KEYS[2], 'lines', ARGV[4], 'bytes', ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'recovered', ARGV[6])
+return 1
+"""
+
 APPENDED = 1
 LOST_LEASE = -1
 """The caller no longer holds the collector lease: another collector owns the logs."""
@@ -92,6 +113,8 @@ class AttemptMeta:
     counting newlines, did not count them."""
     printed: int | None = None
     """Lines the container said it printed, once its output is complete (None: unsaid)."""
+    recovered: int = 0
+    """Of ``lines``, those the kubelet never served, put back from the container's copy."""
 
     @property
     def missing(self) -> int:
@@ -118,6 +141,7 @@ class LogStore:
         self.cap_bytes = cap_bytes
         self._append = store.r.register_script(_APPEND)
         self._finish = store.r.register_script(_FINISH)
+        self._rewrite = store.r.register_script(_REWRITE)
 
     def lease_key(self) -> str:
         return self.store.key("lease", "log-collector")
@@ -145,6 +169,7 @@ class LogStore:
             note=got.get("note", ""),
             unended=int(got.get("unended", 0)),
             printed=int(got["printed"]) if "printed" in got else None,
+            recovered=int(got.get("recovered", 0)),
         )
 
     def append(
@@ -203,6 +228,45 @@ class LogStore:
         counted = "" if printed is None else str(printed)
         with wrapped():
             return int(self._finish(keys=keys, args=[holder, note, counted])) == 1
+
+    def rewrite(
+        self,
+        job_id: str,
+        attempt: int,
+        entries: list[tuple[str, bytes, int]],
+        *,
+        recovered: int,
+        cursor: Cursor,
+        last_id: str,
+        holder: str,
+    ) -> int:
+        """Replace the attempt's stream with ``entries`` (id, whole lines, how many), which
+        hold ``recovered`` more lines than it: the lines the kubelet never served, put
+        back in place (``workers/collector/recovery.py``). The ids are the stream's own,
+        so a reader that has read up to one goes on after it with no line twice; an id
+        ``*`` is a new entry (the stream had none). Taken only if ``holder`` leads, the
+        attempt is not done, nothing was trimmed for the cap, and the cursor and the last
+        entry are still ``cursor`` and ``last_id`` (nothing appended since the caller read
+        the stream); the new stream is built aside and swapped in at once.
+
+        Returns :data:`APPENDED` (swapped), :data:`LOST_LEASE`, :data:`MOVED` or
+        :data:`FINISHED`.
+        """
+        aside = self._stream_key(job_id, attempt) + ":rewrite"
+        total_lines = sum(n for _, _, n in entries)
+        total_bytes = sum(len(d) for _, d, _ in entries)
+        keys = [self._stream_key(job_id, attempt), self._meta_key(job_id, attempt)]
+        keys += [self.lease_key(), aside]
+        args: list[str | int] = [holder, str(cursor.ts_ns), str(cursor.n)]
+        args += [total_lines, total_bytes, recovered, last_id]
+        with wrapped():
+            pipe = self.store.r.pipeline(transaction=True)
+            pipe.delete(aside)
+            for entry_id, data, n in entries:
+                pipe.xadd(aside, {"d": data, "n": n}, id=entry_id)
+            pipe.expire(aside, 600)  # a collector killed before the swap leaves no litter
+            pipe.execute()
+            return int(self._rewrite(keys=keys, args=args))
 
     def entries(self, job_id: str, attempt: int, *, after: str, count: int) -> list[Entry]:
         """Up to ``count`` entries after the entry id ``after`` (``-`` from the start)."""

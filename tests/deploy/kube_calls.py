@@ -11,7 +11,9 @@ it lists (that is how ``Watch.stream`` is used). Two calls are made around the
 typed clients: :func:`shared.kube.pod_proxy.pod_request` needs ``pods/proxy``
 with the verb of the HTTP method each call site names, and
 :meth:`shared.kube.Kube.post` needs ``create`` on the collection each call site
-names (``k.post("pods", ...)`` or ``partial(k.post, "pods")``).
+names (``k.post("pods", ...)`` or ``partial(k.post, "pods")``), and
+:func:`shared.kube.pod_exec.exec_output` needs ``pods/exec``: ``create`` (how the
+apiserver authorizes a WebSocket exec since 1.31) and ``get`` (before it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _ALL_NAMESPACES = re.compile(rf"({_ACTION})_(\w+)_for_all_namespaces$")
 _CLUSTER = re.compile(rf"({_ACTION})_(\w+)$")
 POD_REQUEST = "pod_request"
 KUBE_POST = "post"
+EXEC_OUTPUT = "exec_output"
 SCRAPE_POD = "scrape_pod"  # a GET on a pod of any namespace: the ClusterRole's
 _HTTP_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
@@ -79,6 +82,10 @@ def accesses_in_code() -> dict[Access, list[str]]:
                 if posted is not None:
                     access = Access(NAMESPACE, "", posted, "create")
                     found.setdefault(access, []).append(where)
+                if _calls(node, EXEC_OUTPUT):
+                    for verb in ("create", "get"):
+                        access = Access(NAMESPACE, "", "pods/exec", verb)
+                        found.setdefault(access, []).append(where)
                 if _calls(node, SCRAPE_POD):
                     access = Access(CLUSTER, "", "pods/proxy", "get")
                     found.setdefault(access, []).append(where)

@@ -19,6 +19,7 @@ from shared.runlogs.lines import Cursor, Deduper
 from shared.runlogs.store import LogStore
 from shared.state.records import Event, Job, Run, RunStatus
 from shared.state.store import Store
+from workers.collector.recovery import merge
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +243,73 @@ def test_a_complete_output_with_nothing_missing_or_uncounted_gets_no_note(
     )
     assert logs.meta("job-1", 2).printed is None  # the container never said
     assert _read(store, logs, run).decode().splitlines() == ["line 9"]
+
+
+def test_a_rewrite_puts_recovered_lines_in_place_under_the_streams_own_ids(
+    store: Store, logs: LogStore
+) -> None:
+    """Lines 2 and 5 never came; the collector's rewrite puts them back: a reader that
+    had read the first entry goes on with no line twice, a new one reads all in order."""
+    run, _ = _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    _append(logs, 1, [_stamped(i) for i in (0, 1)])
+    _append(logs, 1, [_stamped(i) for i in (3, 4)])
+    entries = logs.entries("job-1", 1, after="-", count=10)
+    first, second = (e.id for e in entries)
+    merged = merge(
+        entries,
+        b"".join(f"line {i}\n".encode() for i in range(6)),
+        max_line=1024,
+        fallback_ts=_stamped(9, "x")[:-2],
+    )
+    assert merged is not None and merged.recovered == 2
+    meta = logs.meta("job-1", 1)
+    result = logs.rewrite(
+        "job-1",
+        1,
+        merged.entries,
+        recovered=2,
+        cursor=meta.cursor,
+        last_id=second,
+        holder=HOLDER,
+    )
+    assert result == log_store.APPENDED
+    after = logs.meta("job-1", 1)
+    assert (after.lines, after.recovered, after.cursor) == (6, 2, meta.cursor)
+    assert [e.id for e in logs.entries("job-1", 1, after="-", count=10)] == [first, second]
+    assert [
+        line.split(b" ", 1)[1]
+        for e in logs.entries("job-1", 1, after=first, count=10)
+        for line in e.data.splitlines()
+    ] == [b"line 2", b"line 3", b"line 4", b"line 5"]
+    assert logs.finish("job-1", 1, holder=HOLDER, printed=6)
+    assert logs.meta("job-1", 1).missing == 0
+    assert _read(store, logs, run).decode().splitlines() == [f"line {i}" for i in range(6)]
+    assert not store.r.exists(logs._stream_key("job-1", 1) + ":rewrite")
+    assert store.r.ttl(logs._stream_key("job-1", 1)) == -1  # the aside key's expiry did not follow
+
+
+def test_a_rewrite_is_refused_after_an_append_without_the_lease_or_once_done(
+    store: Store, logs: LogStore
+) -> None:
+    _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    _append(logs, 1, [_stamped(0)])
+    [entry] = logs.entries("job-1", 1, after="-", count=10)
+    stale = logs.meta("job-1", 1).cursor
+    new = [(entry.id, entry.data + _stamped(1), 2)]
+
+    def rewrite(cursor: Cursor, last_id: str, holder: str = HOLDER) -> int:
+        return logs.rewrite(
+            "job-1", 1, new, recovered=1, cursor=cursor, last_id=last_id, holder=holder
+        )
+
+    assert rewrite(stale, entry.id, holder="collector-b") == log_store.LOST_LEASE
+    _append(logs, 1, [_stamped(2)])  # an append since the stream was read
+    assert rewrite(stale, entry.id) == log_store.MOVED
+    assert rewrite(logs.meta("job-1", 1).cursor, entry.id) == log_store.MOVED  # not last
+    assert logs.meta("job-1", 1).lines == 2
+    assert logs.finish("job-1", 1, holder=HOLDER)
+    last = logs.entries("job-1", 1, after=entry.id, count=10)[-1].id
+    assert rewrite(logs.meta("job-1", 1).cursor, last) == log_store.FINISHED
+    assert logs.meta("job-1", 1).recovered == 0

@@ -17,7 +17,7 @@ import pytest
 
 from cli.local import cluster, realnode
 from cli.local.realnode import network
-from cli.local.realnode.configs import REAL_NODE_LABEL
+from cli.local.realnode.configs import CONTAINER_LOG_MAX_BYTES, REAL_NODE_LABEL
 from shared import kube
 from shared.errors import LocalClusterError
 from tests.realnode.canary import check_nodes_run_pods
@@ -118,6 +118,7 @@ def real_env(state: cluster.ClusterState) -> dict[str, str]:
         "BERTH_DEFAULT_IMAGE": images["run"],
         "BERTH_SSH__JUMP_IMAGE": images["jump"],
         "BERTH_DIND_IMAGE": images["dind"],
+        "BERTH_LOGS__NODE_LOG_MAX_BYTES": str(CONTAINER_LOG_MAX_BYTES),
         # utilization_policy reads a DCGM exporter here (tests/realnode/test_utilization.py
         # runs a stand-in: the nodes' GPUs are the device plugin's, with no DCGM behind them).
         "BERTH_GPU_METRICS__EXPORTER_NAMESPACE": DCGM_NAMESPACE,

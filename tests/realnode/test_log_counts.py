@@ -1,22 +1,36 @@
-"""Each run container counts its own output, so a reader is told exactly what the kubelet lost.
+"""Run containers count and keep their output: what the kubelet lost is put back, or said.
 
 The count is PID 1's (workers/supervisor.py), in the container's termination message;
 the collector compares it with what it stored (workers/collector/follow.py). On the
 real nodes the kubelet rotates at 1 MiB and keeps two files, and its log API serves
-only the newest: what a collector does not read in time is gone, and now said.
+only the newest: what a collector does not read in time is gone from there. A
+container whose log reached a rotation holds on at its end (``logs.hold_s``) for the
+collector to read its own copy (workers/collector/recovery.py); past that, the reader
+is told exactly how many lines are missing.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from shared import kube
+from shared.errors import KubeError
 from tests.polling import wait_until
-from tests.realnode.world import SMALL, START_S, apply, log_meta, logs, sigkill, wait_status
+from tests.realnode.world import (
+    SMALL,
+    START_S,
+    apply,
+    log_meta,
+    logs,
+    run,
+    sigkill,
+    wait_status,
+)
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
@@ -48,28 +62,57 @@ def test_a_short_run_is_counted_exactly_and_its_unended_last_line_is_no_line_mis
     assert (meta.printed, meta.missing, meta.lines, meta.unended) == (101, 0, 102, 1)
 
 
-def test_output_the_kubelet_rotated_away_while_the_collector_was_down_is_said_missing(
+_CHATTY = """
+commands:
+  - export N=10000
+  - for b in $(seq 0 5); do seq -f "line %06g" $((b*N)) $((b*N + N-1)); sleep 1; done
+  - sleep 4; echo the end
+"""
+
+
+def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_container(
     real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
 ) -> None:
-    """~3 MiB of CRI log printed with no collector running: the kubelet rotates at 1 MiB
-    and serves only its newest file, so a collector back after the run ended can read
-    only the end. Every line it got is the output's end, once and in order, and the
+    """~3 MiB of CRI log printed with no collector running, which is back while the
+    container holds on at its end: the kubelet serves only its newest file, yet every
+    line is served, in order, from the container's own copy."""
+    chatty = _CHATTY.replace("echo the end", "printf 'the end'")  # no newline: last at exit
+    with _collector_down(real_stack):
+        name = apply(real_stack, tmp_path, f"type: task\nname: recovered{chatty}{SMALL}")
+        pod = run(real_stack, name)["jobs"][0]["pod_name"]
+        # The commands are done and PID 1 holds on: its end line is in the kubelet's log.
+        wait_until(
+            lambda: "berth-output-end" in _served_tail(real_stack, real_kube, pod),
+            timeout=3 * START_S,
+            what="the container's end line",
+        )
+    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+    wait_until(
+        lambda: log_meta(real_stack, real_kube, name).done, timeout=60, what="output complete"
+    )
+    expected = [f"line {i:06d}" for i in range(60_000)] + ["the end"]
+    out = logs(real_stack, name).splitlines()
+    assert out == expected, (len(out), out[-1:])
+    meta = log_meta(real_stack, real_kube, name)
+    # "the end" has no newline: not counted by the container, ended by the collector.
+    assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)
+    assert meta.recovered > 0  # the kubelet no longer had the start
+    # The collector let the container go: it did not hold on until logs.hold_s ran out.
+    held_s = _end_to_exit_s(real_stack, real_kube, pod)
+    assert held_s < real_stack.settings().logs.hold_s - 5, held_s
+
+
+def test_output_rotated_away_while_the_collector_was_down_past_the_hold_is_said_missing(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+) -> None:
+    """The same with the collector down until the run ended (the container held on for
+    ``logs.hold_s`` and gave up): a collector back after the run ended can read only
+    the end. Every line it got is the output's end, once and in order, and the
     reader's last line says exactly how many of the container's are missing."""
     total = 60_000
     with _collector_down(real_stack):
-        name = apply(
-            real_stack,
-            tmp_path,
-            f"""
-            type: task
-            name: unread
-            commands:
-              - export N=10000
-              - for b in $(seq 0 5); do seq -f "line %06g" $((b*N)) $((b*N + N-1)); sleep 1; done
-              - sleep 4; echo the end
-            {SMALL}
-            """,
-        )
+        name = apply(real_stack, tmp_path, f"type: task\nname: unread{_CHATTY}{SMALL}")
         done = wait_status(real_stack, name, "done", "failed", timeout=3 * START_S)
         assert done["status"] == "done", done
     expected = [f"line {i:06d}" for i in range(total)] + ["the end"]
@@ -88,6 +131,30 @@ def test_output_the_kubelet_rotated_away_while_the_collector_was_down_is_said_mi
     )
     meta = log_meta(real_stack, real_kube, name)
     assert (meta.printed, meta.missing) == (len(expected), missing)
+
+
+def _served_tail(stack: Stack, k: kube.Kube, pod: str) -> str:
+    """The kubelet's last lines of the run's output; "" while its container is starting."""
+    try:
+        text: str = k.call(
+            k.core.read_namespaced_pod_log, pod, stack.namespace, container="main", tail_lines=3
+        )
+    except KubeError:
+        return ""
+    return text
+
+
+def _end_to_exit_s(stack: Stack, k: kube.Kube, pod: str) -> float:
+    """From the end line (the kubelet's time of it) to the container's exit."""
+    served: str = k.call(
+        k.core.read_namespaced_pod_log, pod, stack.namespace, container="main", timestamps=True
+    )
+    [end] = [line for line in served.splitlines() if " berth-output-end " in line]
+    at = datetime.fromisoformat(end.split(" ", 1)[0][:26].rstrip("Z") + "+00:00")
+    status = k.call(k.core.read_namespaced_pod, pod, stack.namespace).status
+    [main] = [c for c in status.container_statuses if c.name == "main"]
+    finished: datetime = main.state.terminated.finished_at
+    return (finished - at).total_seconds()
 
 
 @contextlib.contextmanager

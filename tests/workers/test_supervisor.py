@@ -3,7 +3,8 @@
 Its output counting must not change what a run does: every byte, in the order written
 (stdout and stderr merged into the container's stdout, so one stream keeps that order),
 the commands' exit status, a stop that reaches the commands. What it adds is one line
-in the termination message, ``berth-output-lines N``.
+in the termination message, ``berth-output-lines N``; and, asked to, a copy of the
+output kept in the container and a hold at the end for the collector to read it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from workers.supervisor import printed_lines, script
+from workers.supervisor import (
+    OutputEnd,
+    output_end,
+    printed_lines,
+    read_kept_command,
+    release_command,
+    script,
+)
 
 # Debian's and Ubuntu's sh, bash, and an Alpine-like image: busybox's sh and applets only.
 SHELLS = [
@@ -30,32 +38,71 @@ SHELLS = [
     for shell in ("dash", "bash", "busybox")
 ]
 _APPLETS = ("sh", "tee", "wc", "mkfifo", "mktemp", "sleep", "seq", "rm")  # no cat: not needed
+_KEEPING_APPLETS = (*_APPLETS, "head", "cat")  # what keeping a copy takes
+_UID = "0b6e4a52-7c1d-4f3e-9a8b-2d5c6e7f8091"
+# The log API's timestamp (timestamps=true), put in front of the end line as it would be.
+_STAMP = b"2026-12-07T21:00:00.123456789Z "
 
 
 def _run(
     tmp_path: Path, shell: str, body: list[str], *, path: str | None = None
 ) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    return _finished(*_start(tmp_path, shell, body, path=path))
+
+
+def _start(
+    tmp_path: Path,
+    shell: str,
+    body: list[str],
+    *,
+    path: str | None = None,
+    keep_bytes: int = 0,
+    rotate_bytes: int = 0,
+    hold_s: int = 0,
+    uid: str | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / "termination-log"
     log.write_text("")
-    sh, found = _shell(tmp_path, shell)
+    sh, found = _shell(tmp_path, shell, _KEEPING_APPLETS if keep_bytes else _APPLETS)
     env = {"PATH": path or found, "TMPDIR": str(tmp_path)}
-    text = script(["echo from the preamble"], body, termination_log=str(log))
-    done = subprocess.run([sh, "-c", text], env=env, capture_output=True, timeout=30)
-    return done, log.read_text()
+    if uid is not None:
+        env["BERTH_POD_UID"] = uid
+    text = script(
+        ["echo from the preamble"],
+        body,
+        termination_log=str(log),
+        keep_bytes=keep_bytes,
+        rotate_bytes=rotate_bytes,
+        hold_s=hold_s,
+    )
+    proc = subprocess.Popen(
+        [sh, "-c", text], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    return proc, log
 
 
-def _shell(tmp_path: Path, shell: str) -> tuple[str, str]:
+def _finished(
+    proc: subprocess.Popen[bytes], log: Path
+) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), log.read_text()
+
+
+def _shell(tmp_path: Path, shell: str, applets: tuple[str, ...] = _APPLETS) -> tuple[str, str]:
     """The shell's path and the PATH to run it with: for busybox, a directory of its
     applets alone, as in an Alpine image."""
     binary = shutil.which(shell) or shell
     if shell != "busybox":
         return binary, os.environ["PATH"]
-    applets = tmp_path / "applets"
-    applets.mkdir(exist_ok=True)
-    for name in _APPLETS:
-        if not (applets / name).exists():
-            (applets / name).symlink_to(binary)
-    return str(applets / "sh"), str(applets)
+    found = tmp_path / "applets"
+    found.mkdir(exist_ok=True)
+    for name in applets:
+        if not (found / name).exists():
+            (found / name).symlink_to(binary)
+    return str(found / "sh"), str(found)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -238,9 +285,161 @@ def test_the_count_is_read_from_the_last_berth_line_whatever_the_job_wrote_befor
     assert printed_lines("not berth-output-lines 5") is None
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_copy_is_the_merged_output_and_pid_1_holds_until_the_collector_has_read_it(
+    tmp_path: Path, shell: str
+) -> None:
+    body = ["seq 1 100", "echo oops >&2", "printf 'no newline'", "exit 3"]
+    lines = "".join(f"{i}\n" for i in range(1, 101))
+    expected = f"from the preamble\n{lines}oops\nno newline".encode()
+    printed = expected.count(b"\n")
+    # Exactly the log file's size these lines make: the hold's threshold is inclusive.
+    rotate = len(expected) + 41 * printed
+    proc, log = _start(
+        tmp_path, shell, body, keep_bytes=10_000, rotate_bytes=rotate, hold_s=20, uid=_UID
+    )
+    try:
+        end = _end(proc)
+        assert end == OutputEnd(printed, len(expected), end.directory)
+        assert Path(end.directory).parent == tmp_path
+        assert printed_lines(log.read_text()) == printed  # written before the hold
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.3)  # held
+        read = subprocess.run(read_kept_command(end.directory), capture_output=True, timeout=10)
+        released = time.monotonic()
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert time.monotonic() - released < 2  # not hold_s
+    assert read.returncode == 0 and read.stdout == expected, read.stderr
+    assert proc.returncode == 3
+    assert out == expected and err == b""  # the end line was read by _end
+    assert not Path(end.directory).exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_hold_nobody_releases_ends_after_hold_s(tmp_path: Path, shell: str) -> None:
+    proc, log = _start(tmp_path, shell, ["echo done"], keep_bytes=10_000, hold_s=1, uid=_UID)
+    try:
+        end = _end(proc)
+        held = time.monotonic()
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert 0.9 <= time.monotonic() - held < 5
+    assert proc.returncode == 0, err
+    assert out == b"from the preamble\ndone\n"
+    assert printed_lines(log.read_text()) == end.lines == 2
+    assert not Path(end.directory).exists()
+
+
+@needs_pid_1
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_pid_1_a_stop_during_the_hold_ends_it_at_once(tmp_path: Path, shell: str) -> None:
+    body = ["echo done", "exit 3"]
+    with _as_pid_1(tmp_path, body, shell, keep_bytes=10_000, hold_s=20) as (proc, log):
+        end = _end(proc)
+        stopped = time.monotonic()
+        os.kill(_only_child(proc.pid), signal.SIGTERM)  # PID 1, as the kubelet signals it
+        out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - stopped < 2  # not hold_s
+    assert proc.returncode == 3, err
+    assert out == b"done\n"
+    assert printed_lines(log.read_text()) == 1
+    assert not Path(end.directory).exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_run_too_short_to_meet_a_rotation_is_not_held(tmp_path: Path, shell: str) -> None:
+    # 18 + 21 bytes and 11 lines: 490 bytes of log file, one short of the threshold.
+    started = _start(
+        tmp_path, shell, ["seq 1 10"], keep_bytes=10_000, rotate_bytes=491, hold_s=5, uid=_UID
+    )
+    done, message = _finished(*started)
+    assert done.returncode == 0 and done.stderr == b""
+    assert printed_lines(message) == 11
+    assert not list(tmp_path.glob(".berth-output.*"))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_more_output_than_the_copy_holds_keeps_its_first_bytes_and_is_not_held(
+    tmp_path: Path, shell: str
+) -> None:
+    go = tmp_path / "go"
+    body = ["seq 1 100", f"until [ -e {go} ]; do sleep 0.02; done", "seq 101 20000"]
+    proc, log = _start(tmp_path, shell, body, keep_bytes=50, hold_s=5, uid=_UID)
+    try:
+        kept = _kept(tmp_path, 50)  # read while the commands run: no hold to read it in
+        go.touch()
+        done, message = _finished(proc, log)
+    finally:
+        proc.kill()
+    assert done.returncode == 0 and done.stderr == b""
+    # Most of it written once the copy was full: the keeper still drains its FIFO, so
+    # tee goes on (a FIFO without a reader would end it with SIGPIPE).
+    lines = "".join(f"{i}\n" for i in range(1, 20001))
+    assert done.stdout == f"from the preamble\n{lines}".encode()
+    assert kept == done.stdout[:50]
+    assert printed_lines(message) == 20001
+    assert not list(tmp_path.glob(".berth-output.*"))
+
+
+def test_a_pod_without_its_uid_is_not_held(tmp_path: Path) -> None:
+    started = _start(tmp_path, "dash", ["seq 1 3"], keep_bytes=10_000, hold_s=5)
+    done, message = _finished(*started)
+    assert done.returncode == 0 and done.stderr == b""
+    assert printed_lines(message) == 4
+
+
+def test_an_image_without_head_keeps_no_copy_but_is_counted(tmp_path: Path) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("dash", "tee", "wc", "mkfifo", "mktemp", "cat", "sleep", "seq", "rm"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    started = _start(
+        tmp_path, "dash", ["seq 1 3"], path=str(tools), keep_bytes=10_000, hold_s=5, uid=_UID
+    )
+    done, message = _finished(*started)
+    assert done.returncode == 0 and done.stderr == b""
+    assert done.stdout == b"from the preamble\n1\n2\n3\n"
+    assert message == "berth-output-lines 4\n"
+
+
+def test_the_end_line_is_found_alone_or_after_a_last_line_without_a_newline() -> None:
+    end = OutputEnd(1, 3, "/d")
+    assert output_end(_STAMP + b"berth-output-end uid 1 3 /d\n", "uid") == (b"", end)
+    glued = _STAMP + b"abc" + _STAMP + b"berth-output-end uid 1 3 /d\n"
+    assert output_end(glued, "uid") == (_STAMP + b"abc", end)
+    assert output_end(b"2026-12-07T21:00:00Z berth-output-end uid 1 3 /d", "uid") == (b"", end)
+
+
+def test_anything_but_this_pods_end_line_is_not_an_end() -> None:
+    assert output_end(_STAMP + b"berth-output-end other 1 3 /d\n", "uid") is None
+    assert output_end(_STAMP + b"an ordinary line\n", "uid") is None
+    assert output_end(_STAMP + b"berth-output-end uid 1 3 /d and more\n", "uid") is None
+    assert output_end(_STAMP + b"berth-output-end uid one 3 /d\n", "uid") is None
+    assert output_end(_STAMP + b"berth-output-end uid 1 3 relative\n", "uid") is None
+    assert output_end(b"berth-output-end uid 1 3 /d\n", "uid") is None  # no timestamp
+    assert output_end(_STAMP + b"berth-output-end  1 3 /d\n", "") is None
+
+
+def test_the_release_command_lets_pid_1_end(tmp_path: Path) -> None:
+    (tmp_path / "hold").touch()
+    subprocess.run(release_command(str(tmp_path)), check=True, timeout=10)
+    assert not (tmp_path / "hold").exists()
+
+
 @contextlib.contextmanager
 def _as_pid_1(
-    tmp_path: Path, body: list[str], shell: str = "dash", preamble: tuple[str, ...] = ()
+    tmp_path: Path,
+    body: list[str],
+    shell: str = "dash",
+    preamble: tuple[str, ...] = (),
+    *,
+    keep_bytes: int = 0,
+    hold_s: int = 0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """The script as PID 1 of a PID namespace of its own, as in a container: when it
     exits, the kernel ends every process left in it (the sleepers above)."""
@@ -248,12 +447,14 @@ def _as_pid_1(
     log.write_text("")
     unshare = shutil.which("unshare")
     assert unshare is not None
-    sh, path = _shell(tmp_path, shell)
-    text = script(list(preamble), body, termination_log=str(log))
+    sh, path = _shell(tmp_path, shell, _KEEPING_APPLETS if keep_bytes else _APPLETS)
+    text = script(
+        list(preamble), body, termination_log=str(log), keep_bytes=keep_bytes, hold_s=hold_s
+    )
     proc = subprocess.Popen(
         # --mount-proc: /proc is the namespace's, as in a container (tee's io is read there).
         [unshare, "--pid", "--fork", "--mount-proc", "--kill-child", sh, "-c", text],
-        env={"PATH": path, "TMPDIR": str(tmp_path)},
+        env={"PATH": path, "TMPDIR": str(tmp_path), "BERTH_POD_UID": _UID},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -268,6 +469,26 @@ def _wait_for(path: Path) -> None:
     deadline = time.monotonic() + 20
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> OutputEnd:
+    """The end line PID 1 printed on its stderr, read as the collector reads it."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    found = output_end(_STAMP + line, _UID)
+    assert found is not None, line
+    assert found[0] == b""
+    return found[1]
+
+
+def _kept(tmp_path: Path, size: int) -> bytes:
+    deadline = time.monotonic() + 20
+    while True:
+        for kept in tmp_path.glob(".berth-output.*/kept"):
+            if kept.stat().st_size >= size:
+                return kept.read_bytes()
+        assert time.monotonic() < deadline, "no copy of that size"
         time.sleep(0.02)
 
 

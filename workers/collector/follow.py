@@ -10,7 +10,10 @@ stored cursor, so the store is the only state and the kubelet's file the
 buffer: nothing it serves is lost while the pod exists, and nothing is stored twice.
 What it never serves (the end of a file its follow left at a rotation, files rotated
 away while no collector ran) is counted instead: the container's PID 1 reports how
-many lines it printed, and the finish stores how many of them never came.
+many lines it printed, and the finish stores how many of them never came. A container
+whose output could meet a rotation also keeps a copy and holds on at its end line, so
+the follower that reads that line puts the missing lines back from the copy first
+(:mod:`.recovery`).
 
 Its end: the container ended (the pod watch says so) and a read reached the
 end of its output, then the attempt is marked ``done``; or the pod is gone
@@ -25,7 +28,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -34,14 +36,15 @@ import urllib3
 from shared import kube, metrics
 from shared.errors import KubeError, KubeNotFound, StoreError
 from shared.runlogs import store as log_store
-from shared.runlogs.lines import Cursor, Deduper
+from shared.runlogs.lines import Cursor, Deduper, strip_timestamp
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings
+from workers import supervisor
+from workers.collector import recovery
+from workers.collector.target import CONTAINER, Target
 
 log = logging.getLogger(__name__)
 
-CONTAINER = "main"
-"""The run's own container (workers/podspec.py); init containers are Berth's."""
 _READ_CHUNK = 64 * 1024
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 30.0
@@ -58,18 +61,6 @@ class _Outcome(Enum):
     LOST = "lost"  # the collector lease went to another process
     ERROR = "error"  # the apiserver, kubelet or Redis failed: back off and read again
     STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The pod attempt a follower reads."""
-
-    kube: kube.Kube
-    namespace: str
-    pod: str
-    uid: str
-    job_id: str
-    attempt: int
 
 
 class Follower:
@@ -288,7 +279,7 @@ class Follower:
                     if nl < 0:
                         if len(pending) > max_line and not cutting:
                             cutting = len(pending) - max_line
-                            line = bytes(pending[:max_line]) + _cut_marker(max_line)
+                            line = bytes(pending[:max_line]) + recovery.cut_marker(max_line)
                             del pending[:]
                             self._keep(dedupe, batch, line, cut=True)
                         elif cutting:
@@ -303,7 +294,11 @@ class Follower:
                         continue
                     line = bytes(pending[: nl + 1])
                     del pending[: nl + 1]
-                    self._keep(dedupe, batch, line)
+                    end = supervisor.output_end(line, self.target.uid)
+                    if end is None:
+                        self._keep(dedupe, batch, line)
+                    elif (stop := self._at_end(dedupe, batch, line, *end)) is not None:
+                        return stop
                 if batch.failed is not None:
                     return batch.failed
                 if self.stop.is_set():
@@ -327,6 +322,41 @@ class Follower:
         with self._batch_lock:
             batch.flush()
         return batch.failed or _Outcome.EOF
+
+    def _at_end(
+        self,
+        dedupe: Deduper,
+        batch: _Batch,
+        line: bytes,
+        glued: bytes,
+        end: supervisor.OutputEnd,
+    ) -> _Outcome | None:
+        """The container's end line: store what came before it, recover what the kubelet
+        never served (the container holds on until then), and pass the line itself.
+        Met again on a re-read (the cursor is past it), it is only passed."""
+        if glued:  # the output's last line had no newline: the log API joined the two
+            self._keep(dedupe, batch, glued + b"\n", unended=True)
+        with self._batch_lock:
+            batch.flush()
+        if batch.failed is not None:
+            return batch.failed
+        own = line[len(glued) :]
+        if not dedupe.keep(own):
+            return None
+        # The store's cursor stays before the end line until the recovery is done: a
+        # collector killed in it meets the line again and finishes the job.
+        recovery.recover(
+            self.target,
+            self.logs,
+            end,
+            holder=self.holder,
+            max_line=self.settings.max_line_bytes,
+            end_ts=own[: len(own) - len(strip_timestamp(own))],
+        )
+        self._keep_cursor(dedupe, batch)
+        with self._batch_lock:
+            batch.flush()
+        return batch.failed
 
     def _keep(
         self,
@@ -481,7 +511,3 @@ def _since_seconds(cursor: Cursor, margin_s: int) -> int | None:
     if cursor.ts_ns == 0:
         return None
     return max(1, math.ceil(time.time() - cursor.ts_ns / 1e9) + margin_s)
-
-
-def _cut_marker(max_line: int) -> bytes:
-    return f" [berth] line cut at {max_line} bytes\n".encode()

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from shared import kube
 from shared.errors import KubeError, KubeTemporaryError
 from shared.kube.raw import as_raw, dig, labels_of, undeclared
-from workers.collector.follow import CONTAINER
+from workers.collector.target import CONTAINER
 from workers.supervisor import printed_lines
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from shared.configuration.server import load_server_config
 from shared.errors import ConfigError, StoreError
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings, Settings
-from workers.collector.follow import Follower, Target
+from workers.collector.follow import Follower
 from workers.collector.pods import PodView, PodWatch
+from workers.collector.target import Target
 from workers.lease import LEASE_RENEW_S, Term, run_as_leader
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,8 @@ REAL_NODE_LABEL = "berth.local/real-node"
 GPU_PRODUCT = "NVIDIA-L4"  # a product the catalogue knows, unlike any KWOK pool's
 GPU_MEMORY_MIB = 23034
 GPU_COUNT = 8
+CONTAINER_LOG_MAX_BYTES = 1024 * 1024
+"""The kubelet's containerLogMaxSize here; Berth is told it (``logs.node_log_max_bytes``)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def kubelet_config(
         # Small container logs, rotated often: the log API then serves only the last
         # MiB of a chatty run, so what `berth logs` shows beyond it provably comes from
         # Berth's own copy (workers/collector), as on any long run elsewhere.
-        "containerLogMaxSize": "1Mi",
+        "containerLogMaxSize": f"{CONTAINER_LOG_MAX_BYTES // 1024}Ki",
         "podLogsDir": str(paths.pod_logs),
         "containerLogMaxFiles": 2,
         "containerLogMonitorInterval": "3s",

@@ -1,0 +1,121 @@
+"""Running a command in a pod's container and reading its output (the ``exec`` subresource).
+
+The apiserver speaks the Kubernetes channel protocol over a WebSocket: each
+message's first byte names its stream (1 stdout, 2 stderr, 3 the final status).
+The client library's own helper swaps the shared ApiClient's transport for the
+call, which other threads using that client would then take too; this opens its
+own socket with the same URL, credential and TLS files, and a deadline on every read.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from urllib.parse import urlencode
+
+import websocket
+
+from shared.errors import KubeError, KubeForbidden, KubeNotFound, KubeTemporaryError
+from shared.kube import Kube
+
+_PROTOCOL = "v4.channel.k8s.io"
+_STDOUT, _STDERR, _STATUS = 1, 2, 3
+
+
+def exec_output(
+    k: Kube,
+    pod: str,
+    namespace: str,
+    *,
+    container: str,
+    command: list[str],
+    timeout_s: float,
+    limit_bytes: int,
+) -> bytes:
+    """``command``'s stdout, once it exited 0 within ``timeout_s``; KubeError otherwise
+    (the pod or container gone, exec forbidden, a non-zero exit, more than
+    ``limit_bytes`` of output, or the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    sock = _connect(k, pod, namespace, container, command, timeout_s)
+    out = bytearray()
+    err = bytearray()
+    status: dict[str, object] | None = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KubeTemporaryError(f"exec in {pod} took longer than {timeout_s:g} s")
+            sock.settimeout(left)
+            try:
+                opcode, data = sock.recv_data()
+            except websocket.WebSocketConnectionClosedException:
+                break
+            except (websocket.WebSocketException, OSError) as e:
+                raise KubeTemporaryError(f"exec in {pod} broke off: {e}") from e
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            if not data:
+                continue
+            channel, payload = data[0], data[1:]
+            if channel == _STDOUT:
+                out += payload
+                if len(out) > limit_bytes:
+                    raise KubeError(f"exec in {pod} printed more than {limit_bytes} bytes")
+            elif channel == _STDERR:
+                err += payload[: 4096 - len(err)]
+            elif channel == _STATUS and payload:
+                status = json.loads(payload)
+    finally:
+        sock.close()
+    if status is None:
+        raise KubeTemporaryError(f"exec in {pod} ended without a status")
+    if status.get("status") != "Success":
+        said = err.decode(errors="replace").strip() or status.get("message")
+        raise KubeError(f"{command[0]} in {pod} failed: {said}")
+    return bytes(out)
+
+
+def _connect(
+    k: Kube, pod: str, namespace: str, container: str, command: list[str], timeout_s: float
+) -> websocket.WebSocket:
+    cfg = k.api.configuration
+    _, url, headers, _, _ = k.api.param_serialize(
+        method="GET",
+        resource_path="/api/v1/namespaces/{namespace}/pods/{name}/exec",
+        path_params={"namespace": namespace, "name": pod},
+        auth_settings=["BearerToken"],
+    )
+    query = [("container", container), ("stdout", "true"), ("stderr", "true")]
+    query += [("command", word) for word in command]
+    url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    header = [f"{name}: {value}" for name, value in headers.items() if name == "authorization"]
+    sslopt: dict[str, object] = {"cert_reqs": ssl.CERT_NONE}
+    if cfg.verify_ssl:
+        sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
+        if cfg.ssl_ca_cert:
+            sslopt["ca_certs"] = cfg.ssl_ca_cert
+        if cfg.assert_hostname is not None:
+            sslopt["check_hostname"] = cfg.assert_hostname
+    if cfg.cert_file:
+        sslopt["certfile"] = cfg.cert_file
+    if cfg.key_file:
+        sslopt["keyfile"] = cfg.key_file
+    if cfg.tls_server_name:
+        sslopt["server_hostname"] = cfg.tls_server_name
+    try:
+        return websocket.create_connection(
+            f"{url}?{urlencode(query)}",
+            timeout=timeout_s,
+            header=header,
+            subprotocols=[_PROTOCOL],
+            sslopt=sslopt,
+        )
+    except websocket.WebSocketBadStatusException as e:
+        if e.status_code == 404:
+            raise KubeNotFound(f"no pod {pod} to exec in") from e
+        if e.status_code == 403:
+            raise KubeForbidden(f"exec in {pod} is forbidden: grant pods/exec create") from e
+        raise KubeError(f"exec in {pod} refused: {e}") from e
+    except (websocket.WebSocketException, OSError) as e:
+        raise KubeTemporaryError(f"cannot exec in {pod}: {e}") from e

@@ -1,0 +1,113 @@
+"""Laying the stored lines over the container's copy (workers/collector/recovery.py)."""
+
+from __future__ import annotations
+
+from shared.runlogs.store import Entry
+from workers.collector.recovery import cut_marker, merge
+
+TS = [f"2026-12-07T21:00:{i:02d}.5Z ".encode() for i in range(60)]
+END = b"2026-12-07T21:01:00Z "
+
+
+def _entries(*groups: list[tuple[int, str]]) -> list[Entry]:
+    """Entries 1-0, 2-0, ...: each a list of (timestamp index, line)."""
+    return [
+        Entry(id=f"{n + 1}-0", data=b"".join(TS[i] + t.encode() + b"\n" for i, t in group))
+        for n, group in enumerate(groups)
+    ]
+
+
+def _copy(*lines: str, newline: bool = True) -> bytes:
+    return "\n".join(lines).encode() + (b"\n" if newline else b"")
+
+
+def test_nothing_missing_recovers_nothing_and_keeps_every_entry_as_it_was() -> None:
+    entries = _entries([(0, "a"), (1, "b")], [(2, "c")])
+    merged = merge(entries, _copy("a", "b", "c"), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.recovered == 0
+    assert merged.entries == [(e.id, e.data, e.data.count(b"\n")) for e in entries]
+
+
+def test_missing_lines_join_the_entry_of_the_stored_line_after_them_under_its_time() -> None:
+    entries = _entries([(0, "a"), (3, "d")], [(5, "f")])
+    merged = merge(
+        entries, _copy("a", "b", "c", "d", "e", "f", "g"), max_line=1024, fallback_ts=END
+    )
+    assert merged is not None
+    assert merged.recovered == 4
+    assert merged.entries == [
+        ("1-0", TS[0] + b"a\n" + TS[3] + b"b\n" + TS[3] + b"c\n" + TS[3] + b"d\n", 4),
+        # After the last stored line: the end line's time.
+        ("2-0", TS[5] + b"e\n" + TS[5] + b"f\n" + END + b"g\n", 3),
+    ]
+
+
+def test_a_missing_start_and_repeated_lines_keep_the_copys_order() -> None:
+    entries = _entries([(1, "x"), (2, "x")])
+    merged = merge(entries, _copy("x", "x", "x", "y"), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.recovered == 2
+    [(_, data, n)] = merged.entries
+    assert n == 4
+    assert [line.split(b" ", 1)[1] for line in data.splitlines()] == [b"x", b"x", b"x", b"y"]
+
+
+def test_a_last_line_without_a_newline_matches_the_one_the_collector_ended() -> None:
+    entries = _entries([(0, "a"), (1, "tail")])
+    merged = merge(entries, _copy("a", "b", "tail", newline=False), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries[0][1].endswith(TS[1] + b"tail\n")
+
+
+def test_a_stored_cut_line_matches_the_long_line_and_a_recovered_long_line_is_cut() -> None:
+    limit = 64
+    marker = cut_marker(limit)
+    long_a, long_b = "A" * 200, "B" * 200
+    cut_a = (TS[0] + long_a.encode())[:limit] + marker
+    entries = [Entry(id="1-0", data=cut_a + TS[2] + b"c\n")]
+    merged = merge(entries, _copy(long_a, long_b, "c"), max_line=limit, fallback_ts=END)
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries == [
+        ("1-0", cut_a + (TS[2] + long_b.encode())[:limit] + marker + TS[2] + b"c\n", 3)
+    ]
+
+
+def test_a_stored_line_the_copy_lacks_leaves_the_store_as_it_is() -> None:
+    entries = _entries([(0, "a"), (1, "not in the copy")])
+    assert merge(entries, _copy("a", "b"), max_line=1024, fallback_ts=END) is None
+    out_of_order = _entries([(0, "b"), (1, "a")])
+    assert merge(out_of_order, _copy("a", "b"), max_line=1024, fallback_ts=END) is None
+
+
+def test_with_nothing_stored_the_whole_copy_is_one_new_entry() -> None:
+    merged = merge([], _copy("a", "b"), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.entries == [("*", END + b"a\n" + END + b"b\n", 2)]
+    assert merged.recovered == 2
+
+
+def test_a_line_torn_by_a_rotation_is_stored_whole_in_place_of_its_rest() -> None:
+    """The follow lost the old file's end with the start of "line 3" and stored its rest
+    ("e 3", from the new file) as a line: the copy's whole line takes its place."""
+    entries = _entries([(0, "line 1")], [(4, "e 3"), (4, "line 4")])
+    merged = merge(
+        entries, _copy("line 1", "line 2", "line 3", "line 4"), max_line=1024, fallback_ts=END
+    )
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries[1] == (
+        "2-0",
+        TS[4] + b"line 2\n" + TS[4] + b"line 3\n" + TS[4] + b"line 4\n",
+        3,
+    )
+
+
+def test_a_last_line_without_a_newline_not_stored_yet_is_left_to_come_at_the_exit() -> None:
+    entries = _entries([(0, "a")])
+    merged = merge(entries, _copy("a", "b", "tail", newline=False), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries == [("1-0", TS[0] + b"a\n" + END + b"b\n", 2)]
