@@ -171,8 +171,9 @@ def object_verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
 
 
 def output_keeping(logs: LogSettings) -> dict[str, int]:
-    """PodContext's output keeping from the settings: a copy up to what the log store
-    keeps per attempt (more could not be stored anyway)."""
+    """PodContext's output keeping from the settings: a copy up to the log store's cap
+    per attempt in output bytes (stored lines also carry their timestamps, so an output
+    near the cap is trimmed in the store and not recovered: the copy need not be bigger)."""
     return {
         "output_keep_bytes": int(logs.max_mib_per_attempt * 1024 * 1024) if logs.hold_s else 0,
         "output_hold_s": logs.hold_s,

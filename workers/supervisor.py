@@ -22,9 +22,10 @@ has every byte, and a container that has exited cannot be read. So with ``keep_b
 ``tee`` also feeds a keeper that stores the output's first ``keep_bytes`` bytes in
 ``kept`` (and drains the rest: ``tee`` never waits on it), and with ``hold_s`` PID 1,
 once the count is written, prints ``berth-output-end UID N B DIR`` on the container's
-stderr (:func:`output_end`) and waits up to ``hold_s`` seconds while ``DIR/hold``
-exists. The collector reads ``kept`` through ``exec`` and removes ``hold``
-(:func:`read_kept_command`, :func:`release_command`); a stop (TERM) ends the hold too.
+stdout, after everything ``tee`` passed on (:func:`output_end`), and waits up to
+``hold_s`` seconds while ``DIR/hold`` exists. The collector reads ``kept`` through
+``exec``, stores what it lacked, then removes ``hold`` (:func:`read_kept_command`,
+:func:`release_command`). A stop (TERM), before or during the hold, ends it.
 PID 1 holds only for a run whose log file (each line with the kubelet's prefix) reaches
 ``rotate_bytes``, so could have met a rotation. Bounded (``keep_bytes`` on disk,
 ``hold_s`` at the end) and best effort: an image without ``head`` or ``cat``, no pod
@@ -84,10 +85,14 @@ def printed_lines(message: str | None) -> int | None:
 
 
 END_MARKER = "berth-output-end"
-"""The first word of the line PID 1 prints on the container's stderr when it holds."""
-# Greedy prefix: the end line is the last thing on its line, after anything glued to it.
+"""The first word of the line PID 1 prints on the container's stdout when it holds."""
+_STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z "
+# The end line is the last thing on its line, after a last line without a newline if
+# there was one (glued to it, with no timestamp of its own from the kubelet, or one).
 _END = re.compile(
-    rb"(?P<prefix>.*)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z "
+    rb"(?P<prefix>.*?)(?:"
+    + _STAMP
+    + rb")?"
     + re.escape(END_MARKER.encode())
     + rb" (?P<uid>\S+) (?P<lines>\d+) (?P<bytes>\d+) (?P<dir>/[!-~]*)\n?",
     re.DOTALL,
@@ -106,13 +111,12 @@ class OutputEnd:
 def output_end(line: bytes, uid: str) -> tuple[bytes, OutputEnd] | None:
     """``line`` is one raw line from the log API with timestamps=true (e.g.
     b"2026-12-07T21:00:00.123456789Z berth-output-end <uid> 12 345 /tmp/.berth-output.AbC123\\n").
-    If it is this pod's end line, return (prefix, end): ``prefix`` is whatever the log API
-    glued in front of the end line's own timestamp (the output's last line when it had no
-    newline, itself starting with its timestamp, e.g. b"2026-...Z abc"), b"" normally.
-    None otherwise (also for another uid, a line not ending with the end line, or
-    malformed numbers)."""
+    If it is this pod's end line, return (prefix, end): ``prefix`` is the output's last
+    line when it had no newline, which the end line was printed after on the same stream
+    (with its timestamp, e.g. b"2026-...Z abc"), b"" normally. None otherwise (another
+    uid, a line not ending with the end line, malformed numbers)."""
     # Called on every line: the regex only runs on the rare line that has both words.
-    marker = f" {END_MARKER} {uid} ".encode()
+    marker = f"{END_MARKER} {uid} ".encode()
     if not uid or marker not in line:
         return None
     found = _END.fullmatch(line)
@@ -123,8 +127,8 @@ def output_end(line: bytes, uid: str) -> tuple[bytes, OutputEnd] | None:
 
 
 def read_kept_command(directory: str) -> list[str]:
-    """The ``exec`` command that prints the container's copy and lets PID 1 end."""
-    return ["/bin/sh", "-c", 'cat "$1/kept" && rm -f "$1/hold"', "sh", directory]
+    """The ``exec`` command that prints the container's copy (PID 1 still holds on)."""
+    return ["/bin/sh", "-c", 'cat "$1/kept"', "sh", directory]
 
 
 def release_command(directory: str) -> list[str]:
@@ -196,7 +200,8 @@ def _supervised(body: list[str]) -> list[str]:
         # is the one spelling dash, bash and busybox all take (dash reads the -1 of
         # ``-s TERM -1`` as an option; busybox refused ``-s TERM -- -1``, so an Alpine
         # image's stop reached nobody and took the whole grace period).
-        "berth_term() { berth_stopping=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
+        "berth_stopped=",
+        "berth_term() { berth_stopping=1; berth_stopped=1; trap '' TERM INT; if [ \"$$\" = 1 ];"
         ' then kill -TERM -1; else kill -TERM "$berth_pid"; fi 2>/dev/null; true; }',
         "berth_stopping=",
         "trap berth_term TERM INT",
@@ -270,19 +275,25 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
     # The keeper ends right after tee, whose end the count saw; waiting for it makes
     # ``kept`` whole. The end line carries the directory as one word (no blanks).
     return [
-        "berth_uid=${BERTH_POD_UID:-}",
+        # Kept from the commands: the end line is PID 1's to print.
+        "berth_uid=${BERTH_POD_UID:-}; unset BERTH_POD_UID",
         "berth_hold() {",
+        # A stop ends the hold before it begins too (TERM while the commands ran).
+        '  [ -z "$berth_stopped" ] || return 0',
         '  [ -n "$berth_keeper" ] && [ -n "$berth_uid" ] || return 0',
         "  case $berth_b in ''|*[!0-9]*) return 0 ;; esac",
         "  case $berth_uid$berth_counts in *[[:space:]]*) return 0 ;; esac",
         "  case $berth_counts in /*) ;; *) return 0 ;; esac",
+        "  case $berth_counts in *[!!-~]*) return 0 ;; esac",
         f'  [ "$berth_b" -le {keep_bytes} ] || return 0',
         f"  [ $((berth_b + 41 * berth_n)) -ge {rotate_bytes} ] || return 0",
         '  wait "$berth_keeper"',
         # Not ``:``: a failed redirection on a special built-in would end the shell.
         '  true 2>/dev/null > "$berth_counts/hold" || return 0',
         "  trap 'rm -f \"$berth_counts/hold\"' TERM INT",
-        f'  echo "{END_MARKER} $berth_uid $berth_n $berth_b $berth_counts" >&2',
+        # On stdout, after everything tee passed on: the runtime copies stdout and
+        # stderr separately, so on stderr it could come before the output's last lines.
+        f'  echo "{END_MARKER} $berth_uid $berth_n $berth_b $berth_counts"',
         "  berth_held=0",
         f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {hold_s * 10} ]; do',
         "    berth_held=$((berth_held+1))",

@@ -9,14 +9,22 @@ own socket with the same URL, credential and TLS files, and a deadline on every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import urlencode, urlparse
 
 import websocket
 
-from shared.errors import KubeError, KubeForbidden, KubeNotFound, KubeTemporaryError
+from shared.errors import (
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeTemporaryError,
+    KubeUnauthorized,
+)
 from shared.kube import Kube
 
 _PROTOCOL = "v4.channel.k8s.io"
@@ -37,7 +45,12 @@ def exec_output(
     (the pod or container gone, exec forbidden, a non-zero exit, more than
     ``limit_bytes`` of output, or the deadline)."""
     deadline = time.monotonic() + timeout_s
-    sock = _connect(k, pod, namespace, container, command, timeout_s)
+    try:
+        sock = _connect(k, pod, namespace, container, command)
+    except KubeUnauthorized:
+        if k.auth is None or not k.auth.refused():
+            raise
+        sock = _connect(k, pod, namespace, container, command)  # with a fresh credential
     out = bytearray()
     err = bytearray()
     status: dict[str, object] | None = None
@@ -51,7 +64,7 @@ def exec_output(
                 opcode, data = sock.recv_data()
             except websocket.WebSocketConnectionClosedException:
                 break
-            except (websocket.WebSocketException, OSError) as e:
+            except (websocket.WebSocketException, OSError, ValueError) as e:
                 raise KubeTemporaryError(f"exec in {pod} broke off: {e}") from e
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 break
@@ -65,9 +78,10 @@ def exec_output(
             elif channel == _STDERR:
                 err += payload[: 4096 - len(err)]
             elif channel == _STATUS and payload:
-                status = json.loads(payload)
+                status = _status(payload)
     finally:
-        sock.close()
+        with contextlib.suppress(websocket.WebSocketException, OSError):
+            sock.close(timeout=1)
     if status is None:
         raise KubeTemporaryError(f"exec in {pod} ended without a status")
     if status.get("status") != "Success":
@@ -76,8 +90,18 @@ def exec_output(
     return bytes(out)
 
 
+def _status(payload: bytes) -> dict[str, object]:
+    try:
+        status = json.loads(payload)
+    except ValueError as e:
+        raise KubeError(f"exec status is not JSON: {payload[:200]!r}") from e
+    if not isinstance(status, dict):
+        raise KubeError(f"exec status is not an object: {payload[:200]!r}")
+    return status
+
+
 def _connect(
-    k: Kube, pod: str, namespace: str, container: str, command: list[str], timeout_s: float
+    k: Kube, pod: str, namespace: str, container: str, command: list[str]
 ) -> websocket.WebSocket:
     cfg = k.api.configuration
     _, url, headers, _, _ = k.api.param_serialize(
@@ -103,19 +127,27 @@ def _connect(
         sslopt["keyfile"] = cfg.key_file
     if cfg.tls_server_name:
         sslopt["server_hostname"] = cfg.tls_server_name
+    proxy: dict[str, Any] = {}
+    if cfg.proxy:  # as every other call goes (kubeconfig proxy-url)
+        parsed = urlparse(cfg.proxy)
+        proxy = {"http_proxy_host": parsed.hostname, "http_proxy_port": parsed.port}
+        proxy["proxy_type"] = parsed.scheme if parsed.scheme.startswith("socks") else "http"
     try:
         return websocket.create_connection(
             f"{url}?{urlencode(query)}",
-            timeout=timeout_s,
+            timeout=k.timeout,
             header=header,
             subprotocols=[_PROTOCOL],
             sslopt=sslopt,
+            **proxy,
         )
     except websocket.WebSocketBadStatusException as e:
+        if e.status_code == 401:
+            raise KubeUnauthorized(f"exec in {pod}: the apiserver refused the credential") from e
         if e.status_code == 404:
             raise KubeNotFound(f"no pod {pod} to exec in") from e
         if e.status_code == 403:
             raise KubeForbidden(f"exec in {pod} is forbidden: grant pods/exec create") from e
         raise KubeError(f"exec in {pod} refused: {e}") from e
-    except (websocket.WebSocketException, OSError) as e:
+    except (websocket.WebSocketException, OSError, ValueError) as e:
         raise KubeTemporaryError(f"cannot exec in {pod}: {e}") from e

@@ -71,15 +71,16 @@ return 1
 """
 
 _REWRITE = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+local function refused(code) redis.call('DEL', KEYS[4]) return code end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return refused(-1) end
 local cur = redis.call('HMGET', KEYS[2], 'ts', 'n', 'done', 'dropped')
-if cur[3] then return -3 end
-if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return -2 end
-if (cur[4] or '0') ~= '0' then return -2 end
+if cur[3] then return refused(-3) end
+if (cur[1] or '0') ~= ARGV[2] or (cur[2] or '0') ~= ARGV[3] then return refused(-2) end
+if (cur[4] or '0') ~= '0' then return refused(-2) end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local last_id = ''
 if #last > 0 then last_id = last[1][1] end
-if last_id ~= ARGV[7] then return -2 end
+if last_id ~= ARGV[7] then return refused(-2) end
 if redis.call('EXISTS', KEYS[4]) == 0 then return -2 end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('RENAME', KEYS[4], KEYS[1])

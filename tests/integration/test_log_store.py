@@ -313,3 +313,5 @@ def test_a_rewrite_is_refused_after_an_append_without_the_lease_or_once_done(
     last = logs.entries("job-1", 1, after=entry.id, count=10)[-1].id
     assert rewrite(logs.meta("job-1", 1).cursor, last) == log_store.FINISHED
     assert logs.meta("job-1", 1).recovered == 0
+    # A refused rewrite leaves no copy aside (up to the cap, for each refusal).
+    assert not store.r.exists(logs._stream_key("job-1", 1) + ":rewrite")

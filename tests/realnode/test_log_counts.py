@@ -149,7 +149,8 @@ def _end_to_exit_s(stack: Stack, k: kube.Kube, pod: str) -> float:
     served: str = k.call(
         k.core.read_namespaced_pod_log, pod, stack.namespace, container="main", timestamps=True
     )
-    [end] = [line for line in served.splitlines() if " berth-output-end " in line]
+    # The output's last line has no newline: the end line comes glued to it, one record.
+    [end] = [line for line in served.splitlines() if "berth-output-end " in line]
     at = datetime.fromisoformat(end.split(" ", 1)[0][:26].rstrip("Z") + "+00:00")
     status = k.call(k.core.read_namespaced_pod, pod, stack.namespace).status
     [main] = [c for c in status.container_statuses if c.name == "main"]

@@ -55,7 +55,13 @@ def test_a_missing_start_and_repeated_lines_keep_the_copys_order() -> None:
 
 def test_a_last_line_without_a_newline_matches_the_one_the_collector_ended() -> None:
     entries = _entries([(0, "a"), (1, "tail")])
-    merged = merge(entries, _copy("a", "b", "tail", newline=False), max_line=1024, fallback_ts=END)
+    merged = merge(
+        entries,
+        _copy("a", "b", "tail", newline=False),
+        max_line=1024,
+        fallback_ts=END,
+        tail_stored=True,
+    )
     assert merged is not None
     assert merged.recovered == 1
     assert merged.entries[0][1].endswith(TS[1] + b"tail\n")
@@ -111,3 +117,28 @@ def test_a_last_line_without_a_newline_not_stored_yet_is_left_to_come_at_the_exi
     assert merged is not None
     assert merged.recovered == 1
     assert merged.entries == [("1-0", TS[0] + b"a\n" + END + b"b\n", 2)]
+
+
+def test_a_last_line_still_to_come_is_not_taken_for_an_equal_stored_line() -> None:
+    entries = _entries([(0, "x")])
+    merged = merge(entries, _copy("x", "y", "x", newline=False), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.entries == [("1-0", TS[0] + b"x\n" + END + b"y\n", 2)]
+
+
+def test_a_line_ending_in_cr_lf_matches_the_line_the_runtime_stored_without_them() -> None:
+    entries = _entries([(0, "a"), (2, "c")])
+    merged = merge(entries, b"a\r\nb\r\nc\r\n", max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.entries == [("1-0", TS[0] + b"a\n" + TS[2] + b"b\n" + TS[2] + b"c\n", 3)]
+
+
+def test_a_stored_line_equal_to_a_later_copy_line_is_that_line_not_a_torn_rest() -> None:
+    """Indented JSON: "}" ends "  }" too, but the copy has a "}" of its own further on."""
+    entries = _entries([(0, "{"), (4, "}")])
+    kept = _copy("{", '  "a": {', '    "b": 1', "  }", "}")
+    merged = merge(entries, kept, max_line=1024, fallback_ts=END)
+    assert merged is not None
+    [(_, data, n)] = merged.entries
+    assert data.endswith(TS[4] + b"  }\n" + TS[4] + b"}\n")
+    assert (n, merged.recovered) == (5, 3)

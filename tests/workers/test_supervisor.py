@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from workers.supervisor import (
+    END_MARKER,
     OutputEnd,
     output_end,
     printed_lines,
@@ -299,13 +300,17 @@ def test_the_copy_is_the_merged_output_and_pid_1_holds_until_the_collector_has_r
         tmp_path, shell, body, keep_bytes=10_000, rotate_bytes=rotate, hold_s=20, uid=_UID
     )
     try:
-        end = _end(proc)
+        shown, end = _end(proc)
+        assert shown == expected
         assert end == OutputEnd(printed, len(expected), end.directory)
         assert Path(end.directory).parent == tmp_path
         assert printed_lines(log.read_text()) == printed  # written before the hold
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(0.3)  # held
         read = subprocess.run(read_kept_command(end.directory), capture_output=True, timeout=10)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.3)  # still held: the collector has not stored it yet
+        subprocess.run(release_command(end.directory), check=True, timeout=10)
         released = time.monotonic()
         out, err = proc.communicate(timeout=10)
     finally:
@@ -313,7 +318,7 @@ def test_the_copy_is_the_merged_output_and_pid_1_holds_until_the_collector_has_r
     assert time.monotonic() - released < 2  # not hold_s
     assert read.returncode == 0 and read.stdout == expected, read.stderr
     assert proc.returncode == 3
-    assert out == expected and err == b""  # the end line was read by _end
+    assert out == b"" and err == b""  # all of it, and the end line, read by _end
     assert not Path(end.directory).exists()
 
 
@@ -321,14 +326,14 @@ def test_the_copy_is_the_merged_output_and_pid_1_holds_until_the_collector_has_r
 def test_a_hold_nobody_releases_ends_after_hold_s(tmp_path: Path, shell: str) -> None:
     proc, log = _start(tmp_path, shell, ["echo done"], keep_bytes=10_000, hold_s=1, uid=_UID)
     try:
-        end = _end(proc)
+        shown, end = _end(proc)
         held = time.monotonic()
         out, err = proc.communicate(timeout=10)
     finally:
         proc.kill()
     assert 0.9 <= time.monotonic() - held < 5
     assert proc.returncode == 0, err
-    assert out == b"from the preamble\ndone\n"
+    assert (shown, out) == (b"from the preamble\ndone\n", b"")
     assert printed_lines(log.read_text()) == end.lines == 2
     assert not Path(end.directory).exists()
 
@@ -338,15 +343,40 @@ def test_a_hold_nobody_releases_ends_after_hold_s(tmp_path: Path, shell: str) ->
 def test_as_pid_1_a_stop_during_the_hold_ends_it_at_once(tmp_path: Path, shell: str) -> None:
     body = ["echo done", "exit 3"]
     with _as_pid_1(tmp_path, body, shell, keep_bytes=10_000, hold_s=20) as (proc, log):
-        end = _end(proc)
+        shown, end = _end(proc)
         stopped = time.monotonic()
         os.kill(_only_child(proc.pid), signal.SIGTERM)  # PID 1, as the kubelet signals it
         out, err = proc.communicate(timeout=10)
     assert time.monotonic() - stopped < 2  # not hold_s
     assert proc.returncode == 3, err
-    assert out == b"done\n"
+    assert (shown, out) == (b"done\n", b"")
     assert printed_lines(log.read_text()) == 1
     assert not Path(end.directory).exists()
+
+
+@needs_pid_1
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_pid_1_a_stop_while_the_commands_run_is_not_held_at_the_end(
+    tmp_path: Path, shell: str
+) -> None:
+    """The usual stop comes while the commands run (a dev environment's never end): the
+    output is counted and PID 1 exits once they have, not after a hold."""
+    with _as_pid_1(
+        tmp_path, ["echo started", "sleep 600"], shell, keep_bytes=10_000, hold_s=20
+    ) as (
+        proc,
+        log,
+    ):
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        stopped = time.monotonic()
+        os.kill(_only_child(proc.pid), signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert time.monotonic() - stopped < 5  # not hold_s
+    assert proc.returncode == 143, err
+    assert END_MARKER.encode() not in out
+    # "started", and whatever the shell said of the sleep it lost (dash: "Terminated").
+    assert printed_lines(log.read_text()) == 1 + out.count(b"\n")
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -410,8 +440,13 @@ def test_an_image_without_head_keeps_no_copy_but_is_counted(tmp_path: Path) -> N
 def test_the_end_line_is_found_alone_or_after_a_last_line_without_a_newline() -> None:
     end = OutputEnd(1, 3, "/d")
     assert output_end(_STAMP + b"berth-output-end uid 1 3 /d\n", "uid") == (b"", end)
-    glued = _STAMP + b"abc" + _STAMP + b"berth-output-end uid 1 3 /d\n"
+    # On the same stream as the output: a last line without a newline comes first, with
+    # no timestamp of its own for the end line (or with one, from a kubelet that stamps
+    # each record).
+    glued = _STAMP + b"abc" + b"berth-output-end uid 1 3 /d\n"
     assert output_end(glued, "uid") == (_STAMP + b"abc", end)
+    stamped = _STAMP + b"abc" + _STAMP + b"berth-output-end uid 1 3 /d\n"
+    assert output_end(stamped, "uid") == (_STAMP + b"abc", end)
     assert output_end(b"2026-12-07T21:00:00Z berth-output-end uid 1 3 /d", "uid") == (b"", end)
 
 
@@ -421,7 +456,6 @@ def test_anything_but_this_pods_end_line_is_not_an_end() -> None:
     assert output_end(_STAMP + b"berth-output-end uid 1 3 /d and more\n", "uid") is None
     assert output_end(_STAMP + b"berth-output-end uid one 3 /d\n", "uid") is None
     assert output_end(_STAMP + b"berth-output-end uid 1 3 relative\n", "uid") is None
-    assert output_end(b"berth-output-end uid 1 3 /d\n", "uid") is None  # no timestamp
     assert output_end(_STAMP + b"berth-output-end  1 3 /d\n", "") is None
 
 
@@ -472,14 +506,20 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.02)
 
 
-def _end(proc: subprocess.Popen[bytes]) -> OutputEnd:
-    """The end line PID 1 printed on its stderr, read as the collector reads it."""
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = output_end(_STAMP + line, _UID)
-    assert found is not None, line
-    assert found[0] == b""
-    return found[1]
+def _end(proc: subprocess.Popen[bytes]) -> tuple[bytes, OutputEnd]:
+    """The output up to PID 1's end line (on stdout, after all of it), and what the line
+    says, read as the collector reads it: a last line without a newline comes glued."""
+    assert proc.stdout is not None
+    before = b""
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"no end line after {before[-200:]!r}"
+        found = output_end(_STAMP + line, _UID)
+        if found is None:
+            before += line
+            continue
+        glued, end = found
+        return before + glued[len(_STAMP) :], end
 
 
 def _kept(tmp_path: Path, size: int) -> bytes:

@@ -16,7 +16,6 @@ from where it was, and one that reads later gets every line in order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -31,7 +30,8 @@ from workers.collector.target import CONTAINER, Target
 
 log = logging.getLogger(__name__)
 
-_EXEC_TIMEOUT_S = 120.0  # reading 32 MiB from a pod on a busy node takes seconds
+_READ_TIMEOUT_S = 120.0  # reading 32 MiB from a pod on a busy node takes seconds
+_RELEASE_TIMEOUT_S = 10.0
 _PAGE = 1000
 
 
@@ -56,60 +56,98 @@ def recover(
     max_line: int,
     end_ts: bytes,
 ) -> int:
-    """Recover what the store lacks of ``end``'s output and let the container go; the
-    lines put back (0 when none were missing or they could not be had)."""
+    """Recover what the store lacks of ``end``'s output, then let the container go; the
+    lines put back (0 when none were missing or they could not be had). The container
+    is let go only once the store has them, or once they cannot be had: a collector
+    that loses the lease or dies before leaves it held, for the next one to finish."""
     try:
-        meta = logs.meta(t.job_id, t.attempt)
-        missing = end.lines - (meta.lines - meta.unended)
-        if missing <= 0 or meta.dropped or meta.done:
-            _exec(t, supervisor.release_command(end.directory), 0)
-            return 0
-        try:
-            kept = _exec(t, supervisor.read_kept_command(end.directory), end.bytes)
-        except KubeError:
-            # The copy could not be read (or was more than it said): let PID 1 end now,
-            # not at the end of its hold.
-            with contextlib.suppress(KubeError):
-                _exec(t, supervisor.release_command(end.directory), 0)
-            raise
-        if len(kept) != end.bytes:
-            log.warning("%s kept %d of its %d bytes: not recovered", t.pod, len(kept), end.bytes)
-            return 0
-        entries = _all_entries(logs, t.job_id, t.attempt)
-        merged = merge(entries, kept, max_line=max_line, fallback_ts=end_ts)
-        if merged is None or not merged.recovered:
-            log.warning("the stored output of %s is not its own copy's: not recovered", t.pod)
-            return 0
-        last_id = entries[-1].id if entries else ""
-        result = logs.rewrite(
-            t.job_id,
-            t.attempt,
-            merged.entries,
-            recovered=merged.recovered,
-            cursor=meta.cursor,
-            last_id=last_id,
-            holder=holder,
-        )
-    except (KubeError, StoreError) as e:
-        log.warning("cannot recover the lines %s missed: %s", t.pod, e)
+        recovered = _recover(t, logs, end, holder=holder, max_line=max_line, end_ts=end_ts)
+    except StoreError as e:
+        log.warning("cannot recover the lines %s missed (read again later): %s", t.pod, e)
+        return 0
+    if recovered is None:
+        return 0
+    try:
+        _exec(t, supervisor.release_command(end.directory), 0, timeout_s=_RELEASE_TIMEOUT_S)
+    except KubeError as e:
+        log.warning("cannot let %s end before its hold does: %s", t.pod, e)
+    if recovered:
+        metrics.LOG_LINES_RECOVERED.inc(recovered)
+        log.info("recovered %d lines of %s the kubelet never served", recovered, t.pod)
+    return recovered
+
+
+def _recover(
+    t: Target,
+    logs: LogStore,
+    end: supervisor.OutputEnd,
+    *,
+    holder: str,
+    max_line: int,
+    end_ts: bytes,
+) -> int | None:
+    """The lines put back; None when the store changed hands under it (not let go)."""
+    meta = logs.meta(t.job_id, t.attempt)
+    missing = end.lines - (meta.lines - meta.unended)
+    if missing <= 0 or meta.dropped or meta.done:
+        return 0
+    try:
+        kept = _exec(t, supervisor.read_kept_command(end.directory), end.bytes)
+    except KubeError as e:
+        log.warning("cannot read the copy %s kept: %s", t.pod, e)
+        return 0
+    if len(kept) != end.bytes:
+        log.warning("%s kept %d of its %d bytes: not recovered", t.pod, len(kept), end.bytes)
+        return 0
+    entries = _all_entries(logs, t.job_id, t.attempt)
+    # Before the end line, only the output's last line can have been ended by the
+    # collector (it came glued to the end line): that line is then stored.
+    merged = merge(
+        entries, kept, max_line=max_line, fallback_ts=end_ts, tail_stored=meta.unended > 0
+    )
+    if merged is None:
+        log.warning("the stored output of %s is not in its copy: not recovered", t.pod)
+        return 0
+    if not merged.recovered:
+        return 0
+    result = logs.rewrite(
+        t.job_id,
+        t.attempt,
+        merged.entries,
+        recovered=merged.recovered,
+        cursor=meta.cursor,
+        last_id=entries[-1].id if entries else "",
+        holder=holder,
+    )
+    if result == log_store.FINISHED:
         return 0
     if result != log_store.APPENDED:
         log.info("output of %s moved while recovering (%d): read again", t.pod, result)
-        return 0
-    metrics.LOG_LINES_RECOVERED.inc(merged.recovered)
-    log.info("recovered %d lines of %s the kubelet never served", merged.recovered, t.pod)
+        return None
     return merged.recovered
 
 
-def merge(entries: list[Entry], kept: bytes, *, max_line: int, fallback_ts: bytes) -> Merged | None:
+def merge(
+    entries: list[Entry],
+    kept: bytes,
+    *,
+    max_line: int,
+    fallback_ts: bytes,
+    tail_stored: bool = False,
+) -> Merged | None:
     """The stored lines laid over the container's copy ``kept``, every copy line in
     order (a missing line under the time of the stored line after it, or
     ``fallback_ts``, the end line's, after the last); None if a stored line is not
-    in the copy after the one before it (the two disagree: nothing is rewritten). A
-    stored line cut at ``max_line`` matches the copy's line it begins; a recovered line
-    longer than that is cut the same way. A stored line that is only the end of a copy
-    line, with the next stored line the copy's next, is that line torn by a rotation
-    (the follow lost its start with the old file's end): the whole line replaces it."""
+    in the copy after the one before it (the two disagree: nothing is rewritten).
+
+    The copy is the bytes the commands wrote; the runtime records a line without its
+    ``\\r\\n`` or ``\\n``, so a copy line's ``\\r`` goes too. A stored line cut at
+    ``max_line`` matches the copy's line it begins; a recovered line longer than that is
+    cut the same way. A stored line that is only the end of a copy line, with no copy
+    line equal to it further on and the next stored line the copy's next, is that line
+    torn by a rotation (the follow lost its start with the old file's end): the whole
+    line replaces it. The copy's last line without a newline is left out unless
+    ``tail_stored`` (the collector stored it, glued to the end line)."""
     marker = cut_marker(max_line)
     stored = [
         (index, raw + b"\n")
@@ -117,35 +155,27 @@ def merge(entries: list[Entry], kept: bytes, *, max_line: int, fallback_ts: byte
         for raw in entry.data.split(b"\n")[:-1]
     ]
     contents = [strip_timestamp(raw) for _, raw in stored]
-    copy = kept.split(b"\n")
-    # The output's last line, if it has no newline, is the container's stdout's last
-    # bytes: the runtime passes them on when the stream closes, at the container's exit,
-    # so the kubelet serves them after the end line. Left out unless already stored.
-    if copy[-1] == b"" or not (contents and contents[-1][:-1] == copy[-1]):
-        copy.pop()
+    copy = [line[:-1] if line.endswith(b"\r") else line for line in kept.split(b"\n")]
+    if kept.endswith(b"\n") or not tail_stored:
+        copy.pop()  # the empty rest after the last newline, or a last line still to come
     data: list[bytearray] = [bytearray() for _ in entries]
     counts = [0] * len(entries)
     at = recovered = 0
     for i, ((index, raw), text) in enumerate(zip(stored, contents, strict=True)):
         ts = raw[: len(raw) - len(text)]
-        later = contents[i + 1][:-1] if i + 1 < len(contents) else None
-        start = at
-        torn = False
-        while at < len(copy):
-            if _same(text, copy[at], marker):
-                break
-            if _torn(text[:-1], copy, at, later):
-                torn = True
-                break
-            at += 1
-        if at == len(copy):
-            return None
-        for line in copy[start:at]:
+        found = _find(text, copy, at, marker)
+        torn = found is None
+        if found is None:
+            later = contents[i + 1][:-1] if i + 1 < len(contents) else None
+            found = _find_torn(text[:-1], copy, at, later)
+            if found is None:
+                return None
+        for line in copy[at:found]:
             data[index] += _raw(ts, line, max_line, marker)
-        data[index] += _raw(ts, copy[at], max_line, marker) if torn else raw
-        recovered += at - start
-        counts[index] += at - start + 1
-        at += 1
+        data[index] += _raw(ts, copy[found], max_line, marker) if torn else raw
+        recovered += found - at
+        counts[index] += found - at + 1
+        at = found + 1
     out = [(e.id, bytes(d), n) for e, d, n in zip(entries, data, counts, strict=True)]
     rest = copy[at:]
     if rest:
@@ -157,6 +187,20 @@ def merge(entries: list[Entry], kept: bytes, *, max_line: int, fallback_ts: byte
             out.append(("*", tail, len(rest)))
         recovered += len(rest)
     return Merged(out, recovered)
+
+
+def _find(text: bytes, copy: list[bytes], at: int, marker: bytes) -> int | None:
+    for i in range(at, len(copy)):
+        if _same(text, copy[i], marker):
+            return i
+    return None
+
+
+def _find_torn(rest: bytes, copy: list[bytes], at: int, later: bytes | None) -> int | None:
+    for i in range(at, len(copy)):
+        if _torn(rest, copy, i, later):
+            return i
+    return None
 
 
 def _torn(rest: bytes, copy: list[bytes], at: int, later: bytes | None) -> bool:
@@ -188,13 +232,15 @@ def _all_entries(logs: LogStore, job_id: str, attempt: int) -> list[Entry]:
     return found
 
 
-def _exec(t: Target, command: list[str], limit: int) -> bytes:
+def _exec(
+    t: Target, command: list[str], limit: int, *, timeout_s: float = _READ_TIMEOUT_S
+) -> bytes:
     return exec_output(
         t.kube,
         t.pod,
         t.namespace,
         container=CONTAINER,
         command=command,
-        timeout_s=_EXEC_TIMEOUT_S,
+        timeout_s=timeout_s,
         limit_bytes=limit,
     )
