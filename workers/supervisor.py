@@ -94,7 +94,7 @@ _END = re.compile(
     + _STAMP
     + rb")?"
     + re.escape(END_MARKER.encode())
-    + rb" (?P<uid>\S+) (?P<lines>\d+) (?P<bytes>\d+) (?P<dir>/[!-~]*)\n?",
+    + rb" (?P<uid>\S+) (?P<lines>\d{1,15}) (?P<bytes>\d{1,15}) (?P<dir>/[!-~]*)\n?",
     re.DOTALL,
 )
 
@@ -235,7 +235,8 @@ def _report_lines(termination_log: str, *, hold: bool) -> list[str]:
         "berth_report() {",
         "  berth_status=$?; set +e",
         "  exec 1>&8 2>&9 8>&- 9>&-",
-        "  if [ \"$$\" = 1 ]; then trap '' TERM INT; kill -TERM -1 2>/dev/null; fi",
+        # A stop from here on is remembered (the hold then does not begin), not obeyed.
+        "  if [ \"$$\" = 1 ]; then trap 'berth_stopped=1' TERM INT; kill -TERM -1 2>/dev/null; fi",
         "  berth_idle=0; berth_seen=; berth_waited=0",
         '  until [ -s "$berth_counts/lines" ]; do',
         "    berth_now=",
@@ -293,7 +294,9 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
         "  trap 'rm -f \"$berth_counts/hold\"' TERM INT",
         # On stdout, after everything tee passed on: the runtime copies stdout and
         # stderr separately, so on stderr it could come before the output's last lines.
-        f'  echo "{END_MARKER} $berth_uid $berth_n $berth_b $berth_counts"',
+        # printf: echo would take a backslash in the directory (TMPDIR) for an escape.
+        f'  printf \'{END_MARKER} %s %s %s %s\\n\' "$berth_uid" "$berth_n" "$berth_b"'
+        ' "$berth_counts"',
         "  berth_held=0",
         f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {hold_s * 10} ]; do',
         "    berth_held=$((berth_held+1))",

@@ -130,8 +130,15 @@ def _connect(
     proxy: dict[str, Any] = {}
     if cfg.proxy:  # as every other call goes (kubeconfig proxy-url)
         parsed = urlparse(cfg.proxy)
-        proxy = {"http_proxy_host": parsed.hostname, "http_proxy_port": parsed.port}
-        proxy["proxy_type"] = parsed.scheme if parsed.scheme.startswith("socks") else "http"
+        socks = parsed.scheme.startswith("socks")
+        default_port = 1080 if socks else 443 if parsed.scheme == "https" else 80
+        proxy = {
+            "http_proxy_host": parsed.hostname,
+            "http_proxy_port": parsed.port or default_port,
+            "proxy_type": parsed.scheme if socks else "http",
+        }
+        if parsed.username:
+            proxy["http_proxy_auth"] = (parsed.username, parsed.password or "")
     try:
         return websocket.create_connection(
             f"{url}?{urlencode(query)}",

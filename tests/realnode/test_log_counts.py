@@ -12,6 +12,7 @@ is told exactly how many lines are missing.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ from tests.realnode.world import (
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
+
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")
 
 
 def test_a_short_run_is_counted_exactly_and_its_unended_last_line_is_no_line_missing(
@@ -94,6 +97,10 @@ def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_c
     expected = [f"line {i:06d}" for i in range(60_000)] + ["the end"]
     out = logs(real_stack, name).splitlines()
     assert out == expected, (len(out), out[-1:])
+    # Each line put back has a time (its neighbour's), as --since and --timestamps need.
+    stamped = logs(real_stack, name, "--timestamps").splitlines()
+    unstamped = [line for line in stamped if not _STAMPED.match(line)]
+    assert len(stamped) == len(expected) and not unstamped, unstamped[:3]
     meta = log_meta(real_stack, real_kube, name)
     # "the end" has no newline: not counted by the container, ended by the collector.
     assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)

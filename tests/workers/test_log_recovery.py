@@ -142,3 +142,29 @@ def test_a_stored_line_equal_to_a_later_copy_line_is_that_line_not_a_torn_rest()
     [(_, data, n)] = merged.entries
     assert data.endswith(TS[4] + b"  }\n" + TS[4] + b"}\n")
     assert (n, merged.recovered) == (5, 3)
+
+
+def test_the_stored_last_line_without_a_newline_is_the_copys_last_even_when_repeated() -> None:
+    entries = _entries([(5, "x")])
+    kept = _copy("x", "y", "x", newline=False)
+    merged = merge(entries, kept, max_line=1024, fallback_ts=END, tail_stored=True)
+    assert merged is not None
+    assert merged.entries == [("1-0", TS[5] + b"x\n" + TS[5] + b"y\n" + TS[5] + b"x\n", 3)]
+    # ...with a CR of its own: the runtime keeps one that no newline follows.
+    entries = _entries([(0, "a"), (1, "abc\r")])
+    merged = merge(entries, b"a\nb\nabc\r", max_line=1024, fallback_ts=END, tail_stored=True)
+    assert merged is not None and merged.recovered == 1
+
+
+def test_a_torn_rest_that_is_also_a_later_line_is_placed_where_the_next_line_confirms() -> None:
+    entries = _entries([(0, "b"), (1, "c")])  # "b": the rest of "ab", torn by a rotation
+    merged = merge(entries, _copy("ab", "c", "b"), max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.entries == [("1-0", TS[0] + b"ab\n" + TS[1] + b"c\n" + END + b"b\n", 3)]
+
+
+def test_lines_stored_with_their_cr_as_cri_o_stores_them_match_the_copy() -> None:
+    entries = _entries([(0, "a\r"), (2, "c\r")])
+    merged = merge(entries, b"a\r\nb\r\nc\r\n", max_line=1024, fallback_ts=END)
+    assert merged is not None
+    assert merged.entries == [("1-0", TS[0] + b"a\r\n" + TS[2] + b"b\n" + TS[2] + b"c\r\n", 3)]

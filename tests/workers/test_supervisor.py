@@ -457,6 +457,8 @@ def test_anything_but_this_pods_end_line_is_not_an_end() -> None:
     assert output_end(_STAMP + b"berth-output-end uid one 3 /d\n", "uid") is None
     assert output_end(_STAMP + b"berth-output-end uid 1 3 relative\n", "uid") is None
     assert output_end(_STAMP + b"berth-output-end  1 3 /d\n", "") is None
+    huge = b"9" * 5000  # int() of this raises; a collector thread must not
+    assert output_end(_STAMP + b"berth-output-end uid 1 " + huge + b" /d\n", "uid") is None
 
 
 def test_the_release_command_lets_pid_1_end(tmp_path: Path) -> None:

@@ -341,11 +341,15 @@ class Follower:
         if batch.failed is not None:
             return batch.failed
         own = line[len(glued) :]
+        if glued and strip_timestamp(own) == own:
+            # The kubelet stamps a record that follows a partial one with nothing: the
+            # end line takes its prefix's time (the cursor, the recovered lines' time).
+            own = glued[: len(glued) + 1 - len(strip_timestamp(glued + b"\n"))] + own
         if not dedupe.keep(own):
             return None
         # The store's cursor stays before the end line until the recovery is done: a
-        # collector killed in it meets the line again and finishes the job.
-        recovery.recover(
+        # collector killed in it, or a store that failed, meets the line again.
+        recovered = recovery.recover(
             self.target,
             self.logs,
             end,
@@ -353,6 +357,8 @@ class Follower:
             max_line=self.settings.max_line_bytes,
             end_ts=own[: len(own) - len(strip_timestamp(own))],
         )
+        if recovered is None:
+            return _Outcome.ERROR
         self._keep_cursor(dedupe, batch)
         with self._batch_lock:
             batch.flush()

@@ -55,18 +55,19 @@ def recover(
     holder: str,
     max_line: int,
     end_ts: bytes,
-) -> int:
+) -> int | None:
     """Recover what the store lacks of ``end``'s output, then let the container go; the
-    lines put back (0 when none were missing or they could not be had). The container
-    is let go only once the store has them, or once they cannot be had: a collector
-    that loses the lease or dies before leaves it held, for the next one to finish."""
+    lines put back (0 when none were missing or they could not be had), or None when
+    the store failed or changed hands under it: the caller reads the end line again
+    (the container, not let go, still holds on). The container is let go only once the
+    store has the lines, or once they cannot be had."""
     try:
         recovered = _recover(t, logs, end, holder=holder, max_line=max_line, end_ts=end_ts)
     except StoreError as e:
-        log.warning("cannot recover the lines %s missed (read again later): %s", t.pod, e)
-        return 0
+        log.warning("cannot recover the lines %s missed (reading again): %s", t.pod, e)
+        return None
     if recovered is None:
-        return 0
+        return None
     try:
         _exec(t, supervisor.release_command(end.directory), 0, timeout_s=_RELEASE_TIMEOUT_S)
     except KubeError as e:
@@ -89,15 +90,17 @@ def _recover(
     """The lines put back; None when the store changed hands under it (not let go)."""
     meta = logs.meta(t.job_id, t.attempt)
     missing = end.lines - (meta.lines - meta.unended)
-    if missing <= 0 or meta.dropped or meta.done:
+    # Bounds against a forged end line (the commands can print one): no copy bigger
+    # than the store keeps, and one that holds the lines it says.
+    if missing <= 0 or meta.dropped or meta.done or end.bytes > logs.cap_bytes:
         return 0
     try:
         kept = _exec(t, supervisor.read_kept_command(end.directory), end.bytes)
     except KubeError as e:
         log.warning("cannot read the copy %s kept: %s", t.pod, e)
         return 0
-    if len(kept) != end.bytes:
-        log.warning("%s kept %d of its %d bytes: not recovered", t.pod, len(kept), end.bytes)
+    if len(kept) != end.bytes or kept.count(b"\n") != end.lines:
+        log.warning("%s's copy is not what its end line says: not recovered", t.pod)
         return 0
     entries = _all_entries(logs, t.job_id, t.attempt)
     # Before the end line, only the output's last line can have been ended by the
@@ -140,14 +143,15 @@ def merge(
     ``fallback_ts``, the end line's, after the last); None if a stored line is not
     in the copy after the one before it (the two disagree: nothing is rewritten).
 
-    The copy is the bytes the commands wrote; the runtime records a line without its
-    ``\\r\\n`` or ``\\n``, so a copy line's ``\\r`` goes too. A stored line cut at
-    ``max_line`` matches the copy's line it begins; a recovered line longer than that is
-    cut the same way. A stored line that is only the end of a copy line, with no copy
-    line equal to it further on and the next stored line the copy's next, is that line
-    torn by a rotation (the follow lost its start with the old file's end): the whole
-    line replaces it. The copy's last line without a newline is left out unless
-    ``tail_stored`` (the collector stored it, glued to the end line)."""
+    The copy is the bytes the commands wrote; containerd records a line without its
+    ``\\r\\n`` (CRI-O keeps the ``\\r``: either matches), and a recovered line is
+    written without it. A stored line cut at ``max_line`` matches the copy's line it
+    begins; a recovered line longer than that is cut the same way. A stored line that
+    is only the end of a copy line is that line torn by a rotation (the follow lost its
+    start with the old file's end) when the next stored line is the copy's next, or
+    when nothing else matches: the whole line replaces it. The copy's last line, when
+    it has no newline, is the stored last line if ``tail_stored`` (the collector stored
+    it, glued to the end line), and left out otherwise."""
     marker = cut_marker(max_line)
     stored = [
         (index, raw + b"\n")
@@ -155,72 +159,89 @@ def merge(
         for raw in entry.data.split(b"\n")[:-1]
     ]
     contents = [strip_timestamp(raw) for _, raw in stored]
-    copy = [line[:-1] if line.endswith(b"\r") else line for line in kept.split(b"\n")]
-    if kept.endswith(b"\n") or not tail_stored:
-        copy.pop()  # the empty rest after the last newline, or a last line still to come
+    parts = kept.split(b"\n")
+    copy = [line[:-1] if line.endswith(b"\r") else line for line in parts[:-1]]
+    tail: tuple[int, bytes] | None = None
+    if tail_stored and parts[-1] and stored:
+        tail = stored.pop()
+        if contents.pop()[:-1] != parts[-1]:
+            return None
     data: list[bytearray] = [bytearray() for _ in entries]
     counts = [0] * len(entries)
     at = recovered = 0
     for i, ((index, raw), text) in enumerate(zip(stored, contents, strict=True)):
         ts = raw[: len(raw) - len(text)]
-        found = _find(text, copy, at, marker)
-        torn = found is None
+        later = contents[i + 1][:-1] if i + 1 < len(contents) else None
+        found, torn = _place(text, copy, at, later, marker)
         if found is None:
-            later = contents[i + 1][:-1] if i + 1 < len(contents) else None
-            found = _find_torn(text[:-1], copy, at, later)
-            if found is None:
-                return None
+            return None
         for line in copy[at:found]:
             data[index] += _raw(ts, line, max_line, marker)
         data[index] += _raw(ts, copy[found], max_line, marker) if torn else raw
         recovered += found - at
         counts[index] += found - at + 1
         at = found + 1
-    out = [(e.id, bytes(d), n) for e, d, n in zip(entries, data, counts, strict=True)]
     rest = copy[at:]
+    recovered += len(rest)
+    if tail is not None:  # the rest comes before it, under its time
+        index, raw = tail
+        ts = raw[: len(raw) - len(strip_timestamp(raw))]
+        data[index] += b"".join(_raw(ts, line, max_line, marker) for line in rest) + raw
+        counts[index] += len(rest) + 1
+        rest = []
+    out = [(e.id, bytes(d), n) for e, d, n in zip(entries, data, counts, strict=True)]
     if rest:
-        tail = b"".join(_raw(fallback_ts, line, max_line, marker) for line in rest)
+        after = b"".join(_raw(fallback_ts, line, max_line, marker) for line in rest)
         if out:
             entry_id, data_so_far, n = out[-1]
-            out[-1] = (entry_id, data_so_far + tail, n + len(rest))
+            out[-1] = (entry_id, data_so_far + after, n + len(rest))
         else:
-            out.append(("*", tail, len(rest)))
-        recovered += len(rest)
+            out.append(("*", after, len(rest)))
     return Merged(out, recovered)
 
 
-def _find(text: bytes, copy: list[bytes], at: int, marker: bytes) -> int | None:
-    for i in range(at, len(copy)):
-        if _same(text, copy[i], marker):
-            return i
-    return None
-
-
-def _find_torn(rest: bytes, copy: list[bytes], at: int, later: bytes | None) -> int | None:
+def _place(
+    text: bytes, copy: list[bytes], at: int, later: bytes | None, marker: bytes
+) -> tuple[int | None, bool]:
+    """Where the stored line ``text`` is in the copy from ``at``, and whether as a torn
+    rest: the nearer of its exact match and a torn line the next stored line confirms;
+    an unconfirmed torn line only when there is no exact match."""
+    exact = next((i for i in range(at, len(copy)) if _same(text, copy[i], marker)), None)
+    rest = text[:-1]
+    if exact is not None:
+        if later is None:
+            return exact, False
+        for i in range(at, exact):
+            if _torn(rest, copy, i, later):
+                return i, True
+        return exact, False
     for i in range(at, len(copy)):
         if _torn(rest, copy, i, later):
-            return i
-    return None
+            return i, True
+    return None, False
 
 
-def _torn(rest: bytes, copy: list[bytes], at: int, later: bytes | None) -> bool:
-    line = copy[at]
+def _torn(rest: bytes, copy: list[bytes], i: int, later: bytes | None) -> bool:
+    line = copy[i]
     if not rest or len(rest) >= len(line) or not line.endswith(rest):
         return False
-    following = copy[at + 1] if at + 1 < len(copy) else None
-    return later is None or later == following
+    if later is None:
+        return True
+    following = copy[i + 1] if i + 1 < len(copy) else None
+    return following is not None and later in (following, following + b"\r")
 
 
 def _same(text: bytes, line: bytes, marker: bytes) -> bool:
     """Whether the stored line's text (with its newline) is the copy's ``line``."""
-    if text[:-1] == line:
+    if text[:-1] in (line, line + b"\r"):
         return True
     return text.endswith(marker) and line.startswith(text[: len(text) - len(marker)])
 
 
 def _raw(ts: bytes, line: bytes, max_line: int, marker: bytes) -> bytes:
-    raw = ts + line + b"\n"
-    return raw if len(raw) <= max_line else raw[:max_line] + marker
+    """A recovered line as the collector would have stored it (cut as it cuts)."""
+    raw = ts + line
+    return raw + b"\n" if len(raw) <= max_line else raw[:max_line] + marker
 
 
 def _all_entries(logs: LogStore, job_id: str, attempt: int) -> list[Entry]:
