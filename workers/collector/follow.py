@@ -342,8 +342,9 @@ class Follower:
             return batch.failed
         own = line[len(glued) :]
         if glued and strip_timestamp(own) == own:
-            # The kubelet stamps a record that follows a partial one with nothing: the
-            # end line takes its prefix's time (the cursor, the recovered lines' time).
+            # Printed right after the output's unended last line, the end line is the
+            # rest of that line's record, with no time of its own: it takes the line's
+            # (for the cursor, and for the lines recovered after the last stored one).
             own = glued[: len(glued) + 1 - len(strip_timestamp(glued + b"\n"))] + own
         if not dedupe.keep(own):
             return None
