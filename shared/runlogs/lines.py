@@ -134,6 +134,12 @@ def strip_timestamp(line: bytes) -> bytes:
     return line[space + 1 :]
 
 
+def timestamp_of(line: bytes) -> bytes:
+    """The line's timestamp with the space after it (what :func:`strip_timestamp`
+    takes off); b"" when it has none."""
+    return line[: len(line) - len(strip_timestamp(line))]
+
+
 def parse_since(text: str, *, now: float) -> int:
     """``--since`` as ns since the epoch: a duration back from now (``90s``, ``10m``,
     ``2h``, ``1d``) or an RFC 3339 time; ValueError names what was wrong."""

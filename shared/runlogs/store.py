@@ -120,11 +120,14 @@ class AttemptMeta:
     @property
     def missing(self) -> int:
         """Of ``printed``, how many the store never got (the kubelet never served them):
-        fixed once ``done``, since no append is taken after. A line the collector ended
-        itself (the output's last, with no newline) was never counted by ``wc -l``."""
-        if self.printed is None:
-            return 0
-        return max(0, self.printed - (self.lines - self.unended))
+        fixed once ``done``, since no append is taken after."""
+        return 0 if self.printed is None else self.lacking(self.printed)
+
+    def lacking(self, printed: int) -> int:
+        """Of ``printed`` lines the container counted, how many are not stored. A line
+        the collector ended itself (the output's last, with no newline) was never
+        counted by ``wc -l``."""
+        return max(0, printed - (self.lines - self.unended))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import urllib3
 from shared import kube, metrics
 from shared.errors import KubeError, KubeNotFound, StoreError
 from shared.runlogs import store as log_store
-from shared.runlogs.lines import Cursor, Deduper, strip_timestamp
+from shared.runlogs.lines import Cursor, Deduper, timestamp_of
 from shared.runlogs.store import LogStore
 from shared.settings import LogSettings
 from workers import supervisor
@@ -341,11 +341,11 @@ class Follower:
         if batch.failed is not None:
             return batch.failed
         own = line[len(glued) :]
-        if glued and strip_timestamp(own) == own:
+        if glued and not timestamp_of(own):
             # Printed right after the output's unended last line, the end line is the
             # rest of that line's record, with no time of its own: it takes the line's
             # (for the cursor, and for the lines recovered after the last stored one).
-            own = glued[: len(glued) + 1 - len(strip_timestamp(glued + b"\n"))] + own
+            own = timestamp_of(glued) + own
         if not dedupe.keep(own):
             return None
         # The store's cursor stays before the end line until the recovery is done: a
@@ -356,7 +356,7 @@ class Follower:
             end,
             holder=self.holder,
             max_line=self.settings.max_line_bytes,
-            end_ts=own[: len(own) - len(strip_timestamp(own))],
+            end_ts=timestamp_of(own),
         )
         if recovered is None:
             return _Outcome.ERROR

@@ -23,7 +23,7 @@ from shared import metrics
 from shared.errors import KubeError, StoreError
 from shared.kube.pod_exec import exec_output
 from shared.runlogs import store as log_store
-from shared.runlogs.lines import strip_timestamp
+from shared.runlogs.lines import strip_timestamp, timestamp_of
 from shared.runlogs.store import Entry, LogStore
 from workers import supervisor
 from workers.collector.target import CONTAINER, Target
@@ -89,10 +89,9 @@ def _recover(
 ) -> int | None:
     """The lines put back; None when the store changed hands under it (not let go)."""
     meta = logs.meta(t.job_id, t.attempt)
-    missing = end.lines - (meta.lines - meta.unended)
     # Bounds against a forged end line (the commands can print one): no copy bigger
     # than the store keeps, and one that holds the lines it says.
-    if missing <= 0 or meta.dropped or meta.done or end.bytes > logs.cap_bytes:
+    if not meta.lacking(end.lines) or meta.dropped or meta.done or end.bytes > logs.cap_bytes:
         return 0
     try:
         kept = _exec(t, supervisor.read_kept_command(end.directory), end.bytes)
@@ -185,7 +184,7 @@ def merge(
     recovered += len(rest)
     if tail is not None:  # the rest comes before it, under its time
         index, raw = tail
-        ts = raw[: len(raw) - len(strip_timestamp(raw))]
+        ts = timestamp_of(raw)
         data[index] += b"".join(_raw(ts, line, max_line, marker) for line in rest) + raw
         counts[index] += len(rest) + 1
         rest = []
