@@ -4,7 +4,7 @@ The apiserver speaks the Kubernetes channel protocol over a WebSocket: each
 message's first byte names its stream (1 stdout, 2 stderr, 3 the final status).
 The client library's own helper swaps the shared ApiClient's transport for the
 call, which other threads using that client would then take too; this opens its
-own socket with the same URL, credential and TLS files, and a deadline on every read.
+own socket with the same URL, credential and TLS context, and a deadline on every read.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from shared.errors import (
     KubeUnauthorized,
 )
 from shared.kube import Kube
+from shared.kube.tls import TlsFiles
 
 _PROTOCOL = "v4.channel.k8s.io"
 _STDOUT, _STDERR, _STATUS = 1, 2, 3
@@ -114,17 +115,17 @@ def _connect(
     query += [("command", word) for word in command]
     url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     header = [f"{name}: {value}" for name, value in headers.items() if name == "authorization"]
-    sslopt: dict[str, object] = {"cert_reqs": ssl.CERT_NONE}
-    if cfg.verify_ssl:
-        sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
-        if cfg.ssl_ca_cert:
-            sslopt["ca_certs"] = cfg.ssl_ca_cert
-        if cfg.assert_hostname is not None:
-            sslopt["check_hostname"] = cfg.assert_hostname
-    if cfg.cert_file:
-        sslopt["certfile"] = cfg.cert_file
-    if cfg.key_file:
-        sslopt["keyfile"] = cfg.key_file
+    # The client's own TLS context (shared/kube/tls.py: the same CA, certificate and
+    # their rotation, and resumed sessions); through a proxy the client has none
+    # shared, so one is built from the same files the same way.
+    files = k.tls or TlsFiles(
+        cert_reqs=ssl.CERT_REQUIRED if cfg.verify_ssl else ssl.CERT_NONE,
+        ca_file=cfg.ssl_ca_cert,
+        ca_data=cfg.ca_cert_data,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+    )
+    sslopt: dict[str, object] = {"context": files.context()}
     if cfg.tls_server_name:
         sslopt["server_hostname"] = cfg.tls_server_name
     proxy: dict[str, Any] = {}
