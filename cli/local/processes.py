@@ -103,8 +103,14 @@ def free_port() -> int:
     A port is handed out once per process: callers pick several before starting any
     server, and two picks of the same still-free port once gave kube-scheduler and
     kube-controller-manager one port (the second died on "address already in use"
-    while the first answered its health check)."""
-    low = _ephemeral_low()
+    while the first answered its health check).
+
+    Nor inside the default NodePort range: a real node's kube-proxy answers NodePorts on
+    127.0.0.1 too (``--iptables-localhost-nodeports``), so a connection to a loopback
+    server on such a port is sent to whichever Service holds it (seen in CI: the
+    apiserver on 30023, the restricted project's jump host Service on NodePort 30023,
+    and every client call after it failed with "wrong version number")."""
+    low = min(_ephemeral_low(), NODE_PORTS_FROM)
     for _ in range(200):
         port = random.randrange(_PORTS_FROM, low)  # a port, not a secret
         with _HANDED_OUT_LOCK:
@@ -125,6 +131,7 @@ _HANDED_OUT_LOCK = threading.Lock()
 
 
 _PORTS_FROM = 10000  # below: well-known and registered services a host may run
+NODE_PORTS_FROM = 30000  # the apiserver's default --service-node-port-range starts here
 
 
 def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

@@ -20,6 +20,20 @@ def test_a_free_port_is_below_the_kernels_ephemeral_range_and_bindable() -> None
         s.bind(("127.0.0.1", ports.pop()))
 
 
+def test_a_free_port_is_never_a_node_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real node's kube-proxy takes loopback connections to NodePorts (30000-32767),
+    so a server there would have its clients sent to a Service instead."""
+    bounds: list[tuple[int, int]] = []
+
+    def pick(start: int, stop: int) -> int:
+        bounds.append((start, stop))
+        return start + len(bounds)
+
+    monkeypatch.setattr(random, "randrange", pick)
+    free_port()
+    assert bounds and all(stop <= 30000 for _, stop in bounds), bounds
+
+
 def test_a_port_is_never_handed_out_twice_even_while_it_is_still_free(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
