@@ -44,7 +44,7 @@ their status.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TERMINATION_LOG = "/dev/termination-log"
 """Where the kubelet takes a container's termination message from (its default path)."""
@@ -86,6 +86,8 @@ def printed_lines(message: str | None) -> int | None:
 
 END_MARKER = "berth-output-end"
 """The first word of the line PID 1 prints on the container's stdout when it holds."""
+REPEAT_S = 2
+"""While it holds, PID 1 prints its end line again this often."""
 _STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z "
 # The end line is the last thing on its line, after a last line without a newline if
 # there was one (glued to it, with no timestamp of its own from the kubelet, or one).
@@ -94,7 +96,8 @@ _END = re.compile(
     + _STAMP
     + rb")?"
     + re.escape(END_MARKER.encode())
-    + rb" (?P<uid>\S+) (?P<lines>\d{1,15}) (?P<bytes>\d{1,15}) (?P<dir>/[!-~]*)\n?",
+    + rb" (?P<uid>\S+) (?P<lines>\d{1,15}) (?P<bytes>\d{1,15}) (?P<dir>/[!-~]*)"
+    + rb"(?P<again> again)?\n?",
     re.DOTALL,
 )
 
@@ -106,11 +109,14 @@ class OutputEnd:
     lines: int
     bytes: int
     directory: str
+    again: bool = field(default=False, compare=False)
+    """A repeat, said while PID 1 holds on: the first may not have been served."""
 
 
 def output_end(line: bytes, uid: str) -> tuple[bytes, OutputEnd] | None:
     """``line`` is one raw line from the log API with timestamps=true (e.g.
-    b"2026-12-07T21:00:00.123456789Z berth-output-end <uid> 12 345 /tmp/.berth-output.AbC123\\n").
+    b"2026-12-07T21:00:00.123456789Z berth-output-end <uid> 12 345 /tmp/.berth-output.AbC123\\n",
+    with " again" before the newline on a repeat).
     If it is this pod's end line, return (prefix, end): ``prefix`` is the output's last
     line when it had no newline, which the end line was printed after on the same stream
     (with its timestamp, e.g. b"2026-...Z abc"), b"" normally. None otherwise (another
@@ -122,7 +128,12 @@ def output_end(line: bytes, uid: str) -> tuple[bytes, OutputEnd] | None:
     found = _END.fullmatch(line)
     if found is None or found["uid"] != uid.encode():
         return None
-    end = OutputEnd(int(found["lines"]), int(found["bytes"]), found["dir"].decode("ascii"))
+    end = OutputEnd(
+        int(found["lines"]),
+        int(found["bytes"]),
+        found["dir"].decode("ascii"),
+        again=found["again"] is not None,
+    )
     return found["prefix"], end
 
 
@@ -278,6 +289,10 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
     return [
         # Kept from the commands: the end line is PID 1's to print.
         "berth_uid=${BERTH_POD_UID:-}; unset BERTH_POD_UID",
+        # printf: echo would take a backslash in the directory (TMPDIR) for an escape.
+        # $1: " again" on a repeat.
+        f"berth_end() {{ printf '{END_MARKER} %s %s %s %s%s\\n'"
+        ' "$berth_uid" "$berth_n" "$berth_b" "$berth_counts" "${1:-}"; }',
         "berth_hold() {",
         # A stop ends the hold before it begins too (TERM while the commands ran).
         '  [ -z "$berth_stopped" ] || return 0',
@@ -294,13 +309,15 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
         "  trap 'rm -f \"$berth_counts/hold\"' TERM INT",
         # On stdout, after everything tee passed on: the runtime copies stdout and
         # stderr separately, so on stderr it could come before the output's last lines.
-        # printf: echo would take a backslash in the directory (TMPDIR) for an escape.
-        f'  printf \'{END_MARKER} %s %s %s %s\\n\' "$berth_uid" "$berth_n" "$berth_b"'
-        ' "$berth_counts"',
+        "  berth_end",
         "  berth_held=0",
         f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {hold_s * 10} ]; do',
         "    berth_held=$((berth_held+1))",
         "    sleep 0.1 2>/dev/null || { sleep 1; berth_held=$((berth_held+9)); }",
+        # Again every REPEAT_S: the kubelet serves only its newest file, and a rotation
+        # while PID 1 holds on can take the line (and the output's end) out of it.
+        f'    [ $((berth_held % {REPEAT_S * 10})) -ne 0 ] || [ ! -e "$berth_counts/hold" ] ||'
+        " berth_end ' again'",
         "  done",
         "}",
     ]

@@ -83,6 +83,9 @@ def exec_output(
     finally:
         with contextlib.suppress(websocket.WebSocketException, OSError):
             sock.close(timeout=1)
+        # close() does nothing once the server's close frame was answered (the
+        # library then marks the socket unconnected but leaves it open).
+        sock.shutdown()
     if status is None:
         raise KubeTemporaryError(f"exec in {pod} ended without a status")
     if status.get("status") != "Success":

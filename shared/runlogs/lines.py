@@ -108,6 +108,10 @@ class Deduper:
         if ts == self.cursor.ts_ns:
             if self._skip > 0:
                 self._skip -= 1
+                if not self._skip and not cut and self.cursor.cut:
+                    # The stored cut line, served whole this time (its newline came in
+                    # the chunk that took it past the limit): its end has been read.
+                    self.cursor = Cursor(ts, self.cursor.n)
                 return False
             self.cursor = Cursor(ts, self.cursor.n + 1, cut)
             return True

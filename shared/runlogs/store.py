@@ -87,6 +87,7 @@ redis.call('RENAME', KEYS[4], KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 redis.call('HSET', KEYS[2], 'lines', ARGV[4], 'bytes', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'recovered', ARGV[6])
+if ARGV[8] ~= '0' then redis.call('HINCRBY', KEYS[2], 'unended', ARGV[8]) end
 return 1
 """
 
@@ -243,11 +244,13 @@ class LogStore:
         cursor: Cursor,
         last_id: str,
         holder: str,
+        unended: int = 0,
     ) -> int:
         """Replace the attempt's stream with ``entries`` (id, whole lines, how many), which
-        hold ``recovered`` more lines than it: the lines the kubelet never served, put
-        back in place (``workers/collector/recovery.py``). The ids are the stream's own,
-        so a reader that has read up to one goes on after it with no line twice; an id
+        hold ``recovered`` more lines than it (``unended`` of them had no newline): the
+        lines the kubelet never served, put back in place
+        (``workers/collector/recovery.py``). The ids are the stream's own, so a reader
+        that has read up to one goes on after it with no line twice; an id
         ``*`` is a new entry (the stream had none). Taken only if ``holder`` leads, the
         attempt is not done, nothing was trimmed for the cap, and the cursor and the last
         entry are still ``cursor`` and ``last_id`` (nothing appended since the caller read
@@ -262,7 +265,7 @@ class LogStore:
         keys = [self._stream_key(job_id, attempt), self._meta_key(job_id, attempt)]
         keys += [self.lease_key(), aside]
         args: list[str | int] = [holder, str(cursor.ts_ns), str(cursor.n)]
-        args += [total_lines, total_bytes, recovered, last_id]
+        args += [total_lines, total_bytes, recovered, last_id, unended]
         with wrapped():
             pipe = self.store.r.pipeline(transaction=True)
             pipe.delete(aside)

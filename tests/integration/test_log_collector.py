@@ -434,3 +434,38 @@ def test_the_collector_checks_the_stored_lines_against_the_containers_own_count(
     finally:
         collector.halt()
         store.close()
+
+
+def test_an_end_line_glued_to_a_cut_last_line_is_found_and_that_line_counted_unended(
+    own_redis: tuple[str, list[ProcessRecord]],
+    job_pod: Path,
+    kube_admin: kube.Kube,
+    namespace: str,
+) -> None:
+    """The output's last line had no newline and is longer than ``max_line_bytes``:
+    PID 1's end line comes glued to its end, in the part the collector skips. The
+    collector still finds it, and counts the cut line as one the container did not
+    count. (That it then lets the container go, through ``exec``, is the real node's
+    test: KWOK runs no container.)"""
+    url, _ = own_redis
+    max_line = 1024
+    store, logs, collector = _collecting(url, LogSettings(drain_s=0.2, max_line_bytes=max_line))
+    pod = kube_admin.call(kube_admin.core.read_namespaced_pod, POD, namespace)
+    uid = pod.metadata.uid
+    lines = [f"line {i}" for i in range(10)]
+    size = sum(len(line) + 1 for line in lines) + 200_000
+    end = f"berth-output-end {uid} 10 {size} /tmp/.berth-output.test"
+    try:
+        pod_logs.write_log_lines(job_pod, [*lines, "x" * 200_000 + end])
+        view = PodView(POD, uid, JOB_ID, 1, started=True, ended=True, printed=10)
+        collector.on_pod(kube_admin, namespace, view, False)
+        wait_until(lambda: logs.meta(JOB_ID, 1).done, timeout=30, what="output complete")
+        meta = logs.meta(JOB_ID, 1)
+        assert (meta.lines, meta.unended, meta.printed, meta.missing) == (11, 1, 10, 0)
+        stored = _lines_if(logs, 11)
+        assert stored is not None and stored[:10] == lines
+        assert stored[10].startswith("x" * 900)
+        assert stored[10].endswith(f"[berth] line cut at {max_line} bytes")
+    finally:
+        collector.halt()
+        store.close()

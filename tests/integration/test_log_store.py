@@ -289,6 +289,37 @@ def test_a_rewrite_puts_recovered_lines_in_place_under_the_streams_own_ids(
     assert store.r.ttl(logs._stream_key("job-1", 1)) == -1  # the aside key's expiry did not follow
 
 
+def test_a_recovered_last_line_without_a_newline_is_counted_as_the_collector_ended_it(
+    store: Store, logs: LogStore
+) -> None:
+    """The kubelet served the end line without the unended last line before it: the
+    rewrite puts it back and counts it unended, so the container's count (newlines)
+    finds nothing missing."""
+    _run(store)
+    logs.register_attempt("job-1", 1, "uid-1")
+    _append(logs, 1, [_stamped(i) for i in (0, 1)])
+    entries = logs.entries("job-1", 1, after="-", count=10)
+    kept = b"".join(f"line {i}\n".encode() for i in range(4)) + b"the tail"
+    merged = merge(entries, kept, max_line=1024, fallback_ts=_stamped(9, "x")[:-2])
+    assert merged is not None and (merged.recovered, merged.unended) == (3, 1)
+    meta = logs.meta("job-1", 1)
+    result = logs.rewrite(
+        "job-1",
+        1,
+        merged.entries,
+        recovered=merged.recovered,
+        unended=merged.unended,
+        cursor=meta.cursor,
+        last_id=entries[-1].id,
+        holder=HOLDER,
+    )
+    assert result == log_store.APPENDED
+    after = logs.meta("job-1", 1)
+    assert (after.lines, after.unended, after.recovered) == (5, 1, 3)
+    assert logs.finish("job-1", 1, holder=HOLDER, printed=4)
+    assert logs.meta("job-1", 1).missing == 0
+
+
 def test_a_rewrite_is_refused_after_an_append_without_the_lease_or_once_done(
     store: Store, logs: LogStore
 ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -89,6 +89,7 @@ def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_c
             timeout=3 * START_S,
             what="the container's end line",
         )
+        held_from = datetime.now(UTC)  # the hold had begun
     done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
     assert done["status"] == "done", done
     wait_until(
@@ -106,7 +107,7 @@ def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_c
     assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)
     assert meta.recovered > 0  # the kubelet no longer had the start
     # The collector let the container go: it did not hold on until logs.hold_s ran out.
-    held_s = _end_to_exit_s(real_stack, real_kube, pod)
+    held_s = _exit_s(real_stack, real_kube, pod, held_from)
     assert held_s < real_stack.settings().logs.hold_s - 5, held_s
 
 
@@ -140,6 +141,85 @@ def test_output_rotated_away_while_the_collector_was_down_past_the_hold_is_said_
     assert (meta.printed, meta.missing) == (len(expected), missing)
 
 
+# 1.5 MB with no newline: the output's last line, cut at logs.max_line_bytes (1 MiB).
+_LONG_LAST = "head -c 1500000 /dev/zero | tr '\\0' x"
+_CUT = " [berth] line cut at 1048576 bytes"
+
+
+def test_a_last_line_longer_than_the_cut_with_no_newline_still_lets_the_container_go(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+) -> None:
+    """The end line comes glued to the rest of a line the collector cut: it is found
+    there, the container is let go at once (not after ``logs.hold_s``), and the cut
+    line is counted as the one the collector ended."""
+    name = apply(
+        real_stack,
+        tmp_path,
+        f"""
+        type: task
+        name: long-last
+        commands:
+          - seq -f "line %06g" 0 29999
+          - {_LONG_LAST}
+        {SMALL}
+        """,
+    )
+    pod = run(real_stack, name)["jobs"][0]["pod_name"]
+    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+    wait_until(
+        lambda: log_meta(real_stack, real_kube, name).done, timeout=60, what="output complete"
+    )
+    out = logs(real_stack, name).splitlines()
+    assert out[:-1] == [f"line {i:06d}" for i in range(30_000)], len(out)
+    _assert_cut_x_line(out[-1])
+    meta = log_meta(real_stack, real_kube, name)
+    assert (meta.printed, meta.missing, meta.lines, meta.unended) == (30_000, 0, 30_001, 1)
+    # The commands take about a second: the container did not hold on for logs.hold_s.
+    ran_s = _exit_s(real_stack, real_kube, pod, None)
+    assert ran_s < real_stack.settings().logs.hold_s - 5, ran_s
+
+
+def test_a_long_last_line_the_kubelet_served_only_the_end_of_is_put_back_whole(
+    real_stack: Stack, real_kube: kube.Kube, tmp_path: Path
+) -> None:
+    """With the collector down, the output's last line (no newline, 1.5 MB) began in a
+    file the kubelet rotated away: it serves only that line's end, glued to the end
+    line. Every line comes back from the container's copy, the last one whole (then
+    cut as the collector cuts), and the container is let go."""
+    chatty = _CHATTY.replace("echo the end", _LONG_LAST)
+    with _collector_down(real_stack):
+        name = apply(real_stack, tmp_path, f"type: task\nname: torn-last{chatty}{SMALL}")
+        pod = run(real_stack, name)["jobs"][0]["pod_name"]
+        wait_until(
+            lambda: "berth-output-end" in _served_tail(real_stack, real_kube, pod),
+            timeout=3 * START_S,
+            what="the container's end line",
+        )
+        held_from = datetime.now(UTC)  # the hold had begun
+    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+    wait_until(
+        lambda: log_meta(real_stack, real_kube, name).done, timeout=60, what="output complete"
+    )
+    out = logs(real_stack, name).splitlines()
+    assert out[:-1] == [f"line {i:06d}" for i in range(60_000)], (len(out), out[:1])
+    _assert_cut_x_line(out[-1])
+    meta = log_meta(real_stack, real_kube, name)
+    assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)
+    assert meta.recovered > 0
+    held_s = _exit_s(real_stack, real_kube, pod, held_from)
+    assert held_s < real_stack.settings().logs.hold_s - 5, held_s
+
+
+def _assert_cut_x_line(line: str) -> None:
+    """The 1.5 MB line of x, from its start, cut at 1 MiB with its timestamp (which the
+    reader does not see) and saying so."""
+    assert line.endswith(_CUT), line[-80:]
+    body = line[: -len(_CUT)]
+    assert set(body) == {"x"} and 1_048_576 - 40 < len(body) < 1_048_576, len(body)
+
+
 def _served_tail(stack: Stack, k: kube.Kube, pod: str) -> str:
     """The kubelet's last lines of the run's output; "" while its container is starting."""
     try:
@@ -151,18 +231,15 @@ def _served_tail(stack: Stack, k: kube.Kube, pod: str) -> str:
     return text
 
 
-def _end_to_exit_s(stack: Stack, k: kube.Kube, pod: str) -> float:
-    """From the end line (the kubelet's time of it) to the container's exit."""
-    served: str = k.call(
-        k.core.read_namespaced_pod_log, pod, stack.namespace, container="main", timestamps=True
-    )
-    # The output's last line has no newline: the end line comes glued to it, one record.
-    [end] = [line for line in served.splitlines() if "berth-output-end " in line]
-    at = datetime.fromisoformat(end.split(" ", 1)[0][:26].rstrip("Z") + "+00:00")
+def _exit_s(stack: Stack, k: kube.Kube, pod: str, since: datetime | None) -> float:
+    """From ``since`` (the container's start if None) to its exit. PID 1 says its end
+    line again while it holds, and a rotation can take the first out of the served log:
+    the test's own time of seeing one bounds the hold's start instead."""
     status = k.call(k.core.read_namespaced_pod, pod, stack.namespace).status
     [main] = [c for c in status.container_statuses if c.name == "main"]
     finished: datetime = main.state.terminated.finished_at
-    return (finished - at).total_seconds()
+    started: datetime = main.state.terminated.started_at
+    return (finished - (since or started)).total_seconds()
 
 
 @contextlib.contextmanager

@@ -88,6 +88,18 @@ def test_a_reread_that_serves_the_cut_line_again_keeps_what_follows_its_end() ->
     assert again.cursor == Cursor(BASE * 10**9 + 100_000_000, 2)
 
 
+def test_a_reread_that_serves_the_cut_line_whole_ends_its_cut() -> None:
+    """The re-read's chunk brought the cut line's newline with it: the line comes whole
+    (the collector cuts it again, but as a whole line), and what follows is new."""
+    head, later = _lines(["27.1", "31"])
+    first = Deduper(Cursor())
+    assert first.keep(head, cut=True)
+    again = Deduper(first.cursor)
+    assert not again.keep(head)  # the stored line, skipped, and ended
+    assert not again.cursor.cut
+    assert again.keep(later)  # not taken for the cut line's rest
+
+
 def test_once_the_cut_line_ended_a_later_line_is_new_even_on_a_reread() -> None:
     head, later = _lines(["27.1", "31"])
     first = Deduper(Cursor())

@@ -111,19 +111,23 @@ def test_a_line_torn_by_a_rotation_is_stored_whole_in_place_of_its_rest() -> Non
     )
 
 
-def test_a_last_line_without_a_newline_not_stored_yet_is_left_to_come_at_the_exit() -> None:
+def test_a_last_line_without_a_newline_never_served_is_recovered_and_counted_unended() -> None:
+    """The end line is printed right after the output's unended last line: when the
+    kubelet served the end line alone (a repeat of it, the first one rotated away with
+    the last line), the last line never came and is put back, ended here."""
     entries = _entries([(0, "a")])
     merged = merge(entries, _copy("a", "b", "tail", newline=False), max_line=1024, fallback_ts=END)
     assert merged is not None
-    assert merged.recovered == 1
-    assert merged.entries == [("1-0", TS[0] + b"a\n" + END + b"b\n", 2)]
+    assert (merged.recovered, merged.unended) == (2, 1)
+    assert merged.entries == [("1-0", TS[0] + b"a\n" + END + b"b\n" + END + b"tail\n", 3)]
 
 
-def test_a_last_line_still_to_come_is_not_taken_for_an_equal_stored_line() -> None:
+def test_a_last_line_never_served_is_not_taken_for_an_equal_stored_line() -> None:
     entries = _entries([(0, "x")])
     merged = merge(entries, _copy("x", "y", "x", newline=False), max_line=1024, fallback_ts=END)
     assert merged is not None
-    assert merged.entries == [("1-0", TS[0] + b"x\n" + END + b"y\n", 2)]
+    assert merged.entries == [("1-0", TS[0] + b"x\n" + END + b"y\n" + END + b"x\n", 3)]
+    assert merged.unended == 1
 
 
 def test_a_line_ending_in_cr_lf_matches_the_line_the_runtime_stored_without_them() -> None:
@@ -168,3 +172,44 @@ def test_lines_stored_with_their_cr_as_cri_o_stores_them_match_the_copy() -> Non
     merged = merge(entries, b"a\r\nb\r\nc\r\n", max_line=1024, fallback_ts=END)
     assert merged is not None
     assert merged.entries == [("1-0", TS[0] + b"a\r\n" + TS[2] + b"b\n" + TS[2] + b"c\r\n", 3)]
+
+
+def test_a_last_line_without_a_newline_stored_cut_is_the_copys_long_last_line() -> None:
+    """The output's last line, longer than ``max_line`` and with no newline, was stored
+    cut (its end line came glued to its rest): it is the copy's last, not a line the
+    copy lacks."""
+    limit = 64
+    marker = cut_marker(limit)
+    long_tail = "T" * 200
+    cut = (TS[3] + long_tail.encode())[:limit] + marker
+    entries = [Entry(id="1-0", data=TS[0] + b"a\n"), Entry(id="2-0", data=cut)]
+    kept = _copy("a", "b", long_tail, newline=False)
+    merged = merge(entries, kept, max_line=limit, fallback_ts=END, tail_stored=True)
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries == [("1-0", TS[0] + b"a\n", 1), ("2-0", TS[3] + b"b\n" + cut, 2)]
+
+
+def test_a_last_line_without_a_newline_torn_by_a_rotation_is_stored_whole() -> None:
+    """The kubelet served only the end of the output's last line (its start was in a
+    rotated file): the copy's whole line takes the rest's place, cut as the collector
+    cuts, under the rest's time."""
+    entries = _entries([(0, "a"), (3, "of the last line")])
+    kept = _copy("a", "b", "the start of the last line", newline=False)
+    merged = merge(entries, kept, max_line=1024, fallback_ts=END, tail_stored=True)
+    assert merged is not None
+    assert merged.recovered == 1
+    assert merged.entries == [
+        ("1-0", TS[0] + b"a\n" + TS[3] + b"b\n" + TS[3] + b"the start of the last line\n", 3)
+    ]
+    limit = 40
+    marker = cut_marker(limit)
+    merged = merge(entries, kept, max_line=limit, fallback_ts=END, tail_stored=True)
+    assert merged is not None
+    assert merged.entries[0][1].endswith((TS[3] + b"the start of the last line")[:limit] + marker)
+
+
+def test_a_stored_last_line_that_is_no_part_of_the_copys_last_leaves_the_store_as_it_is() -> None:
+    entries = _entries([(0, "a"), (1, "something else")])
+    kept = _copy("a", "b", "the last line", newline=False)
+    assert merge(entries, kept, max_line=1024, fallback_ts=END, tail_stored=True) is None

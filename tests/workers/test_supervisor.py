@@ -318,7 +318,8 @@ def test_the_copy_is_the_merged_output_and_pid_1_holds_until_the_collector_has_r
     assert time.monotonic() - released < 2  # not hold_s
     assert read.returncode == 0 and read.stdout == expected, read.stderr
     assert proc.returncode == 3
-    assert out == b"" and err == b""  # all of it, and the end line, read by _end
+    assert err == b""
+    _end_lines(out, end)  # nothing else: the output was read by _end
     assert not Path(end.directory).exists()
 
 
@@ -338,6 +339,20 @@ def test_a_hold_nobody_releases_ends_after_hold_s(tmp_path: Path, shell: str) ->
     assert not Path(end.directory).exists()
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_while_it_holds_pid_1_says_its_end_line_again_every_2_s(tmp_path: Path, shell: str) -> None:
+    """The kubelet serves only its newest log file: a rotation during the hold can take
+    the end line out of it, and a collector back later would never see it."""
+    proc, _ = _start(tmp_path, shell, ["echo done"], keep_bytes=10_000, hold_s=3, uid=_UID)
+    try:
+        _, end = _end(proc)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert _end_lines(out, end) == 1  # at 2 s; the hold ends at 3 s
+
+
 @needs_pid_1
 @pytest.mark.parametrize("shell", SHELLS)
 def test_as_pid_1_a_stop_during_the_hold_ends_it_at_once(tmp_path: Path, shell: str) -> None:
@@ -349,7 +364,8 @@ def test_as_pid_1_a_stop_during_the_hold_ends_it_at_once(tmp_path: Path, shell: 
         out, err = proc.communicate(timeout=10)
     assert time.monotonic() - stopped < 2  # not hold_s
     assert proc.returncode == 3, err
-    assert (shown, out) == (b"done\n", b"")
+    assert shown == b"done\n"
+    _end_lines(out, end)
     assert printed_lines(log.read_text()) == 1
     assert not Path(end.directory).exists()
 
@@ -448,6 +464,9 @@ def test_the_end_line_is_found_alone_or_after_a_last_line_without_a_newline() ->
     stamped = _STAMP + b"abc" + _STAMP + b"berth-output-end uid 1 3 /d\n"
     assert output_end(stamped, "uid") == (_STAMP + b"abc", end)
     assert output_end(b"2026-12-07T21:00:00Z berth-output-end uid 1 3 /d", "uid") == (b"", end)
+    # A repeat, said while PID 1 holds on: the same end, marked.
+    found = output_end(_STAMP + b"berth-output-end uid 1 3 /d again\n", "uid")
+    assert found == (b"", end) and found[1].again and not end.again
 
 
 def test_anything_but_this_pods_end_line_is_not_an_end() -> None:
@@ -522,6 +541,13 @@ def _end(proc: subprocess.Popen[bytes]) -> tuple[bytes, OutputEnd]:
             continue
         glued, end = found
         return before + glued[len(_STAMP) :], end
+
+
+def _end_lines(out: bytes, end: OutputEnd) -> int:
+    """How many times PID 1 said its end line again in ``out``, which holds nothing else."""
+    line = f"berth-output-end {_UID} {end.lines} {end.bytes} {end.directory} again\n".encode()
+    assert out == line * out.count(line), out[:300]
+    return out.count(line)
 
 
 def _kept(tmp_path: Path, size: int) -> bytes:

@@ -49,6 +49,9 @@ _READ_CHUNK = 64 * 1024
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _EOF_PAUSE_S = 1.0  # a follow stream ended but the watch has not said the container ended yet
+# Of a line being cut, the last bytes are kept: an end line glued to the output's last
+# line (one with no newline) is there. It is well under this (its directory is a path).
+_END_TAIL = 8 * 1024
 GONE_NOTE = "the pod was deleted before its output was read"
 
 
@@ -102,6 +105,9 @@ class Follower:
         running container, back to ``follow_quiet_s`` once bytes come."""
         self._awaiting_headers = False
         """A follow is open and its answer has not begun (a silent container's)."""
+        self._released: supervisor.OutputEnd | None = None
+        """The end line this follower recovered for and let the container go at: PID 1
+        says it again while it holds on, and a repeat is only passed."""
         self._thread = threading.Thread(
             target=self._run, name=f"logs-{target.pod}-{target.attempt}", daemon=True
         )
@@ -268,6 +274,8 @@ class Follower:
         dedupe = Deduper(batch.stored)
         pending = bytearray()
         cutting = 0  # bytes of an over-long line being skipped
+        cut_ts = b""  # the cut line's timestamp
+        tail = bytearray()  # the cut line's last _END_TAIL bytes
         max_line = self.settings.max_line_bytes
         try:
             for chunk in resp.stream(_READ_CHUNK, decode_content=True):
@@ -279,25 +287,35 @@ class Follower:
                     if nl < 0:
                         if len(pending) > max_line and not cutting:
                             cutting = len(pending) - max_line
+                            cut_ts = timestamp_of(bytes(pending[:64]))
+                            tail[:] = pending[-_END_TAIL:]
                             line = bytes(pending[:max_line]) + recovery.cut_marker(max_line)
                             del pending[:]
                             self._keep(dedupe, batch, line, cut=True)
                         elif cutting:
                             cutting += len(pending)
+                            tail += pending
+                            del tail[:-_END_TAIL]
                             del pending[:]
                         break
                     if cutting:
                         cutting = 0
+                        rest = bytes(tail + pending[: nl + 1])
+                        tail.clear()
                         del pending[: nl + 1]
                         dedupe.end_cut()
-                        self._keep_cursor(dedupe, batch)
+                        end = supervisor.output_end(rest, self.target.uid)
+                        if end is None:
+                            self._keep_cursor(dedupe, batch)
+                        elif (stop := self._cut_end(dedupe, batch, rest, cut_ts, *end)) is not None:
+                            return stop
                         continue
                     line = bytes(pending[: nl + 1])
                     del pending[: nl + 1]
                     end = supervisor.output_end(line, self.target.uid)
                     if end is None:
                         self._keep(dedupe, batch, line)
-                    elif (stop := self._at_end(dedupe, batch, line, *end)) is not None:
+                    elif (stop := self._glued_end(dedupe, batch, line, *end)) is not None:
                         return stop
                 if batch.failed is not None:
                     return batch.failed
@@ -323,7 +341,7 @@ class Follower:
             batch.flush()
         return batch.failed or _Outcome.EOF
 
-    def _at_end(
+    def _glued_end(
         self,
         dedupe: Deduper,
         batch: _Batch,
@@ -331,22 +349,61 @@ class Follower:
         glued: bytes,
         end: supervisor.OutputEnd,
     ) -> _Outcome | None:
-        """The container's end line: store what came before it, recover what the kubelet
-        never served (the container holds on until then), and pass the line itself.
-        Met again on a re-read (the cursor is past it), it is only passed."""
-        if glued:  # the output's last line had no newline: the log API joined the two
+        """The container's end line, after the output's last line if that had no newline
+        (``glued``: the log API joined the two)."""
+        # The end line follows a cut line whose end no read has seen: that line, stored
+        # cut, is the output's last (``glued``, if any, its rest, a rotation having
+        # taken its middle; else a rotation took its rest with the first end line).
+        cut_tail = dedupe.cursor.cut
+        if glued:
             self._keep(dedupe, batch, glued + b"\n", unended=True)
+        elif cut_tail:
+            dedupe.end_cut()
+        return self._at_end(
+            dedupe, batch, line[len(glued) :], end, line_ts=timestamp_of(glued), cut_tail=cut_tail
+        )
+
+    def _cut_end(
+        self,
+        dedupe: Deduper,
+        batch: _Batch,
+        rest: bytes,
+        cut_ts: bytes,
+        glued: bytes,
+        end: supervisor.OutputEnd,
+    ) -> _Outcome | None:
+        """The container's end line, glued to the output's last line, which had no
+        newline and was cut at ``max_line_bytes`` (``rest`` is that line's last bytes)."""
+        return self._at_end(dedupe, batch, rest[len(glued) :], end, line_ts=cut_ts, cut_tail=True)
+
+    def _at_end(
+        self,
+        dedupe: Deduper,
+        batch: _Batch,
+        own: bytes,
+        end: supervisor.OutputEnd,
+        *,
+        line_ts: bytes,
+        cut_tail: bool,
+    ) -> _Outcome | None:
+        """The container's end line ``own``: store what came before it, recover what the
+        kubelet never served (the container holds on until then), and pass the line
+        itself. Met again on a re-read (the cursor is past it), it is only passed.
+        ``cut_tail``: the output's last line had no newline and is stored cut, not
+        marked unended yet (it is, with the cursor past the end line)."""
         with self._batch_lock:
             batch.flush()
         if batch.failed is not None:
             return batch.failed
-        own = line[len(glued) :]
-        if glued and not timestamp_of(own):
+        if not timestamp_of(own):
             # Printed right after the output's unended last line, the end line is the
             # rest of that line's record, with no time of its own: it takes the line's
             # (for the cursor, and for the lines recovered after the last stored one).
-            own = timestamp_of(glued) + own
+            own = line_ts + own
         if not dedupe.keep(own):
+            return None
+        if end == self._released:  # a repeat, or a re-read after the cursor's move failed
+            self._keep_cursor(dedupe, batch, unended=cut_tail)
             return None
         # The store's cursor stays before the end line until the recovery is done: a
         # collector killed in it, or a store that failed, meets the line again.
@@ -357,10 +414,12 @@ class Follower:
             holder=self.holder,
             max_line=self.settings.max_line_bytes,
             end_ts=timestamp_of(own),
+            cut_tail=cut_tail,
         )
         if recovered is None:
             return _Outcome.ERROR
-        self._keep_cursor(dedupe, batch)
+        self._released = end
+        self._keep_cursor(dedupe, batch, unended=cut_tail)
         with self._batch_lock:
             batch.flush()
         return batch.failed
@@ -374,6 +433,11 @@ class Follower:
         cut: bool = False,
         unended: bool = False,
     ) -> None:
+        max_line = self.settings.max_line_bytes
+        if not cut and len(line) > max_line + 1:
+            # A whole line that came in the chunk that took it past the limit: cut as
+            # one read across chunks is (and as recovery cuts a line it puts back).
+            line = line[:max_line] + recovery.cut_marker(max_line)
         if dedupe.keep(line, cut=cut):
             with self._batch_lock:
                 batch.add(
@@ -382,12 +446,13 @@ class Follower:
         else:
             self._keep_cursor(dedupe, batch)  # a dropped rest of a cut line ends it
 
-    def _keep_cursor(self, dedupe: Deduper, batch: _Batch) -> None:
+    def _keep_cursor(self, dedupe: Deduper, batch: _Batch, *, unended: bool = False) -> None:
         """Store a cursor that moved without a line (a cut line's end was read), so a
-        re-read does not take the next line for that line's rest."""
-        if dedupe.cursor != batch.after:
+        re-read does not take the next line for that line's rest; ``unended``: a stored
+        line turned out to have had no newline (it is counted with the move, once)."""
+        if dedupe.cursor != batch.after or unended:
             with self._batch_lock:
-                batch.move(dedupe.cursor)
+                batch.move(dedupe.cursor, unended=unended)
 
     def _arm_cut(self, delay_s: float) -> None:
         timer = threading.Timer(delay_s, self._cut_follow)
@@ -472,12 +537,13 @@ class _Batch:
         if self.size >= chunk_bytes:
             self.flush()
 
-    def move(self, after: Cursor) -> None:
+    def move(self, after: Cursor, *, unended: bool = False) -> None:
         if self.failed is not None:
             return
         if not self.lines and not self.moved:
             self.first_at = time.monotonic()
         self.after, self.moved = after, True
+        self.unended += unended
 
     def due(self, interval_s: float) -> bool:
         waiting = bool(self.lines) or self.moved

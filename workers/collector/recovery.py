@@ -17,7 +17,7 @@ from where it was, and one that reads later gets every line in order.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared import metrics
 from shared.errors import KubeError, StoreError
@@ -40,6 +40,8 @@ class Merged:
     entries: list[tuple[str, bytes, int]]
     """(entry id, whole raw lines, how many); id ``*`` for a stream that had none."""
     recovered: int
+    unended: int = 0
+    """Of ``recovered``, the output's last line when it had no newline (ended here)."""
 
 
 def cut_marker(max_line: int) -> bytes:
@@ -55,14 +57,18 @@ def recover(
     holder: str,
     max_line: int,
     end_ts: bytes,
+    cut_tail: bool = False,
 ) -> int | None:
     """Recover what the store lacks of ``end``'s output, then let the container go; the
     lines put back (0 when none were missing or they could not be had), or None when
     the store failed or changed hands under it: the caller reads the end line again
     (the container, not let go, still holds on). The container is let go only once the
-    store has the lines, or once they cannot be had."""
+    store has the lines, or once they cannot be had. ``cut_tail``: the stored last line
+    is the output's last, cut, which had no newline (the store does not know yet)."""
     try:
-        recovered = _recover(t, logs, end, holder=holder, max_line=max_line, end_ts=end_ts)
+        recovered = _recover(
+            t, logs, end, holder=holder, max_line=max_line, end_ts=end_ts, cut_tail=cut_tail
+        )
     except StoreError as e:
         log.warning("cannot recover the lines %s missed (reading again): %s", t.pod, e)
         return None
@@ -86,12 +92,19 @@ def _recover(
     holder: str,
     max_line: int,
     end_ts: bytes,
+    cut_tail: bool,
 ) -> int | None:
     """The lines put back; None when the store changed hands under it (not let go)."""
     meta = logs.meta(t.job_id, t.attempt)
+    if cut_tail:
+        meta = replace(meta, unended=meta.unended + 1)
     # Bounds against a forged end line (the commands can print one): no copy bigger
     # than the store keeps, and one that holds the lines it says.
-    if not meta.lacking(end.lines) or meta.dropped or meta.done or end.bytes > logs.cap_bytes:
+    if meta.dropped or meta.done or end.bytes > logs.cap_bytes:
+        return 0
+    # Only a repeat served: the first, and an output's last line with no newline
+    # glued to it (which the count does not count), may have been rotated away.
+    if not meta.lacking(end.lines) and not (end.again and not meta.unended):
         return 0
     try:
         kept = _exec(t, supervisor.read_kept_command(end.directory), end.bytes)
@@ -117,6 +130,7 @@ def _recover(
         t.attempt,
         merged.entries,
         recovered=merged.recovered,
+        unended=merged.unended,
         cursor=meta.cursor,
         last_id=entries[-1].id if entries else "",
         holder=holder,
@@ -150,7 +164,10 @@ def merge(
     start with the old file's end) when the next stored line is the copy's next, or
     when nothing else matches: the whole line replaces it. The copy's last line, when
     it has no newline, is the stored last line if ``tail_stored`` (the collector stored
-    it, glued to the end line), and left out otherwise."""
+    it, glued to the end line, whole, cut or torn: the whole line, cut as the collector
+    cuts, is stored in its place), and recovered otherwise: the end line is printed
+    right after it, so the kubelet served neither (a rotation while the container held
+    on took them; the follower read a repeat of the end line)."""
     marker = cut_marker(max_line)
     stored = [
         (index, raw + b"\n")
@@ -162,9 +179,10 @@ def merge(
     copy = [line[:-1] if line.endswith(b"\r") else line for line in parts[:-1]]
     tail: tuple[int, bytes] | None = None
     if tail_stored and parts[-1] and stored:
-        tail = stored.pop()
-        if contents.pop()[:-1] != parts[-1]:
+        index, raw = stored.pop()
+        if not _within(contents.pop(), parts[-1], marker):
             return None
+        tail = index, _raw(timestamp_of(raw), parts[-1], max_line, marker)
     data: list[bytearray] = [bytearray() for _ in entries]
     counts = [0] * len(entries)
     at = recovered = 0
@@ -181,6 +199,10 @@ def merge(
         counts[index] += found - at + 1
         at = found + 1
     rest = copy[at:]
+    unended = 0
+    if tail is None and parts[-1] and not tail_stored:
+        rest.append(parts[-1])
+        unended = 1
     recovered += len(rest)
     if tail is not None:  # the rest comes before it, under its time
         index, raw = tail
@@ -196,7 +218,7 @@ def merge(
             out[-1] = (entry_id, data_so_far + after, n + len(rest))
         else:
             out.append(("*", after, len(rest)))
-    return Merged(out, recovered)
+    return Merged(out, recovered, unended)
 
 
 def _place(
@@ -235,6 +257,15 @@ def _same(text: bytes, line: bytes, marker: bytes) -> bool:
     if text[:-1] in (line, line + b"\r"):
         return True
     return text.endswith(marker) and line.startswith(text[: len(text) - len(marker)])
+
+
+def _within(text: bytes, last: bytes, marker: bytes) -> bool:
+    """Whether the stored line's text (with its newline, or cut) is all or part of the
+    copy's ``last`` line, which had no newline. Glued to the end line, it is that line:
+    whole, cut at ``max_line``, or torn by a rotation (its start gone with the old
+    file), or both; the copy's whole line is stored in its place."""
+    body = text[: len(text) - len(marker)] if text.endswith(marker) else text[:-1]
+    return body in last
 
 
 def _raw(ts: bytes, line: bytes, max_line: int, marker: bytes) -> bytes:
