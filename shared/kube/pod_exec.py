@@ -85,7 +85,7 @@ def exec_output(
             sock.close(timeout=1)
         # close() does nothing once the server's close frame was answered (the
         # library then marks the socket unconnected but leaves it open).
-        sock.shutdown()
+        sock.shutdown()  # type: ignore[no-untyped-call]
     if status is None:
         raise KubeTemporaryError(f"exec in {pod} ended without a status")
     if status.get("status") != "Success":
