@@ -135,13 +135,9 @@ class PodContext:
     """A ``router: dynamo`` service's router pod address, for its workers' environment."""
     dind_image: str | None = None
     """The image with dockerd that ``docker: true`` runs in (the settings')."""
-    output_keep_bytes: int = 0
-    """The container keeps a copy of up to this much output, and ``output_hold_s`` holds
-    on at its end if its log file reached ``node_log_max_bytes`` (a rotation), for the
-    collector to put back what the kubelet never served; 0: neither
-    (``workers/supervisor.py``)."""
-    output_hold_s: int = 0
-    node_log_max_bytes: int = 0
+    output: supervisor.Keeping = field(default_factory=supervisor.Keeping)
+    """How the container keeps its output, for the collector to put back what the
+    kubelet never served (:func:`output_keeping`); none by default."""
 
 
 OBJECT_KINDS = ("pod", "secret", "service")
@@ -170,15 +166,16 @@ def object_verbs(k: kube.Kube, kind: str) -> tuple[Any, Any, Any]:
     }[kind]
 
 
-def output_keeping(logs: LogSettings) -> dict[str, int]:
+def output_keeping(logs: LogSettings) -> supervisor.Keeping:
     """PodContext's output keeping from the settings: a copy up to the log store's cap
     per attempt in output bytes (stored lines also carry their timestamps, so an output
-    near the cap is trimmed in the store and not recovered: the copy need not be bigger)."""
-    return {
-        "output_keep_bytes": int(logs.max_mib_per_attempt * 1024 * 1024) if logs.hold_s else 0,
-        "output_hold_s": logs.hold_s,
-        "node_log_max_bytes": logs.node_log_max_bytes,
-    }
+    near the cap is trimmed in the store and not recovered: the copy need not be bigger),
+    and none without a hold (nothing would read it)."""
+    return supervisor.Keeping(
+        copy_bytes=int(logs.max_mib_per_attempt * 1024 * 1024) if logs.hold_s else 0,
+        rotate_bytes=logs.node_log_max_bytes,
+        hold_s=logs.hold_s,
+    )
 
 
 def run_has_services(run: Run, job: Job) -> bool:
@@ -225,7 +222,7 @@ def build_job_objects(run: Run, job: Job, conf: Any, ctx: PodContext) -> JobObje
         env.setdefault("HOME", RESTRICTED_HOME)
     script = _script(run, conf, multinode, ctx, ssh=ssh, tools=tools, restricted=restricted)
     env_vars = [_env_var(k, v, secret=name if k in secret_env else None) for k, v in env.items()]
-    if ctx.output_hold_s and ctx.output_keep_bytes:  # what PID 1 marks its end line with
+    if ctx.output.holds:  # what PID 1 marks its end line with
         env_vars.append(
             {"name": "BERTH_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
         )
@@ -447,13 +444,7 @@ def _script(
         if conf.type == "task":
             sizes = node_group_sizes(conf)
             body = [with_node_ip_variables(command, sizes) for command in body]
-    return supervisor.script(
-        lines,
-        body,
-        keep_bytes=ctx.output_keep_bytes,
-        rotate_bytes=ctx.node_log_max_bytes,
-        hold_s=ctx.output_hold_s,
-    )
+    return supervisor.script(lines, body, keeping=ctx.output)
 
 
 def _sshd_lines(*, tools: bool = False) -> list[str]:

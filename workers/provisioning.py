@@ -132,7 +132,7 @@ def provision_job(ctx: WorkerContext, job_id: str) -> None:
         code_parts=len(code_secrets),
         secret_values=secret_values,
         scheduler_affinity=affinity,
-        **output_keeping(ctx.settings.logs),
+        output=output_keeping(ctx.settings.logs),
     )
     objects = build_job_objects(run, job, conf, pod_ctx)
     created: dict[str, str | None] = {}  # this job's own objects, for teardown

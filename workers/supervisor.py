@@ -18,18 +18,18 @@ The counters ignore SIGTERM, so a stop still counts the commands' last words.
 
 **The copy and the hold.** A count says how many lines were lost; a copy gives them
 back. The kubelet's follow loses the end of a file at a rotation, only the container
-has every byte, and a container that has exited cannot be read. So with ``keep_bytes``
-``tee`` also feeds a keeper that stores the output's first ``keep_bytes`` bytes in
-``kept`` (and drains the rest: ``tee`` never waits on it), and with ``hold_s`` PID 1,
+has every byte, and a container that has exited cannot be read. So with ``Keeping.copy_bytes``
+``tee`` also feeds a keeper that stores the output's first ``copy_bytes`` bytes in
+``kept`` (and drains the rest: ``tee`` never waits on it), and with ``Keeping.hold_s`` PID 1,
 once the count is written, prints ``berth-output-end UID N B DIR`` on the container's
 stdout, after everything ``tee`` passed on (:func:`output_end`), and waits up to
 ``hold_s`` seconds while ``DIR/hold`` exists. The collector reads ``kept`` through
 ``exec``, stores what it lacked, then removes ``hold`` (:func:`read_kept_command`,
 :func:`release_command`). A stop (TERM), before or during the hold, ends it.
 PID 1 holds only for a run whose log file (each line with the kubelet's prefix) reaches
-``rotate_bytes``, so could have met a rotation. Bounded (``keep_bytes`` on disk,
+``rotate_bytes``, so could have met a rotation. Bounded (``copy_bytes`` on disk,
 ``hold_s`` at the end) and best effort: an image without ``head`` or ``cat``, no pod
-uid (``BERTH_POD_UID``, from the downward API) or more output than ``keep_bytes`` (an
+uid (``BERTH_POD_UID``, from the downward API) or more output than ``copy_bytes`` (an
 incomplete copy) and the container ends as before, counted.
 
 **Supervision.** A shell that is PID 1 ignores SIGTERM unless it traps it, and it runs
@@ -58,22 +58,36 @@ REPORT_MAX_S = 30
 _PRINTED = re.compile(r"^berth-output-lines (\d+)$", re.MULTILINE)
 
 
+@dataclass(frozen=True)
+class Keeping:
+    """How PID 1 keeps the output for the collector: a copy of its first ``copy_bytes``,
+    and, when its lines made ``rotate_bytes`` of log file (the nodes' rotation size), a
+    hold of ``hold_s`` at most at its end for the collector to read it. Zeros: neither."""
+
+    copy_bytes: int = 0
+    rotate_bytes: int = 0
+    hold_s: int = 0
+
+    @property
+    def holds(self) -> bool:
+        """Whether the container can hold on at its end (it then prints an end line
+        naming its pod's uid)."""
+        return self.copy_bytes > 0 and self.hold_s > 0
+
+
 def script(
     preamble: list[str],
     body: list[str],
     *,
     termination_log: str = TERMINATION_LOG,
-    keep_bytes: int = 0,
-    rotate_bytes: int = 0,
-    hold_s: int = 0,
+    keeping: Keeping = Keeping(),
 ) -> str:
     """The whole container script: ``preamble`` (Berth's own setup: sshd, peers, dockerd)
-    and the user's ``body``, both counted; the body supervised. ``keep_bytes`` > 0 keeps a
-    copy of the output's first bytes; ``hold_s`` > 0 holds the container that long at
-    most for the collector to read it, if the output made ``rotate_bytes`` of log file."""
-    hold = _hold_lines(keep_bytes, rotate_bytes, hold_s) if keep_bytes > 0 and hold_s > 0 else []
+    and the user's ``body``, both counted; the body supervised; the output kept as
+    ``keeping`` says."""
+    hold = _hold_lines(keeping) if keeping.holds else []
     lines = ["set -e", *hold, *_report_lines(termination_log, hold=bool(hold))]
-    lines += [*_counting_lines(keep_bytes), *preamble]
+    lines += [*_counting_lines(keeping.copy_bytes), *preamble]
     return "\n".join([*lines, *_supervised(body), 'exit "$berth_rc"'])
 
 
@@ -276,7 +290,8 @@ def _report_lines(termination_log: str, *, hold: bool) -> list[str]:
     ]
 
 
-def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
+def _hold_lines(keeping: Keeping) -> list[str]:
+    tenths = keeping.hold_s * 10
     # Run by the report once the count is written. The report ignores TERM and INT (as
     # PID 1); here either ends the hold at once: a stop must not wait for the collector.
     # N <= B (every line counted ends in a newline), so with B <= KEEP checked first the
@@ -301,8 +316,8 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
         "  case $berth_uid$berth_counts in *[[:space:]]*) return 0 ;; esac",
         "  case $berth_counts in /*) ;; *) return 0 ;; esac",
         "  case $berth_counts in *[!!-~]*) return 0 ;; esac",
-        f'  [ "$berth_b" -le {keep_bytes} ] || return 0',
-        f"  [ $((berth_b + 41 * berth_n)) -ge {rotate_bytes} ] || return 0",
+        f'  [ "$berth_b" -le {keeping.copy_bytes} ] || return 0',
+        f"  [ $((berth_b + 41 * berth_n)) -ge {keeping.rotate_bytes} ] || return 0",
         '  wait "$berth_keeper"',
         # Not ``:``: a failed redirection on a special built-in would end the shell.
         '  true 2>/dev/null > "$berth_counts/hold" || return 0',
@@ -311,7 +326,7 @@ def _hold_lines(keep_bytes: int, rotate_bytes: int, hold_s: int) -> list[str]:
         # stderr separately, so on stderr it could come before the output's last lines.
         "  berth_end",
         "  berth_held=0",
-        f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {hold_s * 10} ]; do',
+        f'  while [ -e "$berth_counts/hold" ] && [ "$berth_held" -lt {tenths} ]; do',
         "    berth_held=$((berth_held+1))",
         "    sleep 0.1 2>/dev/null || { sleep 1; berth_held=$((berth_held+9)); }",
         # Again every REPEAT_S: the kubelet serves only its newest file, and a rotation

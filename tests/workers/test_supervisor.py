@@ -22,6 +22,7 @@ import pytest
 
 from workers.supervisor import (
     END_MARKER,
+    Keeping,
     OutputEnd,
     output_end,
     printed_lines,
@@ -72,9 +73,7 @@ def _start(
         ["echo from the preamble"],
         body,
         termination_log=str(log),
-        keep_bytes=keep_bytes,
-        rotate_bytes=rotate_bytes,
-        hold_s=hold_s,
+        keeping=Keeping(keep_bytes, rotate_bytes, hold_s),
     )
     proc = subprocess.Popen(
         [sh, "-c", text], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -503,9 +502,8 @@ def _as_pid_1(
     unshare = shutil.which("unshare")
     assert unshare is not None
     sh, path = _shell(tmp_path, shell, _KEEPING_APPLETS if keep_bytes else _APPLETS)
-    text = script(
-        list(preamble), body, termination_log=str(log), keep_bytes=keep_bytes, hold_s=hold_s
-    )
+    keeping = Keeping(copy_bytes=keep_bytes, hold_s=hold_s)
+    text = script(list(preamble), body, termination_log=str(log), keeping=keeping)
     proc = subprocess.Popen(
         # --mount-proc: /proc is the namespace's, as in a container (tee's io is read there).
         [unshare, "--pid", "--fork", "--mount-proc", "--kill-child", sh, "-c", text],
