@@ -79,24 +79,11 @@ def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_c
     """~3 MiB of CRI log printed with no collector running, which is back while the
     container holds on at its end: the kubelet serves only its newest file, yet every
     line is served, in order, from the container's own copy."""
-    chatty = _CHATTY.replace("echo the end", "printf 'the end'")  # no newline: last at exit
-    with _collector_down(real_stack):
-        name = apply(real_stack, tmp_path, f"type: task\nname: recovered{chatty}{SMALL}")
-        pod = run(real_stack, name)["jobs"][0]["pod_name"]
-        # The commands are done and PID 1 holds on: its end line is in the kubelet's log.
-        wait_until(
-            lambda: "berth-output-end" in _served_tail(real_stack, real_kube, pod),
-            timeout=3 * START_S,
-            what="the container's end line",
-        )
-        held_from = datetime.now(UTC)  # the hold had begun
-    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
-    assert done["status"] == "done", done
-    wait_until(
-        lambda: log_meta(real_stack, real_kube, name).done, timeout=60, what="output complete"
+    last = "printf 'the end'"  # no newline: the last line, ended by the collector
+    name, out, held_s = _printed_while_the_collector_was_down(
+        real_stack, real_kube, tmp_path, "recovered", last
     )
     expected = [f"line {i:06d}" for i in range(60_000)] + ["the end"]
-    out = logs(real_stack, name).splitlines()
     assert out == expected, (len(out), out[-1:])
     # Each line put back has a time (its neighbour's), as --since and --timestamps need.
     stamped = logs(real_stack, name, "--timestamps").splitlines()
@@ -107,7 +94,6 @@ def test_output_rotated_away_while_the_collector_was_down_is_put_back_from_the_c
     assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)
     assert meta.recovered > 0  # the kubelet no longer had the start
     # The collector let the container go: it did not hold on until logs.hold_s ran out.
-    held_s = _exit_s(real_stack, real_kube, pod, held_from)
     assert held_s < real_stack.settings().logs.hold_s - 5, held_s
 
 
@@ -187,29 +173,38 @@ def test_a_long_last_line_the_kubelet_served_only_the_end_of_is_put_back_whole(
     file the kubelet rotated away: it serves only that line's end, glued to the end
     line. Every line comes back from the container's copy, the last one whole (then
     cut as the collector cuts), and the container is let go."""
-    chatty = _CHATTY.replace("echo the end", _LONG_LAST)
-    with _collector_down(real_stack):
-        name = apply(real_stack, tmp_path, f"type: task\nname: torn-last{chatty}{SMALL}")
-        pod = run(real_stack, name)["jobs"][0]["pod_name"]
-        wait_until(
-            lambda: "berth-output-end" in _served_tail(real_stack, real_kube, pod),
-            timeout=3 * START_S,
-            what="the container's end line",
-        )
-        held_from = datetime.now(UTC)  # the hold had begun
-    done = wait_status(real_stack, name, "done", "failed", timeout=2 * START_S)
-    assert done["status"] == "done", done
-    wait_until(
-        lambda: log_meta(real_stack, real_kube, name).done, timeout=60, what="output complete"
+    name, out, held_s = _printed_while_the_collector_was_down(
+        real_stack, real_kube, tmp_path, "torn-last", _LONG_LAST
     )
-    out = logs(real_stack, name).splitlines()
     assert out[:-1] == [f"line {i:06d}" for i in range(60_000)], (len(out), out[:1])
     _assert_cut_x_line(out[-1])
     meta = log_meta(real_stack, real_kube, name)
     assert (meta.printed, meta.missing, meta.lines, meta.unended) == (60_000, 0, 60_001, 1)
     assert meta.recovered > 0
-    held_s = _exit_s(real_stack, real_kube, pod, held_from)
     assert held_s < real_stack.settings().logs.hold_s - 5, held_s
+
+
+def _printed_while_the_collector_was_down(
+    stack: Stack, k: kube.Kube, tmp_path: Path, name: str, last: str
+) -> tuple[str, list[str], float]:
+    """Run _CHATTY, ending with the command ``last`` instead of its echo, with the
+    collector down until PID 1 holds on at its end (its end line is served), then
+    back. The run's name, the lines ``berth logs`` serves once the output is complete,
+    and the seconds from then (the hold had begun) to the container's exit."""
+    chatty = _CHATTY.replace("echo the end", last)
+    with _collector_down(stack):
+        name = apply(stack, tmp_path, f"type: task\nname: {name}{chatty}{SMALL}")
+        pod = run(stack, name)["jobs"][0]["pod_name"]
+        wait_until(
+            lambda: "berth-output-end" in _served_tail(stack, k, pod),
+            timeout=3 * START_S,
+            what="the container's end line",
+        )
+        held_from = datetime.now(UTC)
+    done = wait_status(stack, name, "done", "failed", timeout=2 * START_S)
+    assert done["status"] == "done", done
+    wait_until(lambda: log_meta(stack, k, name).done, timeout=60, what="output complete")
+    return name, logs(stack, name).splitlines(), _exit_s(stack, k, pod, held_from)
 
 
 def _assert_cut_x_line(line: str) -> None:
