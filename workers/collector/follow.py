@@ -355,7 +355,11 @@ class Follower:
         # cut, is the output's last (``glued``, if any, its rest, a rotation having
         # taken its middle; else a rotation took its rest with the first end line).
         cut_tail = dedupe.cursor.cut
-        if glued:
+        # Not when this follower has handled this end line: meeting it again (its last
+        # read after the follow), what is glued to it is the output's last line, stored
+        # then, or (a rotation having torn it) that line's rest, stamped later, which the
+        # cursor would take for a new line.
+        if glued and end != self._released:
             self._keep(dedupe, batch, glued + b"\n", unended=True)
         elif cut_tail:
             dedupe.end_cut()

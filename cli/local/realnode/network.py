@@ -52,10 +52,16 @@ SYSCTLS = (
 )
 
 
+NETNS_DIR = Path("/run/netns")
+
+
 class HostSnapshot(BaseModel):
     """What the host looked like before the real nodes, to restore on down."""
 
     sysctls: dict[str, str]
+    netns: list[str] | None = None
+    """The CNI network namespaces already there (another runtime's: left alone); None in
+    a snapshot saved before Berth recorded them (then none is removed)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ def node_nets(count: int) -> list[NodeNet]:
 
 def setup(nets: list[NodeNet], *, service_cidr: str) -> HostSnapshot:
     """Bridges, the sink and the guard rules; returns the host state to restore."""
-    snapshot = HostSnapshot(sysctls={k: _sysctl_get(k) for k in SYSCTLS})
+    snapshot = HostSnapshot(sysctls={k: _sysctl_get(k) for k in SYSCTLS}, netns=cni_netns())
     teardown(nets, snapshot=None)  # leftovers of a crashed run, if any
     for net in nets:
         _ip("link", "add", net.bridge, "type", "bridge")
@@ -120,9 +126,48 @@ def teardown(nets: list[NodeNet], *, snapshot: HostSnapshot | None) -> None:
         with contextlib.suppress(LocalClusterError):
             _ip("link", "del", net.bridge)
     if snapshot is not None:
+        if snapshot.netns is not None:
+            remove_netns(kept=set(snapshot.netns))
         for key, value in snapshot.sysctls.items():
             with contextlib.suppress(OSError):
                 _sysctl_set(key, value)
+
+
+def cni_netns(directory: Path = NETNS_DIR) -> list[str]:
+    """The network namespaces the CNI plugins name (``cni-<uuid>``) in ``directory``."""
+    try:
+        return sorted(path.name for path in directory.glob("cni-*"))
+    except OSError:
+        return []
+
+
+def remove_netns(*, kept: set[str], directory: Path = NETNS_DIR) -> list[str]:
+    """Delete the CNI network namespaces not in ``kept`` that no process is in; the ones
+    deleted. The kubelet removes a pod's only after its sandbox is torn down, which a
+    node stopped right after its pods were deleted never does: each would be left."""
+    removed = []
+    for name in cni_netns(directory):
+        if name in kept or _in_use(directory / name):
+            continue
+        with contextlib.suppress(LocalClusterError):
+            _ip("netns", "delete", name)
+            removed.append(name)
+    return removed
+
+
+def _in_use(path: Path) -> bool:
+    try:
+        target = path.stat()
+    except OSError:
+        return False
+    for ns in Path("/proc").glob("[0-9]*/ns/net"):
+        try:
+            found = ns.stat()
+        except OSError:  # the process ended
+            continue
+        if (found.st_ino, found.st_dev) == (target.st_ino, target.st_dev):
+            return True
+    return False
 
 
 def _guard_rules(dns_ip: str) -> None:
