@@ -289,7 +289,7 @@ class Follower:
                             cutting = len(pending) - max_line
                             cut_ts = timestamp_of(bytes(pending[:64]))
                             tail[:] = pending[-_END_TAIL:]
-                            line = bytes(pending[:max_line]) + recovery.cut_marker(max_line)
+                            line = recovery.cut(bytes(pending), max_line)
                             del pending[:]
                             self._keep(dedupe, batch, line, cut=True)
                         elif cutting:
@@ -441,7 +441,7 @@ class Follower:
         if not cut and len(line) > max_line + 1:
             # A whole line that came in the chunk that took it past the limit: cut as
             # one read across chunks is (and as recovery cuts a line it puts back).
-            line = line[:max_line] + recovery.cut_marker(max_line)
+            line = recovery.cut(line, max_line)
         if dedupe.keep(line, cut=cut):
             with self._batch_lock:
                 batch.add(

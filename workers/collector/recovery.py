@@ -49,6 +49,12 @@ def cut_marker(max_line: int) -> bytes:
     return f" [berth] line cut at {max_line} bytes\n".encode()
 
 
+def cut(raw: bytes, max_line: int) -> bytes:
+    """A raw line longer than ``max_line`` as the collector stores it: its first
+    ``max_line`` bytes (the timestamp counted) and the marker."""
+    return raw[:max_line] + cut_marker(max_line)
+
+
 def recover(
     t: Target,
     logs: LogStore,
@@ -182,7 +188,7 @@ def merge(
         index, raw = stored.pop()
         if not _within(contents.pop(), parts[-1], marker):
             return None
-        tail = index, _raw(timestamp_of(raw), parts[-1], max_line, marker)
+        tail = index, _raw(timestamp_of(raw), parts[-1], max_line)
     data: list[bytearray] = [bytearray() for _ in entries]
     counts = [0] * len(entries)
     at = recovered = 0
@@ -193,8 +199,8 @@ def merge(
         if found is None:
             return None
         for line in copy[at:found]:
-            data[index] += _raw(ts, line, max_line, marker)
-        data[index] += _raw(ts, copy[found], max_line, marker) if torn else raw
+            data[index] += _raw(ts, line, max_line)
+        data[index] += _raw(ts, copy[found], max_line) if torn else raw
         recovered += found - at
         counts[index] += found - at + 1
         at = found + 1
@@ -207,12 +213,12 @@ def merge(
     if tail is not None:  # the rest comes before it, under its time
         index, raw = tail
         ts = timestamp_of(raw)
-        data[index] += b"".join(_raw(ts, line, max_line, marker) for line in rest) + raw
+        data[index] += b"".join(_raw(ts, line, max_line) for line in rest) + raw
         counts[index] += len(rest) + 1
         rest = []
     out = [(e.id, bytes(d), n) for e, d, n in zip(entries, data, counts, strict=True)]
     if rest:
-        after = b"".join(_raw(fallback_ts, line, max_line, marker) for line in rest)
+        after = b"".join(_raw(fallback_ts, line, max_line) for line in rest)
         if out:
             entry_id, data_so_far, n = out[-1]
             out[-1] = (entry_id, data_so_far + after, n + len(rest))
@@ -268,10 +274,10 @@ def _within(text: bytes, last: bytes, marker: bytes) -> bool:
     return body in last
 
 
-def _raw(ts: bytes, line: bytes, max_line: int, marker: bytes) -> bytes:
+def _raw(ts: bytes, line: bytes, max_line: int) -> bytes:
     """A recovered line as the collector would have stored it (cut as it cuts)."""
     raw = ts + line
-    return raw + b"\n" if len(raw) <= max_line else raw[:max_line] + marker
+    return raw + b"\n" if len(raw) <= max_line else cut(raw, max_line)
 
 
 def _all_entries(logs: LogStore, job_id: str, attempt: int) -> list[Entry]:
